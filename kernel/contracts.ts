@@ -1,0 +1,520 @@
+// The kernel's public contracts: the types of ports, operators, links, programs, layers and syscalls.
+// This file imports no implementation; everything else depends on it with `import type`.
+
+import type * as t from 'io-ts'
+import type { Observable } from 'rxjs'
+import type { LaminaError, Where } from './errors.js'
+
+// ---------------------------------------------------------------------------------------------
+// Codecs and ports
+
+/**
+ * Any io-ts codec. io-ts's own `Mixed` is the widest codec type its API accepts; a port's value
+ * type is recovered from it with `t.TypeOf<C>`.
+ */
+export type AnyCodec = t.Mixed
+
+/** A record of port names to codecs: the shape of an operator's inputs or outputs. */
+export type PortCodecs = { readonly [port: string]: AnyCodec }
+
+/** The value types of a record of port codecs. */
+export type PortValues<P extends PortCodecs> = { [K in keyof P]: t.TypeOf<P[K]> }
+
+/** A key that partitions records and scopes keyed state. */
+export type Key = string | number
+
+/** An input port of one operator; `T` is the type of the values it accepts. */
+export interface InputPort<T = unknown> {
+  readonly direction: 'in'
+  readonly operator: string
+  readonly port: string
+  readonly codec: AnyCodec
+  /** Type-level only: makes `link()` check that an output fits this input. */
+  readonly _accepts?: (value: T) => void
+}
+
+/** An output port of one operator; `T` is the type of the values it emits. */
+export interface OutputPort<T = unknown> {
+  readonly direction: 'out'
+  readonly operator: string
+  readonly port: string
+  readonly codec: AnyCodec
+  /** Type-level only: makes `link()` check that this output fits an input. */
+  readonly _emits?: T
+}
+
+// ---------------------------------------------------------------------------------------------
+// Annotations
+
+/**
+ * Annotations on an operator, read by layers (placement, isolation, fault tolerance …). Layers add
+ * their own fields by declaration merging:
+ *
+ * ```ts
+ * declare module 'lamina' { interface Annotations { region?: string } }
+ * ```
+ */
+export interface Annotations {
+  /** Number of instances of the operator. @default 1 */
+  parallelism?: number
+  /** Free-form labels, shown by `describe()`. */
+  labels?: readonly string[]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelopes and batches
+
+/**
+ * Per-record fields that travel with a value (metadata layers add trace ids; requests carry a
+ * reply path). Kept apart from the value so that plain dataflow carries no per-record object.
+ */
+export interface Header {
+  /** Set on a request: the continuation that delivers the reply to the requester's future table. */
+  readonly reply?: ReplyTo
+  /** Fields piggybacked by layers, by layer name. */
+  readonly fields?: { readonly [layer: string]: unknown }
+}
+
+/** Delivers the reply of a request (or its failure) back to the requester. */
+export type ReplyTo = (outcome: { ok: true; value: unknown } | { ok: false; error: unknown }) => void
+
+/**
+ * A batch of records crossing a channel. `headers`, when present, is parallel to `values`.
+ * A batch is immutable once sent: receivers never mutate it (broadcast shares one batch).
+ */
+export interface Batch {
+  readonly values: readonly unknown[]
+  readonly headers?: readonly (Header | undefined)[]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators
+
+/** Keyed or single-slot state of an atom, typed by its codec. */
+export interface StateSpec<S> {
+  /** Codec of one state value: used to snapshot and restore state (layers move it between peers). */
+  readonly codec: t.Type<S, unknown, unknown>
+  /** The initial value for a key (or for the single slot) seen for the first time. */
+  readonly init: () => S
+}
+
+/** Options for `ctx.request`. */
+export interface RequestOptions {
+  /** Milliseconds to wait for the reply. @default 30000 */
+  readonly timeout?: number
+  readonly signal?: AbortSignal
+}
+
+/** A handle on a timer set with `ctx.timer` or `ctx.every`. */
+export interface TimerHandle {
+  cancel(): void
+}
+
+/** The state an atom handler sees: per key for keyed operators, one slot otherwise. */
+export interface StateAccess<S> {
+  /** The current key's state (the single slot for unkeyed operators), initialised on first use. */
+  get(): S
+  /** Replaces the current key's state. */
+  set(value: S): void
+  /** Applies `fn` to the current key's state and stores the result. */
+  update(fn: (value: S) => S): S
+  /** Forgets the current key's state. */
+  delete(): void
+  /** State of an explicit key (for timers and end-of-stream handlers of keyed operators). */
+  of(key: Key): S
+  /** Every key with state, and its value. */
+  entries(): IterableIterator<[Key, S]>
+  /** Number of keys holding state. */
+  readonly size: number
+}
+
+/** A child atom started with `ctx.spawn`. */
+export interface Spawned<I extends PortCodecs> {
+  /** Sends a value to one of the child's input ports, waiting for credit. */
+  send<P extends keyof I & string>(port: P, value: t.TypeOf<I[P]>): Promise<void>
+  /** Ends the child's inputs: it finishes what it has and completes `done`. */
+  end(): void
+  /** Resolves when the child has finished. */
+  readonly done: Promise<void>
+}
+
+/** Options for `ctx.spawn`: where the child's outputs go among the spawner's own input ports. */
+export interface SpawnOptions {
+  /** Child output port -> spawner input port that receives what the child emits there. */
+  readonly outputs?: { readonly [childPort: string]: string }
+}
+
+/** Identity of one operator instance. */
+export interface InstanceInfo {
+  readonly job: string
+  readonly operator: string
+  readonly instance: number
+  readonly parallelism: number
+  /** Records per batch the job prefers: sources flush this many at a time. */
+  readonly batchSize: number
+}
+
+/**
+ * The syscalls: the kernel's interface to a running atom. Every handler gets one.
+ *
+ * - send: `emit` (buffered, flushed with credit after the handler) and `flush`;
+ * - request/response: `request` (a future, resolved by the reply);
+ * - timers: `timer`, `every`, `sleep`;
+ * - state: `state`, `key`;
+ * - spawn: `spawn` (a child atom whose outputs arrive as interrupts on the spawner's ports);
+ * - layer syscalls: `call`;
+ * - dead letters: `reject` records a value as refused, with a reason.
+ */
+export interface AtomContext<O extends PortCodecs = PortCodecs, S = unknown> {
+  readonly info: InstanceInfo
+  /** The key of the record being handled (keyed operators), else undefined. */
+  readonly key: Key | undefined
+  readonly state: StateAccess<S>
+  /** Aborted when the job stops or aborts. */
+  readonly signal: AbortSignal
+  /** Emits a value on an output port. Buffered: the kernel sends it when the handler returns. */
+  emit<P extends keyof O & string>(port: P, value: t.TypeOf<O[P]>): void
+  /** Sends buffered emissions now, waiting while a downstream channel has no credit. */
+  flush(): Promise<void>
+  /** Sends a request on an output port and waits for the reply of the operator that receives it. */
+  request<R = unknown, P extends keyof O & string = keyof O & string>(port: P, value: t.TypeOf<O[P]>, options?: RequestOptions): Promise<R>
+  /** Calls `fn` once after `ms`, as an interrupt of this atom (never concurrently with a handler). */
+  timer(ms: number, fn: () => void | Promise<void>): TimerHandle
+  /** Calls `fn` every `ms` until cancelled or the atom finishes. */
+  every(ms: number, fn: () => void | Promise<void>): TimerHandle
+  /** Resolves after `ms` (rejects when the job stops). */
+  sleep(ms: number): Promise<void>
+  /** Starts a child atom; see {@link SpawnOptions}. */
+  spawn<I extends PortCodecs>(operator: Operator<I, PortCodecs>, options?: SpawnOptions): Spawned<I>
+  /** Calls a syscall registered by a layer's control hook. */
+  call(name: string, argument?: unknown): Promise<unknown>
+  /** Records `value` as a dead letter with `reason` (the operator refuses it; nothing is lost). */
+  reject(value: unknown, reason: string): void
+}
+
+/** A handler of one input port. A returned value is the reply when the record was a request. */
+export type Handler<T, O extends PortCodecs, S> = (value: T, ctx: AtomContext<O, S>) => unknown
+
+/** The atom body form: handlers per input port (the interrupt table), with optional lifecycle hooks. */
+export interface AtomBody {
+  readonly form: 'atom'
+  readonly handlers: { readonly [port: string]: Handler<never, PortCodecs, unknown> }
+  readonly start?: (ctx: AtomContext<PortCodecs, unknown>) => unknown
+  /** Drives emission for operators that produce on their own (sources): the atom ends when it resolves and its inputs end. */
+  readonly run?: (ctx: AtomContext<PortCodecs, unknown>) => Promise<void>
+  readonly end?: (ctx: AtomContext<PortCodecs, unknown>) => unknown
+  readonly key?: (value: unknown, port: string) => Key
+  readonly state?: StateSpec<unknown>
+}
+
+/** The stateless stream body form: an rxjs function from input Observables to output Observables. */
+export interface StreamBody {
+  readonly form: 'stream'
+  readonly fn: (inputs: { readonly [port: string]: Observable<unknown> }, info: InstanceInfo) => { readonly [port: string]: Observable<unknown> }
+}
+
+/** Either body form. */
+export type OperatorBody = AtomBody | StreamBody
+
+/** What `describe()` tells about an operator. */
+export interface OperatorDescription {
+  readonly name: string
+  readonly form: 'atom' | 'stream'
+  readonly role: 'source' | 'sink' | 'transform'
+  readonly inputs: { readonly [port: string]: string }
+  readonly outputs: { readonly [port: string]: string }
+  readonly keyed: boolean
+  readonly state?: string
+  readonly annotations: Annotations
+}
+
+/**
+ * An operator: an immutable value with a name, typed ports, a body and annotations.
+ * `I` and `O` are the codecs of its input and output ports.
+ */
+export interface Operator<I extends PortCodecs = PortCodecs, O extends PortCodecs = PortCodecs> {
+  readonly name: string
+  readonly inputs: { readonly [K in keyof I & string]: InputPort<t.TypeOf<I[K]>> }
+  readonly outputs: { readonly [K in keyof O & string]: OutputPort<t.TypeOf<O[K]>> }
+  readonly body: OperatorBody
+  readonly annotations: Readonly<Annotations>
+  /** A copy with these annotations merged over the current ones. */
+  annotate(annotations: Annotations): Operator<I, O>
+  /** A copy under another name (ports follow the new name). */
+  rename(name: string): Operator<I, O>
+  describe(): OperatorDescription
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links
+
+/** How records on a link are spread over the instances of the receiving operator. */
+export type Partitioning =
+  | { readonly kind: 'forward' }
+  | { readonly kind: 'hash'; readonly key?: (value: unknown) => Key }
+  | { readonly kind: 'broadcast' }
+  | { readonly kind: 'round-robin' }
+
+/** A link: an immutable value joining an output port to an input port. */
+export interface Link {
+  readonly from: { readonly operator: string; readonly port: string }
+  readonly to: { readonly operator: string; readonly port: string }
+  readonly partitioning: Partitioning | undefined
+  /** Records the channel holds before its producer waits. @default 4096 */
+  readonly capacity: number | undefined
+  /** `from.port -> to.port` as text. */
+  readonly id: string
+}
+
+// ---------------------------------------------------------------------------------------------
+// Programs
+
+/** What `describe()` tells about a program. */
+export interface ProgramDescription {
+  readonly name: string
+  readonly operators: readonly OperatorDescription[]
+  readonly links: readonly { readonly from: string; readonly to: string; readonly partitioning: string; readonly capacity?: number }[]
+}
+
+/** A validated program: operators + links. Immutable; every change returns a new program. */
+export interface Program {
+  readonly name: string
+  readonly operators: readonly Operator[]
+  readonly links: readonly Link[]
+  operator(name: string): Operator | undefined
+  /** A copy with an operator added, replaced (same name) or removed. */
+  withOperator(operator: Operator): Program
+  withoutOperator(name: string): Program
+  withLinks(links: readonly Link[]): Program
+  /** A copy in which `fn` may replace each operator (names must stay the same). */
+  mapOperators(fn: (operator: Operator) => Operator): Program
+  describe(): ProgramDescription
+  toJSON(): ProgramDescription
+  /** The program as a Graphviz dot graph. */
+  toDot(): string
+  /** The program as indented text, one operator and its links per line. */
+  toString(): string
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dead letters
+
+/** A record the kernel could not deliver or process, with the reason. Nothing is dropped without one. */
+export interface DeadLetter {
+  readonly job: string
+  readonly where: Where
+  /** The error's stable code: ERR_DECODE, ERR_HANDLER, ERR_REQUEST_TIMEOUT … */
+  readonly code: string
+  readonly message: string
+  readonly value: unknown
+  readonly error: LaminaError
+  readonly time: number
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layer API
+
+/** Where a layer's plan hook runs. */
+export interface PlanContext {
+  readonly job: string
+}
+
+/** What the kernel gives an instance to emit with; layers may wrap it (e.g. to add header fields). */
+export interface Outputs {
+  emit(port: string, value: unknown, header?: Header): void
+}
+
+/** Everything needed to build one running operator instance. */
+export interface InstanceSpec {
+  readonly info: InstanceInfo
+  readonly operator: Operator
+  readonly outputs: Outputs
+}
+
+/** Keyed state of one instance in portable form: keys with codec-encoded values. */
+export interface StateSnapshot {
+  readonly operator: string
+  readonly entries: readonly (readonly [Key | null, unknown])[]
+}
+
+/**
+ * A running operator instance as the kernel drives it. Layers wrap it (count, trace, isolate,
+ * snapshot); every method may return a promise, which the kernel awaits before the next message.
+ */
+export interface Instance {
+  readonly info: InstanceInfo
+  /** Called once before any message. */
+  start(): void | Promise<void>
+  /** Processes a batch that arrived on an input port. */
+  process(port: string, batch: Batch): void | Promise<void>
+  /** Runs the operator's own driver (sources); resolves when it has nothing more to produce. */
+  run(): void | Promise<void>
+  /** Called once when every input has ended (and `run` finished). */
+  end(): void | Promise<void>
+  /** The instance's state in portable form. */
+  snapshot(): StateSnapshot
+  /** Replaces the instance's state (validated against the state codec). */
+  restore(snapshot: StateSnapshot): void
+}
+
+/** What a channel joins: one producer instance's port to one consumer instance's port. */
+export interface ChannelInfo {
+  readonly job: string
+  readonly link: Link
+  readonly from: { readonly operator: string; readonly port: string; readonly instance: number }
+  readonly to: { readonly operator: string; readonly port: string; readonly instance: number }
+}
+
+/**
+ * A materialized link between two instances: a bounded queue of batches with credit-based
+ * backpressure. The producer calls `send` while `ready()`; otherwise it awaits `whenReady()`.
+ * Layers wrap a channel to piggyback fields, count, or add sequence numbers.
+ */
+export interface Channel {
+  readonly info: ChannelInfo
+  /** Enqueues a batch (the producer checked `ready()` first; one batch may overshoot). */
+  send(batch: Batch): void
+  /** True while the channel has credit for more records. */
+  ready(): boolean
+  /** Resolves when the channel has credit again. */
+  whenReady(signal?: AbortSignal): Promise<void>
+  /** The producer has no more records. */
+  end(): void
+  /** Takes the next batch, `'end'` once ended and drained, or undefined when empty. Returns credit. */
+  take(): Batch | 'end' | undefined
+  /** Calls `fn` when the channel becomes non-empty or ends. One listener: the consuming atom. */
+  onReadable(fn: () => void): void
+  /** Records queued now. */
+  readonly queued: number
+}
+
+/** A message handler registered by a layer's control hook. */
+export type ControlHandler = (payload: unknown) => unknown
+
+/** Where a layer registers its control-plane message kinds and syscalls. */
+export interface ControlRegistry {
+  /** Registers a control message kind, sent with `job.control(kind, payload)`. */
+  handle(kind: string, handler: ControlHandler): void
+  /** Registers a syscall atoms reach with `ctx.call(name, argument)`. */
+  syscall(name: string, fn: (argument: unknown, caller: InstanceInfo) => unknown): void
+  /** The running job: its events, stats and instances. */
+  readonly job: JobView
+}
+
+/**
+ * A runtime layer: a name, order constraints and optional hooks. Each hook receives the thing being
+ * built and a `next` that builds it with the layers below.
+ *
+ * ```ts
+ * const counting: Layer = {
+ *   name: 'count',
+ *   channel: (ch, next) => { const inner = next(ch); return { ...delegate(inner), send: (b) => { n += b.values.length; inner.send(b) } } },
+ * }
+ * ```
+ */
+export interface Layer {
+  readonly name: string
+  /** Names of layers this one must sit above (nearer the program). */
+  readonly before?: readonly string[]
+  /** Names of layers this one must sit below. */
+  readonly after?: readonly string[]
+  /** Rewrites the program before deployment. */
+  plan?(program: Program, next: (program: Program) => Promise<Program>, context: PlanContext): Promise<Program>
+  /** Wraps (or replaces) one operator instance. */
+  instance?(spec: InstanceSpec, next: (spec: InstanceSpec) => Instance): Instance
+  /** Wraps one materialized channel. */
+  channel?(channel: Channel, next: (channel: Channel) => Channel): Channel
+  /** Registers control message kinds and syscalls; called once per job before it starts. */
+  control?(registry: ControlRegistry): void
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+
+/** Counters of one operator instance. */
+export interface InstanceStats {
+  readonly operator: string
+  readonly instance: number
+  readonly recordsIn: number
+  readonly recordsOut: number
+  readonly deadLetters: number
+  /** Records emitted on output ports that have no link (counted, never silently dropped). */
+  readonly unlinked: number
+}
+
+/** Counters of one channel. */
+export interface ChannelStats {
+  readonly link: string
+  readonly from: number
+  readonly to: number
+  readonly records: number
+  readonly queued: number
+  /** The most records ever queued: bounded by the capacity plus one batch. */
+  readonly maxQueued: number
+}
+
+/** Counters of a job. */
+export interface JobStats {
+  readonly instances: readonly InstanceStats[]
+  readonly channels: readonly ChannelStats[]
+  readonly deadLetters: number
+}
+
+/** Events a job reports while it runs. */
+export type JobEvent =
+  | { readonly type: 'started'; readonly job: string }
+  | { readonly type: 'instance-finished'; readonly operator: string; readonly instance: number }
+  | { readonly type: 'dead-letter'; readonly deadLetter: DeadLetter }
+  | { readonly type: 'finished'; readonly job: string }
+  | { readonly type: 'failed'; readonly job: string; readonly error: LaminaError }
+
+/** A read-only view of a running job, as layers see it. */
+export interface JobView {
+  readonly id: string
+  readonly program: Program
+  readonly events: Observable<JobEvent>
+  stats(): JobStats
+  readonly deadLetters: readonly DeadLetter[]
+}
+
+/** What a finished job reports. */
+export interface JobReport {
+  readonly job: string
+  readonly stats: JobStats
+  readonly deadLetters: readonly DeadLetter[]
+  readonly elapsedMs: number
+}
+
+/** A running job. */
+export interface Job extends JobView {
+  /** Resolves with the report when every operator has finished; rejects with a typed error on failure. */
+  readonly done: Promise<JobReport>
+  /** Graceful stop: sources stop producing, in-flight records drain, `done` resolves. */
+  stop(): Promise<JobReport>
+  /** Immediate stop: `done` rejects with JobAbortedError. */
+  abort(reason?: unknown): void
+  /** Sends a control message to the handler a layer registered for `kind`. */
+  control(kind: string, payload?: unknown): Promise<unknown>
+}
+
+/** What a dead letter does to its job. */
+export type DeadLetterPolicy = 'record' | 'fail'
+
+/** Options of `kernel.run`. All optional. */
+export interface RunOptions {
+  /** Job id. @default the program name plus a counter */
+  readonly id?: string
+  /** `record`: dead letters are kept and the job goes on; `fail`: the first one fails the job. @default 'record' */
+  readonly deadLetters?: DeadLetterPolicy
+  /** Dead letters past this many fail the job (DeadLetterLimitError). @default 100000 */
+  readonly deadLetterLimit?: number
+  /** Records per batch sent by sources and flushed by operators. @default 1024 */
+  readonly batchSize?: number
+  /** Default channel capacity in records, for links that set none. @default 4096 */
+  readonly capacity?: number
+  /** Where values are checked against port codecs: at every operator input, or not at all in-process. @default 'inputs' */
+  readonly validate?: 'inputs' | 'none'
+  readonly signal?: AbortSignal
+  /** Called with each dead letter as it is recorded. */
+  readonly onDeadLetter?: (deadLetter: DeadLetter) => void
+}

@@ -1,0 +1,17 @@
+// Lamina's public API: operators, links and programs as values; the kernel that runs them; the layer API.
+
+export type * from './contracts.js'
+export * from './errors.js'
+export { t, check, renderProblem, type DecodeProblem } from './codec.js'
+export { atom, stream, type AtomDefinition, type StreamDefinition } from './operator.js'
+export { link, makeLink, forward, hash, broadcast, roundRobin, type LinkOptions } from './link.js'
+export { program, validateProgram, type ProgramDefinition } from './program.js'
+export { Kernel, kernel } from './kernel.js'
+export { orderLayers, wrapChannel, wrapInstance } from './layer.js'
+export { hashKey, keyGroupOf, instanceOfKey, instanceOfKeyGroup, KEY_GROUPS } from './hash.js'
+export { source, type SourceInput, type SourceOptions, type SourcePart } from './operators/source.js'
+export { sink, type SinkTarget } from './operators/sink.js'
+export { map } from './operators/map.js'
+export { filter } from './operators/filter.js'
+export { flatMap } from './operators/flat-map.js'
+export { RejectedError } from './runtime/atom.js'

@@ -1,0 +1,230 @@
+// The base instance of an atom-form operator: runs handlers one record at a time with its syscalls.
+
+import type {
+  AtomBody,
+  AtomContext,
+  Batch,
+  Header,
+  Instance,
+  InstanceInfo,
+  InstanceSpec,
+  Key,
+  Operator,
+  Outputs,
+  PortCodecs,
+  RequestOptions,
+  Spawned,
+  SpawnOptions,
+  StateSnapshot,
+  TimerHandle,
+} from '../contracts.js'
+import { acceptsAll, check, renderProblem } from '../codec.js'
+import { DecodeError, HandlerError, LaminaError, UnknownOutputError } from '../errors.js'
+import { replyError, replyOk, type AtomServices } from './services.js'
+import { StateStore } from './state.js'
+
+/** The context object handed to every handler of one atom instance. */
+class Context implements AtomContext {
+  key: Key | undefined = undefined
+
+  constructor(
+    private readonly outputs: Outputs,
+    private readonly services: AtomServices,
+    readonly state: StateStore<unknown>,
+    private readonly outputPorts: ReadonlySet<string>,
+  ) {}
+
+  get info(): InstanceInfo {
+    return this.services.info
+  }
+
+  get signal(): AbortSignal {
+    return this.services.stopSignal
+  }
+
+  emit(port: string, value: unknown): void {
+    if (!this.outputPorts.has(port)) throw new UnknownOutputError(this.services.info.operator, port)
+    this.outputs.emit(port, value)
+  }
+
+  flush(): Promise<void> {
+    return this.services.flush()
+  }
+
+  request<R>(port: string, value: unknown, options?: RequestOptions): Promise<R> {
+    if (!this.outputPorts.has(port)) return Promise.reject(new UnknownOutputError(this.services.info.operator, port))
+    return this.services.request(port, value, options, (header) => this.outputs.emit(port, value, header)) as Promise<R>
+  }
+
+  timer(ms: number, fn: () => unknown): TimerHandle {
+    return this.services.timer(ms, fn, false)
+  }
+
+  every(ms: number, fn: () => unknown): TimerHandle {
+    return this.services.timer(ms, fn, true)
+  }
+
+  sleep(ms: number): Promise<void> {
+    return this.services.sleep(ms)
+  }
+
+  spawn<I extends PortCodecs>(operator: Operator<I, PortCodecs>, options?: SpawnOptions): Spawned<I> {
+    return this.services.spawn(operator, options)
+  }
+
+  call(name: string, argument?: unknown): Promise<unknown> {
+    return this.services.call(name, argument)
+  }
+
+  reject(value: unknown, reason: string): void {
+    const where = { operator: this.services.info.operator, instance: this.services.info.instance }
+    this.services.deadLetter(where, new RejectedError(this.services.info.operator, reason), value)
+  }
+}
+
+/** Recorded when an operator refuses a value with `ctx.reject`. */
+export class RejectedError extends LaminaError {
+  readonly code = 'ERR_REJECTED'
+  override readonly name = 'RejectedError'
+  constructor(readonly operator: string, readonly reason: string) {
+    super(`${operator} rejected a value: ${reason}`)
+  }
+}
+
+/**
+ * Runs an atom body. Records of a batch go through their port's handler strictly one at a time:
+ * a handler that returns a promise is awaited before the next record (the cooperative model:
+ * awaiting yields to the runtime loop, which may resolve this atom's futures meanwhile).
+ */
+export class AtomInstance implements Instance {
+  private readonly body: AtomBody
+  private readonly ctx: Context
+  private readonly state: StateStore<unknown>
+  private readonly keyFn: ((value: unknown, port: string) => Key) | undefined
+  private readonly checks: ReadonlyMap<string, Operator['inputs'][string]['codec'] | undefined>
+
+  constructor(spec: InstanceSpec, private readonly services: AtomServices) {
+    const body = spec.operator.body
+    if (body.form !== 'atom') throw new TypeError(`AtomInstance needs an atom-form operator, got ${body.form}`)
+    this.body = body
+    this.keyFn = body.key
+    this.state = new StateStore(spec.operator.name, body.state, body.key !== undefined)
+    this.ctx = new Context(spec.outputs, services, this.state, new Set(Object.keys(spec.operator.outputs)))
+    this.checks = new Map(
+      Object.entries(spec.operator.inputs).map(([port, input]) => [port, services.validate && !acceptsAll(input.codec) ? input.codec : undefined]),
+    )
+  }
+
+  get info(): InstanceInfo {
+    return this.services.info
+  }
+
+  start(): void | Promise<void> {
+    return this.hook(this.body.start, 'start')
+  }
+
+  run(): void | Promise<void> {
+    const run = this.body.run
+    if (run === undefined) return
+    return run(this.ctx).catch((error: unknown) => {
+      const where = this.where('run')
+      this.services.deadLetter(where, error instanceof LaminaError ? error : new HandlerError(where, error), undefined)
+    })
+  }
+
+  end(): void | Promise<void> {
+    return this.hook(this.body.end, 'end')
+  }
+
+  process(port: string, batch: Batch): void | Promise<void> {
+    return this.loop(port, batch, 0)
+  }
+
+  snapshot(): StateSnapshot {
+    return this.state.snapshot()
+  }
+
+  restore(snapshot: StateSnapshot): void {
+    this.state.restore(snapshot)
+  }
+
+  /** Handles records from `start` on; switches to the async path at the first handler promise. */
+  private loop(port: string, batch: Batch, start: number): void | Promise<void> {
+    const handler = this.body.handlers[port] as ((value: unknown, ctx: Context) => unknown) | undefined
+    if (handler === undefined) throw new UnknownOutputError(this.services.info.operator, `input ${port}`)
+    const codec = this.checks.get(port)
+    const values = batch.values
+    const headers = batch.headers
+    const keyFn = this.keyFn
+    const ctx = this.ctx
+    const state = this.state
+    for (let i = start; i < values.length; i++) {
+      const value = values[i]
+      const header = headers?.[i]
+      if (codec !== undefined && !codec.is(value)) {
+        this.undecodable(port, value, header)
+        continue
+      }
+      let result: unknown
+      try {
+        if (keyFn !== undefined) ctx.key = state.current = keyFn(value, port)
+        result = handler(value, ctx)
+      } catch (error) {
+        this.failed(port, value, header, error)
+        continue
+      }
+      if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+        return this.resume(result as PromiseLike<unknown>, port, batch, i, header)
+      }
+      if (header?.reply !== undefined) replyOk(header, result)
+    }
+    ctx.key = state.current = undefined
+  }
+
+  private async resume(pending: PromiseLike<unknown>, port: string, batch: Batch, index: number, header: Header | undefined): Promise<void> {
+    try {
+      const result = await pending
+      if (header?.reply !== undefined) replyOk(header, result)
+    } catch (error) {
+      this.failed(port, batch.values[index], header, error)
+    }
+    await this.loop(port, batch, index + 1)
+  }
+
+  private undecodable(port: string, value: unknown, header: Header | undefined): void {
+    const where = { operator: this.services.info.operator, port, instance: this.services.info.instance }
+    const problems = check(this.checks.get(port)!, value) ?? []
+    const error = new DecodeError(where, problems.map(renderProblem))
+    this.services.deadLetter(where, error, value)
+    replyError(header, error)
+  }
+
+  private failed(port: string, value: unknown, header: Header | undefined, cause: unknown): void {
+    const where = this.where(port)
+    // A kernel error raised by a syscall (emit on an unknown port, an unanswered request) keeps its
+    // own code; anything else the handler threw is wrapped with where it happened.
+    const error = cause instanceof LaminaError ? cause : new HandlerError(where, cause)
+    this.services.deadLetter(where, error, value)
+    replyError(header, error)
+  }
+
+  private where(port: string): { operator: string; port: string; instance: number } {
+    return { operator: this.services.info.operator, port, instance: this.services.info.instance }
+  }
+
+  private hook(fn: ((ctx: Context) => unknown) | undefined, name: string): void | Promise<void> {
+    if (fn === undefined) return
+    this.ctx.key = this.state.current = undefined
+    try {
+      const result = fn(this.ctx)
+      if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+        return Promise.resolve(result).then(
+          () => undefined,
+          (error: unknown) => this.services.deadLetter(this.where(name), new HandlerError(this.where(name), error), undefined),
+        )
+      }
+    } catch (error) {
+      this.services.deadLetter(this.where(name), new HandlerError(this.where(name), error), undefined)
+    }
+  }
+}

@@ -1,0 +1,364 @@
+// The driver of one atom: its loop takes one message at a time (interrupts first, then input batches
+// round robin over its channels), runs it through the instance, and flushes emissions with credit.
+
+import type {
+  Batch,
+  Channel,
+  Header,
+  Instance,
+  InstanceInfo,
+  Operator,
+  Outputs,
+  PortCodecs,
+  ReplyTo,
+  RequestOptions,
+  Spawned,
+  SpawnOptions,
+  TimerHandle,
+} from '../contracts.js'
+import {
+  HandlerError,
+  JobAbortedError,
+  type LaminaError,
+  RequestFailedError,
+  RequestRoutingError,
+  RequestTimeoutError,
+  UnknownOutputError,
+  type Where,
+} from '../errors.js'
+import type { Outlet } from './outlet.js'
+import type { AtomServices } from './services.js'
+
+/** What a driver needs from its job. */
+export interface DriverJob {
+  readonly id: string
+  readonly abortSignal: AbortSignal
+  readonly stopSignal: AbortSignal
+  readonly validate: boolean
+  deadLetter(where: Where, error: LaminaError, value: unknown): void
+  call(name: string, argument: unknown, caller: InstanceInfo): Promise<unknown>
+  spawn<I extends PortCodecs>(parent: Driver, operator: Operator<I, PortCodecs>, options: SpawnOptions | undefined): Spawned<I>
+}
+
+/** One input channel of a driver; auxiliary channels (from spawned children) do not hold the port open. */
+export interface InboxEntry {
+  readonly port: string
+  readonly channel: Channel
+  readonly auxiliary: boolean
+}
+
+interface PortBuffer {
+  values: unknown[]
+  headers: (Header | undefined)[] | undefined
+}
+
+/** The kernel's base `Outputs`: per-port buffers the driver flushes into the port's outlet. */
+class EmitBuffers implements Outputs {
+  readonly ports = new Map<string, PortBuffer>()
+  pending = 0
+  unlinked = 0
+
+  constructor(private readonly operator: string, private readonly declared: ReadonlySet<string>) {}
+
+  emit(port: string, value: unknown, header?: Header): void {
+    const buffer = this.ports.get(port)
+    if (buffer === undefined) {
+      if (!this.declared.has(port)) throw new UnknownOutputError(this.operator, port)
+      this.unlinked++
+      if (header?.reply !== undefined) header.reply({ ok: false, error: new RequestRoutingError({ operator: this.operator, port }, 'the port has no link') })
+      return
+    }
+    buffer.values.push(value)
+    if (header !== undefined) {
+      buffer.headers ??= new Array<Header | undefined>(buffer.values.length - 1).fill(undefined)
+      buffer.headers.push(header)
+    } else if (buffer.headers !== undefined) buffer.headers.push(undefined)
+    this.pending++
+  }
+}
+
+type Interrupt = () => unknown
+
+/**
+ * Drives one instance. Memory stays bounded: the driver takes a batch only after flushing the
+ * previous one's emissions into channels with credit, so a slow consumer stalls its producers.
+ */
+export class Driver implements AtomServices {
+  readonly outputs: EmitBuffers
+  readonly stopSignal: AbortSignal
+  readonly validate: boolean
+  instance: Instance | undefined
+  recordsIn = 0
+  recordsOut = 0
+  deadLetters = 0
+  finished = false
+
+  private readonly entries: InboxEntry[] = []
+  private primaryOpen = 0
+  private turn = 0
+  private readonly interrupts: Interrupt[] = []
+  private readonly timers = new Set<{ cancel(): void }>()
+  private readonly futures = new Set<(error: LaminaError) => void>()
+  private readonly children = new Set<Driver>()
+  private childInputs: (() => void)[] = []
+  private running = false
+  private wakeUp: (() => void) | undefined
+
+  constructor(
+    readonly info: InstanceInfo,
+    readonly operator: Operator,
+    private readonly outlets: ReadonlyMap<string, Outlet>,
+    private readonly job: DriverJob,
+  ) {
+    this.outputs = new EmitBuffers(info.operator, new Set(Object.keys(operator.outputs)))
+    for (const port of outlets.keys()) this.outputs.ports.set(port, { values: [], headers: undefined })
+    this.stopSignal = job.stopSignal
+    this.validate = job.validate
+  }
+
+  /** Adds an input channel (before start, or later for a spawned child's outputs). */
+  addInput(entry: InboxEntry): void {
+    this.entries.push(entry)
+    if (!entry.auxiliary) this.primaryOpen++
+    entry.channel.onReadable(() => this.wake())
+  }
+
+  get unlinked(): number {
+    return this.outputs.unlinked
+  }
+
+  /** Resumes the loop if it waits for work (new input, an interrupt, an abort). */
+  wake(): void {
+    const wake = this.wakeUp
+    if (wake !== undefined) {
+      this.wakeUp = undefined
+      wake()
+    }
+  }
+
+  private idle(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.wakeUp = resolve
+    })
+  }
+
+  /** Takes the next batch, round robin over the input channels; retires channels that ended. */
+  private take(): { port: string; batch: Batch } | undefined {
+    const entries = this.entries
+    for (let tries = entries.length; tries > 0; tries--) {
+      if (this.turn >= entries.length) this.turn = 0
+      const entry = entries[this.turn]!
+      const batch = entry.channel.take()
+      if (batch === undefined) {
+        this.turn++
+        continue
+      }
+      if (batch === 'end') {
+        entries.splice(this.turn, 1)
+        if (!entry.auxiliary) this.primaryOpen--
+        continue
+      }
+      this.turn++
+      return { port: entry.port, batch }
+    }
+    return undefined
+  }
+
+  /** Sends buffered emissions; resolves once every channel written to has credit again. */
+  flush(): Promise<void> {
+    return this.flushNow() ?? Promise.resolve()
+  }
+
+  private flushNow(): Promise<void> | undefined {
+    const outputs = this.outputs
+    if (outputs.pending === 0) return undefined
+    outputs.pending = 0
+    const full: Channel[] = []
+    for (const [port, buffer] of outputs.ports) {
+      const values = buffer.values
+      if (values.length === 0) continue
+      const batch = buffer.headers === undefined ? { values } : { values, headers: buffer.headers }
+      buffer.values = []
+      buffer.headers = undefined
+      this.recordsOut += values.length
+      this.outlets.get(port)!.send(batch, full)
+    }
+    if (full.length === 0) return undefined
+    const signal = this.job.abortSignal
+    return full.length === 1 ? full[0]!.whenReady(signal) : Promise.all(full.map((c) => c.whenReady(signal))).then(() => undefined)
+  }
+
+  /** Runs the instance to completion. Rejects only on abort or a fault of the kernel or a layer. */
+  async run(): Promise<void> {
+    const instance = this.instance!
+    const abort = this.job.abortSignal
+    let runPending = false
+    let runFailure: unknown
+    try {
+      await instance.start()
+      await this.flushNow()
+      const running = instance.run()
+      if (running !== undefined) {
+        runPending = true
+        running.then(
+          () => {
+            runPending = false
+            this.wake()
+          },
+          (error: unknown) => {
+            runFailure = error
+            runPending = false
+            this.wake()
+          },
+        )
+      }
+      for (;;) {
+        if (abort.aborted) throw new JobAbortedError(this.job.id, abort.reason)
+        if (runFailure !== undefined) throw runFailure
+        const interrupt = this.interrupts.shift()
+        if (interrupt !== undefined) {
+          await this.interrupt(interrupt)
+          await this.flushNow()
+          continue
+        }
+        const next = this.take()
+        if (next !== undefined) {
+          this.recordsIn += next.batch.values.length
+          this.running = true
+          const processing = instance.process(next.port, next.batch)
+          if (processing !== undefined) await processing
+          this.running = false
+          const flushing = this.flushNow()
+          if (flushing !== undefined) await flushing
+          continue
+        }
+        if (this.outputs.pending > 0) {
+          await this.flushNow()
+          continue
+        }
+        if (this.primaryOpen === 0 && !runPending) {
+          if (this.childInputs.length > 0) {
+            // Inputs are done: end the children's inputs so they drain, then wait for them.
+            for (const end of this.childInputs) end()
+            this.childInputs = []
+          }
+          if (this.children.size === 0 && this.entries.length === 0) break
+        }
+        await this.idle()
+      }
+      await instance.end()
+      await this.flushNow()
+      for (const outlet of this.outlets.values()) outlet.end()
+    } finally {
+      this.finished = true
+      for (const timer of [...this.timers]) timer.cancel()
+      const stopped = new JobAbortedError(this.job.id, 'the operator finished')
+      for (const cancel of [...this.futures]) cancel(stopped)
+    }
+  }
+
+  private async interrupt(fn: Interrupt): Promise<void> {
+    try {
+      await fn()
+    } catch (error) {
+      this.deadLetter({ operator: this.info.operator, instance: this.info.instance, port: 'timer' }, new HandlerError({ operator: this.info.operator, instance: this.info.instance, port: 'timer' }, error), undefined)
+    }
+  }
+
+  // --- syscalls (AtomServices) ------------------------------------------------------------------
+
+  deadLetter(where: Where, error: LaminaError, value: unknown): void {
+    this.deadLetters++
+    this.job.deadLetter(where, error, value)
+  }
+
+  emitted(): void {
+    if (!this.running) this.wake()
+  }
+
+  request(port: string, value: unknown, options: RequestOptions | undefined, emit: (header: Header) => void): Promise<unknown> {
+    const where = { operator: this.info.operator, port, instance: this.info.instance }
+    const outlet = this.outlets.get(port)
+    if (outlet === undefined) return Promise.reject(new RequestRoutingError(where, 'the port has no link'))
+    if (!outlet.routesOneReceiver()) return Promise.reject(new RequestRoutingError(where, 'its link reaches more than one receiver (broadcast or several links)'))
+    const timeout = options?.timeout ?? 30_000
+    const signal = options?.signal
+    return new Promise<unknown>((resolve, reject) => {
+      let settled = false
+      const settle = (action: () => void): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        this.futures.delete(cancel)
+        action()
+      }
+      const cancel = (error: LaminaError): void => settle(() => reject(error))
+      const onAbort = (): void => settle(() => reject(new JobAbortedError(this.job.id, signal?.reason)))
+      const timer = setTimeout(() => settle(() => reject(new RequestTimeoutError(where, timeout))), timeout)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.futures.add(cancel)
+      const reply: ReplyTo = (outcome) =>
+        settle(() => (outcome.ok ? resolve(outcome.value) : reject(new RequestFailedError(where, outcome.error))))
+      const header: Header = { reply }
+      emit(header)
+      this.flushNow()?.catch((error: unknown) => cancel(error instanceof JobAbortedError ? error : new JobAbortedError(this.job.id, error)))
+    })
+  }
+
+  timer(ms: number, fn: () => unknown, repeat: boolean): TimerHandle {
+    const fire = (): void => {
+      if (this.finished) return
+      this.interrupts.push(fn)
+      this.wake()
+    }
+    let handle: { cancel(): void }
+    if (repeat) {
+      const id = setInterval(fire, ms)
+      handle = { cancel: () => (clearInterval(id), this.timers.delete(handle)) }
+    } else {
+      const id = setTimeout(() => {
+        this.timers.delete(handle)
+        fire()
+      }, ms)
+      handle = { cancel: () => (clearTimeout(id), this.timers.delete(handle)) }
+    }
+    this.timers.add(handle)
+    return { cancel: () => handle.cancel() }
+  }
+
+  sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const abort = this.job.abortSignal
+      if (abort.aborted) return reject(new JobAbortedError(this.job.id, abort.reason))
+      const onAbort = (): void => {
+        clearTimeout(id)
+        reject(new JobAbortedError(this.job.id, abort.reason))
+      }
+      const id = setTimeout(() => {
+        abort.removeEventListener('abort', onAbort)
+        resolve()
+      }, ms)
+      abort.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  spawn<I extends PortCodecs>(operator: Operator<I, PortCodecs>, options: SpawnOptions | undefined): Spawned<I> {
+    return this.job.spawn(this, operator, options)
+  }
+
+  /** Registers a spawned child: the driver waits for it before ending, and ends its inputs when its own end. */
+  adopt(child: Driver, endInputs: () => void, done: Promise<void>): void {
+    this.children.add(child)
+    this.childInputs.push(endInputs)
+    const release = (): void => {
+      this.children.delete(child)
+      this.wake()
+    }
+    done.then(release, release)
+  }
+
+  call(name: string, argument: unknown): Promise<unknown> {
+    return this.job.call(name, argument, this.info)
+  }
+}

@@ -1,0 +1,4 @@
+// Lamina's built-in runtime layers. Each is built only on the public layer API of `lamina`.
+// (The five built-in layers arrive with their issues; this entry point exists so imports are stable.)
+
+export {}
