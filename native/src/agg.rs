@@ -1,0 +1,168 @@
+//! Keyed aggregates (count, sum, min, max, mean), kept across batches in first-seen key order.
+//!
+//! Semantics are those of a JavaScript `Map` updated row by row: numeric keys are compared with
+//! SameValueZero (NaN equals NaN, -0 equals +0, and the key is reported as +0); sums add in row
+//! order; min and max follow `Math.min`/`Math.max` (NaN wins); mean is sum / count.
+
+use std::borrow::Cow;
+
+use rustc_hash::FxHashMap;
+
+use crate::batch::{Col, ColKind, StrBuilder};
+use crate::error::{NResult, NativeError};
+use crate::expr::{js_max, js_min};
+
+/// Normalizes a numeric key to its SameValueZero class: -0 becomes +0, every NaN the same NaN.
+#[inline]
+pub fn norm_key(x: f64) -> f64 {
+    if x == 0.0 {
+        0.0
+    } else if x.is_nan() {
+        f64::NAN
+    } else {
+        x
+    }
+}
+
+enum Keys {
+    Str { index: FxHashMap<Box<str>, u32>, keys: StrBuilder },
+    Num { index: FxHashMap<u64, u32>, keys: Vec<f64> },
+}
+
+/// Per-key aggregate state.
+pub struct KeyedAgg {
+    keys: Keys,
+    with_values: bool,
+    count: Vec<f64>,
+    sum: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
+}
+
+impl KeyedAgg {
+    /// State for keys of `kind`; `with_values` adds sum, min, max and mean to the count.
+    pub fn new(kind: ColKind, with_values: bool) -> Self {
+        let keys = match kind {
+            ColKind::Utf8 => Keys::Str { index: FxHashMap::default(), keys: StrBuilder::with_capacity(0, 0) },
+            ColKind::F64 => Keys::Num { index: FxHashMap::default(), keys: Vec::new() },
+        };
+        KeyedAgg { keys, with_values, count: Vec::new(), sum: Vec::new(), min: Vec::new(), max: Vec::new() }
+    }
+
+    /// The kind of key column this state was created for.
+    pub fn key_kind(&self) -> ColKind {
+        match self.keys {
+            Keys::Str { .. } => ColKind::Utf8,
+            Keys::Num { .. } => ColKind::F64,
+        }
+    }
+
+    /// Number of distinct keys so far.
+    pub fn len(&self) -> usize {
+        self.count.len()
+    }
+
+    fn new_slot(&mut self) -> usize {
+        self.count.push(0.0);
+        if self.with_values {
+            self.sum.push(0.0);
+            self.min.push(f64::INFINITY);
+            self.max.push(f64::NEG_INFINITY);
+        }
+        self.count.len() - 1
+    }
+
+    /// The slot of string key `k`, created on first sight.
+    #[inline]
+    pub fn slot_str(&mut self, k: &str) -> usize {
+        if let Keys::Str { index, .. } = &self.keys {
+            if let Some(&i) = index.get(k) {
+                return i as usize;
+            }
+        }
+        let slot = self.new_slot();
+        if let Keys::Str { index, keys } = &mut self.keys {
+            index.insert(k.into(), slot as u32);
+            keys.push(k);
+        }
+        slot
+    }
+
+    /// The slot of numeric key `x`, created on first sight.
+    #[inline]
+    pub fn slot_num(&mut self, x: f64) -> usize {
+        let x = norm_key(x);
+        if let Keys::Num { index, .. } = &self.keys {
+            if let Some(&i) = index.get(&x.to_bits()) {
+                return i as usize;
+            }
+        }
+        let slot = self.new_slot();
+        if let Keys::Num { index, keys } = &mut self.keys {
+            index.insert(x.to_bits(), slot as u32);
+            keys.push(x);
+        }
+        slot
+    }
+
+    /// Adds one row to `slot`.
+    #[inline]
+    pub fn add(&mut self, slot: usize, value: f64) {
+        self.count[slot] += 1.0;
+        if self.with_values {
+            self.sum[slot] += value;
+            self.min[slot] = js_min(self.min[slot], value);
+            self.max[slot] = js_max(self.max[slot], value);
+        }
+    }
+
+    /// Adds every row of a batch. `keys` must be of this state's kind and `values` as long.
+    pub fn push(&mut self, keys: &Col<'_>, values: Option<&[f64]>) {
+        let value = |i: usize| values.map(|v| v[i]).unwrap_or(0.0);
+        match keys {
+            Col::Utf8(s) => {
+                for i in 0..s.len() {
+                    let slot = self.slot_str(s.get(i));
+                    self.add(slot, value(i));
+                }
+            }
+            Col::F64(v) => {
+                for (i, &x) in v.iter().enumerate() {
+                    let slot = self.slot_num(x);
+                    self.add(slot, value(i));
+                }
+            }
+        }
+    }
+
+    /// The result columns: `key`, `count`, and with values `sum`, `min`, `max`, `mean`.
+    pub fn finish(self) -> NResult<Vec<(String, Col<'static>)>> {
+        let key = match self.keys {
+            Keys::Str { keys, .. } => Col::Utf8(keys.finish("key")?),
+            Keys::Num { keys, .. } => Col::F64(Cow::Owned(keys)),
+        };
+        let mut cols = vec![("key".to_string(), key)];
+        if self.with_values {
+            let mean: Vec<f64> = self.sum.iter().zip(&self.count).map(|(s, c)| s / c).collect();
+            cols.push(("count".to_string(), Col::F64(Cow::Owned(self.count))));
+            cols.push(("sum".to_string(), Col::F64(Cow::Owned(self.sum))));
+            cols.push(("min".to_string(), Col::F64(Cow::Owned(self.min))));
+            cols.push(("max".to_string(), Col::F64(Cow::Owned(self.max))));
+            cols.push(("mean".to_string(), Col::F64(Cow::Owned(mean))));
+        } else {
+            cols.push(("count".to_string(), Col::F64(Cow::Owned(self.count))));
+        }
+        Ok(cols)
+    }
+}
+
+/// Checks that a key column keeps the kind the state was created with.
+pub fn check_key_kind(expected: Option<ColKind>, column: &str, col: &Col<'_>) -> NResult<()> {
+    match expected {
+        Some(k) if k != col.kind() => Err(NativeError::batch(
+            column,
+            format!("key column changed kind: earlier batches had {}, this one has {}", k.describe(), col.kind().describe()),
+        )),
+        _ => Ok(()),
+    }
+}

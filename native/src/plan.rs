@@ -1,0 +1,318 @@
+//! Fused chains: a list of step specs compiled once into a plan that runs a whole batch through
+//! every step in one native call, keeping aggregate and window state between calls.
+//!
+//! Steps, in order: any number of `tokenize`, `filter`, `map`; then optionally one sink, which
+//! must be last: `partition`, `count`, `aggregate` or `window`. Outputs of every call are a list
+//! of batches: a chain without a sink gives one batch per `push`; `partition` gives `n` per
+//! `push`; `count`/`aggregate` give their result on `finish`; `window` gives closed windows on
+//! `advance(watermark)` and the rest on `finish`.
+
+use std::borrow::Cow;
+
+use crate::agg::{check_key_kind, KeyedAgg};
+use crate::batch::{Batch, Col, ColKind, StrBuilder};
+use crate::error::{NResult, NativeError};
+use crate::expr::{self, Ast, Typed};
+use crate::js::{JsVal, Out};
+use crate::partition::{partition, MAX_PARTITIONS};
+use crate::tokenize::tokenize_column;
+use crate::window::Windows;
+
+enum Stage {
+    Tokenize { input: String, output: String },
+    Filter { ast: Ast },
+    Map { ast: Ast, name: Option<String> },
+}
+
+enum Sink {
+    Pass,
+    Partition { key: String, n: u32 },
+    Agg { key: String, value: Option<String>, state: Option<KeyedAgg> },
+    Window { key: String, value: Option<String>, time: String, state: Windows },
+}
+
+/// A compiled chain with its state.
+pub struct Plan {
+    stages: Vec<Stage>,
+    sink: Sink,
+    finished: bool,
+    /// Set when a panic interrupted a call: state may be half-updated, so the plan refuses work.
+    pub poisoned: bool,
+}
+
+/// Reads one step's fields, rejecting unknown ones.
+struct Fields<'a> {
+    step: usize,
+    op: String,
+    fields: &'a [(String, JsVal)],
+}
+
+impl<'a> Fields<'a> {
+    fn bad(&self, message: String) -> NativeError {
+        NativeError::BadPlan(format!("step {} ({}): {message}", self.step, self.op))
+    }
+
+    fn allow(&self, names: &[&str]) -> NResult<()> {
+        for (name, value) in self.fields {
+            if name != "op" && !names.contains(&name.as_str()) && *value != JsVal::Undefined {
+                return Err(self.bad(format!("unknown field {name:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<&JsVal> {
+        self.fields.iter().find(|(n, v)| n == name && *v != JsVal::Undefined).map(|(_, v)| v)
+    }
+
+    fn string(&self, name: &str) -> NResult<Option<String>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(JsVal::Str(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.bad(format!("field {name:?} must be a string, got {}", other.describe()))),
+        }
+    }
+
+    fn required_string(&self, name: &str) -> NResult<String> {
+        self.string(name)?.ok_or_else(|| self.bad(format!("missing field {name:?}")))
+    }
+
+    fn number(&self, name: &str) -> NResult<Option<f64>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(JsVal::Num(x)) => Ok(Some(*x)),
+            Some(other) => Err(self.bad(format!("field {name:?} must be a number, got {}", other.describe()))),
+        }
+    }
+}
+
+impl Plan {
+    /// Compiles a chain spec (an array of step objects).
+    pub fn compile(spec: &JsVal) -> NResult<Plan> {
+        let JsVal::Arr(steps) = spec else {
+            return Err(NativeError::BadPlan(format!("a chain spec must be an array of steps, got {}", spec.describe())));
+        };
+        let mut stages = Vec::new();
+        let mut sink = Sink::Pass;
+        for (i, step) in steps.iter().enumerate() {
+            let JsVal::Obj(fields) = step else {
+                return Err(NativeError::BadPlan(format!("step {i} must be an object, got {}", step.describe())));
+            };
+            let op = match fields.iter().find(|(n, _)| n == "op") {
+                Some((_, JsVal::Str(op))) => op.clone(),
+                _ => return Err(NativeError::BadPlan(format!("step {i} needs a string field \"op\""))),
+            };
+            let f = Fields { step: i, op: op.clone(), fields };
+            if !matches!(sink, Sink::Pass) {
+                return Err(f.bad("no step may follow a partition, count, aggregate or window step".to_string()));
+            }
+            match op.as_str() {
+                "tokenize" => {
+                    f.allow(&["input", "output"])?;
+                    let input = f.string("input")?.unwrap_or_else(|| "s".to_string());
+                    let output = f.string("output")?.unwrap_or_else(|| input.clone());
+                    stages.push(Stage::Tokenize { input, output });
+                }
+                "filter" => {
+                    f.allow(&["expr"])?;
+                    stages.push(Stage::Filter { ast: expr::parse(&f.required_string("expr")?)? });
+                }
+                "map" => {
+                    f.allow(&["expr", "as"])?;
+                    let ast = expr::parse(&f.required_string("expr")?)?;
+                    stages.push(Stage::Map { ast, name: f.string("as")? });
+                }
+                "partition" => {
+                    f.allow(&["key", "n"])?;
+                    let n = f.number("n")?.ok_or_else(|| f.bad("missing field \"n\"".to_string()))?;
+                    if !(n.fract() == 0.0 && (1.0..=MAX_PARTITIONS).contains(&n)) {
+                        return Err(f.bad(format!("\"n\" must be an integer from 1 to {MAX_PARTITIONS}, got {n}")));
+                    }
+                    sink = Sink::Partition { key: f.string("key")?.unwrap_or_else(|| "s".to_string()), n: n as u32 };
+                }
+                "count" => {
+                    f.allow(&["key"])?;
+                    sink = Sink::Agg { key: f.string("key")?.unwrap_or_else(|| "s".to_string()), value: None, state: None };
+                }
+                "aggregate" => {
+                    f.allow(&["key", "value"])?;
+                    sink = Sink::Agg {
+                        key: f.string("key")?.unwrap_or_else(|| "s".to_string()),
+                        value: Some(f.string("value")?.unwrap_or_else(|| "x".to_string())),
+                        state: None,
+                    };
+                }
+                "window" => {
+                    f.allow(&["key", "value", "time", "size", "slide"])?;
+                    let size = f.number("size")?.ok_or_else(|| f.bad("missing field \"size\"".to_string()))?;
+                    let slide = f.number("slide")?.unwrap_or(size);
+                    let value = f.string("value")?;
+                    let state = Windows::new(size, slide, value.is_some()).map_err(|e| match e {
+                        NativeError::BadPlan(m) => f.bad(m),
+                        other => other,
+                    })?;
+                    sink = Sink::Window {
+                        key: f.string("key")?.unwrap_or_else(|| "s".to_string()),
+                        value,
+                        time: f.string("time")?.unwrap_or_else(|| "t".to_string()),
+                        state,
+                    };
+                }
+                other => return Err(f.bad(format!("unknown op {other:?}"))),
+            }
+        }
+        Ok(Plan { stages, sink, finished: false, poisoned: false })
+    }
+
+    fn check_usable(&self, call: &str) -> NResult<()> {
+        if self.poisoned {
+            return Err(NativeError::BadState(format!("{call}: an earlier call panicked, so this plan's state is unreliable")));
+        }
+        if self.finished {
+            return Err(NativeError::BadState(format!("{call} after finish")));
+        }
+        Ok(())
+    }
+
+    /// Runs one batch through the chain. A failing call leaves the plan's state unchanged.
+    pub fn push(&mut self, batch: Batch<'_>) -> NResult<Vec<Out>> {
+        self.check_usable("push")?;
+        let mut cur = batch;
+        for stage in &self.stages {
+            cur = apply(stage, cur)?;
+        }
+        match &mut self.sink {
+            Sink::Pass => Ok(vec![cur.to_out()]),
+            Sink::Partition { key, n } => Ok(partition(&cur, key, *n)?.into_iter().map(Batch::to_out).collect()),
+            Sink::Agg { key, value, state } => {
+                let keys = cur.get(key).ok_or_else(|| NativeError::batch(key, "missing column"))?;
+                let values = match value {
+                    Some(v) => Some(f64_column(&cur, v)?),
+                    None => None,
+                };
+                check_key_kind(state.as_ref().map(KeyedAgg::key_kind), key, keys)?;
+                let st = state.get_or_insert_with(|| KeyedAgg::new(keys.kind(), value.is_some()));
+                st.push(keys, values);
+                Ok(vec![])
+            }
+            Sink::Window { key, value, time, state } => {
+                let keys = cur.get(key).ok_or_else(|| NativeError::batch(key, "missing column"))?;
+                let values = match value {
+                    Some(v) => Some(f64_column(&cur, v)?),
+                    None => None,
+                };
+                let times = f64_column(&cur, time)?;
+                state.check_times(time, times)?;
+                state.push(key, keys, values, times)?;
+                Ok(vec![])
+            }
+        }
+    }
+
+    /// Moves the event-time watermark; returns the windows it closed (window chains only).
+    pub fn advance(&mut self, watermark: f64) -> NResult<Vec<Out>> {
+        self.check_usable("advance")?;
+        if watermark.is_nan() {
+            return Err(NativeError::BadArg("the watermark must be a number, got NaN".to_string()));
+        }
+        match &mut self.sink {
+            Sink::Window { state, .. } => Ok(vec![batch_out(state.advance(watermark)?)]),
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// Ends the input: emits aggregates and open windows. The plan accepts no more calls.
+    pub fn finish(&mut self) -> NResult<Vec<Out>> {
+        self.check_usable("finish")?;
+        let out = match &mut self.sink {
+            Sink::Agg { value, state, .. } => {
+                let st = state.take().unwrap_or_else(|| KeyedAgg::new(ColKind::Utf8, value.is_some()));
+                vec![batch_out(st.finish()?)]
+            }
+            Sink::Window { state, .. } => vec![batch_out(state.finish()?)],
+            _ => vec![],
+        };
+        self.finished = true;
+        Ok(out)
+    }
+
+    /// Rows that arrived below the watermark (window chains only).
+    pub fn late(&self) -> f64 {
+        match &self.sink {
+            Sink::Window { state, .. } => state.late,
+            _ => 0.0,
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+fn f64_column<'b>(batch: &'b Batch<'_>, name: &str) -> NResult<&'b [f64]> {
+    match batch.require(name, ColKind::F64)? {
+        Col::F64(v) => Ok(v),
+        Col::Utf8(_) => Err(NativeError::batch(name, "expected a Float64Array column")),
+    }
+}
+
+fn batch_out(cols: Vec<(String, Col<'static>)>) -> Out {
+    let rows = cols.first().map(|(_, c)| c.len()).unwrap_or(0);
+    Batch { cols, rows }.to_out()
+}
+
+fn schema<'b>(batch: &'b Batch<'_>) -> Vec<(&'b str, ColKind)> {
+    batch.cols.iter().map(|(n, c)| (n.as_str(), c.kind())).collect()
+}
+
+fn apply<'a>(stage: &Stage, cur: Batch<'a>) -> NResult<Batch<'a>> {
+    match stage {
+        Stage::Tokenize { input, output } => {
+            let Col::Utf8(text) = cur.require(input, ColKind::Utf8)? else {
+                return Err(NativeError::batch(input, "expected a string column"));
+            };
+            let (words, rows) = tokenize_column(text, output)?;
+            let mut cols = Vec::with_capacity(cur.cols.len());
+            for (name, c) in &cur.cols {
+                if name != input && name != output {
+                    cols.push((name.clone(), c.gather(&rows)?));
+                }
+            }
+            cols.push((output.clone(), Col::Utf8(words)));
+            Ok(Batch { cols, rows: rows.len() })
+        }
+        Stage::Filter { ast } => {
+            let Typed::Bool(pred) = expr::bind(ast, &schema(&cur))? else {
+                return Err(NativeError::BadExpr { position: 0, message: "filter needs a boolean expression".to_string() });
+            };
+            let keep: Vec<u32> = (0..cur.rows).filter(|&r| pred.eval(&cur.cols, r)).map(|r| r as u32).collect();
+            if keep.len() == cur.rows {
+                Ok(cur)
+            } else {
+                Ok(cur.gather(&keep)?)
+            }
+        }
+        Stage::Map { ast, name } => {
+            let (default_name, col) = match expr::bind(ast, &schema(&cur))? {
+                Typed::Num(e) => ("x", Col::F64(Cow::Owned((0..cur.rows).map(|r| e.eval(&cur.cols, r)).collect()))),
+                Typed::Str(e) => {
+                    let mut b = StrBuilder::with_capacity(cur.rows, 0);
+                    for r in 0..cur.rows {
+                        b.push(&e.eval(&cur.cols, r));
+                    }
+                    ("s", Col::Utf8(b.finish(name.as_deref().unwrap_or("s"))?))
+                }
+                Typed::Bool(_) => {
+                    return Err(NativeError::BadExpr {
+                        position: 0,
+                        message: "map needs a number or string expression, got a boolean".to_string(),
+                    })
+                }
+            };
+            let mut next = cur;
+            let target = name.clone().unwrap_or_else(|| default_name.to_string());
+            next.set(&target, col);
+            Ok(next)
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Keyed event-time windows, tumbling (slide = size) or sliding, emitted when the watermark passes.
+//!
+//! Window `k` covers event times `[k·slide, k·slide + size)`. An event at time `t` belongs to every
+//! window whose start is `k·slide` for `k = floor(t / slide), floor(t / slide) - 1, …` while the
+//! window still contains `t` (computed in f64 exactly as the TypeScript reference does). A window is
+//! emitted by `advance(w)` once its end is `<= w`, and by `finish()` at end of input; windows come
+//! out in start order, keys in first-seen order within a window. Watermarks only move forward. An
+//! event with `t` below the current watermark is late: it is counted in `late` and not aggregated.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use crate::agg::{check_key_kind, KeyedAgg};
+use crate::batch::{Col, ColKind};
+use crate::error::{NResult, NativeError};
+
+/// Largest number of windows one event may fall into (size / slide).
+pub const MAX_WINDOWS_PER_EVENT: f64 = 10_000.0;
+/// Event times and time / slide must stay within the integers f64 represents exactly.
+pub const MAX_TIME: f64 = 9007199254740992.0;
+
+/// Orders finite f64 window starts as integers.
+fn order_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+struct Win {
+    start: f64,
+    agg: KeyedAgg,
+}
+
+/// Window state of one keyed window aggregate.
+pub struct Windows {
+    size: f64,
+    slide: f64,
+    max_per_event: usize,
+    with_values: bool,
+    kind: Option<ColKind>,
+    watermark: f64,
+    /// Rows that arrived below the watermark and were not aggregated.
+    pub late: f64,
+    open: BTreeMap<u64, Win>,
+}
+
+impl Windows {
+    /// Checks `size` and `slide` (already known to be numbers) and creates empty state.
+    pub fn new(size: f64, slide: f64, with_values: bool) -> NResult<Self> {
+        if !(size.is_finite() && size > 0.0) {
+            return Err(NativeError::BadPlan(format!("window size must be a finite number > 0, got {size}")));
+        }
+        if !(slide.is_finite() && slide > 0.0) {
+            return Err(NativeError::BadPlan(format!("window slide must be a finite number > 0, got {slide}")));
+        }
+        let per_event = (size / slide).ceil();
+        if per_event > MAX_WINDOWS_PER_EVENT {
+            return Err(NativeError::BadPlan(format!(
+                "window size / slide must be at most {MAX_WINDOWS_PER_EVENT}, got {}",
+                size / slide
+            )));
+        }
+        Ok(Windows {
+            size,
+            slide,
+            max_per_event: per_event as usize,
+            with_values,
+            kind: None,
+            watermark: f64::NEG_INFINITY,
+            late: 0.0,
+            open: BTreeMap::new(),
+        })
+    }
+
+    /// Validates a batch's event times before anything is aggregated.
+    pub fn check_times(&self, column: &str, times: &[f64]) -> NResult<()> {
+        for (i, &t) in times.iter().enumerate() {
+            if !t.is_finite() {
+                return Err(NativeError::batch_at(column, i, format!("event time must be finite, got {t}")));
+            }
+            if t.abs() > MAX_TIME || (t / self.slide).abs() > MAX_TIME {
+                return Err(NativeError::batch_at(column, i, format!("event time {t} is out of range for slide {}", self.slide)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a batch. Columns must already be checked (kinds, lengths, [`Self::check_times`]).
+    pub fn push(&mut self, key_name: &str, keys: &Col<'_>, values: Option<&[f64]>, times: &[f64]) -> NResult<()> {
+        check_key_kind(self.kind, key_name, keys)?;
+        self.kind = Some(keys.kind());
+        for (row, &t) in times.iter().enumerate() {
+            if t < self.watermark {
+                self.late += 1.0;
+                continue;
+            }
+            let value = values.map(|v| v[row]).unwrap_or(0.0);
+            let kmax = (t / self.slide).floor();
+            for i in 0..=self.max_per_event {
+                let k = kmax - i as f64;
+                let start = k * self.slide + 0.0;
+                if start + self.size <= t {
+                    break;
+                }
+                if start > t {
+                    continue;
+                }
+                let kind = keys.kind();
+                let with_values = self.with_values;
+                let win = self
+                    .open
+                    .entry(order_key(start))
+                    .or_insert_with(|| Win { start, agg: KeyedAgg::new(kind, with_values) });
+                let slot = match keys {
+                    Col::Utf8(s) => win.agg.slot_str(s.get(row)),
+                    Col::F64(v) => win.agg.slot_num(v[row]),
+                };
+                win.agg.add(slot, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the watermark to `w` (if later) and returns the windows that closed.
+    pub fn advance(&mut self, w: f64) -> NResult<Vec<(String, Col<'static>)>> {
+        if w > self.watermark {
+            self.watermark = w;
+        }
+        let mut closed = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            if entry.get().start + self.size <= self.watermark {
+                closed.push(entry.remove());
+            } else {
+                break;
+            }
+        }
+        self.emit(closed)
+    }
+
+    /// Emits every open window (end of input).
+    pub fn finish(&mut self) -> NResult<Vec<(String, Col<'static>)>> {
+        let all = std::mem::take(&mut self.open).into_values().collect();
+        self.emit(all)
+    }
+
+    fn emit(&self, wins: Vec<Win>) -> NResult<Vec<(String, Col<'static>)>> {
+        let mut start = Vec::new();
+        let mut end = Vec::new();
+        let mut parts: Vec<Vec<(String, Col<'static>)>> = Vec::new();
+        for w in wins {
+            let n = w.agg.len();
+            start.extend(std::iter::repeat_n(w.start, n));
+            end.extend(std::iter::repeat_n(w.start + self.size, n));
+            parts.push(w.agg.finish()?);
+        }
+        let mut cols = concat_columns(parts, self.kind.unwrap_or(ColKind::Utf8), self.with_values)?;
+        cols.insert(1, ("start".to_string(), Col::F64(Cow::Owned(start))));
+        cols.insert(2, ("end".to_string(), Col::F64(Cow::Owned(end))));
+        Ok(cols)
+    }
+}
+
+/// Concatenates same-shaped aggregate results (or builds the empty shape when there are none).
+fn concat_columns(parts: Vec<Vec<(String, Col<'static>)>>, kind: ColKind, with_values: bool) -> NResult<Vec<(String, Col<'static>)>> {
+    let mut names = vec!["key", "count"];
+    if with_values {
+        names.extend(["sum", "min", "max", "mean"]);
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for (ci, name) in names.iter().enumerate() {
+        let col = if ci == 0 && kind == ColKind::Utf8 {
+            let mut b = crate::batch::StrBuilder::with_capacity(0, 0);
+            for p in &parts {
+                if let Col::Utf8(s) = &p[ci].1 {
+                    for i in 0..s.len() {
+                        b.push(s.get(i));
+                    }
+                }
+            }
+            Col::Utf8(b.finish(name)?)
+        } else {
+            let mut v = Vec::new();
+            for p in &parts {
+                if let Col::F64(x) = &p[ci].1 {
+                    v.extend_from_slice(x);
+                }
+            }
+            Col::F64(Cow::Owned(v))
+        };
+        out.push((name.to_string(), col));
+    }
+    Ok(out)
+}
