@@ -1,8 +1,16 @@
-// Test runner configuration: tests import `lamina` the way users do, resolved to the sources.
+// Test runner configuration: tests import `lamina` the way users do, resolved to the sources (not dist/).
+import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
 
+const here = (path: string): string => fileURLToPath(new URL(path, import.meta.url))
+
 export default defineConfig({
-  resolve: { conditions: ['source'] },
+  resolve: {
+    alias: [
+      { find: /^lamina$/, replacement: here('./kernel/index.ts') },
+      { find: /^lamina\/layers$/, replacement: here('./layers/index.ts') },
+    ],
+  },
   test: {
     include: ['kernel/**/*.test.ts', 'layers/**/*.test.ts', 'kmods/**/*.test.ts', 'services/**/*.test.ts', 'native/ts/**/*.test.ts', 'examples/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 30_000,

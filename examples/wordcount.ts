@@ -144,7 +144,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const rows: WordCount[] = []
   const job = kernel.run(wordcount({ lines: file === undefined ? generatedText() : fileLines(file), out: (row) => rows.push(row) }))
   const report = await job.done
-  for (const row of rows) process.stdout.write(`${row.word} ${row.count}\n`)
+  process.stdout.write(rows.map((row) => `${row.word} ${row.count}\n`).join(''))
   if (report.deadLetters.length > 0) {
     process.stderr.write(`${report.deadLetters.length} dead letters; first: ${report.deadLetters[0]!.message}\n`)
     process.exitCode = 1
@@ -152,6 +152,10 @@ async function main(argv: readonly string[]): Promise<void> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  // A reader that stops early (`| head`) is not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error
+  })
   main(process.argv.slice(2)).catch((error: unknown) => {
     process.stderr.write(`wordcount: ${error instanceof Error ? error.message : String(error)}\n`)
     process.exitCode = 1

@@ -73,7 +73,7 @@ export function validateProgram(operators: readonly Operator[], links: readonly 
       )
     }
   }
-  for (const operator of operators) {
+  for (const operator of byName.values()) {
     for (const port of Object.keys(operator.inputs)) {
       if (!fed.has(`${operator.name}.${port}`)) problems.push(new DanglingInputError(operator.name, port))
     }

@@ -126,10 +126,7 @@ export class AtomInstance implements Instance {
   run(): void | Promise<void> {
     const run = this.body.run
     if (run === undefined) return
-    return run(this.ctx).catch((error: unknown) => {
-      const where = this.where('run')
-      this.services.deadLetter(where, error instanceof LaminaError ? error : new HandlerError(where, error), undefined)
-    })
+    return run(this.ctx).catch((error: unknown) => this.failed('run', undefined, undefined, error))
   }
 
   end(): void | Promise<void> {
@@ -220,11 +217,11 @@ export class AtomInstance implements Instance {
       if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
         return Promise.resolve(result).then(
           () => undefined,
-          (error: unknown) => this.services.deadLetter(this.where(name), new HandlerError(this.where(name), error), undefined),
+          (error: unknown) => this.failed(name, undefined, undefined, error),
         )
       }
     } catch (error) {
-      this.services.deadLetter(this.where(name), new HandlerError(this.where(name), error), undefined)
+      this.failed(name, undefined, undefined, error)
     }
   }
 }

@@ -27,6 +27,7 @@ import {
   type Where,
 } from '../errors.js'
 import type { Outlet } from './outlet.js'
+import { endOfSlice } from './slice.js'
 import type { AtomServices } from './services.js'
 
 /** What a driver needs from its job. */
@@ -166,7 +167,9 @@ export class Driver implements AtomServices {
 
   /** Sends buffered emissions; resolves once every channel written to has credit again. */
   flush(): Promise<void> {
-    return this.flushNow() ?? Promise.resolve()
+    const flushing = this.flushNow()
+    if (flushing !== undefined) return flushing
+    return endOfSlice() ?? Promise.resolve()
   }
 
   private flushNow(): Promise<void> | undefined {
@@ -230,6 +233,8 @@ export class Driver implements AtomServices {
           this.running = false
           const flushing = this.flushNow()
           if (flushing !== undefined) await flushing
+          const pause = endOfSlice()
+          if (pause !== undefined) await pause
           continue
         }
         if (this.outputs.pending > 0) {
