@@ -53,8 +53,10 @@ export function acceptsAll(codec: AnyCodec): boolean {
 
 /**
  * True when values of `from` may flow into `to`. Codecs are compared by name (io-ts names a
- * structural type by its shape, e.g. `{ word: string }`), and `unknown` accepts everything.
+ * structural type by its shape, e.g. `{ word: string }`). An `unknown` input accepts everything;
+ * an `unknown` output (values from outside the program) may feed any input, whose codec then
+ * decides, record by record, what is accepted and what becomes a dead letter.
  */
 export function compatible(from: AnyCodec, to: AnyCodec): boolean {
-  return from === to || acceptsAll(to) || from.name === to.name
+  return from === to || acceptsAll(to) || acceptsAll(from) || from.name === to.name
 }

@@ -282,6 +282,8 @@ export interface Program {
   readonly operators: readonly Operator[]
   readonly links: readonly Link[]
   operator(name: string): Operator | undefined
+  /** A copy with operators and/or links replaced, validated once (for edits that touch both). */
+  with(parts: { readonly operators?: readonly Operator[]; readonly links?: readonly Link[] }): Program
   /** A copy with an operator added, replaced (same name) or removed. */
   withOperator(operator: Operator): Program
   withoutOperator(name: string): Program

@@ -100,6 +100,10 @@ class ProgramValue implements Program {
     return this.byName.get(name)
   }
 
+  with(parts: { readonly operators?: readonly Operator[]; readonly links?: readonly Link[] }): Program {
+    return new ProgramValue(this.name, parts.operators ?? this.operators, parts.links ?? this.links)
+  }
+
   withOperator(operator: Operator): Program {
     const replaced = this.byName.has(operator.name)
     const operators = replaced ? this.operators.map((o) => (o.name === operator.name ? operator : o)) : [...this.operators, operator]
