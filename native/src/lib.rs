@@ -205,6 +205,7 @@ impl NativePlan {
     #[napi(ts_args_type = "batch: Record<string, unknown>", ts_return_type = "Array<Record<string, unknown>>")]
     pub fn push(&mut self, env: Env, batch: Unknown) -> napi::Result<JsRaw> {
         plan_call(&env, &mut self.plan, |e, p| {
+            p.check_usable("push")?;
             let b = unsafe { decode_batch(e, batch.raw(), "batch")? };
             p.push(b)
         })
@@ -214,6 +215,7 @@ impl NativePlan {
     #[napi(ts_args_type = "watermark: number", ts_return_type = "Array<Record<string, unknown>>")]
     pub fn advance(&mut self, env: Env, watermark: Unknown) -> napi::Result<JsRaw> {
         plan_call(&env, &mut self.plan, |e, p| {
+            p.check_usable("advance")?;
             let w = arg_number(e, &watermark, "watermark")?;
             p.advance(w)
         })

@@ -164,7 +164,8 @@ impl Plan {
         Ok(Plan { stages, sink, finished: false, poisoned: false })
     }
 
-    fn check_usable(&self, call: &str) -> NResult<()> {
+    /// Fails if the plan is finished or poisoned; every call checks this before reading its arguments.
+    pub fn check_usable(&self, call: &str) -> NResult<()> {
         if self.poisoned {
             return Err(NativeError::BadState(format!("{call}: an earlier call panicked, so this plan's state is unreliable")));
         }
