@@ -60,3 +60,34 @@ export function acceptsAll(codec: AnyCodec): boolean {
 export function compatible(from: AnyCodec, to: AnyCodec): boolean {
   return from === to || acceptsAll(to) || acceptsAll(from) || from.name === to.name
 }
+
+type Guard = (value: unknown) => boolean
+
+/** io-ts's own tags for the codecs `guardOf` compiles. */
+interface Tagged {
+  readonly _tag?: string
+  readonly props?: { readonly [field: string]: AnyCodec }
+}
+
+const PRIMITIVE_TAGS: { readonly [tag: string]: string } = { StringType: 'string', NumberType: 'number', BooleanType: 'boolean' }
+
+/**
+ * A check equivalent to `codec.is`, compiled to straight-line code for the common shapes:
+ * primitives, and `t.type` objects whose fields are primitives (as schema validators such as ajv
+ * compile their checks). A plain object (prototype Object.prototype) is checked field by field; any
+ * other value goes to io-ts's own `codec.is`, so results do not change.
+ */
+export function guardOf(codec: AnyCodec): Guard {
+  const tagged = codec as Tagged
+  const primitive = tagged._tag === undefined ? undefined : PRIMITIVE_TAGS[tagged._tag]
+  if (primitive !== undefined) return new Function('u', `return typeof u === ${JSON.stringify(primitive)}`) as Guard
+  if (tagged._tag === 'InterfaceType' && tagged.props !== undefined) {
+    const fields = Object.entries(tagged.props).map(([field, type]) => [field, PRIMITIVE_TAGS[(type as Tagged)._tag ?? '']] as const)
+    if (fields.length <= 16 && fields.every(([, kind]) => kind !== undefined)) {
+      const test = fields.map(([field, kind]) => `typeof u[${JSON.stringify(field)}] === ${JSON.stringify(kind)}`).join(' && ') || 'true'
+      const body = `return (u) => (typeof u === 'object' && u !== null && Object.getPrototypeOf(u) === plain) ? (${test}) : slow(u)`
+      return new Function('plain', 'slow', body)(Object.prototype, (u: unknown) => codec.is(u)) as Guard
+    }
+  }
+  return (u) => codec.is(u)
+}

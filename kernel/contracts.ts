@@ -174,6 +174,8 @@ export interface AtomContext<O extends PortCodecs = PortCodecs, S = unknown> {
   readonly signal: AbortSignal
   /** Emits a value on an output port. Buffered: the kernel sends it when the handler returns. */
   emit<P extends keyof O & string>(port: P, value: t.TypeOf<O[P]>): void
+  /** Emits every value of `values` on a port, in order (one call for a whole array). */
+  emitAll<P extends keyof O & string>(port: P, values: readonly t.TypeOf<O[P]>[]): void
   /** Sends buffered emissions now, waiting while a downstream channel has no credit. */
   flush(): Promise<void>
   /** Sends a request on an output port and waits for the reply of the operator that receives it. */
@@ -324,6 +326,8 @@ export interface PlanContext {
 /** What the kernel gives an instance to emit with; layers may wrap it (e.g. to add header fields). */
 export interface Outputs {
   emit(port: string, value: unknown, header?: Header): void
+  /** Optional bulk form of `emit` (no headers); when absent the kernel calls `emit` per value. */
+  emitAll?(port: string, values: readonly unknown[]): void
 }
 
 /** Everything needed to build one running operator instance. */
@@ -514,8 +518,16 @@ export interface RunOptions {
   readonly batchSize?: number
   /** Default channel capacity in records, for links that set none. @default 4096 */
   readonly capacity?: number
-  /** Where values are checked against port codecs: at every operator input, or not at all in-process. @default 'inputs' */
-  readonly validate?: 'inputs' | 'none'
+  /**
+   * Where values are checked against input port codecs in-process:
+   * - `edges`: where values enter the program (links from sources) and on links whose two ends
+   *   have different codecs (e.g. an `unknown` output into a typed input). Between ports typed by
+   *   the same codec, TypeScript has already checked the emitting code;
+   * - `always`: at every input port;
+   * - `none`: nowhere (values from other processes are still decoded).
+   * @default 'edges'
+   */
+  readonly validate?: 'edges' | 'always' | 'none'
   readonly signal?: AbortSignal
   /** Called with each dead letter as it is recorded. */
   readonly onDeadLetter?: (deadLetter: DeadLetter) => void

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { atom, InvalidProgramError, kernel, link, makeLink, program, sink, source, t, type DeadLetter } from 'lamina'
+import { atom, InvalidProgramError, kernel, link, makeLink, map, program, sink, source, t, type DeadLetter } from 'lamina'
 
 const Word = t.type({ word: t.string })
 
@@ -97,5 +97,26 @@ describe('dead letters', () => {
     const words = sink('words', Word, [])
     expect(() => program('p', { operators: [numbers, words], links: [makeLink({ operator: 'numbers', port: 'out' }, { operator: 'words', port: 'in' })] })).toThrow(InvalidProgramError)
     expect(ran).toBe(false)
+  })
+
+  it('check values where they enter the program, where codecs change, or everywhere under "always"', async () => {
+    // A source whose values do not fit its own codec: checked at the first input they reach.
+    const liar = source('liar', t.number, [1, 'two' as unknown as number, 3])
+    // An operator that lies about its output type (a cast TypeScript cannot see through).
+    const cast = map('cast', t.number, t.number, (n) => (n === 3 ? ('three' as unknown as number) : n))
+    const out: unknown[] = []
+    const into = sink('out', t.number, out as number[])
+    const p = program('p', { operators: [liar, cast, into], links: [link(liar.outputs.out, cast.inputs.in), link(cast.outputs.out, into.inputs.in)] })
+    const edges = await kernel.run(p).done
+    expect(edges.deadLetters.map((d) => d.message)).toEqual(['cast.in: expected number, got "two"'])
+    expect(out).toEqual([1, 'three'])
+    out.length = 0
+    const always = await kernel.run(p, { validate: 'always' }).done
+    expect(always.deadLetters.map((d) => d.message)).toEqual(['cast.in: expected number, got "two"', 'out.in: expected number, got "three"'])
+    expect(out).toEqual([1])
+    out.length = 0
+    const none = await kernel.run(p, { validate: 'none' }).done
+    expect(none.deadLetters).toEqual([])
+    expect(out).toEqual([1, 'two', 'three'])
   })
 })

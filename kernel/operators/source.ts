@@ -68,6 +68,14 @@ type SourceContext = AtomContext<{ out: AnyCodec }, undefined>
 
 async function emitArray(ctx: SourceContext, values: readonly unknown[], first: number, stride: number): Promise<void> {
   const batch = ctx.info.batchSize
+  if (stride === 1) {
+    for (let i = first; i < values.length; i += batch) {
+      ctx.emitAll('out', values.slice(i, i + batch))
+      await ctx.flush()
+      if (ctx.signal.aborted) return
+    }
+    return
+  }
   let n = 0
   for (let i = first; i < values.length; i += stride) {
     ctx.emit('out', values[i])

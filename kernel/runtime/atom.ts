@@ -18,7 +18,7 @@ import type {
   StateSnapshot,
   TimerHandle,
 } from '../contracts.js'
-import { acceptsAll, check, renderProblem } from '../codec.js'
+import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
 import { DecodeError, HandlerError, LaminaError, UnknownOutputError } from '../errors.js'
 import { replyError, replyOk, type AtomServices } from './services.js'
 import { StateStore } from './state.js'
@@ -26,6 +26,8 @@ import { StateStore } from './state.js'
 /** The context object handed to every handler of one atom instance. */
 class Context implements AtomContext {
   key: Key | undefined = undefined
+  /** The last port checked by `emit`: most handlers emit on one port, so most emits skip the check. */
+  private lastPort: string | undefined
 
   constructor(
     private readonly outputs: Outputs,
@@ -43,8 +45,18 @@ class Context implements AtomContext {
   }
 
   emit(port: string, value: unknown): void {
-    if (!this.outputPorts.has(port)) throw new UnknownOutputError(this.services.info.operator, port)
+    if (port !== this.lastPort) {
+      if (!this.outputPorts.has(port)) throw new UnknownOutputError(this.services.info.operator, port)
+      this.lastPort = port
+    }
     this.outputs.emit(port, value)
+  }
+
+  emitAll(port: string, values: readonly unknown[]): void {
+    if (!this.outputPorts.has(port)) throw new UnknownOutputError(this.services.info.operator, port)
+    const outputs = this.outputs
+    if (outputs.emitAll !== undefined) outputs.emitAll(port, values)
+    else for (let i = 0; i < values.length; i++) outputs.emit(port, values[i])
   }
 
   flush(): Promise<void> {
@@ -101,7 +113,7 @@ export class AtomInstance implements Instance {
   private readonly ctx: Context
   private readonly state: StateStore<unknown>
   private readonly keyFn: ((value: unknown, port: string) => Key) | undefined
-  private readonly checks: ReadonlyMap<string, Operator['inputs'][string]['codec'] | undefined>
+  private readonly checks: ReadonlyMap<string, { readonly codec: Operator['inputs'][string]['codec']; readonly is: (value: unknown) => boolean } | undefined>
 
   constructor(spec: InstanceSpec, private readonly services: AtomServices) {
     const body = spec.operator.body
@@ -111,7 +123,7 @@ export class AtomInstance implements Instance {
     this.state = new StateStore(spec.operator.name, body.state, body.key !== undefined)
     this.ctx = new Context(spec.outputs, services, this.state, new Set(Object.keys(spec.operator.outputs)))
     this.checks = new Map(
-      Object.entries(spec.operator.inputs).map(([port, input]) => [port, services.validate && !acceptsAll(input.codec) ? input.codec : undefined]),
+      Object.entries(spec.operator.inputs).map(([port, input]) => [port, acceptsAll(input.codec) ? undefined : { codec: input.codec, is: guardOf(input.codec) }]),
     )
   }
 
@@ -149,7 +161,8 @@ export class AtomInstance implements Instance {
   private loop(port: string, batch: Batch, start: number): void | Promise<void> {
     const handler = this.body.handlers[port] as ((value: unknown, ctx: Context) => unknown) | undefined
     if (handler === undefined) throw new UnknownOutputError(this.services.info.operator, `input ${port}`)
-    const codec = this.checks.get(port)
+    // Checked ports are looked up per batch: spawning a child can add one while the atom runs.
+    const guard = this.services.checkedPorts.has(port) ? this.checks.get(port)?.is : undefined
     const values = batch.values
     const headers = batch.headers
     const keyFn = this.keyFn
@@ -158,7 +171,7 @@ export class AtomInstance implements Instance {
     for (let i = start; i < values.length; i++) {
       const value = values[i]
       const header = headers?.[i]
-      if (codec !== undefined && !codec.is(value)) {
+      if (guard !== undefined && !guard(value)) {
         this.undecodable(port, value, header)
         continue
       }
@@ -190,7 +203,7 @@ export class AtomInstance implements Instance {
 
   private undecodable(port: string, value: unknown, header: Header | undefined): void {
     const where = { operator: this.services.info.operator, port, instance: this.services.info.instance }
-    const problems = check(this.checks.get(port)!, value) ?? []
+    const problems = check(this.checks.get(port)!.codec, value) ?? []
     const error = new DecodeError(where, problems.map(renderProblem))
     this.services.deadLetter(where, error, value)
     replyError(header, error)

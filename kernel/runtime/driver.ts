@@ -35,7 +35,6 @@ export interface DriverJob {
   readonly id: string
   readonly abortSignal: AbortSignal
   readonly stopSignal: AbortSignal
-  readonly validate: boolean
   deadLetter(where: Where, error: LaminaError, value: unknown): void
   call(name: string, argument: unknown, caller: InstanceInfo): Promise<unknown>
   spawn<I extends PortCodecs>(parent: Driver, operator: Operator<I, PortCodecs>, options: SpawnOptions | undefined): Spawned<I>
@@ -58,11 +57,22 @@ class EmitBuffers implements Outputs {
   readonly ports = new Map<string, PortBuffer>()
   pending = 0
   unlinked = 0
+  // The buffer of the last port emitted on (flushes swap a buffer's arrays, never the buffer).
+  private lastPort: string | undefined
+  private lastBuffer: PortBuffer | undefined
 
   constructor(private readonly operator: string, private readonly declared: ReadonlySet<string>) {}
 
   emit(port: string, value: unknown, header?: Header): void {
-    const buffer = this.ports.get(port)
+    let buffer: PortBuffer | undefined
+    if (port === this.lastPort) buffer = this.lastBuffer
+    else {
+      buffer = this.ports.get(port)
+      if (buffer !== undefined) {
+        this.lastPort = port
+        this.lastBuffer = buffer
+      }
+    }
     if (buffer === undefined) {
       if (!this.declared.has(port)) throw new UnknownOutputError(this.operator, port)
       this.unlinked++
@@ -70,11 +80,23 @@ class EmitBuffers implements Outputs {
       return
     }
     buffer.values.push(value)
+    this.pending++
     if (header !== undefined) {
       buffer.headers ??= new Array<Header | undefined>(buffer.values.length - 1).fill(undefined)
       buffer.headers.push(header)
     } else if (buffer.headers !== undefined) buffer.headers.push(undefined)
-    this.pending++
+  }
+
+  emitAll(port: string, values: readonly unknown[]): void {
+    const buffer = this.ports.get(port)
+    if (buffer === undefined) {
+      for (const value of values) this.emit(port, value)
+      return
+    }
+    const target = buffer.values
+    for (let i = 0; i < values.length; i++) target.push(values[i])
+    if (buffer.headers !== undefined) for (let i = 0; i < values.length; i++) buffer.headers.push(undefined)
+    this.pending += values.length
   }
 }
 
@@ -87,7 +109,6 @@ type Interrupt = () => unknown
 export class Driver implements AtomServices {
   readonly outputs: EmitBuffers
   readonly stopSignal: AbortSignal
-  readonly validate: boolean
   instance: Instance | undefined
   recordsIn = 0
   recordsOut = 0
@@ -110,11 +131,12 @@ export class Driver implements AtomServices {
     readonly operator: Operator,
     private readonly outlets: ReadonlyMap<string, Outlet>,
     private readonly job: DriverJob,
+    /** The input ports whose values the instance checks against their codecs. */
+    readonly checkedPorts: Set<string>,
   ) {
     this.outputs = new EmitBuffers(info.operator, new Set(Object.keys(operator.outputs)))
     for (const port of outlets.keys()) this.outputs.ports.set(port, { values: [], headers: undefined })
     this.stopSignal = job.stopSignal
-    this.validate = job.validate
   }
 
   /** Adds an input channel (before start, or later for a spawned child's outputs). */

@@ -53,7 +53,6 @@ export class RunningJob implements Job, DriverJob {
   readonly id: string
   readonly abortSignal: AbortSignal
   readonly stopSignal: AbortSignal
-  readonly validate: boolean
   readonly done: Promise<JobReport>
   readonly deadLetters: DeadLetter[] = []
   private readonly abortController = new AbortController()
@@ -65,6 +64,7 @@ export class RunningJob implements Job, DriverJob {
   private readonly channels: { link: string; base: LocalChannel }[] = []
   private readonly started = Date.now()
   private readonly batchSize: number
+  private readonly validation: 'edges' | 'always' | 'none'
   private readonly capacity: number
   private planned: Program
   private failure: LaminaError | undefined
@@ -75,7 +75,7 @@ export class RunningJob implements Job, DriverJob {
     this.planned = program
     this.abortSignal = this.abortController.signal
     this.stopSignal = this.stopController.signal
-    this.validate = (options.validate ?? 'inputs') === 'inputs'
+    this.validation = options.validate ?? 'edges'
     this.batchSize = positive('batchSize', options.batchSize ?? 1024)
     this.capacity = positive('capacity', options.capacity ?? 4096)
     this.abortSignal.addEventListener(
@@ -170,9 +170,12 @@ export class RunningJob implements Job, DriverJob {
       const link: Link = { from: { operator: info.operator, port: childPort }, to: { operator: parent.info.operator, port: parentPort }, partitioning: undefined, capacity: undefined, id: `${info.operator}.${childPort} -> ${parent.info.operator}.${parentPort}` }
       const channel = this.makeChannel(link, info.instance, parent.info.instance)
       parent.addInput({ port: parentPort, channel, auxiliary: true })
+      if (this.validation !== 'none' && operator.outputs[childPort]!.codec !== parent.operator.inputs[parentPort]!.codec) parent.checkedPorts.add(parentPort)
       outlets.set(childPort, this.makeOutlet(childPort, [{ link, kind: 'direct', channels: [channel] }], 0))
     }
-    const child = new Driver(info, operator, outlets, this)
+    // A child's inputs come from its parent's handlers (typed by the child's own codecs): checked
+    // only under 'always'. What it emits into the parent is checked like any link whose codecs differ.
+    const child = new Driver(info, operator, outlets, this, this.validation === 'always' ? new Set(Object.keys(operator.inputs)) : new Set())
     const inputs = new Map<string, Channel>()
     for (const port of Object.keys(operator.inputs)) {
       const link: Link = { from: { operator: parent.info.operator, port: `spawn:${port}` }, to: { operator: info.operator, port }, partitioning: undefined, capacity: undefined, id: `${parent.info.operator} -> ${info.operator}.${port}` }
@@ -266,6 +269,14 @@ export class RunningJob implements Job, DriverJob {
     this.abortController.abort(this.failure)
   }
 
+  /** Whether values on a link are checked against the receiving port's codec (see RunOptions.validate). */
+  private checks(producer: Operator, output: string, consumer: Operator, input: string): boolean {
+    if (this.validation === 'none') return false
+    if (this.validation === 'always') return true
+    const fromSource = Object.keys(producer.inputs).length === 0
+    return fromSource || producer.outputs[output]!.codec !== consumer.inputs[input]!.codec
+  }
+
   private makeChannel(link: Link, from: number, to: number): Channel {
     const base = new LocalChannel(
       { job: this.id, link, from: { operator: link.from.operator, port: link.from.port, instance: from }, to: { operator: link.to.operator, port: link.to.port, instance: to } },
@@ -286,9 +297,11 @@ export class RunningJob implements Job, DriverJob {
     const routes = new Map<string, Route[]>() // `${operator}#${instance}.${port}` -> routes
     const inputs = new Map<string, { port: string; channel: Channel }[]>() // `${operator}#${instance}`
     const byName = new Map(program.operators.map((o) => [o.name, o]))
+    const checked = new Map<string, string[]>() // operator -> input ports to check
     for (const link of program.links) {
       const producer = byName.get(link.from.operator)!
       const consumer = byName.get(link.to.operator)!
+      if (this.checks(producer, link.from.port, consumer, link.to.port)) checked.set(consumer.name, [...(checked.get(consumer.name) ?? []), link.to.port])
       const np = parallelismOf(producer)
       const nc = parallelismOf(consumer)
       const partitioning = link.partitioning ?? (isKeyed(consumer) ? { kind: 'hash' as const } : { kind: 'forward' as const })
@@ -317,7 +330,7 @@ export class RunningJob implements Job, DriverJob {
           const portRoutes = routes.get(`${operator.name}#${i}.${port}`)
           if (portRoutes !== undefined) outlets.set(port, this.makeOutlet(port, portRoutes, i))
         }
-        const driver = new Driver(info, operator, outlets, this)
+        const driver = new Driver(info, operator, outlets, this, new Set(checked.get(operator.name)))
         for (const { port, channel } of inputs.get(`${operator.name}#${i}`) ?? []) driver.addInput({ port, channel, auxiliary: false })
         driver.instance = instanceThrough(this.layers, { info, operator, outputs: driver.outputs }, (spec) => baseInstance(spec, driver))
         this.drivers.push(driver)

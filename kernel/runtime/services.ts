@@ -8,8 +8,8 @@ export interface AtomServices {
   readonly info: InstanceInfo
   /** Fires on graceful stop and on abort: sources stop producing. */
   readonly stopSignal: AbortSignal
-  /** Check input values against their port codecs. */
-  readonly validate: boolean
+  /** The input ports whose values must be checked against their codecs. */
+  readonly checkedPorts: ReadonlySet<string>
   flush(): Promise<void>
   /** Sends a request; `emit` puts it on the (layer-wrapped) outputs with the reply header. */
   request(port: string, value: unknown, options: RequestOptions | undefined, emit: (header: Header) => void): Promise<unknown>

@@ -72,7 +72,7 @@ export class StreamInstance implements Instance {
 
   process(port: string, batch: Batch): void {
     const input = this.spec.operator.inputs[port]
-    const codec = input !== undefined && this.services.validate && !acceptsAll(input.codec) ? input.codec : undefined
+    const codec = input !== undefined && this.services.checkedPorts.has(port) && !acceptsAll(input.codec) ? input.codec : undefined
     for (const value of batch.values) {
       if (codec !== undefined && !codec.is(value)) {
         const where = { operator: this.services.info.operator, port, instance: this.services.info.instance }
