@@ -29,10 +29,24 @@ pub fn hash_f64(x: f64) -> u32 {
     fnv1a_utf16(&js_number_to_string(x))
 }
 
-/// `Number.prototype.toString()` (radix 10) as specified by ECMAScript's Number::toString.
+/// The digits and exponent ECMAScript's Number::toString picks: the fewest digits that round-trip,
+/// and among those the closest to `x`, ties to an even last digit.
 ///
-/// Rust's `{:e}` formatting gives the shortest digit string that round-trips (the same digits the
-/// ECMAScript algorithm asks for); this function only lays them out the way JavaScript does.
+/// Rust's `{:e}` gives a shortest round-tripping digit string but breaks exact ties upwards, so the
+/// correctly rounded string of that length (`{:.N e}` rounds half to even) is preferred when it
+/// also round-trips.
+fn shortest_digits(x: f64) -> String {
+    let short = format!("{x:e}");
+    let len = short.split('e').next().map(|m| m.chars().filter(char::is_ascii_digit).count()).unwrap_or(1);
+    let exact = format!("{:.*e}", len.saturating_sub(1), x);
+    if exact.parse::<f64>() == Ok(x) {
+        exact
+    } else {
+        short
+    }
+}
+
+/// `Number.prototype.toString()` (radix 10) as specified by ECMAScript's Number::toString.
 pub fn js_number_to_string(x: f64) -> String {
     if x.is_nan() {
         return "NaN".to_string();
@@ -43,8 +57,11 @@ pub fn js_number_to_string(x: f64) -> String {
     if x.is_infinite() {
         return if x > 0.0 { "Infinity" } else { "-Infinity" }.to_string();
     }
+    if x.fract() == 0.0 && x.abs() <= 9007199254740992.0 {
+        return format!("{}", x as i64);
+    }
     let sign = if x < 0.0 { "-" } else { "" };
-    let sci = format!("{:e}", x.abs());
+    let sci = shortest_digits(x.abs());
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     let e: i32 = exp.parse().unwrap_or(0);
@@ -89,6 +106,10 @@ mod tests {
             (5e-324, "5e-324"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (-0.0, "0"),
+            (1387720790384734.25, "1387720790384734.2"),
+            (-42.0, "-42"),
+            (9007199254740994.0, "9007199254740994"),
+            (1152921504606846976.0, "1152921504606847000"),
         ];
         for (x, s) in cases {
             assert_eq!(js_number_to_string(*x), *s);

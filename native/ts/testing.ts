@@ -4,6 +4,15 @@ import { isUtf8Column, utf8Strings } from './batch.js'
 import { NativeBatchError, NativeCoreError, NativeExprError } from './errors.js'
 import type { Batch } from './types.js'
 
+/** Characters that have tripped up tokenizers and case mappers; tests mix them into random text. */
+export const TRICKY_CHARS: readonly string[] = [
+  'Σ', 'σ', 'ς', 'İ', 'I', 'ı', 'i', 'ß', 'ẞ', 'ǅ', 'ǈ', 'A', 'z', '0', '9',
+  '٣', '७', '০', '０', '𝟘', '𝟗', '⑴', '½', 'Ⅻ', 'ⅻ', 'ⓐ', 'Ⓐ',
+  '𐐀', '𐐨', '𝐀', '𝒜', '𞤀', '𖹀', 'Ᏸ', 'ꭰ',
+  'ʰ', 'ᴬ', 'ª', 'º', 'µ', '\u0345', '\u0301', '\u0308', '\u200d', '\u00ad', '\ufeff',
+  "'", '.', ':', '·', '’', ' ', '\n', '\t', '-', '_', ',', '😀', '👩\u200d💻', '中', '한', 'ー', 'ـ',
+]
+
 /** A number as text that tells -0 from 0 and keeps NaN comparable. */
 export function numberKey(x: number): string {
   return Object.is(x, -0) ? '-0' : String(x)
