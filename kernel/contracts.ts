@@ -457,6 +457,8 @@ export interface ChannelStats {
   readonly queued: number
   /** The most records ever queued: bounded by the capacity plus one batch. */
   readonly maxQueued: number
+  /** For a channel crossing to another peer: that peer. */
+  readonly peer?: string
 }
 
 /** Counters of a job. */
@@ -503,6 +505,35 @@ export interface Job extends JobView {
   control(kind: string, payload?: unknown): Promise<unknown>
 }
 
+/** One end of a channel whose other end runs on another peer. */
+export interface RemoteEnd {
+  /** `sender`: this peer produces into the channel; `receiver`: this peer consumes from it. */
+  readonly side: 'sender' | 'receiver'
+  readonly info: ChannelInfo
+  /** The peer running the other end. */
+  readonly peer: string
+  /** Records the receiving side holds before the sender waits (granted as credit). */
+  readonly capacity: number
+  /** The receiving port's codec: a receiver decodes every value with it (process boundaries are always checked). */
+  readonly codec: AnyCodec
+  /** Records a value that could not be decoded or delivered (receivers name the sending peer in `where`). */
+  readonly deadLetter: (where: Where, error: LaminaError, value: unknown) => void
+}
+
+/**
+ * Where a job's instances run and how channels reach other peers; given to `kernel.run` by the
+ * cluster runtime. Each peer runs the same program with the same deployment and materializes only
+ * its own instances; a link whose ends are on two peers becomes a remote channel.
+ */
+export interface Deployment {
+  /** The peer this kernel runs on. */
+  readonly self: string
+  /** The peer that runs an operator instance. */
+  peerOf(operator: string, instance: number): string
+  /** One end of a channel crossing to another peer. */
+  connect(end: RemoteEnd): Channel
+}
+
 /** What a dead letter does to its job. */
 export type DeadLetterPolicy = 'record' | 'fail'
 
@@ -531,4 +562,6 @@ export interface RunOptions {
   readonly signal?: AbortSignal
   /** Called with each dead letter as it is recorded. */
   readonly onDeadLetter?: (deadLetter: DeadLetter) => void
+  /** Runs only this peer's share of the program (see Deployment). @default everything runs here */
+  readonly deployment?: Deployment
 }

@@ -3,6 +3,7 @@
 import { Subject, type Observable } from 'rxjs'
 import type {
   Channel,
+  ChannelInfo,
   ChannelStats,
   ControlHandler,
   ControlRegistry,
@@ -33,7 +34,7 @@ import {
   UnknownControlError,
   type Where,
 } from '../errors.js'
-import { channelThrough, instanceThrough, planThrough } from '../layer.js'
+import { channelThrough, instanceThrough, planThrough, wrapChannel } from '../layer.js'
 import { isKeyed, parallelismOf } from '../operator.js'
 import { AtomInstance } from './atom.js'
 import { LocalChannel } from './channel.js'
@@ -62,6 +63,7 @@ export class RunningJob implements Job, DriverJob {
   private readonly syscalls = new Map<string, (argument: unknown, caller: InstanceInfo) => unknown>()
   private readonly drivers: Driver[] = []
   private readonly channels: { link: string; base: LocalChannel }[] = []
+  private readonly remotes: { link: string; info: ChannelInfo; peer: string; records: number; maxQueued: number; channel: Channel }[] = []
   private readonly started = Date.now()
   private readonly batchSize: number
   private readonly validation: 'edges' | 'always' | 'none'
@@ -124,6 +126,8 @@ export class RunningJob implements Job, DriverJob {
           queued: base.queued,
           maxQueued: base.maxQueued,
         }),
+      ).concat(
+        this.remotes.map((r) => ({ link: r.link, from: r.info.from.instance, to: r.info.to.instance, records: r.records, queued: r.channel.queued, maxQueued: r.maxQueued, peer: r.peer })),
       ),
       deadLetters: this.deadLetters.length,
     }
@@ -277,6 +281,35 @@ export class RunningJob implements Job, DriverJob {
     return fromSource || producer.outputs[output]!.codec !== consumer.inputs[input]!.codec
   }
 
+  /** True when this peer runs the instance (always, without a deployment). */
+  private isHere(operator: string, instance: number): boolean {
+    const deployment = this.options.deployment
+    return deployment === undefined || deployment.peerOf(operator, instance) === deployment.self
+  }
+
+  /** One end of a channel whose other end is on another peer, wrapped by the layers like any channel. */
+  private makeRemoteChannel(link: Link, from: number, to: number, side: 'sender' | 'receiver', codec: Operator['inputs'][string]['codec']): Channel {
+    const deployment = this.options.deployment!
+    const info = { job: this.id, link, from: { operator: link.from.operator, port: link.from.port, instance: from }, to: { operator: link.to.operator, port: link.to.port, instance: to } }
+    const peer = side === 'sender' ? deployment.peerOf(link.to.operator, to) : deployment.peerOf(link.from.operator, from)
+    const inner = deployment.connect({ side, info, peer, capacity: link.capacity ?? this.capacity, codec, deadLetter: (where, error, value) => this.deadLetter(where, error, value) })
+    const counted = { link: link.id, info, peer, records: 0, maxQueued: 0, channel: inner }
+    this.remotes.push(counted)
+    const channel = wrapChannel(inner, {
+      send: (batch) => {
+        counted.records += batch.values.length
+        inner.send(batch)
+        if (inner.queued > counted.maxQueued) counted.maxQueued = inner.queued
+      },
+      take: () => {
+        const batch = inner.take()
+        if (typeof batch === 'object') counted.records += batch.values.length
+        return batch
+      },
+    })
+    return channelThrough(this.layers, channel)
+  }
+
   private makeChannel(link: Link, from: number, to: number): Channel {
     const base = new LocalChannel(
       { job: this.id, link, from: { operator: link.from.operator, port: link.from.port, instance: from }, to: { operator: link.to.operator, port: link.to.port, instance: to } },
@@ -311,12 +344,19 @@ export class RunningJob implements Job, DriverJob {
       const key = partitioning.kind === 'hash' ? (partitioning.key ?? ((v: unknown) => consumerKey!(v, link.to.port))) : undefined
       for (let p = 0; p < np; p++) {
         const targets = kind === 'direct' ? [np === nc ? p : 0] : Array.from({ length: nc }, (_, c) => c)
-        const channels = targets.map((c) => {
-          const channel = this.makeChannel(link, p, c)
-          const id = `${consumer.name}#${c}`
-          inputs.set(id, [...(inputs.get(id) ?? []), { port: link.to.port, channel }])
-          return channel
-        })
+        const producerHere = this.isHere(producer.name, p)
+        const channels: Channel[] = []
+        for (const c of targets) {
+          const consumerHere = this.isHere(consumer.name, c)
+          if (!producerHere && !consumerHere) continue
+          const channel = producerHere && consumerHere ? this.makeChannel(link, p, c) : this.makeRemoteChannel(link, p, c, producerHere ? 'sender' : 'receiver', consumer.inputs[link.to.port]!.codec)
+          if (consumerHere) {
+            const id = `${consumer.name}#${c}`
+            inputs.set(id, [...(inputs.get(id) ?? []), { port: link.to.port, channel }])
+          }
+          channels.push(channel)
+        }
+        if (!producerHere) continue
         const id = `${producer.name}#${p}.${link.from.port}`
         routes.set(id, [...(routes.get(id) ?? []), key === undefined ? { link, kind, channels } : { link, kind, channels, key }])
       }
@@ -324,6 +364,7 @@ export class RunningJob implements Job, DriverJob {
     for (const operator of program.operators) {
       const parallelism = parallelismOf(operator)
       for (let i = 0; i < parallelism; i++) {
+        if (!this.isHere(operator.name, i)) continue
         const info: InstanceInfo = { job: this.id, operator: operator.name, instance: i, parallelism, batchSize: this.batchSize }
         const outlets = new Map<string, Outlet>()
         for (const port of Object.keys(operator.outputs)) {
