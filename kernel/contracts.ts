@@ -197,6 +197,18 @@ export interface AtomContext<O extends PortCodecs = PortCodecs, S = unknown> {
 /** A handler of one input port. A returned value is the reply when the record was a request. */
 export type Handler<T, O extends PortCodecs, S> = (value: T, ctx: AtomContext<O, S>) => unknown
 
+/**
+ * Lets the kernel chain an operator with the next one into a single operator when a forward link
+ * joins them on one peer (operator chaining, as in Flink): one call per batch instead of two
+ * atoms and a channel. The native core's operators are fusible with each other.
+ */
+export interface Fusible {
+  /** Operators fuse only with operators of the same kind. */
+  readonly kind: string
+  /** An operator doing the work of `self` then `next` (named `${self.name}+${next.name}`), or undefined when this pair cannot fuse. */
+  fuse(self: Operator, next: Operator): Operator | undefined
+}
+
 /** The atom body form: handlers per input port (the interrupt table), with optional lifecycle hooks. */
 export interface AtomBody {
   readonly form: 'atom'
@@ -207,6 +219,7 @@ export interface AtomBody {
   readonly end?: (ctx: AtomContext<PortCodecs, unknown>) => unknown
   readonly key?: (value: unknown, port: string) => Key
   readonly state?: StateSpec<unknown>
+  readonly fusible?: Fusible
 }
 
 /** The stateless stream body form: an rxjs function from input Observables to output Observables. */
@@ -564,4 +577,6 @@ export interface RunOptions {
   readonly onDeadLetter?: (deadLetter: DeadLetter) => void
   /** Runs only this peer's share of the program (see Deployment). @default everything runs here */
   readonly deployment?: Deployment
+  /** Chain fusible operators joined by forward links on one peer (see Fusible). @default true */
+  readonly fuse?: boolean
 }

@@ -8,6 +8,7 @@ export { link, makeLink, forward, hash, broadcast, roundRobin, type LinkOptions 
 export { program, validateProgram, type ProgramDefinition } from './program.js'
 export { Kernel, kernel } from './kernel.js'
 export { orderLayers, wrapChannel, wrapInstance } from './layer.js'
+export { fuseChains } from './fusion.js'
 export { hashKey, keyGroupOf, instanceOfKey, instanceOfKeyGroup, KEY_GROUPS } from './hash.js'
 export { source, type SourceInput, type SourceOptions, type SourcePart } from './operators/source.js'
 export { sink, type SinkTarget } from './operators/sink.js'

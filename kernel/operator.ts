@@ -6,6 +6,7 @@ import type {
   Annotations,
   AtomBody,
   AtomContext,
+  Fusible,
   Handler,
   InputPort,
   InstanceInfo,
@@ -41,6 +42,8 @@ export interface AtomDefinition<I extends PortCodecs, O extends PortCodecs, S> {
   readonly run?: (ctx: AtomContext<O, S>) => Promise<void>
   /** Called once after every input has ended: emit final results here. */
   readonly end?: (ctx: AtomContext<O, S>) => unknown
+  /** Lets the kernel chain this operator with the next (see Fusible). */
+  readonly fusible?: Fusible
   readonly annotations?: Annotations
 }
 
@@ -78,6 +81,7 @@ export function atom<I extends PortCodecs = Record<never, never>, O extends Port
     end: definition.end,
     key: definition.key,
     state: definition.state,
+    fusible: definition.fusible,
   } as unknown as AtomBody
   return new OperatorValue(definition.name, inputs, (definition.outputs ?? {}) as O, body, definition.annotations ?? {}) as unknown as Operator<I, O>
 }

@@ -34,6 +34,7 @@ import {
   UnknownControlError,
   type Where,
 } from '../errors.js'
+import { fuseChains } from '../fusion.js'
 import { channelThrough, instanceThrough, planThrough, wrapChannel } from '../layer.js'
 import { isKeyed, parallelismOf } from '../operator.js'
 import { AtomInstance } from './atom.js'
@@ -212,6 +213,7 @@ export class RunningJob implements Job, DriverJob {
   private async execute(): Promise<JobReport> {
     try {
       this.planned = await planThrough(this.layers, this.planned, { job: this.id })
+      if (this.options.fuse !== false) this.planned = fuseChains(this.planned, this.options.deployment)
       const registry: ControlRegistry = {
         handle: (kind, handler) => void this.handlers.set(kind, handler),
         syscall: (name, fn) => void this.syscalls.set(name, fn),
