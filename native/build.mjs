@@ -1,16 +1,24 @@
-// Builds Lamina's native core from source: Unicode tables from this Node, then the Rust crate in release mode.
+// Builds Lamina's native core from source: Unicode tables from this Node, the Rust crate in release
+// mode with cargo, the addon file, and its TypeScript declarations.
 //
-// Run by `npm run build:native` (and so by `npm install` through `prepare`). Outputs, all generated and
-// git-ignored: native/generated/unicode_tables.rs, native/lamina-native.node, native/binding.d.ts.
+// Run by `npm run build:native` (and so by `npm ci` / `npm install` through `prepare`). Outputs, all
+// generated and git-ignored, never edited by hand:
+//   native/generated/unicode_tables.rs   tables for the tokenizer (see unicode-tables.mjs)
+//   native/lamina-native.node            the addon (the cdylib, renamed)
+//   native/binding.d.ts                  declarations, from the type definitions napi-derive emits
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, readFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { writeUnicodeTables } from './unicode-tables.mjs'
 
 const nativeDir = dirname(fileURLToPath(import.meta.url))
+const targetDir = join(nativeDir, 'target')
 const addonPath = join(nativeDir, 'lamina-native.node')
+const dtsPath = join(nativeDir, 'binding.d.ts')
+const typeDefDir = join(targetDir, 'napi-type-def')
+const typeDefFile = join(typeDefDir, 'lamina-native')
 const started = Date.now()
 
 function log(message) {
@@ -26,72 +34,90 @@ function seconds() {
   return ((Date.now() - started) / 1000).toFixed(1) + 's'
 }
 
-function run(command, args) {
-  log(`$ ${[command, ...args].join(' ')}`)
-  const result = spawnSync(command, args, { cwd: nativeDir, stdio: 'inherit', env: process.env })
-  if (result.error) fail(`could not run ${command}: ${result.error.message}`)
-  if (result.status !== 0) fail(`${command} exited with ${result.status ?? result.signal}; the native core was not built`)
+function cargo(args, env = {}) {
+  log(`$ cargo ${args.join(' ')}`)
+  const result = spawnSync('cargo', args, { cwd: nativeDir, stdio: 'inherit', env: { ...process.env, ...env } })
+  if (result.error) fail(`could not run cargo: ${result.error.message}`)
+  if (result.status !== 0) fail(`cargo exited with ${result.status ?? result.signal}; the native core was not built`)
 }
 
-// 1. The toolchain. Cargo is the one tool the project cannot install for itself.
-const cargo = spawnSync('cargo', ['--version'], { encoding: 'utf8' })
-if (cargo.error || cargo.status !== 0) {
+// 1. The toolchain: cargo is the one tool the project cannot install for itself.
+const probe = spawnSync('cargo', ['--version'], { encoding: 'utf8' })
+if (probe.error || probe.status !== 0) {
   fail(
     'cargo was not found on PATH. The native core is built from source and needs a Rust toolchain ' +
-      '(https://rustup.rs, or your distribution\'s cargo package). Install it, then run `npm run build:native`.',
+      "(https://rustup.rs, or your distribution's cargo package). Install it, then run `npm run build:native`.",
   )
 }
-log(`using ${cargo.stdout.trim()}`)
+log(`using ${probe.stdout.trim()}, node ${process.version}`)
 
 // 2. Unicode tables from this Node (see unicode-tables.mjs for why).
-const tables = join(nativeDir, 'generated', 'unicode_tables.rs')
-const wrote = writeUnicodeTables(tables)
+const wrote = writeUnicodeTables(join(nativeDir, 'generated', 'unicode_tables.rs'))
 log(`${wrote ? 'wrote' : 'kept'} generated/unicode_tables.rs (Unicode ${process.versions.unicode})`)
 
-// 3. The crate, through the napi-rs CLI when it is installed (it also writes binding.d.ts), else cargo alone.
-const require = createRequire(import.meta.url)
-let cliPath = null
-try {
-  const pkgPath = require.resolve('@napi-rs/cli/package.json')
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8'))
-  const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin?.napi
-  if (bin) cliPath = join(dirname(pkgPath), bin)
-} catch {
-  cliPath = null
-}
+// 3. The crate. napi-derive writes type definitions while it expands the crate's macros, so when the
+//    declarations are missing the crate itself (not its dependencies) is rebuilt to get them again.
+mkdirSync(typeDefDir, { recursive: true })
+rmSync(typeDefFile, { force: true })
+if (!existsSync(dtsPath)) cargo(['clean', '--release', '--package', 'lamina-native', '--target-dir', targetDir])
+const cargoArgs = ['build', '--release', '--manifest-path', join(nativeDir, 'Cargo.toml'), '--target-dir', targetDir]
+if (existsSync(join(nativeDir, 'Cargo.lock'))) cargoArgs.push('--locked')
+cargo(cargoArgs, { NAPI_TYPE_DEF_TMP_FOLDER: typeDefDir })
 
-if (cliPath && existsSync(cliPath)) {
-  log('building with @napi-rs/cli (release)')
-  run(process.execPath, [
-    cliPath,
-    'build',
-    '--release',
-    '--manifest-path',
-    'Cargo.toml',
-    '--config-path',
-    'napi.json',
-    '--package-json-path',
-    join('..', 'package.json'),
-    '--target-dir',
-    'target',
-    '--output-dir',
-    '.',
-    '--dts',
-    'binding.d.ts',
-  ])
+const libNames = { linux: 'liblamina_native.so', darwin: 'liblamina_native.dylib', win32: 'lamina_native.dll' }
+const built = join(targetDir, 'release', libNames[process.platform] ?? libNames.linux)
+if (!existsSync(built)) fail(`cargo finished but ${built} is missing`)
+copyFileSync(built, addonPath)
+
+// 4. Declarations, assembled from napi-derive's records (one JSON object a line: kind, name, js_doc, def).
+if (existsSync(typeDefFile)) {
+  writeFileSync(dtsPath, declarations(readFileSync(typeDefFile, 'utf8')))
+  log('wrote binding.d.ts')
+} else if (existsSync(dtsPath)) {
+  log('kept binding.d.ts (the crate was up to date)')
 } else {
-  log('@napi-rs/cli is not installed: building with cargo directly (binding.d.ts is not regenerated)')
-  run('cargo', ['build', '--release', '--manifest-path', 'Cargo.toml', '--target-dir', 'target'])
-  const names = { linux: 'liblamina_native.so', darwin: 'liblamina_native.dylib', win32: 'lamina_native.dll' }
-  const built = join(nativeDir, 'target', 'release', names[process.platform] ?? names.linux)
-  if (!existsSync(built)) fail(`cargo finished but ${built} is missing`)
-  copyFileSync(built, addonPath)
+  fail('napi-derive wrote no type definitions, so binding.d.ts could not be generated')
 }
 
-// 4. Prove the result loads in this Node before declaring success.
-if (!existsSync(addonPath)) fail(`the build finished but ${addonPath} is missing`)
+function declarations(text) {
+  const records = text
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line))
+  const members = new Map()
+  for (const r of records) if (r.kind === 'impl') members.set(r.name, [...(members.get(r.name) ?? []), r.def])
+  const out = ['/* Generated by native/build.mjs from the type definitions napi-derive emits. Do not edit. */', '']
+  const sorted = [...records].sort((a, b) => a.name.localeCompare(b.name))
+  for (const r of sorted) {
+    const doc = r.js_doc ?? ''
+    switch (r.kind) {
+      case 'fn':
+        out.push(`${doc}export declare ${r.def}`, '')
+        break
+      case 'struct': {
+        const body = (members.get(r.name) ?? []).join('\n').split('\n').map((l) => `  ${l.trim()}`)
+        out.push(`${doc}export declare class ${r.name} {`, ...body, '}', '')
+        break
+      }
+      case 'interface':
+        out.push(`${doc}export interface ${r.name} {`, ...r.def.split('\n').map((l) => `  ${l.trim()}`), '}', '')
+        break
+      case 'enum':
+      case 'string_enum':
+        out.push(`${doc}export declare enum ${r.name} {`, ...r.def.split('\n').map((l) => `  ${l.trim()}`), '}', '')
+        break
+      case 'impl':
+        break
+      default:
+        out.push(`${doc}export declare ${r.def}`, '')
+    }
+  }
+  return out.join('\n')
+}
+
+// 5. Prove the result loads in this Node before declaring success.
 try {
-  const addon = require(addonPath)
+  const addon = createRequire(import.meta.url)(addonPath)
   const version = addon.unicodeVersion()
   if (version !== process.versions.unicode) {
     fail(`the addon reports Unicode ${version} but this Node has ${process.versions.unicode}`)

@@ -157,10 +157,6 @@ impl StrBuilder {
         self.offsets.push(end as u32);
     }
 
-    pub fn rows(&self) -> usize {
-        self.offsets.len() - 1
-    }
-
     /// The finished column; fails if it grew past what `Uint32Array` offsets can address.
     pub fn finish(self, column: &str) -> NResult<Strs<'static>> {
         if self.overflow {
@@ -197,13 +193,6 @@ impl<'a> Col<'a> {
             Col::F64(v) => Col::F64(Cow::Owned(idx.iter().map(|&i| v[i as usize]).collect())),
             Col::Utf8(s) => Col::Utf8(s.gather(idx)?),
         })
-    }
-
-    pub fn into_owned(self) -> Col<'static> {
-        match self {
-            Col::F64(v) => Col::F64(Cow::Owned(v.into_owned())),
-            Col::Utf8(s) => Col::Utf8(s.into_owned()),
-        }
     }
 
     pub fn to_out(self) -> Out {
@@ -256,10 +245,6 @@ impl<'a> Batch<'a> {
             cols.push((name.clone(), c.gather(idx)?));
         }
         Ok(Batch { cols, rows: idx.len() })
-    }
-
-    pub fn into_owned(self) -> Batch<'static> {
-        Batch { cols: self.cols.into_iter().map(|(n, c)| (n, c.into_owned())).collect(), rows: self.rows }
     }
 
     pub fn to_out(self) -> Out {

@@ -300,7 +300,6 @@ pub fn read_jsval(env: Env, v: Raw, depth: usize) -> NResult<JsVal> {
 /// A result built in Rust, turned into JavaScript values only once the computation is done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Out {
-    Undefined,
     Num(f64),
     F64(Vec<f64>),
     U8(Vec<u8>),
@@ -313,11 +312,6 @@ pub enum Out {
 pub fn to_js(env: Env, out: Out) -> NResult<Raw> {
     let napi_err = |e: napi::Error| NativeError::Internal(format!("creating a typed array failed: {e}"));
     match out {
-        Out::Undefined => {
-            let mut v = ptr::null_mut();
-            check(env, unsafe { sys::napi_get_undefined(env, &mut v) }, "napi_get_undefined")?;
-            Ok(v)
-        }
         Out::Num(x) => {
             let mut v = ptr::null_mut();
             check(env, unsafe { sys::napi_create_double(env, x, &mut v) }, "napi_create_double")?;

@@ -25,7 +25,7 @@ use napi_derive::napi;
 
 use crate::batch::{decode_batch, decode_utf8_column, Batch, Col};
 use crate::error::{guard, NResult, NativeError};
-use crate::js::{JsRaw, JsVal, Kind, Out};
+use crate::js::{JsRaw, Kind, Out};
 
 /// Runs an entry: guarded against panics, errors thrown as typed JavaScript errors.
 fn entry(env: &Env, f: impl FnOnce(js::Env) -> NResult<Out>) -> napi::Result<JsRaw> {
@@ -239,7 +239,3 @@ impl NativePlan {
         self.plan.finished()
     }
 }
-
-/// Keeps `JsVal` in the public surface of `js` used (read by plans only).
-#[allow(dead_code)]
-fn _uses(_: JsVal) {}
