@@ -138,6 +138,15 @@ export function fileLines(path: string): AsyncIterable<string> {
   return createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity })
 }
 
+/**
+ * The program module `lamina run examples/wordcount.ts [-- FILE]` deploys: every peer builds the
+ * same program; the sink runs on the submitting peer and prints the top words in order.
+ */
+export default function build(args: readonly string[]): Program {
+  const file = args[0]
+  return wordcount({ lines: file === undefined ? generatedText() : fileLines(file), out: (row) => void process.stdout.write(`${row.word} ${row.count}\n`) })
+}
+
 async function main(argv: readonly string[]): Promise<void> {
   const file = argv[0]
   if (file !== undefined) await access(file).catch((error: NodeJS.ErrnoException) => Promise.reject(new Error(`cannot read ${file}: ${error.code ?? error.message}`)))

@@ -19,3 +19,12 @@ export class ChildFailedError extends LaminaError {
     super(`peer ${index} died (${signal ?? `exit code ${exitCode}`})${cause === undefined ? '' : `: restart failed: ${describeCause(cause)}`}`, { cause })
   }
 }
+
+/** Thrown when a program module cannot be imported or does not build a program. */
+export class ProgramModuleError extends LaminaError {
+  readonly code = 'ERR_PROGRAM_MODULE'
+  override readonly name = 'ProgramModuleError'
+  constructor(readonly module: string, reason: string, cause?: unknown) {
+    super(`program module ${module} ${reason}`, { cause })
+  }
+}
