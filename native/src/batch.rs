@@ -275,10 +275,10 @@ pub unsafe fn decode_utf8_column<'a>(env: Env, v: Raw, column: &str) -> NResult<
     let data = js::get_named(env, v, "data")?;
     let offsets = js::get_named(env, v, "offsets")?;
     let (data, offsets) = unsafe { borrow_utf8_parts(env, column, data, offsets)? };
-    Strs::validate(column, Cow::Borrowed(data), Cow::Borrowed(offsets))
+    Strs::validate(column, data, offsets)
 }
 
-unsafe fn borrow_utf8_parts<'a>(env: Env, column: &str, data: Raw, offsets: Raw) -> NResult<(&'a [u8], &'a [u32])> {
+unsafe fn borrow_utf8_parts<'a>(env: Env, column: &str, data: Raw, offsets: Raw) -> NResult<(Cow<'a, [u8]>, Cow<'a, [u32]>)> {
     let dk = js::kind(env, data)?;
     if dk != Kind::TypedArray(TypedarrayType::uint8_array) {
         return Err(wrong_type(&format!("{column}.data"), "a Uint8Array", dk));
@@ -290,52 +290,66 @@ unsafe fn borrow_utf8_parts<'a>(env: Env, column: &str, data: Raw, offsets: Raw)
     unsafe { Ok((js::typed_slice::<u8>(env, data)?, js::typed_slice::<u32>(env, offsets)?)) }
 }
 
-/// Reads a batch from JavaScript, borrowing every column in place, and validates it.
-///
-/// Property reads (which may run getters) all happen before any array memory is borrowed.
-///
-/// # Safety
-/// The returned batch borrows JavaScript memory: it must be dropped before any JavaScript runs.
-pub unsafe fn decode_batch<'a>(env: Env, v: Raw, what: &str) -> NResult<Batch<'a>> {
+/// A batch whose properties have been read (getters have run) but whose memory is not borrowed yet.
+pub struct PendingBatch {
+    columns: Vec<(String, Pending)>,
+}
+
+/// Phase one of reading a batch: every property read (which may run a getter) happens here.
+pub fn read_batch(env: Env, v: Raw, what: &str) -> NResult<PendingBatch> {
     let k = js::kind(env, v)?;
     if k != Kind::Object {
         return Err(wrong_type(what, "a batch (a plain object of columns)", k));
     }
-    let mut pending = Vec::new();
+    let mut columns = Vec::new();
     for name in js::own_keys(env, v)? {
         let value = js::get_named(env, v, &name)?;
         match js::kind(env, value)? {
-            Kind::TypedArray(TypedarrayType::float64_array) => pending.push((name, Pending::F64(value))),
+            Kind::TypedArray(TypedarrayType::float64_array) => columns.push((name, Pending::F64(value))),
             Kind::Object => {
                 let data = js::get_named(env, value, "data")?;
                 let offsets = js::get_named(env, value, "offsets")?;
-                pending.push((name, Pending::Utf8 { data, offsets }));
+                columns.push((name, Pending::Utf8 { data, offsets }));
             }
             other => return Err(wrong_type(&name, COLUMN_SHAPE, other)),
         }
     }
-    // No JavaScript runs from here on: borrow and validate.
-    let mut cols = Vec::with_capacity(pending.len());
-    let mut rows: Option<(usize, String)> = None;
-    for (name, p) in pending {
-        let col = match p {
-            Pending::F64(raw) => Col::F64(Cow::Borrowed(unsafe { js::typed_slice::<f64>(env, raw)? })),
-            Pending::Utf8 { data, offsets } => {
-                let (d, o) = unsafe { borrow_utf8_parts(env, &name, data, offsets)? };
-                Col::Utf8(Strs::validate(&name, Cow::Borrowed(d), Cow::Borrowed(o))?)
+    Ok(PendingBatch { columns })
+}
+
+impl PendingBatch {
+    /// Phase two: borrows every column in place and validates the batch. No JavaScript runs here.
+    ///
+    /// # Safety
+    /// The returned batch borrows JavaScript memory: it must be dropped before any JavaScript runs.
+    pub unsafe fn borrow<'a>(self, env: Env) -> NResult<Batch<'a>> {
+        let mut cols = Vec::with_capacity(self.columns.len());
+        let mut rows: Option<(usize, String)> = None;
+        for (name, p) in self.columns {
+            let col = match p {
+                Pending::F64(raw) => Col::F64(unsafe { js::typed_slice::<f64>(env, raw)? }),
+                Pending::Utf8 { data, offsets } => {
+                    let (d, o) = unsafe { borrow_utf8_parts(env, &name, data, offsets)? };
+                    Col::Utf8(Strs::validate(&name, d, o)?)
+                }
+            };
+            match &rows {
+                None => rows = Some((col.len(), name.clone())),
+                Some((n, first)) if *n != col.len() => {
+                    return Err(NativeError::batch(&name, format!("has {} rows but column {first:?} has {n}", col.len())));
+                }
+                _ => {}
             }
-        };
-        match &rows {
-            None => rows = Some((col.len(), name.clone())),
-            Some((n, first)) if *n != col.len() => {
-                return Err(NativeError::batch(
-                    &name,
-                    format!("has {} rows but column {first:?} has {n}", col.len()),
-                ));
-            }
-            _ => {}
+            cols.push((name, col));
         }
-        cols.push((name, col));
+        Ok(Batch { cols, rows: rows.map(|(n, _)| n).unwrap_or(0) })
     }
-    Ok(Batch { cols, rows: rows.map(|(n, _)| n).unwrap_or(0) })
+}
+
+/// Reads a batch from JavaScript (both phases), borrowing every column in place, and validates it.
+///
+/// # Safety
+/// The returned batch borrows JavaScript memory: it must be dropped before any JavaScript runs.
+pub unsafe fn decode_batch<'a>(env: Env, v: Raw, what: &str) -> NResult<Batch<'a>> {
+    unsafe { read_batch(env, v, what)?.borrow(env) }
 }

@@ -5,6 +5,7 @@
 //! with numeric vectors handed over as external array buffers (no copy). Keeping the two phases
 //! apart means no borrowed input is alive while JavaScript code (getters, setters) can run.
 
+use std::borrow::Cow;
 use std::ffi::c_void;
 use std::ptr;
 
@@ -126,26 +127,41 @@ pub fn kind(env: Env, v: Raw) -> NResult<Kind> {
     })
 }
 
-/// Borrows the elements of a typed array of element type `T` in place.
+/// Borrows the elements of a typed array of element type `T` in place, or copies them when the
+/// array lives in a `SharedArrayBuffer` (another thread could change shared memory while Rust reads
+/// it, so shared data is snapshotted first and then validated).
 ///
 /// # Safety
 /// `v` must be a typed array whose element type is `T` (checked by the caller through [`kind`]),
 /// and the returned slice must not be used after JavaScript code has had a chance to run (it could
 /// detach or resize the buffer).
-pub unsafe fn typed_slice<'a, T>(env: Env, v: Raw) -> NResult<&'a [T]> {
+pub unsafe fn typed_slice<'a, T: Copy>(env: Env, v: Raw) -> NResult<Cow<'a, [T]>> {
     let mut ty = 0;
     let mut len = 0usize;
     let mut data: *mut c_void = ptr::null_mut();
+    let mut buffer = ptr::null_mut();
     check(
         env,
-        unsafe { sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, ptr::null_mut(), ptr::null_mut()) },
+        unsafe { sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut buffer, ptr::null_mut()) },
         "napi_get_typedarray_info",
     )?;
     if len == 0 || data.is_null() {
-        return Ok(&[]);
+        return Ok(Cow::Borrowed(&[]));
     }
+    let mut plain = false;
+    check(env, unsafe { sys::napi_is_arraybuffer(env, buffer, &mut plain) }, "napi_is_arraybuffer")?;
     // Typed arrays are always aligned to their element size (JS checks byteOffset on construction).
-    Ok(unsafe { std::slice::from_raw_parts(data as *const T, len) })
+    let elements = data as *const T;
+    if plain {
+        Ok(Cow::Borrowed(unsafe { std::slice::from_raw_parts(elements, len) }))
+    } else {
+        let mut copy = Vec::with_capacity(len);
+        unsafe {
+            ptr::copy_nonoverlapping(elements, copy.as_mut_ptr(), len);
+            copy.set_len(len);
+        }
+        Ok(Cow::Owned(copy))
+    }
 }
 
 /// Reads `obj[name]` (this may run a getter).

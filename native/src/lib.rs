@@ -23,7 +23,7 @@ mod wordcount;
 use napi::bindgen_prelude::{Env, JsValue, Unknown};
 use napi_derive::napi;
 
-use crate::batch::{decode_batch, decode_utf8_column, Batch, Col};
+use crate::batch::{decode_batch, decode_utf8_column, read_batch, Batch, Col};
 use crate::error::{guard, NResult, NativeError};
 use crate::js::{JsRaw, Kind, Out};
 
@@ -126,9 +126,11 @@ pub fn hash_join(env: Env, left: Unknown, right: Unknown, left_key: Unknown, rig
         let lk = arg_string(e, &left_key, "leftKey")?.unwrap_or_else(|| "key".to_string());
         let rk = arg_string(e, &right_key, "rightKey")?.unwrap_or_else(|| lk.clone());
         let prefix = arg_string(e, &right_prefix, "rightPrefix")?.unwrap_or_default();
-        // Both batches are decoded before either is borrowed from, so no getter runs in between.
-        let l = unsafe { decode_batch(e, left.raw(), "left")? };
-        let r = unsafe { decode_batch(e, right.raw(), "right")? };
+        // Every getter of both batches runs before either is borrowed, so none can detach borrowed memory.
+        let pending_left = read_batch(e, left.raw(), "left")?;
+        let pending_right = read_batch(e, right.raw(), "right")?;
+        let l = unsafe { pending_left.borrow(e)? };
+        let r = unsafe { pending_right.borrow(e)? };
         let joined = join::hash_join(&l, &r, &lk, &rk, &prefix)?;
         Ok(Out::Obj(vec![
             ("batch".to_string(), joined.batch.to_out()),
@@ -155,7 +157,7 @@ pub fn wordcount(env: Env, text: Unknown, min_length: Unknown) -> napi::Result<J
             return Err(NativeError::batch("text", format!("expected a Uint8Array, got {}", k.describe())));
         }
         let bytes = unsafe { js::typed_slice::<u8>(e, text.raw())? };
-        Ok(cols_out(wordcount::wordcount(bytes, min.min(usize::MAX as f64) as usize)?))
+        Ok(cols_out(wordcount::wordcount(&bytes, min.min(usize::MAX as f64) as usize)?))
     })
 }
 

@@ -1,11 +1,11 @@
 import { describe, it, expect } from 'vitest'
 import fc from 'fast-check'
 
-import { utf8Column, utf8Strings } from './batch.js'
+import { runChain, utf8Column, utf8Strings } from './batch.js'
 import { NativeCoreError } from './errors.js'
 import { nativeEngine } from './native.js'
 import { referenceEngine } from './reference.js'
-import { outcome, type Outcome } from './testing.js'
+import { canonical, canonicalAll, outcome, type Outcome } from './testing.js'
 import type { Batch, BatchEngine } from './types.js'
 
 /** A corrupted input and the typed error it must produce. */
@@ -218,6 +218,39 @@ describe('malformed batches', () => {
     // x is detached before any memory is borrowed, so it reads as 0 rows: a length mismatch, not a crash.
     const got = outcome(() => nativeEngine.compile([]).push(batch as Batch))
     expect(got).toEqual({ error: { code: 'ERR_NATIVE_BAD_BATCH', column: 'y' } })
+  })
+
+  it('a getter on the right side of a join that detaches the left side cannot make the core read freed memory', () => {
+    const buffer = new ArrayBuffer(16)
+    const left: Batch = { s: utf8Column(['a', 'b']), x: new Float64Array(buffer) }
+    const right = { s: utf8Column(['a']) } as Record<string, unknown>
+    Object.defineProperty(right, 'w', {
+      enumerable: true,
+      get() {
+        structuredClone(buffer, { transfer: [buffer] })
+        return new Float64Array(1)
+      },
+    })
+    const expected = { error: { code: 'ERR_NATIVE_BAD_BATCH', column: 'x' } }
+    expect(outcome(() => nativeEngine.hashJoin(left, right as Batch, { leftKey: 's' }))).toEqual(expected)
+  })
+
+  it('columns in shared memory are read as a snapshot and give the same results', () => {
+    const strings = ['Shared Memory', 'ΣΊΣΥΦΟΣ', 'x']
+    const plain = utf8Column(strings)
+    const data = new Uint8Array(new SharedArrayBuffer(plain.data.length))
+    data.set(plain.data)
+    const offsets = new Uint32Array(new SharedArrayBuffer(plain.offsets.byteLength))
+    offsets.set(plain.offsets)
+    const x = new Float64Array(new SharedArrayBuffer(24))
+    x.set([1, NaN, -0])
+    const shared: Batch = { s: { data, offsets }, x }
+    const steps = [{ op: 'tokenize' as const }, { op: 'count' as const }]
+    const run = (engine: BatchEngine, b: Batch) => outcome(() => [...runChain(engine, steps, [b]), ...engine.compile([]).push(b)], canonicalAll)
+    const expected = run(nativeEngine, { s: plain, x: Float64Array.from([1, NaN, -0]) })
+    expect(expected).toEqual({ ok: [{ key: ['utf8', 'shared', 'memory', 'σίσυφος', 'x'], count: ['f64', '1', '1', '1', '1'] }, canonical({ s: plain, x: Float64Array.from([1, NaN, -0]) })] })
+    expect(run(nativeEngine, shared)).toEqual(expected)
+    expect(run(referenceEngine, shared)).toEqual(expected)
   })
 
   it('errors are NativeCoreError instances with a name and a stable code', () => {

@@ -131,11 +131,13 @@ function decodeUtf8Column(v: unknown, column: string): string[] {
   return validateUtf8(column, data, offsets)
 }
 
-function decodeBatch(v: unknown, what: string): RBatch {
+type PendingColumn = { f64: Float64Array } | { data: unknown; offsets: unknown }
+
+/** Phase one of reading a batch: every property read happens here, as in the native core. */
+function readBatch(v: unknown, what: string): Array<[string, PendingColumn]> {
   const k = kindOf(v)
   if (k !== 'object') throw new NativeBatchError(what, undefined, `expected a batch (a plain object of columns), got ${describeKind(k)}`)
-  // Phase 1 reads properties (as the native core does before it borrows any memory) ...
-  const pending: Array<[string, { f64: Float64Array } | { data: unknown; offsets: unknown }]> = []
+  const pending: Array<[string, PendingColumn]> = []
   for (const name of Object.keys(v as object)) {
     const value = field(v, name)
     const vk = kindOf(value)
@@ -143,7 +145,11 @@ function decodeBatch(v: unknown, what: string): RBatch {
     else if (vk === 'object') pending.push([name, { data: field(value, 'data'), offsets: field(value, 'offsets') }])
     else throw new NativeBatchError(name, undefined, `expected a Float64Array or a string column, got ${describeKind(vk)}`)
   }
-  // ... phase 2 validates, in the same order.
+  return pending
+}
+
+/** Phase two: validates the columns in the same order as the native core. */
+function validateBatch(pending: Array<[string, PendingColumn]>): RBatch {
   const cols: Array<[string, RCol]> = []
   let rows: [number, string] | undefined
   for (const [name, p] of pending) {
@@ -155,6 +161,10 @@ function decodeBatch(v: unknown, what: string): RBatch {
     cols.push([name, col])
   }
   return { cols, rows: rows?.[0] ?? 0 }
+}
+
+function decodeBatch(v: unknown, what: string): RBatch {
+  return validateBatch(readBatch(v, what))
 }
 
 function colLen(c: RCol): number {
@@ -728,8 +738,10 @@ export function hashJoin(left: Batch, right: Batch, options: JoinOptions = {}): 
   const lk = argString(options.leftKey, 'leftKey') ?? 'key'
   const rk = argString(options.rightKey, 'rightKey') ?? lk
   const prefix = argString(options.rightPrefix, 'rightPrefix') ?? ''
-  const l = decodeBatch(left, 'left')
-  const r = decodeBatch(right, 'right')
+  const pendingLeft = readBatch(left, 'left')
+  const pendingRight = readBatch(right, 'right')
+  const l = validateBatch(pendingLeft)
+  const r = validateBatch(pendingRight)
   const lkc = getCol(l, lk)
   if (lkc === undefined) throw new NativeBatchError(lk, undefined, 'missing key column on the left')
   const rkc = getCol(r, rk)
