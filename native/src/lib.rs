@@ -62,8 +62,9 @@ fn cols_out(cols: Vec<(String, Col<'static>)>) -> Out {
 /// The Unicode version the tokenizer's tables were generated for (`process.versions.unicode` of
 /// the Node that built the addon).
 #[napi]
-pub fn unicode_version() -> String {
-    unicode::UNICODE_VERSION.to_string()
+pub fn unicode_version(env: Env) -> napi::Result<String> {
+    let raw = env.raw();
+    guard(|| Ok(unicode::UNICODE_VERSION.to_string())).map_err(|e| js::throw(raw, e))
 }
 
 /// FNV-1a (32-bit) over the UTF-16 code units of `String(key)`: the partitioning hash.
@@ -231,13 +232,15 @@ impl NativePlan {
 
     /// Rows of a window chain that arrived below the watermark and were not aggregated.
     #[napi(getter)]
-    pub fn late(&self) -> f64 {
-        self.plan.late()
+    pub fn late(&self, env: Env) -> napi::Result<f64> {
+        let raw = env.raw();
+        guard(|| Ok(self.plan.late())).map_err(|e| js::throw(raw, e))
     }
 
     /// True once `finish` has run.
     #[napi(getter)]
-    pub fn finished(&self) -> bool {
-        self.plan.finished()
+    pub fn finished(&self, env: Env) -> napi::Result<bool> {
+        let raw = env.raw();
+        guard(|| Ok(self.plan.finished())).map_err(|e| js::throw(raw, e))
     }
 }
