@@ -102,7 +102,7 @@ pub fn tokenize(env: Env, column: Unknown) -> napi::Result<JsRaw> {
 }
 
 /// Splits a batch into `n` batches by the hash of column `key` (see `hashKey`).
-#[napi(ts_args_type = "batch: Record<string, unknown>, key: string, n: number", ts_return_type = "Array<Record<string, unknown>>")]
+#[napi(ts_args_type = "batch: Record<string, unknown>, key: string | undefined, n: number", ts_return_type = "Array<Record<string, unknown>>")]
 pub fn hash_partition(env: Env, batch: Unknown, key: Unknown, n: Unknown) -> napi::Result<JsRaw> {
     entry(&env, |e| {
         let key = arg_string(e, &key, "key")?.unwrap_or_else(|| "s".to_string());

@@ -223,11 +223,11 @@ export class NativeChain implements Chain {
   }
 
   get late(): number {
-    return this.plan.late
+    return call(() => this.plan.late)
   }
 
   get finished(): boolean {
-    return this.plan.finished
+    return call(() => this.plan.finished)
   }
 }
 
