@@ -209,10 +209,18 @@ export interface Fusible {
   fuse(self: Operator, next: Operator): Operator | undefined
 }
 
+/**
+ * A handler of a whole batch of one input port (values already checked against the port's codec).
+ * Records of a batch handler's port cannot be requests: a request there is answered with undefined.
+ */
+export type BatchHandler<T, O extends PortCodecs, S> = (values: readonly T[], ctx: AtomContext<O, S>) => unknown
+
 /** The atom body form: handlers per input port (the interrupt table), with optional lifecycle hooks. */
 export interface AtomBody {
   readonly form: 'atom'
   readonly handlers: { readonly [port: string]: Handler<never, PortCodecs, unknown> }
+  /** Ports handled a whole batch at a time (vectorized operators such as the native core's). */
+  readonly batchHandlers?: { readonly [port: string]: BatchHandler<never, PortCodecs, unknown> }
   readonly start?: (ctx: AtomContext<PortCodecs, unknown>) => unknown
   /** Drives emission for operators that produce on their own (sources): the atom ends when it resolves and its inputs end. */
   readonly run?: (ctx: AtomContext<PortCodecs, unknown>) => Promise<void>

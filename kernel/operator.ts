@@ -6,6 +6,7 @@ import type {
   Annotations,
   AtomBody,
   AtomContext,
+  BatchHandler,
   Fusible,
   Handler,
   InputPort,
@@ -34,8 +35,10 @@ export interface AtomDefinition<I extends PortCodecs, O extends PortCodecs, S> {
   readonly key?: (value: PortValues<I>[keyof I], port: keyof I & string) => Key
   /** Declared state: codec and initial value (per key when keyed). */
   readonly state?: StateSpec<S>
-  /** The interrupt table: one handler per input port. */
-  readonly on?: { readonly [P in keyof I]: Handler<t.TypeOf<I[P]>, O, S> }
+  /** The interrupt table: one handler per input port (or a batch handler in `onBatch`). */
+  readonly on?: { readonly [P in keyof I]?: Handler<t.TypeOf<I[P]>, O, S> }
+  /** Handlers of whole batches, for vectorized operators: one call per batch instead of per record. */
+  readonly onBatch?: { readonly [P in keyof I]?: BatchHandler<t.TypeOf<I[P]>, O, S> }
   /** Called once before the first message. */
   readonly start?: (ctx: AtomContext<O, S>) => unknown
   /** Drives emission on the atom's own initiative (sources); the atom ends once it resolves and its inputs end. */
@@ -67,15 +70,20 @@ export function atom<I extends PortCodecs = Record<never, never>, O extends Port
 ): Operator<I, O> {
   const inputs = (definition.inputs ?? {}) as I
   const handlers: Record<string, unknown> = {}
+  const batchHandlers: Record<string, unknown> = {}
   for (const port of Object.keys(inputs)) {
     const handler = definition.on?.[port as keyof I]
-    if (handler === undefined) throw new InvalidOptionError(`operator ${definition.name}`, `on.${port}`, 'is missing: every input port needs a handler')
-    handlers[port] = handler
+    const batchHandler = definition.onBatch?.[port as keyof I]
+    if (handler === undefined && batchHandler === undefined) throw new InvalidOptionError(`operator ${definition.name}`, `on.${port}`, 'is missing: every input port needs a handler (in on or onBatch)')
+    if (handler !== undefined && batchHandler !== undefined) throw new InvalidOptionError(`operator ${definition.name}`, `onBatch.${port}`, 'duplicates on.' + port + ': give a port one handler')
+    if (handler !== undefined) handlers[port] = handler
+    else batchHandlers[port] = batchHandler
   }
   // Handlers are typed against the operator's own ports; the kernel calls them with exactly those.
   const body = {
     form: 'atom',
     handlers,
+    batchHandlers,
     start: definition.start,
     run: definition.run,
     end: definition.end,

@@ -160,7 +160,7 @@ export class AtomInstance implements Instance {
   /** Handles records from `start` on; switches to the async path at the first handler promise. */
   private loop(port: string, batch: Batch, start: number): void | Promise<void> {
     const handler = this.body.handlers[port] as ((value: unknown, ctx: Context) => unknown) | undefined
-    if (handler === undefined) throw new UnknownOutputError(this.services.info.operator, `input ${port}`)
+    if (handler === undefined) return this.whole(port, batch)
     // Checked ports are looked up per batch: spawning a child can add one while the atom runs.
     const guard = this.services.checkedPorts.has(port) ? this.checks.get(port)?.is : undefined
     const values = batch.values
@@ -189,6 +189,34 @@ export class AtomInstance implements Instance {
       if (header?.reply !== undefined) replyOk(header, result)
     }
     ctx.key = state.current = undefined
+  }
+
+  /** Runs a batch handler once for the batch; values that fail the port's codec become dead letters first. */
+  private whole(port: string, batch: Batch): void | Promise<void> {
+    const handler = this.body.batchHandlers?.[port] as ((values: readonly unknown[], ctx: Context) => unknown) | undefined
+    if (handler === undefined) throw new UnknownOutputError(this.services.info.operator, `input ${port}`)
+    const guard = this.services.checkedPorts.has(port) ? this.checks.get(port)?.is : undefined
+    let values = batch.values
+    if (guard !== undefined && !values.every(guard)) {
+      values = values.filter((value) => {
+        if (guard(value)) return true
+        this.undecodable(port, value, undefined)
+        return false
+      })
+    }
+    batch.headers?.forEach((header) => replyOk(header, undefined))
+    this.ctx.key = this.state.current = undefined
+    try {
+      const result = handler(values, this.ctx)
+      if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+        return Promise.resolve(result).then(
+          () => undefined,
+          (error: unknown) => this.failed(port, values, undefined, error),
+        )
+      }
+    } catch (error) {
+      this.failed(port, values, undefined, error)
+    }
   }
 
   private async resume(pending: PromiseLike<unknown>, port: string, batch: Batch, index: number, header: Header | undefined): Promise<void> {

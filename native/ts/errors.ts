@@ -1,14 +1,12 @@
 // Error classes of the native core and of its TypeScript reference: each with a stable `code`.
 
-/** Base class of every native-core error. Callers and tests branch on `code`, never on the message. */
-export abstract class NativeCoreError extends Error {
-  /** A stable, machine-readable identifier of the kind of failure. */
-  abstract readonly code: string
+import { LaminaError } from '../../kernel/errors.js'
 
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options)
-  }
-}
+/**
+ * Base class of every native-core error: a LaminaError (the kernel's error contract, a module that
+ * imports nothing), so dead letters and job failures keep the native code. Branch on `code`.
+ */
+export abstract class NativeCoreError extends LaminaError {}
 
 /**
  * Thrown when the native addon is missing, does not load, or was built for another Node (its

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest'
+import { kernel, link, program, sink, source, t } from 'lamina'
+import { native, recordLayout, stringLayout } from './native.js'
+
+const Count = t.type({ word: t.string, count: t.number })
+type Count = t.TypeOf<typeof Count>
+const words = stringLayout()
+const counts = recordLayout<Count>({ word: { column: 'key', type: 'string' }, count: { column: 'count', type: 'number' } })
+
+describe('native operators', () => {
+  const lines = ['The cat sat on the mat', 'the CAT', 'Été été 東京']
+
+  it('run a native chain per batch and emit what it produces at the end', async () => {
+    const text = source('text', t.string, lines)
+    const count = native({ name: 'count', input: t.string, output: Count, steps: [{ op: 'tokenize' }, { op: 'count' }], inputLayout: words, outputLayout: counts })
+    const out: Count[] = []
+    const into = sink('out', Count, out)
+    await kernel.run(program('p', { operators: [text, count, into], links: [link(text.outputs.out, count.inputs.in), link(count.outputs.out, into.inputs.in)] }), { batchSize: 2 }).done
+    expect(Object.fromEntries(out.map((c) => [c.word, c.count]))).toEqual({ the: 3, cat: 2, sat: 1, on: 1, mat: 1, été: 2, 東京: 1 })
+  })
+
+  it('fuse consecutive native operators on one peer into one chain', async () => {
+    const text = source('text', t.string, lines)
+    const tokenize = native({ name: 'tokenize', input: t.string, output: t.string, steps: [{ op: 'tokenize' }], inputLayout: words, outputLayout: words })
+    const long = native({ name: 'long', input: t.string, output: t.string, steps: [{ op: 'filter', expr: 'len(s) > 2' }], inputLayout: words, outputLayout: words })
+    const count = native({ name: 'count', input: t.string, output: Count, steps: [{ op: 'count' }], inputLayout: words, outputLayout: counts })
+    const out: Count[] = []
+    const into = sink('out', Count, out)
+    const job = kernel.run(
+      program('p', {
+        operators: [text, tokenize, long, count, into],
+        links: [link(text.outputs.out, tokenize.inputs.in), link(tokenize.outputs.out, long.inputs.in), link(long.outputs.out, count.inputs.in), link(count.outputs.out, into.inputs.in)],
+      }),
+    )
+    await job.done
+    expect(job.program.operators.map((o) => o.name)).toEqual(['text', 'out', 'tokenize+long+count'])
+    expect(Object.fromEntries(out.map((c) => [c.word, c.count]))).toEqual({ the: 3, cat: 2, sat: 1, mat: 1, été: 2 })
+  })
+
+  it('exchange batches with ordinary TypeScript operators over ordinary links', async () => {
+    const text = source('text', t.string, lines)
+    const tokenize = native({ name: 'tokenize', input: t.string, output: t.string, steps: [{ op: 'tokenize' }], inputLayout: words, outputLayout: words, annotations: { parallelism: 2 } })
+    const out: string[] = []
+    const into = sink('out', t.string, out)
+    await kernel.run(program('p', { operators: [text, tokenize, into], links: [link(text.outputs.out, tokenize.inputs.in), link(tokenize.outputs.out, into.inputs.in)] })).done
+    expect(out.sort()).toEqual(['cat', 'cat', 'mat', 'on', 'sat', 'the', 'the', 'the', 'été', 'été', '東京'].sort())
+  })
+
+  it('refuse a bad chain when the operator is defined, with a typed error', () => {
+    expect(() => native({ name: 'bad', input: t.string, output: t.string, steps: [{ op: 'count' }, { op: 'tokenize' }], inputLayout: words, outputLayout: words })).toThrow(
+      expect.objectContaining({ code: 'ERR_NATIVE_BAD_PLAN' }),
+    )
+  })
+
+  it('record a batch the native core refuses as a dead letter, and go on', async () => {
+    // A map to a number column read back as strings: the layout cannot decode it.
+    const text = source('text', t.string, ['a', 'b'])
+    const broken = native({ name: 'broken', input: t.string, output: t.string, steps: [{ op: 'map', expr: 'len(s)', as: 'x' }], inputLayout: words, outputLayout: stringLayout('x') })
+    const out: string[] = []
+    const into = sink('out', t.string, out)
+    const report = await kernel.run(program('p', { operators: [text, broken, into], links: [link(text.outputs.out, broken.inputs.in), link(broken.outputs.out, into.inputs.in)] })).done
+    expect(report.deadLetters).toHaveLength(1)
+    expect(report.deadLetters[0]!.where).toMatchObject({ operator: 'broken', port: 'in' })
+    expect(out).toEqual([])
+  })
+})

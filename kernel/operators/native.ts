@@ -1,0 +1,151 @@
+// Native operators: a chain of the Rust core's batch operators, run one native call per batch.
+// Consecutive native operators on one peer are fused by the kernel's operator chaining.
+
+import type * as t from 'io-ts'
+import type { Batch as Columns, StepSpec, Utf8Column } from '../../native/ts/native.js'
+import { NativeChain, utf8Column, utf8Strings } from '../../native/ts/native.js'
+import type { Annotations, AnyCodec, AtomContext, Fusible, Key, Operator } from '../contracts.js'
+import { atom } from '../operator.js'
+
+export type { StepSpec } from '../../native/ts/native.js'
+
+/**
+ * How records on ordinary links become the native core's columns, and back. Two native
+ * operators fuse only when the first's output layout is the second's input layout (the same
+ * value), so that the columns between them need no conversion.
+ */
+export interface NativeLayout<T> {
+  readonly name: string
+  toColumns(values: readonly T[]): Columns
+  fromColumns(columns: Columns): T[]
+}
+
+/** Strings as the UTF-8 column `column` (default `s`, the name the expression language reads). */
+export function stringLayout(column = 's'): NativeLayout<string> {
+  return {
+    name: `strings(${column})`,
+    toColumns: (values) => ({ [column]: utf8Column(values) }),
+    fromColumns: (columns) => utf8Strings(columnOf(columns, column) as Utf8Column),
+  }
+}
+
+/** Field kinds of a record layout: the column each field lives in and its type. */
+export type RecordFields = { readonly [field: string]: { readonly column: string; readonly type: 'string' | 'number' } }
+
+/** Objects whose fields map to columns: strings as UTF-8 columns, numbers as Float64Array. */
+export function recordLayout<T extends Record<string, string | number>>(fields: RecordFields): NativeLayout<T> {
+  const entries = Object.entries(fields)
+  return {
+    name: `records(${entries.map(([f, c]) => `${f}:${c.column}`).join(',')})`,
+    toColumns: (values) => {
+      const columns: Record<string, Columns[string]> = {}
+      for (const [field, { column, type }] of entries) {
+        columns[column] = type === 'number' ? Float64Array.from(values, (v) => v[field] as number) : utf8Column(values.map((v) => v[field] as string))
+      }
+      return columns
+    },
+    fromColumns: (columns) => {
+      const decoded = entries.map(([field, { column, type }]) => {
+        const data = columnOf(columns, column)
+        return [field, type === 'number' ? (data as Float64Array) : utf8Strings(data as Utf8Column)] as const
+      })
+      const rows = decoded[0]?.[1].length ?? 0
+      const out: T[] = new Array<T>(rows)
+      for (let i = 0; i < rows; i++) {
+        const row: Record<string, string | number> = {}
+        for (const [field, values] of decoded) row[field] = values[i]!
+        out[i] = row as T
+      }
+      return out
+    },
+  }
+}
+
+function columnOf(columns: Columns, column: string): Columns[string] {
+  const data = columns[column]
+  if (data === undefined) throw new TypeError(`the native chain's output has no column "${column}" (it has: ${Object.keys(columns).join(', ')})`)
+  return data
+}
+
+/** Definition of a native operator. */
+export interface NativeDefinition<I extends AnyCodec, O extends AnyCodec> {
+  readonly name: string
+  readonly input: I
+  readonly output: O
+  /** The native chain: tokenize, filter, map, partition, count, aggregate, window (see native/README.md). */
+  readonly steps: readonly StepSpec[]
+  readonly inputLayout: NativeLayout<t.TypeOf<I>>
+  readonly outputLayout: NativeLayout<t.TypeOf<O>>
+  /** Makes the operator keyed: links into it hash-partition by this key. */
+  readonly key?: (value: t.TypeOf<I>) => Key
+  readonly annotations?: Annotations
+}
+
+/** Steps after which a chain produces only at `finish` (or in n parts): nothing can follow them. */
+const TERMINAL = new Set(['count', 'aggregate', 'window', 'partition'])
+
+const definitions = new WeakMap<object, NativeDefinition<AnyCodec, AnyCodec>>()
+
+const fusible: Fusible = {
+  kind: 'native',
+  fuse(self, next) {
+    const a = definitions.get(self.body)
+    const b = definitions.get(next.body)
+    if (a === undefined || b === undefined || a.outputLayout !== b.inputLayout || b.key !== undefined) return undefined
+    if (a.steps.some((s) => TERMINAL.has(s.op))) return undefined
+    return native({
+      name: `${a.name}+${b.name}`,
+      input: a.input,
+      output: b.output,
+      steps: [...a.steps, ...b.steps],
+      inputLayout: a.inputLayout,
+      outputLayout: b.outputLayout,
+      ...(a.key === undefined ? {} : { key: a.key }),
+      annotations: { ...b.annotations, ...a.annotations },
+    })
+  },
+}
+
+/**
+ * An operator that runs a chain of native batch operators on each input batch, in one native call:
+ * port `in` takes records, converted by `inputLayout`; the chain's output batches (per push, or at
+ * the end for aggregates) leave on `out` through `outputLayout`. Consecutive native operators
+ * linked forward on one peer are fused into one chain automatically.
+ *
+ * ```ts
+ * const counts = native({
+ *   name: 'counts', input: t.string, output: WordCount,
+ *   steps: [{ op: 'tokenize' }, { op: 'count' }],
+ *   inputLayout: stringLayout(), outputLayout: recordLayout({ word: { column: 'key', type: 'string' }, count: { column: 'count', type: 'number' } }),
+ * })
+ * ```
+ */
+export function native<I extends AnyCodec, O extends AnyCodec>(definition: NativeDefinition<I, O>): Operator<{ in: I }, { out: O }> {
+  // Fail at definition time on a bad chain (a typed NativePlanError), not on the first batch.
+  new NativeChain(definition.steps)
+  const chains = new WeakMap<object, NativeChain>()
+  const chainOf = (ctx: AtomContext<{ out: O }, undefined>): NativeChain => {
+    let chain = chains.get(ctx)
+    if (chain === undefined) chains.set(ctx, (chain = new NativeChain(definition.steps)))
+    return chain
+  }
+  const emit = (ctx: AtomContext<{ out: O }, undefined>, batches: readonly Columns[]): void => {
+    for (const batch of batches) ctx.emitAll('out', definition.outputLayout.fromColumns(batch))
+  }
+  const op = atom<{ in: I }, { out: O }, undefined>({
+    name: definition.name,
+    inputs: { in: definition.input },
+    outputs: { out: definition.output },
+    ...(definition.key === undefined ? {} : { key: (value: t.TypeOf<I>) => definition.key!(value) }),
+    onBatch: {
+      in: (values, ctx) => {
+        if (values.length > 0) emit(ctx, chainOf(ctx).push(definition.inputLayout.toColumns(values)))
+      },
+    },
+    end: (ctx) => emit(ctx, chainOf(ctx).finish()),
+    fusible,
+    ...(definition.annotations === undefined ? {} : { annotations: definition.annotations }),
+  })
+  definitions.set(op.body, definition as unknown as NativeDefinition<AnyCodec, AnyCodec>)
+  return op
+}
