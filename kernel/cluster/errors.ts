@@ -28,3 +28,21 @@ export class ProgramModuleError extends LaminaError {
     super(`program module ${module} ${reason}`, { cause })
   }
 }
+
+/** Thrown when a job stream carries something that is not the job protocol, or ends too early. */
+export class JobProtocolError extends LaminaError {
+  readonly code = 'ERR_JOB_PROTOCOL'
+  override readonly name = 'JobProtocolError'
+  constructor(readonly peer: string, reason: string, cause?: unknown) {
+    super(`job protocol with peer ${peer}: ${reason}`, { cause })
+  }
+}
+
+/** Thrown when a peer refuses or fails its share of a job. */
+export class RemoteJobError extends LaminaError {
+  readonly code = 'ERR_REMOTE_JOB'
+  override readonly name = 'RemoteJobError'
+  constructor(readonly peer: string, readonly remoteCode: string, message: string) {
+    super(`peer ${peer}: [${remoteCode}] ${message}`)
+  }
+}
