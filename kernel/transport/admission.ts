@@ -21,6 +21,8 @@ export const PSK_MISMATCH = 'pre-shared key mismatch or not a Lamina peer'
  */
 const CHECK = new TextEncoder().encode('/lamina/admit/1\n')
 const ADMITTED = 0x01
+/** The largest write handed to the private-network cipher (see `protect`). */
+const PNET_MAX_WRITE = 64 * 1024
 const REFUSED = 0x00
 
 /**
@@ -87,6 +89,12 @@ export function admissionProtector(init: ProtectorInit): () => ConnectionProtect
       } catch (error) {
         throw refuse(`no private-network handshake: ${describe(error)}`, error)
       }
+      // pnet hands each write to xsalsa20 1.2.0 whole, flattened into its WebAssembly memory. A write
+      // past its initial 640 KiB grows that memory, and a bug in its realloc (a stale view after
+      // another instance grew it) then grows it again on every later write, until
+      // "WebAssembly.Memory.grow(): Maximum memory size exceeded" kills the connection. Writes of at
+      // most 64 KiB never grow it. (Seen with 8 MiB frames: yamux frames grow with its window.)
+      ;(boxed as MessageStream & { maxMessageSize?: number }).maxMessageSize = PNET_MAX_WRITE
       const bytes = byteStream(boxed)
       let theirs: Uint8Array
       try {

@@ -131,3 +131,21 @@ function describe(cause: unknown): string {
   if (cause instanceof Error) return cause.message === '' ? cause.name : cause.message
   return String(cause)
 }
+
+/** Reported (as a dead letter at the producer's peer) when a value cannot be put in a frame: a BigInt, a cycle, or a value past the frame size limit. */
+export class UnencodableValueError extends LaminaError {
+  readonly code = 'ERR_UNENCODABLE'
+  override readonly name = 'UnencodableValueError'
+  constructor(readonly link: string, readonly peer: string, reason: string, options?: { cause?: unknown }) {
+    super(`link ${link} to peer ${peer}: a value cannot be sent: ${reason}`, options)
+  }
+}
+
+/** Thrown when a producer sends on a remote channel it has already ended. */
+export class ChannelEndedError extends LaminaError {
+  readonly code = 'ERR_CHANNEL_ENDED'
+  override readonly name = 'ChannelEndedError'
+  constructor(readonly link: string) {
+    super(`link ${link}: send after end()`)
+  }
+}
