@@ -1,0 +1,52 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { memoryLogger } from '../transport/logger.js'
+import { results } from './fixtures/count-program.js'
+import { startCluster, type Cluster } from './launcher.js'
+
+const fixture = new URL('./fixtures/count-program.ts', import.meta.url).pathname
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+describe('startCluster (peer processes on loopback)', () => {
+  let dir: string
+  let cluster: Cluster
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-cluster-'))
+    cluster = await startCluster({ peers: 3, workdir: dir, logger: memoryLogger() })
+  }, 60_000)
+  afterAll(async () => {
+    await cluster?.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('starts every peer as its own process and runs a job across them', async () => {
+    const members = cluster.members()
+    expect(members).toHaveLength(3)
+    expect(new Set(members.map((m) => m.pid)).size).toBe(3)
+    expect(members.every((m) => m.pid !== process.pid && alive(m.pid!))).toBe(true)
+    results.length = 0
+    const job = await cluster.submit(fixture, { args: ['5000', '13'] })
+    const report = await job.done
+    expect(results.sort((a, b) => a[0] - b[0])).toEqual(Array.from({ length: 13 }, (_, k) => [k, Math.ceil((5000 - k) / 13)]))
+    // The counter ran in the peer processes, not here.
+    const here = report.stats[cluster.self.id]!.instances.map((i) => i.operator)
+    expect(here).not.toContain('counter')
+    expect(Object.keys(report.stats).sort()).toEqual([cluster.self.id, ...cluster.members().map((m) => m.peerId)].sort())
+  })
+
+  it('stops every peer process: no orphans', async () => {
+    const pids = cluster.members().map((m) => m.pid!)
+    await cluster.stop()
+    expect(pids.filter(alive)).toEqual([])
+  })
+})

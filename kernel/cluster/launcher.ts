@@ -1,0 +1,169 @@
+// The single-program launcher: starts a local cluster of peers as supervised child processes (or
+// joins existing peers), and gives the program a typed handle to submit jobs on it.
+
+import '../transport/polyfill.js'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { Observable } from 'rxjs'
+import type { Kernel } from '../kernel.js'
+import { loadOrCreateIdentity } from '../transport/identity.js'
+import type { Logger } from '../transport/logger.js'
+import { readOrCreatePskFile, readPskFile } from '../transport/psk.js'
+import { Peer, type SubmitOptions, type SubmittedJob } from './peer.js'
+import { Nursery, type NurseryEvent, type RestartPolicy } from './supervisor.js'
+
+/** One peer of a cluster, as the launcher knows it. */
+export interface ClusterMember {
+  readonly peerId: string
+  readonly multiaddrs: readonly string[]
+  /** The process id, for peers this launcher started. */
+  readonly pid?: number
+}
+
+/** A running cluster, seen from the program that started or joined it. */
+export interface Cluster {
+  /** This process's own peer: it submits jobs, runs sources and sinks, and receives results. */
+  readonly self: Peer
+  /** The other peers. */
+  members(): readonly ClusterMember[]
+  /** Submits a program module (its default export builds the program). */
+  submit(module: string, options?: SubmitOptions): Promise<SubmittedJob>
+  /** Events of the supervised peer processes (empty for joined clusters). */
+  readonly events: Observable<NurseryEvent> | undefined
+  /** Rejects when a supervised peer dies beyond its restart policy. */
+  readonly failed: Promise<never>
+  /** Stops this peer and every peer process it started. Idempotent. */
+  stop(): Promise<void>
+}
+
+/** Options of `startCluster`. */
+export interface StartClusterOptions {
+  /** Number of peer processes. */
+  readonly peers: number
+  /** Where identities, the swarm key and peers' work directories live. */
+  readonly workdir: string
+  /** What to do when a peer process dies. @default { kind: 'fail' } */
+  readonly policy?: RestartPolicy
+  /** Tags of peer `i` (placement reads them). */
+  readonly tags?: (index: number) => Readonly<Record<string, string>>
+  /** The kernel the launcher's own share of jobs runs on. */
+  readonly kernel?: Kernel
+  readonly logger?: Logger
+  readonly signal?: AbortSignal
+}
+
+/** How a peer process is started: the entry file and Node flags, from sources (tests) or dist. */
+function peerEntry(): { module: string; execArgv: string[] } {
+  const here = fileURLToPath(import.meta.url)
+  if (here.endsWith('.ts')) {
+    // Running from sources (tests, tsx): children load TypeScript too, with `lamina` resolved to sources.
+    return { module: join(here, '..', 'peer-main.ts'), execArgv: ['--import', import.meta.resolve('tsx'), '--conditions', 'source'] }
+  }
+  return { module: join(here, '..', 'peer-main.js'), execArgv: ['--import', import.meta.resolve('tsx')] }
+}
+
+/**
+ * Starts `peers` peer processes on loopback, all admitted by one pre-shared key and an allowlist
+ * of their ids, plus this process's own peer; resolves when every peer is ready. Peers are
+ * supervised (restart or fail by `policy`) and stopped with the cluster, on process exit, SIGINT
+ * and SIGTERM: no orphans.
+ *
+ * ```ts
+ * const cluster = await startCluster({ peers: 3, workdir: '.lamina/cluster' })
+ * const job = await cluster.submit('examples/wordcount.ts')
+ * await job.done
+ * await cluster.stop()
+ * ```
+ */
+export async function startCluster(options: StartClusterOptions): Promise<Cluster> {
+  await mkdir(options.workdir, { recursive: true })
+  const pskFile = join(options.workdir, 'swarm.key')
+  const psk = await readOrCreatePskFile(pskFile)
+  // Identities first: everyone's id goes on the allowlist before anyone connects.
+  const dirs = Array.from({ length: options.peers }, (_, i) => join(options.workdir, `peer-${i}`))
+  const selfDir = join(options.workdir, 'launcher')
+  const ids = await Promise.all([...dirs, selfDir].map(async (dir) => (await loadOrCreateIdentity(dir)).peerId))
+  const allowed = new Set(ids)
+  const allowFile = join(options.workdir, 'allowlist')
+  await writeFile(allowFile, ids.join('\n') + '\n')
+  const self = await Peer.start({
+    workdir: selfDir,
+    psk,
+    allowlist: () => allowed,
+    ...(options.kernel === undefined ? {} : { kernel: options.kernel }),
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  })
+  const bootstrap = self.multiaddrs()[0]!
+  const entry = peerEntry()
+  const nursery = new Nursery({
+    module: entry.module,
+    execArgv: entry.execArgv,
+    count: options.peers,
+    args: (i) => [
+      '--workdir', dirs[i]!,
+      '--psk', pskFile,
+      '--allow', allowFile,
+      '--bootstrap', bootstrap,
+      ...Object.entries(options.tags?.(i) ?? {}).flatMap(([k, v]) => ['--tag', `${k}=${v}`]),
+    ],
+    ...(options.policy === undefined ? {} : { policy: options.policy }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+  })
+  try {
+    await nursery.start()
+  } catch (error) {
+    await self.stop()
+    throw error
+  }
+  const members = (): ClusterMember[] =>
+    nursery.infos().map((info, i) => ({ ...(info as { peerId: string; multiaddrs: string[] }), ...(nursery.pids()[i] === undefined ? {} : { pid: nursery.pids()[i]! }) }))
+  self.useMembers({ list: () => [{ peerId: self.id, multiaddrs: self.multiaddrs() }, ...members()] })
+  let stopped: Promise<void> | undefined
+  return {
+    self,
+    members,
+    submit: (module, submitOptions) => self.submit(module, submitOptions),
+    events: nursery.events,
+    failed: nursery.failed,
+    stop: () => (stopped ??= Promise.all([nursery.stop(), self.stop()]).then(() => undefined)),
+  }
+}
+
+/** Options of `joinCluster`. */
+export interface JoinClusterOptions {
+  /** Multiaddrs of members to join through (each ending in /p2p/<id>). */
+  readonly bootstrap: readonly string[]
+  /** The swarm key file of the cluster. */
+  readonly psk: string
+  /** This process's work directory (its identity lives there). */
+  readonly workdir: string
+  /** Peer ids admitted. @default every peer holding the key */
+  readonly allowlist?: readonly string[]
+  /** Address to listen on. @default /ip4/127.0.0.1/tcp/0 */
+  readonly listen?: readonly string[]
+  readonly kernel?: Kernel
+  readonly logger?: Logger
+}
+
+/**
+ * Joins peers already running (`lamina peer` on other hosts): this process becomes a member that
+ * submits jobs; it starts no process and stops none but its own peer.
+ */
+export async function joinCluster(options: JoinClusterOptions): Promise<Cluster> {
+  const psk = await readPskFile(options.psk)
+  const allowed = options.allowlist === undefined ? undefined : new Set(options.allowlist)
+  const self = await Peer.start({
+    workdir: options.workdir,
+    psk,
+    ...(allowed === undefined ? {} : { allowlist: () => allowed }),
+    ...(options.listen === undefined ? {} : { listen: options.listen }),
+    ...(options.kernel === undefined ? {} : { kernel: options.kernel }),
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  })
+  const known = options.bootstrap.map((address) => ({ peerId: address.split('/p2p/')[1] ?? address, multiaddrs: [address] }))
+  for (const member of known) await self.node.dial(member.multiaddrs[0]!)
+  self.useMembers({ list: () => [{ peerId: self.id, multiaddrs: self.multiaddrs() }, ...known] })
+  const never = new Promise<never>(() => undefined)
+  return { self, members: () => known, submit: (module, o) => self.submit(module, o), events: undefined, failed: never, stop: () => self.stop() }
+}
