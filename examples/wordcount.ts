@@ -10,7 +10,7 @@ import { createReadStream } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { pathToFileURL } from 'node:url'
-import { atom, kernel, link, native, program, recordLayout, sink, source, stringLayout, t, type Program } from 'lamina'
+import { atom, kernel, link, native, program, recordLayout, sink, source, stringLayout, t, type Program, type SourceInput } from 'lamina'
 
 /** One word and how often it occurs. */
 export const WordCount = t.type({ word: t.string, count: t.number })
@@ -31,8 +31,8 @@ export function byCountThenWord(a: WordCount, b: WordCount): number {
 
 /** Options of the word count program. */
 export interface WordcountOptions {
-  /** Lines of text to count. */
-  readonly lines: Iterable<string> | AsyncIterable<string>
+  /** Lines of text to count (a function is called only where the source runs). */
+  readonly lines: SourceInput<string>
   /** Where the top words go. */
   readonly out: (row: WordCount) => unknown
   /** How many words to report. @default 10 */
@@ -156,7 +156,8 @@ export function fileLines(path: string): AsyncIterable<string> {
  */
 export default function build(args: readonly string[]): Program {
   const file = args[0]
-  return wordcount({ lines: file === undefined ? generatedText() : fileLines(file), out: (row) => void process.stdout.write(`${row.word} ${row.count}\n`) })
+  // The lines are opened only on the peer that runs the source (the submitter), not on every peer.
+  return wordcount({ lines: () => (file === undefined ? generatedText() : fileLines(file)), out: (row) => void process.stdout.write(`${row.word} ${row.count}\n`) })
 }
 
 async function main(argv: readonly string[]): Promise<void> {

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+// The `lamina` command: `lamina peer …` runs one peer; `lamina run PROGRAM --peers N [-- args]`
+// starts a local cluster, runs the program on it with live progress, and prints a summary.
+
+import './transport/polyfill.js'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { register } from 'tsx/esm/api'
+import { startCluster } from './cluster/launcher.js'
+import { parsePeerCommand, runPeer } from './cluster/peer-main.js'
+import { ProgressDisplay, totals } from './cluster/progress.js'
+
+const USAGE = `usage:
+  lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--] [ARGS…]
+      start N local peer processes (default 3), run PROGRAM's default export on them,
+      show progress on stderr, stop every peer at the end
+  lamina peer --workdir DIR --psk FILE [--create-psk] [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]…
+      run one peer (for clusters over several hosts) until SIGINT/SIGTERM`
+
+/** Splits `lamina run` arguments: options before the program, the program's own after it (or after `--`). */
+export function parseRun(argv: readonly string[]): { program: string; peers: number; workdir: string | undefined; quiet: boolean; args: string[] } {
+  const dashes = argv.indexOf('--')
+  const own = dashes < 0 ? argv : argv.slice(0, dashes)
+  const { values, positionals } = parseArgs({
+    args: [...own],
+    options: { peers: { type: 'string' }, workdir: { type: 'string' }, quiet: { type: 'boolean' } },
+    allowPositionals: true,
+    strict: true,
+  })
+  const [program, ...rest] = positionals
+  if (program === undefined) throw new Error('lamina run: PROGRAM is missing')
+  const peers = Number(values.peers ?? 3)
+  if (!Number.isInteger(peers) || peers < 1 || peers > 64) throw new Error(`lamina run: --peers must be an integer from 1 to 64, got ${values.peers}`)
+  return { program, peers, workdir: values.workdir, quiet: values.quiet ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
+}
+
+async function run(argv: readonly string[]): Promise<number> {
+  const options = parseRun(argv)
+  register() // program modules may be TypeScript
+  const workdir = options.workdir ?? (await mkdtemp(join(tmpdir(), 'lamina-run-')))
+  const display = new ProgressDisplay(process.stderr)
+  const log = (line: string): void => void (options.quiet || process.stderr.write(`lamina: ${line}\n`))
+  log(`starting ${options.peers} peers…`)
+  const cluster = await startCluster({ peers: options.peers, workdir, logger: { info: () => undefined, warn: (m) => log(m), error: (m) => log(m) } })
+  try {
+    log(`cluster up: ${cluster.members().map((m) => `${m.peerId.slice(-8)} (pid ${m.pid})`).join(', ')}`)
+    const job = await cluster.submit(resolve(options.program), { args: options.args })
+    const peers = Object.keys(job.stats()).length || options.peers
+    const ticker = options.quiet ? undefined : setInterval(() => display.update(totals(Object.values(job.stats())), peers + 1), process.stderr.isTTY ? 500 : 2000)
+    try {
+      const report = await Promise.race([job.done, cluster.failed])
+      if (!options.quiet) process.stderr.write(display.summary(totals(Object.values(report.stats)), report.elapsedMs, report.deadLetters.length) + '\n')
+      for (const letter of report.deadLetters.slice(0, 10)) process.stderr.write(`  dead letter [${letter.code}] ${letter.message}\n`)
+      return report.deadLetters.length > 0 ? 1 : 0
+    } finally {
+      clearInterval(ticker)
+    }
+  } finally {
+    await cluster.stop()
+    if (options.workdir === undefined) await rm(workdir, { recursive: true, force: true })
+  }
+}
+
+async function peer(argv: readonly string[]): Promise<void> {
+  const command = parsePeerCommand(argv)
+  const running = await runPeer(command)
+  process.stderr.write(`lamina peer ${running.id}\n${running.multiaddrs().map((a) => `  listening on ${a}`).join('\n')}\n`)
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [command, ...rest] = argv
+  if (command === 'run') {
+    // Exit when the job is done: every peer process is stopped by then, nothing else should keep us.
+    process.exit(await run(rest))
+  }
+  else if (command === 'peer') await peer(rest)
+  else {
+    process.stderr.write(`${USAGE}\n`)
+    process.exitCode = command === undefined || command === '--help' || command === '-h' ? 0 : 2
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  process.stderr.write(`lamina: ${error instanceof Error ? error.message : String(error)}\n`)
+  process.exitCode = 1
+})

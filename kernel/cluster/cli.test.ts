@@ -1,0 +1,72 @@
+// The `lamina` command as users run it: the compiled CLI (npm test builds dist/ first).
+import { execFile, spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+const root = join(import.meta.dirname, '..', '..')
+const cli = join(root, 'dist', 'kernel', 'cli.js')
+const exec = promisify(execFile)
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function pidsIn(stderr: string): number[] {
+  return [...stderr.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]))
+}
+
+async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+describe('lamina run', () => {
+  let dir: string
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-cli-'))
+  })
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('runs wordcount on a local cluster and prints the same lines as in-process', async () => {
+    const file = join(dir, 'text.txt')
+    await writeFile(file, 'The cat and the hat.\nTHE END, the end?\nÉté été ÉTÉ 2024 2024\n')
+    const { stdout, stderr } = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', '3', file], { cwd: root })
+    expect(stdout).toBe(['the 4', 'été 3', '2024 2', 'end 2', 'and 1', 'cat 1', 'hat 1', ''].join('\n'))
+    expect(stderr).toContain('finished in')
+    const pids = pidsIn(stderr)
+    expect(pids).toHaveLength(3)
+    expect(pids.filter(alive)).toEqual([])
+  })
+
+  it('stops every peer process on SIGINT: no orphans', async () => {
+    const run = spawn(process.execPath, [cli, 'run', 'kernel/cluster/fixtures/endless-program.ts', '--peers', '2'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    await until(() => pidsIn(stderr).length === 2, 30_000, 'the cluster to come up')
+    const pids = pidsIn(stderr)
+    expect(pids.every(alive)).toBe(true)
+    const exited = new Promise<number | null>((resolve) => run.once('exit', (code, signal) => resolve(code ?? (signal === null ? null : 130))))
+    run.kill('SIGINT')
+    await exited
+    await until(() => !pids.some(alive), 10_000, 'the peer processes to exit')
+  })
+
+  it('says what is wrong with bad arguments', async () => {
+    const failure = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', 'many'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(failure).toMatchObject({ code: 1 })
+    expect((failure as { stderr: string }).stderr).toContain('--peers must be an integer')
+  })
+})
