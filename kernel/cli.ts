@@ -65,6 +65,7 @@ async function run(argv: readonly string[]): Promise<number> {
 
 async function peer(argv: readonly string[]): Promise<void> {
   const command = parsePeerCommand(argv)
+  register() // the program modules this peer is handed may be TypeScript
   const running = await runPeer(command)
   process.stderr.write(`lamina peer ${running.id}\n${running.multiaddrs().map((a) => `  listening on ${a}`).join('\n')}\n`)
 }
