@@ -3,44 +3,19 @@
 // Prints one JSON line per measurement, and last a summary line: {"bench":"link","ratio":…,"ratio_64k":…,"records_per_s":…}.
 
 import './polyfill.js'
-import { fork, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type { ChannelInfo } from '../contracts.js'
 import { generatePsk, writePskFile } from './psk.js'
-import type { PeerCommand, PeerReport } from './test-peer.js'
+import { startTestPeer, type TestPeerProcess } from './test-peer-process.js'
 
 const records = Number(process.argv[2] ?? 1_000_000)
 const runs = Number(process.argv[3] ?? 3)
 const batch = Number(process.env.LAMINA_BATCH ?? 1024)
 const capacity = Number(process.env.LAMINA_CAPACITY ?? 4096)
 const dir = mkdtempSync(join(tmpdir(), 'lamina-measure-'))
-const children: ChildProcess[] = []
-
-/** A peer process and a way to wait for its reports. */
-interface Peer {
-  readonly child: ChildProcess
-  readonly peerId: string
-  readonly address: string
-  send(command: PeerCommand): void
-  next<T extends PeerReport['type']>(type: T, id?: string): Promise<Extract<PeerReport, { type: T }>>
-}
-
-async function startPeer(name: string, pskFile: string): Promise<Peer> {
-  const child = fork(fileURLToPath(new URL('./test-peer.ts', import.meta.url)), [join(dir, name), pskFile], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  children.push(child)
-  const waiting: { type: string; id: string | undefined; resolve: (report: PeerReport) => void }[] = []
-  child.on('message', (report: PeerReport) => {
-    if (report.type === 'broken') throw new Error(`peer ${name}: ${report.message}`)
-    const at = waiting.findIndex((w) => w.type === report.type && (w.id === undefined || ('id' in report && w.id === report.id)))
-    if (at !== -1) waiting.splice(at, 1)[0]!.resolve(report)
-  })
-  const next = <T extends PeerReport['type']>(type: T, id?: string) => new Promise<Extract<PeerReport, { type: T }>>((resolve) => waiting.push({ type, id, resolve: resolve as (r: PeerReport) => void }))
-  const ready = await next('ready')
-  return { child, peerId: ready.peerId, address: ready.addresses[0]!, send: (command) => child.send(command), next }
-}
+const peers: TestPeerProcess[] = []
 
 /** Channel capacity and batch size (records) for a record size: large records get a window of about 4 MiB. */
 function shape(recordBytes: number): { capacity: number; batch: number } {
@@ -55,22 +30,29 @@ function info(job: string, capacity: number): ChannelInfo {
 }
 
 let job = 0
-async function lamina(producer: Peer, consumer: Peer, count: number, recordBytes: number): Promise<number> {
+async function lamina(producer: TestPeerProcess, consumer: TestPeerProcess, count: number, recordBytes: number): Promise<number> {
   const id = `lamina-${job++}`
-  const received = consumer.next('received', id)
+  const received = consumer.next('received', id, 600_000)
   const { capacity, batch } = shape(recordBytes)
   consumer.send({ cmd: 'receive', id, info: info(id, capacity), capacity, codec: 'string' })
   producer.send({ cmd: 'send', id, target: consumer.address, info: info(id, capacity), count, recordBytes, batch })
-  const [report] = await Promise.all([received, producer.next('sent', id)])
+  const [report] = await Promise.race([Promise.all([received, producer.next('sent', id, 600_000)]), brokenOn(producer, id), brokenOn(consumer, id)])
   if (report.count !== count || !report.ordered) throw new Error(`channel delivered ${report.count}/${count} records, ordered: ${report.ordered}`)
   return report.ms
 }
 
-async function raw(producer: Peer, consumer: Peer, count: number, recordBytes: number): Promise<number> {
+/** Rejects when a peer reports the channel broken. */
+function brokenOn(peer: TestPeerProcess, id: string): Promise<never> {
+  const broken = peer.next('broken', id, 600_000).then((report) => Promise.reject(new Error(`channel ${id} broke: ${report.message}`)))
+  broken.catch(() => undefined)
+  return broken
+}
+
+async function raw(producer: TestPeerProcess, consumer: TestPeerProcess, count: number, recordBytes: number): Promise<number> {
   const id = `raw-${job++}`
-  const received = consumer.next('raw-received')
+  const received = consumer.next('raw-received', undefined, 600_000)
   producer.send({ cmd: 'raw-send', id, target: consumer.address, count, recordBytes, writeBytes: 64 * 1024 })
-  const [report] = await Promise.all([received, producer.next('sent', id)])
+  const [report] = await Promise.all([received, producer.next('sent', id, 600_000)])
   if (report.bytes !== count * recordBytes) throw new Error(`raw stream delivered ${report.bytes}/${count * recordBytes} bytes`)
   return report.ms
 }
@@ -78,7 +60,8 @@ async function raw(producer: Peer, consumer: Peer, count: number, recordBytes: n
 try {
   const pskFile = join(dir, 'swarm.key')
   await writePskFile(pskFile, generatePsk())
-  const [producer, consumer] = await Promise.all([startPeer('producer', pskFile), startPeer('consumer', pskFile)])
+  const [producer, consumer] = await Promise.all([startTestPeer(dir, 'producer', pskFile), startTestPeer(dir, 'consumer', pskFile)])
+  peers.push(producer, consumer)
   consumer.send({ cmd: 'raw-receive', id: 'raw' })
   await consumer.next('stats', 'raw')
   const best = { lamina: Infinity, raw: Infinity, lamina64k: Infinity, raw64k: Infinity }
@@ -119,6 +102,6 @@ try {
     }),
   )
 } finally {
-  for (const child of children) child.kill('SIGKILL')
+  await Promise.all(peers.map((peer) => peer.kill()))
   rmSync(dir, { recursive: true, force: true })
 }
