@@ -46,3 +46,12 @@ export class RemoteJobError extends LaminaError {
     super(`peer ${peer}: [${remoteCode}] ${message}`)
   }
 }
+
+/** Thrown when peers do not all show up in membership in time. */
+export class ClusterJoinError extends LaminaError {
+  readonly code = 'ERR_CLUSTER_JOIN'
+  override readonly name = 'ClusterJoinError'
+  constructor(readonly missing: readonly string[], timeoutMs: number) {
+    super(`peers not seen alive within ${timeoutMs} ms: ${missing.join(', ')}`)
+  }
+}

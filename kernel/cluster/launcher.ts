@@ -11,6 +11,7 @@ import { loadOrCreateIdentity } from '../transport/identity.js'
 import type { Logger } from '../transport/logger.js'
 import { readOrCreatePskFile, readPskFile } from '../transport/psk.js'
 import { Peer, type SubmitOptions, type SubmittedJob } from './peer.js'
+import { ClusterJoinError } from './errors.js'
 import { Nursery, type NurseryEvent, type RestartPolicy } from './supervisor.js'
 
 /** One peer of a cluster, as the launcher knows it. */
@@ -50,7 +51,30 @@ export interface StartClusterOptions {
   /** The kernel the launcher's own share of jobs runs on. */
   readonly kernel?: Kernel
   readonly logger?: Logger
+  /** Milliseconds until every peer must be seen alive by membership. @default 20000 */
+  readonly joinTimeoutMs?: number
   readonly signal?: AbortSignal
+}
+
+/** Resolves when `peer`'s membership sees every id of `ids` alive; rejects with ClusterJoinError after `ms`. */
+async function untilMembers(peer: Peer, ids: readonly string[], ms: number): Promise<void> {
+  const missing = (): string[] => {
+    const alive = new Set(peer.membership.members().filter((m) => m.status === 'alive').map((m) => m.peerId))
+    return ids.filter((id) => !alive.has(id))
+  }
+  if (missing().length === 0) return
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      subscription.unsubscribe()
+      reject(new ClusterJoinError(missing(), ms))
+    }, ms)
+    const subscription = peer.membership.events.subscribe(() => {
+      if (missing().length > 0) return
+      clearTimeout(timer)
+      subscription.unsubscribe()
+      resolve()
+    })
+  })
 }
 
 /** How a peer process is started: the entry file and Node flags, from sources (tests) or dist. */
@@ -118,7 +142,13 @@ export async function startCluster(options: StartClusterOptions): Promise<Cluste
   }
   const members = (): ClusterMember[] =>
     nursery.infos().map((info, i) => ({ ...(info as { peerId: string; multiaddrs: string[] }), ...(nursery.pids()[i] === undefined ? {} : { pid: nursery.pids()[i]! }) }))
-  self.useMembers({ list: () => [{ peerId: self.id, multiaddrs: self.multiaddrs() }, ...members()] })
+  // Ready when membership (gossip) has every peer alive: then any of them can be given work.
+  try {
+    await untilMembers(self, ids, options.joinTimeoutMs ?? 20_000)
+  } catch (error) {
+    await Promise.all([nursery.stop(), self.stop()])
+    throw error
+  }
   let stopped: Promise<void> | undefined
   return {
     self,
@@ -142,6 +172,8 @@ export interface JoinClusterOptions {
   readonly allowlist?: readonly string[]
   /** Address to listen on. @default /ip4/127.0.0.1/tcp/0 */
   readonly listen?: readonly string[]
+  /** Milliseconds until the bootstrap peers must be seen alive. @default 20000 */
+  readonly joinTimeoutMs?: number
   readonly kernel?: Kernel
   readonly logger?: Logger
 }
@@ -156,14 +188,18 @@ export async function joinCluster(options: JoinClusterOptions): Promise<Cluster>
   const self = await Peer.start({
     workdir: options.workdir,
     psk,
+    bootstrap: options.bootstrap,
     ...(allowed === undefined ? {} : { allowlist: () => allowed }),
     ...(options.listen === undefined ? {} : { listen: options.listen }),
     ...(options.kernel === undefined ? {} : { kernel: options.kernel }),
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   })
-  const known = options.bootstrap.map((address) => ({ peerId: address.split('/p2p/')[1] ?? address, multiaddrs: [address] }))
-  for (const member of known) await self.node.dial(member.multiaddrs[0]!)
-  self.useMembers({ list: () => [{ peerId: self.id, multiaddrs: self.multiaddrs() }, ...known] })
+  const expected = options.bootstrap.map((address) => address.split('/p2p/')[1]).filter((id): id is string => id !== undefined)
+  await untilMembers(self, expected, options.joinTimeoutMs ?? 20_000).catch(async (error: unknown) => {
+    await self.stop()
+    throw error
+  })
+  const members = (): ClusterMember[] => self.membership.members().filter((m) => !m.self && m.status === 'alive').map((m) => ({ peerId: m.peerId, multiaddrs: m.multiaddrs }))
   const never = new Promise<never>(() => undefined)
-  return { self, members: () => known, submit: (module, o) => self.submit(module, o), events: undefined, failed: never, stop: () => self.stop() }
+  return { self, members, submit: (module, o) => self.submit(module, o), events: undefined, failed: never, stop: () => self.stop() }
 }

@@ -66,11 +66,9 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
     listen: command.listen,
     psk,
     tags: command.tags,
+    bootstrap: command.bootstrap,
     ...(allowed === undefined ? {} : { allowlist: () => allowed }),
   })
-  for (const address of command.bootstrap) {
-    await peer.node.dial(address).catch((error: unknown) => peer.node.logger.warn(`cannot reach bootstrap ${address}: ${error instanceof Error ? error.message : String(error)}`))
-  }
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => (stopping ??= peer.stop())
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stop().finally(() => process.exit(0)))

@@ -15,9 +15,23 @@ describe('peers running a job together (real libp2p on loopback)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lamina-peer-'))
     const psk = generatePsk()
-    for (let i = 0; i < 3; i++) peers.push(await Peer.start({ workdir: join(dir, `p${i}`), psk, logger: memoryLogger() }))
-    const list = () => peers.map((p) => ({ peerId: p.id, multiaddrs: p.multiaddrs() }))
-    for (const p of peers) p.useMembers({ list })
+    peers.push(await Peer.start({ workdir: join(dir, 'p0'), psk, logger: memoryLogger() }))
+    // The others join through the first; gossip spreads the rest.
+    for (let i = 1; i < 3; i++) peers.push(await Peer.start({ workdir: join(dir, `p${i}`), psk, logger: memoryLogger(), bootstrap: peers[0]!.multiaddrs() }))
+    for (const p of peers) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('membership did not converge in 10 s')), 10_000)
+        const check = (): void => {
+          if (p.membership.members().filter((m) => m.status === 'alive').length === 3) {
+            clearTimeout(timer)
+            subscription.unsubscribe()
+            resolve()
+          }
+        }
+        const subscription = p.membership.events.subscribe(check)
+        check()
+      })
+    }
   })
   afterAll(async () => {
     await Promise.all(peers.map((p) => p.stop()))

@@ -11,6 +11,7 @@ import { kernel as defaultKernel, type Kernel } from '../kernel.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../transport/remote-receiver.js'
 import { openRemoteSender } from '../transport/remote-sender.js'
+import { startMembership, type Membership, type MembershipOptions } from '../../kmods/membership/index.js'
 import { RemoteJobError } from './errors.js'
 import { JOB_PROTOCOL, JobChannel, type JobMessage, statsToWire, toWire, type WireDeadLetter } from './job-protocol.js'
 import { instanceKey, roundRobinPlan, type Plan } from './placement.js'
@@ -24,6 +25,10 @@ export interface Members {
 
 /** Options of a peer. */
 export interface PeerOptions extends PeerNodeOptions {
+  /** Members to join through; membership (gossip, failure detection) learns the rest. @default [] (a new cluster) */
+  readonly bootstrap?: readonly string[]
+  /** Membership timings (heartbeat, suspect, dead). */
+  readonly membership?: Pick<MembershipOptions, 'heartbeatMs' | 'suspectAfterMs' | 'deadAfterMs'>
   /** The kernel (layer stack) jobs run on. @default the kernel with no layers */
   readonly kernel?: Kernel
   /** Milliseconds between progress reports of a running job. @default 500 */
@@ -78,8 +83,10 @@ export class Peer {
     private readonly registry: ReceiverRegistry,
     private readonly kernel: Kernel,
     private readonly progressMs: number,
+    /** Gossip membership: who is alive, suspect, dead, joined or left. */
+    readonly membership: Membership,
   ) {
-    this.members = { list: () => [{ peerId: node.peerId, multiaddrs: node.multiaddrs() }] }
+    this.members = { list: () => membership.members().filter((m) => m.status === 'alive') }
   }
 
   /** Starts the node, the channel registry and the job protocol. */
@@ -87,7 +94,8 @@ export class Peer {
     const node = await createPeerNode(options)
     const registry = createReceiverRegistry(node)
     await registry.start()
-    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500)
+    const membership = await startMembership(node, { bootstrap: options.bootstrap ?? [], ...options.membership })
+    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership)
     await node.libp2p.handle(JOB_PROTOCOL, (stream: Stream, connection) => {
       void peer.serve(new JobChannel(stream, connection.remotePeer.toString()))
     })
@@ -103,7 +111,7 @@ export class Peer {
     return this.node.multiaddrs()
   }
 
-  /** Uses `members` to learn who is in the cluster (membership, or a fixed list). */
+  /** Learns who is in the cluster from `members` instead of membership (a fixed list). */
   useMembers(members: Members): void {
     this.members = members
   }
@@ -268,6 +276,7 @@ export class Peer {
   /** Stops every job share, the channel registry and the node. Idempotent. */
   async stop(): Promise<void> {
     for (const job of this.running.values()) job.abort('the peer is stopping')
+    await this.membership.leave().catch(() => this.membership.stop())
     await this.registry.stop()
     await this.node.stop()
   }
