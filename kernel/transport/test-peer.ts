@@ -25,12 +25,12 @@ export type PeerCommand =
 /** A report to the parent. */
 export type PeerReport =
   | { readonly type: 'ready'; readonly peerId: string; readonly addresses: string[]; readonly pid: number }
-  | { readonly type: 'received'; readonly id: string; readonly count: number; readonly ordered: boolean; readonly ms: number; readonly heapPeakMb: number }
-  | { readonly type: 'sent'; readonly id: string; readonly count: number; readonly ms: number }
+  | { readonly type: 'received'; readonly id: string; readonly count: number; readonly ordered: boolean; readonly ms: number; readonly cpuMs: number; readonly heapPeakMb: number }
+  | { readonly type: 'sent'; readonly id: string; readonly count: number; readonly ms: number; readonly cpuMs: number }
   | { readonly type: 'progress'; readonly id: string; readonly count: number }
   | { readonly type: 'broken'; readonly id: string; readonly code: string; readonly message: string }
   | { readonly type: 'stats'; readonly id: string; readonly stats: unknown; readonly heapUsedMb: number; readonly rssMb: number }
-  | { readonly type: 'raw-received'; readonly id: string; readonly bytes: number; readonly ms: number }
+  | { readonly type: 'raw-received'; readonly id: string; readonly bytes: number; readonly ms: number; readonly cpuMs: number }
 
 const [workdir, pskFile] = process.argv.slice(2)
 if (workdir === undefined || pskFile === undefined) throw new Error('usage: test-peer.ts <workdir> <psk file>')
@@ -75,12 +75,16 @@ async function rawReceive(id: string): Promise<void> {
   await node.libp2p.handle(RAW_PROTOCOL, (stream) => {
     let bytes = 0
     let started = 0
+    let cpu = process.cpuUsage()
     stream.addEventListener('message', (event) => {
-      if (bytes === 0) started = performance.now()
+      if (bytes === 0) {
+        started = performance.now()
+        cpu = process.cpuUsage()
+      }
       bytes += event.data.byteLength
     })
     stream.addEventListener('remoteCloseWrite', () => {
-      report({ type: 'raw-received', id, bytes, ms: performance.now() - started })
+      report({ type: 'raw-received', id, bytes, ms: performance.now() - started, cpuMs: cpuMsSince(cpu) })
       stream.close().catch(() => undefined)
     })
   })
@@ -92,6 +96,7 @@ async function rawSend(command: Extract<PeerCommand, { cmd: 'raw-send' }>): Prom
   const pad = 'x'.repeat(Math.max(0, command.recordBytes - 12))
   const perWrite = Math.max(1, Math.floor(command.writeBytes / command.recordBytes))
   const started = performance.now()
+  const cpu = process.cpuUsage()
   let i = 0
   while (i < command.count) {
     // The same records as the channel sends, packed into one buffer per write.
@@ -101,7 +106,7 @@ async function rawSend(command: Extract<PeerCommand, { cmd: 'raw-send' }>): Prom
     if (!stream.send(buffer)) await new Promise<void>((resolve) => stream.addEventListener('drain', () => resolve(), { once: true }))
   }
   await stream.close()
-  report({ type: 'sent', id: command.id, count: command.count, ms: performance.now() - started })
+  report({ type: 'sent', id: command.id, count: command.count, ms: performance.now() - started, cpuMs: cpuMsSince(cpu) })
 }
 
 function receive(command: Extract<PeerCommand, { cmd: 'receive' }>): void {
@@ -113,6 +118,7 @@ function receive(command: Extract<PeerCommand, { cmd: 'receive' }>): void {
   let ordered = true
   let last = -1
   let started = 0
+  let cpu = process.cpuUsage()
   let heapPeak = process.memoryUsage().heapUsed
   const drain = (): void => {
     try {
@@ -120,16 +126,19 @@ function receive(command: Extract<PeerCommand, { cmd: 'receive' }>): void {
         const batch = receiver.take()
         if (batch === undefined) return
         if (batch === 'end') {
-          report({ type: 'received', id: command.id, count, ordered, ms: performance.now() - started, heapPeakMb: heapPeak / 2 ** 20 })
+          report({ type: 'received', id: command.id, count, ordered, ms: performance.now() - started, cpuMs: cpuMsSince(cpu), heapPeakMb: heapPeak / 2 ** 20 })
           return
         }
-        if (count === 0) started = performance.now()
-        allowance--
-        for (const value of batch.values) {
-          const seq = typeof value === 'number' ? value : Number.parseInt((value as string).slice(0, 12), 10)
-          if (seq !== last + 1) ordered = false
-          last = seq
+        if (count === 0) {
+          started = performance.now()
+          cpu = process.cpuUsage()
         }
+        allowance--
+        // Records carry their sequence number first: check each batch's ends (a batch is one frame, decoded in order).
+        const first = sequenceOf(batch.values[0])
+        const lastOfBatch = sequenceOf(batch.values[batch.values.length - 1])
+        if (first !== last + 1 || lastOfBatch !== last + batch.values.length) ordered = false
+        last = lastOfBatch
         count += batch.values.length
         if ((count & 0xffff) < batch.values.length) {
           heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed)
@@ -150,11 +159,22 @@ function receive(command: Extract<PeerCommand, { cmd: 'receive' }>): void {
   })
 }
 
+/** Milliseconds of CPU (user + system) this process used since `start`. */
+function cpuMsSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start)
+  return (used.user + used.system) / 1000
+}
+
+function sequenceOf(value: unknown): number {
+  return typeof value === 'number' ? value : Number.parseInt((value as string).slice(0, 12), 10)
+}
+
 async function send(command: Extract<PeerCommand, { cmd: 'send' }>): Promise<void> {
   const sender = openRemoteSender(node, command.target, command.info)
   senders.set(command.id, sender)
   const pad = 'x'.repeat(Math.max(0, command.recordBytes - 12))
   const started = performance.now()
+  const cpu = process.cpuUsage()
   try {
     let i = 0
     while (i < command.count) {
@@ -167,7 +187,7 @@ async function send(command: Extract<PeerCommand, { cmd: 'send' }>): Promise<voi
       sender.end()
       await sender.done
     }
-    report({ type: 'sent', id: command.id, count: command.count, ms: performance.now() - started })
+    report({ type: 'sent', id: command.id, count: command.count, ms: performance.now() - started, cpuMs: cpuMsSince(cpu) })
   } catch (error) {
     report({ type: 'broken', id: command.id, code: (error as LaminaError).code, message: (error as Error).message })
   }
