@@ -1,12 +1,13 @@
 // Measures a remote channel between two peer processes against a raw libp2p stream carrying the same records (to become bench/link.ts).
 // Run: node --import tsx kernel/transport/measure-link.ts [records=1000000] [runs=3]
-// Prints one JSON line per measurement, and last a summary line: {"bench":"link","ratio":…,"ratio_64k":…,"records_per_s":…}.
+// Prints the frame codec's cost, one JSON line per run, and last a summary line: {"bench":"link","ratio":…,"ratio_64k":…,"records_per_s":…}.
 
 import './polyfill.js'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ChannelInfo } from '../contracts.js'
+import { decodeFrames, encodeData } from './frames.js'
 import { generatePsk, writePskFile } from './psk.js'
 import { startTestPeer, type TestPeerProcess } from './test-peer-process.js'
 
@@ -64,7 +65,22 @@ async function raw(producer: TestPeerProcess, consumer: TestPeerProcess, count: 
   return { ms: performance.now() - started, cpuMs: sent.cpuMs + report.cpuMs }
 }
 
+/** Nanoseconds per record to encode and decode a DATA frame of 1024 100-character strings, against JSON of the same batch. */
+function measureFrames(): { frames_ns_per_record: number; json_ns_per_record: number } {
+  const values = Array.from({ length: 1024 }, (_, i) => String(i).padStart(12, '0') + 'x'.repeat(88))
+  const time = (fn: () => void): number => {
+    for (let i = 0; i < 200; i++) fn()
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < 2000; i++) fn()
+    return Number(process.hrtime.bigint() - start) / 2000 / values.length
+  }
+  const frames = time(() => void decodeFrames(encodeData(values)))
+  const json = time(() => void JSON.parse(Buffer.from(JSON.stringify(values)).toString('utf8')))
+  return { frames_ns_per_record: +frames.toFixed(1), json_ns_per_record: +json.toFixed(1) }
+}
+
 try {
+  console.log(JSON.stringify({ codec: 'frames', ...measureFrames() }))
   const pskFile = join(dir, 'swarm.key')
   await writePskFile(pskFile, generatePsk())
   const [producer, consumer] = await Promise.all([startTestPeer(dir, 'producer', pskFile), startTestPeer(dir, 'consumer', pskFile)])

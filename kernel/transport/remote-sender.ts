@@ -182,7 +182,8 @@ class Sender implements RemoteSender {
 
   whenReady(signal?: AbortSignal): Promise<void> {
     if (this.error !== undefined) return Promise.reject(this.error)
-    if (this.ready()) return Promise.resolve()
+    // Ready, or ended cleanly: nothing to wait for.
+    if (this.ready() || this.finished) return Promise.resolve()
     return new Promise<void>((resolve, reject) => {
       if (signal?.aborted === true) return reject(new JobAbortedError(this.info.job, signal.reason))
       const onAbort = (): void => {

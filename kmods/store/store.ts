@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { StoreArgumentError, StoreAsyncTransactionError, StoreClosedError, StoreError, StoreIOError, StoreOpenError } from './errors.js'
+import { StoreArgumentError, StoreAsyncTransactionError, StoreClosedError, StoreIOError, StoreOpenError } from './errors.js'
 
 /** A stored value: bytes, or text. A value comes back with the type it was put with. */
 export type StoreValue = Uint8Array | string
