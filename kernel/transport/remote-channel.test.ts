@@ -166,6 +166,25 @@ describe('remote channels', () => {
     }
     expect(dead[0]!.error.message).toBe('sink.in: expected number, got "two"')
     expect(receiver.stats().deadLetters).toBe(4)
+
+    // A codec that throws refuses the value like one that fails; the link goes on.
+    const touchy = new t.Type<number, number, unknown>(
+      'Touchy',
+      (u): u is number => {
+        if (u === 13) throw new Error('unlucky')
+        return typeof u === 'number'
+      },
+      (u, c) => (u === 13 ? (() => { throw new Error('unlucky') })() : typeof u === 'number' ? t.success(u) : t.failure(u, c)),
+      (n) => n,
+    )
+    const thrown: LaminaError[] = []
+    const info2 = channelInfo('touchy')
+    const second = receivers.receive({ info: info2, capacity: 8, codec: touchy, deadLetter: (_where, error) => thrown.push(error) })
+    const sender2 = openRemoteSender(a, b.multiaddrs()[0]!, info2)
+    const received2 = collect(second)
+    await produce(sender2, [{ values: [12, 13, 14] }])
+    expect(await received2).toEqual([12, 14])
+    expect(thrown.map((e) => e.message)).toEqual(['sink.in: the codec threw: unlucky'])
   })
 
   it('wait for a receiver registered after the stream arrived, and refuse unknown channels after the match timeout', async () => {
@@ -212,6 +231,33 @@ describe('remote channels', () => {
     // What arrived before the abort is still delivered, then the error.
     expect(receiver.take()).toEqual({ values: [1, 2] })
     expect(() => receiver.take()).toThrow(LinkBrokenError)
+  })
+
+  it('reset a sender that sends past its credit, and refuse sends after end', async () => {
+    const [a, b] = await Promise.all([node(), node()])
+    const problems: StreamProblem[] = []
+    const receivers = await registry(b, { onStreamProblem: (problem) => problems.push(problem) })
+    const info = channelInfo('greedy')
+    const receiver = receivers.receive({ info, capacity: 3, codec: t.number, deadLetter: () => undefined })
+    const failed = collect(receiver).catch((error: unknown) => error)
+    // A hand-written producer that ignores the credit it is given.
+    const stream = await a.dialProtocol(b.multiaddrs()[0]!, CHANNEL_PROTOCOL)
+    const credit = new Promise<Uint8Array>((resolve) => stream.addEventListener('message', (e) => resolve(e.data.subarray()), { once: true }))
+    stream.send(encodeOpen({ job: 'greedy', link: info.link.id, from: 0, to: 0 }))
+    expect(Buffer.from(await credit).equals(Buffer.from(encodeCredit(3)))).toBe(true)
+    stream.send(encodeData([1, 2, 3, 4]))
+    const error = (await failed) as LaminaError
+    expect(error).toBeInstanceOf(LinkBrokenError)
+    expect(error.message).toContain('4 records arrived with 3 credit left')
+    expect(problems.map((p) => p.code)).toEqual(['ERR_LINK_PROTOCOL'])
+
+    const other = receivers.receive({ info: channelInfo('ended'), capacity: 3, codec: t.number, deadLetter: () => undefined })
+    const sender = openRemoteSender(a, b.multiaddrs()[0]!, channelInfo('ended'))
+    sender.end()
+    expect(() => sender.send({ values: [1] })).toThrow(expect.objectContaining({ code: 'ERR_CHANNEL_ENDED' }))
+    expect(await collect(other)).toEqual([])
+    await sender.done
+    await expect(sender.whenReady()).resolves.toBeUndefined()
   })
 
   it('a slow consumer in another process blocks the producer at the credit, and memory stays bounded on both sides', async () => {

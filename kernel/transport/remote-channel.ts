@@ -125,12 +125,27 @@ export class FrameStream {
       if (error instanceof FrameError) return this.fail(error)
       throw error
     }
-    if (frames.length > 0) this.events.frames(frames)
+    if (frames.length === 0) return
+    try {
+      this.events.frames(frames)
+    } catch (error) {
+      // A fault while handling frames (a throwing callback) must not escape into libp2p's event
+      // dispatch, where it would be an uncaught exception: it breaks this stream only.
+      this.reset(new StreamHandlerError(error))
+    }
   }
 
   private fail(error: FrameError): void {
     this.reset(error)
     this.events.malformed(error)
+  }
+}
+
+/** Why a stream was reset when handling its frames threw. */
+class StreamHandlerError extends Error {
+  readonly code = 'ERR_LINK_HANDLER'
+  constructor(cause: unknown) {
+    super(`handling a frame failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
   }
 }
 

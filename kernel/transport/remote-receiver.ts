@@ -462,7 +462,7 @@ class Receiver implements RemoteReceiver {
     if (guard !== undefined) {
       let bad = -1
       for (let i = 0; i < values.length; i++) {
-        if (!guard(values[i])) {
+        if (!safely(guard, values[i])) {
           bad = i
           break
         }
@@ -492,14 +492,20 @@ class Receiver implements RemoteReceiver {
   }
 
   private decode(value: unknown): { ok: true; value: unknown } | { ok: false } {
-    const result = this.spec.codec.decode(value)
-    if (result._tag === 'Right') return { ok: true, value: result.right }
+    let details: string[]
+    try {
+      const result = this.spec.codec.decode(value)
+      if (result._tag === 'Right') return { ok: true, value: result.right }
+      details = (check(this.spec.codec, value) ?? [{ path: '', expected: this.spec.codec.name, actual: value }]).map(renderProblem)
+    } catch (error) {
+      // A codec that throws refuses the value like one that fails.
+      details = [`the codec threw: ${error instanceof Error ? error.message : String(error)}`]
+    }
     const info = this.spec.info
     const where: Where = { operator: info.to.operator, port: info.to.port, instance: info.to.instance, peer: this.peer }
-    const problems = check(this.spec.codec, value) ?? [{ path: '', expected: this.spec.codec.name, actual: value }]
     this.deadLetters++
     try {
-      this.spec.deadLetter(where, new DecodeError(where, problems.map(renderProblem)), value)
+      this.spec.deadLetter(where, new DecodeError(where, details), value)
     } catch (error) {
       this.logger.error(`dead letter callback of ${this.key} threw: ${error instanceof Error ? error.message : String(error)}`)
     }
@@ -548,6 +554,15 @@ class Receiver implements RemoteReceiver {
     this.logger.warn(error.message)
     this.settleDone.reject(error)
     this.readable?.()
+  }
+}
+
+/** A guard's verdict, false when it throws (the full decode then says why). */
+function safely(guard: (value: unknown) => boolean, value: unknown): boolean {
+  try {
+    return guard(value)
+  } catch {
+    return false
   }
 }
 
