@@ -67,7 +67,8 @@ async function raw(producer: TestPeerProcess, consumer: TestPeerProcess, count: 
 
 /** Nanoseconds per record to encode and decode a DATA frame of 1024 100-character strings, against JSON of the same batch. */
 function measureFrames(): { frames_ns_per_record: number; json_ns_per_record: number } {
-  const values = Array.from({ length: 1024 }, (_, i) => String(i).padStart(12, '0') + 'x'.repeat(88))
+  const pad = 'x'.repeat(88)
+  const values = Array.from({ length: 1024 }, (_, i) => String(i).padStart(12, '0') + pad)
   const time = (fn: () => void): number => {
     for (let i = 0; i < 200; i++) fn()
     const start = process.hrtime.bigint()
