@@ -57,6 +57,8 @@ export interface OutputPort<T = unknown> {
 export interface Annotations {
   /** Number of instances of the operator. @default 1 */
   parallelism?: number
+  /** Where each instance runs, written by a placement layer's plan hook (see Assignment). */
+  assignment?: Assignment
   /** Free-form labels, shown by `describe()`. */
   labels?: readonly string[]
 }
@@ -339,9 +341,29 @@ export interface DeadLetter {
 // ---------------------------------------------------------------------------------------------
 // The layer API
 
+/** A peer as planning sees it: its id, tags (`ssd`, `region=eu` …) and capacities. */
+export interface PeerDescription {
+  readonly id: string
+  readonly tags: Readonly<Record<string, string>>
+  /** Named capacities, e.g. `{ cpu: 4, memoryMb: 8192 }`. @default {} */
+  readonly capacity?: Readonly<Record<string, number>>
+}
+
 /** Where a layer's plan hook runs. */
 export interface PlanContext {
   readonly job: string
+  /** The live members the program may be placed on (just this process when run without a cluster). */
+  readonly peers: readonly PeerDescription[]
+  /** The peer planning the job (the submitter). */
+  readonly self: string
+}
+
+/**
+ * The annotation a placement layer writes on each operator: the peer of each instance, by index.
+ * The cluster runtime deploys by it (and falls back to its own round robin when it is absent).
+ */
+export interface Assignment {
+  readonly peers: readonly string[]
 }
 
 /** What the kernel gives an instance to emit with; layers may wrap it (e.g. to add header fields). */
@@ -549,6 +571,8 @@ export interface RemoteEnd {
 export interface Deployment {
   /** The peer this kernel runs on. */
   readonly self: string
+  /** The peer that submitted (and planned) the job: plan hooks see it as `PlanContext.self`. @default self */
+  readonly submitter?: string
   /** The peer that runs an operator instance. */
   peerOf(operator: string, instance: number): string
   /** One end of a channel crossing to another peer. */
@@ -587,4 +611,8 @@ export interface RunOptions {
   readonly deployment?: Deployment
   /** Chain fusible operators joined by forward links on one peer (see Fusible). @default true */
   readonly fuse?: boolean
+  /** What plan hooks see as the peers to place on. @default this process alone */
+  readonly peers?: readonly PeerDescription[]
+  /** Skip the layers' plan hooks: the program was planned already (by the submitting peer). @default false */
+  readonly planned?: boolean
 }

@@ -1,7 +1,7 @@
 // The kernel as a value: a layer stack that runs programs. `kernel.with(a, b)` is a new kernel.
 
-import type { Job, Layer, Program, RunOptions } from './contracts.js'
-import { orderLayers } from './layer.js'
+import type { Job, Layer, PlanContext, Program, RunOptions } from './contracts.js'
+import { orderLayers, planThrough } from './layer.js'
 import { RunningJob } from './runtime/job.js'
 
 /**
@@ -30,6 +30,14 @@ export class Kernel {
   /** Starts a program. Failures arrive through `job.done`; bad options throw at once. */
   run(program: Program, options?: RunOptions): Job {
     return new RunningJob(program, this.layers, options)
+  }
+
+  /**
+   * Runs the layers' plan hooks on a program without running it: what a submitting peer does
+   * before it hands every peer the same planned program.
+   */
+  plan(program: Program, context: PlanContext): Promise<Program> {
+    return planThrough(this.layers, program, context)
   }
 
   /** Names of the stacked layers, outermost first. */

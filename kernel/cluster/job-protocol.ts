@@ -29,7 +29,7 @@ export type WireDeadLetter = t.TypeOf<typeof WireDeadLetter>
 
 /** Every message of the protocol. */
 export const JobMessage = t.union([
-  t.type({ type: t.literal('submit'), job: t.string, module: t.string, args: t.array(t.string), plan: t.record(t.string, t.string), submitter: t.string, addresses: t.record(t.string, t.array(t.string)) }),
+  t.type({ type: t.literal('submit'), job: t.string, module: t.string, args: t.array(t.string), plan: t.record(t.string, t.string), submitter: t.string, addresses: t.record(t.string, t.array(t.string)), peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })) }),
   t.type({ type: t.literal('accepted'), peer: t.string, instances: t.number }),
   t.type({ type: t.literal('refused'), peer: t.string, code: t.string, message: t.string }),
   t.type({ type: t.literal('start') }),

@@ -19,8 +19,8 @@ import { loadProgram } from './program-module.js'
 
 /** Who the peer's members are: a peer learns them from membership (gossip) or is told them. */
 export interface Members {
-  /** Live members (this peer included), with addresses to reach them. */
-  list(): readonly { readonly peerId: string; readonly multiaddrs: readonly string[] }[]
+  /** Live members (this peer included), with addresses to reach them and their tags. */
+  list(): readonly { readonly peerId: string; readonly multiaddrs: readonly string[]; readonly tags?: Readonly<Record<string, string>> }[]
 }
 
 /** Options of a peer. */
@@ -128,6 +128,7 @@ export class Peer {
   private deployment(plan: Plan, submitter: string, addresses: { readonly [peer: string]: readonly string[] }, signal: AbortSignal): Deployment {
     return {
       self: this.id,
+      submitter,
       // Fused operators are named `a+b…`; the kernel fuses only co-located operators, so the first part decides.
       peerOf: (operator, instance) => plan[instanceKey(operator, instance)] ?? plan[instanceKey(operator.split('+')[0]!, instance)] ?? submitter,
       connect: (end: RemoteEnd): Channel =>
@@ -156,6 +157,7 @@ export class Peer {
       if (start.type !== 'start') return
       const job = this.kernel.run(program, {
         id: submit.job,
+        peers: submit.peers,
         deployment: this.deployment(submit.plan, submit.submitter, submit.addresses, abort.signal),
         signal: abort.signal,
         onDeadLetter: (letter: DeadLetter) => void channel.send({ type: 'dead-letter', peer: this.id, letter: toWire(letter, this.id) }).catch(() => undefined),
@@ -194,8 +196,11 @@ export class Peer {
     const program = await loadProgram(module, args, { submitter: true, peer: this.id })
     const others = this.members.list().map((m) => m.peerId).filter((p) => p !== this.id)
     const workers = options.workers ?? (others.length > 0 ? others : [this.id])
-    const plan = roundRobinPlan(program, workers, this.id)
     const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
+    // The layers' plan hooks (placement) see the live members; every peer plans again alike.
+    const descriptions = this.members.list().map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
+    const planned = await this.kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+    const plan = roundRobinPlan(planned, workers, this.id)
     const abort = new AbortController()
     options.signal?.addEventListener('abort', () => abort.abort(options.signal?.reason), { once: true })
     const events = new Subject<ClusterJobEvent>()
@@ -209,7 +214,7 @@ export class Peer {
       peers.map(async (peer) => {
         const stream = await this.node.dialProtocol(this.addressOf(peer, addresses), JOB_PROTOCOL, { signal: abort.signal })
         const channel = new JobChannel(stream, peer)
-        await channel.send({ type: 'submit', job: id, module: resolveModule(module), args: [...args], plan, submitter: this.id, addresses })
+        await channel.send({ type: 'submit', job: id, module: resolveModule(module), args: [...args], plan, submitter: this.id, addresses, peers: descriptions })
         const answer = await channel.receive({ signal: abort.signal })
         if (answer.type === 'refused') throw new RemoteJobError(peer, answer.code, answer.message)
         if (answer.type !== 'accepted') throw new RemoteJobError(peer, 'ERR_JOB_PROTOCOL', `expected accepted, got ${answer.type}`)
@@ -234,6 +239,7 @@ export class Peer {
     for (const channel of channels) await channel.send({ type: 'start' })
     const local = this.kernel.run(program, {
       id,
+      peers: descriptions,
       deployment: this.deployment(plan, this.id, addresses, abort.signal),
       signal: abort.signal,
       onDeadLetter: (letter) => {
@@ -270,7 +276,7 @@ export class Peer {
     // Fail fast: the first peer to fail aborts the others.
     for (const remote of remoteDone) remote.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error)))
     done.catch(() => undefined)
-    return { id, plan, program, events: events.asObservable(), stats: () => ({ ...stats }), done, abort: (reason = 'aborted') => failAll(reason) }
+    return { id, plan, program: planned, events: events.asObservable(), stats: () => ({ ...stats }), done, abort: (reason = 'aborted') => failAll(reason) }
   }
 
   /** Stops every job share, the channel registry and the node. Idempotent. */

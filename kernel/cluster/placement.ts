@@ -22,8 +22,10 @@ export function roundRobinPlan(program: Program, peers: readonly string[], submi
   let turn = 0
   for (const operator of program.operators) {
     const role = operator.describe().role
+    const assigned = operator.annotations.assignment?.peers
     for (let i = 0; i < parallelismOf(operator); i++) {
-      plan[instanceKey(operator.name, i)] = role === 'transform' && sorted.length > 0 ? sorted[turn++ % sorted.length]! : submitter
+      // A placement layer's assignment decides; round robin fills in where there is none.
+      plan[instanceKey(operator.name, i)] = assigned?.[i] ?? (role === 'transform' && sorted.length > 0 ? sorted[turn++ % sorted.length]! : submitter)
     }
   }
   return plan

@@ -212,7 +212,10 @@ export class RunningJob implements Job, DriverJob {
 
   private async execute(): Promise<JobReport> {
     try {
-      this.planned = await planThrough(this.layers, this.planned, { job: this.id })
+      if (this.options.planned !== true) {
+        const self = this.options.deployment?.submitter ?? this.options.deployment?.self ?? 'local'
+        this.planned = await planThrough(this.layers, this.planned, { job: this.id, self, peers: this.options.peers ?? [{ id: self, tags: {} }] })
+      }
       if (this.options.fuse !== false) this.planned = fuseChains(this.planned, this.options.deployment)
       const registry: ControlRegistry = {
         handle: (kind, handler) => void this.handlers.set(kind, handler),
