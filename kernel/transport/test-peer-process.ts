@@ -24,9 +24,10 @@ export interface TestPeerProcess {
 
 /** Forks `test-peer.ts` with its work directory under `dir`; resolves once it reports ready. */
 export async function startTestPeer(dir: string, name: string, pskFile: string): Promise<TestPeerProcess> {
-  const script = fileURLToPath(new URL('./test-peer.ts', import.meta.url))
+  // From sources (tests) the peer is test-peer.ts; from dist (benchmarks) test-peer.js.
+  const script = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './test-peer.ts' : './test-peer.js', import.meta.url))
   // The polyfill preloaded by path too, as every child entry point may do.
-  const child = fork(script, [join(dir, name), pskFile], { execArgv: ['--import', 'tsx', '--import', POLYFILL_URL], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const child = fork(script, [join(dir, name), pskFile], { execArgv: ['--import', import.meta.resolve('tsx'), '--import', POLYFILL_URL], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const reports: PeerReport[] = []
   const waiting: { type: string; id: string | undefined; resolve: (report: PeerReport) => void; reject: (error: Error) => void }[] = []
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code ?? -1)))

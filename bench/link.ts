@@ -1,15 +1,16 @@
-// Measures a remote channel between two peer processes against a raw libp2p stream carrying the same records (to become bench/link.ts).
-// Run: node --import tsx kernel/transport/measure-link.ts [records=1000000] [runs=3]
+// Benchmark `link`: a remote channel between two peer processes against a raw libp2p stream carrying
+// the same records (100-byte records packed into 64 KiB writes with drain backpressure), and 64 KiB payloads.
+// Run: npm run bench -- link [records=1000000] [runs=3]
 // Prints the frame codec's cost, one JSON line per run, and last a summary line: {"bench":"link","ratio":…,"ratio_64k":…,"records_per_s":…}.
 
-import './polyfill.js'
+import '../kernel/transport/polyfill.js'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { ChannelInfo } from '../contracts.js'
-import { decodeFrames, encodeData } from './frames.js'
-import { generatePsk, writePskFile } from './psk.js'
-import { startTestPeer, type TestPeerProcess } from './test-peer-process.js'
+import type { ChannelInfo } from '../kernel/contracts.js'
+import { decodeFrames, encodeData } from '../kernel/transport/frames.js'
+import { generatePsk, writePskFile } from '../kernel/transport/psk.js'
+import { startTestPeer, type TestPeerProcess } from '../kernel/transport/test-peer-process.js'
 
 const records = Number(process.argv[2] ?? 1_000_000)
 const runs = Number(process.argv[3] ?? 3)
