@@ -9,6 +9,7 @@ export default defineConfig({
     alias: [
       { find: /^lamina$/, replacement: here('./kernel/index.ts') },
       { find: /^lamina\/layers$/, replacement: here('./layers/index.ts') },
+      { find: /^lamina\/transport$/, replacement: here('./kernel/transport/index.ts') },
     ],
   },
   test: {
