@@ -1,6 +1,6 @@
 // Membership's error classes, each with a stable `code`.
 
-import { LaminaError } from '../../kernel/errors.js'
+import { LaminaError } from '../../kernel/index.js'
 
 /** Thrown by `startMembership` when no bootstrap address answered: the peer could not join. */
 export class MembershipJoinError extends LaminaError {

@@ -11,8 +11,7 @@ import '../../kernel/transport/polyfill.js'
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { Subject, type Observable } from 'rxjs'
-import type { Logger } from '../../kernel/transport/logger.js'
-import type { PeerNode } from '../../kernel/transport/node.js'
+import type { Logger, PeerNode } from '../../kernel/transport/index.js'
 import { MembershipJoinError, MembershipMessageError, MembershipOptionError, MembershipStoppedError } from './errors.js'
 
 /** The libp2p protocol of membership gossip (one push-pull exchange per stream). */

@@ -2,8 +2,7 @@
 // Run: fork('kmods/membership/test-member.ts', [workdir, pskFile, heartbeatMs, suspectAfterMs, deadAfterMs, ...bootstrap], { execArgv: ['--import', 'tsx'] })
 
 import '../../kernel/transport/polyfill.js'
-import { createPeerNode } from '../../kernel/transport/node.js'
-import { readPskFile } from '../../kernel/transport/psk.js'
+import { createPeerNode, readPskFile } from '../../kernel/transport/index.js'
 import { startMembership } from './membership.js'
 
 const [workdir, pskFile, heartbeatMs, suspectAfterMs, deadAfterMs, ...bootstrap] = process.argv.slice(2)

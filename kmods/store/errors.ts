@@ -1,6 +1,6 @@
 // The embedded store's error classes: every failure of kmods/store is one of these, with a stable `code`.
 
-import { LaminaError } from '../../kernel/errors.js'
+import { LaminaError } from '../../kernel/index.js'
 
 /** Base class of the store's errors; `path` is the database file, `code` says what kind of failure. */
 export abstract class StoreError extends LaminaError {
