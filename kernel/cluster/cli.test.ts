@@ -5,30 +5,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { alive, until } from './fixtures/processes.js'
 
 const root = join(import.meta.dirname, '..', '..')
 const cli = join(root, 'dist', 'kernel', 'cli.js')
 const exec = promisify(execFile)
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
 function pidsIn(stderr: string): number[] {
   return [...stderr.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]))
-}
-
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
 }
 
 describe('lamina run', () => {

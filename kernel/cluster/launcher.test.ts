@@ -5,17 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from '../transport/logger.js'
 import { results } from './fixtures/count-program.js'
 import { startCluster, type Cluster } from './launcher.js'
+import { alive } from './fixtures/processes.js'
 
 const fixture = new URL('./fixtures/count-program.ts', import.meta.url).pathname
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 describe('startCluster (peer processes on loopback)', () => {
   let dir: string

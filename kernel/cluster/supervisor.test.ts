@@ -3,28 +3,11 @@ import { once } from 'node:events'
 import { firstValueFrom, filter } from 'rxjs'
 import { describe, expect, it } from 'vitest'
 import { Nursery, type NurseryEvent } from './supervisor.js'
+import { alive, until } from './fixtures/processes.js'
 
 const child = new URL('./fixtures/child.mjs', import.meta.url).pathname
 const parent = new URL('./fixtures/parent.mjs', import.meta.url).pathname
 const tsx = ['--import', 'tsx']
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Waits until `condition` holds, checking every 20 ms, failing after `ms`. */
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 describe('nursery', () => {
   it('starts children, reports them ready, and stops every one', async () => {
