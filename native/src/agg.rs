@@ -8,9 +8,10 @@ use std::borrow::Cow;
 
 use rustc_hash::FxHashMap;
 
-use crate::batch::{Col, ColKind, StrBuilder};
+use crate::batch::{Col, ColKind, Strs};
 use crate::error::{NResult, NativeError};
 use crate::expr::{js_max, js_min};
+use crate::strindex::StrIndex;
 
 /// Normalizes a numeric key to its SameValueZero class: -0 becomes +0, every NaN the same NaN.
 #[inline]
@@ -25,7 +26,7 @@ pub fn norm_key(x: f64) -> f64 {
 }
 
 enum Keys {
-    Str { index: FxHashMap<Box<str>, u32>, keys: StrBuilder },
+    Str(StrIndex),
     Num { index: FxHashMap<u64, u32>, keys: Vec<f64> },
 }
 
@@ -43,7 +44,7 @@ impl KeyedAgg {
     /// State for keys of `kind`; `with_values` adds sum, min, max and mean to the count.
     pub fn new(kind: ColKind, with_values: bool) -> Self {
         let keys = match kind {
-            ColKind::Utf8 => Keys::Str { index: FxHashMap::default(), keys: StrBuilder::with_capacity(0, 0) },
+            ColKind::Utf8 => Keys::Str(StrIndex::new()),
             ColKind::F64 => Keys::Num { index: FxHashMap::default(), keys: Vec::new() },
         };
         KeyedAgg { keys, with_values, count: Vec::new(), sum: Vec::new(), min: Vec::new(), max: Vec::new() }
@@ -52,7 +53,7 @@ impl KeyedAgg {
     /// The kind of key column this state was created for.
     pub fn key_kind(&self) -> ColKind {
         match self.keys {
-            Keys::Str { .. } => ColKind::Utf8,
+            Keys::Str(_) => ColKind::Utf8,
             Keys::Num { .. } => ColKind::F64,
         }
     }
@@ -75,17 +76,24 @@ impl KeyedAgg {
     /// The slot of string key `k`, created on first sight.
     #[inline]
     pub fn slot_str(&mut self, k: &str) -> usize {
-        if let Keys::Str { index, .. } = &self.keys {
-            if let Some(&i) = index.get(k) {
-                return i as usize;
-            }
+        let Keys::Str(index) = &mut self.keys else {
+            unreachable!("a string key in numeric-key state (callers check the key kind)")
+        };
+        match index.slot(k) {
+            (slot, false) => slot,
+            (_, true) => self.new_slot(),
         }
-        let slot = self.new_slot();
-        if let Keys::Str { index, keys } = &mut self.keys {
-            index.insert(k.into(), slot as u32);
-            keys.push(k);
-        }
-        slot
+    }
+
+    /// Counts every word of every row of `text` as a key (tokenize and count fused: the words
+    /// are never materialized). State must have string keys and no values.
+    pub fn count_words(&mut self, text: &Strs<'_>) {
+        let Keys::Str(index) = &mut self.keys else {
+            unreachable!("counting words in numeric-key state (callers check the key kind)")
+        };
+        debug_assert!(!self.with_values, "count_words keeps counts only");
+        let offsets = text.offsets();
+        index.count_words(&mut self.count, text.text(), offsets, offsets[0]);
     }
 
     /// The slot of numeric key `x`, created on first sight.
@@ -138,7 +146,7 @@ impl KeyedAgg {
     /// The result columns: `key`, `count`, and with values `sum`, `min`, `max`, `mean`.
     pub fn finish(self) -> NResult<Vec<(String, Col<'static>)>> {
         let key = match self.keys {
-            Keys::Str { keys, .. } => Col::Utf8(keys.finish("key")?),
+            Keys::Str(index) => Col::Utf8(index.finish("key")?),
             Keys::Num { keys, .. } => Col::F64(Cow::Owned(keys)),
         };
         let mut cols = vec![("key".to_string(), key)];

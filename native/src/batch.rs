@@ -55,7 +55,7 @@ impl<'a> Strs<'a> {
         }
         let first = offsets[0] as usize;
         let last = offsets[offsets.len() - 1] as usize;
-        if let Err(e) = std::str::from_utf8(&data[first..last]) {
+        if let Err(e) = crate::utf8::validate(&data[first..last]) {
             return Err(NativeError::batch_at(&format!("{column}.data"), first + e.valid_up_to(), "invalid UTF-8"));
         }
         for (i, &o) in offsets.iter().enumerate() {
@@ -79,6 +79,22 @@ impl<'a> Strs<'a> {
         let b = self.offsets[i + 1] as usize;
         // SAFETY: the invariant (checked in `validate`, upheld by `StrBuilder`) makes every row valid UTF-8.
         unsafe { std::str::from_utf8_unchecked(&self.data[a..b]) }
+    }
+
+    /// The text of every row, back to back (rows are contiguous: row `i` is
+    /// `text()[offsets()[i] - offsets()[0] ..]`).
+    #[inline]
+    pub fn text(&self) -> &str {
+        let a = self.offsets[0] as usize;
+        let b = self.offsets[self.offsets.len() - 1] as usize;
+        // SAFETY: the invariant makes the data between the first and last offset valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.data[a..b]) }
+    }
+
+    /// The offsets: one more than there are rows.
+    #[inline]
+    pub fn offsets(&self) -> &[u32] {
+        &self.offsets
     }
 
     /// Row `i` as bytes.
@@ -137,19 +153,32 @@ impl StrBuilder {
     /// Appends one row.
     #[inline]
     pub fn push(&mut self, s: &str) {
-        self.data.extend_from_slice(s.as_bytes());
+        self.push_bytes(s.as_bytes());
+    }
+
+    /// Appends one row of bytes, which must be valid UTF-8 (callers hold them as text).
+    #[inline]
+    pub(crate) fn push_bytes(&mut self, b: &[u8]) {
+        self.data.extend_from_slice(b);
         self.end_row();
     }
 
-    /// Gives access to the byte buffer so a row can be written in place; call [`Self::end_row`] after.
+    /// Appends one row of bytes from an iterator; they must be valid UTF-8.
     #[inline]
-    pub fn buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.data
+    pub(crate) fn push_with(&mut self, bytes: impl Iterator<Item = u8>) {
+        self.data.extend(bytes);
+        self.end_row();
     }
 
-    /// Closes the row written through [`Self::buffer`]. The bytes written must be valid UTF-8.
+    /// The bytes of row `i` (already closed).
     #[inline]
-    pub fn end_row(&mut self) {
+    pub fn row(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Closes the row whose bytes were appended since the last one. The bytes must be valid UTF-8.
+    #[inline]
+    fn end_row(&mut self) {
         let end = self.data.len();
         if end > u32::MAX as usize {
             self.overflow = true;

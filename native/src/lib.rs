@@ -15,8 +15,10 @@ mod join;
 mod js;
 mod partition;
 mod plan;
+mod strindex;
 mod tokenize;
 mod unicode;
+mod utf8;
 mod window;
 mod wordcount;
 

@@ -179,8 +179,25 @@ impl Plan {
     pub fn push(&mut self, batch: Batch<'_>) -> NResult<Vec<Out>> {
         self.check_usable("push")?;
         let mut cur = batch;
-        for stage in &self.stages {
+        let fused = self.counts_tokens();
+        let run = if fused { self.stages.len() - 1 } else { self.stages.len() };
+        for stage in &self.stages[..run] {
             cur = apply(stage, cur)?;
+        }
+        if fused {
+            // `[…, tokenize, count]` counting the tokenizer's output: count each word as it is
+            // found instead of building the words column and then counting it. Same counts, same
+            // first-seen order; everything that can fail is checked before the state changes.
+            let (Some(Stage::Tokenize { input, .. }), Sink::Agg { state, .. }) = (self.stages.last(), &mut self.sink) else {
+                unreachable!("counts_tokens checked the shape")
+            };
+            let Col::Utf8(text) = cur.require(input, ColKind::Utf8)? else {
+                return Err(NativeError::batch(input, "expected a string column"));
+            };
+            // The key column is the tokenizer's output, so the state (made here or by an earlier
+            // push) always has string keys.
+            state.get_or_insert_with(|| KeyedAgg::new(ColKind::Utf8, false)).count_words(text);
+            return Ok(vec![]);
         }
         match &mut self.sink {
             Sink::Pass => Ok(vec![cur.to_out()]),
@@ -208,6 +225,14 @@ impl Plan {
                 Ok(vec![])
             }
         }
+    }
+
+    /// True when the chain ends `tokenize` then `count` keyed by the tokenizer's output.
+    fn counts_tokens(&self) -> bool {
+        matches!(
+            (self.stages.last(), &self.sink),
+            (Some(Stage::Tokenize { output, .. }), Sink::Agg { key, value: None, .. }) if key == output
+        )
     }
 
     /// Moves the event-time watermark; returns the windows it closed (window chains only).
@@ -315,5 +340,58 @@ fn apply<'a>(stage: &Stage, cur: Batch<'a>) -> NResult<Batch<'a>> {
             next.set(&target, col);
             Ok(next)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Strs;
+
+    fn spec(steps: &[&[(&str, &str)]]) -> JsVal {
+        JsVal::Arr(steps.iter().map(|fields| JsVal::Obj(fields.iter().map(|(k, v)| (k.to_string(), JsVal::Str(v.to_string()))).collect())).collect())
+    }
+
+    /// A column `s` of `rows`, stored after `pad` bytes of other text, so its first offset is not 0.
+    fn batch(rows: &[String], pad: &str) -> Batch<'static> {
+        let mut data = pad.as_bytes().to_vec();
+        let mut offsets = vec![data.len() as u32];
+        for r in rows {
+            data.extend_from_slice(r.as_bytes());
+            offsets.push(data.len() as u32);
+        }
+        data.extend_from_slice(b"TRAILING words");
+        let s = Strs::validate("s", Cow::Owned(data), Cow::Owned(offsets)).unwrap();
+        Batch { cols: vec![("s".to_string(), Col::Utf8(s))], rows: rows.len() }
+    }
+
+    #[test]
+    fn fused_tokenize_count_equals_the_stepwise_chain() {
+        let pieces = ["the", "The", "THE", " ", "  ", ", ", "é", "ΟΔΟΣ", "Σ", "İ", "東京", "😀", "x2", "2024", "toolongawordforeightbytes", "ab", "-", "\n", "naïve", "ǅ"];
+        let mut state = 99u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as usize
+        };
+        let mut fused = Plan::compile(&spec(&[&[("op", "tokenize")], &[("op", "count")]])).unwrap();
+        let mut stepwise = Plan::compile(&spec(&[&[("op", "tokenize")], &[("op", "filter"), ("expr", "len(s) >= 0")], &[("op", "count")]])).unwrap();
+        assert!(fused.counts_tokens() && !stepwise.counts_tokens());
+        for round in 0..200 {
+            let rows: Vec<String> = (0..next() % 12)
+                .map(|_| {
+                    let mut row = String::new();
+                    for _ in 0..next() % 40 {
+                        row.push_str(pieces[next() % pieces.len()]);
+                    }
+                    row
+                })
+                .collect();
+            let pad = if round % 3 == 0 { "" } else { "Xpad" };
+            fused.push(batch(&rows, pad)).unwrap();
+            stepwise.push(batch(&rows, pad)).unwrap();
+        }
+        assert_eq!(fused.finish().unwrap(), stepwise.finish().unwrap());
     }
 }
