@@ -39,7 +39,7 @@
 import { availableParallelism, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { from, lastValueFrom, mergeMap, reduce } from 'rxjs'
-import { kernel, link, native, program, recordLayout, sink, source, stringLayout, t, type NativeLayout, type Program, type RunOptions } from 'lamina'
+import { kernel, link, native, program, recordLayout, sink, source, stringLayout, t, utf8ChunkLayout, Utf8Bytes, type Program, type RunOptions } from 'lamina'
 import { utf8Strings, wordcount, type Batch, type WordCounts } from '../native/ts/native.js'
 import { ReferenceChain } from '../native/ts/reference.js'
 import {
@@ -202,43 +202,6 @@ function words(line: string): string[] {
   return found === null ? [] : found.map((w) => w.toLowerCase())
 }
 
-/** UTF-8 text as it comes from a file: bytes (a port codec, checked where values enter the program). */
-const Utf8Text = new t.Type<Uint8Array, Uint8Array, unknown>(
-  'Utf8Text',
-  (u): u is Uint8Array => u instanceof Uint8Array,
-  (u, c) => (u instanceof Uint8Array ? t.success(u) : t.failure(u, c)),
-  t.identity,
-)
-
-/**
- * Chunks of UTF-8 text as the string column `s`, one row a chunk. Chunks that lie back to back in
- * one buffer (as a reader's consecutive reads into one buffer do) become a column without a copy;
- * others are copied once into one buffer. (Output: each row's bytes.)
- */
-const utf8Chunks: NativeLayout<Uint8Array> = {
-  name: 'utf8-chunks(s)',
-  toColumns(chunks) {
-    const n = chunks.length
-    const offsets = new Uint32Array(n + 1)
-    const first = chunks[0]
-    let contiguous = first !== undefined
-    for (let i = 0; i < n; i++) {
-      const chunk = chunks[i]!
-      offsets[i + 1] = offsets[i]! + chunk.length
-      contiguous &&= chunk.buffer === first!.buffer && chunk.byteOffset === first!.byteOffset + offsets[i]!
-    }
-    if (contiguous) return { s: { data: new Uint8Array(first!.buffer, first!.byteOffset, offsets[n]!), offsets } }
-    const data = new Uint8Array(offsets[n]!)
-    for (let i = 0; i < n; i++) data.set(chunks[i]!, offsets[i]!)
-    return { s: { data, offsets } }
-  },
-  fromColumns(columns) {
-    const column = columns['s']
-    if (column === undefined || column instanceof Float64Array) throw new TypeError('utf8-chunks: no string column s')
-    return Array.from({ length: column.offsets.length - 1 }, (_, i) => column.data.slice(column.offsets[i], column.offsets[i + 1]))
-  },
-}
-
 /**
  * The word count program: source → native [tokenize] → native [count] → sink into `counts`.
  * The source's values are UTF-8 chunks (`chunks`) or line strings (`lines`).
@@ -261,8 +224,8 @@ function nativeProgram(input: { chunks: readonly Uint8Array[] } | { lines: reado
       links: [link(text.outputs.out, tokenize.inputs.in), link(tokenize.outputs.out, count.inputs.in), link(count.outputs.out, collect.inputs.in)],
     })
   if ('chunks' in input) {
-    const text = source('text', Utf8Text, input.chunks)
-    return build(text, native({ name: 'tokenize', input: Utf8Text, output: t.string, steps: [{ op: 'tokenize' }], inputLayout: utf8Chunks, outputLayout: words }))
+    const text = source('text', Utf8Bytes, input.chunks)
+    return build(text, native({ name: 'tokenize', input: Utf8Bytes, output: t.string, steps: [{ op: 'tokenize' }], inputLayout: utf8ChunkLayout, outputLayout: words }))
   }
   const text = source('lines', t.string, input.lines)
   return build(text, native({ name: 'tokenize', input: t.string, output: t.string, steps: [{ op: 'tokenize' }], inputLayout: words, outputLayout: words }))
@@ -330,7 +293,7 @@ function sameCounts(variant: string, actual: Counts, expected: Counts, against: 
 /** The chunks in columnar batches of `size` chunks, as the native operator of (a) builds them. */
 function batchesOf(chunks: readonly Uint8Array[], size: number): Batch[] {
   const out: Batch[] = []
-  for (let i = 0; i < chunks.length; i += size) out.push(utf8Chunks.toColumns(chunks.slice(i, i + size)))
+  for (let i = 0; i < chunks.length; i += size) out.push(utf8ChunkLayout.toColumns(chunks.slice(i, i + size)))
   return out
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { kernel, link, program, sink, source, t } from 'lamina'
-import { native, recordLayout, stringLayout } from './native.js'
+import { native, recordLayout, stringLayout, utf8ChunkLayout, Utf8Bytes } from './native.js'
 
 const Count = t.type({ word: t.string, count: t.number })
 type Count = t.TypeOf<typeof Count>
@@ -62,5 +62,18 @@ describe('native operators', () => {
     expect(report.deadLetters).toHaveLength(1)
     expect(report.deadLetters[0]!.where).toMatchObject({ operator: 'broken', port: 'in' })
     expect(out).toEqual([])
+  })
+
+  it('count UTF-8 byte chunks of whole lines as they count the lines', async () => {
+    const buffer = new TextEncoder().encode(lines.join('\n') + '\n')
+    // Two chunks of whole lines, back to back in one buffer (as a file reader gives them).
+    const cut = buffer.indexOf(10) + 1
+    const chunks = [buffer.subarray(0, cut), buffer.subarray(cut)]
+    const text = source('text', Utf8Bytes, chunks)
+    const count = native({ name: 'count', input: Utf8Bytes, output: Count, steps: [{ op: 'tokenize' }, { op: 'count' }], inputLayout: utf8ChunkLayout, outputLayout: counts })
+    const out: Count[] = []
+    const into = sink('out', Count, out)
+    await kernel.run(program('p', { operators: [text, count, into], links: [link(text.outputs.out, count.inputs.in), link(count.outputs.out, into.inputs.in)] })).done
+    expect(Object.fromEntries(out.map((c) => [c.word, c.count]))).toEqual({ the: 3, cat: 2, sat: 1, on: 1, mat: 1, été: 2, 東京: 1 })
   })
 })

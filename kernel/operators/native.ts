@@ -1,7 +1,7 @@
 // Native operators: a chain of the Rust core's batch operators, run one native call per batch.
 // Consecutive native operators on one peer are fused by the kernel's operator chaining.
 
-import type * as t from 'io-ts'
+import * as t from 'io-ts'
 import type { Batch as Columns, StepSpec, Utf8Column } from '../../native/ts/native.js'
 import { NativeChain, utf8Column, utf8Strings } from '../../native/ts/native.js'
 import type { Annotations, AnyCodec, AtomContext, Fusible, Key, Operator } from '../contracts.js'
@@ -27,6 +27,43 @@ export function stringLayout(column = 's'): NativeLayout<string> {
     toColumns: (values) => ({ [column]: utf8Column(values) }),
     fromColumns: (columns) => utf8Strings(columnOf(columns, column) as Utf8Column),
   }
+}
+
+/** UTF-8 text as bytes (e.g. a file read in chunks of whole lines): values are Uint8Arrays. */
+export const Utf8Bytes = new t.Type<Uint8Array, Uint8Array, unknown>(
+  'Utf8Bytes',
+  (u): u is Uint8Array => u instanceof Uint8Array,
+  (u, c) => (u instanceof Uint8Array ? t.success(u) : t.failure(u, c)),
+  t.identity,
+)
+
+/**
+ * Chunks of UTF-8 text as the string column `s`, one row a chunk: text from a file reaches the
+ * native core with no string conversion (a word never spans a newline, so chunks of whole lines
+ * tokenize as their lines do). Chunks back to back in one buffer become a column without a copy;
+ * others are copied once into one buffer.
+ */
+export const utf8ChunkLayout: NativeLayout<Uint8Array> = {
+  name: 'utf8-chunks(s)',
+  toColumns(chunks) {
+    const n = chunks.length
+    const offsets = new Uint32Array(n + 1)
+    const first = chunks[0]
+    let contiguous = first !== undefined
+    for (let i = 0; i < n; i++) {
+      const chunk = chunks[i]!
+      offsets[i + 1] = offsets[i]! + chunk.length
+      contiguous &&= chunk.buffer === first!.buffer && chunk.byteOffset === first!.byteOffset + offsets[i]!
+    }
+    if (contiguous) return { s: { data: new Uint8Array(first!.buffer, first!.byteOffset, offsets[n]!), offsets } }
+    const data = new Uint8Array(offsets[n]!)
+    for (let i = 0; i < n; i++) data.set(chunks[i]!, offsets[i]!)
+    return { s: { data, offsets } }
+  },
+  fromColumns(columns) {
+    const column = columnOf(columns, 's') as Utf8Column
+    return Array.from({ length: column.offsets.length - 1 }, (_, i) => column.data.slice(column.offsets[i], column.offsets[i + 1]))
+  },
 }
 
 /** Field kinds of a record layout: the column each field lives in and its type. */
