@@ -2,3 +2,4 @@
 // (The five built-in layers arrive with their issues; this entry point exists so imports are stable.)
 
 export {}
+export * from './placement/index.js'
