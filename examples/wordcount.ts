@@ -10,7 +10,8 @@ import { createReadStream } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { pathToFileURL } from 'node:url'
-import { atom, kernel, link, native, program, recordLayout, sink, source, stringLayout, t, type Program, type SourceInput } from 'lamina'
+import { atom, kernel, link, native, program, recordLayout, sink, source, stringLayout, t, type Layer, type Program, type SourceInput } from 'lamina'
+import { explain, placement, planOf, requireTags, spread } from 'lamina/layers'
 
 /** One word and how often it occurs. */
 export const WordCount = t.type({ word: t.string, count: t.number })
@@ -44,13 +45,15 @@ export interface WordcountOptions {
 /**
  * Builds the word count program: lines -> words (native: tokenize and count each instance's share
  * in one fused chain, as a combiner) -> count (keyed, stateful: sums the partial counts per word)
- * -> top -> out.
+ * -> top -> out. Placement annotations (read when the placement layer is stacked, as `lamina run`
+ * does through this module's `layers`): the tokenizers spread over the peers, the counter runs on
+ * the peer the launcher tags `name=peer-0`.
  */
 export function wordcount(options: WordcountOptions): Program {
   const top = options.top ?? 10
   const parallelism = options.parallelism ?? 2
   const lines = source('lines', t.string, options.lines)
-  const partial = native({
+  const partial = spread(native({
     name: 'words',
     input: t.string,
     output: WordCount,
@@ -58,8 +61,8 @@ export function wordcount(options: WordcountOptions): Program {
     inputLayout: stringLayout(),
     outputLayout: recordLayout<WordCount>({ word: { column: 'key', type: 'string' }, count: { column: 'count', type: 'number' } }),
     annotations: { parallelism },
-  })
-  const count = atom({
+  }))
+  const count = requireTags(atom({
     name: 'count',
     inputs: { in: WordCount },
     outputs: { out: WordCount },
@@ -74,7 +77,7 @@ export function wordcount(options: WordcountOptions): Program {
       for (const [word, count] of ctx.state.entries()) ctx.emit('out', { word: String(word), count })
     },
     annotations: { parallelism },
-  })
+  }), 'name=peer-0')
   const best = atom({
     name: 'top',
     inputs: { in: WordCount },
@@ -148,6 +151,15 @@ export function* generatedText(count = 200_000, seed = 42): Generator<string> {
 /** The lines of a file, read as a stream (the source pulls them as fast as the counter keeps up). */
 export function fileLines(path: string): AsyncIterable<string> {
   return createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity })
+}
+
+/** The layers `lamina run` stacks for this program on every peer. */
+export const layers: Layer[] = [placement()]
+
+/** Called by `lamina run` once the program is planned: the placement explanation, on stderr (stdout is the result). */
+export function planned(program: Program): void {
+  const plan = planOf(program)
+  if (plan !== undefined) process.stderr.write(`placement:\n${explain(plan).text}\n`)
 }
 
 /**

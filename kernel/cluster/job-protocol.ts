@@ -13,7 +13,7 @@ export const JOB_PROTOCOL = '/lamina/job/1.0.0'
 
 const Stats = t.type({
   instances: t.array(t.type({ operator: t.string, instance: t.number, recordsIn: t.number, recordsOut: t.number, deadLetters: t.number, unlinked: t.number })),
-  channels: t.array(t.type({ link: t.string, from: t.number, to: t.number, records: t.number, queued: t.number, maxQueued: t.number })),
+  channels: t.array(t.intersection([t.type({ link: t.string, from: t.number, to: t.number, records: t.number, queued: t.number, maxQueued: t.number }), t.partial({ peer: t.string })])),
   deadLetters: t.number,
 })
 
@@ -52,11 +52,11 @@ export function toWire(letter: DeadLetter, peer: string): WireDeadLetter {
   return { where: { ...letter.where, peer: letter.where.peer ?? peer }, code: letter.code, message: letter.message, value, time: letter.time }
 }
 
-/** Plain stats for the wire (drops the `peer` field of remote channels, which the receiver knows). */
+/** Plain stats for the wire. */
 export function statsToWire(stats: JobStats): t.TypeOf<typeof Stats> {
   return {
     instances: stats.instances.map((i) => ({ ...i })),
-    channels: stats.channels.map(({ link, from, to, records, queued, maxQueued }) => ({ link, from, to, records, queued, maxQueued })),
+    channels: stats.channels.map(({ link, from, to, records, queued, maxQueued, peer }) => ({ link, from, to, records, queued, maxQueued, ...(peer === undefined ? {} : { peer }) })),
     deadLetters: stats.deadLetters,
   }
 }

@@ -46,7 +46,7 @@ export interface StartClusterOptions {
   readonly workdir: string
   /** What to do when a peer process dies. @default { kind: 'fail' } */
   readonly policy?: RestartPolicy
-  /** Tags of peer `i` (placement reads them). */
+  /** Tags of peer `i` (placement reads them), over the default `name=peer-<i>`. */
   readonly tags?: (index: number) => Readonly<Record<string, string>>
   /** The kernel the launcher's own share of jobs runs on. */
   readonly kernel?: Kernel
@@ -129,7 +129,7 @@ export async function startCluster(options: StartClusterOptions): Promise<Cluste
       '--psk', pskFile,
       '--allow', allowFile,
       '--bootstrap', bootstrap,
-      ...Object.entries(options.tags?.(i) ?? {}).flatMap(([k, v]) => ['--tag', `${k}=${v}`]),
+      ...Object.entries({ name: `peer-${i}`, ...options.tags?.(i) }).flatMap(([k, v]) => ['--tag', `${k}=${v}`]),
     ],
     ...(options.policy === undefined ? {} : { policy: options.policy }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),

@@ -15,7 +15,7 @@ import { startMembership, type Membership, type MembershipOptions } from '../../
 import { RemoteJobError } from './errors.js'
 import { JOB_PROTOCOL, JobChannel, type JobMessage, statsToWire, toWire, type WireDeadLetter } from './job-protocol.js'
 import { instanceKey, roundRobinPlan, type Plan } from './placement.js'
-import { loadProgram } from './program-module.js'
+import { loadProgram, type LoadedProgram } from './program-module.js'
 
 /** Who the peer's members are: a peer learns them from membership (gossip) or is told them. */
 export interface Members {
@@ -144,9 +144,9 @@ export class Peer {
     try {
       const submit = await channel.receive()
       if (submit.type !== 'submit') throw new RemoteJobError(channel.remotePeer, 'ERR_JOB_PROTOCOL', `expected submit, got ${submit.type}`)
-      let program: Program
+      let loaded: LoadedProgram
       try {
-        program = await loadProgram(submit.module, submit.args, { submitter: false, peer: this.id })
+        loaded = await loadProgram(submit.module, submit.args, { submitter: false, peer: this.id })
       } catch (error) {
         await channel.send({ type: 'refused', peer: this.id, code: error instanceof LaminaError ? error.code : 'ERR_PROGRAM_MODULE', message: error instanceof Error ? error.message : String(error) })
         return
@@ -155,7 +155,7 @@ export class Peer {
       await channel.send({ type: 'accepted', peer: this.id, instances })
       const start = await channel.receive({ signal: abort.signal })
       if (start.type !== 'start') return
-      const job = this.kernel.run(program, {
+      const job = this.kernel.with(...loaded.layers).run(loaded.program, {
         id: submit.job,
         peers: submit.peers,
         deployment: this.deployment(submit.plan, submit.submitter, submit.addresses, abort.signal),
@@ -193,13 +193,15 @@ export class Peer {
    */
   async submit(module: string, options: SubmitOptions = {}): Promise<SubmittedJob> {
     const args = options.args ?? []
-    const program = await loadProgram(module, args, { submitter: true, peer: this.id })
+    const { program, layers, planned: onPlanned } = await loadProgram(module, args, { submitter: true, peer: this.id })
+    const kernel = this.kernel.with(...layers)
     const others = this.members.list().map((m) => m.peerId).filter((p) => p !== this.id)
     const workers = options.workers ?? (others.length > 0 ? others : [this.id])
     const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
     // The layers' plan hooks (placement) see the live members; every peer plans again alike.
     const descriptions = this.members.list().map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
-    const planned = await this.kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+    const planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+    onPlanned?.(planned)
     const plan = roundRobinPlan(planned, workers, this.id)
     const abort = new AbortController()
     options.signal?.addEventListener('abort', () => abort.abort(options.signal?.reason), { once: true })
@@ -237,7 +239,7 @@ export class Peer {
       }
     })
     for (const channel of channels) await channel.send({ type: 'start' })
-    const local = this.kernel.run(program, {
+    const local = kernel.run(program, {
       id,
       peers: descriptions,
       deployment: this.deployment(plan, this.id, addresses, abort.signal),

@@ -3,7 +3,7 @@
 
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { Program } from '../contracts.js'
+import type { Layer, Program } from '../contracts.js'
 import { ProgramModuleError } from './errors.js'
 
 /** What a program module's factory learns about where it runs. */
@@ -23,12 +23,21 @@ export interface ProgramEnvironment {
  */
 export type ProgramFactory = (args: readonly string[], environment: ProgramEnvironment) => Program | Promise<Program>
 
+/** What a program module gives: its program, the layers it runs under, and an optional hook. */
+export interface LoadedProgram {
+  readonly program: Program
+  /** The module's `export const layers: Layer[]`: every peer stacks them over its kernel. @default [] */
+  readonly layers: readonly Layer[]
+  /** The module's `export function planned(program)`: called on the submitter with the planned program (e.g. to print a placement explanation). */
+  readonly planned: ((program: Program) => void) | undefined
+}
+
 /** Imports a program module and builds its program. Throws ProgramModuleError naming the module and what is wrong. */
-export async function loadProgram(module: string, args: readonly string[], environment: ProgramEnvironment): Promise<Program> {
+export async function loadProgram(module: string, args: readonly string[], environment: ProgramEnvironment): Promise<LoadedProgram> {
   const url = module.startsWith('file:') ? module : pathToFileURL(isAbsolute(module) ? module : resolve(module)).href
-  let imported: { default?: unknown }
+  let imported: { default?: unknown; layers?: unknown; planned?: unknown }
   try {
-    imported = (await import(url)) as { default?: unknown }
+    imported = (await import(url)) as { default?: unknown; layers?: unknown; planned?: unknown }
   } catch (error) {
     throw new ProgramModuleError(module, `cannot be imported: ${error instanceof Error ? error.message : String(error)}`, error)
   }
@@ -37,5 +46,10 @@ export async function loadProgram(module: string, args: readonly string[], envir
   if (typeof built !== 'object' || built === null || !Array.isArray((built as Program).operators) || !Array.isArray((built as Program).links)) {
     throw new ProgramModuleError(module, 'its default export did not return a program (use program(name, { operators, links }))')
   }
-  return built as Program
+  const layers = imported.layers ?? []
+  if (!Array.isArray(layers) || !layers.every((l: unknown) => typeof (l as Layer | undefined)?.name === 'string')) {
+    throw new ProgramModuleError(module, 'exports `layers` that is not an array of layers')
+  }
+  if (imported.planned !== undefined && typeof imported.planned !== 'function') throw new ProgramModuleError(module, 'exports `planned` that is not a function')
+  return { program: built as Program, layers: layers as Layer[], planned: imported.planned as ((program: Program) => void) | undefined }
 }
