@@ -3,3 +3,4 @@
 
 export {}
 export * from './placement/index.js'
+export * from './metadata/index.js'
