@@ -218,6 +218,7 @@ export class InstanceTracer implements Outputs {
   private readonly batchPorts: ReadonlySet<string>
   private readonly sink: boolean
   private readonly streamForm: boolean
+  private readonly handlers: HandlerTable | undefined
   // The hop of the batch being handled, opened at its first traced record.
   private batchStart = 0
   private hop: OpenHop | undefined
@@ -258,20 +259,39 @@ export class InstanceTracer implements Outputs {
     this.slot = !keyed && stateful ? new Accumulator(shared) : undefined
     this.defaultAttribution = keyed ? Attribution.Key : body.form === 'atom' && body.state !== undefined ? Attribution.Slot : Attribution.Record
     this.attribution = this.defaultAttribution
-    this.operator = body.form === 'atom' ? traceable(operator, body, this) : operator
+    if (body.form === 'atom') {
+      const built = traceable(operator, body, this)
+      this.operator = built.operator
+      this.handlers = built.handlers
+    } else this.operator = operator
+  }
+
+  /**
+   * Puts the wrapped handler of `port` in the table the kernel reads (traced batches) or the
+   * original (other batches), so that untraced batches pay no wrapper call per record. Only an
+   * optimization: the wrapped ones are in place from the start, so a kernel that read the table
+   * once would call them always, and tracing would be just as right.
+   */
+  private install(port: string, traced: boolean): void {
+    const table = this.handlers
+    if (table === undefined) return
+    const handler = traced ? table.wrapped[port] : table.original[port]
+    if (handler !== undefined && table.live[port] !== handler) table.live[port] = handler
   }
 
   // --- Instance side ----------------------------------------------------------------------------
 
   /**
-   * Handles a batch through `inner`, knowing which record each emission comes from: runs of
-   * untraced records go through as one batch each, each traced record as a batch of its own.
+   * Handles a batch through `inner`, knowing which record each emission comes from. A batch
+   * without headers costs one check; a traced batch goes through whole to an atom (its wrapped
+   * handlers report each record) or to a batch handler, and in parts to a stream body.
    */
   process(inner: Instance, port: string, batch: Batch): void | Promise<void> {
     if (this.freeHop !== undefined) this.closeFreeHop()
     const headers = batch.headers
     if (headers === undefined) {
       this.mode = Mode.Plain
+      this.install(port, false)
       return this.settle(() => inner.process(port, batch))
     }
     this.batchStart = now()
@@ -282,6 +302,7 @@ export class InstanceTracer implements Outputs {
     this.values = batch.values
     this.headers = headers
     this.cursor = 0
+    this.install(port, true)
     return this.settle(() => inner.process(port, batch))
   }
 
@@ -503,6 +524,7 @@ export class InstanceTracer implements Outputs {
 
   // --- Outputs side -----------------------------------------------------------------------------
 
+  // Methods, not per-instance functions: the kernel's call site then sees one target, which it inlines.
   emit(port: string, value: unknown, header?: Header): void {
     const mode = this.mode
     if (mode === Mode.Plain) {
@@ -609,18 +631,26 @@ function indexFrom(values: readonly unknown[], value: unknown, from: number): nu
   return -1
 }
 
+type AnyHandler = (value: unknown, ctx: AtomContext) => unknown
+
+/** The handlers of a rebuilt atom: the table the kernel reads, the wrapped ones and the originals. */
+interface HandlerTable {
+  readonly live: Record<string, AnyHandler>
+  readonly wrapped: Readonly<Record<string, AnyHandler>>
+  readonly original: Readonly<Record<string, AnyHandler>>
+}
+
 /**
  * An atom rebuilt to tell the tracer which record it handles: each record handler first calls
  * `tracer.enter` (only while a traced batch is being handled), and a keyed operator's `end` sees a
  * state whose `entries()` and `of(key)` report the key being read. Built with `atom()`, like any
  * operator: same name, ports, codecs, state and annotations.
  */
-function traceable(operator: Operator, body: AtomBody, tracer: InstanceTracer): Operator {
-  type AnyHandler = (value: unknown, ctx: AtomContext) => unknown
-  const on: Record<string, AnyHandler> = {}
-  for (const [port, handler] of Object.entries(body.handlers)) {
-    const h = handler as AnyHandler
-    on[port] = (value, ctx) => {
+function traceable(operator: Operator, body: AtomBody, tracer: InstanceTracer): { operator: Operator; handlers: HandlerTable | undefined } {
+  const original = body.handlers as Readonly<Record<string, AnyHandler>>
+  const wrapped: Record<string, AnyHandler> = {}
+  for (const [port, h] of Object.entries(original)) {
+    wrapped[port] = (value, ctx) => {
       if (tracer.headers !== undefined) tracer.enter(value, ctx.key)
       return h(value, ctx)
     }
@@ -630,7 +660,7 @@ function traceable(operator: Operator, body: AtomBody, tracer: InstanceTracer): 
     name: operator.name,
     inputs: codecsOf(operator.inputs),
     outputs: codecsOf(operator.outputs),
-    on,
+    on: wrapped,
     onBatch: body.batchHandlers,
     start: body.start,
     run: body.run,
@@ -640,7 +670,9 @@ function traceable(operator: Operator, body: AtomBody, tracer: InstanceTracer): 
     fusible: body.fusible,
     annotations: operator.annotations,
   }
-  return atom(definition as unknown as Parameters<typeof atom>[0]) as Operator
+  const rebuilt = atom(definition as unknown as Parameters<typeof atom>[0]) as Operator
+  const live = rebuilt.body.form === 'atom' ? (rebuilt.body.handlers as Record<string, AnyHandler>) : undefined
+  return { operator: rebuilt, handlers: live === undefined || Object.isFrozen(live) ? undefined : { live, wrapped, original } }
 }
 
 function codecsOf(ports: { readonly [port: string]: { readonly codec: AnyCodec } }): PortCodecs {
