@@ -19,48 +19,12 @@
 import { parseArgs } from 'node:util'
 import { atom, flatMap, kernel, link, program, sink, source, t, type Kernel, type Program, type RunOptions } from 'lamina'
 import { metadata, type MetadataInit, type MetadataLayer } from '../layers/metadata/index.js'
-import { BenchCheckError, BenchUsageError, collectGarbage, humanRate, median, positiveInteger, progress, runMain, seededRandom, timed } from './_harness.js'
+import { generatedText, words } from '../examples/wordcount.js'
+import { BenchCheckError, BenchUsageError, collectGarbage, humanRate, median, positiveInteger, progress, runMain, timed } from './_harness.js'
 
-const WORD = /[\p{L}\p{N}]+/gu
-
-/** The words of a line: maximal runs of letters and digits, lowercased (the rule of examples/wordcount.ts). */
-function words(line: string): string[] {
-  const found = line.match(WORD)
-  return found === null ? [] : found.map((w) => w.toLowerCase())
-}
-
-/** Lines of 12 words drawn from a small vocabulary with Zipf-like frequencies, by a seeded generator. */
+/** Lines of 12 words with Zipf-like frequencies, by a seeded generator: the example's own text. */
 function generate(count: number, seed: number): string[] {
-  const vocabulary = (
-    'the of and to in a is that for it as was with be by on not he i this are or his from at which but have an they you were ' +
-    'her she there been one all we their has would when if so no will more can out up who them some could time what into ' +
-    'café naïve über straße données 2024 r2d2 mañana façade smörgåsbord'
-  ).split(' ')
-  const random = seededRandom(seed)
-  const weights = vocabulary.map((_, rank) => 1 / (rank + 1))
-  const total = weights.reduce((a, b) => a + b, 0)
-  const cumulative: number[] = []
-  weights.reduce((sum, w, i) => (cumulative[i] = sum + w / total), 0)
-  const lines: string[] = []
-  let line: string[] = []
-  for (let i = 0; i < count; i++) {
-    const r = random()
-    let lo = 0
-    let hi = cumulative.length - 1
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1
-      if (cumulative[mid]! < r) lo = mid + 1
-      else hi = mid
-    }
-    const word = vocabulary[lo]!
-    line.push(i % 7 === 0 ? word.toUpperCase() : word)
-    if (line.length === 12) {
-      lines.push(line.join(i % 5 === 0 ? ', ' : ' '))
-      line = []
-    }
-  }
-  if (line.length > 0) lines.push(line.join(' '))
-  return lines
+  return [...generatedText(count, seed)]
 }
 
 const WordCount = t.type({ word: t.string, count: t.number })
