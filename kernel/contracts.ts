@@ -154,6 +154,8 @@ export interface InstanceInfo {
   readonly parallelism: number
   /** Records per batch the job prefers: sources flush this many at a time. */
   readonly batchSize: number
+  /** The peer running the instance, when the job runs on a cluster (its Deployment's `self`). */
+  readonly peer?: string
 }
 
 /**

@@ -1,7 +1,7 @@
 // Two kernels in one process, each running its share of one program: the kernel side of a cluster.
 // The channel joining them is an in-memory stand-in for the libp2p channel (kernel/transport).
 import { describe, expect, it } from 'vitest'
-import { atom, instanceOfKey, kernel, link, program, sink, source, t, type Batch, type Channel, type ChannelInfo, type Deployment, type RemoteEnd } from 'lamina'
+import { atom, instanceOfKey, kernel, link, program, sink, source, t, type Batch, type Channel, type ChannelInfo, type Deployment, type Layer, type RemoteEnd } from 'lamina'
 
 /** A bounded in-memory channel shared by the two "peers" (both halves in one object). */
 class SharedChannel implements Channel {
@@ -75,10 +75,14 @@ describe('deployments', () => {
     const wires = new Map<string, SharedChannel>()
     const endsA: RemoteEnd[] = []
     const endsB: RemoteEnd[] = []
-    const jobA = kernel.run(p, { id: 'j', deployment: deployment('A', placement, wires, endsA), capacity: 64 })
-    const jobB = kernel.run(p, { id: 'j', deployment: deployment('B', placement, wires, endsB), capacity: 64 })
+    // Instances know the peer they run on (InstanceInfo.peer), as layers see them.
+    const where: string[] = []
+    const witness: Layer = { name: 'witness', instance: (spec, next) => (where.push(`${spec.info.operator}#${spec.info.instance}@${spec.info.peer}`), next(spec)) }
+    const jobA = kernel.with(witness).run(p, { id: 'j', deployment: deployment('A', placement, wires, endsA), capacity: 64 })
+    const jobB = kernel.with(witness).run(p, { id: 'j', deployment: deployment('B', placement, wires, endsB), capacity: 64 })
     const [a, b] = await Promise.all([jobA.done, jobB.done])
     expect(results.sort((x, y) => x[0] - y[0])).toEqual(Array.from({ length: 10 }, (_, k) => [k, 100]))
+    expect(where.sort()).toEqual(['counter#0@A', 'counter#1@B', 'numbers#0@A', 'out#0@A'])
     expect(a.stats.instances.map((i) => `${i.operator}#${i.instance}`)).toEqual(['numbers#0', 'counter#0', 'out#0'])
     expect(b.stats.instances.map((i) => `${i.operator}#${i.instance}`)).toEqual(['counter#1'])
     expect(endsA.map((e) => `${e.side} ${e.info.link.id} ${e.info.from.instance}->${e.info.to.instance} @${e.peer}`).sort()).toEqual([

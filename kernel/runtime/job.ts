@@ -67,6 +67,8 @@ export class RunningJob implements Job, DriverJob {
   private readonly remotes: { link: string; info: ChannelInfo; peer: string; records: number; maxQueued: number; channel: Channel }[] = []
   private readonly started = Date.now()
   private readonly batchSize: number
+  /** `{ peer }` for instances of a deployed job, else nothing. */
+  private readonly peerField: { readonly peer?: string }
   private readonly validation: 'edges' | 'always' | 'none'
   private readonly capacity: number
   private planned: Program
@@ -79,6 +81,7 @@ export class RunningJob implements Job, DriverJob {
     this.abortSignal = this.abortController.signal
     this.stopSignal = this.stopController.signal
     this.validation = options.validate ?? 'edges'
+    this.peerField = options.deployment === undefined ? {} : { peer: options.deployment.self }
     this.batchSize = positive('batchSize', options.batchSize ?? 1024)
     this.capacity = positive('capacity', options.capacity ?? 4096)
     this.abortSignal.addEventListener(
@@ -167,7 +170,7 @@ export class RunningJob implements Job, DriverJob {
   }
 
   spawn<I extends PortCodecs>(parent: Driver, operator: Operator<I, PortCodecs>, options: SpawnOptions | undefined): Spawned<I> {
-    const info: InstanceInfo = { job: this.id, operator: `${parent.info.operator}/${operator.name}`, instance: this.spawned++, parallelism: 1, batchSize: this.batchSize }
+    const info: InstanceInfo = { job: this.id, operator: `${parent.info.operator}/${operator.name}`, instance: this.spawned++, parallelism: 1, batchSize: this.batchSize, ...this.peerField }
     const outlets = new Map<string, Outlet>()
     for (const [childPort, parentPort] of Object.entries(options?.outputs ?? {})) {
       if (operator.outputs[childPort] === undefined) throw new InvalidOptionError(`spawn ${operator.name}`, `outputs.${childPort}`, 'is not an output port of the spawned operator')
@@ -370,7 +373,7 @@ export class RunningJob implements Job, DriverJob {
       const parallelism = parallelismOf(operator)
       for (let i = 0; i < parallelism; i++) {
         if (!this.isHere(operator.name, i)) continue
-        const info: InstanceInfo = { job: this.id, operator: operator.name, instance: i, parallelism, batchSize: this.batchSize }
+        const info: InstanceInfo = { job: this.id, operator: operator.name, instance: i, parallelism, batchSize: this.batchSize, ...this.peerField }
         const outlets = new Map<string, Outlet>()
         for (const port of Object.keys(operator.outputs)) {
           const portRoutes = routes.get(`${operator.name}#${i}.${port}`)

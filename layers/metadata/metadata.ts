@@ -33,7 +33,7 @@ export interface MetadataInit {
   readonly seed?: number
   /**
    * The name hops give this peer (a function is asked each time an instance starts, so it may
-   * return an id known only once the peer is up). @default `${hostname()}/${process.pid}`
+   * return an id known only once the peer is up). @default the instance's peer id on a cluster (`InstanceInfo.peer`), else `${hostname()}/${process.pid}`
    */
   readonly peer?: string | (() => string)
   /** Source lineage ids a record, or a key's lineage, keeps; further ones are counted in `dropped`. @default 32 */
@@ -120,13 +120,15 @@ export function metadata(init: MetadataInit = {}): MetadataLayer {
   const maxHops = bound('maxHops', 64, 2)
   const maxKeys = bound('maxKeys', 10_000, 0)
   const log = new TraceLog(bound('maxEvents', 100_000, 0))
-  const peerOption = init.peer ?? `${hostname()}/${process.pid}`
-  const peerName = typeof peerOption === 'function' ? peerOption : () => peerOption
+  // The instance's own peer id when the kernel knows it (a deployed job), else this process.
+  const fallback = `${hostname()}/${process.pid}`
+  const peerOption = init.peer
+  const peerName = (info: { readonly peer?: string }): string => (typeof peerOption === 'function' ? peerOption() : (peerOption ?? info.peer ?? fallback))
   const received = new WeakMap<object, RecordMetadata>()
   const counts = { records: 0, sampled: 0 }
 
-  const shared = (): TracerShared => ({
-    peer: peerName(),
+  const shared = (info: { readonly peer?: string }): TracerShared => ({
+    peer: peerName(info),
     maxInputs,
     maxHops,
     maxKeys,
@@ -138,11 +140,11 @@ export function metadata(init: MetadataInit = {}): MetadataLayer {
   const instance = (spec: InstanceSpec, next: (spec: InstanceSpec) => Instance): Instance => {
     const operator = spec.operator
     if (Object.keys(operator.inputs).length === 0) {
-      const outputs = new SourceOutputs(spec.outputs, spec.info, shared(), new Sampler(sampling, seed, spec.info.operator, spec.info.instance), sampleBy === 'record')
+      const outputs = new SourceOutputs(spec.outputs, spec.info, shared(spec.info), new Sampler(sampling, seed, spec.info.operator, spec.info.instance), sampleBy === 'record')
       const inner = next({ ...spec, outputs })
       return wrapInstance(inner, { end: () => after(inner.end(), () => outputs.close()) })
     }
-    const tracer = new InstanceTracer(spec.outputs, spec.info, operator, shared())
+    const tracer = new InstanceTracer(spec.outputs, spec.info, operator, shared(spec.info))
     const inner = next({ ...spec, operator: tracer.operator, outputs: tracer })
     registerCursor(spec.info, tracer)
     return wrapInstance(inner, {

@@ -2,7 +2,7 @@
 // DATA frames; two peers over real libp2p in this process, each with its own layer; and a launched
 // cluster of peer processes, which stack the layer the program module exports.
 import { mkdtemp, rm } from 'node:fs/promises'
-import { hostname, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { kernel, wrapChannel, type Batch, type Channel, type ChannelInfo, type Deployment, type Layer, type RemoteEnd } from 'lamina'
@@ -198,8 +198,9 @@ describe('metadata across peers', () => {
       results.length = 0
       const job = await cluster.submit(clusterFixture, { args: ['400', '4'] })
       await job.done
-      const self = `${hostname()}/${process.pid}`
-      const others = cluster.members().map((m) => `${hostname()}/${m.pid}`)
+      // Hops name the peer ids of the instances that ran them (InstanceInfo.peer on a cluster).
+      const self = cluster.self.id
+      const others = cluster.members().map((m) => m.peerId)
       expect(job.plan['double#0']).not.toBe(cluster.self.id)
       // Every number left the submitter with its metadata in the header (it crosses in DATA frames).
       const headers = sent.flatMap((b) => b.headers ?? [])
