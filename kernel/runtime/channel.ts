@@ -1,6 +1,7 @@
 // The in-memory channel: a bounded queue of batches with credit counted in records.
 
 import type { Batch, Channel, ChannelInfo } from '../contracts.js'
+import { BatchQueue } from '../batch-queue.js'
 import { JobAbortedError } from '../errors.js'
 
 /**
@@ -9,12 +10,10 @@ import { JobAbortedError } from '../errors.js'
  * producer. Memory per channel is bounded by the capacity plus one batch.
  */
 export class LocalChannel implements Channel {
-  private readonly batches: Batch[] = []
-  private head = 0
+  private readonly batches = new BatchQueue()
   private ended = false
   private readable: (() => void) | undefined
   private writers: (() => void)[] = []
-  queued = 0
   maxQueued = 0
   records = 0
 
@@ -24,14 +23,19 @@ export class LocalChannel implements Channel {
     const n = batch.values.length
     if (n === 0) return
     this.batches.push(batch)
-    this.queued += n
     this.records += n
-    if (this.queued > this.maxQueued) this.maxQueued = this.queued
-    if (this.queued === n) this.readable?.()
+    const queued = this.batches.records
+    if (queued > this.maxQueued) this.maxQueued = queued
+    if (queued === n) this.readable?.()
+  }
+
+  /** Records queued now. */
+  get queued(): number {
+    return this.batches.records
   }
 
   ready(): boolean {
-    return this.queued < this.capacity
+    return this.batches.records < this.capacity
   }
 
   whenReady(signal?: AbortSignal): Promise<void> {
@@ -54,14 +58,8 @@ export class LocalChannel implements Channel {
   }
 
   take(): Batch | 'end' | undefined {
-    if (this.head < this.batches.length) {
-      const batch = this.batches[this.head]!
-      this.batches[this.head++] = EMPTY
-      if (this.head > 64 && this.head * 2 > this.batches.length) {
-        this.batches.splice(0, this.head)
-        this.head = 0
-      }
-      this.queued -= batch.values.length
+    const batch = this.batches.shift()
+    if (batch !== undefined) {
       if (this.writers.length > 0 && this.ready()) {
         const writers = this.writers
         this.writers = []
@@ -76,5 +74,3 @@ export class LocalChannel implements Channel {
     this.readable = fn
   }
 }
-
-const EMPTY: Batch = Object.freeze({ values: Object.freeze([]) })

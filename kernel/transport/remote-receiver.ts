@@ -2,6 +2,7 @@
 
 import './polyfill.js'
 import type { Connection, Stream } from '@libp2p/interface'
+import { BatchQueue } from '../batch-queue.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
 import type { AnyCodec, Batch, Channel, ChannelInfo, Header } from '../contracts.js'
 import { DecodeError, type LaminaError, type Where } from '../errors.js'
@@ -303,9 +304,7 @@ class Receiver implements RemoteReceiver {
   error: LinkBrokenError | undefined
   readonly done: Promise<void>
   private incoming: IncomingStream | undefined
-  private readonly batches: Batch[] = []
-  private head = 0
-  private queuedRecords = 0
+  private readonly batches = new BatchQueue()
   private maxQueued = 0
   private received = 0
   private granted = 0
@@ -340,11 +339,11 @@ class Receiver implements RemoteReceiver {
   }
 
   get queued(): number {
-    return this.queuedRecords
+    return this.batches.records
   }
 
   stats(): RemoteReceiverStats {
-    return { received: this.received, queued: this.queuedRecords, maxQueued: this.maxQueued, granted: this.granted, deadLetters: this.deadLetters, bytesIn: this.incoming?.frames.bytesIn ?? 0 }
+    return { received: this.received, queued: this.batches.records, maxQueued: this.maxQueued, granted: this.granted, deadLetters: this.deadLetters, bytesIn: this.incoming?.frames.bytesIn ?? 0 }
   }
 
   send(): void {
@@ -364,17 +363,11 @@ class Receiver implements RemoteReceiver {
   }
 
   take(): Batch | 'end' | undefined {
-    if (this.head < this.batches.length) {
-      const batch = this.batches[this.head]!
-      this.batches[this.head++] = EMPTY
-      if (this.head > 64 && this.head * 2 > this.batches.length) {
-        this.batches.splice(0, this.head)
-        this.head = 0
-      }
+    const batch = this.batches.shift()
+    if (batch !== undefined) {
       const n = batch.values.length
-      this.queuedRecords -= n
       this.giveBack(n)
-      if (this.ended && this.queuedRecords === 0) this.complete()
+      if (this.ended && this.batches.records === 0) this.complete()
       return batch
     }
     if (this.error !== undefined) throw this.error
@@ -426,7 +419,7 @@ class Receiver implements RemoteReceiver {
           arrived = true
           // Nothing more to read: close our side too, so the sender knows END arrived.
           this.incoming?.frames.closeWrite()
-          if (this.queuedRecords === 0) this.complete()
+          if (this.batches.records === 0) this.complete()
           break
         case 'error': {
           const remote = new RemoteLinkError(this.peer ?? '?', frame.code, frame.message)
@@ -486,8 +479,7 @@ class Receiver implements RemoteReceiver {
     }
     const batch: Batch = headers === undefined ? { values } : { values, headers }
     this.batches.push(batch)
-    this.queuedRecords += values.length
-    if (this.queuedRecords > this.maxQueued) this.maxQueued = this.queuedRecords
+    if (this.batches.records > this.maxQueued) this.maxQueued = this.batches.records
     return true
   }
 
@@ -516,7 +508,7 @@ class Receiver implements RemoteReceiver {
   private giveBack(n: number): void {
     this.toReturn += n
     if (this.toReturn === 0 || this.ended || this.finished) return
-    if (this.toReturn < this.returnAt && this.queuedRecords > 0) return
+    if (this.toReturn < this.returnAt && this.batches.records > 0) return
     const frames = this.incoming?.frames
     if (frames === undefined || frames.needsDrain || !frames.writable) return
     const records = this.toReturn
@@ -565,5 +557,3 @@ function safely(guard: (value: unknown) => boolean, value: unknown): boolean {
     return false
   }
 }
-
-const EMPTY: Batch = Object.freeze({ values: Object.freeze([]) })
