@@ -10,6 +10,7 @@ export default defineConfig({
       { find: /^lamina$/, replacement: here('./kernel/index.ts') },
       { find: /^lamina\/layers$/, replacement: here('./layers/index.ts') },
       { find: /^lamina\/transport$/, replacement: here('./kernel/transport/index.ts') },
+      { find: /^lamina\/cluster$/, replacement: here('./kernel/cluster/index.ts') },
     ],
   },
   test: {
