@@ -87,6 +87,25 @@ export type ReplyTo = (outcome: { ok: true; value: unknown } | { ok: false; erro
 export interface Batch {
   readonly values: readonly unknown[]
   readonly headers?: readonly (Header | undefined)[]
+  /** Set on a marker batch (no values): a marker that flows in order with the data. */
+  readonly marker?: Marker
+}
+
+/**
+ * A marker flows with the data, in order, through every channel (a checkpoint barrier, as in
+ * Flink's asynchronous barrier snapshots). Sources emit it when a layer injects it
+ * (`JobView.inject`); an instance with several inputs aligns it: once a marker arrives on one
+ * input, that input is held until the same marker has arrived on every other open input. Then
+ * the kernel flushes the instance's emissions, calls `Instance.marker`, and forwards the marker on
+ * every output channel. Markers take no channel credit.
+ */
+export interface Marker {
+  /** Who the marker is for, e.g. `checkpoint`. */
+  readonly kind: string
+  /** Increasing per kind; a newer marker arriving during alignment supersedes an older one. */
+  readonly id: number
+  /** JSON data travelling with the marker. */
+  readonly data?: unknown
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +425,11 @@ export interface Instance {
   snapshot(): StateSnapshot
   /** Replaces the instance's state (validated against the state codec). */
   restore(snapshot: StateSnapshot): void
+  /**
+   * Called when a marker has arrived on every input (aligned), after the instance's earlier
+   * emissions were flushed and before the marker moves on downstream. The kernel awaits it.
+   */
+  marker?(marker: Marker): void | Promise<void>
 }
 
 /** What a channel joins: one producer instance's port to one consumer instance's port. */
@@ -450,6 +474,30 @@ export interface ControlRegistry {
   syscall(name: string, fn: (argument: unknown, caller: InstanceInfo) => unknown): void
   /** The running job: its events, stats and instances. */
   readonly job: JobView
+  /** Reports something the layer did (a restart, a checkpoint): a `layer` event on `job.events`. */
+  notify(kind: string, message: string, data?: unknown): void
+  /** The job's peers and a way to reach this job's share on each of them. */
+  readonly cluster: JobCluster
+}
+
+/**
+ * The peers a job runs on, as its layers see them. Without a deployment this is one peer (`local`)
+ * and `call` reaches the local job.
+ */
+export interface JobCluster {
+  /** This peer. */
+  readonly self: string
+  /** The peer that submitted the job (its coordinator). */
+  readonly submitter: string
+  /** Every peer that runs part of the job (this one included). */
+  peers(): readonly string[]
+  /**
+   * Sends a control message to this job's share on `peer` and resolves with what its handler
+   * returned (`Job.control` there). Rejects when the peer is unreachable or has no such handler.
+   */
+  call(peer: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown>
+  /** A directory this peer keeps durable state in (its work directory), when it has one. */
+  readonly workDir?: string
 }
 
 /**
@@ -520,6 +568,8 @@ export type JobEvent =
   | { readonly type: 'dead-letter'; readonly deadLetter: DeadLetter }
   | { readonly type: 'finished'; readonly job: string }
   | { readonly type: 'failed'; readonly job: string; readonly error: LaminaError }
+  /** Something a layer did (restart, escalation, checkpoint, recovery), reported with `ControlRegistry.notify`. */
+  | { readonly type: 'layer'; readonly layer: string; readonly kind: string; readonly message: string; readonly data?: unknown; readonly peer?: string }
 
 /** A read-only view of a running job, as layers see it. */
 export interface JobView {
@@ -528,6 +578,23 @@ export interface JobView {
   readonly events: Observable<JobEvent>
   stats(): JobStats
   readonly deadLetters: readonly DeadLetter[]
+  /** Which attempt of a job this is: restarts after a failure run the same job again. */
+  readonly attempt: Attempt
+  /**
+   * Injects a marker at every source instance on this peer (instances of operators without
+   * inputs that are still running); it then flows with the data. Returns how many took it.
+   */
+  inject(marker: Marker): number
+}
+
+/** One attempt of a job. A recovered job runs again as attempt 1, 2…, under a new job id. */
+export interface Attempt {
+  /** The id of the job's first attempt: the same for every attempt (durable state is kept under it). */
+  readonly lineage: string
+  /** 0 for the first run. */
+  readonly number: number
+  /** What the layers need to resume (for example the checkpoint to restore), JSON. */
+  readonly resume?: unknown
 }
 
 /** What a finished job reports. */
@@ -579,6 +646,12 @@ export interface Deployment {
   peerOf(operator: string, instance: number): string
   /** One end of a channel crossing to another peer. */
   connect(end: RemoteEnd): Channel
+  /** Calls a control handler of this job's share on another peer (see JobCluster.call). */
+  call?(peer: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown>
+  /** Every peer that runs part of the job. */
+  peers?(): readonly string[]
+  /** This peer's work directory. */
+  readonly workDir?: string
 }
 
 /** What a dead letter does to its job. */
@@ -617,4 +690,6 @@ export interface RunOptions {
   readonly peers?: readonly PeerDescription[]
   /** Skip the layers' plan hooks: the program was planned already (by the submitting peer). @default false */
   readonly planned?: boolean
+  /** Which attempt this run is (set by whoever restarts a failed job). @default the first attempt */
+  readonly attempt?: Attempt
 }

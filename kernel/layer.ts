@@ -118,5 +118,6 @@ export function wrapInstance(inner: Instance, overrides: Partial<Omit<Instance, 
     end: overrides.end ?? (() => inner.end()),
     snapshot: overrides.snapshot ?? (() => inner.snapshot()),
     restore: overrides.restore ?? ((snapshot) => inner.restore(snapshot)),
+    marker: overrides.marker ?? ((marker) => inner.marker?.(marker)),
   }
 }

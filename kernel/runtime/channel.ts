@@ -21,7 +21,13 @@ export class LocalChannel implements Channel {
 
   send(batch: Batch): void {
     const n = batch.values.length
-    if (n === 0) return
+    if (n === 0) {
+      // A marker takes no credit but keeps its place in the queue.
+      if (batch.marker === undefined) return
+      this.batches.push(batch)
+      this.readable?.()
+      return
+    }
     this.batches.push(batch)
     this.records += n
     const queued = this.batches.records

@@ -5,6 +5,7 @@ import type {
   Batch,
   Channel,
   Header,
+  Marker,
   Instance,
   InstanceInfo,
   Operator,
@@ -124,7 +125,12 @@ export class Driver implements AtomServices {
   private readonly children = new Set<Driver>()
   private childInputs: (() => void)[] = []
   private running = false
+  private closing = false
   private wakeUp: (() => void) | undefined
+  /** Markers injected at this (source) instance, waiting for the loop. */
+  private readonly injected: Batch[] = []
+  /** The marker being aligned and the inputs held until it has arrived on all of them. */
+  private aligning: { readonly marker: Marker; readonly batch: Batch; readonly held: Set<InboxEntry> } | undefined
 
   constructor(
     readonly info: InstanceInfo,
@@ -165,12 +171,28 @@ export class Driver implements AtomServices {
     })
   }
 
+  /**
+   * Injects a marker at this instance as if it had arrived on every input (used at sources).
+   * Returns false once the instance is finishing: its outputs end instead.
+   */
+  inject(batch: Batch): boolean {
+    if (this.closing || this.finished) return false
+    this.injected.push(batch)
+    this.wake()
+    return true
+  }
+
   /** Takes the next batch, round robin over the input channels; retires channels that ended. */
   private take(): { port: string; batch: Batch } | undefined {
     const entries = this.entries
     for (let tries = entries.length; tries > 0; tries--) {
       if (this.turn >= entries.length) this.turn = 0
       const entry = entries[this.turn]!
+      // An input that delivered the marker being aligned waits until every other input has too.
+      if (this.aligning?.held.has(entry) === true) {
+        this.turn++
+        continue
+      }
       const batch = entry.channel.take()
       if (batch === undefined) {
         this.turn++
@@ -178,13 +200,53 @@ export class Driver implements AtomServices {
       }
       if (batch === 'end') {
         entries.splice(this.turn, 1)
-        if (!entry.auxiliary) this.primaryOpen--
+        if (!entry.auxiliary) {
+          this.primaryOpen--
+          // An input that ended counts as aligned: it will deliver nothing more.
+          const aligned = this.alignedMarker()
+          if (aligned !== undefined) return { port: entry.port, batch: aligned }
+        }
         continue
       }
       this.turn++
+      if (batch.marker !== undefined) {
+        if (entry.auxiliary) continue // Markers are not forwarded to spawned children; none come back.
+        const aligned = this.align(entry, batch, batch.marker)
+        if (aligned !== undefined) return { port: entry.port, batch: aligned }
+        continue
+      }
       return { port: entry.port, batch }
     }
     return undefined
+  }
+
+  /** Holds `entry` for `marker`; returns the marker batch once it has arrived on every open input. */
+  private align(entry: InboxEntry, batch: Batch, marker: Marker): Batch | undefined {
+    const current = this.aligning
+    if (current !== undefined && current.marker.kind === marker.kind && marker.id < current.marker.id) return undefined // stale
+    // A newer marker supersedes the one being aligned (its checkpoint is abandoned).
+    if (current === undefined || current.marker.kind !== marker.kind || marker.id > current.marker.id) this.aligning = { marker, batch, held: new Set() }
+    this.aligning!.held.add(entry)
+    return this.alignedMarker()
+  }
+
+  /** The aligned marker (releasing the held inputs) when every open primary input delivered it. */
+  private alignedMarker(): Batch | undefined {
+    const current = this.aligning
+    if (current === undefined || current.held.size < this.primaryOpen) return undefined
+    this.aligning = undefined
+    return current.batch
+  }
+
+  /** Flushes what came before the marker, lets the instance see it, and forwards it downstream. */
+  private async passMarker(batch: Batch): Promise<void> {
+    const flushing = this.flushNow()
+    if (flushing !== undefined) await flushing
+    const seen = this.instance!.marker?.(batch.marker!)
+    if (seen !== undefined) await seen
+    const after = this.flushNow()
+    for (const outlet of this.outlets.values()) outlet.sendMarker(batch)
+    if (after !== undefined) await after
   }
 
   /** Sends buffered emissions; resolves once every channel written to has credit again. */
@@ -246,8 +308,17 @@ export class Driver implements AtomServices {
           await this.flushNow()
           continue
         }
+        const injected = this.injected.shift()
+        if (injected !== undefined) {
+          await this.passMarker(injected)
+          continue
+        }
         const next = this.take()
         if (next !== undefined) {
+          if (next.batch.marker !== undefined) {
+            await this.passMarker(next.batch)
+            continue
+          }
           this.recordsIn += next.batch.values.length
           this.running = true
           const processing = instance.process(next.port, next.batch)
@@ -273,6 +344,7 @@ export class Driver implements AtomServices {
         }
         await this.idle()
       }
+      this.closing = true
       await instance.end()
       await this.flushNow()
       for (const outlet of this.outlets.values()) outlet.end()

@@ -2,6 +2,7 @@
 
 import { Subject, type Observable } from 'rxjs'
 import type {
+  Attempt,
   Channel,
   ChannelInfo,
   ChannelStats,
@@ -13,10 +14,12 @@ import type {
   InstanceSpec,
   Job,
   JobEvent,
+  JobCluster,
   JobReport,
   JobStats,
   Layer,
   Link,
+  Marker,
   Operator,
   PortCodecs,
   Program,
@@ -57,12 +60,15 @@ export class RunningJob implements Job, DriverJob {
   readonly stopSignal: AbortSignal
   readonly done: Promise<JobReport>
   readonly deadLetters: DeadLetter[] = []
+  readonly attempt: Attempt
   private readonly abortController = new AbortController()
   private readonly stopController = new AbortController()
   private readonly eventSubject = new Subject<JobEvent>()
   private readonly handlers = new Map<string, ControlHandler>()
   private readonly syscalls = new Map<string, (argument: unknown, caller: InstanceInfo) => unknown>()
   private readonly drivers: Driver[] = []
+  /** Drivers of this peer's source instances (operators without inputs): where markers are injected. */
+  private readonly sources: Driver[] = []
   private readonly channels: { link: string; base: LocalChannel }[] = []
   private readonly remotes: { link: string; info: ChannelInfo; peer: string; records: number; maxQueued: number; channel: Channel }[] = []
   private readonly started = Date.now()
@@ -77,6 +83,7 @@ export class RunningJob implements Job, DriverJob {
 
   constructor(program: Program, private readonly layers: readonly Layer[], private readonly options: RunOptions = {}) {
     this.id = options.id ?? `${program.name}-${++jobCounter}`
+    this.attempt = options.attempt ?? { lineage: this.id, number: 0 }
     this.planned = program
     this.abortSignal = this.abortController.signal
     this.stopSignal = this.stopController.signal
@@ -144,6 +151,30 @@ export class RunningJob implements Job, DriverJob {
 
   abort(reason?: unknown): void {
     this.abortController.abort(reason ?? 'aborted')
+  }
+
+  inject(marker: Marker): number {
+    const batch = { values: [], marker }
+    let took = 0
+    for (const driver of this.sources) if (driver.inject(batch)) took++
+    return took
+  }
+
+  /** The peers of this job and how to reach its share on each (for layers' control hooks). */
+  private clusterView(): JobCluster {
+    const deployment = this.options.deployment
+    const self = deployment?.self ?? 'local'
+    return {
+      self,
+      submitter: deployment?.submitter ?? self,
+      peers: () => deployment?.peers?.() ?? [self],
+      call: async (peer, kind, payload, options) => {
+        if (peer === self) return this.control(kind, payload)
+        if (deployment?.call === undefined) throw new InvalidOptionError('job cluster', 'peer', `${peer} is not a peer of job ${this.id} (it runs on ${self} alone)`)
+        return deployment.call(peer, kind, payload, options)
+      },
+      ...(deployment?.workDir === undefined ? {} : { workDir: deployment.workDir }),
+    }
   }
 
   async control(kind: string, payload?: unknown): Promise<unknown> {
@@ -220,12 +251,18 @@ export class RunningJob implements Job, DriverJob {
         this.planned = await planThrough(this.layers, this.planned, { job: this.id, self, peers: this.options.peers ?? [{ id: self, tags: {} }] })
       }
       if (this.options.fuse !== false) this.planned = fuseChains(this.planned, this.options.deployment)
-      const registry: ControlRegistry = {
-        handle: (kind, handler) => void this.handlers.set(kind, handler),
-        syscall: (name, fn) => void this.syscalls.set(name, fn),
-        job: this,
+      const cluster = this.clusterView()
+      for (const layer of this.layers) {
+        const registry: ControlRegistry = {
+          handle: (kind, handler) => void this.handlers.set(kind, handler),
+          syscall: (name, fn) => void this.syscalls.set(name, fn),
+          job: this,
+          notify: (kind, message, data) =>
+            this.eventSubject.next({ type: 'layer', layer: layer.name, kind, message, ...(data === undefined ? {} : { data }), ...(this.peerField.peer === undefined ? {} : { peer: this.peerField.peer }) }),
+          cluster,
+        }
+        layer.control?.(registry)
       }
-      for (const layer of this.layers) layer.control?.(registry)
       this.materialize(this.planned)
       this.eventSubject.next({ type: 'started', job: this.id })
       const abort = new Promise<never>((_, reject) => {
@@ -383,6 +420,7 @@ export class RunningJob implements Job, DriverJob {
         for (const { port, channel } of inputs.get(`${operator.name}#${i}`) ?? []) driver.addInput({ port, channel, auxiliary: false })
         driver.instance = instanceThrough(this.layers, { info, operator, outputs: driver.outputs }, (spec) => baseInstance(spec, driver))
         this.drivers.push(driver)
+        if (Object.keys(operator.inputs).length === 0) this.sources.push(driver)
       }
     }
   }

@@ -93,6 +93,11 @@ export class Outlet {
     if (!channel.ready()) full.push(channel)
   }
 
+  /** Sends a marker batch on every channel of every link, credit or not (markers take none). */
+  sendMarker(batch: Batch): void {
+    for (const route of this.routes) for (const channel of route.channels) channel.send(batch)
+  }
+
   /** Ends every channel of every link. */
   end(): void {
     for (const route of this.routes) for (const channel of route.channels) channel.end()

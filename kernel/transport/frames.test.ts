@@ -2,7 +2,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { FrameError } from './errors.js'
-import { decodeFrames, encodeCredit, encodeData, encodeDataLenient, encodeEnd, encodeError, encodeOpen, FrameDecoder, FrameKind, type Frame } from './frames.js'
+import { decodeFrames, encodeCredit, encodeData, encodeDataLenient, encodeEnd, encodeError, encodeMarker, encodeOpen, FrameDecoder, FrameKind, type Frame } from './frames.js'
 
 function encode(frame: Frame): Uint8Array {
   switch (frame.kind) {
@@ -16,6 +16,8 @@ function encode(frame: Frame): Uint8Array {
       return encodeEnd()
     case 'error':
       return encodeError(frame.code, frame.message)
+    case 'marker':
+      return encodeMarker(frame.marker)
   }
 }
 
@@ -35,10 +37,13 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ kind: fc.constant('credit' as const), records: fc.integer({ min: 1, max: 0x7fffffff }) }),
   fc.constant({ kind: 'end' as const }),
   fc.record({ kind: fc.constant('error' as const), code: text, message: text }),
+  fc.record({ kind: fc.constant('marker' as const), marker: fc.record({ kind: text, id: fc.maxSafeNat() }) }),
+  fc.record({ kind: fc.constant('marker' as const), marker: fc.record({ kind: text, id: fc.nat(), data: fc.jsonValue({ maxDepth: 2 }).filter((d) => d !== null) }) }),
 )
 
 /** What a frame looks like after a round trip: JSON drops undefined header slots' absence, -0 in JSON, etc. */
 function normalize(frame: Frame): unknown {
+  if (frame.kind === 'marker') return JSON.parse(JSON.stringify(frame))
   if (frame.kind !== 'data') return frame
   const values = frame.values.map((v) => (v instanceof Uint8Array ? Array.from(v) : v))
   const jsonish = !frame.values.every((v) => typeof v === 'string') && !frame.values.every((v) => typeof v === 'number') && !frame.values.every((v) => v instanceof Uint8Array)
@@ -59,6 +64,8 @@ function isValidFrame(frame: Frame): boolean {
       return true
     case 'error':
       return typeof frame.code === 'string' && typeof frame.message === 'string'
+    case 'marker':
+      return typeof frame.marker.kind === 'string' && Number.isSafeInteger(frame.marker.id)
     default:
       return false
   }

@@ -11,15 +11,16 @@
 //   CREDIT uvarint records (>= 1)
 //   END    (empty)
 //   ERROR  UTF-8 JSON {"code": string, "message": string}
+//   MARKER UTF-8 JSON {"kind": string, "id": number, "data"?: JSON} (a marker in the data, e.g. a checkpoint barrier; takes no credit)
 // Homogeneous batches of strings, numbers or bytes take the compact encodings (strings are
 // written as one UTF-8 run and cut back by length: no per-value JSON); anything else is JSON.
 
 import { isUtf8 } from 'node:buffer'
-import type { Header } from '../contracts.js'
+import type { Header, Marker } from '../contracts.js'
 import { FrameError } from './errors.js'
 
 /** Frame kinds, as the byte on the wire. */
-export const FrameKind = { OPEN: 1, DATA: 2, CREDIT: 3, END: 4, ERROR: 5 } as const
+export const FrameKind = { OPEN: 1, DATA: 2, CREDIT: 3, END: 4, ERROR: 5, MARKER: 6 } as const
 
 /** How a DATA frame's values are encoded. */
 export const ValueEncoding = { JSON: 0, STRINGS: 1, NUMBERS: 2, BYTES: 3 } as const
@@ -64,8 +65,14 @@ export interface ErrorFrame {
   readonly message: string
 }
 
+/** A marker flowing in order with the data (see `Marker`); it takes no credit. */
+export interface MarkerFrame {
+  readonly kind: 'marker'
+  readonly marker: Marker
+}
+
 /** Any decoded frame. */
-export type Frame = OpenFrame | DataFrame | CreditFrame | EndFrame | ErrorFrame
+export type Frame = OpenFrame | DataFrame | CreditFrame | EndFrame | ErrorFrame | MarkerFrame
 
 const HEADER_BYTES = 5
 const MAX_INSTANCE = 0x7fffffff
@@ -90,6 +97,11 @@ export function encodeCredit(records: number): Uint8Array {
 /** Encodes an END frame. */
 export function encodeEnd(): Uint8Array {
   return finish(Buffer.allocUnsafe(HEADER_BYTES), FrameKind.END, HEADER_BYTES)
+}
+
+/** Encodes a MARKER frame. */
+export function encodeMarker(marker: Marker): Uint8Array {
+  return jsonFrame(FrameKind.MARKER, marker.data === undefined ? { kind: marker.kind, id: marker.id } : { kind: marker.kind, id: marker.id, data: marker.data })
 }
 
 /** Encodes an ERROR frame. */
@@ -416,6 +428,13 @@ function decodeBody(data: Uint8Array, start: number, end: number, base: number):
       const code = reader.string(object, 'code', 'ERROR')
       const message = reader.string(object, 'message', 'ERROR')
       return { kind: 'error', code, message }
+    }
+    case FrameKind.MARKER: {
+      const object = reader.object(reader.json('MARKER body', reader.end - reader.at), 'MARKER body')
+      const kind = reader.string(object, 'kind', 'MARKER')
+      const id = object['id']
+      if (typeof id !== 'number' || !Number.isSafeInteger(id)) return reader.fail(start, `MARKER id must be an integer, got ${JSON.stringify(id)}`)
+      return { kind: 'marker', marker: object['data'] === undefined ? { kind, id } : { kind, id, data: object['data'] } }
     }
     default:
       return reader.fail(start, `unknown frame kind ${kind}`)

@@ -413,6 +413,11 @@ class Receiver implements RemoteReceiver {
           this.received += frame.values.length
           if (this.deliver(frame)) arrived = true
           break
+        case 'marker':
+          if (this.ended) return this.violation('MARKER after END')
+          this.batches.push({ values: [], marker: frame.marker })
+          arrived = true
+          break
         case 'end':
           if (this.ended) return this.violation('a second END')
           this.ended = true

@@ -4,7 +4,7 @@ import './polyfill.js'
 import type { Batch, Channel, ChannelInfo, Header } from '../contracts.js'
 import { JobAbortedError, type LaminaError, type Where } from '../errors.js'
 import { ChannelEndedError, LinkProtocolError, RemoteLinkError, UnencodableValueError, type FrameError } from './errors.js'
-import { encodeDataLenient, encodeEnd, encodeOpen, MAX_FRAME_BYTES, type Frame } from './frames.js'
+import { encodeDataLenient, encodeEnd, encodeMarker, encodeOpen, MAX_FRAME_BYTES, type Frame } from './frames.js'
 import type { Logger } from './logger.js'
 import type { DialTarget, PeerNode } from './node.js'
 import { brokenBy, CHANNEL_PROTOCOL, describeClose, FrameStream } from './remote-channel.js'
@@ -170,7 +170,7 @@ class Sender implements RemoteSender {
   send(batch: Batch): void {
     if (this.error !== undefined) throw this.error
     if (this.ending) throw new ChannelEndedError(this.link)
-    if (batch.values.length === 0) return
+    if (batch.values.length === 0 && batch.marker === undefined) return
     this.pending.push(batch)
     this.pendingRecords += batch.values.length
     this.pump()
@@ -260,8 +260,16 @@ class Sender implements RemoteSender {
   private pump(): void {
     const frames = this.frames
     if (frames === undefined || this.finished) return
-    while (this.pending.length > 0 && this.credit > 0 && !frames.needsDrain) {
+    while (this.pending.length > 0 && !frames.needsDrain) {
       const batch = this.pending[0]!
+      if (batch.marker !== undefined) {
+        // A marker takes no credit: it goes as soon as the data before it has gone.
+        this.pending.shift()
+        this.write(encodeMarker(batch.marker))
+        if (this.finished) return
+        continue
+      }
+      if (this.credit === 0) break
       const n = fitFrame(batch.values, Math.min(this.credit, batch.values.length, this.maxFrameRecords), this.frameBytes)
       let values = batch.values
       let headers = batch.headers
