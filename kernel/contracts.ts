@@ -61,6 +61,8 @@ export interface Annotations {
   assignment?: Assignment
   /** Free-form labels, shown by `describe()`. */
   labels?: readonly string[]
+  /** How a source replays its input after a restore from a checkpoint (set by `source`; see SourceReplay). */
+  replay?: 'skip' | 'seek' | 'none'
 }
 
 // ---------------------------------------------------------------------------------------------

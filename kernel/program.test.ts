@@ -128,7 +128,7 @@ describe('values', () => {
     expect(JSON.parse(JSON.stringify(p))).toEqual({
       name: 'doubling',
       operators: [
-        { name: 'numbers', form: 'atom', role: 'source', inputs: {}, outputs: { out: 'number' }, keyed: false, annotations: {} },
+        { name: 'numbers', form: 'atom', role: 'source', inputs: {}, outputs: { out: 'number' }, keyed: false, state: 'number', annotations: { replay: 'skip' } },
         { name: 'double', form: 'atom', role: 'transform', inputs: { in: 'number' }, outputs: { out: 'number' }, keyed: false, annotations: {} },
         { name: 'out', form: 'atom', role: 'sink', inputs: { in: 'number' }, outputs: {}, keyed: false, annotations: {} },
       ],

@@ -1,6 +1,6 @@
 // The source operator: emits the values of an array, iterable, async iterable or Observable, with backpressure.
 
-import type * as t from 'io-ts'
+import * as t from 'io-ts'
 import { isObservable, type Observable } from 'rxjs'
 import type { Annotations, AnyCodec, AtomContext, Operator } from '../contracts.js'
 import { SourceError } from '../errors.js'
@@ -11,7 +11,23 @@ export interface SourcePart {
   readonly instance: number
   readonly parallelism: number
   readonly signal: AbortSignal
+  /**
+   * Records of this part already emitted before a restart (0 on a first run). A source declared
+   * `replay: 'seek'` starts its iterable here; otherwise the kernel skips that many values.
+   */
+  readonly offset: number
 }
+
+/**
+ * How a source replays after a restore from a checkpoint (its offset is the number of records
+ * each instance emitted, kept in its state):
+ * - `skip`: read the input again from the start and skip `offset` values (arrays, iterables that
+ *   can be iterated again, partition functions);
+ * - `seek`: a partition function starts at `part.offset` itself (files, logs, generators);
+ * - `none`: the input cannot be read again (an async iterable, an Observable, a one-shot
+ *   iterator): after a restore, what was read since the checkpoint is lost (at-most-once).
+ */
+export type SourceReplay = 'skip' | 'seek' | 'none'
 
 /**
  * What a source reads. Arrays and partition functions split over the source's instances (an array
@@ -31,6 +47,24 @@ export interface SourceOptions {
   /** Milliseconds a partial batch of an async input may wait before it is sent. @default 5 */
   readonly lingerMs?: number
   readonly annotations?: Annotations
+  /**
+   * How the source replays after a restore (see SourceReplay). @default `skip` for arrays,
+   * partition functions and re-iterable iterables; `none` for async iterables, Observables and
+   * one-shot iterators (an iterator that is its own iterable)
+   */
+  readonly replay?: SourceReplay
+}
+
+/** A source's state: records this instance has emitted (its replay offset). */
+const Offset = t.number
+
+/** The default replay of an input (see SourceOptions.replay). */
+function replayOf(from: unknown): SourceReplay {
+  if (Array.isArray(from) || typeof from === 'function') return 'skip'
+  if (isObservable(from) || (typeof from === 'object' && from !== null && Symbol.asyncIterator in from)) return 'none'
+  const iterable = from as Iterable<unknown>
+  const iterator = iterable[Symbol.iterator]
+  return (iterator as unknown) === undefined || (from as { next?: unknown }).next !== undefined ? 'none' : 'skip'
 }
 
 /**
@@ -42,21 +76,27 @@ export interface SourceOptions {
  */
 export function source<C extends AnyCodec>(name: string, codec: C, from: SourceInput<t.TypeOf<C>>, options: SourceOptions = {}): Operator<Record<never, never>, { out: C }> {
   const lingerMs = options.lingerMs ?? 5
-  return atom<Record<never, never>, { out: C }>({
+  const replay = options.replay ?? replayOf(from)
+  return atom<Record<never, never>, { out: C }, number>({
     name,
     outputs: { out: codec },
-    ...(options.annotations === undefined ? {} : { annotations: options.annotations }),
+    annotations: { ...options.annotations, replay },
+    // The offset (records emitted) is state, so a checkpoint holds it and a restore resumes there.
+    // It is updated before every await: a marker is only ever seen at an await.
+    state: { codec: Offset, init: () => 0 },
     run: async (ctx) => {
       const { instance, parallelism } = ctx.info
+      const offset = ctx.state.get()
       try {
-        if (Array.isArray(from)) return await emitArray(ctx, from as readonly unknown[], instance, parallelism)
+        if (Array.isArray(from)) return await emitArray(ctx, from as readonly unknown[], instance, parallelism, offset)
         let input: Iterable<unknown> | AsyncIterable<unknown> | Observable<unknown>
-        if (typeof from === 'function') input = (from as (part: SourcePart) => Iterable<unknown> | AsyncIterable<unknown>)({ instance, parallelism, signal: ctx.signal })
+        if (typeof from === 'function') input = (from as (part: SourcePart) => Iterable<unknown> | AsyncIterable<unknown>)({ instance, parallelism, signal: ctx.signal, offset })
         else if (instance > 0) return
         else input = from as Iterable<unknown> | AsyncIterable<unknown> | Observable<unknown>
+        const skip = replay === 'skip' ? offset : 0
         if (isObservable(input)) input = observableValues(input)
-        if (Symbol.asyncIterator in input) await emitAsync(ctx, input as AsyncIterable<unknown>, lingerMs)
-        else await emitIterable(ctx, input as Iterable<unknown>)
+        if (Symbol.asyncIterator in input) await emitAsync(ctx, input as AsyncIterable<unknown>, lingerMs, skip)
+        else await emitIterable(ctx, input as Iterable<unknown>, skip)
       } catch (error) {
         throw new SourceError(name, error)
       }
@@ -64,49 +104,66 @@ export function source<C extends AnyCodec>(name: string, codec: C, from: SourceI
   })
 }
 
-type SourceContext = AtomContext<{ out: AnyCodec }, undefined>
+type SourceContext = AtomContext<{ out: AnyCodec }, number>
 
-async function emitArray(ctx: SourceContext, values: readonly unknown[], first: number, stride: number): Promise<void> {
+async function emitArray(ctx: SourceContext, values: readonly unknown[], first: number, stride: number, offset: number): Promise<void> {
   const batch = ctx.info.batchSize
+  let emitted = offset
   if (stride === 1) {
-    for (let i = first; i < values.length; i += batch) {
-      ctx.emitAll('out', values.slice(i, i + batch))
+    for (let i = first + offset; i < values.length; i += batch) {
+      const part = values.slice(i, i + batch)
+      ctx.emitAll('out', part)
+      ctx.state.set((emitted += part.length))
       await ctx.flush()
       if (ctx.signal.aborted) return
     }
     return
   }
   let n = 0
-  for (let i = first; i < values.length; i += stride) {
+  for (let i = first + offset * stride; i < values.length; i += stride) {
     ctx.emit('out', values[i])
+    emitted++
     if (++n === batch) {
       n = 0
+      ctx.state.set(emitted)
       await ctx.flush()
       if (ctx.signal.aborted) return
     }
   }
+  ctx.state.set(emitted)
 }
 
-async function emitIterable(ctx: SourceContext, values: Iterable<unknown>): Promise<void> {
+async function emitIterable(ctx: SourceContext, values: Iterable<unknown>, skip: number): Promise<void> {
   const batch = ctx.info.batchSize
   let n = 0
+  let emitted = ctx.state.get()
+  let skipped = 0
   for (const value of values) {
+    if (skipped < skip) {
+      skipped++
+      continue
+    }
     ctx.emit('out', value)
+    emitted++
     if (++n === batch) {
       n = 0
+      ctx.state.set(emitted)
       await ctx.flush()
       if (ctx.signal.aborted) return
     }
   }
+  ctx.state.set(emitted)
 }
 
 const LINGER = Symbol('linger')
 
 /** Pulls an async iterable; a partial batch waits at most `lingerMs` for more before it is sent. */
-async function emitAsync(ctx: SourceContext, values: AsyncIterable<unknown>, lingerMs: number): Promise<void> {
+async function emitAsync(ctx: SourceContext, values: AsyncIterable<unknown>, lingerMs: number, skip: number): Promise<void> {
   const batch = ctx.info.batchSize
   const iterator = values[Symbol.asyncIterator]()
   let n = 0
+  let emitted = ctx.state.get()
+  let skipped = 0
   let timer: NodeJS.Timeout | undefined
   let deadline: Promise<typeof LINGER> | undefined
   const clearDeadline = (): void => {
@@ -134,7 +191,13 @@ async function emitAsync(ctx: SourceContext, values: AsyncIterable<unknown>, lin
         }
       } else next = await pending
       if (next.done === true) return
+      if (skipped < skip) {
+        skipped++
+        continue
+      }
       ctx.emit('out', next.value)
+      // Set before the next await (the iterator's), where a marker may be seen.
+      ctx.state.set(++emitted)
       if (++n === batch) {
         n = 0
         clearDeadline()
