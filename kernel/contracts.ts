@@ -63,6 +63,15 @@ export interface Annotations {
   labels?: readonly string[]
   /** How a source replays its input after a restore from a checkpoint (set by `source`; see SourceReplay). */
   replay?: 'skip' | 'seek' | 'none'
+  /**
+   * What a failure of the operator's own code does (a handler, `run`, `start` or `end` throwing):
+   * - `dead-letter`: the record is a dead letter with the error, and the instance goes on;
+   * - `crash`: the record is a dead letter too, then the instance fails with InstanceCrashedError:
+   *   a supervision layer restarts it, and without one the job fails.
+   * Values that do not fit a port's codec, `ctx.reject` and timer callbacks stay dead letters
+   * either way. Atom-form operators only. @default 'dead-letter'
+   */
+  onError?: 'dead-letter' | 'crash'
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,6 +441,11 @@ export interface Instance {
    * emissions were flushed and before the marker moves on downstream. The kernel awaits it.
    */
   marker?(marker: Marker): void | Promise<void>
+  /**
+   * Called when the instance is discarded before it ended (a supervisor replaced it with a fresh
+   * one): it cancels the timers it set, so they do not fire into its successor. Idempotent.
+   */
+  dispose?(): void
 }
 
 /** What a channel joins: one producer instance's port to one consumer instance's port. */
@@ -527,6 +541,12 @@ export interface Layer {
   channel?(channel: Channel, next: (channel: Channel) => Channel): Channel
   /** Registers control message kinds and syscalls; called once per job before it starts. */
   control?(registry: ControlRegistry): void
+  /**
+   * Set by a layer that can resume a job from durable state (fault tolerance): when a peer of a
+   * cluster job fails, the submitter runs the job again (a new `Attempt`) on the surviving peers,
+   * at most `attempts` times, instead of failing it.
+   */
+  readonly recovery?: { readonly attempts: number }
 }
 
 // ---------------------------------------------------------------------------------------------

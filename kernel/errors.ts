@@ -1,5 +1,7 @@
 // The kernel's error classes: every failure that crosses an API boundary is one of these, with a stable `code`.
 
+import type { Batch } from './contracts.js'
+
 /** Where in a program a problem sits: operator, port and (for parallel operators) instance. */
 export interface Where {
   readonly operator?: string
@@ -113,6 +115,29 @@ export class HandlerError extends LaminaError {
         `${where.port === undefined ? '' : `.${where.port}`}: handler threw: ${describeCause(cause)}`,
       { cause },
     )
+  }
+}
+
+/** The part of an instance's life in which it crashed. */
+export type CrashPhase = 'start' | 'process' | 'run' | 'end'
+
+/**
+ * Thrown out of an instance whose operator declares `onError: 'crash'` when its own code fails (a
+ * handler, `run`, `start` or `end` threw). The failing record is a dead letter already (with
+ * `cause`); a supervision layer restarts the instance and hands the fresh one `remaining`, and
+ * without one the job fails with this error as its cause.
+ */
+export class InstanceCrashedError extends LaminaError {
+  readonly code = 'ERR_INSTANCE_CRASHED'
+  override readonly name = 'InstanceCrashedError'
+  constructor(
+    readonly where: Where & { readonly operator: string; readonly instance: number },
+    readonly phase: CrashPhase,
+    cause: LaminaError,
+    /** Records of the batch being processed that the instance had not reached (phase `process`). */
+    readonly remaining?: Batch,
+  ) {
+    super(`${where.operator}[${where.instance}] crashed in ${phase} (it declares onError: 'crash'): ${cause.message}`, { cause })
   }
 }
 

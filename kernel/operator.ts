@@ -47,6 +47,11 @@ export interface AtomDefinition<I extends PortCodecs, O extends PortCodecs, S> {
   readonly end?: (ctx: AtomContext<O, S>) => unknown
   /** Lets the kernel chain this operator with the next (see Fusible). */
   readonly fusible?: Fusible
+  /**
+   * What a failure of the handlers, `run`, `start` or `end` does: `crash` ends the instance for a
+   * supervisor to restart (see `Annotations.onError`); sets that annotation. @default 'dead-letter'
+   */
+  readonly onError?: 'dead-letter' | 'crash'
   readonly annotations?: Annotations
 }
 
@@ -91,7 +96,8 @@ export function atom<I extends PortCodecs = Record<never, never>, O extends Port
     state: definition.state,
     fusible: definition.fusible,
   } as unknown as AtomBody
-  return new OperatorValue(definition.name, inputs, (definition.outputs ?? {}) as O, body, definition.annotations ?? {}) as unknown as Operator<I, O>
+  const annotations = definition.onError === undefined ? (definition.annotations ?? {}) : { ...definition.annotations, onError: definition.onError }
+  return new OperatorValue(definition.name, inputs, (definition.outputs ?? {}) as O, body, annotations) as unknown as Operator<I, O>
 }
 
 /** Definition of a stream-form operator: an rxjs function from input Observables to output Observables. */
@@ -138,6 +144,11 @@ class OperatorValue implements Operator {
     if (parallelism !== undefined && (!Number.isInteger(parallelism) || parallelism < 1)) {
       throw new InvalidOptionError(`operator ${name}`, 'parallelism', `must be a positive integer, got ${parallelism}`)
     }
+    const onError = annotations.onError
+    if (onError !== undefined && onError !== 'dead-letter' && onError !== 'crash') {
+      throw new InvalidOptionError(`operator ${name}`, 'onError', `must be 'dead-letter' or 'crash', got ${JSON.stringify(onError)}`)
+    }
+    if (onError === 'crash' && body.form !== 'atom') throw new InvalidOptionError(`operator ${name}`, 'onError', "'crash' applies to atom-form operators only (a stream-form operator restarts its pipeline after a failure)")
     this.annotations = Object.freeze({ ...annotations })
     this.inputs = Object.freeze(
       Object.fromEntries(Object.entries(inputCodecs).map(([port, codec]) => [port, Object.freeze({ direction: 'in' as const, operator: name, port, codec })])),

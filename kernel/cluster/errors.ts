@@ -55,3 +55,21 @@ export class ClusterJoinError extends LaminaError {
     super(`peers not seen alive within ${timeoutMs} ms: ${missing.join(', ')}`)
   }
 }
+
+/** Thrown when a control call (JobCluster.call) to another peer's share of a job fails. */
+export class ControlCallError extends LaminaError {
+  readonly code = 'ERR_CONTROL_CALL'
+  override readonly name = 'ControlCallError'
+  constructor(readonly peer: string, readonly kind: string, reason: string, readonly remoteCode?: string) {
+    super(`control call ${kind} to peer ${peer}: ${reason}`)
+  }
+}
+
+/** Thrown when a cluster job cannot recover from a failure: no recovery layer, attempts used up, or no peer left. */
+export class RecoveryFailedError extends LaminaError {
+  readonly code = 'ERR_RECOVERY_FAILED'
+  override readonly name = 'RecoveryFailedError'
+  constructor(readonly job: string, readonly attempts: number, reason: string, cause: unknown) {
+    super(`job ${job} cannot recover after ${attempts} attempt(s): ${reason}${cause instanceof Error ? `; last failure: ${cause.message}` : ''}`, { cause })
+  }
+}

@@ -5,14 +5,15 @@
 import '../transport/polyfill.js'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type { Channel, DeadLetter, Deployment, JobStats, Program, RemoteEnd } from '../contracts.js'
+import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd } from '../contracts.js'
 import { JobAbortedError, LaminaError } from '../errors.js'
 import { kernel as defaultKernel, type Kernel } from '../kernel.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../transport/remote-receiver.js'
 import { openRemoteSender } from '../transport/remote-sender.js'
 import { startMembership, type Membership, type MembershipOptions } from '../../kmods/membership/index.js'
-import { RemoteJobError } from './errors.js'
+import { CONTROL_PROTOCOL, callOver, serveControl } from './control-protocol.js'
+import { JobProtocolError, RecoveryFailedError, RemoteJobError } from './errors.js'
 import { JOB_PROTOCOL, JobChannel, type JobMessage, statsToWire, toWire, type WireDeadLetter } from './job-protocol.js'
 import { instanceKey, roundRobinPlan, type Plan } from './placement.js'
 import { loadProgram, type LoadedProgram } from './program-module.js'
@@ -52,16 +53,23 @@ export interface ClusterReport {
   readonly stats: { readonly [peer: string]: JobStats }
   readonly deadLetters: readonly WireDeadLetter[]
   readonly elapsedMs: number
+  /** Attempts the job took: 1 when nothing failed, one more per recovery. */
+  readonly attempts: number
 }
 
 /** Events of a submitted job. */
 export type ClusterJobEvent =
   | { readonly type: 'progress'; readonly peer: string; readonly stats: JobStats }
   | { readonly type: 'dead-letter'; readonly letter: WireDeadLetter }
+  /** A layer on some peer reported something (a restart, a checkpoint, an escalation). */
+  | { readonly type: 'layer'; readonly peer: string; readonly layer: string; readonly kind: string; readonly message: string; readonly data?: unknown }
+  /** An attempt failed and the job runs again from its durable state on the surviving peers. */
+  | { readonly type: 'recovering'; readonly attempt: number; readonly lost: readonly string[]; readonly reason: string; readonly plan: Plan }
 
 /** A job submitted to the cluster. */
 export interface SubmittedJob {
   readonly id: string
+  /** Where each instance runs in the current attempt. */
   readonly plan: Plan
   readonly program: Program
   readonly events: Observable<ClusterJobEvent>
@@ -76,6 +84,9 @@ let jobCounter = 0
 /** A running peer. Start with `Peer.start(options)`; stop with `stop()` (idempotent). */
 export class Peer {
   private readonly running = new Map<string, { abort(reason: string): void }>()
+  /** Job shares running here, by job id (attempt ids included): control calls reach them. */
+  private readonly shares = new Map<string, Job>()
+  private readonly shareWaiters = new Map<string, (() => void)[]>()
   private members: Members
 
   private constructor(
@@ -85,6 +96,8 @@ export class Peer {
     private readonly progressMs: number,
     /** Gossip membership: who is alive, suspect, dead, joined or left. */
     readonly membership: Membership,
+    /** The work directory: identity, and durable state layers keep (checkpoints). */
+    readonly workdir: string,
   ) {
     this.members = { list: () => membership.members().filter((m) => m.status === 'alive') }
   }
@@ -95,11 +108,54 @@ export class Peer {
     const registry = createReceiverRegistry(node)
     await registry.start()
     const membership = await startMembership(node, { bootstrap: options.bootstrap ?? [], ...options.membership })
-    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership)
+    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership, options.workdir)
     await node.libp2p.handle(JOB_PROTOCOL, (stream: Stream, connection) => {
       void peer.serve(new JobChannel(stream, connection.remotePeer.toString()))
     })
+    await node.libp2p.handle(CONTROL_PROTOCOL, (stream: Stream, connection) => {
+      void serveControl(stream, connection.remotePeer.toString(), (job) => peer.shareControl(job))
+    }, { maxInboundStreams: 1024 })
     return peer
+  }
+
+  /** Registers a running share of a job so control calls reach it until it settles. */
+  private addShare(job: Job): void {
+    this.shares.set(job.id, job)
+    for (const wake of this.shareWaiters.get(job.id) ?? []) wake()
+    this.shareWaiters.delete(job.id)
+    const remove = (): void => void (this.shares.get(job.id) === job && this.shares.delete(job.id))
+    job.done.then(remove, remove)
+  }
+
+  /** The `control` of a share of `job` here, waiting up to 10 s for it to start (calls may beat it). */
+  private async shareControl(job: string): Promise<((kind: string, payload: unknown) => Promise<unknown>) | undefined> {
+    let share = this.shares.get(job)
+    if (share === undefined) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 10_000)
+        const waiters = this.shareWaiters.get(job) ?? []
+        waiters.push(() => {
+          clearTimeout(timer)
+          resolve()
+        })
+        this.shareWaiters.set(job, waiters)
+      })
+      share = this.shares.get(job)
+    }
+    return share === undefined ? undefined : (kind, payload) => share.control(kind, payload)
+  }
+
+  /** Calls a control handler of `job`'s share on `peer` over the control protocol. */
+  private async callPeer(job: string, peer: string, address: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown> {
+    const signals = [AbortSignal.timeout(options?.timeoutMs ?? 30_000), ...(options?.signal === undefined ? [] : [options.signal])]
+    const signal = AbortSignal.any(signals)
+    const stream = await this.node.dialProtocol(address, CONTROL_PROTOCOL, { signal })
+    try {
+      return await callOver(stream, peer, job, kind, payload, signal)
+    } catch (error) {
+      stream.abort(error instanceof Error ? error : new Error(String(error)))
+      throw error
+    }
   }
 
   get id(): string {
@@ -125,10 +181,14 @@ export class Peer {
     return Object.fromEntries(this.members.list().map((m) => [m.peerId, [...m.multiaddrs]]))
   }
 
-  private deployment(plan: Plan, submitter: string, addresses: { readonly [peer: string]: readonly string[] }, signal: AbortSignal): Deployment {
+  private deployment(job: string, plan: Plan, submitter: string, addresses: { readonly [peer: string]: readonly string[] }, signal: AbortSignal): Deployment {
+    const peers = [...new Set([submitter, ...Object.values(plan)])]
     return {
       self: this.id,
       submitter,
+      workDir: this.workdir,
+      peers: () => peers,
+      call: (peer, kind, payload, options) => this.callPeer(job, peer, this.addressOf(peer, addresses), kind, payload, { ...options, signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]) }),
       // Fused operators are named `a+b…`; the kernel fuses only co-located operators, so the first part decides.
       peerOf: (operator, instance) => plan[instanceKey(operator, instance)] ?? plan[instanceKey(operator.split('+')[0]!, instance)] ?? submitter,
       connect: (end: RemoteEnd): Channel =>
@@ -158,9 +218,14 @@ export class Peer {
       const job = this.kernel.with(...loaded.layers).run(loaded.program, {
         id: submit.job,
         peers: submit.peers,
-        deployment: this.deployment(submit.plan, submit.submitter, submit.addresses, abort.signal),
+        deployment: this.deployment(submit.job, submit.plan, submit.submitter, submit.addresses, abort.signal),
         signal: abort.signal,
+        ...(submit.attempt === undefined ? {} : { attempt: submit.attempt }),
         onDeadLetter: (letter: DeadLetter) => void channel.send({ type: 'dead-letter', peer: this.id, letter: toWire(letter, this.id) }).catch(() => undefined),
+      })
+      this.addShare(job)
+      job.events.subscribe((event) => {
+        if (event.type === 'layer') void channel.send({ type: 'event', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, data: event.data ?? null }).catch(() => undefined)
       })
       this.running.set(submit.job, { abort: (reason) => abort.abort(reason) })
       // The submitter may abort us; a broken job stream means it is gone: abort then too.
@@ -190,95 +255,195 @@ export class Peer {
   /**
    * Submits a program module to the cluster: plans it over the members (sources and sinks here,
    * transforms round robin over the workers), starts every share, and runs this peer's own.
+   *
+   * When a peer fails and a layer of the stack can recover (`Layer.recovery`, fault tolerance),
+   * the job runs again as a new attempt on the surviving peers, resuming from its durable state.
    */
   async submit(module: string, options: SubmitOptions = {}): Promise<SubmittedJob> {
     const args = options.args ?? []
     const { program, layers, planned: onPlanned } = await loadProgram(module, args, { submitter: true, peer: this.id })
     const kernel = this.kernel.with(...layers)
     const others = this.members.list().map((m) => m.peerId).filter((p) => p !== this.id)
-    const workers = options.workers ?? (others.length > 0 ? others : [this.id])
+    let workers = options.workers ?? (others.length > 0 ? others : [this.id])
     const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
     // The layers' plan hooks (placement) see the live members; every peer plans again alike.
-    const descriptions = this.members.list().map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
-    const planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+    let descriptions = this.members.list().map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
+    let planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
     onPlanned?.(planned)
-    const plan = roundRobinPlan(planned, workers, this.id)
+    let plan = roundRobinPlan(planned, workers, this.id)
+    const recovery = recoveryOf(kernel.layers)
     const abort = new AbortController()
     options.signal?.addEventListener('abort', () => abort.abort(options.signal?.reason), { once: true })
     const events = new Subject<ClusterJobEvent>()
     const stats: Record<string, JobStats> = {}
     const deadLetters: WireDeadLetter[] = []
     const started = Date.now()
-    const peers = [...new Set(Object.values(plan))].filter((p) => p !== this.id)
-    const addresses = this.addresses()
-    // Hand every other peer its share and wait until all accepted, before anything runs.
-    const channels = await Promise.all(
-      peers.map(async (peer) => {
-        const stream = await this.node.dialProtocol(this.addressOf(peer, addresses), JOB_PROTOCOL, { signal: abort.signal })
-        const channel = new JobChannel(stream, peer)
-        await channel.send({ type: 'submit', job: id, module: resolveModule(module), args: [...args], plan, submitter: this.id, addresses, peers: descriptions })
-        const answer = await channel.receive({ signal: abort.signal })
-        if (answer.type === 'refused') throw new RemoteJobError(peer, answer.code, answer.message)
-        if (answer.type !== 'accepted') throw new RemoteJobError(peer, 'ERR_JOB_PROTOCOL', `expected accepted, got ${answer.type}`)
-        return channel
-      }),
-    )
-    const remoteDone = channels.map(async (channel) => {
-      for (;;) {
-        const message: JobMessage = await channel.receive()
-        if (message.type === 'progress') {
-          stats[message.peer] = message.stats
-          events.next({ type: 'progress', peer: message.peer, stats: message.stats })
-        } else if (message.type === 'dead-letter') {
-          deadLetters.push(message.letter)
-          events.next({ type: 'dead-letter', letter: message.letter })
-        } else if (message.type === 'done') {
-          stats[message.peer] = message.stats
-          return
-        } else if (message.type === 'failed') throw new RemoteJobError(message.peer, message.code, message.message)
-      }
-    })
-    for (const channel of channels) await channel.send({ type: 'start' })
-    const local = kernel.run(program, {
-      id,
-      peers: descriptions,
-      deployment: this.deployment(plan, this.id, addresses, abort.signal),
-      signal: abort.signal,
-      onDeadLetter: (letter) => {
-        const wire = toWire(letter, this.id)
-        deadLetters.push(wire)
-        events.next({ type: 'dead-letter', letter: wire })
-      },
-    })
-    const progress = setInterval(() => {
-      const current = local.stats()
-      stats[this.id] = current
-      events.next({ type: 'progress', peer: this.id, stats: current })
-    }, this.progressMs)
-    const failAll = (reason: string): void => {
-      abort.abort(reason)
-      for (const channel of channels) void channel.send({ type: 'abort', reason }).catch(() => undefined)
-    }
+    const resolved = resolveModule(module)
+    let current: Attempting | undefined
+    const context: AttemptContext = { id, kernel, program, module: resolved, args, events, stats, deadLetters, signal: abort.signal }
     const done = (async (): Promise<ClusterReport> => {
       try {
-        const settled = await Promise.allSettled([local.done, ...remoteDone])
-        const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
-        if (failure !== undefined) {
-          failAll('a peer failed')
-          throw failure.reason instanceof JobAbortedError && abort.signal.reason instanceof Error ? abort.signal.reason : failure.reason
+        for (let number = 0; ; number++) {
+          const attempt: Attempt = { lineage: id, number }
+          current = this.attempt(context, attempt, plan, descriptions)
+          const outcome = await current.outcome
+          if (outcome.ok) return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started, attempts: number + 1 }
+          const error = outcome.error
+          if (abort.signal.aborted || recovery === undefined) throw error
+          if (number + 1 > recovery.attempts) throw new RecoveryFailedError(id, number + 1, `the ${recovery.attempts} recovery attempt(s) the stack allows are used up`, error)
+          const dead = new Set([...outcome.lost, ...this.membership.members().filter((m) => m.status === 'dead').map((m) => m.peerId)])
+          workers = workers.filter((p) => !dead.has(p))
+          if (workers.length === 0) workers = [this.id]
+          descriptions = descriptions.filter((d) => !dead.has(d.id))
+          // Plan again over the survivors: placement re-solves, the lost instances move.
+          planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+          plan = roundRobinPlan(planned, workers, this.id)
+          const reason = error instanceof Error ? error.message : String(error)
+          events.next({ type: 'recovering', attempt: number + 1, lost: [...dead], reason, plan })
         }
-        stats[this.id] = local.stats()
-        return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started }
+      } finally {
+        events.complete()
+      }
+    })()
+    done.catch(() => undefined)
+    return {
+      id,
+      get plan() {
+        return plan
+      },
+      program: planned,
+      events: events.asObservable(),
+      stats: () => ({ ...stats }),
+      done,
+      abort: (reason = 'aborted') => {
+        abort.abort(reason)
+        current?.abort(reason)
+      },
+    }
+  }
+
+  /**
+   * Runs one attempt of a job: hands every other peer its share, runs ours, and settles with the
+   * outcome. On the first failure it aborts every share and waits (a bounded time) for them all, so
+   * the next attempt never overlaps this one; peers whose job stream broke are reported lost.
+   */
+  private attempt(context: AttemptContext, attempt: Attempt, plan: Plan, descriptions: readonly { id: string; tags: Record<string, string> }[]): Attempting {
+    const job = attempt.number === 0 ? context.id : `${context.id}~${attempt.number}`
+    const abort = new AbortController()
+    const onOuterAbort = (): void => abort.abort(context.signal.reason)
+    if (context.signal.aborted) abort.abort(context.signal.reason)
+    else context.signal.addEventListener('abort', onOuterAbort, { once: true })
+    const lost = new Set<string>()
+    const channels: JobChannel[] = []
+    const failAll = (reason: string): void => {
+      if (!abort.signal.aborted) abort.abort(reason)
+      for (const channel of channels) void channel.send({ type: 'abort', reason }).catch(() => undefined)
+    }
+    const outcome = (async (): Promise<{ ok: true } | { ok: false; error: unknown; lost: string[] }> => {
+      const peers = [...new Set(Object.values(plan))].filter((p) => p !== this.id)
+      const addresses = this.addresses()
+      let progress: NodeJS.Timeout | undefined
+      try {
+        // Hand every other peer its share and wait until all accepted, before anything runs.
+        const accepted = await Promise.allSettled(
+          peers.map(async (peer) => {
+            let stream: Stream
+            try {
+              stream = await this.node.dialProtocol(this.addressOf(peer, addresses), JOB_PROTOCOL, { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(15_000)]) })
+            } catch (error) {
+              lost.add(peer)
+              throw error
+            }
+            const channel = new JobChannel(stream, peer)
+            channels.push(channel)
+            await channel.send({ type: 'submit', job, module: context.module, args: [...context.args], plan, submitter: this.id, addresses, peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })), attempt: { lineage: attempt.lineage, number: attempt.number } })
+            const answer = await channel.receive({ signal: abort.signal }).catch((error: unknown) => {
+              if (error instanceof JobProtocolError) lost.add(peer)
+              throw error
+            })
+            if (answer.type === 'refused') throw new RemoteJobError(peer, answer.code, answer.message)
+            if (answer.type !== 'accepted') throw new RemoteJobError(peer, 'ERR_JOB_PROTOCOL', `expected accepted, got ${answer.type}`)
+            return channel
+          }),
+        )
+        const refused = accepted.find((a): a is PromiseRejectedResult => a.status === 'rejected')
+        if (refused !== undefined) {
+          failAll('a peer did not accept its share')
+          return { ok: false, error: refused.reason, lost: [...lost] }
+        }
+        const remoteDone = channels.map(async (channel) => {
+          for (;;) {
+            let message: JobMessage
+            try {
+              message = await channel.receive()
+            } catch (error) {
+              // The stream broke without a word from the peer: it is gone (killed, or its host is).
+              lost.add(channel.remotePeer)
+              throw error
+            }
+            if (message.type === 'progress') {
+              context.stats[message.peer] = message.stats
+              context.events.next({ type: 'progress', peer: message.peer, stats: message.stats })
+            } else if (message.type === 'dead-letter') {
+              context.deadLetters.push(message.letter)
+              context.events.next({ type: 'dead-letter', letter: message.letter })
+            } else if (message.type === 'event') {
+              context.events.next({ type: 'layer', peer: message.peer, layer: message.layer, kind: message.kind, message: message.message, ...(message.data === null ? {} : { data: message.data }) })
+            } else if (message.type === 'done') {
+              context.stats[message.peer] = message.stats
+              return
+            } else if (message.type === 'failed') throw new RemoteJobError(message.peer, message.code, message.message)
+          }
+        })
+        for (const channel of channels) await channel.send({ type: 'start' })
+        const local = context.kernel.run(context.program, {
+          id: job,
+          peers: descriptions,
+          deployment: this.deployment(job, plan, this.id, addresses, abort.signal),
+          signal: abort.signal,
+          attempt,
+          onDeadLetter: (letter) => {
+            const wire = toWire(letter, this.id)
+            context.deadLetters.push(wire)
+            context.events.next({ type: 'dead-letter', letter: wire })
+          },
+        })
+        this.addShare(local)
+        local.events.subscribe((event: JobEvent) => {
+          if (event.type === 'layer') context.events.next({ type: 'layer', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, ...(event.data === undefined ? {} : { data: event.data }) })
+        })
+        progress = setInterval(() => {
+          const current = local.stats()
+          context.stats[this.id] = current
+          context.events.next({ type: 'progress', peer: this.id, stats: current })
+        }, this.progressMs)
+        // Fail fast: the first share to fail aborts the others.
+        for (const remote of remoteDone) remote.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error)))
+        local.done.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error)))
+        const settled = await settleWithin([local.done, ...remoteDone], abort.signal, 15_000)
+        const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+        if (failure === undefined) {
+          context.stats[this.id] = local.stats()
+          return { ok: true }
+        }
+        // The submitter's own share holds the sinks: when it finished, the output is whole.
+        const localSettled = settled[0]!
+        if (localSettled.status === 'fulfilled' && lost.size > 0 && settled.slice(1).every((s, i) => s.status === 'fulfilled' || lost.has(channels[i]!.remotePeer))) {
+          context.stats[this.id] = local.stats()
+          return { ok: true }
+        }
+        const reason = failure.reason instanceof JobAbortedError && abort.signal.reason instanceof Error ? abort.signal.reason : failure.reason
+        return { ok: false, error: reason, lost: [...lost] }
+      } catch (error) {
+        failAll(error instanceof Error ? error.message : String(error))
+        return { ok: false, error, lost: [...lost] }
       } finally {
         clearInterval(progress)
-        events.complete()
+        context.signal.removeEventListener('abort', onOuterAbort)
         await Promise.all(channels.map((c) => c.close()))
       }
     })()
-    // Fail fast: the first peer to fail aborts the others.
-    for (const remote of remoteDone) remote.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error)))
-    done.catch(() => undefined)
-    return { id, plan, program: planned, events: events.asObservable(), stats: () => ({ ...stats }), done, abort: (reason = 'aborted') => failAll(reason) }
+    return { outcome, abort: (reason) => failAll(reason) }
   }
 
   /** Stops every job share, the channel registry and the node. Idempotent. */
@@ -288,6 +453,57 @@ export class Peer {
     await this.registry.stop()
     await this.node.stop()
   }
+}
+
+/** What every attempt of one submitted job shares. */
+interface AttemptContext {
+  readonly id: string
+  readonly kernel: Kernel
+  readonly program: Program
+  readonly module: string
+  readonly args: readonly string[]
+  readonly events: Subject<ClusterJobEvent>
+  readonly stats: Record<string, JobStats>
+  readonly deadLetters: WireDeadLetter[]
+  readonly signal: AbortSignal
+}
+
+/** A running attempt. */
+interface Attempting {
+  readonly outcome: Promise<{ ok: true } | { ok: false; error: unknown; lost: string[] }>
+  abort(reason: string): void
+}
+
+/** The recovery a layer of the stack offers, if any (the most attempts any layer allows). */
+function recoveryOf(layers: readonly Layer[]): { attempts: number } | undefined {
+  const attempts = layers.map((l) => l.recovery?.attempts).filter((n): n is number => n !== undefined)
+  return attempts.length === 0 ? undefined : { attempts: Math.max(...attempts) }
+}
+
+/**
+ * Settles every promise; once the first rejects (or `signal` aborts), waits at most `graceMs` more
+ * for the rest, which then count as rejected (a share that does not answer an abort).
+ */
+async function settleWithin(promises: readonly Promise<unknown>[], signal: AbortSignal, graceMs: number): Promise<PromiseSettledResult<unknown>[]> {
+  const results: (PromiseSettledResult<unknown> | undefined)[] = promises.map(() => undefined)
+  let timer: NodeJS.Timeout | undefined
+  const grace = new Promise<void>((resolve) => {
+    const start = (): void => void (timer ??= setTimeout(resolve, graceMs))
+    if (signal.aborted) start()
+    else signal.addEventListener('abort', start, { once: true })
+    for (const promise of promises) promise.catch(start)
+  })
+  const all = Promise.all(
+    promises.map((promise, i) =>
+      promise.then(
+        (value) => void (results[i] = { status: 'fulfilled', value }),
+        (reason: unknown) => void (results[i] = { status: 'rejected', reason }),
+      ),
+    ),
+  )
+  await Promise.race([all, grace])
+  clearTimeout(timer)
+  return results.map((r) => r ?? { status: 'rejected', reason: new JobAbortedError('cluster', 'a share did not settle after the abort') })
 }
 
 function resolveModule(module: string): string {

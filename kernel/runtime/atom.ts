@@ -19,7 +19,7 @@ import type {
   TimerHandle,
 } from '../contracts.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
-import { DecodeError, HandlerError, LaminaError, UnknownOutputError } from '../errors.js'
+import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, LaminaError, UnknownOutputError } from '../errors.js'
 import { replyError, replyOk, type AtomServices } from './services.js'
 import { StateStore } from './state.js'
 
@@ -28,6 +28,8 @@ class Context implements AtomContext {
   key: Key | undefined = undefined
   /** The last port checked by `emit`: most handlers emit on one port, so most emits skip the check. */
   private lastPort: string | undefined
+  /** Timers set through this context and not yet done: cancelled when the instance is disposed. */
+  private readonly timers = new Set<TimerHandle>()
 
   constructor(
     private readonly outputs: Outputs,
@@ -69,11 +71,34 @@ class Context implements AtomContext {
   }
 
   timer(ms: number, fn: () => unknown): TimerHandle {
-    return this.services.timer(ms, fn, false)
+    const handle = this.services.timer(
+      ms,
+      () => {
+        this.timers.delete(handle)
+        return fn()
+      },
+      false,
+    )
+    return this.track(handle)
   }
 
   every(ms: number, fn: () => unknown): TimerHandle {
-    return this.services.timer(ms, fn, true)
+    return this.track(this.services.timer(ms, fn, true))
+  }
+
+  /** Cancels every timer still set (the instance is discarded). */
+  cancelTimers(): void {
+    for (const handle of [...this.timers]) handle.cancel()
+  }
+
+  private track(handle: TimerHandle): TimerHandle {
+    this.timers.add(handle)
+    return {
+      cancel: () => {
+        this.timers.delete(handle)
+        handle.cancel()
+      },
+    }
   }
 
   sleep(ms: number): Promise<void> {
@@ -114,11 +139,14 @@ export class AtomInstance implements Instance {
   private readonly state: StateStore<unknown>
   private readonly keyFn: ((value: unknown, port: string) => Key) | undefined
   private readonly checks: ReadonlyMap<string, { readonly codec: Operator['inputs'][string]['codec']; readonly is: (value: unknown) => boolean } | undefined>
+  /** The operator declares `onError: 'crash'`: a failure of its code ends the instance (InstanceCrashedError). */
+  private readonly crashes: boolean
 
   constructor(spec: InstanceSpec, private readonly services: AtomServices) {
     const body = spec.operator.body
     if (body.form !== 'atom') throw new TypeError(`AtomInstance needs an atom-form operator, got ${body.form}`)
     this.body = body
+    this.crashes = spec.operator.annotations.onError === 'crash'
     this.keyFn = body.key
     this.state = new StateStore(spec.operator.name, body.state, body.key !== undefined)
     this.ctx = new Context(spec.outputs, services, this.state, new Set(Object.keys(spec.operator.outputs)))
@@ -138,7 +166,7 @@ export class AtomInstance implements Instance {
   run(): void | Promise<void> {
     const run = this.body.run
     if (run === undefined) return
-    return run(this.ctx).catch((error: unknown) => this.failed('run', undefined, undefined, error))
+    return run(this.ctx).catch((error: unknown) => this.failed('run', undefined, undefined, error, 'run'))
   }
 
   end(): void | Promise<void> {
@@ -155,6 +183,10 @@ export class AtomInstance implements Instance {
 
   restore(snapshot: StateSnapshot): void {
     this.state.restore(snapshot)
+  }
+
+  dispose(): void {
+    this.ctx.cancelTimers()
   }
 
   /** Handles records from `start` on; switches to the async path at the first handler promise. */
@@ -180,7 +212,7 @@ export class AtomInstance implements Instance {
         if (keyFn !== undefined) ctx.key = state.current = keyFn(value, port)
         result = handler(value, ctx)
       } catch (error) {
-        this.failed(port, value, header, error)
+        this.failed(port, value, header, error, 'process', batch, i + 1)
         continue
       }
       if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
@@ -224,7 +256,7 @@ export class AtomInstance implements Instance {
       const result = await pending
       if (header?.reply !== undefined) replyOk(header, result)
     } catch (error) {
-      this.failed(port, batch.values[index], header, error)
+      this.failed(port, batch.values[index], header, error, 'process', batch, index + 1)
     }
     await this.loop(port, batch, index + 1)
   }
@@ -237,20 +269,28 @@ export class AtomInstance implements Instance {
     replyError(header, error)
   }
 
-  private failed(port: string, value: unknown, header: Header | undefined, cause: unknown): void {
+  /**
+   * Records a failure of the operator's code as a dead letter (and fails the request it was
+   * handling). Under `onError: 'crash'` it then throws InstanceCrashedError, carrying the records
+   * of `batch` from `next` on, which the instance did not reach.
+   */
+  private failed(port: string, value: unknown, header: Header | undefined, cause: unknown, phase: CrashPhase = 'process', batch?: Batch, next?: number): void {
     const where = this.where(port)
     // A kernel error raised by a syscall (emit on an unknown port, an unanswered request) keeps its
     // own code; anything else the handler threw is wrapped with where it happened.
     const error = cause instanceof LaminaError ? cause : new HandlerError(where, cause)
     this.services.deadLetter(where, error, value)
     replyError(header, error)
+    if (!this.crashes) return
+    const crashed = phase === 'process' ? where : { operator: where.operator, instance: where.instance }
+    throw new InstanceCrashedError(crashed, phase, error, batch === undefined || next === undefined ? undefined : rest(batch, next))
   }
 
   private where(port: string): { operator: string; port: string; instance: number } {
     return { operator: this.services.info.operator, port, instance: this.services.info.instance }
   }
 
-  private hook(fn: ((ctx: Context) => unknown) | undefined, name: string): void | Promise<void> {
+  private hook(fn: ((ctx: Context) => unknown) | undefined, name: 'start' | 'end'): void | Promise<void> {
     if (fn === undefined) return
     this.ctx.key = this.state.current = undefined
     try {
@@ -258,11 +298,17 @@ export class AtomInstance implements Instance {
       if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
         return Promise.resolve(result).then(
           () => undefined,
-          (error: unknown) => this.failed(name, undefined, undefined, error),
+          (error: unknown) => this.failed(name, undefined, undefined, error, name),
         )
       }
     } catch (error) {
-      this.failed(name, undefined, undefined, error)
+      this.failed(name, undefined, undefined, error, name)
     }
   }
+}
+
+/** The records of `batch` from `from` on (with their headers). */
+function rest(batch: Batch, from: number): Batch {
+  const values = batch.values.slice(from)
+  return batch.headers === undefined ? { values } : { values, headers: batch.headers.slice(from) }
 }
