@@ -3,6 +3,7 @@
 // its share over the job protocol, runs its own share, and collects progress and results.
 
 import '../transport/polyfill.js'
+import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
 import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd } from '../contracts.js'
@@ -201,6 +202,7 @@ export class Peer {
   /** Serves one job stream from a submitter: load, accept, run our share, report. */
   private async serve(channel: JobChannel): Promise<void> {
     const abort = new AbortController()
+    setMaxListeners(0, abort.signal)
     try {
       const submit = await channel.receive()
       if (submit.type !== 'submit') throw new RemoteJobError(channel.remotePeer, 'ERR_JOB_PROTOCOL', `expected submit, got ${submit.type}`)
@@ -330,6 +332,8 @@ export class Peer {
   private attempt(context: AttemptContext, attempt: Attempt, plan: Plan, descriptions: readonly { id: string; tags: Record<string, string> }[]): Attempting {
     const job = attempt.number === 0 ? context.id : `${context.id}~${attempt.number}`
     const abort = new AbortController()
+    // Every channel and control call of the attempt listens on this signal.
+    setMaxListeners(0, abort.signal)
     const onOuterAbort = (): void => abort.abort(context.signal.reason)
     if (context.signal.aborted) abort.abort(context.signal.reason)
     else context.signal.addEventListener('abort', onOuterAbort, { once: true })

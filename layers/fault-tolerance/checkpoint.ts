@@ -314,6 +314,7 @@ class Coordinator {
     if ([...this.expected].every((key) => this.finals.has(key))) return this.stop()
     const id = this.nextId++
     this.inflight = { id, started: Date.now(), acks: new Map(), bytes: 0 }
+    this.share.notify('checkpoint-start', `checkpoint ${id} started`, { id })
     for (const peer of this.share.cluster.peers()) {
       this.share.cluster.call(peer, 'checkpoint.trigger', { id }).catch((error: unknown) => {
         // A peer that cannot be reached will fail the job too; the checkpoint just stays incomplete.

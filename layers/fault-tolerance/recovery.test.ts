@@ -1,0 +1,144 @@
+// End to end: a keyed aggregation under checkpoints on a real 4-peer local cluster (plus the
+// submitting peer), where peers are killed with SIGKILL; every output must equal a fault-free run's.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { filter, firstValueFrom, timeout, type Observable } from 'rxjs'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { memoryLogger } from 'lamina/transport'
+import { startCluster, type Cluster, type ClusterJobEvent, type SubmittedJob } from 'lamina/cluster'
+import { arrivals, received, reference, results } from './fixtures/keyed-job.js'
+
+const fixture = new URL('./fixtures/keyed-job.ts', import.meta.url).pathname
+const RECORDS = 400_000
+const PEERS = 4
+const expected = reference(RECORDS)
+/** A longer job for the tests that wait for checkpoints and recoveries before killing. */
+const LONG = 2_000_000
+
+/** mulberry32: a small seeded generator, so every run's victim and moment can be replayed. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+function waitFor<T>(events: Observable<T>, predicate: (event: T) => boolean, ms: number, what: string): Promise<T> {
+  return firstValueFrom(events.pipe(filter(predicate), timeout({ first: ms, with: () => { throw new Error(`timed out after ${ms} ms waiting for ${what}`) } })))
+}
+
+describe('exactly-once recovery on a 4-peer cluster', () => {
+  let dir: string
+  let cluster: Cluster
+  let cleanMs = 0
+
+  /** Until every child peer is up and alive in the submitter's membership again. */
+  async function allAlive(): Promise<void> {
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      const ids = cluster.members().map((m) => m.peerId)
+      const alive = new Set(cluster.self.membership.members().filter((m) => m.status === 'alive').map((m) => m.peerId))
+      if (ids.length === PEERS && cluster.members().every((m) => m.pid !== undefined) && ids.every((id) => alive.has(id))) return
+      if (Date.now() > deadline) throw new Error(`peers not all alive again within 30 s: ${ids.filter((id) => !alive.has(id)).join(', ')}`)
+      await waitFor(cluster.self.membership.events, () => true, 5_000, 'a membership event').catch(() => undefined)
+    }
+  }
+
+  /** Kills child `index` with SIGKILL; resolves once the nursery has restarted it and it is alive. */
+  function kill(index: number): { peer: string; restarted: Promise<void> } {
+    const member = cluster.members()[index]!
+    const ready = waitFor(cluster.events!, (e) => e.type === 'ready' && e.index === index, 30_000, `peer ${index} to restart`)
+    process.kill(member.pid!, 'SIGKILL')
+    return { peer: member.peerId, restarted: ready.then(() => allAlive()) }
+  }
+
+  function submit(records = RECORDS): Promise<SubmittedJob> {
+    results.length = 0
+    arrivals.length = 0
+    return cluster.submit(fixture, { args: [String(records)] })
+  }
+
+  function recoveries(job: SubmittedJob): ClusterJobEvent[] {
+    const seen: ClusterJobEvent[] = []
+    job.events.subscribe((e) => {
+      if (e.type === 'recovering' || (e.type === 'layer' && e.layer === 'checkpoints')) seen.push(e)
+    })
+    return seen
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-recovery-'))
+    cluster = await startCluster({ peers: PEERS, workdir: dir, logger: memoryLogger(), policy: { kind: 'restart', max: 100, withinMs: 600_000 } })
+  }, 60_000)
+
+  afterAll(async () => {
+    await cluster?.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('a fault-free run equals the reference, with checkpoints completing', async () => {
+    const started = Date.now()
+    const job = await submit()
+    const seen = recoveries(job)
+    const report = await job.done
+    cleanMs = Date.now() - started
+    expect(received()).toEqual(expected)
+    expect(report.attempts).toBe(1)
+    expect(seen.filter((e) => e.type === 'layer' && e.kind === 'checkpoint').length).toBeGreaterThan(0)
+  }, 60_000)
+
+  it('20 seeded runs: SIGKILL a random non-submitting peer at a random moment; every output equals the reference', async () => {
+    const summary: string[] = []
+    for (let seed = 1; seed <= 20; seed++) {
+      const random = seeded(seed)
+      const victim = Math.floor(random() * PEERS)
+      const delay = Math.floor(50 + random() * Math.max(200, cleanMs * 0.9))
+      const job = await submit()
+      const seen = recoveries(job)
+      const moment = new Promise<ReturnType<typeof kill>>((resolve) => setTimeout(() => resolve(kill(victim)), delay))
+      const report = await job.done
+      const { restarted } = await moment
+      expect(received(), `seed ${seed}: victim ${victim} killed at ${delay} ms`).toEqual(expected)
+      summary.push(`seed ${seed}: peer ${victim} at ${delay} ms -> ${report.attempts} attempt(s), ${seen.filter((e) => e.type === 'recovering').length} recovery`)
+      await restarted
+    }
+    console.log(summary.join('\n'))
+  }, 900_000)
+
+  it('two peers killed one after the other: the job recovers twice and the output equals the reference', async () => {
+    const job = await submit(LONG)
+    const seen = recoveries(job)
+    // The first kill once a checkpoint has completed; the second once the job recovered from it.
+    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
+    const first = kill(1)
+    await waitFor(job.events, (e) => e.type === 'recovering', 30_000, 'the first recovery')
+    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a checkpoint after the first recovery')
+    const second = kill(2)
+    const report = await job.done
+    expect(received()).toEqual(reference(LONG))
+    expect(report.attempts).toBe(3)
+    const lost = seen.flatMap((e) => (e.type === 'recovering' ? [e.lost] : []))
+    expect(lost[0]).toContain(first.peer)
+    expect(lost[1]).toContain(second.peer)
+    await Promise.all([first.restarted, second.restarted])
+  }, 120_000)
+
+  it('a peer killed while a checkpoint is in flight: that checkpoint never completes, recovery uses the one before', async () => {
+    const job = await submit(LONG)
+    const seen = recoveries(job)
+    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
+    const started = await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint-start', 30_000, 'the next checkpoint to start')
+    const inflight = (started as { data?: { id: number } }).data!.id
+    const victim = kill(3)
+    const report = await job.done
+    expect(received()).toEqual(reference(LONG))
+    expect(report.attempts).toBe(2)
+    const completed = seen.flatMap((e) => (e.type === 'layer' && e.kind === 'checkpoint' ? [(e.data as { id: number }).id] : []))
+    expect(completed).not.toContain(inflight)
+    await victim.restarted
+  }, 120_000)
+})
