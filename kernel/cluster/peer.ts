@@ -150,9 +150,11 @@ export class Peer {
   private async callPeer(job: string, peer: string, address: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown> {
     const signals = [AbortSignal.timeout(options?.timeoutMs ?? 30_000), ...(options?.signal === undefined ? [] : [options.signal])]
     const signal = AbortSignal.any(signals)
-    const stream = await this.node.dialProtocol(address, CONTROL_PROTOCOL, { signal })
+    const stream = await this.node.dialProtocol(address, CONTROL_PROTOCOL, { signal, maxOutboundStreams: 1024 })
     try {
-      return await callOver(stream, peer, job, kind, payload, signal)
+      const value = await callOver(stream, peer, job, kind, payload, signal)
+      await stream.close().catch(() => stream.abort(new Error('control stream closed')))
+      return value
     } catch (error) {
       stream.abort(error instanceof Error ? error : new Error(String(error)))
       throw error

@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { filter, firstValueFrom, timeout, type Observable } from 'rxjs'
+import { EmptyError, filter, firstValueFrom, timeout, type Observable } from 'rxjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from 'lamina/transport'
 import { startCluster, type Cluster, type ClusterJobEvent, type SubmittedJob } from 'lamina/cluster'
@@ -28,7 +28,9 @@ function seeded(seed: number): () => number {
 }
 
 function waitFor<T>(events: Observable<T>, predicate: (event: T) => boolean, ms: number, what: string): Promise<T> {
-  return firstValueFrom(events.pipe(filter(predicate), timeout({ first: ms, with: () => { throw new Error(`timed out after ${ms} ms waiting for ${what}`) } })))
+  return firstValueFrom(events.pipe(filter(predicate), timeout({ first: ms, with: () => { throw new Error(`timed out after ${ms} ms waiting for ${what}`) } }))).catch((error: unknown) => {
+    throw error instanceof EmptyError ? new Error(`the events ended before ${what}`) : error
+  })
 }
 
 describe('exactly-once recovery on a 4-peer cluster', () => {
