@@ -26,7 +26,7 @@ export type ProgramFactory = (args: readonly string[], environment: ProgramEnvir
 /** What a program module gives: its program, the layers it runs under, and an optional hook. */
 export interface LoadedProgram {
   readonly program: Program
-  /** The module's `export const layers: Layer[]`: every peer stacks them over its kernel. @default [] */
+  /** The module's `export const layers: Layer[]` (or `export function layers(args)`): every peer stacks them over its kernel. @default [] */
   readonly layers: readonly Layer[]
   /** The module's `export function planned(program)`: called on the submitter with the planned program (e.g. to print a placement explanation). */
   readonly planned: ((program: Program) => void) | undefined
@@ -46,7 +46,8 @@ export async function loadProgram(module: string, args: readonly string[], envir
   if (typeof built !== 'object' || built === null || !Array.isArray((built as Program).operators) || !Array.isArray((built as Program).links)) {
     throw new ProgramModuleError(module, 'its default export did not return a program (use program(name, { operators, links }))')
   }
-  const layers = imported.layers ?? []
+  // `layers` is an array, or a function of the program's arguments that returns one.
+  const layers: unknown = typeof imported.layers === 'function' ? await (imported.layers as (args: readonly string[], environment: ProgramEnvironment) => unknown)(args, environment) : (imported.layers ?? [])
   if (!Array.isArray(layers) || !layers.every((l: unknown) => typeof (l as Layer | undefined)?.name === 'string')) {
     throw new ProgramModuleError(module, 'exports `layers` that is not an array of layers')
   }

@@ -7,9 +7,9 @@ import { EmptyError, filter, firstValueFrom, timeout, type Observable } from 'rx
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from 'lamina/transport'
 import { startCluster, type Cluster, type ClusterJobEvent, type SubmittedJob } from 'lamina/cluster'
-import { arrivals, received, reference, results } from './fixtures/keyed-job.js'
+import { arrivals, received, reference, results } from '../../bench/_keyed-totals.js'
 
-const fixture = new URL('./fixtures/keyed-job.ts', import.meta.url).pathname
+const fixture = new URL('../../bench/_keyed-totals.ts', import.meta.url).pathname
 const RECORDS = 400_000
 const PEERS = 4
 const expected = reference(RECORDS)
