@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { EmptyError, filter, firstValueFrom, timeout, type Observable } from 'rxjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from 'lamina/transport'
+import { openStore } from '../../kmods/store/index.js'
 import { startCluster, type Cluster, type ClusterJobEvent, type SubmittedJob } from 'lamina/cluster'
 import { arrivals, received, reference, results } from '../../bench/_keyed-totals.js'
 
@@ -91,6 +92,23 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     expect(received()).toEqual(expected)
     expect(report.attempts).toBe(1)
     expect(seen.filter((e) => e.type === 'layer' && e.kind === 'checkpoint').length).toBeGreaterThan(0)
+    // The submitter recorded the complete checkpoints; every snapshot of the newest one is in the
+    // store of its own peer and of at least one other.
+    const stores = [join(dir, 'launcher'), ...Array.from({ length: PEERS }, (_, i) => join(dir, `peer-${i}`))].map((d) => openStore(join(d, 'checkpoints.db'), { readonly: true }))
+    try {
+      const latest = stores[0]!.list('checkpoint.completed', `${job.id}/`).at(-1)
+      expect(latest).toBeDefined()
+      const completed = JSON.parse(String(latest!.value)) as { id: number; snapshots: Record<string, { peers: string[]; final: boolean }> }
+      expect(Object.keys(completed.snapshots).sort()).toEqual(['events#0', 'events#1', 'out#0', 'totals#0', 'totals#1', 'totals#2', 'totals#3'])
+      for (const [key, where] of Object.entries(completed.snapshots)) {
+        expect(where.peers.length, key).toBeGreaterThanOrEqual(2)
+        const id = where.final ? 'final' : String(completed.id).padStart(12, '0')
+        const holders = stores.filter((s) => s.get('checkpoint.snapshot', `${job.id}/${id}/${key}`) !== undefined)
+        expect(holders.length, `copies of ${key}`).toBeGreaterThanOrEqual(2)
+      }
+    } finally {
+      for (const store of stores) store.close()
+    }
   }, 60_000)
 
   it('20 seeded runs: SIGKILL a random non-submitting peer at a random moment; every output equals the reference', async () => {
