@@ -286,12 +286,13 @@ export function retry<T>(fn: (attempt: number) => T | PromiseLike<T>, policy: Re
 /**
  * Wraps an atom handler so that each record is retried by `policy` (see `retry`): for handlers
  * that call a flaky outside service. Emit after the call succeeds: emissions of a failed attempt
- * are not taken back.
+ * are not taken back. TypeScript cannot infer the value's type through the wrapper: annotate it,
+ * or pass type arguments (`retrying<string, { out: typeof User }>`) for a fully typed `ctx`.
  *
  * ```ts
  * const enrich = atom({
  *   name: 'enrich', inputs: { in: t.string }, outputs: { out: User },
- *   on: { in: retrying(async (id, ctx) => ctx.emit('out', await users.get(id)), { attempts: 5, baseMs: 50, budget: { ratio: 0.1 } }) },
+ *   on: { in: retrying(async (id: string, ctx) => ctx.emit('out', await users.get(id)), { attempts: 5, baseMs: 50, budget: { ratio: 0.1 } }) },
  * })
  * ```
  */
