@@ -45,7 +45,9 @@ async function run(argv: readonly string[]): Promise<number> {
   log(`starting ${options.peers} peers…`)
   // Peers that die are restarted; a job whose layers can recover (checkpoints) carries on without them.
   const cluster = await startCluster({ peers: options.peers, workdir, policy: { kind: 'restart', max: 5, withinMs: 60_000 }, logger: { info: () => undefined, warn: (m) => log(m), error: (m) => log(m) } })
+  let stopping = false
   cluster.events?.subscribe((event) => {
+    if (stopping) return
     if (event.type === 'exit') log(`peer ${event.index} (pid ${event.pid}) exited (${event.signal ?? `code ${event.code}`})`)
     else if (event.type === 'restart') log(`restarting peer ${event.index} (restart ${event.attempt})`)
   })
@@ -55,21 +57,25 @@ async function run(argv: readonly string[]): Promise<number> {
     const peers = Object.keys(job.stats()).length || options.peers
     const ticker = options.quiet ? undefined : setInterval(() => display.update(totals(Object.values(job.stats())), peers + 1), process.stderr.isTTY ? 500 : 2000)
     let checkpoints = 0
+    let retries = 0
     let lastCheckpoint = ''
     job.events.subscribe((event) => {
-      if (event.type === 'recovering') log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
+      if (event.type === 'rescaling') log(`attempt ${event.attempt}: ${event.reason}; restarting from checkpoint ${event.checkpoint}`)
+      else if (event.type === 'recovering') log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
       else if (event.type === 'layer') {
         // Checkpoints come every interval: counted, and summed up at the end; everything else is shown.
         if (event.kind === 'checkpoint') {
           checkpoints++
           lastCheckpoint = event.message
-        } else if (event.kind !== 'checkpoint-start') log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
+        } else if (event.kind === 'retry') retries++
+        else if (event.kind !== 'checkpoint-start') log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
       }
     })
     try {
       const report = await job.done
       if (!options.quiet) process.stderr.write(display.summary(totals(Object.values(report.stats)), report.elapsedMs, report.deadLetters.length) + '\n')
       if (checkpoints > 0) log(`${checkpoints} checkpoints; last: ${lastCheckpoint}`)
+      if (retries > 0) log(`${retries} retries of calls that failed`)
       if (report.attempts > 1) log(`the job recovered ${report.attempts - 1} time(s)`)
       for (const letter of report.deadLetters.slice(0, 10)) process.stderr.write(`  dead letter [${letter.code}] ${letter.message}\n`)
       return report.deadLetters.length > 0 ? 1 : 0
@@ -77,6 +83,7 @@ async function run(argv: readonly string[]): Promise<number> {
       clearInterval(ticker)
     }
   } finally {
+    stopping = true
     await cluster.stop()
     if (options.workdir === undefined) await rm(workdir, { recursive: true, force: true })
   }

@@ -514,6 +514,35 @@ export interface JobCluster {
   call(peer: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown>
   /** A directory this peer keeps durable state in (its work directory), when it has one. */
   readonly workDir?: string
+  /**
+   * On the submitting peer of a cluster job: runs the job again from a fresh checkpoint with
+   * these operators at these parallelisms (and without `exclude`d peers), moving keyed state by
+   * key group. Needs a layer that checkpoints (`checkpoint.now`). Resolves once every instance
+   * of the new attempt has restored its state.
+   */
+  rescale?(change: RescaleRequest): Promise<RescaleReport>
+}
+
+/** A change of a running job's shape (see JobCluster.rescale). */
+export interface RescaleRequest {
+  /** New parallelism by operator name. */
+  readonly parallelism?: { readonly [operator: string]: number }
+  /** Peers to move every instance off (a member leaving gracefully). */
+  readonly exclude?: readonly string[]
+  /** Shown in events and logs. */
+  readonly reason: string
+}
+
+/** What a rescale did. */
+export interface RescaleReport {
+  /** Parallelism of every changed operator before and after. */
+  readonly changes: { readonly [operator: string]: { readonly from: number; readonly to: number } }
+  /** The checkpoint (savepoint) the new attempt restored from. */
+  readonly checkpoint: number
+  /** Milliseconds from stopping the old attempt to the last instance of the new one restored. */
+  readonly pauseMs: number
+  /** The new attempt's number. */
+  readonly attempt: number
 }
 
 /**
@@ -674,6 +703,8 @@ export interface Deployment {
   peers?(): readonly string[]
   /** This peer's work directory. */
   readonly workDir?: string
+  /** On the submitting peer: runs the job again with a new shape (see JobCluster.rescale). */
+  rescale?(change: RescaleRequest): Promise<RescaleReport>
 }
 
 /** What a dead letter does to its job. */

@@ -119,5 +119,6 @@ export function wrapInstance(inner: Instance, overrides: Partial<Omit<Instance, 
     snapshot: overrides.snapshot ?? (() => inner.snapshot()),
     restore: overrides.restore ?? ((snapshot) => inner.restore(snapshot)),
     marker: overrides.marker ?? ((marker) => inner.marker?.(marker)),
+    dispose: overrides.dispose ?? (() => inner.dispose?.()),
   }
 }

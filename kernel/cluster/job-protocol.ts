@@ -32,7 +32,7 @@ export const JobMessage = t.union([
   t.intersection([
     t.type({ type: t.literal('submit'), job: t.string, module: t.string, args: t.array(t.string), plan: t.record(t.string, t.string), submitter: t.string, addresses: t.record(t.string, t.array(t.string)), peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })) }),
     // A restart after a failure: which attempt of which job (see Attempt).
-    t.partial({ attempt: t.type({ lineage: t.string, number: t.number }) }),
+    t.partial({ attempt: t.type({ lineage: t.string, number: t.number }), parallelism: t.record(t.string, t.number), members: t.array(t.string) }),
   ]),
   t.type({ type: t.literal('accepted'), peer: t.string, instances: t.number }),
   t.type({ type: t.literal('refused'), peer: t.string, code: t.string, message: t.string }),
@@ -42,6 +42,8 @@ export const JobMessage = t.union([
   t.type({ type: t.literal('done'), peer: t.string, stats: Stats }),
   t.type({ type: t.literal('failed'), peer: t.string, code: t.string, message: t.string }),
   t.type({ type: t.literal('abort'), reason: t.string }),
+  /** A peer is leaving gracefully: move its instances off before it goes. */
+  t.type({ type: t.literal('leaving'), peer: t.string }),
   /** A layer event of a peer's share (restart, checkpoint…), forwarded to the submitter. */
   t.type({ type: t.literal('event'), peer: t.string, layer: t.string, kind: t.string, message: t.string, data: t.unknown }),
 ])

@@ -6,8 +6,8 @@ import '../transport/polyfill.js'
 import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd } from '../contracts.js'
-import { JobAbortedError, LaminaError } from '../errors.js'
+import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../contracts.js'
+import { InvalidOptionError, JobAbortedError, LaminaError } from '../errors.js'
 import { kernel as defaultKernel, type Kernel } from '../kernel.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../transport/remote-receiver.js'
@@ -66,6 +66,8 @@ export type ClusterJobEvent =
   | { readonly type: 'layer'; readonly peer: string; readonly layer: string; readonly kind: string; readonly message: string; readonly data?: unknown }
   /** An attempt failed and the job runs again from its durable state on the surviving peers. */
   | { readonly type: 'recovering'; readonly attempt: number; readonly lost: readonly string[]; readonly reason: string; readonly plan: Plan }
+  /** The job runs again from a savepoint with a new shape (a rescale, or a peer moved off). */
+  | { readonly type: 'rescaling'; readonly attempt: number; readonly reason: string; readonly parallelism: { readonly [operator: string]: number }; readonly checkpoint: number; readonly plan: Plan }
 
 /** A job submitted to the cluster. */
 export interface SubmittedJob {
@@ -78,13 +80,20 @@ export interface SubmittedJob {
   stats(): { readonly [peer: string]: JobStats }
   readonly done: Promise<ClusterReport>
   abort(reason?: string): void
+  /**
+   * Changes the parallelism of a running operator: a savepoint, then the job runs again with `n`
+   * instances of `operator`, its keyed state moved by key group. Needs the checkpoints layer.
+   */
+  rescale(operator: string, n: number): Promise<RescaleReport>
+  /** Changes several operators' parallelism and/or moves every instance off some peers. */
+  reshape(change: RescaleRequest): Promise<RescaleReport>
 }
 
 let jobCounter = 0
 
 /** A running peer. Start with `Peer.start(options)`; stop with `stop()` (idempotent). */
 export class Peer {
-  private readonly running = new Map<string, { abort(reason: string): void }>()
+  private readonly running = new Map<string, { abort(reason: string): void; leave(ms: number): Promise<void> }>()
   /** Job shares running here, by job id (attempt ids included): control calls reach them. */
   private readonly shares = new Map<string, Job>()
   private readonly shareWaiters = new Map<string, (() => void)[]>()
@@ -120,12 +129,12 @@ export class Peer {
   }
 
   /** Registers a running share of a job so control calls reach it until it settles. */
-  private addShare(job: Job): void {
+  private addShare(job: Job, until: Promise<unknown> = job.done): void {
     this.shares.set(job.id, job)
     for (const wake of this.shareWaiters.get(job.id) ?? []) wake()
     this.shareWaiters.delete(job.id)
     const remove = (): void => void (this.shares.get(job.id) === job && this.shares.delete(job.id))
-    job.done.then(remove, remove)
+    until.then(remove, remove)
   }
 
   /** The `control` of a share of `job` here, waiting up to 10 s for it to start (calls may beat it). */
@@ -184,11 +193,12 @@ export class Peer {
     return Object.fromEntries(this.members.list().map((m) => [m.peerId, [...m.multiaddrs]]))
   }
 
-  private deployment(job: string, plan: Plan, submitter: string, addresses: { readonly [peer: string]: readonly string[] }, signal: AbortSignal): Deployment {
-    const peers = [...new Set([submitter, ...Object.values(plan)])]
+  private deployment(job: string, plan: Plan, submitter: string, addresses: { readonly [peer: string]: readonly string[] }, signal: AbortSignal, members: readonly string[], rescale?: (change: RescaleRequest) => Promise<RescaleReport>): Deployment {
+    const peers = [...new Set([submitter, ...Object.values(plan), ...members])]
     return {
       self: this.id,
       submitter,
+      ...(rescale === undefined ? {} : { rescale }),
       workDir: this.workdir,
       peers: () => peers,
       call: (peer, kind, payload, options) => this.callPeer(job, peer, this.addressOf(peer, addresses), kind, payload, { ...options, signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]) }),
@@ -215,6 +225,7 @@ export class Peer {
         await channel.send({ type: 'refused', peer: this.id, code: error instanceof LaminaError ? error.code : 'ERR_PROGRAM_MODULE', message: error instanceof Error ? error.message : String(error) })
         return
       }
+      if (submit.parallelism !== undefined) loaded = { ...loaded, program: withParallelism(loaded.program, submit.parallelism) }
       const instances = Object.values(submit.plan).filter((p) => p === this.id).length
       await channel.send({ type: 'accepted', peer: this.id, instances })
       const start = await channel.receive({ signal: abort.signal })
@@ -222,25 +233,36 @@ export class Peer {
       const job = this.kernel.with(...loaded.layers).run(loaded.program, {
         id: submit.job,
         peers: submit.peers,
-        deployment: this.deployment(submit.job, submit.plan, submit.submitter, submit.addresses, abort.signal),
+        deployment: this.deployment(submit.job, submit.plan, submit.submitter, submit.addresses, abort.signal, submit.members ?? []),
         signal: abort.signal,
         ...(submit.attempt === undefined ? {} : { attempt: submit.attempt }),
         onDeadLetter: (letter: DeadLetter) => void channel.send({ type: 'dead-letter', peer: this.id, letter: toWire(letter, this.id) }).catch(() => undefined),
       })
-      this.addShare(job)
+      // The submitter may abort us; a broken job stream means it is gone: abort then too. The share
+      // stays reachable by control calls until then, even once its own instances are done.
+      const submitterGone = channel.receive().then(
+        (message) => void (message.type === 'abort' && abort.abort(message.reason)),
+        () => abort.abort('the submitter went away'),
+      )
+      this.addShare(job, submitterGone)
       job.events.subscribe((event) => {
         if (event.type === 'layer') void channel.send({ type: 'event', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, data: event.data ?? null }).catch(() => undefined)
       })
-      this.running.set(submit.job, { abort: (reason) => abort.abort(reason) })
+      this.running.set(submit.job, {
+        abort: (reason) => abort.abort(reason),
+        // Leaving gracefully: ask the submitter to move our instances off, and wait until it did.
+        leave: async (ms) => {
+          await channel.send({ type: 'leaving', peer: this.id }).catch(() => undefined)
+          await Promise.race([job.done.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, ms).unref())])
+        },
+      })
       // The submitter may abort us; a broken job stream means it is gone: abort then too.
-      void channel.receive().then(
-        (message) => message.type === 'abort' && abort.abort(message.reason),
-        () => abort.abort('the submitter went away'),
-      )
       const progress = setInterval(() => void channel.send({ type: 'progress', peer: this.id, stats: statsToWire(job.stats()) }).catch(() => undefined), this.progressMs)
       try {
         const report = await job.done
         await channel.send({ type: 'done', peer: this.id, stats: statsToWire(report.stats) })
+        // Stay until the submitter ends the attempt (it closes the stream): others may still call us.
+        await submitterGone
       } catch (error) {
         const code = error instanceof LaminaError ? error.code : 'ERR_JOB_FAILED'
         await channel.send({ type: 'failed', peer: this.id, code, message: error instanceof Error ? error.message : String(error) }).catch(() => undefined)
@@ -284,27 +306,80 @@ export class Peer {
     const started = Date.now()
     const resolved = resolveModule(module)
     let current: Attempting | undefined
-    const context: AttemptContext = { id, kernel, program, module: resolved, args, events, stats, deadLetters, signal: abort.signal }
-    const done = (async (): Promise<ClusterReport> => {
+    let currentJob = id
+    let attemptNumber = 0
+    const context: AttemptContext = { id, kernel, module: resolved, args, events, stats, deadLetters, signal: abort.signal }
+    // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
+    const parallelism: Record<string, number> = {}
+    const excluded = new Set<string>()
+    let change: { request: RescaleRequest; stoppedAt: number; checkpoint: number; resolve: (report: RescaleReport) => void; reject: (error: unknown) => void; from: Record<string, number> } | undefined
+    const rescale = async (request: RescaleRequest): Promise<RescaleReport> => {
+      if (change !== undefined) throw new InvalidOptionError('rescale', 'request', `a rescale (${change.request.reason}) is in progress`)
+      withParallelism(program, { ...parallelism, ...request.parallelism }) // checks the names and counts first
+      const share = this.shares.get(currentJob)
+      if (share === undefined || current === undefined) throw new InvalidOptionError('rescale', 'job', `job ${id} is not running here`)
+      // A savepoint first: the new attempt starts from it, so nothing is lost or repeated.
+      let checkpoint: number
       try {
-        for (let number = 0; ; number++) {
-          const attempt: Attempt = { lineage: id, number }
-          current = this.attempt(context, attempt, plan, descriptions)
+        checkpoint = (await share.control('checkpoint.now', null)) as number
+      } catch (error) {
+        throw new InvalidOptionError('rescale', 'layers', `needs a layer that checkpoints (checkpoints()): ${error instanceof Error ? error.message : String(error)}`)
+      }
+      const from = Object.fromEntries(Object.keys(request.parallelism ?? {}).map((name) => [name, planned.operators.find((o) => o.name === name)?.annotations.parallelism ?? 1]))
+      return new Promise<RescaleReport>((resolve, reject) => {
+        change = { request, stoppedAt: Date.now(), checkpoint, resolve, reject, from }
+        current!.abort(`rescaling: ${request.reason}`)
+      })
+    }
+    const done = (async (): Promise<ClusterReport> => {
+      let recoveries = 0
+      try {
+        for (;;) {
+          const attempt: Attempt = { lineage: id, number: attemptNumber }
+          currentJob = attempt.number === 0 ? id : `${id}~${attempt.number}`
+          current = this.attempt(context, attempt, plan, workers, descriptions, withParallelism(program, parallelism), rescale)
           const outcome = await current.outcome
-          if (outcome.ok) return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started, attempts: number + 1 }
+          if (outcome.ok) {
+            change?.reject(new InvalidOptionError('rescale', 'job', 'the job finished before the rescale took effect'))
+            return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started, attempts: attemptNumber + 1 }
+          }
+          attemptNumber++
+          if (change !== undefined && !abort.signal.aborted) {
+            // A rescale (or a peer leaving): the same job, reshaped, from the savepoint.
+            const pending = change
+            Object.assign(parallelism, pending.request.parallelism)
+            for (const peer of pending.request.exclude ?? []) excluded.add(peer)
+            const alive = this.members.list().map((m) => m.peerId).filter((p) => !excluded.has(p))
+            workers = options.workers?.filter((p) => !excluded.has(p)) ?? alive.filter((p) => p !== this.id)
+            if (workers.length === 0) workers = [this.id]
+            descriptions = this.members.list().filter((m) => !excluded.has(m.peerId)).map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
+            planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
+            plan = roundRobinPlan(planned, workers, this.id)
+            const restored = firstRestored(events)
+            events.next({ type: 'rescaling', attempt: attemptNumber, reason: pending.request.reason, parallelism: { ...parallelism }, checkpoint: pending.checkpoint, plan })
+            change = undefined
+            restored.then(
+              (at) => pending.resolve({ changes: Object.fromEntries(Object.entries(pending.from).map(([name, from]) => [name, { from, to: parallelism[name]! }])), checkpoint: pending.checkpoint, pauseMs: at - pending.stoppedAt, attempt: attemptNumber }),
+              pending.reject,
+            )
+            continue
+          }
           const error = outcome.error
           if (abort.signal.aborted || recovery === undefined) throw error
-          if (number + 1 > recovery.attempts) throw new RecoveryFailedError(id, number + 1, `the ${recovery.attempts} recovery attempt(s) the stack allows are used up`, error)
+          if (++recoveries > recovery.attempts) throw new RecoveryFailedError(id, attemptNumber, `the ${recovery.attempts} recovery attempt(s) the stack allows are used up`, error)
           const dead = new Set([...outcome.lost, ...this.membership.members().filter((m) => m.status === 'dead').map((m) => m.peerId)])
           workers = workers.filter((p) => !dead.has(p))
           if (workers.length === 0) workers = [this.id]
           descriptions = descriptions.filter((d) => !dead.has(d.id))
           // Plan again over the survivors: placement re-solves, the lost instances move.
-          planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+          planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
           plan = roundRobinPlan(planned, workers, this.id)
           const reason = error instanceof Error ? error.message : String(error)
-          events.next({ type: 'recovering', attempt: number + 1, lost: [...dead], reason, plan })
+          events.next({ type: 'recovering', attempt: attemptNumber, lost: [...dead], reason, plan })
         }
+      } catch (error) {
+        change?.reject(error)
+        throw error
       } finally {
         events.complete()
       }
@@ -315,7 +390,9 @@ export class Peer {
       get plan() {
         return plan
       },
-      program: planned,
+      get program() {
+        return planned
+      },
       events: events.asObservable(),
       stats: () => ({ ...stats }),
       done,
@@ -323,6 +400,8 @@ export class Peer {
         abort.abort(reason)
         current?.abort(reason)
       },
+      rescale: (operator, n) => rescale({ parallelism: { [operator]: n }, reason: `${operator} to ${n} instances (by hand)` }),
+      reshape: rescale,
     }
   }
 
@@ -331,7 +410,7 @@ export class Peer {
    * outcome. On the first failure it aborts every share and waits (a bounded time) for them all, so
    * the next attempt never overlaps this one; peers whose job stream broke are reported lost.
    */
-  private attempt(context: AttemptContext, attempt: Attempt, plan: Plan, descriptions: readonly { id: string; tags: Record<string, string> }[]): Attempting {
+  private attempt(context: AttemptContext, attempt: Attempt, plan: Plan, workers: readonly string[], descriptions: readonly { id: string; tags: Record<string, string> }[], program: Program, rescale: (change: RescaleRequest) => Promise<RescaleReport>): Attempting {
     const job = attempt.number === 0 ? context.id : `${context.id}~${attempt.number}`
     const abort = new AbortController()
     // Every channel and control call of the attempt listens on this signal.
@@ -346,7 +425,9 @@ export class Peer {
       for (const channel of channels) void channel.send({ type: 'abort', reason }).catch(() => undefined)
     }
     const outcome = (async (): Promise<{ ok: true } | { ok: false; error: unknown; lost: string[] }> => {
-      const peers = [...new Set(Object.values(plan))].filter((p) => p !== this.id)
+      // Every worker runs a share, even one with no instance: durable state (checkpoint copies)
+      // may live there, and the layers reach it through its share.
+      const peers = [...new Set([...Object.values(plan), ...workers])].filter((p) => p !== this.id)
       const addresses = this.addresses()
       let progress: NodeJS.Timeout | undefined
       try {
@@ -362,7 +443,7 @@ export class Peer {
             }
             const channel = new JobChannel(stream, peer)
             channels.push(channel)
-            await channel.send({ type: 'submit', job, module: context.module, args: [...context.args], plan, submitter: this.id, addresses, peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })), attempt: { lineage: attempt.lineage, number: attempt.number } })
+            await channel.send({ type: 'submit', job, module: context.module, args: [...context.args], plan, submitter: this.id, addresses, peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })), members: [this.id, ...peers], attempt: { lineage: attempt.lineage, number: attempt.number }, parallelism: Object.fromEntries(program.operators.map((o) => [o.name, o.annotations.parallelism ?? 1])) })
             const answer = await channel.receive({ signal: abort.signal }).catch((error: unknown) => {
               if (error instanceof JobProtocolError) lost.add(peer)
               throw error
@@ -395,6 +476,11 @@ export class Peer {
               context.events.next({ type: 'dead-letter', letter: message.letter })
             } else if (message.type === 'event') {
               context.events.next({ type: 'layer', peer: message.peer, layer: message.layer, kind: message.kind, message: message.message, ...(message.data === null ? {} : { data: message.data }) })
+            } else if (message.type === 'leaving') {
+              // Move its instances off before it goes: a reshape without it.
+              void rescale({ exclude: [message.peer], reason: `peer ${message.peer} is leaving` }).catch((error: unknown) =>
+                context.events.next({ type: 'layer', peer: this.id, layer: 'cluster', kind: 'leave-failed', message: `could not move instances off ${message.peer}: ${error instanceof Error ? error.message : String(error)}` }),
+              )
             } else if (message.type === 'done') {
               context.stats[message.peer] = message.stats
               return
@@ -402,10 +488,10 @@ export class Peer {
           }
         })
         for (const channel of channels) await channel.send({ type: 'start' })
-        const local = context.kernel.run(context.program, {
+        const local = context.kernel.run(program, {
           id: job,
           peers: descriptions,
-          deployment: this.deployment(job, plan, this.id, addresses, abort.signal),
+          deployment: this.deployment(job, plan, this.id, addresses, abort.signal, [this.id, ...peers], rescale),
           signal: abort.signal,
           attempt,
           onDeadLetter: (letter) => {
@@ -459,13 +545,39 @@ export class Peer {
     await this.registry.stop()
     await this.node.stop()
   }
+
+  /**
+   * Leaves gracefully: every job share here first asks its submitter to move its instances to
+   * other peers (a rescale excluding this one) and waits (at most `timeoutMs`) until that is
+   * done; then the peer stops.
+   */
+  async leave(timeoutMs = 15_000): Promise<void> {
+    await Promise.all([...this.running.values()].map((job) => job.leave(timeoutMs)))
+    await this.stop()
+  }
+
+}
+
+/** When the next attempt has restored every instance (the checkpoint layer's `restored` event). */
+function firstRestored(events: Subject<ClusterJobEvent>): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const subscription = events.subscribe({
+      next: (event) => {
+        if (event.type === 'layer' && event.kind === 'restored') {
+          subscription.unsubscribe()
+          const at = (event.data as { at?: unknown } | undefined)?.at
+          resolve(typeof at === 'number' ? at : Date.now())
+        }
+      },
+      complete: () => reject(new JobAbortedError('cluster', 'the job ended before the rescaled attempt restored')),
+    })
+  })
 }
 
 /** What every attempt of one submitted job shares. */
 interface AttemptContext {
   readonly id: string
   readonly kernel: Kernel
-  readonly program: Program
   readonly module: string
   readonly args: readonly string[]
   readonly events: Subject<ClusterJobEvent>
@@ -510,6 +622,15 @@ async function settleWithin(promises: readonly Promise<unknown>[], signal: Abort
   await Promise.race([all, grace])
   clearTimeout(timer)
   return results.map((r) => r ?? { status: 'rejected', reason: new JobAbortedError('cluster', 'a share did not settle after the abort') })
+}
+
+/** The program with some operators at another parallelism (a rescale). */
+function withParallelism(program: Program, parallelism: { readonly [operator: string]: number }): Program {
+  for (const [name, n] of Object.entries(parallelism)) {
+    if (!program.operators.some((o) => o.name === name)) throw new InvalidOptionError('rescale', 'operator', `${name} is not an operator of ${program.name} (it has ${program.operators.map((o) => o.name).join(', ')})`)
+    if (!Number.isInteger(n) || n < 1) throw new InvalidOptionError('rescale', `parallelism of ${name}`, `must be a positive integer, got ${n}`)
+  }
+  return program.mapOperators((o) => (parallelism[o.name] === undefined ? o : o.annotate({ parallelism: parallelism[o.name]! })))
 }
 
 function resolveModule(module: string): string {

@@ -174,6 +174,7 @@ export class RunningJob implements Job, DriverJob {
         return deployment.call(peer, kind, payload, options)
       },
       ...(deployment?.workDir === undefined ? {} : { workDir: deployment.workDir }),
+      ...(deployment?.rescale === undefined ? {} : { rescale: deployment.rescale.bind(deployment) }),
     }
   }
 

@@ -18,6 +18,7 @@
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
+  instanceOfKey,
   LaminaError,
   wrapInstance,
   type Batch,
@@ -64,6 +65,15 @@ export class CheckpointMissingError extends LaminaError {
   override readonly name = 'CheckpointMissingError'
   constructor(readonly instance: string, readonly checkpoint: number | 'final', readonly peers: readonly string[], cause?: unknown) {
     super(`the snapshot of ${instance} in checkpoint ${checkpoint} is on no reachable peer (tried ${peers.join(', ') || 'none'})`, { cause })
+  }
+}
+
+/** Thrown when a restored operator's parallelism changed but its state cannot be split by key. */
+export class RescaleStateError extends LaminaError {
+  readonly code = 'ERR_RESCALE_STATE'
+  override readonly name = 'RescaleStateError'
+  constructor(readonly operator: string, from: number, to: number, reason: string) {
+    super(`cannot restore ${operator} at parallelism ${to} from a checkpoint taken at ${from}: ${reason}`)
   }
 }
 
@@ -248,6 +258,14 @@ class Share {
       return this.coordinator.latest ?? null
     })
     registry.handle('checkpoint.status', () => this.coordinator?.status() ?? null)
+    registry.handle('checkpoint.now', () => {
+      if (this.coordinator === undefined) throw new CheckpointProtocolError('checkpoint.now', `peer ${this.cluster.self} does not coordinate job ${this.job.id}`)
+      return this.coordinator.now()
+    })
+    registry.handle('checkpoint.restored', (payload) => {
+      this.coordinator?.restored(field(payload, 'key', 'checkpoint.restored', 'string') as string)
+      return true
+    })
   }
 }
 
@@ -284,6 +302,9 @@ class Coordinator {
   private timer: NodeJS.Timeout | undefined
   private completedCount = 0
   private lastDuration = 0
+  /** Waiting for the next checkpoint to complete (`now()`). */
+  private waiters: ((id: number) => void)[] = []
+  private readonly restoredKeys = new Set<string>()
 
   constructor(private readonly share: Share, private readonly options: { intervalMs: number; timeoutMs: number }) {
     this.expected = new Set(share.job.program.operators.flatMap((o) => Array.from({ length: o.annotations.parallelism ?? 1 }, (_, i) => instanceKey(o.name, i))))
@@ -308,7 +329,38 @@ class Coordinator {
     return { latest: this.latest?.id ?? null, inflight: this.inflight?.id ?? null, completed: this.completedCount, lastDurationMs: this.lastDuration }
   }
 
-  private trigger(): void {
+  /**
+   * Takes a checkpoint now (a savepoint, e.g. before a rescale) and resolves with its id once it
+   * is complete. A checkpoint already in flight is waited for first.
+   */
+  now(): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new CheckpointProtocolError('checkpoint.now', `no checkpoint completed within ${this.options.timeoutMs} ms`)), this.options.timeoutMs)
+      const after = this.inflight?.id
+      const wait = (id: number): void => {
+        // The one in flight may have started before what the caller wants to capture.
+        if (after !== undefined && id <= after) {
+          this.waiters.push(wait)
+          queueMicrotask(() => this.trigger(true))
+          return
+        }
+        clearTimeout(timer)
+        resolve(id)
+      }
+      this.waiters.push(wait)
+      this.trigger(true)
+    })
+  }
+
+  /** An instance of a resumed attempt restored its state; the last one reports the attempt restored. */
+  restored(key: string): void {
+    if (!this.expected.has(key) || this.restoredKeys.has(key)) return
+    this.restoredKeys.add(key)
+    if (this.restoredKeys.size === this.expected.size) this.share.notify('restored', `attempt ${this.share.job.attempt.number}: all ${this.expected.size} instances restored from checkpoint ${this.latest?.id ?? 'none'}`, { checkpoint: this.latest?.id ?? null, at: Date.now() })
+  }
+
+  private trigger(soon = false): void {
+    if (soon && this.inflight !== undefined) return
     if (this.inflight !== undefined && Date.now() - this.inflight.started < this.options.timeoutMs) return
     if (this.inflight !== undefined) this.share.notify('checkpoint-abandoned', `checkpoint ${this.inflight.id} abandoned after ${this.options.timeoutMs} ms (${this.inflight.acks.size} of ${this.expected.size} snapshots)`)
     if ([...this.expected].every((key) => this.finals.has(key))) return this.stop()
@@ -360,6 +412,9 @@ class Coordinator {
     for (const peer of this.share.cluster.peers()) {
       this.share.cluster.call(peer, 'checkpoint.complete', { id: inflight.id }).catch(() => undefined)
     }
+    const waiters = this.waiters
+    this.waiters = []
+    for (const wake of waiters) wake(inflight.id)
   }
 }
 
@@ -401,13 +456,18 @@ class CheckpointedInstance {
 
   private async start(): Promise<void> {
     const resume = await this.share.resume()
-    const located = resume?.snapshots[this.key]
     let pending: Stored['pending']
-    if (resume !== undefined && located !== undefined) {
-      const stored = await this.share.fetch(located.final ? 'final' : resume.id, this.key, located)
-      this.inner.restore(stored.state)
-      this.finished = stored.final
-      pending = stored.pending
+    if (resume !== undefined) {
+      const { operator, parallelism } = this.inner.info
+      const before = Object.keys(resume.snapshots).filter((key) => key.slice(0, key.lastIndexOf('#')) === operator).length
+      const located = resume.snapshots[this.key]
+      if (before === parallelism && located !== undefined) {
+        const stored = await this.share.fetch(located.final ? 'final' : resume.id, this.key, located)
+        this.inner.restore(stored.state)
+        this.finished = stored.final
+        pending = stored.pending
+      } else if (before > 0) await this.redistribute(resume, before)
+      void this.share.cluster.call(this.share.cluster.submitter, 'checkpoint.restored', { key: this.key }).catch(() => undefined)
     }
     if (this.finished) return
     await this.inner.start()
@@ -420,6 +480,30 @@ class CheckpointedInstance {
       }
       this.share.recordCommit(this.key, resume.id)
     }
+  }
+
+  /**
+   * The operator's parallelism changed (a rescale): this instance takes, from every old instance's
+   * snapshot, the keys whose key group it now owns. Only keyed state can be split this way.
+   */
+  private async redistribute(resume: Completed, before: number): Promise<void> {
+    const { operator, instance, parallelism } = this.inner.info
+    const old = await Promise.all(
+      Array.from({ length: before }, (_, i) => instanceKey(operator, i)).map(async (key) => {
+        const located = resume.snapshots[key]
+        if (located === undefined) throw new RescaleStateError(operator, before, parallelism, `checkpoint ${resume.id} has no snapshot of ${key}`)
+        return this.share.fetch(located.final ? 'final' : resume.id, key, located)
+      }),
+    )
+    if (old.every((s) => s.final)) this.finished = true
+    const keyed = this.operator.body.form === 'atom' && this.operator.body.key !== undefined
+    if (this.sink || Object.keys(this.operator.inputs).length === 0) throw new RescaleStateError(operator, before, parallelism, 'sources and sinks keep per-instance offsets and staged output: only transforms rescale')
+    if (!keyed) {
+      if (old.some((s) => s.state.entries.length > 0)) throw new RescaleStateError(operator, before, parallelism, 'its state is not keyed, so it cannot be split between instances')
+      return
+    }
+    const entries = old.flatMap((s) => s.state.entries.filter(([key]) => key !== null && instanceOfKey(key, parallelism) === instance))
+    this.inner.restore({ operator, entries })
   }
 
   private marker(marker: Marker): void | Promise<void> {
