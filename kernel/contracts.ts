@@ -631,6 +631,8 @@ export interface JobView {
   readonly deadLetters: readonly DeadLetter[]
   /** Which attempt of a job this is: restarts after a failure run the same job again. */
   readonly attempt: Attempt
+  /** Aborted when the job is aborted or fails: a layer must then stop acting for it (e.g. committing). */
+  readonly abortSignal: AbortSignal
   /**
    * Injects a marker at every source instance on this peer (instances of operators without
    * inputs that are still running); it then flows with the data. Returns how many took it.

@@ -11,7 +11,7 @@ import { loadOrCreateIdentity } from '../transport/identity.js'
 import type { Logger } from '../transport/logger.js'
 import { readOrCreatePskFile, readPskFile } from '../transport/psk.js'
 import { Peer, type SubmitOptions, type SubmittedJob } from './peer.js'
-import { ClusterJoinError } from './errors.js'
+import { ChildStartError, ClusterJoinError } from './errors.js'
 import { Nursery, type NurseryEvent, type RestartPolicy } from './supervisor.js'
 
 /** One peer of a cluster, as the launcher knows it. */
@@ -36,6 +36,13 @@ export interface Cluster {
   readonly failed: Promise<never>
   /** Stops this peer and every peer process it started. Idempotent. */
   stop(): Promise<void>
+  /**
+   * Starts one more peer process (a spare admitted at start: see `StartClusterOptions.spares`) and
+   * resolves once membership sees it alive. Not available on joined clusters.
+   */
+  addPeer?(): Promise<ClusterMember>
+  /** Retires peer process `index` gracefully: it moves its work off, leaves membership and exits. */
+  removePeer?(index: number): Promise<void>
 }
 
 /** Options of `startCluster`. */
@@ -54,6 +61,8 @@ export interface StartClusterOptions {
   /** Milliseconds until every peer must be seen alive by membership. @default 20000 */
   readonly joinTimeoutMs?: number
   readonly signal?: AbortSignal
+  /** Peers admitted (identity and allowlist) but not started: `addPeer()` starts them. @default 0 */
+  readonly spares?: number
 }
 
 /** Resolves when `peer`'s membership sees every id of `ids` alive; rejects with ClusterJoinError after `ms`. */
@@ -105,7 +114,7 @@ export async function startCluster(options: StartClusterOptions): Promise<Cluste
   const pskFile = join(options.workdir, 'swarm.key')
   const psk = await readOrCreatePskFile(pskFile)
   // Identities first: everyone's id goes on the allowlist before anyone connects.
-  const dirs = Array.from({ length: options.peers }, (_, i) => join(options.workdir, `peer-${i}`))
+  const dirs = Array.from({ length: options.peers + (options.spares ?? 0) }, (_, i) => join(options.workdir, `peer-${i}`))
   const selfDir = join(options.workdir, 'launcher')
   const ids = await Promise.all([...dirs, selfDir].map(async (dir) => (await loadOrCreateIdentity(dir)).peerId))
   const allowed = new Set(ids)
@@ -141,10 +150,10 @@ export async function startCluster(options: StartClusterOptions): Promise<Cluste
     throw error
   }
   const members = (): ClusterMember[] =>
-    nursery.infos().map((info, i) => ({ ...(info as { peerId: string; multiaddrs: string[] }), ...(nursery.pids()[i] === undefined ? {} : { pid: nursery.pids()[i]! }) }))
+    nursery.infos().map((info, i) => ({ ...(info as { peerId: string; multiaddrs: string[] }), ...(nursery.pidOf(i) === undefined ? {} : { pid: nursery.pidOf(i)! }) }))
   // Ready when membership (gossip) has every peer alive: then any of them can be given work.
   try {
-    await untilMembers(self, ids, options.joinTimeoutMs ?? 20_000)
+    await untilMembers(self, ids.slice(0, options.peers).concat(ids.at(-1)!), options.joinTimeoutMs ?? 20_000)
   } catch (error) {
     await Promise.all([nursery.stop(), self.stop()])
     throw error
@@ -157,6 +166,15 @@ export async function startCluster(options: StartClusterOptions): Promise<Cluste
     events: nursery.events,
     failed: nursery.failed,
     stop: () => (stopped ??= Promise.all([nursery.stop(), self.stop()]).then(() => undefined)),
+    addPeer: async () => {
+      const index = nursery.infos().length
+      if (index >= dirs.length) throw new ChildStartError(index, `no spare peer left (the cluster was started with ${options.spares ?? 0} spares)`)
+      await nursery.add()
+      const member = members()[index]!
+      await untilMembers(self, [member.peerId], options.joinTimeoutMs ?? 20_000)
+      return member
+    },
+    removePeer: (index) => nursery.retire(index),
   }
 }
 

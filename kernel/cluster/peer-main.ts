@@ -72,6 +72,10 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => (stopping ??= peer.stop())
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stop().finally(() => process.exit(0)))
+  // A launcher retiring this peer asks it to leave gracefully: its work moves off first.
+  process.on('message', (message: unknown) => {
+    if ((message as { type?: unknown } | undefined)?.type === 'leave') void (stopping ??= peer.leave()).finally(() => process.exit(0))
+  })
   watchParent(stop)
   return peer
 }

@@ -43,6 +43,7 @@ export type NurseryEvent =
   | { readonly type: 'failed'; readonly error: ChildFailedError }
 
 interface Slot {
+  retired?: boolean
   child: ChildProcess | undefined
   info: unknown
   restarts: number[]
@@ -80,6 +81,12 @@ export class Nursery {
   /** Process ids of the running children. */
   pids(): number[] {
     return this.slots.flatMap((s) => (s.child?.pid === undefined || s.child.exitCode !== null || s.child.signalCode !== null ? [] : [s.child.pid]))
+  }
+
+  /** Process id of child `index` while it runs. */
+  pidOf(index: number): number | undefined {
+    const child = this.slots[index]?.child
+    return child?.pid === undefined || child.exitCode !== null || child.signalCode !== null ? undefined : child.pid
   }
 
   /** What each child sent with its ready message. */
@@ -143,7 +150,33 @@ export class Nursery {
     })
   }
 
+  /** Starts one more child (index = the number of children so far); resolves with its index once ready. */
+  async add(): Promise<number> {
+    if (this.stopping) throw new ChildStartError(this.slots.length, 'the nursery is stopping')
+    const index = this.slots.length
+    this.slots.push({ child: undefined, info: undefined, restarts: [] })
+    await this.spawn(index)
+    return index
+  }
+
+  /**
+   * Retires child `index` gracefully: asks it to leave (an IPC `leave` message: a peer moves its
+   * work off first), does not restart it, and resolves when it has exited (SIGKILL after `graceMs`).
+   */
+  async retire(index: number, graceMs = 20_000): Promise<void> {
+    const slot = this.slots[index]
+    const child = slot?.child
+    if (slot === undefined || child === undefined || child.exitCode !== null || child.signalCode !== null) return
+    slot.retired = true
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+    child.send({ type: 'leave' })
+    const kill = setTimeout(() => child.kill('SIGKILL'), graceMs)
+    await exited
+    clearTimeout(kill)
+  }
+
   private died(index: number, code: number | null, signal: string | null): void {
+    if (this.slots[index]?.retired === true) return
     const policy = this.options.policy ?? { kind: 'fail' }
     const slot = this.slots[index]!
     const now = Date.now()

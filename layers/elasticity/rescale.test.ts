@@ -57,3 +57,46 @@ describe('rescaling a running keyed operator', () => {
     for (const r of reports) expect(r.pauseMs).toBeLessThan(5_000)
   }, 180_000)
 })
+
+describe('rescaling as members join and leave', () => {
+  let dir: string
+  let cluster: Cluster
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-rescale-members-'))
+    cluster = await startCluster({ peers: 3, spares: 1, workdir: dir, logger: memoryLogger() })
+  }, 60_000)
+
+  afterAll(async () => {
+    await cluster?.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('on a 3-peer cluster a 4th peer joins midway and takes instances; one leaves gracefully and its instances move off first; the output is exact', async () => {
+    results.length = 0
+    const job = await cluster.submit(fixture, { args: [String(RECORDS), '200', '3'] })
+    const peersOf = (): Set<string> => new Set(Object.entries(job.plan).filter(([k]) => k.startsWith('totals#')).map(([, p]) => p))
+    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
+    // A new member: capacity a rescale can use.
+    const joined = await cluster.addPeer!()
+    expect(peersOf().has(joined.peerId)).toBe(false)
+    const grown = await job.rescale('totals', 4)
+    expect(grown.changes['totals']).toEqual({ from: 3, to: 4 })
+    expect(peersOf().has(joined.peerId)).toBe(true)
+    // A member leaving gracefully: the job moves its instances off before it goes.
+    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a checkpoint after growing')
+    const leaving = cluster.members()[0]!
+    expect(peersOf().has(leaving.peerId)).toBe(true)
+    const moved = waitFor(job.events, (e) => e.type === 'rescaling' && e.reason.includes('leaving'), 30_000, 'the instances of the leaving peer to move')
+    const gone = cluster.removePeer!(0)
+    const rescaling = await moved
+    expect(rescaling.type === 'rescaling' && Object.values(rescaling.plan).includes(leaving.peerId)).toBe(false)
+    await gone
+    const report = await job.done
+    expect(received()).toEqual(reference(RECORDS))
+    expect(report.plan['totals#0']).toBeDefined()
+    expect(Object.values(report.plan)).not.toContain(leaving.peerId)
+    // No recovery was needed: the leave was graceful, so no attempt failed.
+    expect(report.attempts).toBe(3)
+  }, 180_000)
+})

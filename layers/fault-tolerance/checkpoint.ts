@@ -197,6 +197,8 @@ class Share {
 
   /** Checkpoint `id` is complete: sinks commit, older snapshots here are collected. */
   async completed(id: number): Promise<void> {
+    // An aborted attempt commits nothing more: the next attempt restores and commits instead.
+    if (this.job.abortSignal.aborted) return
     for (const instance of this.instances.values()) instance.commit(id)
     for (const [stored, keys] of this.storedKeys) {
       if (stored >= this.previousCompleted) continue
@@ -360,6 +362,7 @@ class Coordinator {
   }
 
   private trigger(soon = false): void {
+    if (this.share.job.abortSignal.aborted) return this.stop()
     if (soon && this.inflight !== undefined) return
     if (this.inflight !== undefined && Date.now() - this.inflight.started < this.options.timeoutMs) return
     if (this.inflight !== undefined) this.share.notify('checkpoint-abandoned', `checkpoint ${this.inflight.id} abandoned after ${this.options.timeoutMs} ms (${this.inflight.acks.size} of ${this.expected.size} snapshots)`)
@@ -376,7 +379,8 @@ class Coordinator {
   }
 
   ack(id: CheckpointId, key: string, peers: readonly string[], bytes: number): void {
-    if (!this.expected.has(key)) return
+    // A late acknowledgement must not complete a checkpoint of an attempt that was aborted.
+    if (!this.expected.has(key) || this.share.job.abortSignal.aborted) return
     if (id === 'final') this.finals.set(key, { peers, final: true })
     else if (this.inflight?.id === id) {
       this.inflight.acks.set(key, { peers, final: false })
@@ -529,6 +533,7 @@ class CheckpointedInstance {
     if (ready.length === 0) return
     this.staged = this.staged.filter((s) => s.id > id)
     this.commits = this.commits.then(async () => {
+      if (this.share.job.abortSignal.aborted) return
       for (const stage of ready) for (const { port, batch } of stage.batches) await this.inner.process(port, batch)
       this.share.recordCommit(this.key, id)
     })
