@@ -6,26 +6,29 @@ import './transport/polyfill.js'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { createInterface, type Interface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { register } from 'tsx/esm/api'
 import { startCluster } from './cluster/launcher.js'
+import type { SubmittedJob } from './cluster/peer.js'
 import { parsePeerCommand, runPeer } from './cluster/peer-main.js'
 import { ProgressDisplay, totals } from './cluster/progress.js'
 
 const USAGE = `usage:
-  lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--] [ARGS…]
+  lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
       start N local peer processes (default 3), run PROGRAM's default export on them,
-      show progress on stderr, stop every peer at the end
+      show progress on stderr, stop every peer at the end; with --console, read commands
+      from stdin while it runs: \`rescale OPERATOR N\` (needs the checkpoints layer), \`plan\`
   lamina peer --workdir DIR --psk FILE [--create-psk] [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]…
       run one peer (for clusters over several hosts) until SIGINT/SIGTERM`
 
 /** Splits `lamina run` arguments: options before the program, the program's own after it (or after `--`). */
-export function parseRun(argv: readonly string[]): { program: string; peers: number; workdir: string | undefined; quiet: boolean; args: string[] } {
+export function parseRun(argv: readonly string[]): { program: string; peers: number; workdir: string | undefined; quiet: boolean; console: boolean; args: string[] } {
   const dashes = argv.indexOf('--')
   const own = dashes < 0 ? argv : argv.slice(0, dashes)
   const { values, positionals } = parseArgs({
     args: [...own],
-    options: { peers: { type: 'string' }, workdir: { type: 'string' }, quiet: { type: 'boolean' } },
+    options: { peers: { type: 'string' }, workdir: { type: 'string' }, quiet: { type: 'boolean' }, console: { type: 'boolean' } },
     allowPositionals: true,
     strict: true,
   })
@@ -33,7 +36,7 @@ export function parseRun(argv: readonly string[]): { program: string; peers: num
   if (program === undefined) throw new Error('lamina run: PROGRAM is missing')
   const peers = Number(values.peers ?? 3)
   if (!Number.isInteger(peers) || peers < 1 || peers > 64) throw new Error(`lamina run: --peers must be an integer from 1 to 64, got ${values.peers}`)
-  return { program, peers, workdir: values.workdir, quiet: values.quiet ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
+  return { program, peers, workdir: values.workdir, quiet: values.quiet ?? false, console: values.console ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
 }
 
 async function run(argv: readonly string[]): Promise<number> {
@@ -71,15 +74,18 @@ async function run(argv: readonly string[]): Promise<number> {
         else if (event.kind !== 'checkpoint-start') log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
       }
     })
+    const console_ = options.console ? commands(job, log) : undefined
     try {
       const report = await job.done
       if (!options.quiet) process.stderr.write(display.summary(totals(Object.values(report.stats)), report.elapsedMs, report.deadLetters.length) + '\n')
       if (checkpoints > 0) log(`${checkpoints} checkpoints; last: ${lastCheckpoint}`)
       if (retries > 0) log(`${retries} retries of calls that failed`)
-      if (report.attempts > 1) log(`the job recovered ${report.attempts - 1} time(s)`)
+      if (report.recoveries > 0) log(`the job recovered from lost peers ${report.recoveries} time(s)`)
+      if (report.rescales > 0) log(`the job was rescaled ${report.rescales} time(s)`)
       for (const letter of report.deadLetters.slice(0, 10)) process.stderr.write(`  dead letter [${letter.code}] ${letter.message}\n`)
       return report.deadLetters.length > 0 ? 1 : 0
     } finally {
+      console_?.close()
       clearInterval(ticker)
     }
   } finally {
@@ -87,6 +93,26 @@ async function run(argv: readonly string[]): Promise<number> {
     await cluster.stop()
     if (options.workdir === undefined) await rm(workdir, { recursive: true, force: true })
   }
+}
+
+/** `--console`: commands typed (or piped) on stdin while the job runs. */
+function commands(job: SubmittedJob, log: (line: string) => void): Interface {
+  const lines = createInterface({ input: process.stdin, terminal: false })
+  lines.on('line', (line) => {
+    const [command, ...rest] = line.trim().split(/\s+/)
+    if (command === undefined || command === '') return
+    if (command === 'rescale' && rest.length === 2) {
+      const [operator, n] = rest as [string, string]
+      log(`rescaling ${operator} to ${n}…`)
+      job.rescale(operator, Number(n)).then(
+        (report) => log(`rescaled ${Object.entries(report.changes).map(([name, c]) => `${name} ${c.from} -> ${c.to}`).join(', ')} from checkpoint ${report.checkpoint}; paused ${report.pauseMs} ms`),
+        (error: unknown) => log(`rescale failed: ${error instanceof Error ? error.message : String(error)}`),
+      )
+    } else if (command === 'plan') {
+      log(Object.entries(job.plan).map(([instance, peer]) => `${instance} -> ${peer.slice(-8)}`).join(', '))
+    } else log(`unknown command "${line.trim()}": try \`rescale OPERATOR N\` or \`plan\``)
+  })
+  return lines
 }
 
 async function peer(argv: readonly string[]): Promise<void> {

@@ -5,3 +5,4 @@ export {}
 export * from './placement/index.js'
 export * from './metadata/index.js'
 export * from './fault-tolerance/index.js'
+export * from './elasticity/index.js'

@@ -48,6 +48,20 @@ describe('lamina run', () => {
     await until(() => !pids.some(alive), 10_000, 'the peer processes to exit')
   })
 
+  it('--console: `rescale OPERATOR N` typed while the job runs rescales it', async () => {
+    const run = spawn(process.execPath, [cli, 'run', 'bench/_keyed-totals.ts', '--peers', '2', '--console', '--', '4000000', '200', '1'], { cwd: root, stdio: ['pipe', 'ignore', 'pipe'] })
+    let stderr = ''
+    run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    const exited = new Promise<number | null>((resolve) => run.once('exit', (code) => resolve(code)))
+    await until(() => pidsIn(stderr).length === 2, 30_000, 'the cluster to come up')
+    run.stdin!.write('rescale totals 2\n')
+    await until(() => stderr.includes('rescaled totals 1 -> 2'), 60_000, 'the rescale to be reported')
+    run.stdin!.end()
+    expect(await exited, stderr).toBe(0)
+    expect(stderr).toMatch(/attempt 1: totals to 2 instances \(by hand\); restarting from checkpoint \d+/)
+    expect(stderr).toContain('finished in')
+  }, 90_000)
+
   it('says what is wrong with bad arguments', async () => {
     const failure = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', 'many'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
     expect(failure).toMatchObject({ code: 1 })

@@ -54,8 +54,12 @@ export interface ClusterReport {
   readonly stats: { readonly [peer: string]: JobStats }
   readonly deadLetters: readonly WireDeadLetter[]
   readonly elapsedMs: number
-  /** Attempts the job took: 1 when nothing failed, one more per recovery. */
+  /** Attempts the job took: 1 when nothing failed or changed, one more per recovery and per rescale. */
   readonly attempts: number
+  /** Attempts started because a peer failed. */
+  readonly recoveries: number
+  /** Attempts started by a rescale (or a peer moved off). */
+  readonly rescales: number
 }
 
 /** Events of a submitted job. */
@@ -316,12 +320,13 @@ export class Peer {
     const rescale = async (request: RescaleRequest): Promise<RescaleReport> => {
       if (change !== undefined) throw new InvalidOptionError('rescale', 'request', `a rescale (${change.request.reason}) is in progress`)
       withParallelism(program, { ...parallelism, ...request.parallelism }) // checks the names and counts first
-      const share = this.shares.get(currentJob)
-      if (share === undefined || current === undefined) throw new InvalidOptionError('rescale', 'job', `job ${id} is not running here`)
+      // The current attempt's share here (it may be starting still).
+      const control = await this.shareControl(currentJob)
+      if (control === undefined || current === undefined) throw new InvalidOptionError('rescale', 'job', `job ${id} is not running here`)
       // A savepoint first: the new attempt starts from it, so nothing is lost or repeated.
       let checkpoint: number
       try {
-        checkpoint = (await share.control('checkpoint.now', null)) as number
+        checkpoint = (await control('checkpoint.now', null)) as number
       } catch (error) {
         throw new InvalidOptionError('rescale', 'layers', `needs a layer that checkpoints (checkpoints()): ${error instanceof Error ? error.message : String(error)}`)
       }
@@ -333,6 +338,7 @@ export class Peer {
     }
     const done = (async (): Promise<ClusterReport> => {
       let recoveries = 0
+      let rescales = 0
       try {
         for (;;) {
           const attempt: Attempt = { lineage: id, number: attemptNumber }
@@ -341,10 +347,13 @@ export class Peer {
           const outcome = await current.outcome
           if (outcome.ok) {
             change?.reject(new InvalidOptionError('rescale', 'job', 'the job finished before the rescale took effect'))
-            return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started, attempts: attemptNumber + 1 }
+            return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started, attempts: attemptNumber + 1, recoveries, rescales }
           }
           attemptNumber++
+          // The stats of the next attempt start afresh (peers may differ).
+          for (const peer of Object.keys(stats)) delete stats[peer]
           if (change !== undefined && !abort.signal.aborted) {
+            rescales++
             // A rescale (or a peer leaving): the same job, reshaped, from the savepoint.
             const pending = change
             Object.assign(parallelism, pending.request.parallelism)

@@ -49,7 +49,10 @@ export class ProgressDisplay {
     const seconds = Math.max((now - this.lastTime) / 1000, 1e-3)
     const lines = [`lamina: ${peers} peers, ${((now - this.started) / 1000).toFixed(1)} s`]
     for (const t of current) {
-      const perSecond = (t.recordsIn + (t.recordsIn === 0 ? t.recordsOut : 0) - (this.last.get(t.operator) ?? 0)) / seconds
+      const count = t.recordsIn + (t.recordsIn === 0 ? t.recordsOut : 0)
+      // Counts start again with each attempt of a job (a recovery, a rescale): count from zero then.
+      const before = this.last.get(t.operator) ?? 0
+      const perSecond = (count >= before ? count - before : count) / seconds
       this.last.set(t.operator, t.recordsIn + (t.recordsIn === 0 ? t.recordsOut : 0))
       lines.push(`  ${t.operator.padEnd(24)} x${t.instances}  in ${rate(t.recordsIn).padStart(7)}  out ${rate(t.recordsOut).padStart(7)}  ${rate(perSecond).padStart(7)}/s${t.deadLetters > 0 ? `  dead letters ${t.deadLetters}` : ''}`)
     }

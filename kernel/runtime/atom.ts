@@ -19,7 +19,7 @@ import type {
   TimerHandle,
 } from '../contracts.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
-import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, LaminaError, UnknownOutputError } from '../errors.js'
+import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, JobAbortedError, LaminaError, UnknownOutputError } from '../errors.js'
 import { replyError, replyOk, type AtomServices } from './services.js'
 import { StateStore } from './state.js'
 
@@ -166,7 +166,11 @@ export class AtomInstance implements Instance {
   run(): void | Promise<void> {
     const run = this.body.run
     if (run === undefined) return
-    return run(this.ctx).catch((error: unknown) => this.failed('run', undefined, undefined, error, 'run'))
+    return run(this.ctx).catch((error: unknown) => {
+      // A run stopped because its job was aborted (a rescale, a recovery) has no record to blame.
+      if (abortedBy(error)) return
+      this.failed('run', undefined, undefined, error, 'run')
+    })
   }
 
   end(): void | Promise<void> {
@@ -311,4 +315,10 @@ export class AtomInstance implements Instance {
 function rest(batch: Batch, from: number): Batch {
   const values = batch.values.slice(from)
   return batch.headers === undefined ? { values } : { values, headers: batch.headers.slice(from) }
+}
+
+/** True when `error`, or an error it was caused by, is the job's abort. */
+function abortedBy(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) if (e instanceof JobAbortedError) return true
+  return false
 }

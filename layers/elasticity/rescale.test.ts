@@ -56,6 +56,23 @@ describe('rescaling a running keyed operator', () => {
     expect(done.attempts).toBe(4)
     for (const r of reports) expect(r.pauseMs).toBeLessThan(5_000)
   }, 180_000)
+
+  it('the automatic policy scales a backpressured keyed operator out, and the output stays exact', async () => {
+    results.length = 0
+    const records = 300_000
+    // 20 µs of arithmetic per record in one counter: its input queues fill up.
+    const job = await cluster.submit(fixture, { args: [String(records), '200', '1', '20', 'auto:3'] })
+    const decided = waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'scale', 60_000, 'a scaling decision')
+    const rescaled = waitFor(job.events, (e) => e.type === 'rescaling', 60_000, 'the rescale it asks for')
+    const decision = await decided
+    expect(decision.type === 'layer' && decision.data).toMatchObject({ operator: 'totals', from: 1, to: 2 })
+    expect(decision.type === 'layer' && decision.message).toContain('backpressure')
+    const rescaling = await rescaled
+    expect(rescaling.type === 'rescaling' && rescaling.parallelism['totals']).toBe(2)
+    const report = await job.done
+    expect(received()).toEqual(reference(records))
+    expect(Object.keys(report.plan).filter((k) => k.startsWith('totals#')).length).toBeGreaterThanOrEqual(2)
+  }, 120_000)
 })
 
 describe('rescaling as members join and leave', () => {

@@ -1,0 +1,3 @@
+// The elasticity layer: rescale running keyed operators by key group, by hand or by policy.
+
+export { elasticity, inputLoad, RescaleError, RESCALE_CONTROL, type AutoscalePolicy, type ElasticityOptions, type ScaleDecision } from './elasticity.js'
