@@ -69,7 +69,7 @@ async function runOnce(variant: Variant, records: readonly number[], iterations:
     count++
   })
   const p: Program = program('isolation-bench', { operators: [src, op, collect], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, collect.inputs.in)] })
-  const stack = variant === 'in-process' ? kernel : kernel.with(isolation({ watchdogMs: 0 }))
+  const stack = variant === 'in-process' ? kernel : kernel.with(isolation())
   const started = performance.now()
   const { ms } = await timed(async () => {
     const report = await stack.run(p, batchSize === undefined ? {} : { batchSize }).done

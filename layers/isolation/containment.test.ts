@@ -6,7 +6,7 @@ import { filter, firstValueFrom, timeout } from 'rxjs'
 import { kernel, link, map, program, sink, source, t, type DeadLetter, type Job, type JobEvent, type Link, type Operator, type Program } from 'lamina'
 import { supervision, type RestartEventData } from '../fault-tolerance/index.js'
 import { IsolationFaultError, isolate, isolation, type FaultEventData, type IsolatedMode, type IsolateOptions } from './index.js'
-import { HERE, poison, thrower, type Misbehaviour } from './fixtures/operators.js'
+import { HERE, poison, stall, thrower, type Misbehaviour } from './fixtures/operators.js'
 
 type LayerEvent = Extract<JobEvent, { type: 'layer' }>
 
@@ -119,7 +119,56 @@ describe.each(['worker', 'process'] as const)('isolation in a %s contains', (mod
     expect(((await fault).data as FaultEventData).reason).toBe('watchdog')
     expect(faultLetters(job.deadLetters).map((l) => l.value)).toContain(0)
   })
+
+  it('a job aborted while an instance is stuck (watchdog off): the job ends as aborted, nothing is blamed, the isolated side is stopped', async () => {
+    let reported!: (place: number) => void
+    const started = new Promise<number>((resolve) => (reported = resolve))
+    const op = isolate(stall(), { mode, watchdogMs: 0, from: { module: HERE, export: 'stall' } })
+    const src = source('src', t.number, range(10))
+    const into = sink('out', t.number, (place) => reported(place))
+    const p = program('stuck', { operators: [src, op, into], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in)] })
+    const job = kernel.with(isolation()).run(p)
+    let failure: unknown
+    try {
+      const place = await started
+      // Wait until the first batch was handed to the instance (it is then stuck in its busy loop).
+      await until(() => (job.stats().instances.find((i) => i.operator === 'stall')?.recordsIn ?? 0) > 0, 10_000)
+      job.abort('test')
+      failure = await job.done.then(
+        () => undefined,
+        (error: unknown) => error,
+      )
+      if (mode === 'process') await gone(place % 1_000_000, 5000)
+    } finally {
+      job.abort('test over')
+    }
+    expect(failure).toMatchObject({ code: 'ERR_JOB_ABORTED' })
+    expect(job.deadLetters).toEqual([])
+  })
 })
+
+/** Resolves once `condition()` holds, checked every 10 ms; rejects after `ms`. */
+async function until(condition: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+/** Resolves once process `pid` no longer exists; rejects after `ms`. */
+async function gone(pid: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      process.kill(pid, 0)
+    } catch {
+      return
+    }
+    if (Date.now() > deadline) throw new Error(`process ${pid} is still alive ${ms} ms after the job`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
 
 describe('isolation contains', () => {
   it('an operator that throws on every record: each record is a dead letter with its cause, the instance goes on, the other pipeline is unaffected', async () => {

@@ -1,6 +1,6 @@
 // The host side of one isolated instance: starts its worker thread or child process, drives its calls, serves its syscalls, watches it.
 
-import type { AtomContext, Batch, InstanceInfo, Key, TimerHandle } from '../../kernel/index.js'
+import { JobAbortedError, type AtomContext, type Batch, type InstanceInfo, type Key, type TimerHandle } from '../../kernel/index.js'
 import { moduleUrl, type ModuleRef } from './annotations.js'
 import { decodeBatch, encodeBatch } from './batch-codec.js'
 import { IsolationFaultError, IsolationModuleError, IsolationUnsupportedError, type FaultReason, type IsolatedMode } from './errors.js'
@@ -158,7 +158,9 @@ export class IsolateHost {
       clearTimeout(this.booting.timer)
       this.booting = undefined
     }
-    const closedError = this.fault ?? new IsolationFaultError(this.info.operator, this.info.instance, this.options.mode, 'exit', 'the instance was closed')
+    // Closed on purpose (the job ended or aborted, or the instance was discarded): calls in flight
+    // end as an abort does, not as a fault of the operator (nothing is blamed on their records).
+    const closedError = this.fault ?? new JobAbortedError(this.info.job, `${this.info.operator}[${this.info.instance}] was closed`)
     for (const call of this.calls.values()) call.reject(closedError)
     this.calls.clear()
   }
@@ -167,7 +169,7 @@ export class IsolateHost {
 
   private call(id: number, message: HostMessage, transfer: readonly ArrayBuffer[]): Promise<DoneMessage> {
     if (this.fault !== undefined) return Promise.reject(this.fault)
-    if (this.closed || this.channel === undefined || !this.ready) return Promise.reject(new IsolationFaultError(this.info.operator, this.info.instance, this.options.mode, 'exit', 'the instance is not running'))
+    if (this.closed || this.channel === undefined || !this.ready) return Promise.reject(new JobAbortedError(this.info.job, `${this.info.operator}[${this.info.instance}] is not running`))
     return new Promise<DoneMessage>((resolve, reject) => {
       if (this.calls.size === 0) this.channel!.ref()
       this.calls.set(id, { resolve, reject })
