@@ -236,9 +236,8 @@ export class IsolateHost {
       case 'init-failed': {
         const booting = this.booting
         const from = this.options.from
-        const reason = message.error.name === 'IsolationModuleError' ? message.error.message.replace(/^.*?: cannot build the isolated operator from .*? of .*?: /, '') : `${message.error.name}: ${message.error.message}`
         this.close()
-        booting?.reject(new IsolationModuleError(this.info.operator, from.module, from.export ?? 'default', reason))
+        booting?.reject(new IsolationModuleError(this.info.operator, from.module, from.export ?? 'default', message.reason))
         return
       }
       case 'pong':

@@ -66,7 +66,8 @@ async function init(message: InitMessage): Promise<void> {
     samePorts(name, message, operator)
     runtime = new IsolateRuntime(operator, message.info, message.crashes, send, message.progress === undefined ? undefined : new Int32Array(message.progress))
   } catch (error) {
-    send({ t: 'init-failed', error: serializeError(error) }, [])
+    const reason = error instanceof IsolationModuleError ? error.reason : error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+    send({ t: 'init-failed', reason }, [])
     return
   }
   send({ t: 'ready' }, [])

@@ -108,7 +108,8 @@ export interface DoneMessage {
 export type IsolateMessage =
   | { readonly t: 'hello' }
   | { readonly t: 'ready' }
-  | { readonly t: 'init-failed'; readonly error: SerializedError }
+  /** The operator could not be built: `reason` says why (the IsolationModuleError's reason, or the error). */
+  | { readonly t: 'init-failed'; readonly reason: string }
   | { readonly t: 'sys'; readonly id: number; readonly kind: 'flush'; readonly sync: Sync }
   | { readonly t: 'sys'; readonly id: number; readonly kind: 'call'; readonly name: string; readonly argument: unknown; readonly sync: Sync }
   | { readonly t: 'sys'; readonly id: number; readonly kind: 'request'; readonly port: string; readonly value: unknown; readonly timeout?: number; readonly sync: Sync }
