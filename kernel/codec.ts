@@ -61,7 +61,8 @@ export function compatible(from: AnyCodec, to: AnyCodec): boolean {
   return from === to || acceptsAll(to) || acceptsAll(from) || from.name === to.name
 }
 
-type Guard = (value: unknown) => boolean
+/** A compiled check of a value against a codec (see guardOf). */
+export type Guard = (value: unknown) => boolean
 
 /** io-ts's own tags for the codecs `guardOf` compiles. */
 interface Tagged {
