@@ -1,6 +1,7 @@
 // Containment with real worker threads and child processes: a busy loop, runaway memory, process.exit
 // and an uncaught error stop only the offending instance, and another pipeline of the same job is unaffected.
 
+import { fork } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import { filter, firstValueFrom, timeout } from 'rxjs'
 import { kernel, link, map, program, sink, source, t, type DeadLetter, type Job, type JobEvent, type Link, type Operator, type Program } from 'lamina'
@@ -171,6 +172,22 @@ async function gone(pid: number, ms: number): Promise<void> {
 }
 
 describe('isolation contains', () => {
+  it('no orphans: a child stuck in a busy loop dies with its peer (SIGKILLed)', async () => {
+    const host = fork(new URL('./fixtures/orphan-host.ts', import.meta.url), [], { execArgv: ['--import', import.meta.resolve('tsx')], stdio: 'inherit' })
+    try {
+      const child = await new Promise<number>((resolve, reject) => {
+        host.once('message', (message) => resolve((message as { child: number }).child))
+        host.once('exit', (code) => reject(new Error(`the host exited (${code}) before reporting its child`)))
+      })
+      expect(child).not.toBe(host.pid)
+      process.kill(child, 0) // alive
+      host.kill('SIGKILL')
+      await gone(child, 5000)
+    } finally {
+      host.kill('SIGKILL')
+    }
+  })
+
   it('an operator that throws on every record: each record is a dead letter with its cause, the instance goes on, the other pipeline is unaffected', async () => {
     const input = range(500)
     const op = isolate(thrower(), { from: { module: HERE, export: 'thrower' } })

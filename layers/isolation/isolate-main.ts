@@ -6,7 +6,7 @@
 // imports the module, checks that the operator it builds has the annotated operator's ports, says
 // `ready`, then answers the host's calls. A child process exits when its parent goes away.
 
-import { parentPort } from 'node:worker_threads'
+import { parentPort, Worker } from 'node:worker_threads'
 import type { Operator } from '../../kernel/index.js'
 import { loadOperator } from './annotations.js'
 import { IsolationModuleError } from './errors.js'
@@ -23,12 +23,23 @@ const send: SendToHost =
         process.send!(message)
       }
 
+/**
+ * A child's guard: a thread of its own that kills the child once its parent is gone (it was
+ * adopted by another process), even while the operator's code holds the main thread in a busy
+ * loop and the IPC channel's `disconnect` event cannot run.
+ */
+const GUARD = `
+const { workerData } = require('node:worker_threads');
+setInterval(() => { if (process.ppid !== workerData.parent) process.kill(process.pid, 'SIGKILL') }, 250);
+`
+
 function listen(handler: (message: HostMessage) => void): void {
   if (parentPort !== null) parentPort.on('message', handler)
   else {
     process.on('message', (message) => handler(message as HostMessage))
     // No orphans: the child goes when its parent does.
     process.on('disconnect', () => process.exit(0))
+    new Worker(GUARD, { eval: true, workerData: { parent: process.ppid }, resourceLimits: { maxOldGenerationSizeMb: 8 } }).unref()
   }
 }
 
