@@ -165,8 +165,9 @@ export class Nursery {
    */
   async retire(index: number, graceMs = 20_000): Promise<void> {
     const slot = this.slots[index]
-    const child = slot?.child
-    if (slot === undefined || child === undefined || child.exitCode !== null || child.signalCode !== null) return
+    if (slot === undefined) throw new RangeError(`no child ${index}: the nursery has ${this.slots.length}`)
+    const child = slot.child
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
     slot.retired = true
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
     child.send({ type: 'leave' })

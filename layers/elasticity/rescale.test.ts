@@ -10,7 +10,9 @@ import { startCluster, type Cluster, type SubmittedJob } from 'lamina/cluster'
 import { received, reference, results } from '../../bench/_keyed-totals.js'
 
 const fixture = new URL('../../bench/_keyed-totals.ts', import.meta.url).pathname
-const RECORDS = 3_000_000
+const RECORDS = 4_000_000
+/** Long enough for three rescales, a join and a leave while it runs. */
+const LONG = 12_000_000
 
 function waitFor<T>(events: Observable<T>, predicate: (event: T) => boolean, ms: number, what: string): Promise<T> {
   return firstValueFrom(events.pipe(filter(predicate), timeout({ first: ms, with: () => { throw new Error(`timed out after ${ms} ms waiting for ${what}`) } }))).catch((error: unknown) => {
@@ -89,31 +91,37 @@ describe('rescaling as members join and leave', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  it('on a 3-peer cluster a 4th peer joins midway and takes instances; one leaves gracefully and its instances move off first; the output is exact', async () => {
+  it('on a 3-peer cluster: rescaled 1 -> 4 -> 2 -> 3 while a 4th peer joins midway and one leaves gracefully; the output is exact', async () => {
     results.length = 0
-    const job = await cluster.submit(fixture, { args: [String(RECORDS), '200', '3'] })
+    const job = await cluster.submit(fixture, { args: [String(LONG), '200', '1'] })
     const peersOf = (): Set<string> => new Set(Object.entries(job.plan).filter(([k]) => k.startsWith('totals#')).map(([, p]) => p))
-    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
-    // A new member: capacity a rescale can use.
+    const checkpoint = (what: string) => waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, what)
+    await checkpoint('a first checkpoint')
+    expect((await job.rescale('totals', 4)).changes['totals']).toEqual({ from: 1, to: 4 })
+    expect(peersOf().size).toBe(3)
+    // A new member: capacity the next rescale uses.
     const joined = await cluster.addPeer!()
     expect(peersOf().has(joined.peerId)).toBe(false)
-    const grown = await job.rescale('totals', 4)
-    expect(grown.changes['totals']).toEqual({ from: 3, to: 4 })
-    expect(peersOf().has(joined.peerId)).toBe(true)
+    await checkpoint('a checkpoint at 4')
+    expect((await job.rescale('totals', 2)).changes['totals']).toEqual({ from: 4, to: 2 })
+    await checkpoint('a checkpoint at 2')
+    expect((await job.rescale('totals', 3)).changes['totals']).toEqual({ from: 2, to: 3 })
     // A member leaving gracefully: the job moves its instances off before it goes.
-    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a checkpoint after growing')
-    const leaving = cluster.members()[0]!
-    expect(peersOf().has(leaving.peerId)).toBe(true)
+    await checkpoint('a checkpoint at 3')
+    const leaving = cluster.members().find((m) => peersOf().has(m.peerId) && m.peerId !== joined.peerId)!
+    const index = cluster.members().findIndex((m) => m.peerId === leaving.peerId)
     const moved = waitFor(job.events, (e) => e.type === 'rescaling' && e.reason.includes('leaving'), 30_000, 'the instances of the leaving peer to move')
-    const gone = cluster.removePeer!(0)
+    const gone = cluster.removePeer!(index)
     const rescaling = await moved
     expect(rescaling.type === 'rescaling' && Object.values(rescaling.plan).includes(leaving.peerId)).toBe(false)
+    // Three instances over the three members left, the joined one among them.
+    expect(peersOf().has(joined.peerId)).toBe(true)
     await gone
     const report = await job.done
-    expect(received()).toEqual(reference(RECORDS))
-    expect(report.plan['totals#0']).toBeDefined()
+    expect(received()).toEqual(reference(LONG))
+    expect(Object.keys(report.plan).filter((k) => k.startsWith('totals#'))).toHaveLength(3)
     expect(Object.values(report.plan)).not.toContain(leaving.peerId)
-    // No recovery was needed: the leave was graceful, so no attempt failed.
-    expect(report.attempts).toBe(3)
+    // Four reshapes (three rescales and the move), no recovery: nothing failed.
+    expect(report).toMatchObject({ attempts: 5, rescales: 4, recoveries: 0 })
   }, 180_000)
 })
