@@ -257,7 +257,6 @@ export class IsolateRuntime {
   private readonly buffers = new Map<string, unknown[]>()
   private readonly keyFn: ((value: unknown, port: string) => Key) | undefined
   private readonly guards = new Map<string, ((value: unknown) => boolean) | undefined>()
-  private readonly codecs: Operator['inputs']
   private readonly waiting = new Map<number, Waiting>()
   private readonly timers = new Map<number, { readonly fn: () => unknown; readonly repeat: boolean }>()
   private nextSyscall = 1
@@ -277,7 +276,6 @@ export class IsolateRuntime {
     if (body.form !== 'atom') throw new IsolationUnsupportedError(info.operator, `a ${body.form}-form body`)
     this.body = body
     this.keyFn = body.key
-    this.codecs = operator.inputs
     this.state = new TrackedState(operator.name, body.state, body.key !== undefined)
     for (const port of Object.keys(operator.outputs)) this.buffers.set(port, [])
     for (const [port, input] of Object.entries(operator.inputs)) {
