@@ -7,6 +7,7 @@
 // Last line: {"bench":"elasticity","ratio":<throughput at 2 ÷ at 1>,"rescale_pause_ms":…,…}
 
 import '../kernel/transport/polyfill.js'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -51,6 +52,27 @@ async function rescalePause(cluster: Cluster): Promise<{ pauseMs: number; keys: 
   return { pauseMs: report.pauseMs, keys: STATE_KEYS }
 }
 
+/**
+ * What this machine gives two processes at once: the same arithmetic in one process alone, then
+ * in two at the same time (2 × work ÷ the time two take). A shared VM often gives less than 2.
+ */
+async function machineSpeedup(): Promise<number> {
+  const code = 'let x = 1; for (let i = 0; i < 3e8; i++) x = Math.imul(x ^ (x >>> 13), 0x5bd1e995) + i; if (x === 42) console.log(x)'
+  const one = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ['-e', code], { stdio: 'ignore' })
+      child.once('error', reject)
+      child.once('exit', (status) => (status === 0 ? resolve() : reject(new BenchCheckError(`the arithmetic process exited with ${status}`))))
+    })
+  let started = performance.now()
+  await one()
+  const alone = performance.now() - started
+  started = performance.now()
+  await Promise.all([one(), one()])
+  const together = performance.now() - started
+  return (2 * alone) / together
+}
+
 runMain('elasticity', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lamina-bench-elasticity-'))
   progress('starting 2 peers…')
@@ -68,6 +90,9 @@ runMain('elasticity', async () => {
         progress(`round ${round}/${rounds} parallelism ${counters}: ${humanRate(rps)} records/s`)
       }
     }
+    progress('what two processes get on this machine…')
+    const machine = await machineSpeedup()
+    progress(`two processes of arithmetic run ${machine.toFixed(2)}x as fast as one`)
     progress(`rescale 1 -> 2 with ${STATE_KEYS} keys of state…`)
     const pause = await rescalePause(cluster)
     progress(`rescale pause: ${pause.pauseMs} ms`)
@@ -76,6 +101,7 @@ runMain('elasticity', async () => {
         bench: 'elasticity',
         ratio: Number((median(two) / median(one)).toFixed(3)),
         rescale_pause_ms: pause.pauseMs,
+        machine_two_process_speedup: Number(machine.toFixed(3)),
         records_per_s_at_1: Math.round(median(one)),
         records_per_s_at_2: Math.round(median(two)),
         work_us_per_record: WORK_US,
