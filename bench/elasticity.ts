@@ -3,7 +3,7 @@
 // both cores work), same run, alternating; then the pause of a rescale 1 -> 2 of a keyed operator
 // holding 100,000 keys of state: from stopping the old attempt to the last instance of the new one
 // having restored its keys.
-// Run: npm run bench -- elasticity [records=80000] [rounds=3]
+// Run: npm run bench -- elasticity [records=160000] [rounds=3]
 // Last line: {"bench":"elasticity","ratio":<throughput at 2 ÷ at 1>,"rescale_pause_ms":…,…}
 
 import '../kernel/transport/polyfill.js'
@@ -17,7 +17,7 @@ import { memoryLogger } from '../kernel/transport/index.js'
 import { BenchCheckError, humanRate, median, positiveInteger, progress, runMain } from './_harness.js'
 import { received, reference, results } from './_keyed-totals.js'
 
-const records = positiveInteger('records', process.argv[2]) ?? 80_000
+const records = positiveInteger('records', process.argv[2]) ?? 160_000
 const rounds = positiveInteger('rounds', process.argv[3]) ?? 3
 const WORK_US = 40
 const STATE_KEYS = 100_000
