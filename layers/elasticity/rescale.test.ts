@@ -3,9 +3,9 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { EmptyError, filter, firstValueFrom, timeout, type Observable } from 'rxjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from 'lamina/transport'
+import { waitFor } from '../../kernel/cluster/fixtures/processes.js'
 import { startCluster, type Cluster, type SubmittedJob } from 'lamina/cluster'
 import { received, reference, results } from '../../bench/_keyed-totals.js'
 
@@ -13,12 +13,6 @@ const fixture = new URL('../../bench/_keyed-totals.ts', import.meta.url).pathnam
 const RECORDS = 4_000_000
 /** Long enough for three rescales, a join and a leave while it runs. */
 const LONG = 12_000_000
-
-function waitFor<T>(events: Observable<T>, predicate: (event: T) => boolean, ms: number, what: string): Promise<T> {
-  return firstValueFrom(events.pipe(filter(predicate), timeout({ first: ms, with: () => { throw new Error(`timed out after ${ms} ms waiting for ${what}`) } }))).catch((error: unknown) => {
-    throw error instanceof EmptyError ? new Error(`the events ended before ${what}`) : error
-  })
-}
 
 describe('rescaling a running keyed operator', () => {
   let dir: string

@@ -3,9 +3,9 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { EmptyError, filter, firstValueFrom, timeout, type Observable } from 'rxjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from 'lamina/transport'
+import { waitFor } from '../../kernel/cluster/fixtures/processes.js'
 import { openStore } from '../../kmods/store/index.js'
 import { startCluster, type Cluster, type ClusterJobEvent, type SubmittedJob } from 'lamina/cluster'
 import { arrivals, received, reference, results } from '../../bench/_keyed-totals.js'
@@ -26,12 +26,6 @@ function seeded(seed: number): () => number {
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
-}
-
-function waitFor<T>(events: Observable<T>, predicate: (event: T) => boolean, ms: number, what: string): Promise<T> {
-  return firstValueFrom(events.pipe(filter(predicate), timeout({ first: ms, with: () => { throw new Error(`timed out after ${ms} ms waiting for ${what}`) } }))).catch((error: unknown) => {
-    throw error instanceof EmptyError ? new Error(`the events ended before ${what}`) : error
-  })
 }
 
 describe('exactly-once recovery on a 4-peer cluster', () => {
