@@ -1,7 +1,7 @@
 // Benchmark `checkpoint`: a keyed aggregation on a real local cluster (4 peers and the submitter)
 // with checkpoints every second against the same job without checkpoints, in the same run; then the
 // recovery time: seconds from a peer's SIGKILL to the first output the recovered job commits.
-// Run: npm run bench -- checkpoint [records=3000000] [rounds=3]
+// Run: npm run bench -- checkpoint [records=6000000] [rounds=3]
 // Last line: {"bench":"checkpoint","ratio":<with ÷ without throughput>,"recovery_s":…,…}
 
 import '../kernel/transport/polyfill.js'
@@ -14,7 +14,7 @@ import { memoryLogger } from '../kernel/transport/index.js'
 import { BenchCheckError, humanRate, median, positiveInteger, progress, runMain } from './_harness.js'
 import { arrivals, received, reference, results } from './_keyed-totals.js'
 
-const records = positiveInteger('records', process.argv[2]) ?? 3_000_000
+const records = positiveInteger('records', process.argv[2]) ?? 6_000_000
 const rounds = positiveInteger('rounds', process.argv[3]) ?? 3
 const PEERS = 4
 const INTERVAL_MS = 1000
