@@ -35,6 +35,9 @@ import {
 } from '../../kernel/index.js'
 import { openStore, type Store } from '../../kmods/store/index.js'
 
+/** Milliseconds after a resumed attempt has restored before its first checkpoint (at most the interval). */
+const RESUMED_CHECKPOINT_MS = 200
+
 /** The marker kind of checkpoint barriers. */
 export const CHECKPOINT_MARKER = 'checkpoint'
 
@@ -358,7 +361,12 @@ class Coordinator {
   restored(key: string): void {
     if (!this.expected.has(key) || this.restoredKeys.has(key)) return
     this.restoredKeys.add(key)
-    if (this.restoredKeys.size === this.expected.size) this.share.notify('restored', `attempt ${this.share.job.attempt.number}: all ${this.expected.size} instances restored from checkpoint ${this.latest?.id ?? 'none'}`, { checkpoint: this.latest?.id ?? null, at: Date.now() })
+    if (this.restoredKeys.size < this.expected.size) return
+    this.share.notify('restored', `attempt ${this.share.job.attempt.number}: all ${this.expected.size} instances restored from checkpoint ${this.latest?.id ?? 'none'}`, { checkpoint: this.latest?.id ?? null, at: Date.now() })
+    // Sinks show nothing until a checkpoint completes: after a restore, the first one comes soon
+    // (what was processed since), so output resumes without waiting a whole interval.
+    const soon = setTimeout(() => this.trigger(true), Math.min(RESUMED_CHECKPOINT_MS, this.options.intervalMs))
+    soon.unref?.()
   }
 
   private trigger(soon = false): void {
