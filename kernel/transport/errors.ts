@@ -149,3 +149,6 @@ export class ChannelEndedError extends LaminaError {
     super(`link ${link}: send after end()`)
   }
 }
+
+/** The ERROR frame code a peer sends when it closes a channel because its job was aborted on purpose. */
+export const ABORTED = 'ERR_JOB_ABORTED'

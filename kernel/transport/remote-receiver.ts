@@ -6,7 +6,7 @@ import { BatchQueue } from '../batch-queue.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
 import type { AnyCodec, Batch, Channel, ChannelInfo, Header } from '../contracts.js'
 import { DecodeError, type LaminaError, type Where } from '../errors.js'
-import { ChannelSideError, DuplicateChannelError, LinkProtocolError, RemoteLinkError, UnknownChannelError, type FrameError, type LinkBrokenError } from './errors.js'
+import { ABORTED, ChannelSideError, DuplicateChannelError, LinkProtocolError, RemoteLinkError, UnknownChannelError, type FrameError, type LinkBrokenError } from './errors.js'
 import { encodeCredit, type DataFrame, type Frame } from './frames.js'
 import type { Logger } from './logger.js'
 import type { PeerNode } from './node.js'
@@ -312,6 +312,8 @@ class Receiver implements RemoteReceiver {
   private deadLetters = 0
   private ended = false
   private finished = false
+  /** Failed because a job stopped on purpose (here, or on the other peer): logged as info, not a warning. */
+  private deliberate = false
   private readable: (() => void) | undefined
   private readonly guard: ((value: unknown) => boolean) | undefined
   private readonly returnAt: number
@@ -381,8 +383,10 @@ class Receiver implements RemoteReceiver {
   abort(reason?: unknown): void {
     if (this.finished) return
     const error = brokenBy(this.key, this.peer ?? '(not connected)', `aborted on this peer${reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`}`, reason)
+    this.deliberate = true
     this.fail(error)
-    this.incoming?.frames.reset(error)
+    // Tell the producer's peer the job stopped here on purpose.
+    this.incoming?.frames.reset(Object.assign(new Error(error.message), { code: ABORTED }))
   }
 
   /** Takes over a matched stream: returns false when one is already attached. */
@@ -428,6 +432,7 @@ class Receiver implements RemoteReceiver {
           break
         case 'error': {
           const remote = new RemoteLinkError(this.peer ?? '?', frame.code, frame.message)
+          this.deliberate = frame.code === ABORTED
           this.fail(brokenBy(this.key, this.peer ?? '?', `the producer's peer reported ${frame.code}: ${frame.message}`, remote))
           return
         }
@@ -548,7 +553,8 @@ class Receiver implements RemoteReceiver {
     this.finished = true
     this.error = error
     this.release()
-    this.logger.warn(error.message)
+    if (this.deliberate) this.logger.info(error.message)
+    else this.logger.warn(error.message)
     this.settleDone.reject(error)
     this.readable?.()
   }

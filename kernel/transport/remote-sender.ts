@@ -3,7 +3,7 @@
 import './polyfill.js'
 import type { Batch, Channel, ChannelInfo, Header } from '../contracts.js'
 import { JobAbortedError, type LaminaError, type Where } from '../errors.js'
-import { ChannelEndedError, LinkProtocolError, RemoteLinkError, UnencodableValueError, type FrameError } from './errors.js'
+import { ABORTED, ChannelEndedError, LinkProtocolError, RemoteLinkError, UnencodableValueError, type FrameError } from './errors.js'
 import { encodeDataLenient, encodeEnd, encodeMarker, encodeOpen, MAX_FRAME_BYTES, type Frame } from './frames.js'
 import type { Logger } from './logger.js'
 import type { DialTarget, PeerNode } from './node.js'
@@ -123,6 +123,8 @@ class Sender implements RemoteSender {
   private ending = false
   private endSent = false
   private finished = false
+  /** Failed because a job stopped on purpose (here, or on the other peer): logged as info, not a warning. */
+  private deliberate = false
   private waiters: Waiter[] = []
   private settleOpened!: { resolve(): void; reject(error: unknown): void }
   private settleDone!: { resolve(): void; reject(error: unknown): void }
@@ -223,6 +225,7 @@ class Sender implements RemoteSender {
     if (this.finished) return
     const error = brokenBy(this.link, this.peer, `aborted on this peer${reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`}`, reason)
     this.connecting.abort(error)
+    this.deliberate = true
     this.fail(error, true)
   }
 
@@ -345,6 +348,7 @@ class Sender implements RemoteSender {
         }
         case 'error': {
           const remote = new RemoteLinkError(this.peer, frame.code, frame.message)
+          this.deliberate = frame.code === ABORTED
           this.fail(brokenBy(this.link, this.peer, `the consumer's peer reported ${frame.code}: ${frame.message}`, remote))
           return
         }
@@ -386,11 +390,13 @@ class Sender implements RemoteSender {
     if (this.finished) return
     this.finished = true
     this.error = error
-    if (local) this.frames?.reset(error)
+    // A deliberate abort (the job stops here) tells the other side so, and is no warning.
+    if (local) this.frames?.reset(this.deliberate ? Object.assign(new Error(error.message), { code: ABORTED }) : error)
     else this.frames?.stream.abort(error)
     this.pending = []
     this.pendingRecords = 0
-    this.logger.warn(error.message)
+    if (this.deliberate) this.logger.info(error.message)
+    else this.logger.warn(error.message)
     this.settleOpened.reject(error)
     this.settleDone.reject(error)
     const waiters = this.waiters
