@@ -339,6 +339,8 @@ export class Peer {
     const done = (async (): Promise<ClusterReport> => {
       let recoveries = 0
       let rescales = 0
+      /** Peers lost by a failure, with their membership generation then. */
+      const lostAt = new Map<string, number>()
       try {
         for (;;) {
           const attempt: Attempt = { lineage: id, number: attemptNumber }
@@ -376,10 +378,21 @@ export class Peer {
           const error = outcome.error
           if (abort.signal.aborted || recovery === undefined) throw error
           if (++recoveries > recovery.attempts) throw new RecoveryFailedError(id, attemptNumber, `the ${recovery.attempts} recovery attempt(s) the stack allows are used up`, error)
-          const dead = new Set([...outcome.lost, ...this.membership.members().filter((m) => m.status === 'dead').map((m) => m.peerId)])
-          workers = workers.filter((p) => !dead.has(p))
+          // Peers lost are left out until membership sees them back as a new generation (restarted
+          // and joined again): then their capacity, and the checkpoint copies they hold, are used again.
+          const generations = new Map(this.membership.members().map((m) => [m.peerId, m] as const))
+          for (const peer of outcome.lost) lostAt.set(peer, generations.get(peer)?.generation ?? 0)
+          for (const [peer, generation] of lostAt) {
+            const now = generations.get(peer)
+            if (now !== undefined && now.status === 'alive' && now.generation > generation) lostAt.delete(peer)
+          }
+          const dead = new Set([...lostAt.keys(), ...this.membership.members().filter((m) => m.status !== 'alive').map((m) => m.peerId)])
+          const alive = this.members.list().filter((m) => !dead.has(m.peerId) && !excluded.has(m.peerId))
+          workers = (options.workers ?? alive.map((m) => m.peerId).filter((p) => p !== this.id)).filter((p) => !dead.has(p) && !excluded.has(p))
           if (workers.length === 0) workers = [this.id]
-          descriptions = descriptions.filter((d) => !dead.has(d.id))
+          descriptions = alive.map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
+          // The first recovery starts at once; later ones back off (a peer that died may be restarting).
+          if (recoveries > 1) await new Promise((resolve) => setTimeout(resolve, Math.min(4_000, 250 * 2 ** (recoveries - 2))))
           // Plan again over the survivors: placement re-solves, the lost instances move.
           planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
           plan = roundRobinPlan(planned, workers, this.id)

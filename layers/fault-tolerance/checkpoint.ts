@@ -35,6 +35,9 @@ import {
 } from '../../kernel/index.js'
 import { openStore, type Store } from '../../kmods/store/index.js'
 
+/** The commit a sink records once it has written everything (at the end of its input). */
+const FINAL_COMMIT = Number.MAX_SAFE_INTEGER
+
 /** Milliseconds after a resumed attempt has restored before its first checkpoint (at most the interval). */
 const RESUMED_CHECKPOINT_MS = 200
 
@@ -479,6 +482,9 @@ class CheckpointedInstance {
         this.finished = stored.final
         pending = stored.pending
       } else if (before > 0) await this.redistribute(resume, before)
+      // A sink that committed its final output (end of stream) in an earlier attempt has written
+      // everything: whatever this attempt replays must not reach it again.
+      if (this.sink && this.share.committed(this.key) >= FINAL_COMMIT) this.finished = true
       void this.share.cluster.call(this.share.cluster.submitter, 'checkpoint.restored', { key: this.key }).catch(() => undefined)
     }
     if (this.finished) return
@@ -556,7 +562,7 @@ class CheckpointedInstance {
       for (const { port, batch } of this.current) await this.inner.process(port, batch)
       this.staged = []
       this.current = []
-      this.share.recordCommit(this.key, Number.MAX_SAFE_INTEGER)
+      this.share.recordCommit(this.key, FINAL_COMMIT)
     }
     await this.inner.end()
     const stored: Stored = { state: this.inner.snapshot(), final: true }
