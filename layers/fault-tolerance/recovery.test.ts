@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { seededRandom } from 'lamina/layers'
 import { memoryLogger } from 'lamina/transport'
 import { waitFor } from '../../kernel/cluster/fixtures/processes.js'
 import { openStore } from '../../kmods/store/index.js'
@@ -16,17 +17,6 @@ const PEERS = 4
 const expected = reference(RECORDS)
 /** A longer job for the tests that wait for checkpoints and recoveries before killing. */
 const LONG = 2_000_000
-
-/** mulberry32: a small seeded generator, so every run's victim and moment can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 describe('exactly-once recovery on a 4-peer cluster', () => {
   let dir: string
@@ -108,7 +98,7 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
   it('20 seeded runs: SIGKILL a random non-submitting peer at a random moment; every output equals the reference', async () => {
     const summary: string[] = []
     for (let seed = 1; seed <= 20; seed++) {
-      const random = seeded(seed)
+      const random = seededRandom(seed)
       const victim = Math.floor(random() * PEERS)
       // A moment within the first 60% of a fault-free run's time, so nearly every kill lands mid-job.
       const delay = Math.floor(50 + random() * Math.max(200, cleanMs * 0.6))

@@ -2,6 +2,7 @@
 // and an uncaught error stop only the offending instance, and another pipeline of the same job is unaffected.
 
 import { fork } from 'node:child_process'
+import { alive, until } from '../../kernel/cluster/fixtures/processes.js'
 import { describe, expect, it } from 'vitest'
 import { filter, firstValueFrom, timeout } from 'rxjs'
 import { kernel, link, map, program, sink, source, t, type DeadLetter, type Job, type JobEvent, type Link, type Operator, type Program } from 'lamina'
@@ -133,13 +134,13 @@ describe.each(['worker', 'process'] as const)('isolation in a %s contains', (mod
     try {
       const place = await started
       // Wait until the first batch was handed to the instance (it is then stuck in its busy loop).
-      await until(() => (job.stats().instances.find((i) => i.operator === 'stall')?.recordsIn ?? 0) > 0, 10_000)
+      await until(() => (job.stats().instances.find((i) => i.operator === 'stall')?.recordsIn ?? 0) > 0, 10_000, 'the stalled operator to take a record')
       job.abort('test')
       failure = await job.done.then(
         () => undefined,
         (error: unknown) => error,
       )
-      if (mode === 'process') await gone(place % 1_000_000, 5000)
+      if (mode === 'process') await until(() => !alive(place % 1_000_000), 5000, `process ${place % 1_000_000} to exit`)
     } finally {
       job.abort('test over')
     }
@@ -147,29 +148,6 @@ describe.each(['worker', 'process'] as const)('isolation in a %s contains', (mod
     expect(job.deadLetters).toEqual([])
   })
 })
-
-/** Resolves once `condition()` holds, checked every 10 ms; rejects after `ms`. */
-async function until(condition: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
-
-/** Resolves once process `pid` no longer exists; rejects after `ms`. */
-async function gone(pid: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      process.kill(pid, 0)
-    } catch {
-      return
-    }
-    if (Date.now() > deadline) throw new Error(`process ${pid} is still alive ${ms} ms after the job`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 describe('isolation contains', () => {
   it('no orphans: a child stuck in a busy loop dies with its peer (SIGKILLed)', async () => {
@@ -182,7 +160,7 @@ describe('isolation contains', () => {
       expect(child).not.toBe(host.pid)
       process.kill(child, 0) // alive
       host.kill('SIGKILL')
-      await gone(child, 5000)
+      await until(() => !alive(child), 5000, `process ${child} to exit`)
     } finally {
       host.kill('SIGKILL')
     }

@@ -1,6 +1,7 @@
 // What an isolated operator can do, in a worker thread and in a child process: the same output,
 // state, syscalls, timers, requests, sources and checkpoints as in-process.
 
+import { alive, until } from '../../kernel/cluster/fixtures/processes.js'
 import { describe, expect, it } from 'vitest'
 import {
   atom,
@@ -212,24 +213,10 @@ describe.each(['worker', 'process'] as const)('an operator isolated in a %s', (m
       const pids = places.map((place) => place % 1_000_000)
       expect(pids.every((pid) => pid !== here)).toBe(true)
       // No orphans: the children are gone once the job is done.
-      await Promise.all(pids.map((pid) => gone(pid, 5000)))
+      await Promise.all(pids.map((pid) => until(() => !alive(pid), 5000, `process ${pid} to exit`)))
     }
   })
 })
-
-/** Resolves once process `pid` no longer exists; rejects after `ms`. */
-async function gone(pid: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      process.kill(pid, 0)
-    } catch {
-      return
-    }
-    if (Date.now() > deadline) throw new Error(`process ${pid} is still alive ${ms} ms after the job`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 describe('isolated state across the boundary', () => {
   it('snapshots taken at markers match the output delivered before them', async () => {
