@@ -160,10 +160,18 @@ export class Peer {
   }
 
   /** Calls a control handler of `job`'s share on `peer` over the control protocol. */
-  private async callPeer(job: string, peer: string, address: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown> {
+  private async callPeer(job: string, peer: string, addresses: readonly string[], kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown> {
     const signals = [AbortSignal.timeout(options?.timeoutMs ?? 30_000), ...(options?.signal === undefined ? [] : [options.signal])]
     const signal = AbortSignal.any(signals)
-    const stream = await this.node.dialProtocol(address, CONTROL_PROTOCOL, { signal, maxOutboundStreams: 1024 })
+    // A peer that restarted listens elsewhere: when one known address refuses, try the next.
+    let stream: Stream | undefined
+    for (let i = 0; stream === undefined; i++) {
+      try {
+        stream = await this.node.dialProtocol(addresses[i]!, CONTROL_PROTOCOL, { signal, maxOutboundStreams: 1024 })
+      } catch (error) {
+        if (i + 1 >= addresses.length || signal.aborted) throw error
+      }
+    }
     try {
       const value = await callOver(stream, peer, job, kind, payload, signal)
       await stream.close().catch(() => stream.abort(new Error('control stream closed')))
@@ -193,6 +201,16 @@ export class Peer {
     return addresses?.[peerId]?.[0] ?? member?.multiaddrs[0] ?? peerId
   }
 
+  /**
+   * Every address known for `peerId`, freshest first: where membership sees it alive now (a
+   * restarted peer's new address arrives by gossip), then where the attempt was told it was.
+   */
+  private addressesOf(peerId: string, addresses?: { readonly [peer: string]: readonly string[] }): string[] {
+    const member = this.members.list().find((m) => m.peerId === peerId)
+    const known = [member?.multiaddrs[0], addresses?.[peerId]?.[0]].filter((a): a is string => a !== undefined)
+    return known.length === 0 ? [peerId] : [...new Set(known)]
+  }
+
   private addresses(): Record<string, string[]> {
     return Object.fromEntries(this.members.list().map((m) => [m.peerId, [...m.multiaddrs]]))
   }
@@ -205,7 +223,7 @@ export class Peer {
       ...(rescale === undefined ? {} : { rescale }),
       workDir: this.workdir,
       peers: () => peers,
-      call: (peer, kind, payload, options) => this.callPeer(job, peer, this.addressOf(peer, addresses), kind, payload, { ...options, signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]) }),
+      call: (peer, kind, payload, options) => this.callPeer(job, peer, this.addressesOf(peer, addresses), kind, payload, { ...options, signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]) }),
       // Fused operators are named `a+b…`; the kernel fuses only co-located operators, so the first part decides.
       peerOf: (operator, instance) => plan[instanceKey(operator, instance)] ?? plan[instanceKey(operator.split('+')[0]!, instance)] ?? submitter,
       connect: (end: RemoteEnd): Channel =>

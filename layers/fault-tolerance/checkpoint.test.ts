@@ -104,6 +104,49 @@ describe('checkpoints in one process', () => {
     expect(out).toEqual(numbers)
   })
 
+  it('a checkpoint completing while the sink writes its end does not write that output again', async () => {
+    // Barrier 7 passes the sink, the input ends, and while the sink writes its final output (held
+    // at its first record) checkpoint 7 is declared complete: what the end writes is written once.
+    const dir = tempDir()
+    const out: number[] = []
+    const numbers = Array.from({ length: 500 }, (_, i) => i)
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let pause!: () => void
+    const paused = new Promise<void>((resolve) => (pause = resolve))
+    async function* feed(): AsyncGenerator<number> {
+      yield* numbers.slice(0, 250)
+      pause()
+      await released
+      yield* numbers.slice(250)
+    }
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    let writing!: () => void
+    const endWriting = new Promise<void>((resolve) => (writing = resolve))
+    const nums = source('nums', t.number, feed())
+    const keep = sink('keep', t.number, async (n: number) => {
+      writing()
+      await gate
+      out.push(n)
+    })
+    const p = program('endrace', { operators: [nums, keep], links: [link(nums.outputs.out, keep.inputs.in)] })
+    // No automatic checkpoints: the test places barrier 7 and completes it by hand.
+    const job = kernel.with(checkpoints({ intervalMs: 3_600_000, dir })).run(p, { batchSize: 50, capacity: 100 })
+    const running = job as unknown as { control(kind: string, payload?: unknown): Promise<unknown> }
+    await paused
+    expect(await running.control('checkpoint.trigger', { id: 7 })).toBe(1)
+    release()
+    await endWriting
+    await running.control('checkpoint.complete', { id: 7 })
+    open()
+    await job.done
+    // A second write would be a chain of promises the job does not wait for: let every pending
+    // microtask run (one macrotask turn) before looking.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    expect(out).toEqual(numbers)
+  })
+
   it('declares sources that cannot replay: the guarantee weakens to at-most-once', async () => {
     async function* live(): AsyncGenerator<number> {
       yield 1

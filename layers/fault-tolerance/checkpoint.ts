@@ -56,6 +56,11 @@ export interface CheckpointOptions {
   readonly dir?: string
   /** How many times a cluster job may be restarted from its last checkpoint. @default 5 */
   readonly attempts?: number
+  /**
+   * Milliseconds a restoring instance waits for a peer holding its snapshot to come back when no
+   * holder answers (the holders may be restarting) before the attempt fails. @default 15000
+   */
+  readonly restoreWaitMs?: number
 }
 
 /** What `guaranteeOf` says a program gets under this layer. */
@@ -124,6 +129,24 @@ function storeAt(dir: string): Store {
   return store
 }
 
+/**
+ * A sink's writes on this peer, across the attempts of its job: the tail of a chain every write
+ * joins, by `<lineage>/<instance>`. A restored sink reads its last commit only after the writes of
+ * the attempt before it have settled, so nothing an aborted attempt was still writing is written again.
+ */
+const sinkWrites = new Map<string, Promise<void>>()
+
+/** Runs `write` after every earlier write of the same sink on this peer. */
+function serialWrite(sink: string, write: () => Promise<void> | void): Promise<void> {
+  const next = (sinkWrites.get(sink) ?? Promise.resolve()).then(write)
+  const tail = next.catch(() => undefined)
+  sinkWrites.set(sink, tail)
+  void tail.then(() => {
+    if (sinkWrites.get(sink) === tail) sinkWrites.delete(sink)
+  })
+  return next
+}
+
 type CheckpointId = number | 'final'
 const idKey = (id: CheckpointId): string => (id === 'final' ? 'final' : String(id).padStart(12, '0'))
 const instanceKey = (operator: string, instance: number): string => `${operator}#${instance}`
@@ -139,6 +162,12 @@ interface Completed {
   readonly id: number
   readonly snapshots: { readonly [instance: string]: Located }
   readonly time: number
+}
+
+/** A sink's output received between two checkpoint barriers: written when checkpoint `id` completes. */
+interface Stage {
+  readonly id: number
+  readonly batches: readonly { readonly port: string; readonly batch: Batch }[]
 }
 
 /** A snapshot as stored: the instance's state, whether it had finished, and a sink's staged output. */
@@ -182,23 +211,45 @@ class Share {
     await this.cluster.call(this.cluster.submitter, 'checkpoint.ack', { id, key, peers: [this.cluster.self, ...replicas], bytes: value.length })
   }
 
-  /** A snapshot: from this peer's store, else from a peer holding a copy. */
+  /**
+   * A snapshot: from this peer's store, else from a peer holding a copy. When no holder answers,
+   * it tries again every half second for `restoreWaitMs` (a holder may be restarting: its store
+   * survives the restart), then fails with `CheckpointMissingError`.
+   */
   async fetch(id: CheckpointId, key: string, located: Located): Promise<Stored> {
     const local = this.store.get(SNAPSHOTS, `${this.lineage}/${idKey(id)}/${key}`)
-    let text = typeof local === 'string' ? local : undefined
+    if (typeof local === 'string') return JSON.parse(local) as Stored
+    const deadline = Date.now() + this.options.restoreWaitMs
     let lastError: unknown
-    for (const peer of located.peers) {
-      if (text !== undefined) break
-      if (peer === this.cluster.self) continue
-      try {
-        const value = await this.cluster.call(peer, 'checkpoint.get', { lineage: this.lineage, id, key }, { timeoutMs: 10_000 })
-        if (typeof value === 'string') text = value
-      } catch (error) {
-        lastError = error
+    for (let round = 0; ; round++) {
+      let unreachable = 0
+      for (const peer of located.peers) {
+        if (peer === this.cluster.self) continue
+        try {
+          const value = await this.cluster.call(peer, 'checkpoint.get', { lineage: this.lineage, id, key }, { timeoutMs: 10_000 })
+          if (typeof value === 'string') return JSON.parse(value) as Stored
+        } catch (error) {
+          lastError = error
+          unreachable++
+        }
       }
+      // Every holder answered without it: waiting will not help.
+      const signal = this.job.abortSignal
+      if (unreachable === 0 || Date.now() >= deadline || signal.aborted) throw new CheckpointMissingError(key, id, located.peers, lastError)
+      if (round === 0) {
+        const detail = lastError instanceof Error ? lastError.message : String(lastError)
+        this.notify('checkpoint-waiting', `no peer holding the snapshot of ${key} in checkpoint ${id} answers (${detail}); waiting up to ${this.options.restoreWaitMs} ms for one to come back`, { key, id, peers: located.peers })
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, 500)
+        function done(): void {
+          clearTimeout(timer)
+          signal.removeEventListener('abort', done)
+          resolve()
+        }
+        signal.addEventListener('abort', done, { once: true })
+      })
     }
-    if (text === undefined) throw new CheckpointMissingError(key, id, located.peers, lastError)
-    return JSON.parse(text) as Stored
   }
 
   /** Checkpoint `id` is complete: sinks commit, older snapshots here are collected. */
@@ -222,8 +273,9 @@ class Share {
     return typeof value === 'string' ? Number(value) : 0
   }
 
+  /** Records that a sink instance wrote everything up to checkpoint `id` (never moves back). */
   recordCommit(key: string, id: number): void {
-    this.store.put(COMMITS, `${this.lineage}/${key}`, String(id))
+    if (id > this.committed(key)) this.store.put(COMMITS, `${this.lineage}/${key}`, String(id))
   }
 
   /** Registers this share's control messages. */
@@ -445,8 +497,9 @@ class CheckpointedInstance {
   private finished = false
   private readonly sink: boolean
   private current: { port: string; batch: Batch }[] = []
-  private staged: { id: number; batches: { port: string; batch: Batch }[] }[] = []
-  private commits: Promise<void> = Promise.resolve()
+  private staged: Stage[] = []
+  /** The end of the input was reached: everything staged is being written as final output. */
+  private ending = false
   readonly key: string
 
   constructor(private readonly inner: Instance, private readonly operator: Operator, private readonly share: Share) {
@@ -483,20 +536,25 @@ class CheckpointedInstance {
         pending = stored.pending
       } else if (before > 0) await this.redistribute(resume, before)
       // A sink that committed its final output (end of stream) in an earlier attempt has written
-      // everything: whatever this attempt replays must not reach it again.
+      // everything: whatever this attempt replays must not reach it again. Asked once the earlier
+      // attempt's writes here have settled.
+      if (this.sink) await sinkWrites.get(`${this.share.lineage}/${this.key}`)
       if (this.sink && this.share.committed(this.key) >= FINAL_COMMIT) this.finished = true
       void this.share.cluster.call(this.share.cluster.submitter, 'checkpoint.restored', { key: this.key }).catch(() => undefined)
     }
     if (this.finished) return
     await this.inner.start()
     // Output a restored sink staged for checkpoints that completed but were not yet committed here.
+    // Read the last commit only once the attempt before has finished writing (`serialWrite`).
     if (pending !== undefined && resume !== undefined) {
-      const committed = this.share.committed(this.key)
-      for (const stage of pending) {
-        if (stage.id <= committed || stage.id > resume.id) continue
-        for (const { port, values } of stage.batches) await this.inner.process(port, { values: values.map((v) => this.decode(port, v)) })
-      }
-      this.share.recordCommit(this.key, resume.id)
+      const restoredPending = pending
+      const upTo = resume.id
+      await this.write(() => {
+        const committed = this.share.committed(this.key)
+        return restoredPending
+          .filter((stage) => stage.id > committed && stage.id <= upTo)
+          .map((stage) => ({ id: stage.id, batches: stage.batches.map(({ port, values }) => ({ port, batch: { values: values.map((v) => this.decode(port, v)) } })) }))
+      }, upTo)
     }
   }
 
@@ -542,27 +600,41 @@ class CheckpointedInstance {
 
   /** Commits a sink's output staged up to checkpoint `id` (in order, after earlier commits). */
   commit(id: number): void {
-    if (!this.sink || this.finished) return
+    // Once the input ended, `end` writes everything staged: a commit arriving meanwhile has nothing to add.
+    if (!this.sink || this.finished || this.ending) return
     const ready = this.staged.filter((s) => s.id <= id)
     if (ready.length === 0) return
     this.staged = this.staged.filter((s) => s.id > id)
-    this.commits = this.commits.then(async () => {
+    void this.write(() => ready, id).catch((error: unknown) => this.share.notify('commit-failed', `${this.key} could not commit checkpoint ${id}: ${error instanceof Error ? error.message : String(error)}`))
+  }
+
+  /**
+   * Writes stages to the real sink, in order, after every earlier write of this sink on this peer
+   * (this attempt's and the attempt's before), recording each stage's commit as soon as it is
+   * written; `through` is recorded at the end. An aborted attempt writes nothing: the next one
+   * restores and writes instead. `stages` is evaluated when the write's turn comes.
+   */
+  private write(stages: () => readonly Stage[], through: number): Promise<void> {
+    return serialWrite(`${this.share.lineage}/${this.key}`, async () => {
       if (this.share.job.abortSignal.aborted) return
-      for (const stage of ready) for (const { port, batch } of stage.batches) await this.inner.process(port, batch)
-      this.share.recordCommit(this.key, id)
+      for (const stage of stages()) {
+        for (const { port, batch } of stage.batches) await this.inner.process(port, batch)
+        this.share.recordCommit(this.key, stage.id)
+      }
+      this.share.recordCommit(this.key, through)
     })
   }
 
   private async end(): Promise<void> {
     if (this.finished) return
     if (this.sink) {
-      // End of stream: every input is complete, so everything staged is final.
-      await this.commits
-      for (const stage of this.staged) for (const { port, batch } of stage.batches) await this.inner.process(port, batch)
-      for (const { port, batch } of this.current) await this.inner.process(port, batch)
+      // End of stream: every input is complete, so everything staged is final. Taken over now,
+      // synchronously, so a checkpoint completing meanwhile cannot write any of it a second time.
+      this.ending = true
+      const rest: Stage[] = [...this.staged, { id: FINAL_COMMIT, batches: this.current }]
       this.staged = []
       this.current = []
-      this.share.recordCommit(this.key, FINAL_COMMIT)
+      await this.write(() => rest, FINAL_COMMIT)
     }
     await this.inner.end()
     const stored: Stored = { state: this.inner.snapshot(), final: true }
@@ -606,11 +678,13 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
     timeoutMs: options.timeoutMs ?? 60_000,
     replicas: options.replicas ?? 1,
     attempts: options.attempts ?? 5,
+    restoreWaitMs: options.restoreWaitMs ?? 15_000,
     dir: options.dir ?? join(tmpdir(), `lamina-checkpoints-${process.pid}`),
   }
   for (const [name, value] of Object.entries({ intervalMs: settings.intervalMs, timeoutMs: settings.timeoutMs })) {
     if (!Number.isFinite(value) || value <= 0) throw new CheckpointProtocolError('options', `${name} must be a positive number of milliseconds, got ${value}`)
   }
+  if (!Number.isFinite(settings.restoreWaitMs) || settings.restoreWaitMs < 0) throw new CheckpointProtocolError('options', `restoreWaitMs must be zero or more milliseconds, got ${settings.restoreWaitMs}`)
   const shares = new Map<string, Share>()
   return {
     name: 'checkpoints',

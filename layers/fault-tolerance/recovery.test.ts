@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest'
 import { seededRandom } from 'lamina/layers'
 import { memoryLogger } from 'lamina/transport'
 import { waitFor } from '../../kernel/cluster/fixtures/processes.js'
@@ -43,6 +43,24 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     return { peer: member.peerId, restarted: ready.then(() => allAlive()) }
   }
 
+  /** What the nursery and the jobs did, printed when a test fails (the cluster's side of the story). */
+  let story: string[] = []
+  const tell = (line: string): void => void story.push(`${new Date().toISOString().slice(11, 23)} ${line}`)
+
+  /** The lines received but not expected, and expected but not received (a readable failure). */
+  function compare(got: readonly string[], want: readonly string[]): { extra: string[]; missing: string[] } {
+    const counts = new Map<string, number>()
+    for (const line of want) counts.set(line, (counts.get(line) ?? 0) + 1)
+    const extra: string[] = []
+    for (const line of got) {
+      const n = counts.get(line) ?? 0
+      if (n === 0) extra.push(line)
+      else counts.set(line, n - 1)
+    }
+    const missing = [...counts].flatMap(([line, n]) => Array.from({ length: n }, () => line))
+    return { extra, missing }
+  }
+
   function submit(records = RECORDS): Promise<SubmittedJob> {
     results.length = 0
     arrivals.length = 0
@@ -53,6 +71,8 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     const seen: ClusterJobEvent[] = []
     job.events.subscribe((e) => {
       if (e.type === 'recovering' || (e.type === 'layer' && e.layer === 'checkpoints')) seen.push(e)
+      if (e.type === 'recovering') tell(`job ${job.id}: recovering (attempt ${e.attempt}, lost ${e.lost.join(', ')}): ${e.reason}`)
+      else if (e.type === 'layer' && e.kind !== 'checkpoint-start') tell(`job ${job.id}: ${e.layer} ${e.kind}: ${e.message}`)
     })
     return seen
   }
@@ -60,7 +80,16 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lamina-recovery-'))
     cluster = await startCluster({ peers: PEERS, workdir: dir, logger: memoryLogger(), policy: { kind: 'restart', max: 100, withinMs: 600_000 } })
+    cluster.events!.subscribe((e) => tell(`nursery: ${JSON.stringify(e.type === 'failed' ? { type: e.type, error: e.error.message } : e.type === 'ready' ? { type: e.type, index: e.index, pid: e.pid } : e)}`))
   }, 60_000)
+
+  // Every test starts on a whole cluster (a failed test before may have left a peer restarting),
+  // and a failing one prints what the cluster did.
+  beforeEach(async () => {
+    story = []
+    onTestFailed(() => console.error(`what the cluster did:\n${story.join('\n')}`))
+    await allAlive()
+  }, 40_000)
 
   afterAll(async () => {
     await cluster?.stop()
@@ -73,7 +102,7 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     const seen = recoveries(job)
     const report = await job.done
     cleanMs = Date.now() - started
-    expect(received()).toEqual(expected)
+    expect(compare(received(), expected)).toEqual({ extra: [], missing: [] })
     expect(report.attempts).toBe(1)
     expect(seen.filter((e) => e.type === 'layer' && e.kind === 'checkpoint').length).toBeGreaterThan(0)
     // The submitter recorded the complete checkpoints; every snapshot of the newest one is in the
@@ -103,49 +132,67 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
       // A moment within the first 60% of a fault-free run's time, so nearly every kill lands mid-job.
       const delay = Math.floor(50 + random() * Math.max(200, cleanMs * 0.6))
       const job = await submit()
+      tell(`seed ${seed}: job ${job.id}, peer ${victim} to be killed at ${delay} ms`)
       const seen = recoveries(job)
       const moment = new Promise<ReturnType<typeof kill>>((resolve) => setTimeout(() => resolve(kill(victim)), delay))
-      const report = await job.done
-      const { restarted } = await moment
-      expect(received(), `seed ${seed}: victim ${victim} killed at ${delay} ms`).toEqual(expected)
-      summary.push(`seed ${seed}: peer ${victim} at ${delay} ms -> ${report.attempts} attempt(s), ${seen.filter((e) => e.type === 'recovering').length} recovery`)
-      await restarted
+      try {
+        const report = await job.done
+        expect(compare(received(), expected), `seed ${seed}: victim ${victim} killed at ${delay} ms`).toEqual({ extra: [], missing: [] })
+        summary.push(`seed ${seed}: peer ${victim} at ${delay} ms -> ${report.attempts} attempt(s), ${seen.filter((e) => e.type === 'recovering').length} recovery`)
+      } finally {
+        // Pass or fail, the next run starts with the victim back.
+        await (await moment).restarted
+      }
     }
     console.log(summary.join('\n'))
     // Most kills must have hit a running job (the rest came after it had finished).
     expect(summary.filter((line) => line.includes('1 recovery')).length).toBeGreaterThanOrEqual(10)
   }, 900_000)
 
+  /** Runs `body` on a job; whatever happens, the job ends and every peer killed is back before the next test. */
+  async function withJob(job: SubmittedJob, body: (killed: ReturnType<typeof kill>[]) => Promise<void>): Promise<void> {
+    const killed: ReturnType<typeof kill>[] = []
+    try {
+      await body(killed)
+    } finally {
+      job.abort('the test is over')
+      await job.done.catch(() => undefined)
+      await Promise.all(killed.map((k) => k.restarted))
+    }
+  }
+
   it('two peers killed one after the other: the job recovers twice and the output equals the reference', async () => {
     const job = await submit(LONG)
     const seen = recoveries(job)
-    // The first kill once a checkpoint has completed; the second once the job recovered from it.
-    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
-    const first = kill(1)
-    await waitFor(job.events, (e) => e.type === 'recovering', 30_000, 'the first recovery')
-    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a checkpoint after the first recovery')
-    const second = kill(2)
-    const report = await job.done
-    expect(received()).toEqual(reference(LONG))
-    expect(report.attempts).toBe(3)
-    const lost = seen.flatMap((e) => (e.type === 'recovering' ? [e.lost] : []))
-    expect(lost[0]).toContain(first.peer)
-    expect(lost[1]).toContain(second.peer)
-    await Promise.all([first.restarted, second.restarted])
+    await withJob(job, async (killed) => {
+      // The first kill once a checkpoint has completed; the second once the job recovered from it.
+      await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
+      killed.push(kill(1))
+      await waitFor(job.events, (e) => e.type === 'recovering', 30_000, 'the first recovery')
+      await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a checkpoint after the first recovery')
+      killed.push(kill(2))
+      const report = await job.done
+      expect(compare(received(), reference(LONG))).toEqual({ extra: [], missing: [] })
+      expect(report.attempts).toBe(3)
+      const lost = seen.flatMap((e) => (e.type === 'recovering' ? [e.lost] : []))
+      expect(lost[0]).toContain(killed[0]!.peer)
+      expect(lost[1]).toContain(killed[1]!.peer)
+    })
   }, 120_000)
 
   it('a peer killed while a checkpoint is in flight: that checkpoint never completes, recovery uses the one before', async () => {
     const job = await submit(LONG)
     const seen = recoveries(job)
-    await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
-    const started = await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint-start', 30_000, 'the next checkpoint to start')
-    const inflight = (started as { data?: { id: number } }).data!.id
-    const victim = kill(3)
-    const report = await job.done
-    expect(received()).toEqual(reference(LONG))
-    expect(report.attempts).toBe(2)
-    const completed = seen.flatMap((e) => (e.type === 'layer' && e.kind === 'checkpoint' ? [(e.data as { id: number }).id] : []))
-    expect(completed).not.toContain(inflight)
-    await victim.restarted
+    await withJob(job, async (killed) => {
+      await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
+      const started = await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint-start', 30_000, 'the next checkpoint to start')
+      const inflight = (started as { data?: { id: number } }).data!.id
+      killed.push(kill(3))
+      const report = await job.done
+      expect(compare(received(), reference(LONG))).toEqual({ extra: [], missing: [] })
+      expect(report.attempts).toBe(2)
+      const completed = seen.flatMap((e) => (e.type === 'layer' && e.kind === 'checkpoint' ? [(e.data as { id: number }).id] : []))
+      expect(completed).not.toContain(inflight)
+    })
   }, 120_000)
 })
