@@ -127,6 +127,15 @@ export class RemoteLinkError extends LaminaError {
   }
 }
 
+/** A request answered with a failure on the consumer's peer (its handler threw, or the value was refused there). */
+export class RemoteRequestError extends LaminaError {
+  readonly code = 'ERR_REMOTE_REQUEST'
+  override readonly name = 'RemoteRequestError'
+  constructor(readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
+    super(`peer ${peer} answered the request with ${remoteCode}: ${remoteMessage}`)
+  }
+}
+
 function describe(cause: unknown): string {
   if (cause instanceof Error) return cause.message === '' ? cause.name : cause.message
   return String(cause)

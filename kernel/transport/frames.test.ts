@@ -2,14 +2,14 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { FrameError } from './errors.js'
-import { decodeFrames, encodeCredit, encodeData, encodeDataLenient, encodeEnd, encodeError, encodeMarker, encodeOpen, FrameDecoder, FrameKind, type Frame } from './frames.js'
+import { decodeFrames, encodeCredit, encodeData, encodeDataLenient, encodeEnd, encodeError, encodeMarker, encodeOpen, encodeReply, FrameDecoder, FrameKind, type Frame } from './frames.js'
 
 function encode(frame: Frame): Uint8Array {
   switch (frame.kind) {
     case 'open':
       return encodeOpen(frame)
     case 'data':
-      return encodeData(frame.values, frame.headers)
+      return encodeData(frame.values, frame.headers, frame.requests)
     case 'credit':
       return encodeCredit(frame.records)
     case 'end':
@@ -18,6 +18,8 @@ function encode(frame: Frame): Uint8Array {
       return encodeError(frame.code, frame.message)
     case 'marker':
       return encodeMarker(frame.marker)
+    case 'reply':
+      return encodeReply(frame)
   }
 }
 
@@ -30,7 +32,10 @@ const valuesArb = fc.oneof(
   fc.array(fc.uint8Array({ maxLength: 40 }), { minLength: 1, maxLength: 20 }),
   fc.array(fc.jsonValue({ maxDepth: 3 }), { minLength: 1, maxLength: 20 }),
 )
-const dataArb = valuesArb.chain((values) => headers(values.length).map((h) => (h === undefined ? { kind: 'data' as const, values } : { kind: 'data' as const, values, headers: h })))
+const requestsArb = (count: number) => fc.option(fc.array(fc.option(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }), { minLength: count, maxLength: count }).filter((r) => r.some((id) => id !== undefined)), { nil: undefined })
+const dataArb = valuesArb.chain((values) =>
+  fc.tuple(headers(values.length), requestsArb(values.length)).map(([h, r]) => ({ kind: 'data' as const, values, ...(h === undefined ? {} : { headers: h }), ...(r === undefined ? {} : { requests: r }) })),
+)
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ kind: fc.constant('open' as const), job: text, link: text, from: instance, to: instance }),
   dataArb,
@@ -39,15 +44,19 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ kind: fc.constant('error' as const), code: text, message: text }),
   fc.record({ kind: fc.constant('marker' as const), marker: fc.record({ kind: text, id: fc.maxSafeNat() }) }),
   fc.record({ kind: fc.constant('marker' as const), marker: fc.record({ kind: text, id: fc.nat(), data: fc.jsonValue({ maxDepth: 2 }).filter((d) => d !== null) }) }),
+  fc.record({ kind: fc.constant('reply' as const), request: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), ok: fc.constant(true as const), value: fc.jsonValue({ maxDepth: 2 }) }),
+  fc.record({ kind: fc.constant('reply' as const), request: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), ok: fc.constant(false as const), code: text, message: text }),
 )
 
 /** What a frame looks like after a round trip: JSON drops undefined header slots' absence, -0 in JSON, etc. */
 function normalize(frame: Frame): unknown {
-  if (frame.kind === 'marker') return JSON.parse(JSON.stringify(frame))
+  if (frame.kind === 'marker' || frame.kind === 'reply') return JSON.parse(JSON.stringify(frame))
   if (frame.kind !== 'data') return frame
   const values = frame.values.map((v) => (v instanceof Uint8Array ? Array.from(v) : v))
   const jsonish = !frame.values.every((v) => typeof v === 'string') && !frame.values.every((v) => typeof v === 'number') && !frame.values.every((v) => v instanceof Uint8Array)
-  return { values: jsonish ? JSON.parse(JSON.stringify(values)) : values, headers: frame.headers?.map((h) => (h?.fields === undefined ? undefined : { fields: JSON.parse(JSON.stringify(h.fields)) })) }
+  // Headers without fields carry nothing: absent and all-empty are the same.
+  const headers = frame.headers?.every((h) => h?.fields === undefined) ? undefined : frame.headers?.map((h) => (h?.fields === undefined ? undefined : { fields: JSON.parse(JSON.stringify(h.fields)) }))
+  return { values: jsonish ? JSON.parse(JSON.stringify(values)) : values, headers, requests: frame.requests }
 }
 
 /** True when `frame` is a well-typed frame (what the decoder promises besides FrameError). */
@@ -57,7 +66,12 @@ function isValidFrame(frame: Frame): boolean {
     case 'open':
       return typeof frame.job === 'string' && typeof frame.link === 'string' && isInstance(frame.from) && isInstance(frame.to)
     case 'data':
-      return Array.isArray(frame.values) && frame.values.length > 0 && (frame.headers === undefined || (frame.headers.length === frame.values.length && frame.headers.every((h) => h === undefined || typeof h === 'object')))
+      return (
+        Array.isArray(frame.values) &&
+        frame.values.length > 0 &&
+        (frame.headers === undefined || (frame.headers.length === frame.values.length && frame.headers.every((h) => h === undefined || typeof h === 'object'))) &&
+        (frame.requests === undefined || (frame.requests.length === frame.values.length && frame.requests.every((r) => r === undefined || (Number.isSafeInteger(r) && r > 0))))
+      )
     case 'credit':
       return Number.isInteger(frame.records) && frame.records > 0
     case 'end':
@@ -66,6 +80,8 @@ function isValidFrame(frame: Frame): boolean {
       return typeof frame.code === 'string' && typeof frame.message === 'string'
     case 'marker':
       return typeof frame.marker.kind === 'string' && Number.isSafeInteger(frame.marker.id)
+    case 'reply':
+      return Number.isSafeInteger(frame.request) && frame.request > 0 && (frame.ok || (typeof frame.code === 'string' && typeof frame.message === 'string'))
     default:
       return false
   }

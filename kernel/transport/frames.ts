@@ -1,4 +1,4 @@
-// Length-prefixed frames of the channel protocol (OPEN, DATA, CREDIT, END, ERROR): encoders and a strict, incremental decoder.
+// Length-prefixed frames of the channel protocol (OPEN, DATA, CREDIT, END, ERROR, MARKER, REPLY): encoders and a strict, incremental decoder.
 //
 // A frame is `u32 length (big-endian) | u8 kind | body`, where `length` counts the kind byte and
 // the body. Bodies:
@@ -8,10 +8,14 @@
 //          encoding 1 STRINGS: `count` uvarint UTF-16 lengths | uvarint n | UTF-8 of the strings concatenated
 //          encoding 2 NUMBERS: `count` float64 little-endian
 //          encoding 3 BYTES:   `count` uvarint byte lengths | the bytes concatenated
+//          headers: a JSON array of `count` entries, each null or {"fields"?: object, "request"?: uint}
+//          (`request`: the record is a request; its reply comes back in a REPLY frame with that id)
 //   CREDIT uvarint records (>= 1)
 //   END    (empty)
 //   ERROR  UTF-8 JSON {"code": string, "message": string}
 //   MARKER UTF-8 JSON {"kind": string, "id": number, "data"?: JSON} (a marker in the data, e.g. a checkpoint barrier; takes no credit)
+//   REPLY  UTF-8 JSON {"request": uint, "ok": true, "value"?: JSON} or {"request": uint, "ok": false, "code": string, "message": string}
+//          (consumer to producer: the reply to a request record; takes no credit)
 // Homogeneous batches of strings, numbers or bytes take the compact encodings (strings are
 // written as one UTF-8 run and cut back by length: no per-value JSON); anything else is JSON.
 
@@ -20,7 +24,7 @@ import type { Header, Marker } from '../contracts.js'
 import { FrameError } from './errors.js'
 
 /** Frame kinds, as the byte on the wire. */
-export const FrameKind = { OPEN: 1, DATA: 2, CREDIT: 3, END: 4, ERROR: 5, MARKER: 6 } as const
+export const FrameKind = { OPEN: 1, DATA: 2, CREDIT: 3, END: 4, ERROR: 5, MARKER: 6, REPLY: 7 } as const
 
 /** How a DATA frame's values are encoded. */
 export const ValueEncoding = { JSON: 0, STRINGS: 1, NUMBERS: 2, BYTES: 3 } as const
@@ -40,11 +44,16 @@ export interface OpenFrame {
   readonly to: number
 }
 
-/** A batch of records. `headers`, when present, is parallel to `values` (only header `fields` cross peers). */
+/**
+ * A batch of records. `headers`, when present, is parallel to `values` (only header `fields` cross
+ * peers); so is `requests`: the request id of each record that is a request (its reply travels
+ * back in a REPLY frame), present when at least one is.
+ */
 export interface DataFrame {
   readonly kind: 'data'
   readonly values: unknown[]
   readonly headers?: (Header | undefined)[]
+  readonly requests?: (number | undefined)[]
 }
 
 /** Credit granted by the consumer's peer: the producer may send this many more records. */
@@ -71,8 +80,16 @@ export interface MarkerFrame {
   readonly marker: Marker
 }
 
+/** What a REPLY frame says: the request it answers, and its value or its failure. */
+export type Reply =
+  | { readonly request: number; readonly ok: true; readonly value: unknown }
+  | { readonly request: number; readonly ok: false; readonly code: string; readonly message: string }
+
+/** The reply to a request record, from the consumer's peer back to the producer's. */
+export type ReplyFrame = { readonly kind: 'reply' } & Reply
+
 /** Any decoded frame. */
-export type Frame = OpenFrame | DataFrame | CreditFrame | EndFrame | ErrorFrame | MarkerFrame
+export type Frame = OpenFrame | DataFrame | CreditFrame | EndFrame | ErrorFrame | MarkerFrame | ReplyFrame
 
 const HEADER_BYTES = 5
 const MAX_INSTANCE = 0x7fffffff
@@ -104,6 +121,15 @@ export function encodeMarker(marker: Marker): Uint8Array {
   return jsonFrame(FrameKind.MARKER, marker.data === undefined ? { kind: marker.kind, id: marker.id } : { kind: marker.kind, id: marker.id, data: marker.data })
 }
 
+/**
+ * Encodes a REPLY frame. A value that JSON cannot carry (a BigInt, a cycle) throws a TypeError:
+ * reply with an error instead.
+ */
+export function encodeReply(reply: Reply): Uint8Array {
+  if (!Number.isSafeInteger(reply.request) || reply.request < 1) throw new RangeError(`a request id is a positive integer, got ${reply.request}`)
+  return jsonFrame(FrameKind.REPLY, reply.ok ? { request: reply.request, ok: true, value: reply.value } : { request: reply.request, ok: false, code: reply.code, message: reply.message })
+}
+
 /** Encodes an ERROR frame. */
 export function encodeError(code: string, message: string): Uint8Array {
   return jsonFrame(FrameKind.ERROR, { code, message })
@@ -112,13 +138,14 @@ export function encodeError(code: string, message: string): Uint8Array {
 /**
  * Encodes a DATA frame. Values must survive JSON unless the batch is all strings, all numbers or
  * all Uint8Arrays (those keep every value exactly, NaN and -0 included). Header `fields` travel as
- * JSON; `reply` continuations cannot cross peers and are left out.
+ * JSON; a `reply` continuation cannot cross peers: the sender keeps it and passes the record's
+ * request id in `requests` (parallel to `values`), which the consumer's REPLY frame names.
  *
  * @throws TypeError when a value cannot be encoded (a BigInt, a cycle): see `encodeDataLenient`.
  */
-export function encodeData(values: readonly unknown[], headers?: readonly (Header | undefined)[]): Uint8Array {
+export function encodeData(values: readonly unknown[], headers?: readonly (Header | undefined)[], requests?: readonly (number | undefined)[]): Uint8Array {
   if (values.length === 0) throw new RangeError('a DATA frame carries at least one value')
-  const headerJson = headers === undefined ? undefined : encodeHeaders(headers, values.length)
+  const headerJson = headers === undefined && requests === undefined ? undefined : encodeHeaders(headers, values.length, requests)
   const first = values[0]
   let encoded: Uint8Array | undefined
   if (typeof first === 'string') encoded = encodeStrings(values, headerJson)
@@ -135,25 +162,28 @@ export function encodeDataLenient(
   values: readonly unknown[],
   headers: readonly (Header | undefined)[] | undefined,
   onFailure: (value: unknown, index: number, error: unknown) => void,
+  requests?: readonly (number | undefined)[],
 ): Uint8Array | undefined {
   try {
-    return encodeData(values, headers)
+    return encodeData(values, headers, requests)
   } catch (error) {
     if (!(error instanceof TypeError) || values.length === 0) throw error
   }
   const keptValues: unknown[] = []
   const keptHeaders: (Header | undefined)[] = []
+  const keptRequests: (number | undefined)[] = []
   for (let i = 0; i < values.length; i++) {
     try {
       JSON.stringify([values[i]])
-      if (headers !== undefined) encodeHeaders([headers[i]], 1)
+      if (headers !== undefined) encodeHeaders([headers[i]], 1, undefined)
       keptValues.push(values[i])
       keptHeaders.push(headers?.[i])
+      keptRequests.push(requests?.[i])
     } catch (error) {
       onFailure(values[i], i, error)
     }
   }
-  return keptValues.length === 0 ? undefined : encodeData(keptValues, headers === undefined ? undefined : keptHeaders)
+  return keptValues.length === 0 ? undefined : encodeData(keptValues, headers === undefined ? undefined : keptHeaders, requests === undefined ? undefined : keptRequests)
 }
 
 function encodeStrings(values: readonly unknown[], headerJson: Buffer | undefined): Uint8Array | undefined {
@@ -242,9 +272,15 @@ function encodeJson(values: readonly unknown[], headerJson: Buffer | undefined):
   return finish(out, FrameKind.DATA, at)
 }
 
-function encodeHeaders(headers: readonly (Header | undefined)[], count: number): Buffer {
-  if (headers.length !== count) throw new RangeError(`headers has ${headers.length} entries for ${count} values`)
-  const plain = headers.map((header) => (header?.fields === undefined ? null : { fields: header.fields }))
+function encodeHeaders(headers: readonly (Header | undefined)[] | undefined, count: number, requests: readonly (number | undefined)[] | undefined): Buffer {
+  if (headers !== undefined && headers.length !== count) throw new RangeError(`headers has ${headers.length} entries for ${count} values`)
+  if (requests !== undefined && requests.length !== count) throw new RangeError(`requests has ${requests.length} entries for ${count} values`)
+  const plain = new Array<{ fields?: unknown; request?: number } | null>(count)
+  for (let i = 0; i < count; i++) {
+    const fields = headers?.[i]?.fields
+    const request = requests?.[i]
+    plain[i] = fields === undefined && request === undefined ? null : { ...(fields === undefined ? {} : { fields }), ...(request === undefined ? {} : { request }) }
+  }
   return Buffer.from(JSON.stringify(plain), 'utf8')
 }
 
@@ -436,6 +472,15 @@ function decodeBody(data: Uint8Array, start: number, end: number, base: number):
       if (typeof id !== 'number' || !Number.isSafeInteger(id)) return reader.fail(start, `MARKER id must be an integer, got ${JSON.stringify(id)}`)
       return { kind: 'marker', marker: object['data'] === undefined ? { kind, id } : { kind, id, data: object['data'] } }
     }
+    case FrameKind.REPLY: {
+      const object = reader.object(reader.json('REPLY body', reader.end - reader.at), 'REPLY body')
+      const request = object['request']
+      if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1) return reader.fail(start, `REPLY request must be a positive integer, got ${JSON.stringify(request)}`)
+      const ok = object['ok']
+      if (ok === true) return { kind: 'reply', request, ok: true, value: object['value'] }
+      if (ok !== false) return reader.fail(start, `REPLY ok must be true or false, got ${JSON.stringify(ok)}`)
+      return { kind: 'reply', request, ok: false, code: reader.string(object, 'code', 'REPLY'), message: reader.string(object, 'message', 'REPLY') }
+    }
     default:
       return reader.fail(start, `unknown frame kind ${kind}`)
   }
@@ -513,6 +558,7 @@ function decodeData(reader: Reader): DataFrame {
       return reader.fail(encodingAt, `unknown DATA value encoding ${encoding}`)
   }
   let headers: (Header | undefined)[] | undefined
+  let requests: (number | undefined)[] | undefined
   if ((flags & 1) === 1) {
     const length = reader.varint('DATA headers length')
     const at = reader.at
@@ -522,14 +568,23 @@ function decodeData(reader: Reader): DataFrame {
     headers = parsed.map((header: unknown, i: number) => {
       if (header === null) return undefined
       if (typeof header !== 'object' || Array.isArray(header)) return reader.fail(at, `header ${i} is ${typeName(header)}, not an object or null`)
+      const request = (header as { request?: unknown }).request
+      if (request !== undefined) {
+        if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1) return reader.fail(at, `header ${i} request is ${JSON.stringify(request)}, not a positive integer`)
+        requests ??= new Array<number | undefined>(count).fill(undefined)
+        requests[i] = request
+      }
       const fields = (header as { fields?: unknown }).fields
-      if (fields === undefined) return {}
+      if (fields === undefined) return request === undefined ? {} : undefined
       if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) return reader.fail(at, `header ${i} fields are ${typeName(fields)}, not an object`)
       return { fields: fields as Record<string, unknown> }
     })
+    // Headers that only marked requests carry nothing else: the receiver adds the reply path.
+    if (requests !== undefined && headers.every((h) => h === undefined)) headers = undefined
   }
   reader.done('DATA')
-  return headers === undefined ? { kind: 'data', values } : { kind: 'data', values, headers }
+  const frame: DataFrame = headers === undefined ? { kind: 'data', values } : { kind: 'data', values, headers }
+  return requests === undefined ? frame : { ...frame, requests }
 }
 
 /** A bounds-checked cursor over one frame body; every failure is a FrameError at a stream offset. */

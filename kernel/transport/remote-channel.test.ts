@@ -5,9 +5,9 @@ import { join } from 'node:path'
 import fc from 'fast-check'
 import * as t from 'io-ts'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { Batch, ChannelInfo, Link } from '../contracts.js'
+import type { Batch, ChannelInfo, Link, ReplyTo } from '../contracts.js'
 import type { LaminaError, Where } from '../errors.js'
-import { LinkBrokenError } from './errors.js'
+import { LinkBrokenError, RemoteRequestError } from './errors.js'
 import { encodeCredit, encodeData, encodeEnd, encodeOpen } from './frames.js'
 import { memoryLogger } from './logger.js'
 import { createPeerNode, type PeerNode } from './node.js'
@@ -185,6 +185,88 @@ describe('remote channels', () => {
     await produce(sender2, [{ values: [12, 13, 14] }])
     expect(await received2).toEqual([12, 14])
     expect(thrown.map((e) => e.message)).toEqual(['sink.in: the codec threw: unlucky'])
+  })
+
+  it('carry requests across peers: replies and failures come back in REPLY frames, in any order', async () => {
+    const [a, b] = await Promise.all([node(), node()])
+    const receivers = await registry(b)
+    const info = channelInfo('rq')
+    const dead: unknown[] = []
+    const receiver = receivers.receive({ info, capacity: 16, codec: t.number, deadLetter: (_where, _error, value) => dead.push(value) })
+    const sender = openRemoteSender(a, b.multiaddrs()[0]!, info)
+    const outcomes = new Map<number, Parameters<ReplyTo>[0]>()
+    const answered = new Promise<void>((resolve) => {
+      const expect = 4
+      const reply = (n: number): ReplyTo => (outcome) => {
+        outcomes.set(n, outcome)
+        if (outcomes.size === expect) resolve()
+      }
+      sender.send({ values: [1, 2, 'three', 4, 5], headers: [{ reply: reply(1) }, undefined, { reply: reply(3) }, { reply: reply(4), fields: { trace: 'x' } }, { reply: reply(5) }] })
+    })
+    // The consumer answers 5 before 1 and fails 4; 'three' fails the port's codec over there.
+    const batch = await new Promise<Batch>((resolve) => {
+      const poll = (): void => {
+        const taken = receiver.take()
+        if (taken !== undefined && taken !== 'end') resolve(taken)
+      }
+      receiver.onReadable(poll)
+      poll()
+    })
+    expect(batch.values).toEqual([1, 2, 4, 5])
+    expect(batch.headers?.[1]).toBeUndefined()
+    expect(batch.headers?.[2]?.fields).toEqual({ trace: 'x' })
+    batch.headers![3]!.reply!({ ok: true, value: { doubled: 10 } })
+    batch.headers![0]!.reply!({ ok: true, value: 2 })
+    batch.headers![2]!.reply!({ ok: false, error: new RangeError('4 is out of range') })
+    await answered
+    expect(outcomes.get(1)).toEqual({ ok: true, value: 2 })
+    expect(outcomes.get(5)).toEqual({ ok: true, value: { doubled: 10 } })
+    const failed = outcomes.get(4) as { ok: false; error: RemoteRequestError }
+    expect(failed.error).toBeInstanceOf(RemoteRequestError)
+    expect(failed.error).toMatchObject({ code: 'ERR_REMOTE_REQUEST', peer: b.peerId, remoteCode: 'ERR_HANDLER', remoteMessage: '4 is out of range' })
+    const refused = outcomes.get(3) as { ok: false; error: RemoteRequestError }
+    expect(refused.error).toMatchObject({ code: 'ERR_REMOTE_REQUEST', remoteCode: 'ERR_DECODE', remoteMessage: 'sink.in: expected number, got "three"' })
+    expect(dead).toEqual(['three'])
+    sender.end()
+    await Promise.all([sender.done, receiver.done])
+  })
+
+  it('a request still owed at END keeps the link open until its reply; a broken link fails the requests waiting', async () => {
+    const [a, b] = await Promise.all([node(), node()])
+    const receivers = await registry(b)
+    const receiver = receivers.receive({ info: channelInfo('owed'), capacity: 4, codec: t.number, deadLetter: () => undefined })
+    const sender = openRemoteSender(a, b.multiaddrs()[0]!, channelInfo('owed'))
+    let settle!: (outcome: Parameters<ReplyTo>[0]) => void
+    const replied = new Promise<Parameters<ReplyTo>[0]>((resolve) => (settle = resolve))
+    sender.send({ values: [7], headers: [{ reply: (outcome) => settle(outcome) }] })
+    sender.end()
+    const ended = new Promise<Batch>((resolve) => {
+      let first: Batch | undefined
+      const poll = (): void => {
+        for (;;) {
+          const taken = receiver.take()
+          if (taken === undefined) return
+          if (taken === 'end') return resolve(first!)
+          first ??= taken
+        }
+      }
+      receiver.onReadable(poll)
+      poll()
+    })
+    const batch = await ended
+    // END arrived here, and the reply still reaches the producer: this side stayed open for it.
+    batch.headers![0]!.reply!({ ok: true, value: 49 })
+    expect(await replied).toEqual({ ok: true, value: 49 })
+    await Promise.all([sender.done, receiver.done])
+
+    const broken = receivers.receive({ info: channelInfo('gone'), capacity: 4, codec: t.number, deadLetter: () => undefined })
+    const second = openRemoteSender(a, b.multiaddrs()[0]!, channelInfo('gone'))
+    const failure = new Promise<Parameters<ReplyTo>[0]>((resolve) => second.send({ values: [1], headers: [{ reply: resolve }] }))
+    await new Promise<void>((resolve) => broken.onReadable(() => resolve()))
+    broken.abort('consumer gave up')
+    const outcome = await failure
+    expect(outcome.ok).toBe(false)
+    expect((outcome as { error: unknown }).error).toBeInstanceOf(LinkBrokenError)
   })
 
   it('wait for a receiver registered after the stream arrived, and refuse unknown channels after the match timeout', async () => {

@@ -4,10 +4,10 @@ import './polyfill.js'
 import type { Connection, Stream } from '@libp2p/interface'
 import { BatchQueue } from '../batch-queue.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
-import type { AnyCodec, Batch, Channel, ChannelInfo, Header } from '../contracts.js'
-import { DecodeError, type LaminaError, type Where } from '../errors.js'
+import type { AnyCodec, Batch, Channel, ChannelInfo, Header, ReplyTo } from '../contracts.js'
+import { DecodeError, LaminaError, type Where } from '../errors.js'
 import { ABORTED, ChannelSideError, DuplicateChannelError, LinkProtocolError, RemoteLinkError, UnknownChannelError, type FrameError, type LinkBrokenError } from './errors.js'
-import { encodeCredit, type DataFrame, type Frame } from './frames.js'
+import { encodeCredit, encodeReply, type DataFrame, type Frame } from './frames.js'
 import type { Logger } from './logger.js'
 import type { PeerNode } from './node.js'
 import { brokenBy, CHANNEL_PROTOCOL, channelKey, channelKeyOf, describeClose, FrameStream } from './remote-channel.js'
@@ -318,6 +318,10 @@ class Receiver implements RemoteReceiver {
   private readonly guard: ((value: unknown) => boolean) | undefined
   private readonly returnAt: number
   private settleDone!: { resolve(): void; reject(error: unknown): void }
+  /** Requests delivered here whose reply has not gone back yet. */
+  private unanswered = 0
+  /** END arrived while requests were unanswered: our side closes once they are (or after `REPLY_GRACE_MS`). */
+  private closeWhenAnswered: NodeJS.Timeout | undefined
 
   constructor(
     readonly spec: ReceiveSpec,
@@ -426,8 +430,13 @@ class Receiver implements RemoteReceiver {
           if (this.ended) return this.violation('a second END')
           this.ended = true
           arrived = true
-          // Nothing more to read: close our side too, so the sender knows END arrived.
-          this.incoming?.frames.closeWrite()
+          // Nothing more to read: close our side too, so the sender knows END arrived; replies
+          // still owed go first (for at most REPLY_GRACE_MS).
+          if (this.unanswered === 0) this.incoming?.frames.closeWrite()
+          else {
+            this.closeWhenAnswered = setTimeout(() => this.closeWrite(), REPLY_GRACE_MS)
+            this.closeWhenAnswered.unref?.()
+          }
           if (this.batches.records === 0) this.complete()
           break
         case 'error': {
@@ -461,6 +470,15 @@ class Receiver implements RemoteReceiver {
   private deliver(frame: DataFrame): boolean {
     let values = frame.values
     let headers = frame.headers as readonly (Header | undefined)[] | undefined
+    const requests = frame.requests
+    if (requests !== undefined) {
+      // A request's reply goes back on this stream, in a REPLY frame naming its id.
+      headers = values.map((_, i) => {
+        const id = requests[i]
+        const header = headers?.[i]
+        return id === undefined ? header : { ...header, reply: this.replier(id) }
+      })
+    }
     const guard = this.guard
     if (guard !== undefined) {
       let bad = -1
@@ -478,7 +496,7 @@ class Receiver implements RemoteReceiver {
           if (decoded.ok) {
             keptValues.push(decoded.value)
             keptHeaders?.push(headers![i])
-          }
+          } else headers?.[i]?.reply?.({ ok: false, error: decoded.error })
         }
         // Dead letters take no room in the queue: their credit goes straight back.
         this.giveBack(values.length - keptValues.length)
@@ -493,7 +511,7 @@ class Receiver implements RemoteReceiver {
     return true
   }
 
-  private decode(value: unknown): { ok: true; value: unknown } | { ok: false } {
+  private decode(value: unknown): { ok: true; value: unknown } | { ok: false; error: DecodeError } {
     let details: string[]
     try {
       const result = this.spec.codec.decode(value)
@@ -506,12 +524,49 @@ class Receiver implements RemoteReceiver {
     const info = this.spec.info
     const where: Where = { operator: info.to.operator, port: info.to.port, instance: info.to.instance, peer: this.peer }
     this.deadLetters++
+    const error = new DecodeError(where, details)
     try {
-      this.spec.deadLetter(where, new DecodeError(where, details), value)
-    } catch (error) {
-      this.logger.error(`dead letter callback of ${this.key} threw: ${error instanceof Error ? error.message : String(error)}`)
+      this.spec.deadLetter(where, error, value)
+    } catch (thrown) {
+      this.logger.error(`dead letter callback of ${this.key} threw: ${thrown instanceof Error ? thrown.message : String(thrown)}`)
     }
-    return { ok: false }
+    return { ok: false, error }
+  }
+
+  /**
+   * The reply path of request `id`: writes its REPLY frame (once). A value JSON cannot carry
+   * becomes a failure that says so; a reply after the link is gone has nowhere to go.
+   */
+  private replier(id: number): ReplyTo {
+    this.unanswered++
+    let answered = false
+    return (outcome) => {
+      if (answered) return
+      answered = true
+      this.unanswered--
+      let frame: Uint8Array
+      try {
+        frame = encodeReply(outcome.ok ? { request: id, ok: true, value: outcome.value } : { request: id, ...failureOf(outcome.error) })
+      } catch (error) {
+        frame = encodeReply({ request: id, ok: false, code: 'ERR_UNENCODABLE', message: `the reply cannot be sent to peer ${this.peer ?? '?'}: ${error instanceof Error ? error.message : String(error)}` })
+      }
+      const frames = this.incoming?.frames
+      if (frames !== undefined && frames.writable && this.error === undefined) {
+        try {
+          frames.write(frame)
+        } catch (error) {
+          this.logger.info(`link ${this.key}: reply to request ${id} not sent: ${error instanceof Error ? error.message : String(error)}`)
+        }
+      }
+      if (this.unanswered === 0 && this.closeWhenAnswered !== undefined) this.closeWrite()
+    }
+  }
+
+  /** Closes our side of the stream after END (once every owed reply went, or the grace ran out). */
+  private closeWrite(): void {
+    clearTimeout(this.closeWhenAnswered)
+    this.closeWhenAnswered = undefined
+    this.incoming?.frames.closeWrite()
   }
 
   /** Returns `n` records of credit, in chunks (or at once when the queue is empty). */
@@ -552,12 +607,23 @@ class Receiver implements RemoteReceiver {
     if (this.finished) return
     this.finished = true
     this.error = error
+    clearTimeout(this.closeWhenAnswered)
     this.release()
     if (this.deliberate) this.logger.info(error.message)
     else this.logger.warn(error.message)
     this.settleDone.reject(error)
     this.readable?.()
   }
+}
+
+/** How long a receiver that got END keeps its side open for replies still owed. */
+const REPLY_GRACE_MS = 30_000
+
+/** A failed request's code and message, as a REPLY frame carries them. */
+function failureOf(error: unknown): { ok: false; code: string; message: string } {
+  const code = error instanceof LaminaError ? error.code : typeof (error as { code?: unknown } | null)?.code === 'string' ? String((error as { code: string }).code) : 'ERR_HANDLER'
+  const message = error instanceof Error ? error.message : String(error)
+  return { ok: false, code, message }
 }
 
 /** A guard's verdict, false when it throws (the full decode then says why). */

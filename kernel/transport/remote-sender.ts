@@ -1,9 +1,9 @@
 // The producer's half of a remote channel: sends batches over one libp2p stream within the credit the consumer's peer grants.
 
 import './polyfill.js'
-import type { Batch, Channel, ChannelInfo, Header } from '../contracts.js'
+import type { Batch, Channel, ChannelInfo, Header, ReplyTo } from '../contracts.js'
 import { JobAbortedError, type LaminaError, type Where } from '../errors.js'
-import { ABORTED, ChannelEndedError, LinkProtocolError, RemoteLinkError, UnencodableValueError, type FrameError } from './errors.js'
+import { ABORTED, ChannelEndedError, LinkProtocolError, RemoteLinkError, RemoteRequestError, UnencodableValueError, type FrameError } from './errors.js'
 import { encodeDataLenient, encodeEnd, encodeMarker, encodeOpen, MAX_FRAME_BYTES, type Frame } from './frames.js'
 import type { Logger } from './logger.js'
 import type { DialTarget, PeerNode } from './node.js'
@@ -129,6 +129,9 @@ class Sender implements RemoteSender {
   private settleOpened!: { resolve(): void; reject(error: unknown): void }
   private settleDone!: { resolve(): void; reject(error: unknown): void }
   private readonly connecting = new AbortController()
+  /** Requests sent and not answered yet, by request id: their replies come back in REPLY frames. */
+  private readonly replies = new Map<number, ReplyTo>()
+  private nextRequest = 1
 
   constructor(
     private readonly node: PeerNode,
@@ -283,7 +286,7 @@ class Sender implements RemoteSender {
       } else this.pending.shift()
       this.pendingRecords -= n
       this.credit -= n
-      const kept = this.writeData(values, headers)
+      const kept = this.writeData(values, headers, this.requestIds(headers))
       // Values that could not be encoded took no room at the receiver: their credit stays here.
       this.credit += n - kept
       this.sent += kept
@@ -299,31 +302,56 @@ class Sender implements RemoteSender {
     this.wake()
   }
 
+  /**
+   * The request id of each record that is a request (its header has a `reply`), registered so
+   * the REPLY frame that names it reaches the requester; undefined when none is.
+   */
+  private requestIds(headers: readonly (Header | undefined)[] | undefined): (number | undefined)[] | undefined {
+    if (headers === undefined || !headers.some((h) => h?.reply !== undefined)) return undefined
+    return headers.map((header) => {
+      if (header?.reply === undefined) return undefined
+      const id = this.nextRequest++
+      this.replies.set(id, header.reply)
+      return id
+    })
+  }
+
   /** Encodes and writes values (split when a frame would be too large); returns how many were written. */
-  private writeData(values: readonly unknown[], headers: readonly (Header | undefined)[] | undefined): number {
-    const failed: { value: unknown; error: unknown }[] = []
-    const frame = encodeDataLenient(values, headers, (value, _index, error) => failed.push({ value, error }))
-    for (const { value, error } of failed) this.unencodableValue(value, error instanceof Error ? error.message : String(error), error)
+  private writeData(values: readonly unknown[], headers: readonly (Header | undefined)[] | undefined, requests: readonly (number | undefined)[] | undefined): number {
+    const failed: { value: unknown; index: number; error: unknown }[] = []
+    const frame = encodeDataLenient(values, headers, (value, index, error) => failed.push({ value, index, error }), requests)
+    for (const { value, index, error } of failed) this.unencodableValue(value, error instanceof Error ? error.message : String(error), error, requests?.[index])
     if (frame === undefined) return 0
     const written = values.length - failed.length
     if (frame.byteLength > MAX_FRAME_BYTES) {
       if (written === 1) {
-        this.unencodableValue(values.find((_, i) => !failed.some((f) => f.value === values[i])), `its frame would take ${frame.byteLength} bytes, more than the ${MAX_FRAME_BYTES} a frame may`, undefined)
+        const index = values.findIndex((_, i) => !failed.some((f) => f.index === i))
+        this.unencodableValue(values[index], `its frame would take ${frame.byteLength} bytes, more than the ${MAX_FRAME_BYTES} a frame may`, undefined, requests?.[index])
         return 0
       }
       const half = Math.ceil(values.length / 2)
-      return this.writeData(values.slice(0, half), headers?.slice(0, half)) + this.writeData(values.slice(half), headers?.slice(half))
+      return this.writeData(values.slice(0, half), headers?.slice(0, half), requests?.slice(0, half)) + this.writeData(values.slice(half), headers?.slice(half), requests?.slice(half))
     }
     this.write(frame)
     return written
   }
 
-  private unencodableValue(value: unknown, reason: string, cause: unknown): void {
+  private unencodableValue(value: unknown, reason: string, cause: unknown, request: number | undefined): void {
     this.unencodable++
     const where: Where = { operator: this.info.from.operator, port: this.info.from.port, instance: this.info.from.instance, peer: this.peer }
     const error = new UnencodableValueError(this.link, this.peer, reason, cause === undefined ? undefined : { cause })
+    // A request that cannot be sent fails at once, with the reason.
+    if (request !== undefined) this.answer(request, { ok: false, error })
     if (this.options.deadLetter !== undefined) this.options.deadLetter(where, error, value)
     else this.logger.warn(error.message)
+  }
+
+  /** Delivers the outcome of request `id` to its requester (once). */
+  private answer(id: number, outcome: Parameters<ReplyTo>[0]): void {
+    const reply = this.replies.get(id)
+    if (reply === undefined) return
+    this.replies.delete(id)
+    reply(outcome)
   }
 
   private write(frame: Uint8Array): void {
@@ -346,6 +374,11 @@ class Sender implements RemoteSender {
           if (this.granted === frame.records) this.settleOpened.resolve()
           break
         }
+        case 'reply': {
+          // A reply to a request this side no longer waits for (it was answered) is ignored.
+          this.answer(frame.request, frame.ok ? { ok: true, value: frame.value } : { ok: false, error: new RemoteRequestError(this.peer, frame.code, frame.message) })
+          break
+        }
         case 'error': {
           const remote = new RemoteLinkError(this.peer, frame.code, frame.message)
           this.deliberate = frame.code === ABORTED
@@ -353,7 +386,7 @@ class Sender implements RemoteSender {
           return
         }
         default: {
-          const violation = new LinkProtocolError(this.link, this.peer, `the consumer's peer sent a ${frame.kind.toUpperCase()} frame (it may send only CREDIT and ERROR)`)
+          const violation = new LinkProtocolError(this.link, this.peer, `the consumer's peer sent a ${frame.kind.toUpperCase()} frame (it may send only CREDIT, REPLY and ERROR)`)
           this.fail(brokenBy(this.link, this.peer, violation.message, violation), true)
           return
         }
@@ -370,6 +403,7 @@ class Sender implements RemoteSender {
   private onRemoteEnd(): void {
     if (this.endSent) {
       this.finished = true
+      this.unanswered(brokenBy(this.link, this.peer, "the consumer's peer closed the link without answering the request"))
       this.settleDone.resolve()
       return
     }
@@ -380,6 +414,7 @@ class Sender implements RemoteSender {
     if (this.finished) return
     if (error === undefined && this.endSent) {
       this.finished = true
+      this.unanswered(brokenBy(this.link, this.peer, "the consumer's peer closed the link without answering the request"))
       this.settleDone.resolve()
       return
     }
@@ -399,9 +434,17 @@ class Sender implements RemoteSender {
     else this.logger.warn(error.message)
     this.settleOpened.reject(error)
     this.settleDone.reject(error)
+    this.unanswered(error)
     const waiters = this.waiters
     this.waiters = []
     for (const waiter of waiters) waiter.reject(error)
+  }
+
+  /** Fails every request still waiting for its reply: the link is gone. */
+  private unanswered(error: LinkBrokenError): void {
+    const replies = [...this.replies.values()]
+    this.replies.clear()
+    for (const reply of replies) reply({ ok: false, error })
   }
 
   private wake(): void {
