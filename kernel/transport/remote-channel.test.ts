@@ -269,6 +269,36 @@ describe('remote channels', () => {
     expect((outcome as { error: unknown }).error).toBeInstanceOf(LinkBrokenError)
   })
 
+  it('bound the bytes in flight besides the records: 64 KiB records stop at the byte window, not at the record credit', async () => {
+    const [a, b] = await Promise.all([node(), node()])
+    const receivers = await registry(b)
+    const info = channelInfo('big')
+    const receiver = receivers.receive({ info, capacity: 4096, codec: t.string, deadLetter: () => undefined })
+    const window = 1024 * 1024
+    const sender = openRemoteSender(a, b.multiaddrs()[0]!, info, { maxBytesInFlight: window })
+    await sender.opened
+    const records = Array.from({ length: 200 }, (_, i) => `${String(i).padStart(6, '0')}${'x'.repeat(64 * 1024 - 6)}`)
+    sender.send({ values: records })
+    // The consumer takes nothing yet: the sender stalls once the window is full, far below 4096 records.
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (receiver.stats().received === sender.stats().sent && sender.stats().pending > 0) resolve()
+      }
+      receiver.onReadable(check)
+      check()
+    })
+    const frame = 1024 * 1024 + 64 * 1024
+    expect(sender.stats().bytesInFlight).toBeLessThanOrEqual(window + frame)
+    expect(receiver.stats().queued).toBeLessThan(40)
+    expect(sender.ready()).toBe(false)
+    sender.end()
+    const values = await collect(receiver)
+    expect(values).toEqual(records)
+    await Promise.all([sender.done, receiver.done])
+    expect(sender.stats().maxBytesInFlight).toBeLessThanOrEqual(window + frame)
+    expect(sender.stats().bytesInFlight).toBe(0)
+  })
+
   it('wait for a receiver registered after the stream arrived, and refuse unknown channels after the match timeout', async () => {
     const [a, b] = await Promise.all([node(), node()])
     const problems: StreamProblem[] = []

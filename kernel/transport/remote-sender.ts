@@ -22,6 +22,12 @@ export interface RemoteSenderOptions {
   readonly maxFrameRecords?: number
   /** Strings and byte arrays are cut into frames of about this many bytes (a larger single value gets a frame of its own). @default 1 MiB */
   readonly frameBytes?: number
+  /**
+   * Most bytes of DATA in flight (sent, their credit not back yet), besides the consumer's credit
+   * in records: large records then cannot fill the consumer's memory with `capacity` of them. One
+   * frame may always be in flight, however large. @default 16 MiB
+   */
+  readonly maxBytesInFlight?: number
   /** Milliseconds to connect, open the stream and receive the first credit. @default 30000 */
   readonly openTimeoutMs?: number
 }
@@ -38,6 +44,10 @@ export interface RemoteSenderStats {
   readonly inFlight: number
   /** The most records ever in flight. */
   readonly maxInFlight: number
+  /** Bytes of DATA frames whose records' credit has not come back. */
+  readonly bytesInFlight: number
+  /** The most bytes ever in flight. */
+  readonly maxBytesInFlight: number
   /** Records accepted by `send` but not yet written (waiting for credit or drain). */
   readonly pending: number
   /** Values dropped as dead letters because they could not be encoded. */
@@ -110,6 +120,11 @@ class Sender implements RemoteSender {
   private readonly logger: Logger
   private readonly maxFrameRecords: number
   private readonly frameBytes: number
+  private readonly byteWindow: number
+  /** DATA frames in flight, oldest first: their records not yet credited back, and their bytes. */
+  private readonly unacked: { records: number; bytes: number }[] = []
+  private bytesInFlight = 0
+  private maxBytes = 0
   private frames: FrameStream | undefined
   private credit = 0
   private granted = 0
@@ -144,6 +159,7 @@ class Sender implements RemoteSender {
     this.logger = options.logger ?? node.logger
     this.maxFrameRecords = options.maxFrameRecords ?? 4096
     this.frameBytes = options.frameBytes ?? 1024 * 1024
+    this.byteWindow = options.maxBytesInFlight ?? 16 * 1024 * 1024
     this.opened = new Promise<void>((resolve, reject) => (this.settleOpened = { resolve, reject }))
     this.done = new Promise<void>((resolve, reject) => (this.settleDone = { resolve, reject }))
     this.opened.catch(() => undefined)
@@ -166,6 +182,8 @@ class Sender implements RemoteSender {
       credit: this.credit,
       inFlight: this.sent - (this.granted - this.firstGrant),
       maxInFlight: this.maxInFlight,
+      bytesInFlight: this.bytesInFlight,
+      maxBytesInFlight: this.maxBytes,
       pending: this.pendingRecords,
       unencodable: this.unencodable,
       bytesOut: this.bytesOut,
@@ -182,7 +200,7 @@ class Sender implements RemoteSender {
   }
 
   ready(): boolean {
-    return this.error === undefined && this.frames !== undefined && this.credit > 0 && this.pendingRecords === 0 && !this.ending
+    return this.error === undefined && this.frames !== undefined && this.credit > 0 && this.bytesInFlight < this.byteWindow && this.pendingRecords === 0 && !this.ending
   }
 
   whenReady(signal?: AbortSignal): Promise<void> {
@@ -275,7 +293,7 @@ class Sender implements RemoteSender {
         if (this.finished) return
         continue
       }
-      if (this.credit === 0) break
+      if (this.credit === 0 || this.bytesInFlight >= this.byteWindow) break
       const n = fitFrame(batch.values, Math.min(this.credit, batch.values.length, this.maxFrameRecords), this.frameBytes)
       let values = batch.values
       let headers = batch.headers
@@ -333,7 +351,32 @@ class Sender implements RemoteSender {
       return this.writeData(values.slice(0, half), headers?.slice(0, half), requests?.slice(0, half)) + this.writeData(values.slice(half), headers?.slice(half), requests?.slice(half))
     }
     this.write(frame)
+    if (written > 0) {
+      this.unacked.push({ records: written, bytes: frame.byteLength })
+      this.bytesInFlight += frame.byteLength
+      if (this.bytesInFlight > this.maxBytes) this.maxBytes = this.bytesInFlight
+    }
     return written
+  }
+
+  /** `records` came back as credit: the oldest frames in flight are consumed (a part of one, pro rata). */
+  private acknowledge(records: number): void {
+    let left = records
+    while (left > 0 && this.unacked.length > 0) {
+      const oldest = this.unacked[0]!
+      if (oldest.records <= left) {
+        left -= oldest.records
+        this.bytesInFlight -= oldest.bytes
+        this.unacked.shift()
+      } else {
+        const bytes = Math.floor((oldest.bytes * left) / oldest.records)
+        oldest.records -= left
+        oldest.bytes -= bytes
+        this.bytesInFlight -= bytes
+        left = 0
+      }
+    }
+    if (this.unacked.length === 0) this.bytesInFlight = 0
   }
 
   private unencodableValue(value: unknown, reason: string, cause: unknown, request: number | undefined): void {
@@ -369,6 +412,8 @@ class Sender implements RemoteSender {
       switch (frame.kind) {
         case 'credit': {
           if (this.granted === 0) this.firstGrant = frame.records
+          // Every grant after the first gives back credit for records the consumer took.
+          else this.acknowledge(frame.records)
           this.granted += frame.records
           this.credit += frame.records
           if (this.granted === frame.records) this.settleOpened.resolve()
