@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { fileSource, kernel, link, program, sink, t, type FileSourceOptions, type JobReport, type Layer } from 'lamina'
+import { fileSource, kernel, link, program, sink, t, type FileSourceOptions, type JobReport } from 'lamina'
+import { restoring } from './fixtures/restoring.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'lamina-file-source-test-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -19,18 +20,6 @@ function linesOf(text: string): string[] {
   const lines = text.split('\n').map((l) => l.replace(/\r$/, ''))
   if (lines.at(-1) === '') lines.pop()
   return lines
-}
-
-/** A layer restoring the source's offset of each instance, as the checkpoints layer does from a snapshot. */
-function restoring(operator: string, offsets: readonly number[]): Layer {
-  return {
-    name: 'restore-offsets',
-    instance: (spec, next) => {
-      const inner = next(spec)
-      if (spec.operator.name === operator) inner.restore({ operator, entries: [[null, offsets[spec.info.instance] ?? 0]] })
-      return inner
-    },
-  }
 }
 
 interface Run {

@@ -432,7 +432,7 @@ class Receiver implements RemoteReceiver {
           arrived = true
           // Nothing more to read: close our side too, so the sender knows END arrived; replies
           // still owed go first (for at most REPLY_GRACE_MS).
-          if (this.unanswered === 0) this.incoming?.frames.closeWrite()
+          if (this.unanswered === 0) this.closeWrite()
           else {
             this.closeWhenAnswered = setTimeout(() => this.closeWrite(), REPLY_GRACE_MS)
             this.closeWhenAnswered.unref?.()

@@ -8,7 +8,8 @@ import { setTimeout as pace } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import fc from 'fast-check'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { kernel, link, program, sink, t, type JobReport, type Layer } from 'lamina'
+import { kernel, link, program, sink, t, type JobReport } from 'lamina'
+import { restoring } from '../../kernel/operators/fixtures/restoring.js'
 import { openStore, type Store } from '../store/index.js'
 import { logSource, openLog, type Log, type LogSourceOptions } from './index.js'
 
@@ -169,18 +170,6 @@ describe('openLog', () => {
     expect(() => log.read(0)).toThrow(expect.objectContaining({ code: 'ERR_LOG_CLOSED' }))
   })
 })
-
-/** A layer restoring the source's offset of each instance, as the checkpoints layer does from a snapshot. */
-function restoring(operator: string, offsets: readonly number[]): Layer {
-  return {
-    name: 'restore-offsets',
-    instance: (spec, next) => {
-      const inner = next(spec)
-      if (spec.operator.name === operator) inner.restore({ operator, entries: [[null, offsets[spec.info.instance] ?? 0]] })
-      return inner
-    },
-  }
-}
 
 const Event = t.type({ n: t.number })
 type Event = t.TypeOf<typeof Event>
