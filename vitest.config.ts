@@ -9,12 +9,12 @@ export default defineConfig({
     alias: [
       { find: /^lamina$/, replacement: here('./kernel/index.ts') },
       { find: /^lamina\/layers$/, replacement: here('./layers/index.ts') },
-      { find: /^lamina\/transport$/, replacement: here('./kernel/transport/index.ts') },
-      { find: /^lamina\/cluster$/, replacement: here('./kernel/cluster/index.ts') },
+      { find: /^lamina\/transport$/, replacement: here('./kmods/transport/index.ts') },
+      { find: /^lamina\/cluster$/, replacement: here('./services/jobs/index.ts') },
     ],
   },
   test: {
-    include: ['kernel/**/*.test.ts', 'layers/**/*.test.ts', 'kmods/**/*.test.ts', 'services/**/*.test.ts', 'native/ts/**/*.test.ts', 'examples/**/*.test.ts', 'test/**/*.test.ts'],
+    include: ['kernel/**/*.test.ts', 'layers/**/*.test.ts', 'kmods/**/*.test.ts', 'services/**/*.test.ts', 'native/ts/**/*.test.ts', 'examples/**/*.test.ts', 'cli/**/*.test.ts', 'testing/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
   },

@@ -4,13 +4,13 @@
 // Run: npm run bench -- checkpoint [records=6000000] [rounds=3]
 // Last line: {"bench":"checkpoint","ratio":<with ÷ without throughput>,"recovery_s":…,…}
 
-import '../kernel/transport/polyfill.js'
+import '../kmods/transport/polyfill.js'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { filter, firstValueFrom } from 'rxjs'
-import { startCluster, type Cluster, type SubmittedJob } from '../kernel/cluster/index.js'
-import { memoryLogger } from '../kernel/transport/index.js'
+import { startCluster, type Cluster, type SubmittedJob } from '../services/jobs/index.js'
+import { memoryLogger } from '../kmods/transport/index.js'
 import { BenchCheckError, humanRate, median, positiveInteger, progress, runMain } from './_harness.js'
 import { arrivals, received, reference, results } from './_keyed-totals.js'
 

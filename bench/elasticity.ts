@@ -6,14 +6,14 @@
 // Run: npm run bench -- elasticity [records=160000] [rounds=3]
 // Last line: {"bench":"elasticity","ratio":<throughput at 2 ÷ at 1>,"rescale_pause_ms":…,…}
 
-import '../kernel/transport/polyfill.js'
+import '../kmods/transport/polyfill.js'
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { filter, firstValueFrom, take, toArray } from 'rxjs'
-import { startCluster, type Cluster } from '../kernel/cluster/index.js'
-import { memoryLogger } from '../kernel/transport/index.js'
+import { startCluster, type Cluster } from '../services/jobs/index.js'
+import { memoryLogger } from '../kmods/transport/index.js'
 import { BenchCheckError, humanRate, median, positiveInteger, progress, runMain } from './_harness.js'
 import { received, reference, results } from './_keyed-totals.js'
 

@@ -3,14 +3,14 @@
 // Run: npm run bench -- link [records=1000000] [runs=3]
 // Prints the frame codec's cost, one JSON line per run, and last a summary line: {"bench":"link","ratio":…,"ratio_64k":…,"records_per_s":…}.
 
-import '../kernel/transport/polyfill.js'
+import '../kmods/transport/polyfill.js'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ChannelInfo } from '../kernel/contracts.js'
-import { decodeFrames, encodeData } from '../kernel/transport/frames.js'
-import { generatePsk, writePskFile } from '../kernel/transport/psk.js'
-import { startTestPeer, type TestPeerProcess } from '../kernel/transport/test-peer-process.js'
+import { decodeFrames, encodeData } from '../kmods/transport/frames.js'
+import { generatePsk, writePskFile } from '../kmods/transport/psk.js'
+import { startTestPeer, type TestPeerProcess } from '../kmods/transport/test-peer-process.js'
 
 const records = Number(process.argv[2] ?? 1_000_000)
 const runs = Number(process.argv[3] ?? 3)

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { filter, firstValueFrom, timeout } from 'rxjs'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { memoryLogger, createPeerNode, type PeerNode, generatePsk, writePskFile, type Psk } from '../../kernel/transport/index.js'
+import { memoryLogger, createPeerNode, type PeerNode, generatePsk, writePskFile, type Psk } from '../transport/index.js'
 import { createMembership, startMembership, type Membership, type MembershipEvent, type MembershipEventType, type MembershipOptions } from './index.js'
 
 const FAST = { heartbeatMs: 100, suspectAfterMs: 600, deadAfterMs: 1200 } as const

@@ -7,11 +7,11 @@
 // dead: each peer decides that locally, so dead entries are never gossiped. A graceful leave
 // gossips a `left` entry with a higher counter.
 
-import '../../kernel/transport/polyfill.js'
+import '../transport/polyfill.js'
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { Subject, type Observable } from 'rxjs'
-import type { Logger, PeerNode } from '../../kernel/transport/index.js'
+import type { Logger, PeerNode } from '../transport/index.js'
 import { MembershipJoinError, MembershipMessageError, MembershipOptionError, MembershipStoppedError } from './errors.js'
 
 /** The libp2p protocol of membership gossip (one push-pull exchange per stream). */

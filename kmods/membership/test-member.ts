@@ -1,8 +1,8 @@
 // A member in its own process, for membership tests that kill it: starts a peer node and joins through its bootstrap addresses.
 // Run: fork('kmods/membership/test-member.ts', [workdir, pskFile, heartbeatMs, suspectAfterMs, deadAfterMs, ...bootstrap], { execArgv: ['--import', 'tsx'] })
 
-import '../../kernel/transport/polyfill.js'
-import { createPeerNode, readPskFile } from '../../kernel/transport/index.js'
+import '../transport/polyfill.js'
+import { createPeerNode, readPskFile } from '../transport/index.js'
 import { startMembership } from './membership.js'
 
 const [workdir, pskFile, heartbeatMs, suspectAfterMs, deadAfterMs, ...bootstrap] = process.argv.slice(2)

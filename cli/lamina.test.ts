@@ -1,0 +1,70 @@
+// The `lamina` command as users run it: the compiled CLI (npm test builds dist/ first).
+import { execFile, spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { alive, until } from '../services/jobs/fixtures/processes.js'
+
+const root = join(import.meta.dirname, '..')
+const cli = join(root, 'dist', 'cli', 'lamina.js')
+const exec = promisify(execFile)
+
+function pidsIn(stderr: string): number[] {
+  return [...stderr.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]))
+}
+
+describe('lamina run', () => {
+  let dir: string
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-cli-'))
+  })
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('runs wordcount on a local cluster and prints the same lines as in-process', async () => {
+    const file = join(dir, 'text.txt')
+    await writeFile(file, 'The cat and the hat.\nTHE END, the end?\nÉté été ÉTÉ 2024 2024\n')
+    const { stdout, stderr } = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', '3', file], { cwd: root })
+    expect(stdout).toBe(['the 4', 'été 3', '2024 2', 'end 2', 'and 1', 'cat 1', 'hat 1', ''].join('\n'))
+    expect(stderr).toContain('finished in')
+    const pids = pidsIn(stderr)
+    expect(pids).toHaveLength(3)
+    expect(pids.filter(alive)).toEqual([])
+  })
+
+  it('stops every peer process on SIGINT: no orphans', async () => {
+    const run = spawn(process.execPath, [cli, 'run', 'services/jobs/fixtures/endless-program.ts', '--peers', '2'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    await until(() => pidsIn(stderr).length === 2, 30_000, 'the cluster to come up')
+    const pids = pidsIn(stderr)
+    expect(pids.every(alive)).toBe(true)
+    const exited = new Promise<number | null>((resolve) => run.once('exit', (code, signal) => resolve(code ?? (signal === null ? null : 130))))
+    run.kill('SIGINT')
+    await exited
+    await until(() => !pids.some(alive), 10_000, 'the peer processes to exit')
+  })
+
+  it('--console: `rescale OPERATOR N` typed while the job runs rescales it', async () => {
+    const run = spawn(process.execPath, [cli, 'run', 'bench/_keyed-totals.ts', '--peers', '2', '--console', '--', '4000000', '200', '1'], { cwd: root, stdio: ['pipe', 'ignore', 'pipe'] })
+    let stderr = ''
+    run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    const exited = new Promise<number | null>((resolve) => run.once('exit', (code) => resolve(code)))
+    await until(() => pidsIn(stderr).length === 2, 30_000, 'the cluster to come up')
+    run.stdin!.write('rescale totals 2\n')
+    await until(() => stderr.includes('rescaled totals 1 -> 2'), 60_000, 'the rescale to be reported')
+    run.stdin!.end()
+    expect(await exited, stderr).toBe(0)
+    expect(stderr).toMatch(/attempt 1: totals to 2 instances \(by hand\); restarting from checkpoint \d+/)
+    expect(stderr).toContain('finished in')
+  }, 90_000)
+
+  it('says what is wrong with bad arguments', async () => {
+    const failure = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', 'many'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(failure).toMatchObject({ code: 1 })
+    expect((failure as { stderr: string }).stderr).toContain('--peers must be an integer')
+  })
+})

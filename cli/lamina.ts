@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+// The `lamina` command: `lamina peer …` runs one peer; `lamina run PROGRAM --peers N [-- args]`
+// starts a local cluster, runs the program on it with live progress, and prints a summary.
+
+import '../kmods/transport/polyfill.js'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createInterface, type Interface } from 'node:readline'
+import { parseArgs } from 'node:util'
+import { register } from 'tsx/esm/api'
+import { startCluster } from '../services/jobs/launcher.js'
+import type { SubmittedJob } from '../services/jobs/peer.js'
+import { parsePeerCommand, runPeer } from '../services/jobs/peer-main.js'
+import { ProgressDisplay, totals } from '../services/jobs/progress.js'
+
+const USAGE = `usage:
+  lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
+      start N local peer processes (default 3), run PROGRAM's default export on them,
+      show progress on stderr, stop every peer at the end; with --console, read commands
+      from stdin while it runs: \`rescale OPERATOR N\` (needs the checkpoints layer), \`plan\`
+  lamina peer --workdir DIR --psk FILE [--create-psk] [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]…
+      run one peer (for clusters over several hosts) until SIGINT/SIGTERM`
+
+/** Splits `lamina run` arguments: options before the program, the program's own after it (or after `--`). */
+export function parseRun(argv: readonly string[]): { program: string; peers: number; workdir: string | undefined; quiet: boolean; console: boolean; args: string[] } {
+  const dashes = argv.indexOf('--')
+  const own = dashes < 0 ? argv : argv.slice(0, dashes)
+  const { values, positionals } = parseArgs({
+    args: [...own],
+    options: { peers: { type: 'string' }, workdir: { type: 'string' }, quiet: { type: 'boolean' }, console: { type: 'boolean' } },
+    allowPositionals: true,
+    strict: true,
+  })
+  const [program, ...rest] = positionals
+  if (program === undefined) throw new Error('lamina run: PROGRAM is missing')
+  const peers = Number(values.peers ?? 3)
+  if (!Number.isInteger(peers) || peers < 1 || peers > 64) throw new Error(`lamina run: --peers must be an integer from 1 to 64, got ${values.peers}`)
+  return { program, peers, workdir: values.workdir, quiet: values.quiet ?? false, console: values.console ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
+}
+
+async function run(argv: readonly string[]): Promise<number> {
+  const options = parseRun(argv)
+  register() // program modules may be TypeScript
+  const workdir = options.workdir ?? (await mkdtemp(join(tmpdir(), 'lamina-run-')))
+  const display = new ProgressDisplay(process.stderr)
+  const log = (line: string): void => void (options.quiet || process.stderr.write(`lamina: ${line}\n`))
+  log(`starting ${options.peers} peers…`)
+  // Peers that die are restarted; a job whose layers can recover (checkpoints) carries on without them.
+  const cluster = await startCluster({ peers: options.peers, workdir, policy: { kind: 'restart', max: 5, withinMs: 60_000 }, logger: { info: () => undefined, warn: (m) => log(m), error: (m) => log(m) } })
+  let stopping = false
+  cluster.events?.subscribe((event) => {
+    if (stopping) return
+    if (event.type === 'exit') log(`peer ${event.index} (pid ${event.pid}) exited (${event.signal ?? `code ${event.code}`})`)
+    else if (event.type === 'restart') log(`restarting peer ${event.index} (restart ${event.attempt})`)
+  })
+  try {
+    log(`cluster up: ${cluster.members().map((m) => `${m.peerId.slice(-8)} (pid ${m.pid})`).join(', ')}`)
+    const job = await cluster.submit(resolve(options.program), { args: options.args })
+    const peers = Object.keys(job.stats()).length || options.peers
+    const ticker = options.quiet ? undefined : setInterval(() => display.update(totals(Object.values(job.stats())), peers + 1), process.stderr.isTTY ? 500 : 2000)
+    let checkpoints = 0
+    let retries = 0
+    let lastCheckpoint = ''
+    job.events.subscribe((event) => {
+      if (event.type === 'rescaling') log(`attempt ${event.attempt}: ${event.reason}; restarting from checkpoint ${event.checkpoint}`)
+      else if (event.type === 'recovering') log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
+      else if (event.type === 'layer') {
+        // Checkpoints come every interval: counted, and summed up at the end; everything else is shown.
+        if (event.kind === 'checkpoint') {
+          checkpoints++
+          lastCheckpoint = event.message
+        } else if (event.kind === 'retry') retries++
+        else if (event.kind !== 'checkpoint-start') log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
+      }
+    })
+    const console_ = options.console ? commands(job, log) : undefined
+    try {
+      const report = await job.done
+      if (!options.quiet) process.stderr.write(display.summary(totals(Object.values(report.stats)), report.elapsedMs, report.deadLetters.length) + '\n')
+      if (checkpoints > 0) log(`${checkpoints} checkpoints; last: ${lastCheckpoint}`)
+      if (retries > 0) log(`${retries} retries of calls that failed`)
+      if (report.recoveries > 0) log(`the job recovered from lost peers ${report.recoveries} time(s)`)
+      if (report.rescales > 0) log(`the job was rescaled ${report.rescales} time(s)`)
+      for (const letter of report.deadLetters.slice(0, 10)) process.stderr.write(`  dead letter [${letter.code}] ${letter.message}\n`)
+      return report.deadLetters.length > 0 ? 1 : 0
+    } finally {
+      console_?.close()
+      clearInterval(ticker)
+    }
+  } finally {
+    stopping = true
+    await cluster.stop()
+    if (options.workdir === undefined) await rm(workdir, { recursive: true, force: true })
+  }
+}
+
+/** `--console`: commands typed (or piped) on stdin while the job runs. */
+function commands(job: SubmittedJob, log: (line: string) => void): Interface {
+  const lines = createInterface({ input: process.stdin, terminal: false })
+  lines.on('line', (line) => {
+    const [command, ...rest] = line.trim().split(/\s+/)
+    if (command === undefined || command === '') return
+    if (command === 'rescale' && rest.length === 2) {
+      const [operator, n] = rest as [string, string]
+      log(`rescaling ${operator} to ${n}…`)
+      job.rescale(operator, Number(n)).then(
+        (report) => log(`rescaled ${Object.entries(report.changes).map(([name, c]) => `${name} ${c.from} -> ${c.to}`).join(', ')} from checkpoint ${report.checkpoint}; paused ${report.pauseMs} ms`),
+        (error: unknown) => log(`rescale failed: ${error instanceof Error ? error.message : String(error)}`),
+      )
+    } else if (command === 'plan') {
+      log(Object.entries(job.plan).map(([instance, peer]) => `${instance} -> ${peer.slice(-8)}`).join(', '))
+    } else log(`unknown command "${line.trim()}": try \`rescale OPERATOR N\` or \`plan\``)
+  })
+  return lines
+}
+
+async function peer(argv: readonly string[]): Promise<void> {
+  const command = parsePeerCommand(argv)
+  register() // the program modules this peer is handed may be TypeScript
+  const running = await runPeer(command)
+  process.stderr.write(`lamina peer ${running.id}\n${running.multiaddrs().map((a) => `  listening on ${a}`).join('\n')}\n`)
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [command, ...rest] = argv
+  if (command === 'run') {
+    // Exit when the job is done: every peer process is stopped by then, nothing else should keep us.
+    process.exit(await run(rest))
+  }
+  else if (command === 'peer') await peer(rest)
+  else {
+    process.stderr.write(`${USAGE}\n`)
+    process.exitCode = command === undefined || command === '--help' || command === '-h' ? 0 : 2
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  process.stderr.write(`lamina: ${error instanceof Error ? error.message : String(error)}\n`)
+  process.exitCode = 1
+})

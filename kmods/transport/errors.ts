@@ -1,0 +1,163 @@
+// The transport's error classes: admission, dialing, frames and remote links, each with a stable `code`.
+
+import { LaminaError } from '../../kernel/errors.js'
+
+/** Why a peer was not admitted. */
+export type AdmissionReason =
+  /** The private-network handshake failed: the other side has another pre-shared key, or is not a Lamina peer. */
+  | 'psk'
+  /** This node refused the other peer: its id is not on this node's allowlist. */
+  | 'not-allowed'
+  /** The other node closed the connection right after the encrypted handshake: this peer is most likely not on its allowlist. */
+  | 'refused-by-remote'
+
+/** Thrown when a connection is refused by admission: a pre-shared key mismatch, or a peer id not on an allowlist. */
+export class AdmissionError extends LaminaError {
+  readonly code = 'ERR_ADMISSION'
+  override readonly name = 'AdmissionError'
+  constructor(
+    readonly reason: AdmissionReason,
+    readonly detail: { readonly peer?: string; readonly address?: string; readonly direction?: 'inbound' | 'outbound' },
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
+/** Thrown when a dial fails for a reason other than admission (nothing listening, timeout, unreachable). */
+export class DialError extends LaminaError {
+  readonly code = 'ERR_DIAL'
+  override readonly name = 'DialError'
+  constructor(readonly target: string, cause: unknown) {
+    super(`cannot connect to ${target}: ${describe(cause)}`, { cause })
+  }
+}
+
+/** Thrown when a pre-shared key (file or bytes) is not in the `/key/swarm/psk/1.0.0/` base16 format. */
+export class PskFormatError extends LaminaError {
+  readonly code = 'ERR_PSK_FORMAT'
+  override readonly name = 'PskFormatError'
+  constructor(readonly source: string, reason: string, options?: { cause?: unknown }) {
+    super(`pre-shared key ${source}: ${reason} (expected "/key/swarm/psk/1.0.0/", "/base16/", then 64 hex digits, one per line)`, options)
+  }
+}
+
+/** Thrown when a peer's stored identity cannot be read or created (unreadable store, not an Ed25519 key). */
+export class IdentityError extends LaminaError {
+  readonly code = 'ERR_IDENTITY'
+  override readonly name = 'IdentityError'
+  constructor(readonly workdir: string, reason: string, options?: { cause?: unknown }) {
+    super(`peer identity in ${workdir}: ${reason}`, options)
+  }
+}
+
+/** Thrown when a peer node cannot start (bad listen address, address in use, bad options). */
+export class NodeStartError extends LaminaError {
+  readonly code = 'ERR_NODE_START'
+  override readonly name = 'NodeStartError'
+  constructor(readonly workdir: string, reason: string, options?: { cause?: unknown }) {
+    super(`peer node in ${workdir} cannot start: ${reason}`, options)
+  }
+}
+
+/** Thrown by the frame decoder for any malformed frame; `offset` is the byte offset in the stream where the problem was found. */
+export class FrameError extends LaminaError {
+  readonly code = 'ERR_FRAME'
+  override readonly name = 'FrameError'
+  constructor(readonly offset: number, readonly reason: string) {
+    super(`malformed frame at byte ${offset}: ${reason}`)
+  }
+}
+
+/** Thrown when a well-formed frame breaks the channel protocol (data past the granted credit, data after END, a second OPEN). */
+export class LinkProtocolError extends LaminaError {
+  readonly code = 'ERR_LINK_PROTOCOL'
+  override readonly name = 'LinkProtocolError'
+  constructor(readonly link: string, readonly peer: string, reason: string) {
+    super(`link ${link} with peer ${peer}: protocol violation: ${reason}`)
+  }
+}
+
+/**
+ * Thrown on both halves of a remote channel when the other side goes away before the channel
+ * ended cleanly: the connection closed, the stream was reset, the peer was killed or reported an error.
+ */
+export class LinkBrokenError extends LaminaError {
+  readonly code = 'ERR_LINK_BROKEN'
+  override readonly name = 'LinkBrokenError'
+  constructor(readonly link: string, readonly peer: string, reason: string, options?: { cause?: unknown }) {
+    super(`link ${link} with peer ${peer} is broken: ${reason}`, options)
+  }
+}
+
+/** Thrown when a half of a remote channel is used for the other half's job (e.g. `send` on the receiving half). */
+export class ChannelSideError extends LaminaError {
+  readonly code = 'ERR_CHANNEL_SIDE'
+  override readonly name = 'ChannelSideError'
+  constructor(readonly link: string, readonly side: 'sender' | 'receiver', operation: string) {
+    super(`link ${link}: ${operation} is not available on the ${side} half of a remote channel`)
+  }
+}
+
+/** Thrown when a receiving half is registered twice for the same channel (job, link, from, to). */
+export class DuplicateChannelError extends LaminaError {
+  readonly code = 'ERR_CHANNEL_DUPLICATE'
+  override readonly name = 'DuplicateChannelError'
+  constructor(readonly channel: string) {
+    super(`channel ${channel} already has a receiver on this peer`)
+  }
+}
+
+/** Reported (and sent to the sender) when a channel stream names a channel no receiver registered in time. */
+export class UnknownChannelError extends LaminaError {
+  readonly code = 'ERR_CHANNEL_UNKNOWN'
+  override readonly name = 'UnknownChannelError'
+  constructor(readonly channel: string, readonly peer: string, waitedMs: number) {
+    super(`peer ${peer} opened channel ${channel}, but no receiver registered for it within ${waitedMs} ms`)
+  }
+}
+
+/** An error reported by the other side of a link in an ERROR frame (its `code` and message, as received). */
+export class RemoteLinkError extends LaminaError {
+  readonly code = 'ERR_LINK_REMOTE'
+  override readonly name = 'RemoteLinkError'
+  constructor(readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
+    super(`peer ${peer} reported ${remoteCode}: ${remoteMessage}`)
+  }
+}
+
+/** A request answered with a failure on the consumer's peer (its handler threw, or the value was refused there). */
+export class RemoteRequestError extends LaminaError {
+  readonly code = 'ERR_REMOTE_REQUEST'
+  override readonly name = 'RemoteRequestError'
+  constructor(readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
+    super(`peer ${peer} answered the request with ${remoteCode}: ${remoteMessage}`)
+  }
+}
+
+function describe(cause: unknown): string {
+  if (cause instanceof Error) return cause.message === '' ? cause.name : cause.message
+  return String(cause)
+}
+
+/** Reported (as a dead letter at the producer's peer) when a value cannot be put in a frame: a BigInt, a cycle, or a value past the frame size limit. */
+export class UnencodableValueError extends LaminaError {
+  readonly code = 'ERR_UNENCODABLE'
+  override readonly name = 'UnencodableValueError'
+  constructor(readonly link: string, readonly peer: string, reason: string, options?: { cause?: unknown }) {
+    super(`link ${link} to peer ${peer}: a value cannot be sent: ${reason}`, options)
+  }
+}
+
+/** Thrown when a producer sends on a remote channel it has already ended. */
+export class ChannelEndedError extends LaminaError {
+  readonly code = 'ERR_CHANNEL_ENDED'
+  override readonly name = 'ChannelEndedError'
+  constructor(readonly link: string) {
+    super(`link ${link}: send after end()`)
+  }
+}
+
+/** The ERROR frame code a peer sends when it closes a channel because its job was aborted on purpose. */
+export const ABORTED = 'ERR_JOB_ABORTED'

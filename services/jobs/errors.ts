@@ -1,0 +1,57 @@
+// Errors of the cluster runtime: launching, supervising and joining peers, and running jobs on them.
+
+import { describeCause, LaminaError } from '../../kernel/errors.js'
+
+/** Thrown when a program module cannot be imported or does not build a program. */
+export class ProgramModuleError extends LaminaError {
+  readonly code = 'ERR_PROGRAM_MODULE'
+  override readonly name = 'ProgramModuleError'
+  constructor(readonly module: string, reason: string, cause?: unknown) {
+    super(`program module ${module} ${reason}`, { cause })
+  }
+}
+
+/** Thrown when a job stream carries something that is not the job protocol, or ends too early. */
+export class JobProtocolError extends LaminaError {
+  readonly code = 'ERR_JOB_PROTOCOL'
+  override readonly name = 'JobProtocolError'
+  constructor(readonly peer: string, reason: string, cause?: unknown) {
+    super(`job protocol with peer ${peer}: ${reason}`, { cause })
+  }
+}
+
+/** Thrown when a peer refuses or fails its share of a job. */
+export class RemoteJobError extends LaminaError {
+  readonly code = 'ERR_REMOTE_JOB'
+  override readonly name = 'RemoteJobError'
+  constructor(readonly peer: string, readonly remoteCode: string, message: string) {
+    super(`peer ${peer}: [${remoteCode}] ${message}`)
+  }
+}
+
+/** Thrown when peers do not all show up in membership in time. */
+export class ClusterJoinError extends LaminaError {
+  readonly code = 'ERR_CLUSTER_JOIN'
+  override readonly name = 'ClusterJoinError'
+  constructor(readonly missing: readonly string[], timeoutMs: number) {
+    super(`peers not seen alive within ${timeoutMs} ms: ${missing.join(', ')}`)
+  }
+}
+
+/** Thrown when a control call (JobCluster.call) to another peer's share of a job fails. */
+export class ControlCallError extends LaminaError {
+  readonly code = 'ERR_CONTROL_CALL'
+  override readonly name = 'ControlCallError'
+  constructor(readonly peer: string, readonly kind: string, reason: string, readonly remoteCode?: string) {
+    super(`control call ${kind} to peer ${peer}: ${reason}`)
+  }
+}
+
+/** Thrown when a cluster job cannot recover from a failure: no recovery layer, attempts used up, or no peer left. */
+export class RecoveryFailedError extends LaminaError {
+  readonly code = 'ERR_RECOVERY_FAILED'
+  override readonly name = 'RecoveryFailedError'
+  constructor(readonly job: string, readonly attempts: number, reason: string, cause: unknown) {
+    super(`job ${job} cannot recover after ${attempts} attempt(s): ${reason}${cause instanceof Error ? `; last failure: ${cause.message}` : ''}`, { cause })
+  }
+}

@@ -1,0 +1,8 @@
+// Lamina's cluster API (`lamina/cluster`): start or join peers, submit program modules, supervise.
+
+export * from './errors.js'
+export { startCluster, joinCluster, type Cluster, type ClusterMember, type StartClusterOptions, type JoinClusterOptions } from './launcher.js'
+export { Peer, type PeerOptions, type SubmitOptions, type SubmittedJob, type ClusterReport, type ClusterJobEvent, type Members } from './peer.js'
+export { roundRobinPlan, instanceKey, type Plan } from './placement.js'
+export { loadProgram, type LoadedProgram, type ProgramEnvironment, type ProgramFactory } from './program-module.js'
+export * from '../../kmods/nursery/index.js'

@@ -1,0 +1,93 @@
+// The entry point of one peer process: `lamina peer`, and the children `startCluster` spawns.
+
+import '../../kmods/transport/polyfill.js'
+import { readFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { readOrCreatePskFile, readPskFile } from '../../kmods/transport/psk.js'
+import { Peer } from './peer.js'
+import { reportReady, watchParent } from '../../kmods/nursery/nursery.js'
+
+/** Options of one peer process, from its command line. */
+export interface PeerCommand {
+  readonly workdir: string
+  readonly listen: readonly string[]
+  readonly bootstrap: readonly string[]
+  /** Path of the swarm key file; created when `createPsk`. */
+  readonly psk: string
+  readonly createPsk: boolean
+  /** Path of a file of admitted peer ids, one per line, or undefined for every key holder. */
+  readonly allow: string | undefined
+  readonly tags: Readonly<Record<string, string>>
+}
+
+/** Parses `--workdir DIR --psk FILE [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]… [--create-psk]`. */
+export function parsePeerCommand(argv: readonly string[]): PeerCommand {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      workdir: { type: 'string' },
+      listen: { type: 'string', multiple: true },
+      bootstrap: { type: 'string', multiple: true },
+      psk: { type: 'string' },
+      'create-psk': { type: 'boolean' },
+      allow: { type: 'string' },
+      tag: { type: 'string', multiple: true },
+    },
+    strict: true,
+  })
+  if (values.workdir === undefined) throw new Error('--workdir DIR is required (the peer keeps its identity there)')
+  if (values.psk === undefined) throw new Error('--psk FILE is required (the private network key; --create-psk makes one)')
+  const tags: Record<string, string> = {}
+  for (const tag of values.tag ?? []) {
+    const at = tag.indexOf('=')
+    if (at <= 0) throw new Error(`--tag ${tag}: expected key=value`)
+    tags[tag.slice(0, at)] = tag.slice(at + 1)
+  }
+  return {
+    workdir: values.workdir,
+    listen: values.listen ?? ['/ip4/127.0.0.1/tcp/0'],
+    bootstrap: values.bootstrap ?? [],
+    psk: values.psk,
+    createPsk: values['create-psk'] ?? false,
+    allow: values.allow,
+    tags,
+  }
+}
+
+/** Runs one peer until SIGINT/SIGTERM (or its parent goes away); returns the running peer. */
+export async function runPeer(command: PeerCommand): Promise<Peer> {
+  const psk = command.createPsk ? await readOrCreatePskFile(command.psk) : await readPskFile(command.psk)
+  let allowed: ReadonlySet<string> | undefined
+  if (command.allow !== undefined) {
+    allowed = new Set((await readFile(command.allow, 'utf8')).split(/\s+/).filter((id) => id.length > 0))
+  }
+  const peer = await Peer.start({
+    workdir: command.workdir,
+    listen: command.listen,
+    psk,
+    tags: command.tags,
+    bootstrap: command.bootstrap,
+    ...(allowed === undefined ? {} : { allowlist: () => allowed }),
+  })
+  let stopping: Promise<void> | undefined
+  const stop = (): Promise<void> => (stopping ??= peer.stop())
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stop().finally(() => process.exit(0)))
+  // A launcher retiring this peer asks it to leave gracefully: its work moves off first.
+  process.on('message', (message: unknown) => {
+    if ((message as { type?: unknown } | undefined)?.type === 'leave') void (stopping ??= peer.leave()).finally(() => process.exit(0))
+  })
+  watchParent(stop)
+  return peer
+}
+
+const isMain = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop()!)
+if (isMain && process.send !== undefined) {
+  // Started by a launcher: report ready with our id and addresses.
+  runPeer(parsePeerCommand(process.argv.slice(2))).then(
+    (peer) => reportReady({ peerId: peer.id, multiaddrs: peer.multiaddrs() }),
+    (error: unknown) => {
+      process.stderr.write(`lamina peer: ${error instanceof Error ? error.message : String(error)}\n`)
+      process.exit(1)
+    },
+  )
+}

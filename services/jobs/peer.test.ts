@@ -1,0 +1,55 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { generatePsk } from '../../kmods/transport/psk.js'
+import { memoryLogger } from '../../kmods/transport/logger.js'
+import { Peer } from './peer.js'
+import { results } from './fixtures/count-program.js'
+
+const fixture = new URL('./fixtures/count-program.ts', import.meta.url).pathname
+
+describe('peers running a job together (real libp2p on loopback)', () => {
+  let dir: string
+  const peers: Peer[] = []
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-peer-'))
+    const psk = generatePsk()
+    peers.push(await Peer.start({ workdir: join(dir, 'p0'), psk, logger: memoryLogger() }))
+    // The others join through the first; gossip spreads the rest.
+    for (let i = 1; i < 3; i++) peers.push(await Peer.start({ workdir: join(dir, `p${i}`), psk, logger: memoryLogger(), bootstrap: peers[0]!.multiaddrs() }))
+    for (const p of peers) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('membership did not converge in 10 s')), 10_000)
+        const check = (): void => {
+          if (p.membership.members().filter((m) => m.status === 'alive').length === 3) {
+            clearTimeout(timer)
+            subscription.unsubscribe()
+            resolve()
+          }
+        }
+        const subscription = p.membership.events.subscribe(check)
+        check()
+      })
+    }
+  })
+  afterAll(async () => {
+    await Promise.all(peers.map((p) => p.stop()))
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('spreads operators over the members and streams results back to the submitter', async () => {
+    results.length = 0
+    const job = await peers[0]!.submit(fixture, { args: ['3000', '7'] })
+    const report = await job.done
+    expect(results.sort((a, b) => a[0] - b[0])).toEqual(Array.from({ length: 7 }, (_, k) => [k, Math.ceil((3000 - k) / 7)]))
+    // counter's three instances ran on the two other peers, round robin in id order; numbers and out on the submitter.
+    const workers = [peers[1]!.id, peers[2]!.id].sort()
+    expect(['counter#0', 'counter#1', 'counter#2'].map((k) => job.plan[k])).toEqual([workers[0], workers[1], workers[0]])
+    expect([job.plan['numbers#0'], job.plan['out#0']]).toEqual([peers[0]!.id, peers[0]!.id])
+    expect(Object.keys(report.stats).sort()).toEqual(peers.map((p) => p.id).sort())
+    const counted = Object.values(report.stats).flatMap((s) => s.instances).filter((i) => i.operator === 'counter').reduce((n, i) => n + i.recordsIn, 0)
+    expect(counted).toBe(3000)
+    expect(report.deadLetters).toEqual([])
+  })
+})
