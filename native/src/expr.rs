@@ -462,7 +462,9 @@ pub fn bind(ast: &Ast, schema: &[(&str, ColKind)]) -> NResult<Typed> {
                         Typed::Bool(BoolExpr::And(Box::new(a), Box::new(b)))
                     }
                 }
-                (BinOp::Eq | BinOp::Ne, Typed::Num(a), Typed::Num(b)) => Typed::Bool(BoolExpr::Cmp(*op, Box::new(a), Box::new(b))),
+                (BinOp::Eq | BinOp::Ne, Typed::Num(a), Typed::Num(b)) => {
+                    Typed::Bool(BoolExpr::Cmp(*op, Box::new(a), Box::new(b)))
+                }
                 (BinOp::Eq | BinOp::Ne, Typed::Str(a), Typed::Str(b)) => {
                     Typed::Bool(BoolExpr::StrEq(*op == BinOp::Eq, Box::new(a), Box::new(b)))
                 }

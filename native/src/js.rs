@@ -216,11 +216,7 @@ pub fn array_elements(env: Env, arr: Raw) -> NResult<Vec<Raw>> {
 /// The UTF-8 text of a JavaScript string (lone surrogates become U+FFFD).
 pub fn get_string(env: Env, v: Raw) -> NResult<String> {
     let mut len = 0usize;
-    check(
-        env,
-        unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) },
-        "napi_get_value_string_utf8",
-    )?;
+    check(env, unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) }, "napi_get_value_string_utf8")?;
     let mut buf = vec![0u8; len + 1];
     let mut written = 0usize;
     check(

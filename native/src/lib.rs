@@ -104,7 +104,10 @@ pub fn tokenize(env: Env, column: Unknown) -> napi::Result<JsRaw> {
 }
 
 /// Splits a batch into `n` batches by the hash of column `key` (see `hashKey`).
-#[napi(ts_args_type = "batch: Record<string, unknown>, key: string | undefined, n: number", ts_return_type = "Array<Record<string, unknown>>")]
+#[napi(
+    ts_args_type = "batch: Record<string, unknown>, key: string | undefined, n: number",
+    ts_return_type = "Array<Record<string, unknown>>"
+)]
 pub fn hash_partition(env: Env, batch: Unknown, key: Unknown, n: Unknown) -> napi::Result<JsRaw> {
     entry(&env, |e| {
         let key = arg_string(e, &key, "key")?.unwrap_or_else(|| "s".to_string());
@@ -124,7 +127,14 @@ pub fn hash_partition(env: Env, batch: Unknown, key: Unknown, n: Unknown) -> nap
     ts_args_type = "left: Record<string, unknown>, right: Record<string, unknown>, leftKey: string, rightKey: string, rightPrefix?: string",
     ts_return_type = "{ batch: Record<string, unknown>; left: Uint32Array; right: Uint32Array }"
 )]
-pub fn hash_join(env: Env, left: Unknown, right: Unknown, left_key: Unknown, right_key: Unknown, right_prefix: Unknown) -> napi::Result<JsRaw> {
+pub fn hash_join(
+    env: Env,
+    left: Unknown,
+    right: Unknown,
+    left_key: Unknown,
+    right_key: Unknown,
+    right_prefix: Unknown,
+) -> napi::Result<JsRaw> {
     entry(&env, |e| {
         let lk = arg_string(e, &left_key, "leftKey")?.unwrap_or_else(|| "key".to_string());
         let rk = arg_string(e, &right_key, "rightKey")?.unwrap_or_else(|| lk.clone());
@@ -145,7 +155,10 @@ pub fn hash_join(env: Env, left: Unknown, right: Unknown, left_key: Unknown, rig
 
 /// Counts the lowercase words of a whole UTF-8 buffer in one call. Returns `{ key, count }` in
 /// first-seen order, keeping words whose UTF-16 length is at least `minLength` (default 0).
-#[napi(ts_args_type = "text: Uint8Array, minLength?: number", ts_return_type = "{ key: { data: Uint8Array; offsets: Uint32Array }; count: Float64Array }")]
+#[napi(
+    ts_args_type = "text: Uint8Array, minLength?: number",
+    ts_return_type = "{ key: { data: Uint8Array; offsets: Uint32Array }; count: Float64Array }"
+)]
 pub fn wordcount(env: Env, text: Unknown, min_length: Unknown) -> napi::Result<JsRaw> {
     entry(&env, |e| {
         let min = match js::kind(e, min_length.raw())? {
@@ -176,7 +189,11 @@ pub struct NativePlan {
     plan: plan::Plan,
 }
 
-fn plan_call(env: &Env, plan: &mut plan::Plan, f: impl FnOnce(js::Env, &mut plan::Plan) -> NResult<Vec<Out>>) -> napi::Result<JsRaw> {
+fn plan_call(
+    env: &Env,
+    plan: &mut plan::Plan,
+    f: impl FnOnce(js::Env, &mut plan::Plan) -> NResult<Vec<Out>>,
+) -> napi::Result<JsRaw> {
     let raw = env.raw();
     let result = guard(|| {
         let outs = f(raw, plan)?;

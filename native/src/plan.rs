@@ -349,7 +349,12 @@ mod tests {
     use crate::batch::Strs;
 
     fn spec(steps: &[&[(&str, &str)]]) -> JsVal {
-        JsVal::Arr(steps.iter().map(|fields| JsVal::Obj(fields.iter().map(|(k, v)| (k.to_string(), JsVal::Str(v.to_string()))).collect())).collect())
+        JsVal::Arr(
+            steps
+                .iter()
+                .map(|fields| JsVal::Obj(fields.iter().map(|(k, v)| (k.to_string(), JsVal::Str(v.to_string()))).collect()))
+                .collect(),
+        )
     }
 
     /// A column `s` of `rows`, stored after `pad` bytes of other text, so its first offset is not 0.
@@ -367,7 +372,28 @@ mod tests {
 
     #[test]
     fn fused_tokenize_count_equals_the_stepwise_chain() {
-        let pieces = ["the", "The", "THE", " ", "  ", ", ", "é", "ΟΔΟΣ", "Σ", "İ", "東京", "😀", "x2", "2024", "toolongawordforeightbytes", "ab", "-", "\n", "naïve", "ǅ"];
+        let pieces = [
+            "the",
+            "The",
+            "THE",
+            " ",
+            "  ",
+            ", ",
+            "é",
+            "ΟΔΟΣ",
+            "Σ",
+            "İ",
+            "東京",
+            "😀",
+            "x2",
+            "2024",
+            "toolongawordforeightbytes",
+            "ab",
+            "-",
+            "\n",
+            "naïve",
+            "ǅ",
+        ];
         let mut state = 99u32;
         let mut next = move || {
             state ^= state << 13;
@@ -376,7 +402,9 @@ mod tests {
             state as usize
         };
         let mut fused = Plan::compile(&spec(&[&[("op", "tokenize")], &[("op", "count")]])).unwrap();
-        let mut stepwise = Plan::compile(&spec(&[&[("op", "tokenize")], &[("op", "filter"), ("expr", "len(s) >= 0")], &[("op", "count")]])).unwrap();
+        let mut stepwise =
+            Plan::compile(&spec(&[&[("op", "tokenize")], &[("op", "filter"), ("expr", "len(s) >= 0")], &[("op", "count")]]))
+                .unwrap();
         assert!(fused.counts_tokens() && !stepwise.counts_tokens());
         for round in 0..200 {
             let rows: Vec<String> = (0..next() % 12)

@@ -284,7 +284,23 @@ mod tests {
             assert_eq!(slot, want, "{w}");
             assert_eq!(added, slot == n && want == n);
         }
-        for (i, w) in ["", "a", "ab", "abc", "abcd", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmnop", "abcdefghijklmnopq", "ééé", "東京"].iter().enumerate() {
+        for (i, w) in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "ééé",
+            "東京",
+        ]
+        .iter()
+        .enumerate()
+        {
             assert_eq!(index.slot(w), (5000 + i, true));
             assert_eq!(index.slot(w), (5000 + i, false));
         }

@@ -203,8 +203,32 @@ mod tests {
     }
 
     const PIECES: [&str; 26] = [
-        "", " ", "a", "Ab", "ABC", "abc", "é", "É", "ΟΔΟΣ", "Σ", "ς", "İ", "東京", "😀", "—", "-", "9", "x2", "ǅ", "Ἀθῆναι", "\u{301}", "ß",
-        ".", "\n", "a\u{301}", "@[`{/:",
+        "",
+        " ",
+        "a",
+        "Ab",
+        "ABC",
+        "abc",
+        "é",
+        "É",
+        "ΟΔΟΣ",
+        "Σ",
+        "ς",
+        "İ",
+        "東京",
+        "😀",
+        "—",
+        "-",
+        "9",
+        "x2",
+        "ǅ",
+        "Ἀθῆναι",
+        "\u{301}",
+        "ß",
+        ".",
+        "\n",
+        "a\u{301}",
+        "@[`{/:",
     ];
 
     #[test]
@@ -252,7 +276,17 @@ mod tests {
 
     #[test]
     fn row_starts_break_words() {
-        let rows = ["abc", "def", "", "É", "ΣΣ", "x y", "😀z", "toolongwordtoolongwordtoolongwordtoolongwordtoolongwordtoolongwordtoolongword", "q"];
+        let rows = [
+            "abc",
+            "def",
+            "",
+            "É",
+            "ΣΣ",
+            "x y",
+            "😀z",
+            "toolongwordtoolongwordtoolongwordtoolongwordtoolongwordtoolongwordtoolongword",
+            "q",
+        ];
         let text: String = rows.concat();
         let mut starts = Vec::new();
         let mut at = 0u32;

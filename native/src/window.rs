@@ -110,10 +110,8 @@ impl Windows {
                 }
                 let kind = keys.kind();
                 let with_values = self.with_values;
-                let win = self
-                    .open
-                    .entry(order_key(start))
-                    .or_insert_with(|| Win { start, agg: KeyedAgg::new(kind, with_values) });
+                let win =
+                    self.open.entry(order_key(start)).or_insert_with(|| Win { start, agg: KeyedAgg::new(kind, with_values) });
                 let slot = match keys {
                     Col::Utf8(s) => win.agg.slot_str(s.get(row)),
                     Col::F64(v) => win.agg.slot_num(v[row]),
@@ -164,7 +162,11 @@ impl Windows {
 }
 
 /// Concatenates same-shaped aggregate results (or builds the empty shape when there are none).
-fn concat_columns(parts: Vec<Vec<(String, Col<'static>)>>, kind: ColKind, with_values: bool) -> NResult<Vec<(String, Col<'static>)>> {
+fn concat_columns(
+    parts: Vec<Vec<(String, Col<'static>)>>,
+    kind: ColKind,
+    with_values: bool,
+) -> NResult<Vec<(String, Col<'static>)>> {
     let mut names = vec!["key", "count"];
     if with_values {
         names.extend(["sum", "min", "max", "mean"]);

@@ -34,4 +34,3 @@ pub fn wordcount(text: &[u8], min_length: usize) -> NResult<Vec<(String, Col<'st
         ("count".to_string(), Col::F64(std::borrow::Cow::Owned(counts))),
     ])
 }
-
