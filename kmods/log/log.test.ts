@@ -106,7 +106,7 @@ describe('openLog', () => {
     const path = dbPath()
     const log = logAt(path)
     log.append([{ who: 'setup' }])
-    const child = fork(fileURLToPath(new URL('./test-appender.ts', import.meta.url)), [path, 'events', '200'], { execArgv: ['--import', 'tsx'], stdio: ['inherit', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(fileURLToPath(new URL('./fixtures/appender.ts', import.meta.url)), [path, 'events', '200'], { execArgv: ['--import', 'tsx'], stdio: ['inherit', 'inherit', 'inherit', 'ipc'] })
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
     const ready = new Promise<void>((resolve, reject) => {
       child.on('message', (m: { type: string }) => m.type === 'ready' && resolve())

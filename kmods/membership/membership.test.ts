@@ -76,7 +76,7 @@ describe('membership', () => {
     const pskFile = join(dir, 'swarm.key')
     await writePskFile(pskFile, psk)
     const child: ChildProcess = fork(
-      fileURLToPath(new URL('./test-member.ts', import.meta.url)),
+      fileURLToPath(new URL('./fixtures/member.ts', import.meta.url)),
       [join(dir, 'child'), pskFile, String(DEFAULTS.heartbeatMs), String(DEFAULTS.suspectAfterMs), String(DEFAULTS.deadAfterMs), b.node.multiaddrs()[0]!],
       { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
     )

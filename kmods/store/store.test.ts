@@ -151,7 +151,7 @@ describe('openStore', () => {
     const path = join(dir, 'shared.db')
     const s = openStore(path)
     open.push(s)
-    const child = fork(fileURLToPath(new URL('./test-writer.ts', import.meta.url)), [path, 'child', '2000'], { execArgv: ['--import', 'tsx'], stdio: 'inherit' })
+    const child = fork(fileURLToPath(new URL('./fixtures/writer.ts', import.meta.url)), [path, 'child', '2000'], { execArgv: ['--import', 'tsx'], stdio: 'inherit' })
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
     try {
       // Write, close and reopen repeatedly while the child writes its own keys.
