@@ -127,7 +127,7 @@ impl<'a> Strs<'a> {
     }
 
     /// The JS form `{ data, offsets }`.
-    pub fn to_out(self) -> Out {
+    pub fn into_out(self) -> Out {
         let owned = self.into_owned();
         Out::Obj(vec![
             ("data".to_string(), Out::U8(owned.data.into_owned())),
@@ -224,10 +224,10 @@ impl<'a> Col<'a> {
         })
     }
 
-    pub fn to_out(self) -> Out {
+    pub fn into_out(self) -> Out {
         match self {
             Col::F64(v) => Out::F64(v.into_owned()),
-            Col::Utf8(s) => s.to_out(),
+            Col::Utf8(s) => s.into_out(),
         }
     }
 }
@@ -276,8 +276,8 @@ impl<'a> Batch<'a> {
         Ok(Batch { cols, rows: idx.len() })
     }
 
-    pub fn to_out(self) -> Out {
-        Out::Obj(self.cols.into_iter().map(|(n, c)| (n, c.to_out())).collect())
+    pub fn into_out(self) -> Out {
+        Out::Obj(self.cols.into_iter().map(|(n, c)| (n, c.into_out())).collect())
     }
 }
 
@@ -307,7 +307,10 @@ pub unsafe fn decode_utf8_column<'a>(env: Env, v: Raw, column: &str) -> NResult<
     Strs::validate(column, data, offsets)
 }
 
-unsafe fn borrow_utf8_parts<'a>(env: Env, column: &str, data: Raw, offsets: Raw) -> NResult<(Cow<'a, [u8]>, Cow<'a, [u32]>)> {
+/// The bytes and offsets of a string column, borrowed from JavaScript's memory where possible.
+type Utf8Parts<'a> = (Cow<'a, [u8]>, Cow<'a, [u32]>);
+
+unsafe fn borrow_utf8_parts<'a>(env: Env, column: &str, data: Raw, offsets: Raw) -> NResult<Utf8Parts<'a>> {
     let dk = js::kind(env, data)?;
     if dk != Kind::TypedArray(TypedarrayType::uint8_array) {
         return Err(wrong_type(&format!("{column}.data"), "a Uint8Array", dk));

@@ -92,6 +92,8 @@ mod tests {
     use super::*;
 
     #[test]
+    // 1387720790384734.25 is written out in full: it is exactly the double under test (its last bit is 0.25).
+    #[allow(clippy::excessive_precision)]
     fn formats_like_javascript() {
         let cases: &[(f64, &str)] = &[
             (1.0, "1"),

@@ -58,7 +58,7 @@ fn arg_number(env: js::Env, v: &Unknown, what: &str) -> NResult<f64> {
 
 fn cols_out(cols: Vec<(String, Col<'static>)>) -> Out {
     let rows = cols.first().map(|(_, c)| c.len()).unwrap_or(0);
-    Batch { cols, rows }.to_out()
+    Batch { cols, rows }.into_out()
 }
 
 /// The Unicode version the tokenizer's tables were generated for (`process.versions.unicode` of
@@ -99,7 +99,7 @@ pub fn tokenize(env: Env, column: Unknown) -> napi::Result<JsRaw> {
     entry(&env, |e| {
         let col = unsafe { decode_utf8_column(e, column.raw(), "column")? };
         let (words, rows) = tokenize::tokenize_column(&col, "words")?;
-        Ok(Out::Obj(vec![("words".to_string(), words.to_out()), ("rows".to_string(), Out::U32(rows))]))
+        Ok(Out::Obj(vec![("words".to_string(), words.into_out()), ("rows".to_string(), Out::U32(rows))]))
     })
 }
 
@@ -117,7 +117,7 @@ pub fn hash_partition(env: Env, batch: Unknown, key: Unknown, n: Unknown) -> nap
         }
         let b = unsafe { decode_batch(e, batch.raw(), "batch")? };
         let parts = partition::partition(&b, &key, n as u32)?;
-        Ok(Out::Arr(parts.into_iter().map(Batch::to_out).collect()))
+        Ok(Out::Arr(parts.into_iter().map(Batch::into_out).collect()))
     })
 }
 
@@ -146,7 +146,7 @@ pub fn hash_join(
         let r = unsafe { pending_right.borrow(e)? };
         let joined = join::hash_join(&l, &r, &lk, &rk, &prefix)?;
         Ok(Out::Obj(vec![
-            ("batch".to_string(), joined.batch.to_out()),
+            ("batch".to_string(), joined.batch.into_out()),
             ("left".to_string(), Out::U32(joined.left_rows)),
             ("right".to_string(), Out::U32(joined.right_rows)),
         ]))

@@ -200,8 +200,8 @@ impl Plan {
             return Ok(vec![]);
         }
         match &mut self.sink {
-            Sink::Pass => Ok(vec![cur.to_out()]),
-            Sink::Partition { key, n } => Ok(partition(&cur, key, *n)?.into_iter().map(Batch::to_out).collect()),
+            Sink::Pass => Ok(vec![cur.into_out()]),
+            Sink::Partition { key, n } => Ok(partition(&cur, key, *n)?.into_iter().map(Batch::into_out).collect()),
             Sink::Agg { key, value, state } => {
                 let keys = cur.get(key).ok_or_else(|| NativeError::batch(key, "missing column"))?;
                 let values = match value {
@@ -284,7 +284,7 @@ fn f64_column<'b>(batch: &'b Batch<'_>, name: &str) -> NResult<&'b [f64]> {
 
 fn batch_out(cols: Vec<(String, Col<'static>)>) -> Out {
     let rows = cols.first().map(|(_, c)| c.len()).unwrap_or(0);
-    Batch { cols, rows }.to_out()
+    Batch { cols, rows }.into_out()
 }
 
 fn schema<'b>(batch: &'b Batch<'_>) -> Vec<(&'b str, ColKind)> {
