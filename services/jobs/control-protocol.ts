@@ -5,8 +5,7 @@
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import * as t from 'io-ts'
-import { check, renderProblem } from '../../kernel/codec.js'
-import { LaminaError } from '../../kernel/errors.js'
+import { check, LaminaError, renderProblem } from '../../kernel/index.js'
 import { ControlCallError } from './errors.js'
 
 /** The protocol id of control streams. */

@@ -1,6 +1,6 @@
 // Errors of the cluster runtime: launching, supervising and joining peers, and running jobs on them.
 
-import { describeCause, LaminaError } from '../../kernel/errors.js'
+import { describeCause, LaminaError } from '../../kernel/index.js'
 
 /** Thrown when a program module cannot be imported or does not build a program. */
 export class ProgramModuleError extends LaminaError {
@@ -53,5 +53,23 @@ export class RecoveryFailedError extends LaminaError {
   override readonly name = 'RecoveryFailedError'
   constructor(readonly job: string, readonly attempts: number, reason: string, cause: unknown) {
     super(`job ${job} cannot recover after ${attempts} attempt(s): ${reason}${cause instanceof Error ? `; last failure: ${cause.message}` : ''}`, { cause })
+  }
+}
+
+/** Thrown when a plan hook changed a program in a way that cannot travel to other peers (operators or links added or removed, annotations that are not plain data). */
+export class UnshippablePlanError extends LaminaError {
+  readonly code = 'ERR_PLAN_UNSHIPPABLE'
+  override readonly name = 'UnshippablePlanError'
+  constructor(readonly program: string, reason: string) {
+    super(`the plan of ${program} cannot be shipped to other peers: ${reason} (plan hooks run once, on the submitter, and may change annotations only)`)
+  }
+}
+
+/** Thrown when a peer's copy of a program module builds other operators than the submitter's plan names. */
+export class PlanMismatchError extends LaminaError {
+  readonly code = 'ERR_PLAN_MISMATCH'
+  override readonly name = 'PlanMismatchError'
+  constructor(readonly program: string, readonly peer: string, reason: string) {
+    super(`peer ${peer} built a different ${program} than the submitter planned: ${reason} (is the same module, with the same arguments, on every host?)`)
   }
 }

@@ -4,12 +4,12 @@
 import type { Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import * as t from 'io-ts'
-import { check, renderProblem } from '../../kernel/codec.js'
-import type { DeadLetter, JobStats } from '../../kernel/contracts.js'
+import { check, renderProblem } from '../../kernel/index.js'
+import type { DeadLetter, JobStats } from '../../kernel/index.js'
 import { JobProtocolError } from './errors.js'
 
 /** The protocol id of job streams. */
-export const JOB_PROTOCOL = '/lamina/job/1.0.0'
+export const JOB_PROTOCOL = '/lamina/job/2.0.0'
 
 const Stats = t.type({
   instances: t.array(t.type({ operator: t.string, instance: t.number, recordsIn: t.number, recordsOut: t.number, deadLetters: t.number, unlinked: t.number })),
@@ -30,9 +30,10 @@ export type WireDeadLetter = t.TypeOf<typeof WireDeadLetter>
 /** Every message of the protocol. */
 export const JobMessage = t.union([
   t.intersection([
-    t.type({ type: t.literal('submit'), job: t.string, module: t.string, args: t.array(t.string), plan: t.record(t.string, t.string), submitter: t.string, addresses: t.record(t.string, t.array(t.string)), peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })) }),
+    // `plan`: instance -> peer; `annotations`: what the submitter's plan hooks set on each operator (see ShippedPlan).
+    t.type({ type: t.literal('submit'), job: t.string, module: t.string, args: t.array(t.string), plan: t.record(t.string, t.string), annotations: t.record(t.string, t.record(t.string, t.unknown)), submitter: t.string, addresses: t.record(t.string, t.array(t.string)), peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })) }),
     // A restart after a failure: which attempt of which job (see Attempt).
-    t.partial({ attempt: t.type({ lineage: t.string, number: t.number }), parallelism: t.record(t.string, t.number), members: t.array(t.string) }),
+    t.partial({ attempt: t.type({ lineage: t.string, number: t.number }), members: t.array(t.string) }),
   ]),
   t.type({ type: t.literal('accepted'), peer: t.string, instances: t.number }),
   t.type({ type: t.literal('refused'), peer: t.string, code: t.string, message: t.string }),

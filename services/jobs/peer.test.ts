@@ -8,6 +8,7 @@ import { Peer } from './peer.js'
 import { results } from './fixtures/count-program.js'
 
 const fixture = new URL('./fixtures/count-program.ts', import.meta.url).pathname
+const planOnce = new URL('./fixtures/plan-once-program.ts', import.meta.url).pathname
 
 describe('peers running a job together (real libp2p on loopback)', () => {
   let dir: string
@@ -50,6 +51,17 @@ describe('peers running a job together (real libp2p on loopback)', () => {
     expect(Object.keys(report.stats).sort()).toEqual(peers.map((p) => p.id).sort())
     const counted = Object.values(report.stats).flatMap((s) => s.instances).filter((i) => i.operator === 'counter').reduce((n, i) => n + i.recordsIn, 0)
     expect(counted).toBe(3000)
+    expect(report.deadLetters).toEqual([])
+  })
+
+  it('plans once, on the submitter: the other peers run the planned program and run no plan hook', async () => {
+    results.length = 0
+    const job = await peers[0]!.submit(planOnce, { args: ['300', '3'] })
+    const report = await job.done
+    expect(results.sort((a, b) => a[0] - b[0])).toEqual([[0, 100], [1, 100], [2, 100]])
+    expect(job.program.operators.find((o) => o.name === 'counter')!.annotations.labels).toEqual([`planned-by-${peers[0]!.id}`])
+    const counted = Object.values(report.stats).flatMap((s) => s.instances).filter((i) => i.operator === 'counter').reduce((n, i) => n + i.recordsIn, 0)
+    expect(counted).toBe(300)
     expect(report.deadLetters).toEqual([])
   })
 })

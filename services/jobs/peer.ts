@@ -6,9 +6,8 @@ import '../../kmods/transport/polyfill.js'
 import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../../kernel/contracts.js'
-import { InvalidOptionError, JobAbortedError, LaminaError } from '../../kernel/errors.js'
-import { kernel as defaultKernel, type Kernel } from '../../kernel/kernel.js'
+import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../../kernel/index.js'
+import { InvalidOptionError, JobAbortedError, LaminaError, kernel as defaultKernel, type Kernel } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
 import { openRemoteSender } from '../../kmods/transport/remote-sender.js'
@@ -18,6 +17,7 @@ import { JobProtocolError, RecoveryFailedError, RemoteJobError } from './errors.
 import { JOB_PROTOCOL, JobChannel, type JobMessage, statsToWire, toWire, type WireDeadLetter } from './job-protocol.js'
 import { instanceKey, roundRobinPlan, type Plan } from './placement.js'
 import { loadProgram, type LoadedProgram } from './program-module.js'
+import { applyPlan, shipPlan, type ShippedPlan } from './shipped-plan.js'
 
 /** Who the peer's members are: a peer learns them from membership (gossip) or is told them. */
 export interface Members {
@@ -247,7 +247,8 @@ export class Peer {
         await channel.send({ type: 'refused', peer: this.id, code: error instanceof LaminaError ? error.code : 'ERR_PROGRAM_MODULE', message: error instanceof Error ? error.message : String(error) })
         return
       }
-      if (submit.parallelism !== undefined) loaded = { ...loaded, program: withParallelism(loaded.program, submit.parallelism) }
+      // The submitter planned the job once: apply what its plan hooks decided, run no plan hook here.
+      loaded = { ...loaded, program: applyPlan(loaded.program, submit.annotations, this.id) }
       const instances = Object.values(submit.plan).filter((p) => p === this.id).length
       await channel.send({ type: 'accepted', peer: this.id, instances })
       const start = await channel.receive({ signal: abort.signal })
@@ -255,6 +256,7 @@ export class Peer {
       const job = this.kernel.with(...loaded.layers).run(loaded.program, {
         id: submit.job,
         peers: submit.peers,
+        planned: true,
         deployment: this.deployment(submit.job, submit.plan, submit.submitter, submit.addresses, abort.signal, submit.members ?? []),
         signal: abort.signal,
         ...(submit.attempt === undefined ? {} : { attempt: submit.attempt }),
@@ -316,7 +318,9 @@ export class Peer {
     const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
     // The layers' plan hooks (placement) see the live members; every peer plans again alike.
     let descriptions = this.members.list().map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
+    // The layers' plan hooks (placement) run here, once per attempt; the other peers get the result.
     let planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+    let shipped = shipPlan(program, planned)
     onPlanned?.(planned)
     let plan = roundRobinPlan(planned, workers, this.id)
     const recovery = recoveryOf(kernel.layers)
@@ -363,7 +367,7 @@ export class Peer {
         for (;;) {
           const attempt: Attempt = { lineage: id, number: attemptNumber }
           currentJob = attempt.number === 0 ? id : `${id}~${attempt.number}`
-          current = this.attempt(context, attempt, plan, workers, descriptions, withParallelism(program, parallelism), rescale)
+          current = this.attempt(context, attempt, plan, workers, descriptions, planned, shipped, rescale)
           const outcome = await current.outcome
           if (outcome.ok) {
             change?.reject(new InvalidOptionError('rescale', 'job', 'the job finished before the rescale took effect'))
@@ -383,6 +387,7 @@ export class Peer {
             if (workers.length === 0) workers = [this.id]
             descriptions = this.members.list().filter((m) => !excluded.has(m.peerId)).map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
             planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
+            shipped = shipPlan(program, planned)
             plan = roundRobinPlan(planned, workers, this.id)
             const restored = firstRestored(events)
             events.next({ type: 'rescaling', attempt: attemptNumber, reason: pending.request.reason, parallelism: { ...parallelism }, checkpoint: pending.checkpoint, plan })
@@ -413,6 +418,7 @@ export class Peer {
           if (recoveries > 1) await new Promise((resolve) => setTimeout(resolve, Math.min(4_000, 250 * 2 ** (recoveries - 2))))
           // Plan again over the survivors: placement re-solves, the lost instances move.
           planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
+          shipped = shipPlan(program, planned)
           plan = roundRobinPlan(planned, workers, this.id)
           const reason = error instanceof Error ? error.message : String(error)
           events.next({ type: 'recovering', attempt: attemptNumber, lost: [...dead], reason, plan })
@@ -450,7 +456,7 @@ export class Peer {
    * outcome. On the first failure it aborts every share and waits (a bounded time) for them all, so
    * the next attempt never overlaps this one; peers whose job stream broke are reported lost.
    */
-  private attempt(context: AttemptContext, attempt: Attempt, plan: Plan, workers: readonly string[], descriptions: readonly { id: string; tags: Record<string, string> }[], program: Program, rescale: (change: RescaleRequest) => Promise<RescaleReport>): Attempting {
+  private attempt(context: AttemptContext, attempt: Attempt, plan: Plan, workers: readonly string[], descriptions: readonly { id: string; tags: Record<string, string> }[], program: Program, shipped: ShippedPlan, rescale: (change: RescaleRequest) => Promise<RescaleReport>): Attempting {
     const job = attempt.number === 0 ? context.id : `${context.id}~${attempt.number}`
     const abort = new AbortController()
     // Every channel and control call of the attempt listens on this signal.
@@ -483,7 +489,7 @@ export class Peer {
             }
             const channel = new JobChannel(stream, peer)
             channels.push(channel)
-            await channel.send({ type: 'submit', job, module: context.module, args: [...context.args], plan, submitter: this.id, addresses, peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })), members: [this.id, ...peers], attempt: { lineage: attempt.lineage, number: attempt.number }, parallelism: Object.fromEntries(program.operators.map((o) => [o.name, o.annotations.parallelism ?? 1])) })
+            await channel.send({ type: 'submit', job, module: context.module, args: [...context.args], plan, submitter: this.id, addresses, peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })), members: [this.id, ...peers], attempt: { lineage: attempt.lineage, number: attempt.number }, annotations: shipped })
             const answer = await channel.receive({ signal: abort.signal }).catch((error: unknown) => {
               if (error instanceof JobProtocolError) lost.add(peer)
               throw error
@@ -531,6 +537,7 @@ export class Peer {
         const local = context.kernel.run(program, {
           id: job,
           peers: descriptions,
+          planned: true,
           deployment: this.deployment(job, plan, this.id, addresses, abort.signal, [this.id, ...peers], rescale),
           signal: abort.signal,
           attempt,

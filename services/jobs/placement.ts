@@ -1,7 +1,6 @@
 // Round-robin placement: which peer runs each operator instance, until the placement layer lands.
 
-import type { Program } from '../../kernel/contracts.js'
-import { parallelismOf } from '../../kernel/operator.js'
+import type { Program } from '../../kernel/index.js'
 
 /** Operator instance (`name#i`) -> peer id. Plain data, so it travels with a job submission. */
 export type Plan = { readonly [instance: string]: string }
@@ -23,7 +22,7 @@ export function roundRobinPlan(program: Program, peers: readonly string[], submi
   for (const operator of program.operators) {
     const role = operator.describe().role
     const assigned = operator.annotations.assignment?.peers
-    for (let i = 0; i < parallelismOf(operator); i++) {
+    for (let i = 0; i < (operator.annotations.parallelism ?? 1); i++) {
       // A placement layer's assignment decides; round robin fills in where there is none.
       plan[instanceKey(operator.name, i)] = assigned?.[i] ?? (role === 'transform' && sorted.length > 0 ? sorted[turn++ % sorted.length]! : submitter)
     }

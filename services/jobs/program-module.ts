@@ -3,7 +3,7 @@
 
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { Layer, Program } from '../../kernel/contracts.js'
+import type { Layer, Program } from '../../kernel/index.js'
 import { ProgramModuleError } from './errors.js'
 
 /** What a program module's factory learns about where it runs. */

@@ -1,6 +1,6 @@
 // The live progress display of `lamina run`: records per second per operator, then a summary.
 
-import type { JobStats } from '../../kernel/contracts.js'
+import type { JobStats } from '../../kernel/index.js'
 
 /** Totals per operator (all instances, all peers). */
 export interface OperatorTotals {
