@@ -6,9 +6,12 @@ import { generatePsk } from '../../kmods/transport/psk.js'
 import { memoryLogger } from '../../kmods/transport/logger.js'
 import { Peer } from './peer.js'
 import { results } from './fixtures/count-program.js'
+import buildCrash from './fixtures/crash-program.js'
+import { kernel } from '../../kernel/index.js'
 
 const fixture = new URL('./fixtures/count-program.ts', import.meta.url).pathname
 const planOnce = new URL('./fixtures/plan-once-program.ts', import.meta.url).pathname
+const crash = new URL('./fixtures/crash-program.ts', import.meta.url).pathname
 
 describe('peers running a job together (real libp2p on loopback)', () => {
   let dir: string
@@ -63,5 +66,16 @@ describe('peers running a job together (real libp2p on loopback)', () => {
     const counted = Object.values(report.stats).flatMap((s) => s.instances).filter((i) => i.operator === 'counter').reduce((n, i) => n + i.recordsIn, 0)
     expect(counted).toBe(300)
     expect(report.deadLetters).toEqual([])
+  })
+
+  it('fails a job whose operator crashes with the code it has in one process (ERR_JOB_FAILED), naming the peer', async () => {
+    const inProcess = await kernel.run(buildCrash(['100'])).done.then(() => undefined, (error: unknown) => error)
+    expect(inProcess).toMatchObject({ code: 'ERR_JOB_FAILED' })
+    const job = await peers[0]!.submit(crash, { args: ['100'] })
+    const failure = await job.done.then(() => undefined, (error: unknown) => error)
+    expect(failure).toMatchObject({ code: 'ERR_JOB_FAILED', cause: { code: 'ERR_REMOTE_JOB', remoteCode: 'ERR_JOB_FAILED' } })
+    expect((failure as Error).message).toContain('42 is not welcome')
+    const where = (failure as { cause: { peer: string } }).cause.peer
+    expect([peers[1]!.id, peers[2]!.id]).toContain(where)
   })
 })

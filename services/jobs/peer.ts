@@ -7,7 +7,7 @@ import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
 import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../../kernel/index.js'
-import { InvalidOptionError, JobAbortedError, LaminaError, kernel as defaultKernel, type Kernel } from '../../kernel/index.js'
+import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, type Kernel } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
 import { openRemoteSender } from '../../kmods/transport/remote-sender.js'
@@ -466,7 +466,10 @@ export class Peer {
     else context.signal.addEventListener('abort', onOuterAbort, { once: true })
     const lost = new Set<string>()
     const channels: JobChannel[] = []
-    const failAll = (reason: string): void => {
+    // The first failure of any share is the attempt's failure; the aborts it causes elsewhere are not.
+    let firstFailure: unknown
+    const failAll = (reason: string, cause?: unknown): void => {
+      if (cause !== undefined && firstFailure === undefined && !abort.signal.aborted) firstFailure = cause
       if (!abort.signal.aborted) abort.abort(reason)
       for (const channel of channels) void channel.send({ type: 'abort', reason }).catch(() => undefined)
     }
@@ -557,8 +560,8 @@ export class Peer {
           context.events.next({ type: 'progress', peer: this.id, stats: current })
         }, this.progressMs)
         // Fail fast: the first share to fail aborts the others.
-        for (const remote of remoteDone) remote.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error)))
-        local.done.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error)))
+        for (const remote of remoteDone) remote.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error), error))
+        local.done.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error), error))
         const settled = await settleWithin([local.done, ...remoteDone], abort.signal, 15_000)
         const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
         if (failure === undefined) {
@@ -571,8 +574,7 @@ export class Peer {
           context.stats[this.id] = local.stats()
           return { ok: true }
         }
-        const reason = failure.reason instanceof JobAbortedError && abort.signal.reason instanceof Error ? abort.signal.reason : failure.reason
-        return { ok: false, error: reason, lost: [...lost] }
+        return { ok: false, error: attemptFailure(context.id, firstFailure ?? failure.reason, abort.signal.reason), lost: [...lost] }
       } catch (error) {
         failAll(error instanceof Error ? error.message : String(error))
         return { ok: false, error, lost: [...lost] }
@@ -603,6 +605,17 @@ export class Peer {
     await this.stop()
   }
 
+}
+
+/**
+ * The error an attempt failed with, coded as the same failure would be in one process: a share
+ * whose job failed (ERR_JOB_FAILED there) fails the cluster job with JobFailedError too, whose
+ * cause names the peer; an abort stays a JobAbortedError.
+ */
+function attemptFailure(job: string, failure: unknown, abortReason: unknown): unknown {
+  if (failure instanceof RemoteJobError && failure.remoteCode === 'ERR_JOB_FAILED') return new JobFailedError(job, failure)
+  if (failure instanceof JobAbortedError && abortReason instanceof Error) return abortReason
+  return failure
 }
 
 /** When the next attempt has restored every instance (the checkpoint layer's `restored` event). */

@@ -1,6 +1,6 @@
 // Plans travel as annotations: the submitter plans once, peers apply what it decided without planning again.
 import { describe, expect, it } from 'vitest'
-import { kernel, link, map, program, sink, source, t, type Layer, type Program } from 'lamina'
+import { kernel, link, map, program, sink, source, t, type Layer, type PeerDescription, type Program } from 'lamina'
 import { placement, pin } from 'lamina/layers'
 import { applyPlan, shipPlan } from './shipped-plan.js'
 
@@ -8,14 +8,15 @@ function build(extra = false): Program {
   const numbers = source('numbers', t.number, [1, 2, 3])
   const double = pin(map('double', t.number, t.number, (n) => n * 2, { parallelism: 2 }), 'beta')
   const out = sink('out', t.number, [])
-  const operators = extra ? [numbers, double, map('triple', t.number, t.number, (n) => n * 3), out] : [numbers, double, out]
-  const links = extra
-    ? [link(numbers.outputs.out, double.inputs.in), link(double.outputs.out, operators[2]!.inputs.in as never), link((operators[2]!.outputs as { out: never }).out, out.inputs.in)]
-    : [link(numbers.outputs.out, double.inputs.in), link(double.outputs.out, out.inputs.in)]
-  return program('ship', { operators, links })
+  if (!extra) return program('ship', { operators: [numbers, double, out], links: [link(numbers.outputs.out, double.inputs.in), link(double.outputs.out, out.inputs.in)] })
+  const triple = map('triple', t.number, t.number, (n) => n * 3)
+  return program('ship', {
+    operators: [numbers, double, triple, out],
+    links: [link(numbers.outputs.out, double.inputs.in), link(double.outputs.out, triple.inputs.in), link(triple.outputs.out, out.inputs.in)],
+  })
 }
 
-const peers = [
+const peers: PeerDescription[] = [
   { id: 'self', tags: {} },
   { id: 'p1', tags: { name: 'alpha' } },
   { id: 'p2', tags: { name: 'beta' } },
