@@ -64,7 +64,23 @@ describe('lamina run', () => {
 
   it('says what is wrong with bad arguments', async () => {
     const failure = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', 'many'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
-    expect(failure).toMatchObject({ code: 1 })
-    expect((failure as { stderr: string }).stderr).toContain('--peers must be an integer')
+    expect(failure).toMatchObject({ code: 2 })
+    expect((failure as { stderr: string }).stderr).toContain('lamina run: --peers must be an integer')
+    const unknown = await exec(process.execPath, [cli, 'run', '--frobnicate', 'examples/wordcount.ts'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(unknown).toMatchObject({ code: 2 })
+    expect((unknown as { stderr: string }).stderr).toMatch(/lamina run: Unknown option '--frobnicate'[\s\S]*usage: lamina run PROGRAM/)
+  })
+
+  it('has --help for every command, and exits 2 with a hint on a missing or unknown command', async () => {
+    for (const command of ['run', 'peer']) {
+      const help = await exec(process.execPath, [cli, command, '--help'], { cwd: root })
+      expect(help.stdout).toContain(`usage: lamina ${command}`)
+    }
+    expect((await exec(process.execPath, [cli, '--help'], { cwd: root })).stdout).toContain('usage: lamina COMMAND')
+    for (const argv of [[], ['frobnicate']]) {
+      const failure = await exec(process.execPath, [cli, ...argv], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+      expect(failure).toMatchObject({ code: 2 })
+      expect((failure as { stderr: string }).stderr).toContain('lamina run --help')
+    }
   })
 })

@@ -14,13 +14,48 @@ import type { SubmittedJob } from '../services/jobs/peer.js'
 import { parsePeerCommand, runPeer } from '../services/jobs/peer-main.js'
 import { ProgressDisplay, totals } from '../services/jobs/progress.js'
 
-const USAGE = `usage:
-  lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
-      start N local peer processes (default 3), run PROGRAM's default export on them,
-      show progress on stderr, stop every peer at the end; with --console, read commands
-      from stdin while it runs: \`rescale OPERATOR N\` (needs the checkpoints layer), \`plan\`
-  lamina peer --workdir DIR --psk FILE [--create-psk] [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]…
-      run one peer (for clusters over several hosts) until SIGINT/SIGTERM`
+const RUN_USAGE = `usage: lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
+  Starts N local peer processes (default 3), runs PROGRAM's default export on them, shows
+  progress on stderr, and stops every peer at the end. Exit status 0 when the job finished
+  with no dead letters, 1 otherwise.
+  --peers N      peer processes to start, 1 to 64 (default 3)
+  --workdir DIR  keep the peers' work directories there (default: a temporary directory, removed)
+  --quiet        no progress and no log lines on stderr
+  --console      read commands from stdin while the job runs: \`rescale OPERATOR N\`
+                 (needs the checkpoints layer), \`plan\`
+  ARGS           handed to the program's default export`
+
+const PEER_USAGE = `usage: lamina peer --workdir DIR --psk FILE [--create-psk] [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]…
+  Runs one peer (for clusters over several hosts) until SIGINT or SIGTERM.
+  --workdir DIR     the peer's identity and durable state live there
+  --psk FILE        the private network's swarm key; --create-psk writes a new one if FILE is absent
+  --listen ADDR     multiaddr to listen on (default /ip4/127.0.0.1/tcp/0); repeatable
+  --bootstrap ADDR  a member to join through; repeatable
+  --allow FILE      admit only the peer ids listed in FILE (one per line)
+  --tag k=v         a tag placement annotations can match (e.g. name=peer-0); repeatable`
+
+const USAGE = `usage: lamina COMMAND [OPTIONS]
+commands:
+  run PROGRAM …   run a program on a local cluster of peer processes (lamina run --help)
+  peer …          run one peer of a cluster (lamina peer --help)`
+
+/** A command line that does not parse: printed with a hint, exit status 2. */
+class UsageError extends Error {
+  constructor(message: string, readonly usage: string) {
+    super(message)
+  }
+}
+
+const wantsHelp = (argv: readonly string[]): boolean => argv.includes('--help') || argv.includes('-h')
+
+/** Node's parseArgs errors ("Unknown option '--x'") as a usage error of `command`. */
+function parsing<T>(command: string, usage: string, parse: () => T): T {
+  try {
+    return parse()
+  } catch (error) {
+    throw new UsageError(`lamina ${command}: ${error instanceof Error ? error.message : String(error)}`, usage)
+  }
+}
 
 /** Splits `lamina run` arguments: options before the program, the program's own after it (or after `--`). */
 export function parseRun(argv: readonly string[]): { program: string; peers: number; workdir: string | undefined; quiet: boolean; console: boolean; args: string[] } {
@@ -33,14 +68,14 @@ export function parseRun(argv: readonly string[]): { program: string; peers: num
     strict: true,
   })
   const [program, ...rest] = positionals
-  if (program === undefined) throw new Error('lamina run: PROGRAM is missing')
+  if (program === undefined) throw new Error('PROGRAM is missing')
   const peers = Number(values.peers ?? 3)
-  if (!Number.isInteger(peers) || peers < 1 || peers > 64) throw new Error(`lamina run: --peers must be an integer from 1 to 64, got ${values.peers}`)
+  if (!Number.isInteger(peers) || peers < 1 || peers > 64) throw new Error(`--peers must be an integer from 1 to 64, got ${values.peers}`)
   return { program, peers, workdir: values.workdir, quiet: values.quiet ?? false, console: values.console ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
 }
 
 async function run(argv: readonly string[]): Promise<number> {
-  const options = parseRun(argv)
+  const options = parsing('run', RUN_USAGE, () => parseRun(argv))
   register() // program modules may be TypeScript
   const workdir = options.workdir ?? (await mkdtemp(join(tmpdir(), 'lamina-run-')))
   const display = new ProgressDisplay(process.stderr)
@@ -116,7 +151,7 @@ function commands(job: SubmittedJob, log: (line: string) => void): Interface {
 }
 
 async function peer(argv: readonly string[]): Promise<void> {
-  const command = parsePeerCommand(argv)
+  const command = parsing('peer', PEER_USAGE, () => parsePeerCommand(argv))
   register() // the program modules this peer is handed may be TypeScript
   const running = await runPeer(command)
   process.stderr.write(`lamina peer ${running.id}\n${running.multiaddrs().map((a) => `  listening on ${a}`).join('\n')}\n`)
@@ -124,18 +159,27 @@ async function peer(argv: readonly string[]): Promise<void> {
 
 async function main(argv: readonly string[]): Promise<void> {
   const [command, ...rest] = argv
-  if (command === 'run') {
+  if (command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(`${USAGE}\n`)
+  } else if (command === 'run') {
+    if (wantsHelp(rest.slice(0, rest.includes('--') ? rest.indexOf('--') : rest.length))) return void process.stdout.write(`${RUN_USAGE}\n`)
     // Exit when the job is done: every peer process is stopped by then, nothing else should keep us.
     process.exit(await run(rest))
-  }
-  else if (command === 'peer') await peer(rest)
-  else {
-    process.stderr.write(`${USAGE}\n`)
-    process.exitCode = command === undefined || command === '--help' || command === '-h' ? 0 : 2
+  } else if (command === 'peer') {
+    if (wantsHelp(rest)) return void process.stdout.write(`${PEER_USAGE}\n`)
+    await peer(rest)
+  } else {
+    // A bare `lamina` did nothing asked of it: that is a usage error too.
+    throw new UsageError(command === undefined ? 'lamina: a command is missing' : `lamina: unknown command "${command}"`, USAGE)
   }
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof UsageError) {
+    process.stderr.write(`${error.message}\n${error.usage}\n`)
+    process.exitCode = 2
+    return
+  }
   process.stderr.write(`lamina: ${error instanceof Error ? error.message : String(error)}\n`)
   process.exitCode = 1
 })
