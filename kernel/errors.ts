@@ -195,12 +195,22 @@ export class StateRestoreError extends LaminaError {
   }
 }
 
-/** Thrown when a layer stack is malformed: duplicate names, unknown or cyclic order constraints. */
+/**
+ * Thrown when a layer stack is malformed: duplicate names, cyclic order constraints, a capability
+ * a layer requires and no layer provides, or two layers providing the same capability. `layers`
+ * names the layers involved (the requiring one; the two duplicates), `capability` the capability.
+ */
 export class LayerStackError extends LaminaError {
   readonly code = 'ERR_LAYER_STACK'
   override readonly name = 'LayerStackError'
-  constructor(reason: string) {
+  /** The layers the problem is about, e.g. the layer whose requirement is missing, or both providers. */
+  readonly layers: readonly string[]
+  /** The capability the problem is about, when it is one. */
+  readonly capability: string | undefined
+  constructor(reason: string, details: { readonly layers?: readonly string[]; readonly capability?: string } = {}) {
     super(`invalid layer stack: ${reason}`)
+    this.layers = details.layers ?? []
+    this.capability = details.capability
   }
 }
 
@@ -257,5 +267,34 @@ export function describeCause(cause: unknown): string {
     return JSON.stringify(cause) ?? String(cause)
   } catch {
     return String(cause)
+  }
+}
+
+/**
+ * Thrown (as the cause of the source's ERR_SOURCE dead letter) when a file source cannot read its
+ * file: it is missing, not a regular file, not readable, or a read failed. `path` is the file;
+ * `systemCode` is the system's code when there is one (`ENOENT`, `EACCES` …).
+ */
+export class SourceFileError extends LaminaError {
+  readonly code = 'ERR_SOURCE_FILE'
+  override readonly name = 'SourceFileError'
+  readonly systemCode: string | undefined
+  constructor(readonly path: string, cause: unknown) {
+    super(`cannot read ${path}: ${describeCause(cause)}`, { cause })
+    const code = (cause as { code?: unknown } | null)?.code
+    this.systemCode = typeof code === 'string' ? code : undefined
+  }
+}
+
+/**
+ * Thrown (as the cause of the source's ERR_SOURCE dead letter) when a line of a file source's
+ * file is not valid UTF-8 or is longer than `maxLineBytes`. `line` is the line's number (from 0)
+ * and `position` the byte it starts at, so the bad spot can be found with any hex viewer.
+ */
+export class SourceFileFormatError extends LaminaError {
+  readonly code = 'ERR_SOURCE_FILE_FORMAT'
+  override readonly name = 'SourceFileFormatError'
+  constructor(readonly path: string, readonly line: number, readonly position: number, readonly reason: string) {
+    super(`${path}: line ${line} (byte ${position}): ${reason}`)
   }
 }

@@ -4,7 +4,7 @@ import { isUtf8 } from 'node:buffer'
 import { open, type FileHandle } from 'node:fs/promises'
 import * as t from 'io-ts'
 import type { Annotations, Operator } from '../contracts.js'
-import { InvalidOptionError, LaminaError, describeCause } from '../errors.js'
+import { InvalidOptionError, SourceFileError, SourceFileFormatError } from '../errors.js'
 import { source, type SourcePart } from './source.js'
 
 /** Options of `fileSource`. All optional. */
@@ -19,35 +19,6 @@ export interface FileSourceOptions {
   /** Milliseconds a partial batch may wait for more lines before it is sent. @default 5 */
   readonly lingerMs?: number
   readonly annotations?: Annotations
-}
-
-/**
- * Thrown (as the cause of the source's ERR_SOURCE dead letter) when a file source cannot read its
- * file: it is missing, not a regular file, not readable, or a read failed. `path` is the file;
- * `systemCode` is the system's code when there is one (`ENOENT`, `EACCES` …).
- */
-export class SourceFileError extends LaminaError {
-  readonly code = 'ERR_SOURCE_FILE'
-  override readonly name = 'SourceFileError'
-  readonly systemCode: string | undefined
-  constructor(readonly path: string, cause: unknown) {
-    super(`cannot read ${path}: ${describeCause(cause)}`, { cause })
-    const code = (cause as { code?: unknown } | null)?.code
-    this.systemCode = typeof code === 'string' ? code : undefined
-  }
-}
-
-/**
- * Thrown (as the cause of the source's ERR_SOURCE dead letter) when a line of a file source's
- * file is not valid UTF-8 or is longer than `maxLineBytes`. `line` is the line's number (from 0)
- * and `position` the byte it starts at, so the bad spot can be found with any hex viewer.
- */
-export class SourceFileFormatError extends LaminaError {
-  readonly code = 'ERR_SOURCE_FILE_FORMAT'
-  override readonly name = 'SourceFileFormatError'
-  constructor(readonly path: string, readonly line: number, readonly position: number, readonly reason: string) {
-    super(`${path}: line ${line} (byte ${position}): ${reason}`)
-  }
 }
 
 /**
