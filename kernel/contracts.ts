@@ -517,8 +517,8 @@ export interface JobCluster {
   /**
    * On the submitting peer of a cluster job: runs the job again from a fresh checkpoint with
    * these operators at these parallelisms (and without `exclude`d peers), moving keyed state by
-   * key group. Needs a layer that checkpoints (`checkpoint.now`). Resolves once every instance
-   * of the new attempt has restored its state.
+   * key group. Needs a layer that provides `SAVEPOINTS` (checkpoints). Resolves once every
+   * instance of the new attempt has restored its state.
    */
   rescale?(change: RescaleRequest): Promise<RescaleReport>
 }
@@ -546,13 +546,61 @@ export interface RescaleReport {
 }
 
 /**
- * A runtime layer: a name, order constraints and optional hooks. Each hook receives the thing being
- * built and a `next` that builds it with the layers below.
+ * A capability a layer can provide to the stack, named once and typed by the API its provider
+ * exposes (`T`). Made with `capability<T>(name)`; a layer lists it in `provides` (with its API)
+ * or `requires`, and anyone holding the stack asks for the API with `kernel.capability(token)`.
+ * Two tokens with the same name are the same capability.
+ */
+export interface Capability<T> {
+  readonly name: string
+  /** Type-level only: the API a provider exposes. */
+  readonly _api?: T
+}
+
+/** A capability together with the API a layer provides for it (made with `provide(token, api)`). */
+export interface Provided<T = unknown> {
+  readonly capability: Capability<T>
+  readonly api: T
+}
+
+/**
+ * A kind of `layer` event (reported with `ControlRegistry.notify`), typed by its data. The layer
+ * that reports it exports it, made with `layerEvent<D>(kind, { layer })`; consumers test events
+ * with `is` instead of comparing kind strings.
+ */
+export interface LayerEventKind<D> {
+  /** The reporting layer's name; undefined when several layers report this kind. */
+  readonly layer: string | undefined
+  readonly kind: string
+  /** True when `event` is a `layer` event of this kind (from this layer): its `data` is then a `D`. */
+  is<E extends { readonly type: string }>(event: E): event is Extract<E, { readonly type: 'layer' }> & { readonly kind: string; readonly data: D }
+}
+
+/**
+ * What the `SAVEPOINTS` capability provides (the checkpoints layer does): consistent snapshots of a
+ * running job taken on demand, which a new attempt of the job can resume from. A rescale takes one
+ * first (`JobCluster.rescale`), so `elasticity()` requires it.
+ */
+export interface Savepoints {
+  /**
+   * Takes a savepoint of the running job `job` (an attempt's job id) whose coordinator runs in this
+   * process, and resolves with its checkpoint id once it is complete. A checkpoint already in
+   * flight is waited for first. Rejects when the job is not coordinated here.
+   */
+  take(job: string, options?: { readonly signal?: AbortSignal }): Promise<number>
+  /** Reported once every instance of a resumed attempt has restored its state (`at`: when, ms since the epoch). */
+  readonly restored: LayerEventKind<{ readonly checkpoint: number | null; readonly at: number }>
+}
+
+/**
+ * A runtime layer: a name, order constraints, the capabilities it provides and requires, and
+ * optional hooks. Each hook receives the thing being built and a `next` that builds it with the
+ * layers below.
  *
  * ```ts
  * const counting: Layer = {
  *   name: 'count',
- *   channel: (ch, next) => { const inner = next(ch); return { ...delegate(inner), send: (b) => { n += b.values.length; inner.send(b) } } },
+ *   channel: (ch, next) => { const inner = next(ch); return wrapChannel(inner, { send: (b) => { n += b.values.length; inner.send(b) } }) },
  * }
  * ```
  */
@@ -562,6 +610,16 @@ export interface Layer {
   readonly before?: readonly string[]
   /** Names of layers this one must sit below. */
   readonly after?: readonly string[]
+  /**
+   * Capabilities this layer provides, each with its API (`provide(SAVEPOINTS, api)`). A stack has
+   * at most one provider of each: a second one is a LayerStackError when the stack is built.
+   */
+  readonly provides?: readonly Provided[]
+  /**
+   * Capabilities this layer needs some layer of its stack to provide: a stack without a provider
+   * is a LayerStackError when it is built (`kernel.with(...)`), not a failure at first use.
+   */
+  readonly requires?: readonly Capability<unknown>[]
   /** Rewrites the program before deployment. */
   plan?(program: Program, next: (program: Program) => Promise<Program>, context: PlanContext): Promise<Program>
   /** Wraps (or replaces) one operator instance. */

@@ -1,20 +1,96 @@
 // Layer stacks: ordering layers by their constraints, and composing their hooks around the kernel's own.
 
-import type { Channel, Instance, InstanceSpec, Layer, PlanContext, Program } from './contracts.js'
-import { LayerStackError } from './errors.js'
+import type { Capability, Channel, Instance, InstanceSpec, Layer, LayerEventKind, PlanContext, Program, Provided, Savepoints } from './contracts.js'
+import { InvalidOptionError, LayerStackError } from './errors.js'
+
+/**
+ * A capability token: a name, typed by the API its provider exposes. The layer that owns a
+ * capability exports its token; providers list it in `provides`, dependants in `requires`.
+ *
+ * ```ts
+ * interface Clock { now(): number }
+ * export const CLOCK = capability<Clock>('clock')
+ * const clocks: Layer = { name: 'clocks', provides: [provide(CLOCK, { now: () => Date.now() })] }
+ * kernel.with(clocks).capability(CLOCK)?.now()
+ * ```
+ */
+export function capability<T>(name: string): Capability<T> {
+  if (typeof name !== 'string' || name === '') throw new InvalidOptionError('capability()', 'name', 'must be a non-empty string')
+  return Object.freeze({ name })
+}
+
+/** A capability with the API a layer provides for it: an entry of `Layer.provides`, typed by the token. */
+export function provide<T>(token: Capability<T>, api: T): Provided<T> {
+  return Object.freeze({ capability: token, api })
+}
+
+/**
+ * A typed kind of `layer` event, for the layer that reports it to export. `layer` restricts it to
+ * events of the layer so named (leave it out for a kind several layers report).
+ *
+ * ```ts
+ * export const CHECKPOINT_COMPLETED = layerEvent<{ id: number }>('checkpoint', { layer: 'checkpoints' })
+ * job.events.subscribe((e) => { if (CHECKPOINT_COMPLETED.is(e)) console.log(e.data.id) })
+ * ```
+ */
+export function layerEvent<D>(kind: string, options: { readonly layer?: string } = {}): LayerEventKind<D> {
+  const layer = options.layer
+  return Object.freeze({
+    layer,
+    kind,
+    is<E extends { readonly type: string }>(event: E): event is Extract<E, { readonly type: 'layer' }> & { readonly kind: string; readonly data: D } {
+      const e = event as { readonly type: string; readonly kind?: unknown; readonly layer?: unknown }
+      return e.type === 'layer' && e.kind === kind && (layer === undefined || e.layer === layer)
+    },
+  })
+}
+
+/**
+ * Savepoints: consistent snapshots of a running job taken on demand (see Savepoints). The
+ * checkpoints layer provides it; rescaling needs it, so `elasticity()` requires it.
+ */
+export const SAVEPOINTS: Capability<Savepoints> = capability<Savepoints>('savepoints')
+
+/**
+ * The capabilities a stack provides, by name. Throws LayerStackError when two layers provide the
+ * same one or a layer requires one that no layer provides, naming the layers.
+ */
+export function stackCapabilities(layers: readonly Layer[]): ReadonlyMap<string, { readonly layer: string; readonly api: unknown }> {
+  const provided = new Map<string, { readonly layer: string; readonly api: unknown }>()
+  for (const layer of layers) {
+    for (const entry of layer.provides ?? []) {
+      const name = entry?.capability?.name
+      if (typeof name !== 'string') throw new LayerStackError(`layer "${layer.name}" provides something that is not a capability (use provide(token, api))`, { layers: [layer.name] })
+      const other = provided.get(name)
+      if (other !== undefined) throw new LayerStackError(`layers "${other.layer}" and "${layer.name}" both provide "${name}": a stack has one provider of each capability`, { layers: [other.layer, layer.name], capability: name })
+      provided.set(name, { layer: layer.name, api: entry.api })
+    }
+  }
+  for (const layer of layers) {
+    for (const needed of layer.requires ?? []) {
+      if (!provided.has(needed.name)) {
+        const have = [...provided.keys()]
+        throw new LayerStackError(`layer "${layer.name}" requires "${needed.name}", which no layer of the stack provides (provided: ${have.length === 0 ? 'none' : have.join(', ')})`, { layers: [layer.name], capability: needed.name })
+      }
+    }
+  }
+  return provided
+}
 
 /**
  * Orders layers: declared order, adjusted so every `before`/`after` constraint holds. Constraints
  * naming layers absent from the stack are ignored (a layer may sit after an optional one).
  * Index 0 is the outermost layer: nearest the program, first to see a plan, outermost wrapper.
+ * Throws LayerStackError on a duplicate name, a cycle, or a capability missing or provided twice.
  */
 export function orderLayers(layers: readonly Layer[]): Layer[] {
   const index = new Map<string, number>()
   layers.forEach((layer, i) => {
     if (typeof layer?.name !== 'string' || layer.name === '') throw new LayerStackError(`layer at position ${i} has no name`)
-    if (index.has(layer.name)) throw new LayerStackError(`two layers are named "${layer.name}"`)
+    if (index.has(layer.name)) throw new LayerStackError(`two layers are named "${layer.name}"`, { layers: [layer.name, layer.name] })
     index.set(layer.name, i)
   })
+  stackCapabilities(layers)
   // Edge a -> b: a must come before b.
   const edges = layers.map(() => new Set<number>())
   const incoming = layers.map(() => 0)
