@@ -11,6 +11,7 @@ export default defineConfig({
       { find: /^lamina\/layers$/, replacement: here('./layers/index.ts') },
       { find: /^lamina\/transport$/, replacement: here('./kmods/transport/index.ts') },
       { find: /^lamina\/cluster$/, replacement: here('./services/jobs/index.ts') },
+      { find: /^lamina\/testing$/, replacement: here('./testing/index.ts') },
     ],
   },
   test: {

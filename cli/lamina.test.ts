@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { alive, until } from '../services/jobs/fixtures/processes.js'
+import { alive, until } from 'lamina/testing'
 
 const root = join(import.meta.dirname, '..')
 const cli = join(root, 'dist', 'cli', 'lamina.js')

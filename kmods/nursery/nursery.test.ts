@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { firstValueFrom, filter } from 'rxjs'
 import { describe, expect, it } from 'vitest'
 import { Nursery, type NurseryEvent } from './nursery.js'
-import { alive, until } from '../../services/jobs/fixtures/processes.js'
+import { alive, until } from 'lamina/testing'
 
 const child = new URL('./fixtures/child.mjs', import.meta.url).pathname
 const parent = new URL('./fixtures/parent.mjs', import.meta.url).pathname

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from 'lamina/transport'
-import { waitFor } from '../../services/jobs/fixtures/processes.js'
+import { waitFor } from 'lamina/testing'
 import { startCluster, type Cluster, type SubmittedJob } from 'lamina/cluster'
 import { received, reference, results } from '../../bench/_keyed-totals.js'
 

@@ -2,7 +2,7 @@
 // and an uncaught error stop only the offending instance, and another pipeline of the same job is unaffected.
 
 import { fork } from 'node:child_process'
-import { alive, until } from '../../services/jobs/fixtures/processes.js'
+import { alive, until } from 'lamina/testing'
 import { describe, expect, it } from 'vitest'
 import { filter, firstValueFrom, timeout } from 'rxjs'
 import { kernel, link, map, program, sink, source, t, type DeadLetter, type Job, type JobEvent, type Link, type Operator, type Program } from 'lamina'

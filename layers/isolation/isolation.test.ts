@@ -1,7 +1,7 @@
 // What an isolated operator can do, in a worker thread and in a child process: the same output,
 // state, syscalls, timers, requests, sources and checkpoints as in-process.
 
-import { alive, until } from '../../services/jobs/fixtures/processes.js'
+import { alive, until } from 'lamina/testing'
 import { describe, expect, it } from 'vitest'
 import {
   atom,

@@ -6,7 +6,7 @@ import { memoryLogger } from '../../kmods/transport/logger.js'
 import { results } from './fixtures/count-program.js'
 import { answers } from './fixtures/request-program.js'
 import { startCluster, type Cluster } from './launcher.js'
-import { alive } from './fixtures/processes.js'
+import { alive } from 'lamina/testing'
 
 const fixture = new URL('./fixtures/count-program.ts', import.meta.url).pathname
 const requestFixture = new URL('./fixtures/request-program.ts', import.meta.url).pathname

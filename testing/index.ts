@@ -1,0 +1,8 @@
+// Lamina's testing kit (`lamina/testing`): a fake channel, the cluster fixture, waiting helpers and the layer compliance suite.
+
+export * from './errors.js'
+export { alive, until, waitFor } from './processes.js'
+export { FakeChannel, channelInfo, type FakeChannelOptions, type SentItem } from './fake-channel.js'
+export { startTestCluster, useCluster, untilMembersAlive, type ClusterFixture, type TestCluster, type TestClusterOptions } from './cluster.js'
+export { describeLayerCompliance, COMPLIANCE_MARKER, type ComplianceContext, type ComplianceOperatorSource, type LayerComplianceOptions, type LayerFactory } from './layer-compliance.js'
+export { COMPLIANCE_MODULE, complianceProgram, expectedTotals, relay, tally, KEYS, type ComplianceOperator, type ComplianceOutput, type KeyTotals, type SeenNumber, type TaggedNumber } from './compliance-program.js'
