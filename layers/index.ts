@@ -1,7 +1,5 @@
-// Lamina's built-in runtime layers. Each is built only on the public layer API of `lamina`.
-// (The five built-in layers arrive with their issues; this entry point exists so imports are stable.)
+// Lamina's built-in runtime layers (`lamina/layers`). Each is built only on the public layer API of `lamina`.
 
-export {}
 export * from './placement/index.js'
 export * from './metadata/index.js'
 export * from './fault-tolerance/index.js'

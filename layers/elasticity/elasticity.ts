@@ -14,15 +14,9 @@
 // the next rescale places instances on; a member leaving gracefully has its instances moved off
 // first (the cluster does that: see Peer.leave).
 
-import {
-  LaminaError,
-  type ControlRegistry,
-  type JobCluster,
-  type JobStats,
-  type Layer,
-  type Program,
-  type RescaleReport,
-} from '../../kernel/index.js'
+import { layerEvent, SAVEPOINTS, type ControlRegistry, type JobCluster, type JobStats, type Layer, type Program, type RescaleReport } from '../../kernel/index.js'
+import { keyGroups } from '../../kmods/ring/index.js'
+import { RescaleError } from './errors.js'
 
 /** An automatic scaling policy for one operator. */
 export interface AutoscalePolicy {
@@ -65,20 +59,24 @@ export interface ScaleDecision {
   readonly fill: number
   /** Records per second the operator took in, at the last sample. */
   readonly rate: number
+  /** Key groups whose keyed state moves to another instance (of KEY_GROUPS). */
+  readonly movedKeyGroups: number
   readonly reason: string
-}
-
-/** Thrown when a rescale request is malformed or cannot be carried out here. */
-export class RescaleError extends LaminaError {
-  readonly code = 'ERR_RESCALE'
-  override readonly name = 'RescaleError'
-  constructor(readonly operator: string, reason: string) {
-    super(`rescale ${operator}: ${reason}`)
-  }
 }
 
 /** The control message kind that rescales an operator: payload `{ operator, parallelism }`. */
 export const RESCALE_CONTROL = 'elasticity.rescale'
+
+/**
+ * The `layer` events of the elasticity layer, typed: test events with them instead of comparing
+ * kind strings.
+ */
+export const ELASTICITY_EVENTS = {
+  /** A policy decided to rescale an operator (data: the ScaleDecision). */
+  decided: layerEvent<ScaleDecision>('scale', { layer: 'elasticity' }),
+  /** A policy's sample or the rescale it asked for failed. */
+  failed: layerEvent<undefined>('scale-failed', { layer: 'elasticity' }),
+} as const
 
 /** Fill of an operator's input queues and its intake, from every peer's stats. */
 export function inputLoad(program: Program, operator: string, stats: readonly JobStats[], defaultCapacity: number): { fill: number; recordsIn: number } {
@@ -99,9 +97,6 @@ export function inputLoad(program: Program, operator: string, stats: readonly Jo
   return { fill: capacity === 0 ? 0 : Math.min(1, queued / capacity), recordsIn }
 }
 
-/** When each job (by lineage) last rescaled: cooldowns outlive the attempts a rescale starts. */
-const lastRescale = new Map<string, number>()
-
 /** One policy's sampler on the submitting peer. */
 class Autoscaler {
   private readonly fills: number[] = []
@@ -113,6 +108,8 @@ class Autoscaler {
     private readonly policy: AutoscalePolicy,
     private readonly registry: ControlRegistry,
     private readonly onDecision: ((decision: ScaleDecision) => void) | undefined,
+    /** When each job (by lineage) last rescaled, for this layer value: cooldowns outlive the attempts a rescale starts. */
+    private readonly lastRescale: Map<string, number>,
   ) {}
 
   start(): void {
@@ -139,7 +136,7 @@ class Autoscaler {
       if (this.fills.length > need) this.fills.shift()
       if (this.fills.length < need) return
       const current = job.program.operators.find((o) => o.name === this.policy.operator)?.annotations.parallelism ?? 1
-      const cooled = now - (lastRescale.get(job.attempt.lineage) ?? 0) >= (this.policy.cooldownMs ?? 10_000)
+      const cooled = now - (this.lastRescale.get(job.attempt.lineage) ?? 0) >= (this.policy.cooldownMs ?? 10_000)
       if (!cooled) return
       const step = this.policy.step ?? 1
       const min = this.policy.min ?? 1
@@ -154,15 +151,17 @@ class Autoscaler {
       }
       if (to === current) return
       const fill = this.fills.reduce((a, b) => a + b, 0) / this.fills.length
-      const decision: ScaleDecision = { operator: this.policy.operator, from: current, to, fill, rate, reason }
+      // Past KEY_GROUPS instances (stateless operators only) there are no whole groups to count.
+      const movedKeyGroups = Math.max(current, to) <= keyGroups.count ? keyGroups.moves(current, to).length : keyGroups.count
+      const decision: ScaleDecision = { operator: this.policy.operator, from: current, to, fill, rate, movedKeyGroups, reason }
       this.onDecision?.(decision)
-      this.registry.notify('scale', `${this.policy.operator}: ${current} -> ${to} instances: ${reason} (fill ${(fill * 100).toFixed(0)}%, ${Math.round(rate)} records/s)`, decision)
-      lastRescale.set(job.attempt.lineage, now)
+      this.registry.notify(ELASTICITY_EVENTS.decided.kind, `${this.policy.operator}: ${current} -> ${to} instances: ${reason} (fill ${(fill * 100).toFixed(0)}%, ${Math.round(rate)} records/s; ${movedKeyGroups} of ${keyGroups.count} key groups move)`, decision)
+      this.lastRescale.set(job.attempt.lineage, now)
       this.fills.length = 0
       this.stop()
       await rescaleThrough(cluster, this.policy.operator, to, `policy: ${reason}`)
     } catch (error) {
-      this.registry.notify('scale-failed', `${this.policy.operator}: ${error instanceof Error ? error.message : String(error)}`)
+      this.registry.notify(ELASTICITY_EVENTS.failed.kind, `${this.policy.operator}: ${error instanceof Error ? error.message : String(error)}`)
     } finally {
       this.busy = false
     }
@@ -177,7 +176,8 @@ function rescaleThrough(cluster: JobCluster, operator: string, n: number, reason
 /**
  * The elasticity layer. Every share answers `elasticity.stats`; the submitting peer's share also
  * answers `elasticity.rescale` (`{ operator, parallelism }`: manual rescaling as a control
- * message) and runs the automatic policies.
+ * message) and runs the automatic policies. A rescale starts from a savepoint, so the layer
+ * requires `SAVEPOINTS` (the checkpoints layer): a stack without it is refused when it is built.
  *
  * ```ts
  * export const layers = [checkpoints(), elasticity({ policies: [{ operator: 'count', max: 4 }] })]
@@ -188,9 +188,12 @@ export function elasticity(options: ElasticityOptions = {}): Layer {
     const min = policy.min ?? 1
     if (!Number.isInteger(min) || min < 1 || !Number.isInteger(policy.max) || policy.max < min) throw new RescaleError(policy.operator, `a policy needs integers 1 <= min <= max, got min ${min}, max ${policy.max}`)
   }
+  // This layer value's state: when each job last rescaled.
+  const lastRescale = new Map<string, number>()
   return {
     name: 'elasticity',
     after: ['checkpoints'],
+    requires: [SAVEPOINTS],
     control(registry) {
       const { job, cluster } = registry
       registry.handle('elasticity.stats', () => job.stats())
@@ -204,7 +207,7 @@ export function elasticity(options: ElasticityOptions = {}): Layer {
       })
       const scalers = (options.policies ?? []).map((policy) => {
         if (!job.program.operators.some((o) => o.name === policy.operator)) throw new RescaleError(policy.operator, `a policy names it, but ${job.program.name} has no such operator`)
-        return new Autoscaler(policy, registry, options.onDecision)
+        return new Autoscaler(policy, registry, options.onDecision, lastRescale)
       })
       for (const scaler of scalers) scaler.start()
       job.events.subscribe({ complete: () => scalers.forEach((s) => s.stop()) })

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { atom, kernel, link, program, sink, source, t, type JobEvent, type SourcePart } from 'lamina'
-import { checkpoints, guaranteeOf } from 'lamina/layers'
+import { atom, kernel, link, program, sink, source, t, type Job, type JobEvent, type SourcePart } from 'lamina'
+import { CHECKPOINT_EVENTS, checkpoints, guaranteeOf, SAVEPOINTS } from 'lamina/layers'
 import { openStore } from '../../kmods/store/index.js'
 
 const dirs: string[] = []
@@ -168,4 +168,76 @@ describe('checkpoints in one process', () => {
     expect(out.sort()).toEqual([1, 1, 2, 2])
     expect(events.some((e) => e.type === 'layer' && e.kind === 'guarantee' && e.message.includes('at-most-once'))).toBe(true)
   })
+
+  it('provides savepoints: a checkpoint on demand, by the typed API', async () => {
+    const dir = tempDir()
+    async function* slow(): AsyncGenerator<number> {
+      for (let i = 0; i < 1_000_000; i++) {
+        if (i % 100 === 0) await new Promise<void>((resolve) => setImmediate(resolve))
+        yield i
+      }
+    }
+    const nums = source('nums', t.number, slow())
+    const keep = sink('keep', t.number, () => undefined)
+    const stack = kernel.with(checkpoints({ intervalMs: 3_600_000, dir }))
+    const job = stack.run(program('savepoint', { operators: [nums, keep], links: [link(nums.outputs.out, keep.inputs.in)] }))
+    const completed: number[] = []
+    job.events.subscribe((e) => {
+      if (CHECKPOINT_EVENTS.completed.is(e)) completed.push(e.data.id)
+    })
+    await until(job, (e) => e.type === 'started')
+    const savepoints = stack.capability(SAVEPOINTS)!
+    const id = await savepoints.take(job.id)
+    expect(completed).toContain(id)
+    await expect(savepoints.take('no-such-job')).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_PROTOCOL' })
+    job.abort('done')
+    await job.done.catch(() => undefined)
+  })
+
+  it('keeps its state per stack: a sink blocked in one stack does not hold up the same job in another', async () => {
+    // Two stacks in one process run a job of the same id (as two peers of one cluster in one
+    // process would). Sink writes queue per stack: B's sink must not wait behind A's.
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    let blocked!: () => void
+    const isBlocked = new Promise<void>((resolve) => (blocked = resolve))
+    const build = (write: (n: number) => unknown) => {
+      const nums = source('nums', t.number, [1, 2, 3])
+      const keep = sink('keep', t.number, write)
+      return program('twice', { operators: [nums, keep], links: [link(nums.outputs.out, keep.inputs.in)] })
+    }
+    const a = kernel.with(checkpoints({ intervalMs: 3_600_000, dir: tempDir() })).run(
+      build(async () => {
+        blocked()
+        await gate
+      }),
+      { id: 'same-job' },
+    )
+    await isBlocked
+    const got: number[] = []
+    const b = kernel.with(checkpoints({ intervalMs: 3_600_000, dir: tempDir() })).run(build((n) => void got.push(n)), { id: 'same-job' })
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the second stack waited for the first one\'s sink')), 10_000)))
+    try {
+      await Promise.race([b.done, late])
+    } finally {
+      clearTimeout(timer)
+    }
+    expect(got).toEqual([1, 2, 3])
+    open()
+    await a.done
+  })
 })
+
+/** Resolves with the first event of `job` that `predicate` accepts (rejects after 10 s). */
+function until(job: Job, predicate: (event: JobEvent) => boolean): Promise<JobEvent> {
+  return new Promise<JobEvent>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no such event within 10 s')), 10_000)
+    const subscription = job.events.subscribe((event) => {
+      if (!predicate(event)) return
+      clearTimeout(timer)
+      queueMicrotask(() => subscription.unsubscribe())
+      resolve(event)
+    })
+  })
+}

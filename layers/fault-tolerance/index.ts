@@ -1,11 +1,12 @@
 // The fault tolerance layer: supervision of operator instances, retries with backoff, and
 // exactly-once recovery from aligned checkpoints when a peer dies. Built on the public layer API.
 
-export { checkpoints, guaranteeOf, CHECKPOINT_MARKER, CheckpointMissingError, CheckpointProtocolError, RescaleStateError, type CheckpointOptions, type Guarantee } from './checkpoint.js'
+export { checkpoints, guaranteeOf, type CheckpointOptions, type Guarantee } from './checkpoint.js'
+export { CHECKPOINT_EVENTS, CHECKPOINT_MARKER } from './protocol.js'
+export { SAVEPOINTS, seededRandom, type Savepoints } from '../../kernel/index.js'
 export {
   supervision,
   supervise,
-  SupervisionEscalatedError,
   type SupervisionInit,
   type SupervisionLayer,
   type SupervisionAnnotation,
@@ -20,11 +21,9 @@ export {
   retry,
   retrying,
   backoffDelay,
-  seededRandom,
   RetryBudget,
-  RetriesExhaustedError,
-  RetryBudgetExceededError,
   registerRetryEvents,
+  RETRIED,
   RETRY_SYSCALL,
   type Jitter,
   type RetryPolicy,
@@ -36,3 +35,4 @@ export {
   type RetryStats,
   type RetryingHandler,
 } from './retry.js'
+export { CheckpointMissingError, CheckpointProtocolError, RescaleStateError, RetriesExhaustedError, RetryBudgetExceededError, SupervisionEscalatedError } from './errors.js'

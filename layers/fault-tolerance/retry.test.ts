@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { atom, kernel, link, map, program, sink, source, t, type InstanceInfo, type JobEvent } from 'lamina'
-import { backoffDelay, retry, RetryBudget, retrying, seededRandom, type RetryContext, type RetryEvent, type RetryPolicy } from './retry.js'
+import { atom, kernel, link, map, program, seededRandom, sink, source, t, type InstanceInfo, type JobEvent } from 'lamina'
+import { backoffDelay, retry, RetryBudget, retrying, type RetryContext, type RetryEvent, type RetryPolicy } from './retry.js'
 import { supervision } from './supervision.js'
 
 const info: InstanceInfo = { job: 'j', operator: 'enrich', instance: 0, parallelism: 1, batchSize: 1024 }

@@ -5,12 +5,14 @@ import {
   InvalidOptionError,
   JobAbortedError,
   LaminaError,
+  layerEvent,
   type AtomContext,
   type ControlRegistry,
   type Handler,
   type InstanceInfo,
   type PortCodecs,
 } from '../../kernel/index.js'
+import { RetriesExhaustedError, RetryBudgetExceededError } from './errors.js'
 
 /**
  * How a backoff delay is randomised (as in the AWS Architecture Blog's "Exponential Backoff And
@@ -157,7 +159,7 @@ export interface RetryPolicy {
   readonly budget?: RetryBudgetInit | RetryBudget | false
   /** Which errors are worth retrying. An abort of the job is never retried. @default every error */
   readonly retryOn?: (error: unknown) => boolean
-  /** Uniform numbers in [0, 1) for the jitter (see `seededRandom` for deterministic runs). @default Math.random */
+  /** Uniform numbers in [0, 1) for the jitter (see the kernel's `seededRandom` for deterministic runs). @default Math.random */
   readonly random?: () => number
   /** Called at each retry, before the backoff wait. */
   readonly onRetry?: (event: RetryEvent) => void
@@ -193,34 +195,20 @@ export type RetryingHandler<T, O extends PortCodecs, S> = Handler<T, O, S> & {
 }
 
 /**
- * Thrown (and recorded as the record's dead letter) when a call still fails after every attempt
- * its retry policy allows; `cause` is the last attempt's error.
- */
-export class RetriesExhaustedError extends LaminaError {
-  readonly code = 'ERR_RETRIES_EXHAUSTED'
-  override readonly name = 'RetriesExhaustedError'
-  constructor(readonly operator: string, readonly instance: number, readonly attempts: number, cause: unknown) {
-    super(`${operator}[${instance}]: gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error: ${describeCause(cause)}`, { cause })
-  }
-}
-
-/**
- * Thrown (and recorded as the record's dead letter) when a call fails and its retry budget allows
- * no retry now; `cause` is the last attempt's error.
- */
-export class RetryBudgetExceededError extends LaminaError {
-  readonly code = 'ERR_RETRY_BUDGET'
-  override readonly name = 'RetryBudgetExceededError'
-  constructor(readonly operator: string, readonly instance: number, readonly attempts: number, cause: unknown) {
-    super(`${operator}[${instance}]: retry budget spent, no retry after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error: ${describeCause(cause)}`, { cause })
-  }
-}
-
-/**
  * The syscall through which `retry` reports retries as `retry` layer events; the supervision layer
  * registers it (any layer can, with `registerRetryEvents`).
  */
 export const RETRY_SYSCALL = 'fault-tolerance.retry'
+
+/**
+ * The `layer` event a retry is reported as (by whichever layer registered `RETRY_SYSCALL`, the
+ * supervision layer by default), with the RetryEvent, its error as text, as `data`.
+ *
+ * ```ts
+ * job.events.subscribe((e) => { if (RETRIED.is(e)) console.log(e.data.operator, e.data.attempt) })
+ * ```
+ */
+export const RETRIED = layerEvent<Omit<RetryEvent, 'error'> & { readonly error: string }>('retry')
 
 /**
  * Registers the `RETRY_SYSCALL` syscall on a layer's control registry: each retry then becomes a
@@ -229,7 +217,7 @@ export const RETRY_SYSCALL = 'fault-tolerance.retry'
 export function registerRetryEvents(registry: ControlRegistry): void {
   registry.syscall(RETRY_SYSCALL, (argument) => {
     const event = argument as { operator: string; instance: number; attempt: number; delayMs: number; error: string }
-    registry.notify('retry', `${event.operator}[${event.instance}]: attempt ${event.attempt} failed (${event.error}); retrying in ${event.delayMs} ms`, event)
+    registry.notify(RETRIED.kind, `${event.operator}[${event.instance}]: attempt ${event.attempt} failed (${event.error}); retrying in ${event.delayMs} ms`, event)
   })
 }
 
@@ -248,24 +236,6 @@ export function backoffDelay(retry: number, policy: Pick<RetryPolicy, 'baseMs' |
   if (jitter === 'none') return Math.floor(ceiling)
   if (jitter === 'equal') return Math.floor(ceiling / 2 + random() * (ceiling / 2))
   return Math.floor(random() * ceiling)
-}
-
-/**
- * A deterministic source of uniform numbers in [0, 1) from a seed (mulberry32), for `random`.
- *
- * ```ts
- * const policy = { attempts: 5, random: seededRandom(42) } // the same delays on every run
- * ```
- */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /**

@@ -1,7 +1,6 @@
 // Supervision trees over operator instances: restart strategies and restart intensity, as in Erlang/OTP supervisors.
 
 import {
-  describeCause,
   InstanceCrashedError,
   InvalidOptionError,
   LaminaError,
@@ -17,6 +16,7 @@ import {
   type Program,
   type StateSnapshot,
 } from '../../kernel/index.js'
+import { SupervisionEscalatedError } from './errors.js'
 import { registerRetryEvents } from './retry.js'
 
 /**
@@ -126,31 +126,6 @@ export interface EscalateEventData {
   readonly cause: { readonly code: string; readonly message: string }
   readonly maxRestarts: number
   readonly withinMs: number
-}
-
-/**
- * Thrown (as the cause of the job's JobFailedError) when failures exceed the restart intensity
- * of every supervisor up to the root: supervision gives up and the job fails.
- */
-export class SupervisionEscalatedError extends LaminaError {
-  readonly code = 'ERR_SUPERVISION_ESCALATED'
-  override readonly name = 'SupervisionEscalatedError'
-  constructor(
-    readonly operator: string,
-    readonly instance: number,
-    /** The supervisors that gave up, innermost first (the last is `root`); `maxRestarts` and `withinMs` are the root's. */
-    readonly supervisors: readonly string[],
-    readonly maxRestarts: number,
-    readonly withinMs: number,
-    cause: InstanceCrashedError,
-  ) {
-    super(
-      `supervision gave up on ${operator}[${instance}]: ${supervisors.length === 1 ? 'supervisor' : 'supervisors'} ${supervisors.join(', ')} gave up ` +
-        `(${supervisors[supervisors.length - 1]} allows ${maxRestarts} restart(s) within ${withinMs} ms) and the failure escalated to the job; ` +
-        `last failure: ${describeCause(cause.cause ?? cause)}`,
-      { cause },
-    )
-  }
 }
 
 const STRATEGIES: readonly SupervisionStrategy[] = ['one-for-one', 'one-for-all', 'rest-for-one']

@@ -7,7 +7,7 @@ import { type ChromeTrace, TraceLog, toChromeTrace } from './chrome-trace.js'
 import { TraceExportError } from './errors.js'
 import { isRecordMetadata, type Lineage, lineageOf, metadataIn, type RecordMetadata } from './record.js'
 import { Sampler } from './sampler.js'
-import { forgetJob, recordMetadata, registerCursor, unregisterCursor } from './sink.js'
+import { recordMetadata, registerCursor, unregisterCursor } from './sink.js'
 import { InstanceTracer, SourceOutputs, type TracerShared } from './tracer.js'
 
 /** Options of the metadata layer. All optional. */
@@ -170,9 +170,6 @@ export function metadata(init: MetadataInit = {}): MetadataLayer {
       const job = registry.job.id
       registry.handle('metadata.trace', () => trace({ job }))
       registry.syscall('metadata.current', (_argument, caller) => recordMetadata({ info: caller }))
-      registry.job.events.subscribe((event) => {
-        if (event.type === 'finished' || event.type === 'failed') forgetJob(job)
-      })
     },
     lineage(record) {
       if (isRecordMetadata(record)) return lineageOf(record)

@@ -1,5 +1,7 @@
 // Seeded sampling of source records: which records a source instance traces, the same on every run.
 
+import { fnv1a, seededRandom } from '../../kernel/index.js'
+
 /**
  * Decides which records of one source instance are traced. Instead of drawing once per record it
  * draws the gap to the next traced record from a geometric distribution (the skip trick of
@@ -12,7 +14,7 @@ export class Sampler {
 
   /** @param rate fraction of records traced, in (0, 1] */
   constructor(readonly rate: number, seed: number, operator: string, instance: number) {
-    this.random = mulberry32(mix(seed, hashString(operator), instance))
+    this.random = seededRandom(mix(seed, fnv1a(operator), instance))
     this.logMiss = rate >= 1 ? 0 : Math.log1p(-rate)
   }
 
@@ -22,25 +24,6 @@ export class Sampler {
     // 1 - u is in (0, 1]: its log is finite.
     return Math.floor(Math.log1p(-this.random()) / this.logMiss)
   }
-}
-
-/** mulberry32: a small, fast 32-bit generator, the same on every platform. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let z = state
-    z = Math.imul(z ^ (z >>> 15), z | 1)
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61)
-    return ((z ^ (z >>> 14)) >>> 0) / 0x100000000
-  }
-}
-
-/** FNV-1a over UTF-16 code units. */
-function hashString(text: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193)
-  return h >>> 0
 }
 
 function mix(...parts: number[]): number {

@@ -8,35 +8,20 @@ interface RecordCursor {
   readonly record: RecordMetadata | undefined
 }
 
-// Instances by their InstanceInfo (the object the kernel hands both the instance hook and the
-// handler's context), and by job, operator and instance as a fallback. Entries go when the instance
-// ends or its job stops.
+// Tracers by the InstanceInfo of their instance: the one object the kernel hands both the instance
+// hook and the handler's context. Keyed by that object's identity, an entry belongs to one
+// instance of one stack, so two stacks in one process (two peers, two kernels running jobs of the
+// same id) never see each other's; it goes when the instance ends, or with the instance.
 const byInfo = new WeakMap<InstanceInfo, RecordCursor>()
-const byJob = new Map<string, Map<string, RecordCursor>>()
-
-function nameOf(info: InstanceInfo): string {
-  return `${info.operator}#${info.instance}`
-}
 
 /** Registers the tracer of an instance (called by the layer's instance hook). */
 export function registerCursor(info: InstanceInfo, cursor: RecordCursor): void {
   byInfo.set(info, cursor)
-  let instances = byJob.get(info.job)
-  if (instances === undefined) byJob.set(info.job, (instances = new Map()))
-  instances.set(nameOf(info), cursor)
 }
 
 /** Forgets the tracer of an instance that ended. */
 export function unregisterCursor(info: InstanceInfo): void {
   byInfo.delete(info)
-  const instances = byJob.get(info.job)
-  instances?.delete(nameOf(info))
-  if (instances?.size === 0) byJob.delete(info.job)
-}
-
-/** Forgets every tracer of a job (it finished or failed, maybe without ending its instances). */
-export function forgetJob(job: string): void {
-  byJob.delete(job)
 }
 
 /**
@@ -48,8 +33,7 @@ export function forgetJob(job: string): void {
  * ```
  */
 export function recordMetadata(ctx: { readonly info: InstanceInfo }): RecordMetadata | undefined {
-  const info = ctx.info
-  return (byInfo.get(info) ?? byJob.get(info.job)?.get(nameOf(info)))?.record
+  return byInfo.get(ctx.info)?.record
 }
 
 /**

@@ -1,0 +1,147 @@
+// The checkpoint coordinator, on the job's submitting peer: triggers checkpoints, collects the
+// acknowledgements of every instance's snapshot, and records each complete checkpoint durably.
+
+import { CheckpointProtocolError } from './errors.js'
+import { CHECKPOINT_EVENTS, CONTROL, instanceKey, type CheckpointId, type Completed, type Located } from './protocol.js'
+import type { Share } from './share.js'
+
+/** Milliseconds after a resumed attempt has restored before its first checkpoint (at most the interval). */
+const RESUMED_CHECKPOINT_MS = 200
+
+/** Triggers checkpoints, collects acknowledgements, and records complete checkpoints. */
+export class Coordinator {
+  latest: Completed | undefined
+  private readonly expected: Set<string>
+  private readonly finals = new Map<string, Located>()
+  private nextId: number
+  private inflight: { id: number; started: number; acks: Map<string, Located>; bytes: number } | undefined
+  private timer: NodeJS.Timeout | undefined
+  private completedCount = 0
+  private lastDuration = 0
+  /** Waiting for the next checkpoint to complete (`now()`). */
+  private waiters: ((id: number) => void)[] = []
+  private readonly restoredKeys = new Set<string>()
+
+  constructor(private readonly share: Share, private readonly options: { readonly intervalMs: number; readonly timeoutMs: number }) {
+    this.expected = new Set(share.job.program.operators.flatMap((o) => Array.from({ length: o.annotations.parallelism ?? 1 }, (_, i) => instanceKey(o.name, i))))
+    // The newest complete checkpoint of this job (from earlier attempts), and ids past every one used.
+    this.latest = share.store.latest(share.lineage)
+    for (const [key, located] of Object.entries(this.latest?.snapshots ?? {})) if (located.final) this.finals.set(key, located)
+    this.nextId = (this.latest?.id ?? 0) + 1 + share.job.attempt.number * 1_000_000
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.trigger(), this.options.intervalMs)
+    this.timer.unref?.()
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+  }
+
+  status(): { latest: number | null; inflight: number | null; completed: number; lastDurationMs: number } {
+    return { latest: this.latest?.id ?? null, inflight: this.inflight?.id ?? null, completed: this.completedCount, lastDurationMs: this.lastDuration }
+  }
+
+  /**
+   * Takes a checkpoint now (a savepoint, e.g. before a rescale) and resolves with its id once it
+   * is complete. A checkpoint already in flight is waited for first. Rejects when `signal` aborts
+   * or no checkpoint completes within `timeoutMs`.
+   */
+  now(signal?: AbortSignal): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      const onAbort = (): void => {
+        clearTimeout(timer)
+        reject(signal?.reason)
+      }
+      const timer = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort)
+        reject(new CheckpointProtocolError(CONTROL.now, `no checkpoint completed within ${this.options.timeoutMs} ms`))
+      }, this.options.timeoutMs)
+      if (signal?.aborted) return onAbort()
+      signal?.addEventListener('abort', onAbort, { once: true })
+      const after = this.inflight?.id
+      const wait = (id: number): void => {
+        // The one in flight may have started before what the caller wants to capture.
+        if (after !== undefined && id <= after) {
+          this.waiters.push(wait)
+          queueMicrotask(() => this.trigger(true))
+          return
+        }
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        resolve(id)
+      }
+      this.waiters.push(wait)
+      this.trigger(true)
+    })
+  }
+
+  /** An instance of a resumed attempt restored its state; the last one reports the attempt restored. */
+  restored(key: string): void {
+    if (!this.expected.has(key) || this.restoredKeys.has(key)) return
+    this.restoredKeys.add(key)
+    if (this.restoredKeys.size < this.expected.size) return
+    this.share.notify(CHECKPOINT_EVENTS.restored.kind, `attempt ${this.share.job.attempt.number}: all ${this.expected.size} instances restored from checkpoint ${this.latest?.id ?? 'none'}`, { checkpoint: this.latest?.id ?? null, at: Date.now() })
+    // Sinks show nothing until a checkpoint completes: after a restore, the first one comes soon
+    // (what was processed since), so output resumes without waiting a whole interval.
+    const soon = setTimeout(() => this.trigger(true), Math.min(RESUMED_CHECKPOINT_MS, this.options.intervalMs))
+    soon.unref?.()
+  }
+
+  private trigger(soon = false): void {
+    if (this.share.job.abortSignal.aborted) return this.stop()
+    if (soon && this.inflight !== undefined) return
+    if (this.inflight !== undefined && Date.now() - this.inflight.started < this.options.timeoutMs) return
+    if (this.inflight !== undefined) this.share.notify(CHECKPOINT_EVENTS.abandoned.kind, `checkpoint ${this.inflight.id} abandoned after ${this.options.timeoutMs} ms (${this.inflight.acks.size} of ${this.expected.size} snapshots)`)
+    if ([...this.expected].every((key) => this.finals.has(key))) return this.stop()
+    const id = this.nextId++
+    this.inflight = { id, started: Date.now(), acks: new Map(), bytes: 0 }
+    this.share.notify(CHECKPOINT_EVENTS.started.kind, `checkpoint ${id} started`, { id })
+    for (const peer of this.share.cluster.peers()) {
+      this.share.cluster.call(peer, CONTROL.trigger, { id }).catch((error: unknown) => {
+        // A peer that cannot be reached will fail the job too; the checkpoint just stays incomplete.
+        if (this.inflight?.id === id) this.share.notify(CHECKPOINT_EVENTS.triggerFailed.kind, `checkpoint ${id}: peer ${peer} did not take the barrier: ${error instanceof Error ? error.message : String(error)}`)
+      })
+    }
+  }
+
+  ack(id: CheckpointId, key: string, peers: readonly string[], bytes: number): void {
+    // A late acknowledgement must not complete a checkpoint of an attempt that was aborted.
+    if (!this.expected.has(key) || this.share.job.abortSignal.aborted) return
+    if (id === 'final') this.finals.set(key, { peers, final: true })
+    else if (this.inflight?.id === id) {
+      this.inflight.acks.set(key, { peers, final: false })
+      this.inflight.bytes += bytes
+    }
+    this.check()
+  }
+
+  private check(): void {
+    const inflight = this.inflight
+    if (inflight === undefined) return
+    const snapshots: Record<string, Located> = {}
+    for (const key of this.expected) {
+      const located = inflight.acks.get(key) ?? this.finals.get(key)
+      if (located === undefined) return
+      snapshots[key] = located
+    }
+    const completed: Completed = { id: inflight.id, snapshots, time: Date.now() }
+    this.share.store.recordCompleted(this.share.lineage, completed)
+    this.latest = completed
+    this.inflight = undefined
+    this.completedCount++
+    this.lastDuration = completed.time - inflight.started
+    this.share.notify(CHECKPOINT_EVENTS.completed.kind, `checkpoint ${inflight.id} complete: ${Object.keys(snapshots).length} snapshots, ${inflight.bytes} bytes, ${this.lastDuration} ms`, {
+      id: inflight.id,
+      bytes: inflight.bytes,
+      ms: this.lastDuration,
+    })
+    for (const peer of this.share.cluster.peers()) {
+      this.share.cluster.call(peer, CONTROL.complete, { id: inflight.id }).catch(() => undefined)
+    }
+    const waiters = this.waiters
+    this.waiters = []
+    for (const wake of waiters) wake(inflight.id)
+  }
+}
