@@ -2,17 +2,15 @@
 // The `lamina` command: `lamina peer …` runs one peer; `lamina run PROGRAM --peers N [-- args]`
 // starts a local cluster, runs the program on it with live progress, and prints a summary.
 
-import '../kmods/transport/polyfill.js'
+// The transport entry first: it loads the Promise.withResolvers polyfill before libp2p (Node 20).
+import '../kmods/transport/index.js'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface, type Interface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { register } from 'tsx/esm/api'
-import { startCluster } from '../services/jobs/launcher.js'
-import type { SubmittedJob } from '../services/jobs/peer.js'
-import { parsePeerCommand, runPeer } from '../services/jobs/peer-main.js'
-import { ProgressDisplay, totals } from '../services/jobs/progress.js'
+import { parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type SubmittedJob } from '../services/jobs/index.js'
 
 const RUN_USAGE = `usage: lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
   Starts N local peer processes (default 3), runs PROGRAM's default export on them, shows

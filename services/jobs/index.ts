@@ -5,4 +5,7 @@ export { startCluster, joinCluster, type Cluster, type ClusterMember, type Start
 export { Peer, type PeerOptions, type SubmitOptions, type SubmittedJob, type ClusterReport, type ClusterJobEvent, type Members } from './peer.js'
 export { roundRobinPlan, instanceKey, type Plan } from './placement.js'
 export { loadProgram, type LoadedProgram, type ProgramEnvironment, type ProgramFactory } from './program-module.js'
+export { applyPlan, shipPlan, type ShippedPlan } from './shipped-plan.js'
+export { parsePeerCommand, runPeer, type PeerCommand } from './peer-main.js'
+export { ProgressDisplay, totals, type OperatorTotals } from './progress.js'
 export * from '../../kmods/nursery/index.js'
