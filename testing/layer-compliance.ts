@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { instanceOfKey, kernel, wrapChannel, type Batch, type Channel, type Instance, type JobReport, type JobView, type Layer, type Operator, type StateSnapshot } from '../kernel/index.js'
+import { instanceOfKey, kernel, wrapChannel, type Batch, type Channel, type ChannelInfo, type Instance, type JobReport, type JobView, type Layer, type Operator, type StateSnapshot } from '../kernel/index.js'
 import { COMPLIANCE_MODULE, complianceProgram, expectedTotals, KEYS, type ComplianceOperator, type ComplianceOutput } from './compliance-program.js'
 import { FakeChannel, channelInfo } from './fake-channel.js'
 import { runOnTwoPeers, type PeerId } from './two-peers.js'
@@ -151,7 +151,7 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
           expect(first.witness.injected, 'markers the source took').toBeGreaterThan(0)
           for (const [key, { sent, taken }] of first.witness.channels()) expect(taken, `values and markers taken on ${key}`).toEqual(sent)
           // What the source sent before a marker is what the sink took before it (markers are aligned on the way).
-          const before = (from: (key: string) => boolean, id: string): number[] => {
+          const valuesBefore = (from: (key: string) => boolean, id: string): number[] => {
             const values: number[] = []
             for (const [key, { taken }] of first.witness.channels()) {
               if (!from(key)) continue
@@ -165,7 +165,7 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
           const arrived = [...new Set(atSink)]
           expect(arrived.length, 'markers that reached the sink').toBeGreaterThan(0)
           for (const id of arrived) {
-            expect(before((key) => key.includes('-> seen.in'), id), `numbers before ${id} at the sink`).toEqual(before((key) => key.startsWith('numbers.out'), id))
+            expect(valuesBefore((key) => key.includes('-> seen.in'), id), `numbers before ${id} at the sink`).toEqual(valuesBefore((key) => key.startsWith('numbers.out'), id))
           }
         })
 
@@ -205,7 +205,8 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
       if (hooked.length === 0) return test.skip(`${name} has no channel hook`)
       const fake = new FakeChannel({ loopback: true, credit: 3, info: channelInfo({ job: `compliance-${name}-fake`, from: 'relay', to: 'tally' }) })
       // The stack's channel hooks over the fake, innermost last, as the kernel composes them.
-      const wrapped = hooked.reduceRight<Channel>((inner, layer) => layer.channel!(inner, (c) => c), fake)
+      const wrapped = hooked.reduceRight<Channel>((inner, layer) => layer.channel!(inner, (c) => c) as Channel, fake)
+      expect(typeof wrapped.send === 'function' && typeof wrapped.take === 'function', 'the hook keeps both ends of an in-process channel').toBe(true)
       const sent: Batch[] = [{ values: [[0, 1]] }, { values: [], marker: { kind: COMPLIANCE_MARKER, id: 1 } }, { values: [[1, 2], [0, 3]] }]
       for (const batch of sent) wrapped.send(batch)
       expect(fake.sentValues()).toEqual([[0, 1], [1, 2], [0, 3]])
@@ -285,7 +286,7 @@ class Witness {
   layer(peer: string): Layer {
     let job: JobView | undefined
     let sourceBatches = 0
-    const entry = (channel: Channel): { sent: string[]; taken: string[] } => {
+    const entry = (channel: { readonly info: ChannelInfo }): { sent: string[]; taken: string[] } => {
       const key = `${channel.info.link.id} ${channel.info.from.instance}->${channel.info.to.instance}`
       let found = this.log.get(key)
       if (found === undefined) this.log.set(key, (found = { sent: [], taken: [] }))
@@ -301,21 +302,24 @@ class Witness {
         const inner = next(channel)
         const log = entry(channel)
         const fromSource = channel.info.from.operator === 'numbers'
+        // The end a hook is given sends, takes, or both (in-process): wrap what it does.
+        const sender = 'send' in inner ? inner : undefined
+        const receiver = 'take' in inner ? inner : undefined
         let ended = false
         return wrapChannel(inner, {
           send: (batch) => {
             log.sent.push(...items(batch))
-            inner.send(batch)
+            sender?.send(batch)
             if (fromSource && batch.marker === undefined && batch.values.length > 0 && ++sourceBatches % MARKER_EVERY === 0) {
               this.injected += job?.inject({ kind: COMPLIANCE_MARKER, id: ++this.markerId }) ?? 0
             }
           },
           end: () => {
             log.sent.push('end')
-            inner.end()
+            sender?.end()
           },
           take: () => {
-            const batch = inner.take()
+            const batch = receiver?.take()
             if (batch === 'end' && !ended) {
               ended = true
               log.taken.push('end')
