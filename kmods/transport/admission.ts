@@ -1,9 +1,8 @@
-// Admission: who may connect. A private-network key checked by a handshake, and an allowlist of peer ids checked right after the encrypted handshake.
+// Admission: who may connect, with libp2p's own mechanisms only (the private-network protector for the key, a connection gater for the allowlist) and one clear log line on each side of a refusal.
 
 import './polyfill.js'
-import type { ConnectionEncrypter, ConnectionGater, ConnectionProtector, MessageStream, MultiaddrConnection, PeerId, SecureConnectionOptions, SecuredConnection } from '@libp2p/interface'
+import type { ConnectionEncrypter, ConnectionGater, ConnectionProtector, MessageStream, MultiaddrConnection, PeerId, SecureConnectionOptions } from '@libp2p/interface'
 import { preSharedKey } from '@libp2p/pnet'
-import { byteStream } from '@libp2p/utils'
 import { AdmissionError } from './errors.js'
 import type { Logger } from './logger.js'
 import type { Psk } from './psk.js'
@@ -11,30 +10,231 @@ import type { Psk } from './psk.js'
 /** Who may connect: every peer that has the pre-shared key (`'open'`), or only the ids in the set. */
 export type Allowlist = () => ReadonlySet<string> | 'open'
 
-/** The message a wrong pre-shared key most likely means, given on both sides of the refused connection. */
-export const PSK_MISMATCH = 'pre-shared key mismatch or not a Lamina peer'
-
 /**
- * Bytes both sides send first through the private-network stream. With another key they decrypt
- * to noise, so a mismatch is found at once on both sides (pnet alone gives no such signal: the
- * next protocol times out or reads garbage).
+ * What a refusal before the encrypted handshake most likely means, given on both sides. A
+ * private network (pnet) exchanges nonces and then enciphers everything with the key, but never
+ * checks that both sides hold the same key: with another key, the next protocol (multistream-select)
+ * reads noise and fails or waits until a timeout. So no side can say more than "most likely".
  */
-const CHECK = new TextEncoder().encode('/lamina/admit/1\n')
-const ADMITTED = 0x01
-/** The largest write handed to the private-network cipher (see `protect`). */
+export const PSK_MISMATCH = 'pre-shared key mismatch (most likely another swarm key), or not a peer of this private network'
+
+/** The largest write handed to the private-network cipher (see `protector`). */
 const PNET_MAX_WRITE = 64 * 1024
-const REFUSED = 0x00
+
+/** Options of `createAdmission`. */
+export interface AdmissionInit {
+  /** This node's peer id (always admitted: libp2p refuses dials to self on its own). */
+  readonly self: string
+  readonly psk: Psk
+  /** Read at every connection, so it may change. */
+  readonly allowlist: Allowlist
+  readonly logger: Logger
+}
 
 /**
- * The admission failures of recent connection attempts, by remote address and peer id, so that a
- * failed dial can be reported with our error even where libp2p rewraps it.
+ * The parts of a libp2p node that admit peers, and what they learned. Nothing here adds a byte
+ * to libp2p's handshake: `protector` is @libp2p/pnet, `gater` a libp2p connection gater, and
+ * `encrypter` the given encrypter (noise) as is. Protector and encrypter only watch how far each
+ * connection got, so that a refusal can be reported with its most likely reason.
+ */
+export interface Admission {
+  /** libp2p's `connectionProtector`: @libp2p/pnet's private network with the key. */
+  readonly protector: () => ConnectionProtector
+  /**
+   * libp2p's `connectionGater`: refuses a peer id off the allowlist, in both directions, right after
+   * the encrypted handshake proved it (and before dialing, when the id is known), so that no
+   * protocol stream is ever read from it. Logs one line per refusal.
+   */
+  readonly gater: ConnectionGater
+  /**
+   * Wraps a connection encrypter (noise) to note when its handshake starts (the multistream-select
+   * exchange under the private-network cipher worked, so both sides hold the same key). It also
+   * negotiates the stream muxer with multistream-select rather than inside the noise handshake
+   * (both are standard; see the inlined-muxer-negotiation spec): that way a dialer refused by the
+   * other side's gater sees its dial fail, instead of a connection that opens and closes at once.
+   */
+  encrypter<C, E>(inner: (components: C) => ConnectionEncrypter<E>): (components: C) => ConnectionEncrypter<E>
+  /** Outbound refusals seen recently, to report a failed dial with its reason. */
+  readonly log: AdmissionLog
+  /** Stops reporting refusals (connections closed by a stopping node are not refusals). Idempotent. */
+  close(): void
+}
+
+/** How far an upgrading connection got. */
+type Stage =
+  /** Private-network nonces, then multistream-select of the encrypter under the cipher. */
+  | 'pnet'
+  /** The encrypted handshake (noise) began: both sides hold the same key. */
+  | 'secure'
+  /** The encrypted handshake proved the remote's id and this node admitted it. */
+  | 'admitted'
+  /** This node refused it (its gater logged why). */
+  | 'refused'
+  /** A usable connection: its later close is no refusal. */
+  | 'upgraded'
+
+interface Attempt {
+  readonly direction: 'inbound' | 'outbound'
+  readonly address: string
+  peer: string | undefined
+  stage: Stage
+}
+
+/**
+ * Creates the admission parts of one node: pass `protector`, `gater` and `encrypter(noise())` to
+ * `createLibp2p`.
+ */
+export function createAdmission(init: AdmissionInit): Admission {
+  const { self, logger } = init
+  const log = new AdmissionLog()
+  const attempts = new WeakMap<object, Attempt>()
+  let closed = false
+
+  const allowed = (peer: string): boolean => {
+    if (peer === self) return true
+    const list = init.allowlist()
+    return list === 'open' || list.has(peer)
+  }
+
+  const report = (error: AdmissionError): void => {
+    logger.warn(error.message)
+    log.record(error)
+  }
+
+  /** Starts watching a raw connection: its close before it is usable is a refusal by the other side. */
+  const watch = (connection: MessageStream): Attempt => {
+    const address = remoteAddress(connection)
+    const attempt: Attempt = { direction: connection.direction, address, peer: connection.direction === 'outbound' ? peerIn(address) : undefined, stage: 'pnet' }
+    attempts.set(connection, attempt)
+    connection.addEventListener(
+      'close',
+      (event) => {
+        if (closed || attempt.stage === 'upgraded' || attempt.stage === 'refused') return
+        const cause = (event as Event & { error?: Error }).error
+        if (cancelled(cause)) return
+        const refusal = refusedBy(attempt, cause)
+        if (refusal !== undefined) report(refusal)
+      },
+      { once: true },
+    )
+    return attempt
+  }
+
+  const refusedBy = (attempt: Attempt, cause: Error | undefined): AdmissionError | undefined => {
+    const { direction, address, peer } = attempt
+    const why = cause === undefined ? 'the other side closed it' : timedOut(cause) ? 'no answer before the timeout' : describe(cause)
+    switch (attempt.stage) {
+      case 'pnet':
+        return new AdmissionError(
+          'psk',
+          { peer, address, direction },
+          `${direction === 'outbound' ? `dial to ${address}` : `inbound connection from ${address}`} refused: ${PSK_MISMATCH} (no protocol could be negotiated under the private-network cipher: ${why})`,
+          { cause },
+        )
+      case 'secure':
+        // A dialer whose noise handshake failed with the right key has no admission problem (a
+        // wrong peer id at the address, say): its dial fails with that. A listener seeing the dialer
+        // leave mid-handshake was most likely refused by it.
+        if (direction === 'outbound') return undefined
+        return new AdmissionError(
+          'refused-by-remote',
+          { address, direction },
+          `inbound connection from ${address} closed during the encrypted handshake: most likely the dialer does not admit this peer (${self}): not on its allowlist, or it expected another peer id at this address (${why})`,
+          { cause },
+        )
+      case 'admitted':
+        return new AdmissionError(
+          'refused-by-remote',
+          { peer, address, direction },
+          `peer ${peer} at ${address} refused the connection right after the encrypted handshake: this peer (${self}) is most likely not on its allowlist (${why})`,
+          { cause },
+        )
+      default:
+        return undefined
+    }
+  }
+
+  const gate = (direction: 'inbound' | 'outbound', peerId: PeerId, connection: MultiaddrConnection): boolean => {
+    const peer = peerId.toString()
+    const attempt = attempts.get(connection)
+    if (attempt !== undefined) attempt.peer = peer
+    if (allowed(peer)) {
+      if (attempt !== undefined) attempt.stage = 'admitted'
+      return false
+    }
+    if (attempt !== undefined) attempt.stage = 'refused'
+    const address = connection.remoteAddr.toString()
+    report(new AdmissionError('not-allowed', { peer, address, direction }, `refused ${direction} connection ${direction === 'inbound' ? 'from' : 'to'} peer ${peer} at ${address}: not on this node's allowlist`))
+    return true
+  }
+
+  const upgraded = (connection: MultiaddrConnection): boolean => {
+    const attempt = attempts.get(connection)
+    if (attempt !== undefined) attempt.stage = 'upgraded'
+    return false
+  }
+
+  const pnet = preSharedKey({ psk: init.psk })()
+
+  return {
+    log,
+    protector: () => ({
+      async protect(connection: MessageStream, options?: { signal?: AbortSignal }): Promise<MessageStream> {
+        const attempt = watch(connection)
+        const boxed = await pnet.protect(connection, options)
+        // pnet hands each write to xsalsa20 1.2.0 whole, flattened into its WebAssembly memory. A write
+        // past its initial 640 KiB grows that memory, and a bug in its realloc (a stale view after
+        // another instance grew it) then grows it again on every later write, until
+        // "WebAssembly.Memory.grow(): Maximum memory size exceeded" kills the connection. Writes of at
+        // most 64 KiB never grow it, and the bytes on the wire are the same. (Seen with 8 MiB frames:
+        // yamux frames grow with its window.)
+        ;(boxed as MessageStream & { maxMessageSize?: number }).maxMessageSize = PNET_MAX_WRITE
+        attempts.set(boxed, attempt)
+        return boxed
+      },
+    }),
+    encrypter: (inner) => (components) => {
+      const encrypter = inner(components)
+      const started = (connection: MessageStream, options: SecureConnectionOptions | undefined): SecureConnectionOptions => {
+        const attempt = attempts.get(connection)
+        if (attempt !== undefined) attempt.stage = 'secure'
+        return { ...options, skipStreamMuxerNegotiation: true }
+      }
+      return {
+        protocol: encrypter.protocol,
+        secureInbound: (connection, options) => encrypter.secureInbound(connection, started(connection, options)),
+        secureOutbound: (connection, options) => encrypter.secureOutbound(connection, started(connection, options)),
+      }
+    },
+    gater: {
+      denyDialPeer: (peerId) => {
+        const peer = peerId.toString()
+        if (allowed(peer)) return false
+        report(new AdmissionError('not-allowed', { peer, direction: 'outbound' }, `refused to dial peer ${peer}: not on this node's allowlist`))
+        return true
+      },
+      denyInboundEncryptedConnection: (peerId, connection) => gate('inbound', peerId, connection),
+      denyOutboundEncryptedConnection: (peerId, connection) => gate('outbound', peerId, connection),
+      denyInboundUpgradedConnection: (_peerId, connection) => upgraded(connection),
+      denyOutboundUpgradedConnection: (_peerId, connection) => upgraded(connection),
+    },
+    close: () => {
+      closed = true
+    },
+  }
+}
+
+/**
+ * The outbound refusals of recent connection attempts, by remote address and peer id, so that a
+ * failed dial can be reported with our error where libp2p gives its own.
  */
 export class AdmissionLog {
   private readonly byAddress = new Map<string, { error: AdmissionError; time: number }>()
   private readonly byPeer = new Map<string, { error: AdmissionError; time: number }>()
 
-  /** Records a refusal. */
+  /** Records a refusal; only outbound ones are kept (they explain failed dials). */
   record(error: AdmissionError): void {
+    if (error.detail.direction !== 'outbound') return
     const entry = { error, time: Date.now() }
     if (error.detail.address !== undefined) remember(this.byAddress, withoutPeer(error.detail.address), entry)
     if (error.detail.peer !== undefined) remember(this.byPeer, error.detail.peer, entry)
@@ -49,196 +249,15 @@ export class AdmissionLog {
   }
 }
 
-/** Options of the admission protector. */
-export interface ProtectorInit {
-  readonly psk: Psk
-  readonly logger: Logger
-  readonly log: AdmissionLog
-  /** Milliseconds the private-network handshake may take. @default 5000 */
-  readonly timeoutMs?: number
-}
-
-/**
- * A connection protector: @libp2p/pnet's XSalsa20 private network, then a check that both sides
- * hold the same key. A mismatch throws AdmissionError (reason `psk`) on both sides before any
- * other byte is read, and each side logs one line.
- */
-export function admissionProtector(init: ProtectorInit): () => ConnectionProtector {
-  const timeoutMs = init.timeoutMs ?? 5000
-  const pnet = preSharedKey({ psk: init.psk, timeout: timeoutMs })()
-  return () => ({
-    async protect(connection: MessageStream, options?: { signal?: AbortSignal }): Promise<MessageStream> {
-      const address = remoteAddress(connection)
-      const direction = connection.direction
-      const signal = withTimeout(options?.signal, timeoutMs)
-      const refuse = (why: string, cause?: unknown): AdmissionError => {
-        const error = new AdmissionError(
-          'psk',
-          { address, direction },
-          `${direction === 'outbound' ? `dial to ${address}` : `inbound connection from ${address}`} refused: ${PSK_MISMATCH} (${why})`,
-          { cause },
-        )
-        init.logger.warn(error.message)
-        init.log.record(error)
-        connection.abort(error)
-        return error
-      }
-      let boxed: MessageStream
-      try {
-        boxed = await pnet.protect(connection, { signal })
-      } catch (error) {
-        throw refuse(`no private-network handshake: ${describe(error)}`, error)
-      }
-      // pnet hands each write to xsalsa20 1.2.0 whole, flattened into its WebAssembly memory. A write
-      // past its initial 640 KiB grows that memory, and a bug in its realloc (a stale view after
-      // another instance grew it) then grows it again on every later write, until
-      // "WebAssembly.Memory.grow(): Maximum memory size exceeded" kills the connection. Writes of at
-      // most 64 KiB never grow it. (Seen with 8 MiB frames: yamux frames grow with its window.)
-      ;(boxed as MessageStream & { maxMessageSize?: number }).maxMessageSize = PNET_MAX_WRITE
-      const bytes = byteStream(boxed)
-      let theirs: Uint8Array
-      try {
-        const [read] = await Promise.all([bytes.read({ bytes: CHECK.length, signal }), bytes.write(CHECK, { signal })])
-        theirs = read.subarray()
-      } catch (error) {
-        throw refuse(`the other side closed or went silent during the key check: ${describe(error)}`, error)
-      }
-      if (!equal(theirs, CHECK)) throw refuse('the key check did not decrypt')
-      return bytes.unwrap()
-    },
-  })
-}
-
-/** Options of the admission encrypter. */
-export interface EncrypterInit {
-  /** This node's peer id. */
-  readonly self: string
-  readonly allowlist: Allowlist
-  readonly logger: Logger
-  readonly log: AdmissionLog
-  /** Milliseconds the verdict exchange may take. @default 5000 */
-  readonly timeoutMs?: number
-}
-
-/**
- * Wraps a connection encrypter (noise): once the encrypted handshake has proven the remote's peer
- * id, each side sends the other its verdict (admitted or refused by its allowlist) and reads the
- * other's. A refusal throws AdmissionError on both sides before any protocol stream is opened,
- * and each side logs one line naming the peer: `not-allowed` on the refusing side,
- * `refused-by-remote` on the refused one.
- */
-export function admissionEncrypter<C, E>(inner: (components: C) => ConnectionEncrypter<E>, init: EncrypterInit): (components: C) => ConnectionEncrypter<E> {
-  const timeoutMs = init.timeoutMs ?? 5000
-  const allowed = allowedBy(init.self, init.allowlist)
-  return (components) => {
-    const encrypter = inner(components)
-    const verdict = async (secured: SecuredConnection<E>, raw: MessageStream, options: SecureConnectionOptions | undefined): Promise<SecuredConnection<E>> => {
-      const peer = secured.remotePeer.toString()
-      const address = remoteAddress(raw)
-      const direction = raw.direction
-      const ours = allowed(peer)
-      const bytes = byteStream(secured.connection)
-      const signal = withTimeout(options?.signal, timeoutMs)
-      let theirs: number
-      try {
-        const [read] = await Promise.all([bytes.read({ bytes: 1, signal }), bytes.write(Uint8Array.of(ours ? ADMITTED : REFUSED), { signal })])
-        theirs = read.get(0)
-      } catch (error) {
-        if (!ours) theirs = ADMITTED // the remote hung up on our refusal: report ours
-        else {
-          const failure = new AdmissionError(
-            'refused-by-remote',
-            { peer, address, direction },
-            `peer ${peer} at ${address} closed the connection during admission, most likely because this peer (${init.self}) is not on its allowlist: ${describe(error)}`,
-            { cause: error },
-          )
-          init.logger.warn(failure.message)
-          init.log.record(failure)
-          raw.abort(failure)
-          throw failure
-        }
-      }
-      if (!ours) {
-        const refusal = new AdmissionError('not-allowed', { peer, address, direction }, `refused ${direction} connection ${direction === 'inbound' ? 'from' : 'to'} peer ${peer} at ${address}: not on this node's allowlist`)
-        init.logger.warn(refusal.message)
-        init.log.record(refusal)
-        await closeSoon(secured.connection, raw, refusal)
-        throw refusal
-      }
-      if (theirs !== ADMITTED) {
-        const refused = new AdmissionError(
-          'refused-by-remote',
-          { peer, address, direction },
-          `peer ${peer} at ${address} refused the connection: this peer (${init.self}) is not on its allowlist`,
-        )
-        init.logger.warn(refused.message)
-        init.log.record(refused)
-        await closeSoon(secured.connection, raw, refused)
-        throw refused
-      }
-      return { ...secured, connection: bytes.unwrap() }
-    }
-    return {
-      protocol: encrypter.protocol,
-      async secureInbound(connection, options) {
-        return verdict(await encrypter.secureInbound(connection, options), connection, options)
-      },
-      async secureOutbound(connection, options) {
-        return verdict(await encrypter.secureOutbound(connection, options), connection, options)
-      },
-    }
-  }
-}
-
-/**
- * A connection gater: this node does not dial a peer id that is not on its allowlist (the
- * encrypter refuses the rest, in both directions, once ids are proven), and checks again after
- * the encrypted handshake in case the list changed meanwhile.
- */
-export function allowlistGater(self: string, allowlist: Allowlist, logger: Logger, log: AdmissionLog): ConnectionGater {
-  const allowed = allowedBy(self, allowlist)
-  const deny = (direction: 'inbound' | 'outbound', peerId: PeerId, connection: MultiaddrConnection | undefined): boolean => {
-    const peer = peerId.toString()
-    if (allowed(peer)) return false
-    const address = connection?.remoteAddr.toString()
-    const refusal = new AdmissionError(
-      'not-allowed',
-      { peer, address, direction },
-      connection === undefined ? `refused to dial peer ${peer}: not on this node's allowlist` : `refused ${direction} connection ${direction === 'inbound' ? 'from' : 'to'} peer ${peer} at ${address}: not on this node's allowlist`,
-    )
-    logger.warn(refusal.message)
-    log.record(refusal)
-    return true
-  }
-  return {
-    denyDialPeer: (peerId) => deny('outbound', peerId, undefined),
-    denyInboundEncryptedConnection: (peerId, connection) => deny('inbound', peerId, connection),
-    denyOutboundEncryptedConnection: (peerId, connection) => deny('outbound', peerId, connection),
-  }
-}
-
 /** A multiaddr's text without its `/p2p/<id>` part. */
 export function withoutPeer(address: string): string {
   const at = address.indexOf('/p2p/')
   return at === -1 ? address : address.slice(0, at)
 }
 
-function allowedBy(self: string, allowlist: Allowlist): (peer: string) => boolean {
-  return (peer) => {
-    if (peer === self) return true
-    const list = allowlist()
-    return list === 'open' || list.has(peer)
-  }
-}
-
-/** Lets the verdict byte reach the other side, then aborts the connection. */
-async function closeSoon(secured: MessageStream, raw: MessageStream, reason: Error): Promise<void> {
-  try {
-    await secured.close({ signal: AbortSignal.timeout(1000) })
-  } catch {
-    // closing is best effort: the abort below ends it either way
-  }
-  raw.abort(reason)
+function peerIn(address: string): string | undefined {
+  const at = address.lastIndexOf('/p2p/')
+  return at === -1 ? undefined : address.slice(at + 5).split('/')[0]
 }
 
 function remember<V>(map: Map<string, V>, key: string, value: V): void {
@@ -247,19 +266,19 @@ function remember<V>(map: Map<string, V>, key: string, value: V): void {
   if (map.size > 1024) map.delete(map.keys().next().value!)
 }
 
-function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
-  return signal === undefined ? AbortSignal.timeout(ms) : AbortSignal.any([signal, AbortSignal.timeout(ms)])
-}
-
 function remoteAddress(connection: MessageStream): string {
   const address = (connection as Partial<MultiaddrConnection>).remoteAddr
   return address === undefined ? 'an unknown address' : address.toString()
 }
 
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
+/** True when this side gave up on purpose (a cancelled dial): not a refusal. A timeout is one. */
+function cancelled(error: Error | undefined): boolean {
+  return error?.name === 'AbortError' && !timedOut(error)
+}
+
+/** libp2p's upgrade and dial timeouts end a connection with an AbortError caused by a TimeoutError. */
+function timedOut(error: Error): boolean {
+  return error.name === 'TimeoutError' || (error.name === 'AbortError' && (error.cause as Error | undefined)?.name === 'TimeoutError')
 }
 
 function describe(error: unknown): string {

@@ -4,14 +4,24 @@ import { LaminaError } from '../../kernel/errors.js'
 
 /** Why a peer was not admitted. */
 export type AdmissionReason =
-  /** The private-network handshake failed: the other side has another pre-shared key, or is not a Lamina peer. */
+  /**
+   * The connection closed before any protocol could be negotiated under the private-network
+   * cipher: the other side most likely holds another pre-shared key, or is not a peer of this
+   * private network (pnet itself cannot tell a mismatch apart).
+   */
   | 'psk'
-  /** This node refused the other peer: its id is not on this node's allowlist. */
+  /** This node refused the other peer (its connection gater): its id is not on this node's allowlist. */
   | 'not-allowed'
-  /** The other node closed the connection right after the encrypted handshake: this peer is most likely not on its allowlist. */
+  /**
+   * The other node closed the connection right after the encrypted handshake (or, seen by a
+   * listener, during it): this peer is most likely not on its allowlist.
+   */
   | 'refused-by-remote'
 
-/** Thrown when a connection is refused by admission: a pre-shared key mismatch, or a peer id not on an allowlist. */
+/**
+ * Thrown when a connection is refused by admission: a pre-shared key mismatch, or a peer id not on
+ * an allowlist. `reason` says which, as far as this side can tell.
+ */
 export class AdmissionError extends LaminaError {
   readonly code = 'ERR_ADMISSION'
   override readonly name = 'AdmissionError'

@@ -10,8 +10,8 @@ import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { AdmissionLog, admissionEncrypter, admissionProtector, allowlistGater, type Allowlist } from './admission.js'
-import { AdmissionError, DialError, NodeStartError } from './errors.js'
+import { createAdmission, type Admission, type Allowlist } from './admission.js'
+import { DialError, NodeStartError } from './errors.js'
 import { loadOrCreateIdentity } from './identity.js'
 import { stderrLogger, type Logger } from './logger.js'
 import { parsePsk, type Psk } from './psk.js'
@@ -85,7 +85,7 @@ export async function createPeerNode(options: PeerNodeOptions): Promise<PeerNode
   const identity = await loadOrCreateIdentity(options.workdir, { signal: options.signal })
   const logger = options.logger ?? stderrLogger(identity.peerId)
   const allowlist = options.allowlist ?? (() => 'open')
-  const log = new AdmissionLog()
+  const admission = createAdmission({ self: identity.peerId, psk, allowlist, logger })
   const listen = options.listen ?? ['/ip4/127.0.0.1/tcp/0']
   for (const address of listen) {
     try {
@@ -100,10 +100,10 @@ export async function createPeerNode(options: PeerNodeOptions): Promise<PeerNode
       privateKey: identity.privateKey,
       addresses: { listen: [...listen] },
       transports: [tcp()],
-      connectionEncrypters: [admissionEncrypter(noise(), { self: identity.peerId, allowlist, logger, log })],
+      connectionEncrypters: [admission.encrypter(noise())],
       streamMuxers: [yamux()],
-      connectionProtector: admissionProtector({ psk, logger, log }),
-      connectionGater: allowlistGater(identity.peerId, allowlist, logger, log),
+      connectionProtector: admission.protector,
+      connectionGater: admission.gater,
       // Its pings raced our own streams (LIBP2P-NOTES); membership detects failures instead.
       connectionMonitor: { enabled: false },
       services: { identify: identify(), ping: ping() },
@@ -111,7 +111,7 @@ export async function createPeerNode(options: PeerNodeOptions): Promise<PeerNode
   } catch (error) {
     throw new NodeStartError(options.workdir, error instanceof Error ? error.message : String(error), { cause: error })
   }
-  const node = new LaminaPeerNode(libp2p, identity.peerId, options.workdir, options.tags ?? {}, logger, log)
+  const node = new LaminaPeerNode(libp2p, identity.peerId, options.workdir, options.tags ?? {}, logger, admission)
   if (options.signal !== undefined) {
     if (options.signal.aborted) {
       await node.stop()
@@ -131,7 +131,7 @@ class LaminaPeerNode implements PeerNode {
     readonly workdir: string,
     readonly tags: Readonly<Record<string, string>>,
     readonly logger: Logger,
-    private readonly admissions: AdmissionLog,
+    private readonly admission: Admission,
   ) {}
 
   get stopped(): boolean {
@@ -163,6 +163,7 @@ class LaminaPeerNode implements PeerNode {
   }
 
   stop(): Promise<void> {
+    this.admission.close()
     this.stopping ??= Promise.resolve(this.libp2p.stop())
     return this.stopping
   }
@@ -171,7 +172,9 @@ class LaminaPeerNode implements PeerNode {
   private dialFailure(target: DialTarget, resolved: Multiaddr | PeerId, started: number, error: unknown, signal: AbortSignal | undefined): unknown {
     if (signal?.aborted === true) return signal.reason
     const text = targetText(target)
-    const admission = findAdmissionError(error) ?? this.admissions.since({ peer: peerOf(resolved), address: 'getComponents' in resolved ? resolved.toString() : undefined }, started)
+    // libp2p reports a refusal with its own errors (a gater's ConnectionInterceptedError, a closed
+    // stream): the admission log knows what most likely happened.
+    const admission = this.admission.log.since({ peer: peerOf(resolved), address: 'getComponents' in resolved ? resolved.toString() : undefined }, started)
     if (admission !== undefined) return admission
     return new DialError(text, error)
   }
@@ -189,15 +192,4 @@ function targetText(target: DialTarget): string {
 function peerOf(target: Multiaddr | PeerId): string | undefined {
   if ('getComponents' in target) return target.getComponents().findLast((c) => c.name === 'p2p')?.value
   return target.toString()
-}
-
-function findAdmissionError(error: unknown, depth = 0): AdmissionError | undefined {
-  if (depth > 6 || error === null || typeof error !== 'object') return undefined
-  if (error instanceof AdmissionError) return error
-  const nested = [(error as { cause?: unknown }).cause, ...(((error as { errors?: unknown }).errors as unknown[] | undefined) ?? [])]
-  for (const inner of nested) {
-    const found = findAdmissionError(inner, depth + 1)
-    if (found !== undefined) return found
-  }
-  return undefined
 }
