@@ -14,20 +14,8 @@ export class BenchUsageError extends Error {
   override readonly name = 'BenchUsageError'
 }
 
-/**
- * A seeded generator of floats in [0, 1): mulberry32, small and the same on every platform, so
- * every run (and every variant within a run) sees the same data.
- */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let z = state
-    z = Math.imul(z ^ (z >>> 15), z | 1)
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61)
-    return ((z ^ (z >>> 14)) >>> 0) / 0x100000000
-  }
-}
+/** The kernel's seeded generator of floats in [0, 1), so every run (and every variant within a run) sees the same data. */
+export { seededRandom } from '../kernel/index.js'
 
 /** The median of some samples (the mean of the middle two for an even count). */
 export function median(samples: readonly number[]): number {
