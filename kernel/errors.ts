@@ -18,7 +18,20 @@ export abstract class LaminaError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options)
   }
+
+  /**
+   * `error instanceof LaminaError` also holds for errors of the native core's binding
+   * (native/ts/errors.ts), which cannot import the kernel (the kernel imports it): they carry the
+   * {@link LAMINA_ERROR} brand and a string `code`. Subclasses keep the plain prototype check.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true
+    return this === LaminaError && value instanceof Error && (value as { [LAMINA_ERROR]?: unknown })[LAMINA_ERROR] === true && typeof (value as { code?: unknown }).code === 'string'
+  }
 }
+
+/** The brand a coded error outside the kernel carries to count as a LaminaError (a registered symbol: no import needed). */
+export const LAMINA_ERROR: unique symbol = Symbol.for('lamina.error') as never
 
 function portName(operator: string, port: string): string {
   return `${operator}.${port}`

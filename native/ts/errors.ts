@@ -1,12 +1,20 @@
 // Error classes of the native core and of its TypeScript reference: each with a stable `code`.
 
-import { LaminaError } from '../../kernel/errors.js'
+/** The LaminaError brand: the registered symbol the kernel's LaminaError recognizes (see LAMINA_ERROR in kernel/errors.ts). */
+const LAMINA_ERROR: unique symbol = Symbol.for('lamina.error') as never
 
 /**
- * Base class of every native-core error: a LaminaError (the kernel's error contract, a module that
- * imports nothing), so dead letters and job failures keep the native code. Branch on `code`.
+ * Base class of every native-core error. The native tier imports nothing of the kernel (the kernel
+ * imports it), so instead of extending the kernel's LaminaError it carries its brand, the
+ * registered symbol `lamina.error`: `error instanceof LaminaError` holds, and dead letters and job
+ * failures keep the native code. Branch on `code`.
  */
-export abstract class NativeCoreError extends LaminaError {}
+export abstract class NativeCoreError extends Error {
+  /** A stable, machine-readable identifier of the kind of failure. */
+  abstract readonly code: string
+  /** The LaminaError brand. */
+  readonly [LAMINA_ERROR] = true
+}
 
 /**
  * Thrown when the native addon is missing, does not load, or was built for another Node (its
