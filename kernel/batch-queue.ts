@@ -14,6 +14,11 @@ export class BatchQueue {
   /** Records in the queued batches. */
   records = 0
 
+  /** Batches queued (marker batches, which hold no records, included). */
+  get length(): number {
+    return this.batches.length - this.head
+  }
+
   push(batch: Batch): void {
     this.batches.push(batch)
     this.records += batch.values.length

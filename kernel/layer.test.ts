@@ -12,6 +12,7 @@ import {
   sink,
   source,
   t,
+  isChannelSender,
   wrapChannel,
   wrapInstance,
   type Layer,
@@ -25,6 +26,8 @@ function linkCounter(): { layer: Layer; counts: Map<string, number> } {
     name: 'link-counter',
     channel: (channel, next) => {
       const inner = next(channel)
+      // Counted where records are sent (the receiving end of the same link sees them again).
+      if (!isChannelSender(inner)) return inner
       return wrapChannel(inner, {
         send: (batch) => {
           counts.set(inner.info.link.id, (counts.get(inner.info.link.id) ?? 0) + batch.values.length)

@@ -1,7 +1,8 @@
 // Layer stacks: ordering layers by their constraints, and composing their hooks around the kernel's own.
 
-import type { Capability, Channel, Instance, InstanceSpec, Layer, LayerEventKind, PlanContext, Program, Provided, Savepoints } from './contracts.js'
+import type { Capability, Channel, ChannelEnd, ChannelInfo, ChannelReceiver, ChannelSender, Instance, InstanceSpec, Layer, LayerEventKind, PlanContext, Program, Provided, Savepoints } from './contracts.js'
 import { InvalidOptionError, LayerStackError } from './errors.js'
+import { isChannelReceiver, isChannelSender } from './runtime/channel.js'
 
 /**
  * A capability token: a name, typed by the API its provider exposes. The layer that owns a
@@ -149,39 +150,60 @@ export function instanceThrough(layers: readonly Layer[], spec: InstanceSpec, ba
   return step(0, spec)
 }
 
-/** Wraps a channel through every layer's channel hook (the innermost is the kernel's own). */
-export function channelThrough(layers: readonly Layer[], channel: Channel): Channel {
-  const step = (i: number, current: Channel): Channel => {
+/**
+ * Wraps one end of a channel through every layer's channel hook (the innermost is the kernel's
+ * own). A hook must hand back an end that still does what the one it got did (sends, takes, or
+ * both): else LayerStackError naming the layer.
+ */
+export function channelThrough<C extends ChannelEnd>(layers: readonly Layer[], channel: C): C {
+  const sends = isChannelSender(channel)
+  const takes = isChannelReceiver(channel)
+  const step = (i: number, current: ChannelEnd): ChannelEnd => {
     for (let j = i; j < layers.length; j++) {
-      const hook = layers[j]!.channel
-      if (hook !== undefined) return hook.call(layers[j], current, (c) => step(j + 1, c))
+      const layer = layers[j]!
+      const hook = layer.channel
+      if (hook === undefined) continue
+      const wrapped = hook.call(layer, current, (c) => step(j + 1, c))
+      if ((sends && !isChannelSender(wrapped)) || (takes && !isChannelReceiver(wrapped))) {
+        throw new LayerStackError(`layer "${layer.name}": its channel hook turned the ${sends ? 'sending' : 'receiving'} end of ${channel.info.link.id} into one that cannot ${sends ? 'send' : 'take'}`, { layers: [layer.name] })
+      }
+      return wrapped
     }
     return current
   }
-  return step(0, channel)
+  return step(0, channel) as C
 }
 
+/** The methods of a channel end that `wrapChannel` can replace. */
+export type ChannelOverrides = Partial<Pick<ChannelSender, 'send' | 'ready' | 'whenReady' | 'end'> & Pick<ChannelReceiver, 'take' | 'onReadable'>>
+
 /**
- * A channel that forwards everything to `inner`, with some methods replaced: the easy way for a
- * layer to wrap a channel.
+ * A channel end that forwards everything to `inner`, with some methods replaced: the easy way for
+ * a layer to wrap a channel. The result has the ends `inner` has (sending, receiving or both);
+ * overrides of methods `inner` lacks are left out.
  *
  * ```ts
- * channel: (ch, next) => { const inner = next(ch); return wrapChannel(inner, { send: (b) => { seen += b.values.length; inner.send(b) } }) }
+ * channel: (ch, next) => { const inner = next(ch); return isChannelSender(inner) ? wrapChannel(inner, { send: (b) => { seen += b.values.length; inner.send(b) } }) : inner }
  * ```
  */
-export function wrapChannel(inner: Channel, overrides: Partial<Omit<Channel, 'info' | 'queued'>>): Channel {
-  return {
+export function wrapChannel<C extends ChannelEnd>(inner: C, overrides: ChannelOverrides): C {
+  const wrapped: { -readonly [K in keyof Channel]?: Channel[K] } & { info: ChannelInfo } = {
     info: inner.info,
     get queued() {
       return inner.queued
     },
-    send: overrides.send ?? ((batch) => inner.send(batch)),
-    ready: overrides.ready ?? (() => inner.ready()),
-    whenReady: overrides.whenReady ?? ((signal) => inner.whenReady(signal)),
-    end: overrides.end ?? (() => inner.end()),
-    take: overrides.take ?? (() => inner.take()),
-    onReadable: overrides.onReadable ?? ((fn) => inner.onReadable(fn)),
   }
+  if (isChannelSender(inner)) {
+    wrapped.send = overrides.send ?? ((batch) => inner.send(batch))
+    wrapped.ready = overrides.ready ?? (() => inner.ready())
+    wrapped.whenReady = overrides.whenReady ?? ((signal) => inner.whenReady(signal))
+    wrapped.end = overrides.end ?? (() => inner.end())
+  }
+  if (isChannelReceiver(inner)) {
+    wrapped.take = overrides.take ?? (() => inner.take())
+    wrapped.onReadable = overrides.onReadable ?? ((fn) => inner.onReadable(fn))
+  }
+  return wrapped as unknown as C
 }
 
 /** An instance that forwards everything to `inner`, with some methods replaced. */

@@ -1,6 +1,6 @@
-// The in-memory channel: a bounded queue of batches with credit counted in records.
+// The in-memory channel: a bounded queue of batches with credit counted in records; telling a channel's ends apart.
 
-import type { Batch, Channel, ChannelInfo } from '../contracts.js'
+import type { Batch, Channel, ChannelEnd, ChannelInfo, ChannelReceiver, ChannelSender } from '../contracts.js'
 import { BatchQueue } from '../batch-queue.js'
 import { JobAbortedError } from '../errors.js'
 
@@ -78,5 +78,47 @@ export class LocalChannel implements Channel {
 
   onReadable(fn: () => void): void {
     this.readable = fn
+  }
+}
+
+/**
+ * True when `end` can send (the sending end of a channel, or an in-memory channel).
+ *
+ * ```ts
+ * channel: (ch, next) => { const inner = next(ch); return isChannelSender(inner) ? wrapChannel(inner, { send: (b) => { seen += b.values.length; inner.send(b) } }) : inner }
+ * ```
+ */
+export function isChannelSender(end: ChannelEnd): end is ChannelSender {
+  return typeof (end as Partial<ChannelSender>).send === 'function'
+}
+
+/** True when `end` can be taken from (the receiving end of a channel, or an in-memory channel). */
+export function isChannelReceiver(end: ChannelEnd): end is ChannelReceiver {
+  return typeof (end as Partial<ChannelReceiver>).take === 'function'
+}
+
+/** The sending end of an in-memory channel alone: what layers' channel hooks wrap on the producer's side. */
+export function senderOf(channel: Channel): ChannelSender {
+  return {
+    info: channel.info,
+    get queued() {
+      return channel.queued
+    },
+    send: (batch) => channel.send(batch),
+    ready: () => channel.ready(),
+    whenReady: (signal) => channel.whenReady(signal),
+    end: () => channel.end(),
+  }
+}
+
+/** The receiving end of an in-memory channel alone: what layers' channel hooks wrap on the consumer's side. */
+export function receiverOf(channel: Channel): ChannelReceiver {
+  return {
+    info: channel.info,
+    get queued() {
+      return channel.queued
+    },
+    take: () => channel.take(),
+    onReadable: (fn) => channel.onReadable(fn),
   }
 }

@@ -3,7 +3,8 @@
 
 import type {
   Batch,
-  Channel,
+  ChannelReceiver,
+  ChannelSender,
   Header,
   Marker,
   Instance,
@@ -44,7 +45,7 @@ export interface DriverJob {
 /** One input channel of a driver; auxiliary channels (from spawned children) do not hold the port open. */
 export interface InboxEntry {
   readonly port: string
-  readonly channel: Channel
+  readonly channel: ChannelReceiver
   readonly auxiliary: boolean
 }
 
@@ -260,7 +261,7 @@ export class Driver implements AtomServices {
     const outputs = this.outputs
     if (outputs.pending === 0) return undefined
     outputs.pending = 0
-    const full: Channel[] = []
+    const full: ChannelSender[] = []
     for (const [port, buffer] of outputs.ports) {
       const values = buffer.values
       if (values.length === 0) continue

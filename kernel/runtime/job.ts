@@ -3,8 +3,9 @@
 import { Subject, type Observable } from 'rxjs'
 import type {
   Attempt,
-  Channel,
   ChannelInfo,
+  ChannelReceiver,
+  ChannelSender,
   ChannelStats,
   ControlHandler,
   ControlRegistry,
@@ -41,7 +42,7 @@ import { fuseChains } from '../fusion.js'
 import { channelThrough, instanceThrough, planThrough, wrapChannel } from '../layer.js'
 import { isKeyed, parallelismOf } from '../operator.js'
 import { AtomInstance } from './atom.js'
-import { LocalChannel } from './channel.js'
+import { LocalChannel, receiverOf, senderOf } from './channel.js'
 import { Driver, type DriverJob } from './driver.js'
 import { Outlet, type Route, type RouteKind } from './outlet.js'
 import { StreamInstance } from './stream.js'
@@ -70,7 +71,7 @@ export class RunningJob implements Job, DriverJob {
   /** Drivers of this peer's source instances (operators without inputs): where markers are injected. */
   private readonly sources: Driver[] = []
   private readonly channels: { link: string; base: LocalChannel }[] = []
-  private readonly remotes: { link: string; info: ChannelInfo; peer: string; records: number; maxQueued: number; channel: Channel }[] = []
+  private readonly remotes: { link: string; info: ChannelInfo; peer: string; records: number; maxQueued: number; channel: { readonly queued: number } }[] = []
   private readonly started = Date.now()
   private readonly batchSize: number
   /** `{ peer }` for instances of a deployed job, else nothing. */
@@ -209,19 +210,19 @@ export class RunningJob implements Job, DriverJob {
       if (parent.operator.inputs[parentPort] === undefined) throw new InvalidOptionError(`spawn ${operator.name}`, `outputs.${childPort}`, `names ${parentPort}, not an input port of ${parent.info.operator}`)
       const link: Link = { from: { operator: info.operator, port: childPort }, to: { operator: parent.info.operator, port: parentPort }, partitioning: undefined, capacity: undefined, id: `${info.operator}.${childPort} -> ${parent.info.operator}.${parentPort}` }
       const channel = this.makeChannel(link, info.instance, parent.info.instance)
-      parent.addInput({ port: parentPort, channel, auxiliary: true })
+      parent.addInput({ port: parentPort, channel: channel.receiver, auxiliary: true })
       if (this.validation !== 'none' && operator.outputs[childPort]!.codec !== parent.operator.inputs[parentPort]!.codec) parent.checkedPorts.add(parentPort)
-      outlets.set(childPort, this.makeOutlet(childPort, [{ link, kind: 'direct', channels: [channel] }], 0))
+      outlets.set(childPort, this.makeOutlet(childPort, [{ link, kind: 'direct', channels: [channel.sender] }], 0))
     }
     // A child's inputs come from its parent's handlers (typed by the child's own codecs): checked
     // only under 'always'. What it emits into the parent is checked like any link whose codecs differ.
     const child = new Driver(info, operator, outlets, this, this.validation === 'always' ? new Set(Object.keys(operator.inputs)) : new Set())
-    const inputs = new Map<string, Channel>()
+    const inputs = new Map<string, ChannelSender>()
     for (const port of Object.keys(operator.inputs)) {
       const link: Link = { from: { operator: parent.info.operator, port: `spawn:${port}` }, to: { operator: info.operator, port }, partitioning: undefined, capacity: undefined, id: `${parent.info.operator} -> ${info.operator}.${port}` }
       const channel = this.makeChannel(link, parent.info.instance, info.instance)
-      inputs.set(port, channel)
-      child.addInput({ port, channel, auxiliary: false })
+      inputs.set(port, channel.sender)
+      child.addInput({ port, channel: channel.receiver, auxiliary: false })
     }
     child.instance = instanceThrough(this.layers, { info, operator, outputs: child.outputs }, (s) => baseInstance(s, child))
     this.drivers.push(child)
@@ -333,12 +334,12 @@ export class RunningJob implements Job, DriverJob {
     return deployment === undefined || deployment.peerOf(operator, instance) === deployment.self
   }
 
-  /** One end of a channel whose other end is on another peer, wrapped by the layers like any channel. */
-  private makeRemoteChannel(link: Link, from: number, to: number, side: 'sender' | 'receiver', codec: Operator['inputs'][string]['codec']): Channel {
+  /** The sending end of a channel whose receiving end is on another peer, wrapped by the layers like any channel. */
+  private makeRemoteSender(link: Link, from: number, to: number, codec: Operator['inputs'][string]['codec']): ChannelSender {
     const deployment = this.options.deployment!
-    const info = { job: this.id, link, from: { operator: link.from.operator, port: link.from.port, instance: from }, to: { operator: link.to.operator, port: link.to.port, instance: to } }
-    const peer = side === 'sender' ? deployment.peerOf(link.to.operator, to) : deployment.peerOf(link.from.operator, from)
-    const inner = deployment.connect({ side, info, peer, capacity: link.capacity ?? this.capacity, codec, deadLetter: (where, error, value) => this.deadLetter(where, error, value) })
+    const info = this.channelInfo(link, from, to)
+    const peer = deployment.peerOf(link.to.operator, to)
+    const inner = deployment.connect({ side: 'sender', info, peer, capacity: link.capacity ?? this.capacity, codec, deadLetter: (where, error, value) => this.deadLetter(where, error, value) })
     const counted = { link: link.id, info, peer, records: 0, maxQueued: 0, channel: inner }
     this.remotes.push(counted)
     const channel = wrapChannel(inner, {
@@ -347,7 +348,21 @@ export class RunningJob implements Job, DriverJob {
         inner.send(batch)
         if (inner.queued > counted.maxQueued) counted.maxQueued = inner.queued
       },
+    })
+    return channelThrough(this.layers, channel)
+  }
+
+  /** The receiving end of a channel whose sending end is on another peer, wrapped by the layers like any channel. */
+  private makeRemoteReceiver(link: Link, from: number, to: number, codec: Operator['inputs'][string]['codec']): ChannelReceiver {
+    const deployment = this.options.deployment!
+    const info = this.channelInfo(link, from, to)
+    const peer = deployment.peerOf(link.from.operator, from)
+    const inner = deployment.connect({ side: 'receiver', info, peer, capacity: link.capacity ?? this.capacity, codec, deadLetter: (where, error, value) => this.deadLetter(where, error, value) })
+    const counted = { link: link.id, info, peer, records: 0, maxQueued: 0, channel: inner }
+    this.remotes.push(counted)
+    const channel = wrapChannel(inner, {
       take: () => {
+        if (inner.queued > counted.maxQueued) counted.maxQueued = inner.queued
         const batch = inner.take()
         if (typeof batch === 'object') counted.records += batch.values.length
         return batch
@@ -356,13 +371,17 @@ export class RunningJob implements Job, DriverJob {
     return channelThrough(this.layers, channel)
   }
 
-  private makeChannel(link: Link, from: number, to: number): Channel {
-    const base = new LocalChannel(
-      { job: this.id, link, from: { operator: link.from.operator, port: link.from.port, instance: from }, to: { operator: link.to.operator, port: link.to.port, instance: to } },
-      link.capacity ?? this.capacity,
-    )
+  /** An in-memory channel: its two ends, each wrapped by the layers' channel hooks. */
+  private makeChannel(link: Link, from: number, to: number): { sender: ChannelSender; receiver: ChannelReceiver } {
+    const base = new LocalChannel(this.channelInfo(link, from, to), link.capacity ?? this.capacity)
     this.channels.push({ link: link.id, base })
-    return channelThrough(this.layers, base)
+    // Without channel hooks the channel is both ends itself (no forwarding on the hot path).
+    if (!this.layers.some((layer) => layer.channel !== undefined)) return { sender: base, receiver: base }
+    return { sender: channelThrough(this.layers, senderOf(base)), receiver: channelThrough(this.layers, receiverOf(base)) }
+  }
+
+  private channelInfo(link: Link, from: number, to: number): ChannelInfo {
+    return { job: this.id, link, from: { operator: link.from.operator, port: link.from.port, instance: from }, to: { operator: link.to.operator, port: link.to.port, instance: to } }
   }
 
   private makeOutlet(port: string, routes: Route[], producer: number): Outlet {
@@ -374,7 +393,7 @@ export class RunningJob implements Job, DriverJob {
 
   private materialize(program: Program): void {
     const routes = new Map<string, Route[]>() // `${operator}#${instance}.${port}` -> routes
-    const inputs = new Map<string, { port: string; channel: Channel }[]>() // `${operator}#${instance}`
+    const inputs = new Map<string, { port: string; channel: ChannelReceiver }[]>() // `${operator}#${instance}`
     const byName = new Map(program.operators.map((o) => [o.name, o]))
     const checked = new Map<string, string[]>() // operator -> input ports to check
     for (const link of program.links) {
@@ -391,16 +410,17 @@ export class RunningJob implements Job, DriverJob {
       for (let p = 0; p < np; p++) {
         const targets = kind === 'direct' ? [np === nc ? p : 0] : Array.from({ length: nc }, (_, c) => c)
         const producerHere = this.isHere(producer.name, p)
-        const channels: Channel[] = []
+        const channels: ChannelSender[] = []
         for (const c of targets) {
           const consumerHere = this.isHere(consumer.name, c)
           if (!producerHere && !consumerHere) continue
-          const channel = producerHere && consumerHere ? this.makeChannel(link, p, c) : this.makeRemoteChannel(link, p, c, producerHere ? 'sender' : 'receiver', consumer.inputs[link.to.port]!.codec)
-          if (consumerHere) {
+          const codec = consumer.inputs[link.to.port]!.codec
+          const ends: { sender?: ChannelSender; receiver?: ChannelReceiver } = producerHere && consumerHere ? this.makeChannel(link, p, c) : producerHere ? { sender: this.makeRemoteSender(link, p, c, codec) } : { receiver: this.makeRemoteReceiver(link, p, c, codec) }
+          if (ends.receiver !== undefined) {
             const id = `${consumer.name}#${c}`
-            inputs.set(id, [...(inputs.get(id) ?? []), { port: link.to.port, channel }])
+            inputs.set(id, [...(inputs.get(id) ?? []), { port: link.to.port, channel: ends.receiver }])
           }
-          channels.push(channel)
+          if (ends.sender !== undefined) channels.push(ends.sender)
         }
         if (!producerHere) continue
         const id = `${producer.name}#${p}.${link.from.port}`

@@ -1,6 +1,6 @@
 // Routing of one output port's batches over its links, by each link's partitioning.
 
-import type { Batch, Channel, Header, Key, Link } from '../contracts.js'
+import type { Batch, ChannelSender, Header, Key, Link } from '../contracts.js'
 import { instanceOfKey } from '../hash.js'
 
 /** How one link spreads batches over the receiving instances' channels. */
@@ -10,7 +10,7 @@ export type RouteKind = 'direct' | 'rebalance' | 'hash' | 'broadcast' | 'round-r
 export interface Route {
   readonly link: Link
   readonly kind: RouteKind
-  readonly channels: readonly Channel[]
+  readonly channels: readonly ChannelSender[]
   readonly key?: (value: unknown) => Key
 }
 
@@ -40,7 +40,7 @@ export class Outlet {
   }
 
   /** Sends a batch; returns the channels that have no credit left (the caller waits on them). */
-  send(batch: Batch, full: Channel[]): void {
+  send(batch: Batch, full: ChannelSender[]): void {
     for (const route of this.routes) {
       switch (route.kind) {
         case 'direct':
@@ -60,7 +60,7 @@ export class Outlet {
     }
   }
 
-  private split(route: Route, batch: Batch, full: Channel[]): void {
+  private split(route: Route, batch: Batch, full: ChannelSender[]): void {
     const n = route.channels.length
     const values: unknown[][] = Array.from({ length: n }, () => [])
     const headers = batch.headers
@@ -88,7 +88,7 @@ export class Outlet {
     }
   }
 
-  private deliver(channel: Channel, batch: Batch, full: Channel[]): void {
+  private deliver(channel: ChannelSender, batch: Batch, full: ChannelSender[]): void {
     channel.send(batch)
     if (!channel.ready()) full.push(channel)
   }

@@ -89,27 +89,6 @@ export class LinkProtocolError extends LaminaError {
   }
 }
 
-/**
- * Thrown on both halves of a remote channel when the other side goes away before the channel
- * ended cleanly: the connection closed, the stream was reset, the peer was killed or reported an error.
- */
-export class LinkBrokenError extends LaminaError {
-  readonly code = 'ERR_LINK_BROKEN'
-  override readonly name = 'LinkBrokenError'
-  constructor(readonly link: string, readonly peer: string, reason: string, options?: { cause?: unknown }) {
-    super(`link ${link} with peer ${peer} is broken: ${reason}`, options)
-  }
-}
-
-/** Thrown when a half of a remote channel is used for the other half's job (e.g. `send` on the receiving half). */
-export class ChannelSideError extends LaminaError {
-  readonly code = 'ERR_CHANNEL_SIDE'
-  override readonly name = 'ChannelSideError'
-  constructor(readonly link: string, readonly side: 'sender' | 'receiver', operation: string) {
-    super(`link ${link}: ${operation} is not available on the ${side} half of a remote channel`)
-  }
-}
-
 /** Thrown when a receiving half is registered twice for the same channel (job, link, from, to). */
 export class DuplicateChannelError extends LaminaError {
   readonly code = 'ERR_CHANNEL_DUPLICATE'
@@ -128,46 +107,11 @@ export class UnknownChannelError extends LaminaError {
   }
 }
 
-/** An error reported by the other side of a link in an ERROR frame (its `code` and message, as received). */
-export class RemoteLinkError extends LaminaError {
-  readonly code = 'ERR_LINK_REMOTE'
-  override readonly name = 'RemoteLinkError'
-  constructor(readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
-    super(`peer ${peer} reported ${remoteCode}: ${remoteMessage}`)
-  }
-}
-
-/** A request answered with a failure on the consumer's peer (its handler threw, or the value was refused there). */
-export class RemoteRequestError extends LaminaError {
-  readonly code = 'ERR_REMOTE_REQUEST'
-  override readonly name = 'RemoteRequestError'
-  constructor(readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
-    super(`peer ${peer} answered the request with ${remoteCode}: ${remoteMessage}`)
-  }
-}
-
 function describe(cause: unknown): string {
   if (cause instanceof Error) return cause.message === '' ? cause.name : cause.message
   return String(cause)
 }
 
-/** Reported (as a dead letter at the producer's peer) when a value cannot be put in a frame: a BigInt, a cycle, or a value past the frame size limit. */
-export class UnencodableValueError extends LaminaError {
-  readonly code = 'ERR_UNENCODABLE'
-  override readonly name = 'UnencodableValueError'
-  constructor(readonly link: string, readonly peer: string, reason: string, options?: { cause?: unknown }) {
-    super(`link ${link} to peer ${peer}: a value cannot be sent: ${reason}`, options)
-  }
-}
-
-/** Thrown when a producer sends on a remote channel it has already ended. */
-export class ChannelEndedError extends LaminaError {
-  readonly code = 'ERR_CHANNEL_ENDED'
-  override readonly name = 'ChannelEndedError'
-  constructor(readonly link: string) {
-    super(`link ${link}: send after end()`)
-  }
-}
-
-/** The ERROR frame code a peer sends when it closes a channel because its job was aborted on purpose. */
-export const ABORTED = 'ERR_JOB_ABORTED'
+// Moved to the kernel's remote-channel adapter (kernel/remote/errors.ts) with the value encoding;
+// re-exported here, where `lamina/transport` users found them.
+export { ABORTED, ChannelEndedError, LinkBrokenError, RemoteLinkError, RemoteRequestError, UnencodableValueError } from '../../kernel/index.js'

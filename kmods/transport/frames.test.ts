@@ -1,15 +1,15 @@
-// Tests of the channel protocol's frames: round trips, strictness, and fuzzing the decoder with random and truncated bytes.
+// Tests of the channel protocol's frames: round trips, payloads kept as bytes, strictness, and fuzzing the decoder with random and truncated bytes.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { FrameError } from './errors.js'
-import { decodeFrames, encodeCredit, encodeData, encodeDataLenient, encodeEnd, encodeError, encodeMarker, encodeOpen, encodeReply, FrameDecoder, FrameKind, type Frame } from './frames.js'
+import { DATA_HEADROOM, dataFrameInPlace, decodeFrames, encodeCredit, encodeData, encodeEnd, encodeError, encodeMarker, encodeOpen, encodeReply, FrameDecoder, FrameKind, type Frame } from './frames.js'
 
 function encode(frame: Frame): Uint8Array {
   switch (frame.kind) {
     case 'open':
       return encodeOpen(frame)
     case 'data':
-      return encodeData(frame.values, frame.headers, frame.requests)
+      return encodeData(frame.payload, frame.records)
     case 'credit':
       return encodeCredit(frame.records)
     case 'end':
@@ -17,46 +17,29 @@ function encode(frame: Frame): Uint8Array {
     case 'error':
       return encodeError(frame.code, frame.message)
     case 'marker':
-      return encodeMarker(frame.marker)
+      return encodeMarker(frame.payload)
     case 'reply':
-      return encodeReply(frame)
+      return encodeReply(frame.payload)
   }
 }
 
 const instance = fc.integer({ min: 0, max: 0x7fffffff })
 const text = fc.string({ unit: 'grapheme', maxLength: 30 })
-const headers = (count: number) => fc.option(fc.array(fc.option(fc.record({ fields: fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 })) }), { nil: undefined }), { minLength: count, maxLength: count }), { nil: undefined })
-const valuesArb = fc.oneof(
-  fc.array(fc.string({ unit: 'binary', maxLength: 200 }), { minLength: 1, maxLength: 50 }),
-  fc.array(fc.double(), { minLength: 1, maxLength: 50 }),
-  fc.array(fc.uint8Array({ maxLength: 40 }), { minLength: 1, maxLength: 20 }),
-  fc.array(fc.jsonValue({ maxDepth: 3 }), { minLength: 1, maxLength: 20 }),
-)
-const requestsArb = (count: number) => fc.option(fc.array(fc.option(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }), { minLength: count, maxLength: count }).filter((r) => r.some((id) => id !== undefined)), { nil: undefined })
-const dataArb = valuesArb.chain((values) =>
-  fc.tuple(headers(values.length), requestsArb(values.length)).map(([h, r]) => ({ kind: 'data' as const, values, ...(h === undefined ? {} : { headers: h }), ...(r === undefined ? {} : { requests: r }) })),
-)
+const records = fc.integer({ min: 1, max: 0x7fffffff })
+const dataArb = fc.uint8Array({ minLength: 1, maxLength: 300 }).chain((payload) => fc.integer({ min: 1, max: payload.byteLength }).map((n) => ({ kind: 'data' as const, records: n, payload })))
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ kind: fc.constant('open' as const), job: text, link: text, from: instance, to: instance }),
   dataArb,
-  fc.record({ kind: fc.constant('credit' as const), records: fc.integer({ min: 1, max: 0x7fffffff }) }),
+  fc.record({ kind: fc.constant('credit' as const), records }),
   fc.constant({ kind: 'end' as const }),
   fc.record({ kind: fc.constant('error' as const), code: text, message: text }),
-  fc.record({ kind: fc.constant('marker' as const), marker: fc.record({ kind: text, id: fc.maxSafeNat() }) }),
-  fc.record({ kind: fc.constant('marker' as const), marker: fc.record({ kind: text, id: fc.nat(), data: fc.jsonValue({ maxDepth: 2 }).filter((d) => d !== null) }) }),
-  fc.record({ kind: fc.constant('reply' as const), request: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), ok: fc.constant(true as const), value: fc.jsonValue({ maxDepth: 2 }) }),
-  fc.record({ kind: fc.constant('reply' as const), request: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), ok: fc.constant(false as const), code: text, message: text }),
+  fc.record({ kind: fc.constant('marker' as const), payload: fc.uint8Array({ maxLength: 60 }) }),
+  fc.record({ kind: fc.constant('reply' as const), payload: fc.uint8Array({ maxLength: 60 }) }),
 )
 
-/** What a frame looks like after a round trip: JSON drops undefined header slots' absence, -0 in JSON, etc. */
+/** A frame as plain data: payloads as arrays of bytes (decoded payloads are views, sent ones may be copies). */
 function normalize(frame: Frame): unknown {
-  if (frame.kind === 'marker' || frame.kind === 'reply') return JSON.parse(JSON.stringify(frame))
-  if (frame.kind !== 'data') return frame
-  const values = frame.values.map((v) => (v instanceof Uint8Array ? Array.from(v) : v))
-  const jsonish = !frame.values.every((v) => typeof v === 'string') && !frame.values.every((v) => typeof v === 'number') && !frame.values.every((v) => v instanceof Uint8Array)
-  // Headers without fields carry nothing: absent and all-empty are the same.
-  const headers = frame.headers?.every((h) => h?.fields === undefined) ? undefined : frame.headers?.map((h) => (h?.fields === undefined ? undefined : { fields: JSON.parse(JSON.stringify(h.fields)) }))
-  return { values: jsonish ? JSON.parse(JSON.stringify(values)) : values, headers, requests: frame.requests }
+  return 'payload' in frame ? { ...frame, payload: Array.from(frame.payload) } : frame
 }
 
 /** True when `frame` is a well-typed frame (what the decoder promises besides FrameError). */
@@ -66,12 +49,7 @@ function isValidFrame(frame: Frame): boolean {
     case 'open':
       return typeof frame.job === 'string' && typeof frame.link === 'string' && isInstance(frame.from) && isInstance(frame.to)
     case 'data':
-      return (
-        Array.isArray(frame.values) &&
-        frame.values.length > 0 &&
-        (frame.headers === undefined || (frame.headers.length === frame.values.length && frame.headers.every((h) => h === undefined || typeof h === 'object'))) &&
-        (frame.requests === undefined || (frame.requests.length === frame.values.length && frame.requests.every((r) => r === undefined || (Number.isSafeInteger(r) && r > 0))))
-      )
+      return Number.isInteger(frame.records) && frame.records > 0 && frame.payload instanceof Uint8Array && frame.payload.byteLength >= frame.records
     case 'credit':
       return Number.isInteger(frame.records) && frame.records > 0
     case 'end':
@@ -79,9 +57,8 @@ function isValidFrame(frame: Frame): boolean {
     case 'error':
       return typeof frame.code === 'string' && typeof frame.message === 'string'
     case 'marker':
-      return typeof frame.marker.kind === 'string' && Number.isSafeInteger(frame.marker.id)
     case 'reply':
-      return Number.isSafeInteger(frame.request) && frame.request > 0 && (frame.ok || (typeof frame.code === 'string' && typeof frame.message === 'string'))
+      return frame.payload instanceof Uint8Array
     default:
       return false
   }
@@ -122,30 +99,29 @@ describe('frames', () => {
     )
   })
 
-  it('keeps strings exactly, lone surrogates included, and numbers exactly, NaN and -0 included', () => {
-    const strings = ['plain', '', 'ünïcödé 🎉', '\uD800 lone', 'x'.repeat(70_000)]
-    expect((decodeFrames(encodeData(strings))[0] as { values: unknown[] }).values).toEqual(strings)
-    const numbers = [0, -0, NaN, Infinity, -Infinity, 1.5e300, 42]
-    const back = (decodeFrames(encodeData(numbers))[0] as { values: number[] }).values
-    expect(back.map((n) => Object.is(n, -0) ? '-0' : String(n))).toEqual(['0', '-0', 'NaN', 'Infinity', '-Infinity', '1.5e+300', '42'])
+  it('writes the header of a DATA frame into the headroom of its payload: one buffer, no copy', () => {
+    for (const n of [1, 127, 128, 70_000, 0x7fffffff]) {
+      const content = Buffer.from(`payload of ${n} records`.padEnd(Math.min(n, 200), '.'))
+      const buffer = Buffer.alloc(DATA_HEADROOM + content.byteLength)
+      buffer.set(content, DATA_HEADROOM)
+      const frame = dataFrameInPlace(buffer, n)
+      expect(frame.buffer).toBe(buffer.buffer)
+      expect(Buffer.from(frame).equals(Buffer.from(encodeData(content, n)))).toBe(true)
+      if (content.byteLength >= n) expect(decodeFrames(frame).map(normalize)).toEqual([{ kind: 'data', records: n, payload: Array.from(content) }])
+    }
+    expect(() => dataFrameInPlace(Buffer.alloc(4), 1)).toThrow(RangeError)
+    expect(() => encodeData(Buffer.from('x'), 0)).toThrow(RangeError)
   })
 
-  it('uses the compact string encoding for string batches', () => {
-    const values = Array.from({ length: 1000 }, (_, i) => `${'x'.repeat(90)}${String(i).padStart(10, '0')}`)
-    const frame = encodeData(values)
-    // 100 bytes per record plus one length byte each, plus a few header bytes.
-    expect(frame.byteLength).toBeLessThan(1000 * 101 + 16)
-    expect(frame.byteLength).toBeLessThan(Buffer.byteLength(JSON.stringify(values)))
-  })
-
-  it('leaves out values JSON cannot carry, reporting each', () => {
-    const cyclic: { self?: unknown } = {}
-    cyclic.self = cyclic
-    const failures: number[] = []
-    const frame = encodeDataLenient([1n, { ok: 1 }, cyclic, 'x'], undefined, (_value, index) => failures.push(index))
-    expect(failures).toEqual([0, 2])
-    expect((decodeFrames(frame!)[0] as { values: unknown[] }).values).toEqual([{ ok: 1 }, 'x'])
-    expect(() => encodeData([1n])).toThrow(TypeError)
+  it('delivers payloads as views of what arrived, never looking inside', () => {
+    const chunk = Buffer.concat([encodeData(Buffer.from('{not json at all'), 3), encodeMarker(Buffer.from([0xff, 0xfe])), encodeReply(new Uint8Array(0))])
+    const frames = decodeFrames(chunk)
+    expect(frames.map(normalize)).toEqual([
+      { kind: 'data', records: 3, payload: Array.from(Buffer.from('{not json at all')) },
+      { kind: 'marker', payload: [0xff, 0xfe] },
+      { kind: 'reply', payload: [] },
+    ])
+    expect((frames[0] as { payload: Uint8Array }).payload.buffer).toBe(chunk.buffer)
   })
 
   it('refuses malformed frames with FrameError naming the offset and the reason', () => {
@@ -161,11 +137,10 @@ describe('frames', () => {
       [frameOf(FrameKind.ERROR, '[1,2]'), 5, /ERROR body is an array/],
       [frameOf(FrameKind.CREDIT, Uint8Array.of(0)), 5, /credit 0/],
       [frameOf(FrameKind.END, Uint8Array.of(1)), 5, /unexpected bytes at the end of a END/],
-      [frameOf(FrameKind.DATA, Uint8Array.of(0, 7, 1, 0)), 6, /unknown DATA value encoding 7/],
-      [frameOf(FrameKind.DATA, Uint8Array.of(0, 1, 100, 1)), 7, /DATA count 100 exceeds/],
-      [frameOf(FrameKind.DATA, Uint8Array.of(0, 1, 1, 2, 2, 0xc3, 0x28)), 10, /not valid UTF-8/],
-      [frameOf(FrameKind.DATA, Uint8Array.of(0, 0, 1, 3, 0x31, 0x2c, 0x32)), 9, /DATA values is not valid JSON|DATA values are|not valid JSON/],
-      [frameOf(FrameKind.DATA, Uint8Array.of(0, 0, 2, 3, 0x5b, 0x31, 0x5d)), 9, /count says 2 values, the JSON array has 1/],
+      [frameOf(FrameKind.DATA, Uint8Array.of(0, 1)), 5, /DATA record count 0 is outside/],
+      [frameOf(FrameKind.DATA, Uint8Array.of(0x80)), 5, /DATA record count: truncated varint/],
+      [frameOf(FrameKind.DATA, Uint8Array.of(100, 1)), 5, /DATA says 100 records, the frame has 1 bytes of payload/],
+      [frameOf(FrameKind.ERROR, Uint8Array.of(0xc3, 0x28)), 5, /not valid UTF-8/],
     ]
     for (const [bytes, offset, reason] of cases) {
       let caught: unknown
@@ -190,7 +165,7 @@ describe('frames', () => {
         fc.oneof(
           fc.uint8Array({ maxLength: 64 }),
           // Random bodies behind a plausible header make the decoder reach every body parser.
-          fc.tuple(fc.integer({ min: 1, max: 5 }), fc.uint8Array({ maxLength: 60 })).map(([kind, body]) => frameOf(kind, body)),
+          fc.tuple(fc.integer({ min: 1, max: 7 }), fc.uint8Array({ maxLength: 60 })).map(([kind, body]) => frameOf(kind, body)),
         ),
         fc.array(fc.nat(), { maxLength: 4 }),
         (bytes, cuts) => {

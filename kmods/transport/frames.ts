@@ -1,36 +1,28 @@
-// Length-prefixed frames of the channel protocol (OPEN, DATA, CREDIT, END, ERROR, MARKER, REPLY): encoders and a strict, incremental decoder.
+// Length-prefixed frames of the channel protocol (OPEN, DATA, CREDIT, END, ERROR, MARKER, REPLY): encoders and a strict, incremental decoder. Payloads are opaque bytes.
 //
 // A frame is `u32 length (big-endian) | u8 kind | body`, where `length` counts the kind byte and
 // the body. Bodies:
 //   OPEN   UTF-8 JSON {"job": string, "link": string, "from": uint, "to": uint}
-//   DATA   u8 flags (bit 0: headers follow) | u8 encoding | uvarint count (>= 1) | values | [uvarint n | UTF-8 JSON headers]
-//          encoding 0 JSON:    uvarint n | UTF-8 JSON array of `count` values
-//          encoding 1 STRINGS: `count` uvarint UTF-16 lengths | uvarint n | UTF-8 of the strings concatenated
-//          encoding 2 NUMBERS: `count` float64 little-endian
-//          encoding 3 BYTES:   `count` uvarint byte lengths | the bytes concatenated
-//          headers: a JSON array of `count` entries, each null or {"fields"?: object, "request"?: uint}
-//          (`request`: the record is a request; its reply comes back in a REPLY frame with that id)
+//   DATA   uvarint records (>= 1) | payload   (the records take that much credit)
 //   CREDIT uvarint records (>= 1)
 //   END    (empty)
 //   ERROR  UTF-8 JSON {"code": string, "message": string}
-//   MARKER UTF-8 JSON {"kind": string, "id": number, "data"?: JSON} (a marker in the data, e.g. a checkpoint barrier; takes no credit)
-//   REPLY  UTF-8 JSON {"request": uint, "ok": true, "value"?: JSON} or {"request": uint, "ok": false, "code": string, "message": string}
-//          (consumer to producer: the reply to a request record; takes no credit)
-// Homogeneous batches of strings, numbers or bytes take the compact encodings (strings are
-// written as one UTF-8 run and cut back by length: no per-value JSON); anything else is JSON.
+//   MARKER payload   (in order with the data; takes no credit)
+//   REPLY  payload   (consumer to producer; takes no credit)
+// The transport never looks inside a payload: the kernel's remote-channel adapter encodes values,
+// headers, markers and replies into them (kernel/remote/payload.ts).
 
 import { isUtf8 } from 'node:buffer'
-import type { Header, Marker } from '../../kernel/contracts.js'
 import { FrameError } from './errors.js'
 
 /** Frame kinds, as the byte on the wire. */
 export const FrameKind = { OPEN: 1, DATA: 2, CREDIT: 3, END: 4, ERROR: 5, MARKER: 6, REPLY: 7 } as const
 
-/** How a DATA frame's values are encoded. */
-export const ValueEncoding = { JSON: 0, STRINGS: 1, NUMBERS: 2, BYTES: 3 } as const
-
 /** The largest frame the decoder accepts by default (length field included): 16 MiB. */
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+/** Bytes a DATA payload leaves free at its start for the frame header (length, kind, record count): see `dataFrameInPlace`. */
+export const DATA_HEADROOM = 4 + 1 + 5
 
 /** Opens a channel: the first frame on a channel stream, from the producer's peer. */
 export interface OpenFrame {
@@ -44,16 +36,11 @@ export interface OpenFrame {
   readonly to: number
 }
 
-/**
- * A batch of records. `headers`, when present, is parallel to `values` (only header `fields` cross
- * peers); so is `requests`: the request id of each record that is a request (its reply travels
- * back in a REPLY frame), present when at least one is.
- */
+/** `records` records in an opaque payload (a view into the bytes received). */
 export interface DataFrame {
   readonly kind: 'data'
-  readonly values: unknown[]
-  readonly headers?: (Header | undefined)[]
-  readonly requests?: (number | undefined)[]
+  readonly records: number
+  readonly payload: Uint8Array
 }
 
 /** Credit granted by the consumer's peer: the producer may send this many more records. */
@@ -74,26 +61,23 @@ export interface ErrorFrame {
   readonly message: string
 }
 
-/** A marker flowing in order with the data (see `Marker`); it takes no credit. */
+/** A marker flowing in order with the data (an opaque payload); it takes no credit. */
 export interface MarkerFrame {
   readonly kind: 'marker'
-  readonly marker: Marker
+  readonly payload: Uint8Array
 }
 
-/** What a REPLY frame says: the request it answers, and its value or its failure. */
-export type Reply =
-  | { readonly request: number; readonly ok: true; readonly value: unknown }
-  | { readonly request: number; readonly ok: false; readonly code: string; readonly message: string }
-
-/** The reply to a request record, from the consumer's peer back to the producer's. */
-export type ReplyFrame = { readonly kind: 'reply' } & Reply
+/** The reply to a request record, from the consumer's peer back to the producer's (an opaque payload). */
+export interface ReplyFrame {
+  readonly kind: 'reply'
+  readonly payload: Uint8Array
+}
 
 /** Any decoded frame. */
 export type Frame = OpenFrame | DataFrame | CreditFrame | EndFrame | ErrorFrame | MarkerFrame | ReplyFrame
 
 const HEADER_BYTES = 5
-const MAX_INSTANCE = 0x7fffffff
-const REPLACEMENT = Buffer.from([0xef, 0xbf, 0xbd])
+const MAX_RECORDS = 0x7fffffff
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
@@ -105,7 +89,7 @@ export function encodeOpen(open: Omit<OpenFrame, 'kind'>): Uint8Array {
 
 /** Encodes a CREDIT frame granting `records` (a positive integer below 2^31). */
 export function encodeCredit(records: number): Uint8Array {
-  if (!Number.isInteger(records) || records < 1 || records > MAX_INSTANCE) throw new RangeError(`credit must be an integer in 1..${MAX_INSTANCE}, got ${records}`)
+  checkRecords(records, 'credit')
   const out = Buffer.allocUnsafe(HEADER_BYTES + varintSize(records))
   const end = writeVarint(out, HEADER_BYTES, records)
   return finish(out, FrameKind.CREDIT, end)
@@ -116,190 +100,59 @@ export function encodeEnd(): Uint8Array {
   return finish(Buffer.allocUnsafe(HEADER_BYTES), FrameKind.END, HEADER_BYTES)
 }
 
-/** Encodes a MARKER frame. */
-export function encodeMarker(marker: Marker): Uint8Array {
-  return jsonFrame(FrameKind.MARKER, marker.data === undefined ? { kind: marker.kind, id: marker.id } : { kind: marker.kind, id: marker.id, data: marker.data })
-}
-
-/**
- * Encodes a REPLY frame. A value that JSON cannot carry (a BigInt, a cycle) throws a TypeError:
- * reply with an error instead.
- */
-export function encodeReply(reply: Reply): Uint8Array {
-  if (!Number.isSafeInteger(reply.request) || reply.request < 1) throw new RangeError(`a request id is a positive integer, got ${reply.request}`)
-  return jsonFrame(FrameKind.REPLY, reply.ok ? { request: reply.request, ok: true, value: reply.value } : { request: reply.request, ok: false, code: reply.code, message: reply.message })
-}
-
 /** Encodes an ERROR frame. */
 export function encodeError(code: string, message: string): Uint8Array {
   return jsonFrame(FrameKind.ERROR, { code, message })
 }
 
-/**
- * Encodes a DATA frame. Values must survive JSON unless the batch is all strings, all numbers or
- * all Uint8Arrays (those keep every value exactly, NaN and -0 included). Header `fields` travel as
- * JSON; a `reply` continuation cannot cross peers: the sender keeps it and passes the record's
- * request id in `requests` (parallel to `values`), which the consumer's REPLY frame names.
- *
- * @throws TypeError when a value cannot be encoded (a BigInt, a cycle): see `encodeDataLenient`.
- */
-export function encodeData(values: readonly unknown[], headers?: readonly (Header | undefined)[], requests?: readonly (number | undefined)[]): Uint8Array {
-  if (values.length === 0) throw new RangeError('a DATA frame carries at least one value')
-  const headerJson = headers === undefined && requests === undefined ? undefined : encodeHeaders(headers, values.length, requests)
-  const first = values[0]
-  let encoded: Uint8Array | undefined
-  if (typeof first === 'string') encoded = encodeStrings(values, headerJson)
-  else if (typeof first === 'number') encoded = encodeNumbers(values, headerJson)
-  else if (first instanceof Uint8Array) encoded = encodeBytes(values, headerJson)
-  return encoded ?? encodeJson(values, headerJson)
+/** Encodes a DATA frame of `records` records around a copy of `payload`. */
+export function encodeData(payload: Uint8Array, records: number): Uint8Array {
+  const buffer = Buffer.allocUnsafe(DATA_HEADROOM + payload.byteLength)
+  buffer.set(payload, DATA_HEADROOM)
+  return dataFrameInPlace(buffer, records)
 }
 
 /**
- * Encodes what it can of a batch: values that cannot be encoded (BigInt, cycles, throwing
- * `toJSON`) are left out and reported to `onFailure` with their index; undefined when none can be.
+ * The DATA frame of `records` records whose payload follows the first `DATA_HEADROOM` bytes of
+ * `buffer`: the header is written into those bytes (right before the payload), so the frame is a
+ * view of `buffer` and the payload is never copied.
  */
-export function encodeDataLenient(
-  values: readonly unknown[],
-  headers: readonly (Header | undefined)[] | undefined,
-  onFailure: (value: unknown, index: number, error: unknown) => void,
-  requests?: readonly (number | undefined)[],
-): Uint8Array | undefined {
-  try {
-    return encodeData(values, headers, requests)
-  } catch (error) {
-    if (!(error instanceof TypeError) || values.length === 0) throw error
-  }
-  const keptValues: unknown[] = []
-  const keptHeaders: (Header | undefined)[] = []
-  const keptRequests: (number | undefined)[] = []
-  for (let i = 0; i < values.length; i++) {
-    try {
-      JSON.stringify([values[i]])
-      if (headers !== undefined) encodeHeaders([headers[i]], 1, undefined)
-      keptValues.push(values[i])
-      keptHeaders.push(headers?.[i])
-      keptRequests.push(requests?.[i])
-    } catch (error) {
-      onFailure(values[i], i, error)
-    }
-  }
-  return keptValues.length === 0 ? undefined : encodeData(keptValues, headers === undefined ? undefined : keptHeaders, requests === undefined ? undefined : keptRequests)
+export function dataFrameInPlace(buffer: Uint8Array, records: number): Uint8Array {
+  checkRecords(records, 'a DATA frame')
+  if (buffer.byteLength < DATA_HEADROOM) throw new RangeError(`a DATA buffer starts with ${DATA_HEADROOM} bytes of headroom, got ${buffer.byteLength} bytes`)
+  const start = DATA_HEADROOM - HEADER_BYTES - varintSize(records)
+  const length = buffer.byteLength - start - 4
+  buffer[start] = length >>> 24
+  buffer[start + 1] = (length >>> 16) & 0xff
+  buffer[start + 2] = (length >>> 8) & 0xff
+  buffer[start + 3] = length & 0xff
+  buffer[start + 4] = FrameKind.DATA
+  writeVarint(buffer, start + HEADER_BYTES, records)
+  return start === 0 ? buffer : buffer.subarray(start)
 }
 
-function encodeStrings(values: readonly unknown[], headerJson: Buffer | undefined): Uint8Array | undefined {
-  const count = values.length
-  let chars = 0
-  let lengthBytes = 0
-  // `+=` builds a rope that one native write flattens (measured: ~3x cheaper than JSON, ~2x than per-value writes).
-  let joined = ''
-  for (let i = 0; i < count; i++) {
-    const value = values[i]
-    if (typeof value !== 'string') return undefined
-    chars += value.length
-    lengthBytes += varintSize(value.length)
-    joined += value
-  }
-  const bytes = Buffer.byteLength(joined, 'utf8')
-  const out = Buffer.allocUnsafe(HEADER_BYTES + 2 + 5 + lengthBytes + 5 + bytes + headerSize(headerJson))
-  let at = HEADER_BYTES
-  out[at++] = headerJson === undefined ? 0 : 1
-  out[at++] = ValueEncoding.STRINGS
-  at = writeVarint(out, at, count)
-  for (let i = 0; i < count; i++) at = writeVarint(out, at, (values[i] as string).length)
-  at = writeVarint(out, at, bytes)
-  const written = out.write(joined, at, 'utf8')
-  // A lone surrogate would come back as U+FFFD: such batches go as JSON, which keeps it.
-  if (out.subarray(at, at + written).indexOf(REPLACEMENT) !== -1 && !values.every(isWellFormed)) return undefined
-  at += written
-  at = writeHeaders(out, at, headerJson)
-  return finish(out, FrameKind.DATA, at)
+/** Encodes a MARKER frame around a marker's payload. */
+export function encodeMarker(payload: Uint8Array): Uint8Array {
+  return payloadFrame(FrameKind.MARKER, payload)
 }
 
-function isWellFormed(value: unknown): boolean {
-  return (value as { isWellFormed(): boolean }).isWellFormed()
+/** Encodes a REPLY frame around a reply's payload. */
+export function encodeReply(payload: Uint8Array): Uint8Array {
+  return payloadFrame(FrameKind.REPLY, payload)
 }
 
-function encodeNumbers(values: readonly unknown[], headerJson: Buffer | undefined): Uint8Array | undefined {
-  const count = values.length
-  for (let i = 0; i < count; i++) if (typeof values[i] !== 'number') return undefined
-  const out = Buffer.allocUnsafe(HEADER_BYTES + 2 + 5 + count * 8 + headerSize(headerJson))
-  let at = HEADER_BYTES
-  out[at++] = headerJson === undefined ? 0 : 1
-  out[at++] = ValueEncoding.NUMBERS
-  at = writeVarint(out, at, count)
-  for (let i = 0; i < count; i++) at = out.writeDoubleLE(values[i] as number, at)
-  at = writeHeaders(out, at, headerJson)
-  return finish(out, FrameKind.DATA, at)
+function checkRecords(records: number, what: string): void {
+  if (!Number.isInteger(records) || records < 1 || records > MAX_RECORDS) throw new RangeError(`${what} must count an integer in 1..${MAX_RECORDS} records, got ${records}`)
 }
 
-function encodeBytes(values: readonly unknown[], headerJson: Buffer | undefined): Uint8Array | undefined {
-  const count = values.length
-  let total = 0
-  let lengthBytes = 0
-  for (let i = 0; i < count; i++) {
-    const value = values[i]
-    if (!(value instanceof Uint8Array)) return undefined
-    total += value.byteLength
-    lengthBytes += varintSize(value.byteLength)
-  }
-  const out = Buffer.allocUnsafe(HEADER_BYTES + 2 + 5 + lengthBytes + total + headerSize(headerJson))
-  let at = HEADER_BYTES
-  out[at++] = headerJson === undefined ? 0 : 1
-  out[at++] = ValueEncoding.BYTES
-  at = writeVarint(out, at, count)
-  for (let i = 0; i < count; i++) at = writeVarint(out, at, (values[i] as Uint8Array).byteLength)
-  for (let i = 0; i < count; i++) {
-    const value = values[i] as Uint8Array
-    out.set(value, at)
-    at += value.byteLength
-  }
-  at = writeHeaders(out, at, headerJson)
-  return finish(out, FrameKind.DATA, at)
-}
-
-function encodeJson(values: readonly unknown[], headerJson: Buffer | undefined): Uint8Array {
-  // JSON.stringify turns `undefined` array items into null; the receiving codec decides about them.
-  const json = Buffer.from(JSON.stringify(values), 'utf8')
-  const out = Buffer.allocUnsafe(HEADER_BYTES + 2 + 5 + 5 + json.byteLength + headerSize(headerJson))
-  let at = HEADER_BYTES
-  out[at++] = headerJson === undefined ? 0 : 1
-  out[at++] = ValueEncoding.JSON
-  at = writeVarint(out, at, values.length)
-  at = writeVarint(out, at, json.byteLength)
-  out.set(json, at)
-  at += json.byteLength
-  at = writeHeaders(out, at, headerJson)
-  return finish(out, FrameKind.DATA, at)
-}
-
-function encodeHeaders(headers: readonly (Header | undefined)[] | undefined, count: number, requests: readonly (number | undefined)[] | undefined): Buffer {
-  if (headers !== undefined && headers.length !== count) throw new RangeError(`headers has ${headers.length} entries for ${count} values`)
-  if (requests !== undefined && requests.length !== count) throw new RangeError(`requests has ${requests.length} entries for ${count} values`)
-  const plain = new Array<{ fields?: unknown; request?: number } | null>(count)
-  for (let i = 0; i < count; i++) {
-    const fields = headers?.[i]?.fields
-    const request = requests?.[i]
-    plain[i] = fields === undefined && request === undefined ? null : { ...(fields === undefined ? {} : { fields }), ...(request === undefined ? {} : { request }) }
-  }
-  return Buffer.from(JSON.stringify(plain), 'utf8')
-}
-
-function headerSize(json: Buffer | undefined): number {
-  return json === undefined ? 0 : 5 + json.byteLength
-}
-
-function writeHeaders(out: Buffer, at: number, json: Buffer | undefined): number {
-  if (json === undefined) return at
-  at = writeVarint(out, at, json.byteLength)
-  out.set(json, at)
-  return at + json.byteLength
+function payloadFrame(kind: number, payload: Uint8Array): Uint8Array {
+  const out = Buffer.allocUnsafe(HEADER_BYTES + payload.byteLength)
+  out.set(payload, HEADER_BYTES)
+  return finish(out, kind, out.byteLength)
 }
 
 function jsonFrame(kind: number, body: unknown): Uint8Array {
-  const json = Buffer.from(JSON.stringify(body), 'utf8')
-  const out = Buffer.allocUnsafe(HEADER_BYTES + json.byteLength)
-  out.set(json, HEADER_BYTES)
-  return finish(out, kind, out.byteLength)
+  return payloadFrame(kind, Buffer.from(JSON.stringify(body), 'utf8'))
 }
 
 /** Writes the length and kind, and returns the frame (a view of `out` up to `end`). */
@@ -334,7 +187,8 @@ export interface DecoderOptions {
 /**
  * An incremental decoder: feed it the chunks of a stream with `push`, in order; it returns the
  * frames completed so far. Any malformed input throws FrameError with the absolute byte offset in
- * the stream, and the decoder is then unusable (the stream must be reset).
+ * the stream, and the decoder is then unusable (the stream must be reset). Payloads are views
+ * into the chunks pushed (or into one joined buffer when a frame spans chunks).
  */
 export class FrameDecoder {
   private readonly maxFrameBytes: number
@@ -446,12 +300,14 @@ function decodeBody(data: Uint8Array, start: number, end: number, base: number):
   switch (kind) {
     case FrameKind.OPEN:
       return decodeOpen(reader)
-    case FrameKind.DATA:
-      return decodeData(reader)
+    case FrameKind.DATA: {
+      const records = reader.records('DATA record count')
+      // Every record takes at least one byte of payload (as the kernel encodes them): a count past the frame's size is a lie.
+      if (records > reader.end - reader.at) reader.fail(start + 1, `DATA says ${records} records, the frame has ${reader.end - reader.at} bytes of payload`)
+      return { kind: 'data', records, payload: data.subarray(reader.at, end) }
+    }
     case FrameKind.CREDIT: {
-      const at = reader.at
-      const records = reader.varint('credit')
-      if (records < 1 || records > MAX_INSTANCE) reader.fail(at, `credit ${records} is outside 1..${MAX_INSTANCE}`)
+      const records = reader.records('credit')
       reader.done('CREDIT')
       return { kind: 'credit', records }
     }
@@ -459,28 +315,15 @@ function decodeBody(data: Uint8Array, start: number, end: number, base: number):
       reader.done('END')
       return { kind: 'end' }
     case FrameKind.ERROR: {
-      const body = reader.json('ERROR body', reader.end - reader.at)
-      const object = reader.object(body, 'ERROR body')
+      const object = reader.object(reader.json('ERROR body', reader.end - reader.at), 'ERROR body')
       const code = reader.string(object, 'code', 'ERROR')
       const message = reader.string(object, 'message', 'ERROR')
       return { kind: 'error', code, message }
     }
-    case FrameKind.MARKER: {
-      const object = reader.object(reader.json('MARKER body', reader.end - reader.at), 'MARKER body')
-      const kind = reader.string(object, 'kind', 'MARKER')
-      const id = object['id']
-      if (typeof id !== 'number' || !Number.isSafeInteger(id)) return reader.fail(start, `MARKER id must be an integer, got ${JSON.stringify(id)}`)
-      return { kind: 'marker', marker: object['data'] === undefined ? { kind, id } : { kind, id, data: object['data'] } }
-    }
-    case FrameKind.REPLY: {
-      const object = reader.object(reader.json('REPLY body', reader.end - reader.at), 'REPLY body')
-      const request = object['request']
-      if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1) return reader.fail(start, `REPLY request must be a positive integer, got ${JSON.stringify(request)}`)
-      const ok = object['ok']
-      if (ok === true) return { kind: 'reply', request, ok: true, value: object['value'] }
-      if (ok !== false) return reader.fail(start, `REPLY ok must be true or false, got ${JSON.stringify(ok)}`)
-      return { kind: 'reply', request, ok: false, code: reader.string(object, 'code', 'REPLY'), message: reader.string(object, 'message', 'REPLY') }
-    }
+    case FrameKind.MARKER:
+      return { kind: 'marker', payload: data.subarray(reader.at, end) }
+    case FrameKind.REPLY:
+      return { kind: 'reply', payload: data.subarray(reader.at, end) }
     default:
       return reader.fail(start, `unknown frame kind ${kind}`)
   }
@@ -493,98 +336,6 @@ function decodeOpen(reader: Reader): OpenFrame {
   const from = reader.instance(object, 'from')
   const to = reader.instance(object, 'to')
   return { kind: 'open', job, link, from, to }
-}
-
-function decodeData(reader: Reader): DataFrame {
-  const flagsAt = reader.at
-  const flags = reader.byte('DATA flags')
-  if ((flags & ~1) !== 0) reader.fail(flagsAt, `unknown DATA flags 0x${flags.toString(16)}`)
-  const encodingAt = reader.at
-  const encoding = reader.byte('DATA encoding')
-  const countAt = reader.at
-  const count = reader.varint('DATA count')
-  if (count === 0) reader.fail(countAt, 'DATA frame with no values')
-  // Every value takes at least one byte in every encoding: a count past the frame's size is a lie.
-  if (count > reader.end - reader.at) reader.fail(countAt, `DATA count ${count} exceeds the ${reader.end - reader.at} bytes left in the frame`)
-  let values: unknown[]
-  switch (encoding) {
-    case ValueEncoding.JSON: {
-      const length = reader.varint('DATA JSON length')
-      const at = reader.at
-      const parsed = reader.json('DATA values', length)
-      if (!Array.isArray(parsed)) reader.fail(at, `DATA values are ${typeName(parsed)}, not an array`)
-      if (parsed.length !== count) reader.fail(at, `DATA count says ${count} values, the JSON array has ${parsed.length}`)
-      values = parsed
-      break
-    }
-    case ValueEncoding.STRINGS: {
-      const lengths = new Array<number>(count)
-      let chars = 0
-      for (let i = 0; i < count; i++) chars += lengths[i] = reader.varint('string length')
-      const length = reader.varint('DATA string run length')
-      const at = reader.at
-      const run = reader.utf8(length, 'DATA string run')
-      if (run.length !== chars) reader.fail(at, `string lengths add up to ${chars} characters, the run has ${run.length}`)
-      values = new Array<unknown>(count)
-      let offset = 0
-      for (let i = 0; i < count; i++) {
-        const next = offset + lengths[i]!
-        values[i] = run.slice(offset, next)
-        offset = next
-      }
-      break
-    }
-    case ValueEncoding.NUMBERS: {
-      reader.need(count * 8, 'DATA numbers')
-      values = new Array<unknown>(count)
-      const view = Buffer.from(reader.data.buffer, reader.data.byteOffset, reader.data.byteLength)
-      for (let i = 0; i < count; i++) values[i] = view.readDoubleLE(reader.at + i * 8)
-      reader.at += count * 8
-      break
-    }
-    case ValueEncoding.BYTES: {
-      const lengths = new Array<number>(count)
-      let total = 0
-      for (let i = 0; i < count; i++) total += lengths[i] = reader.varint('bytes length')
-      reader.need(total, 'DATA bytes')
-      values = new Array<unknown>(count)
-      for (let i = 0; i < count; i++) {
-        values[i] = reader.data.slice(reader.at, reader.at + lengths[i]!)
-        reader.at += lengths[i]!
-      }
-      break
-    }
-    default:
-      return reader.fail(encodingAt, `unknown DATA value encoding ${encoding}`)
-  }
-  let headers: (Header | undefined)[] | undefined
-  let requests: (number | undefined)[] | undefined
-  if ((flags & 1) === 1) {
-    const length = reader.varint('DATA headers length')
-    const at = reader.at
-    const parsed = reader.json('DATA headers', length)
-    if (!Array.isArray(parsed)) reader.fail(at, `DATA headers are ${typeName(parsed)}, not an array`)
-    if (parsed.length !== count) reader.fail(at, `DATA has ${count} values and ${parsed.length} headers`)
-    headers = parsed.map((header: unknown, i: number) => {
-      if (header === null) return undefined
-      if (typeof header !== 'object' || Array.isArray(header)) return reader.fail(at, `header ${i} is ${typeName(header)}, not an object or null`)
-      const request = (header as { request?: unknown }).request
-      if (request !== undefined) {
-        if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1) return reader.fail(at, `header ${i} request is ${JSON.stringify(request)}, not a positive integer`)
-        requests ??= new Array<number | undefined>(count).fill(undefined)
-        requests[i] = request
-      }
-      const fields = (header as { fields?: unknown }).fields
-      if (fields === undefined) return request === undefined ? {} : undefined
-      if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) return reader.fail(at, `header ${i} fields are ${typeName(fields)}, not an object`)
-      return { fields: fields as Record<string, unknown> }
-    })
-    // Headers that only marked requests carry nothing else: the receiver adds the reply path.
-    if (requests !== undefined && headers.every((h) => h === undefined)) headers = undefined
-  }
-  reader.done('DATA')
-  const frame: DataFrame = headers === undefined ? { kind: 'data', values } : { kind: 'data', values, headers }
-  return requests === undefined ? frame : { ...frame, requests }
 }
 
 /** A bounds-checked cursor over one frame body; every failure is a FrameError at a stream offset. */
@@ -600,11 +351,6 @@ class Reader {
 
   need(bytes: number, what: string): void {
     if (bytes > this.end - this.at) this.fail(this.at, `${what} needs ${bytes} bytes, the frame has ${this.end - this.at} left`)
-  }
-
-  byte(what: string): number {
-    this.need(1, what)
-    return this.data[this.at++]!
   }
 
   varint(what: string): number {
@@ -625,21 +371,23 @@ class Reader {
     return this.fail(start, `${what}: varint longer than 5 bytes`)
   }
 
-  utf8(length: number, what: string): string {
-    this.need(length, what)
-    const bytes = this.data.subarray(this.at, this.at + length)
-    if (!isUtf8(bytes)) this.fail(this.at, `${what} is not valid UTF-8`)
-    const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
-    this.at += length
-    return text
+  /** A record count: 1..2^31-1. */
+  records(what: string): number {
+    const at = this.at
+    const records = this.varint(what)
+    if (records < 1 || records > MAX_RECORDS) this.fail(at, `${what} ${records} is outside 1..${MAX_RECORDS}`)
+    return records
   }
 
   json(what: string, length: number): unknown {
     const at = this.at
     this.jsonAt = at
-    const text = this.utf8(length, what)
+    this.need(length, what)
+    const bytes = this.data.subarray(this.at, this.at + length)
+    if (!isUtf8(bytes)) this.fail(at, `${what} is not valid UTF-8`)
+    this.at += length
     try {
-      return JSON.parse(text)
+      return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
     } catch (error) {
       return this.fail(at, `${what} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`)
     }
@@ -658,7 +406,7 @@ class Reader {
 
   instance(object: Record<string, unknown>, field: string): number {
     const value = object[field]
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_INSTANCE) this.fail(this.jsonAt, `OPEN field "${field}" is ${typeName(value)}, not an instance number`)
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_RECORDS) this.fail(this.jsonAt, `OPEN field "${field}" is ${typeName(value)}, not an instance number`)
     return value
   }
 

@@ -2,7 +2,7 @@
 
 import './polyfill.js'
 import type { Stream } from '@libp2p/interface'
-import type { ChannelInfo } from '../../kernel/contracts.js'
+import type { ChannelInfo } from '../../kernel/index.js'
 import { FrameError, LinkBrokenError } from './errors.js'
 import { encodeError, FrameDecoder, type Frame } from './frames.js'
 

@@ -1,13 +1,10 @@
-// The consumer's half of remote channels: a registry that accepts channel streams, matches them to local receivers, decodes values and grants credit.
+// The consumer's half of remote channels at the byte level: a registry that accepts channel streams, matches them to local FrameReceivers, checks and grants credit.
 
 import './polyfill.js'
 import type { Connection, Stream } from '@libp2p/interface'
-import { BatchQueue } from '../../kernel/batch-queue.js'
-import { acceptsAll, check, guardOf, renderProblem } from '../../kernel/codec.js'
-import type { AnyCodec, Batch, Channel, ChannelInfo, Header, ReplyTo } from '../../kernel/contracts.js'
-import { DecodeError, LaminaError, type Where } from '../../kernel/errors.js'
-import { ABORTED, ChannelSideError, DuplicateChannelError, LinkProtocolError, RemoteLinkError, UnknownChannelError, type FrameError, type LinkBrokenError } from './errors.js'
-import { encodeCredit, encodeReply, type DataFrame, type Frame } from './frames.js'
+import type { ChannelInfo, FrameReceiver, FrameReceiverHandler } from '../../kernel/index.js'
+import { ABORTED, DuplicateChannelError, LinkProtocolError, RemoteLinkError, UnknownChannelError, type FrameError, type LinkBrokenError } from './errors.js'
+import { encodeCredit, encodeReply, type Frame } from './frames.js'
 import type { Logger } from './logger.js'
 import type { PeerNode } from './node.js'
 import { brokenBy, CHANNEL_PROTOCOL, channelKey, channelKeyOf, describeClose, FrameStream } from './remote-channel.js'
@@ -37,39 +34,26 @@ export interface ReceiverRegistryOptions {
   readonly maxInboundStreams?: number
 }
 
-/** What a receiver needs: the kernel's RemoteEnd fields for the receiving side. */
+/** What a receiver is registered for. */
 export interface ReceiveSpec {
   readonly info: ChannelInfo
-  /** Records this half holds: the credit granted to the sender. */
-  readonly capacity: number
-  /** The receiving port's codec: every value is decoded with it. */
-  readonly codec: AnyCodec
-  /** Records a value that fails the codec (`where.peer` names the sending peer). */
-  readonly deadLetter: (where: Where, error: LaminaError, value: unknown) => void
   /** When set, only this peer id may open the channel. */
   readonly expectPeer?: string
 }
 
 /** Counters of a receiving half. */
-export interface RemoteReceiverStats {
+export interface FrameReceiverStats {
+  /** Records that arrived in DATA frames. */
   readonly received: number
-  readonly queued: number
-  readonly maxQueued: number
+  /** Records of credit granted to the sender (written to the stream). */
   readonly granted: number
-  readonly deadLetters: number
   readonly bytesIn: number
 }
 
-/** The receiving half: the kernel's Channel on the consumer's peer (`send`/`whenReady` are not used there). */
-export interface RemoteReceiver extends Channel {
-  /** The sending peer's id, once its stream arrived. */
-  readonly peer: string | undefined
-  /** Resolves when the sender's END arrived and every batch was taken; rejects with LinkBrokenError. */
-  readonly done: Promise<void>
+/** The receiving half of a channel over a libp2p stream. */
+export interface StreamFrameReceiver extends FrameReceiver {
   readonly error: LinkBrokenError | undefined
-  stats(): RemoteReceiverStats
-  /** Tears the link down (ERROR frame to the sender, reset). Idempotent. */
-  abort(reason?: unknown): void
+  stats(): FrameReceiverStats
 }
 
 /** Accepts channel streams on a peer and hands them to the receivers registered with `receive`. */
@@ -79,7 +63,7 @@ export interface ReceiverRegistry {
   /** Stops accepting; every open receiver fails with LinkBrokenError. Idempotent. */
   stop(): Promise<void>
   /** Registers the receiving half of a channel; a stream for it may arrive before or after. */
-  receive(spec: ReceiveSpec): RemoteReceiver
+  receive(spec: ReceiveSpec): StreamFrameReceiver
   /** Receivers registered and not yet finished. */
   readonly active: number
 }
@@ -93,7 +77,7 @@ export interface ReceiverRegistry {
  * ```ts
  * const registry = createReceiverRegistry(node)
  * await registry.start()
- * const channel = registry.receive({ info, capacity: 4096, codec: t.string, deadLetter })
+ * const channel = remoteReceiver(registry.receive({ info }), { info, capacity: 4096, codec: t.string, deadLetter })
  * ```
  */
 export function createReceiverRegistry(node: PeerNode, options: ReceiverRegistryOptions = {}): ReceiverRegistry {
@@ -142,16 +126,16 @@ class Registry implements ReceiverRegistry {
       stream.frames.reset(new RemoteStopError())
     }
     this.parked.clear()
-    for (const receiver of [...this.receivers.values()]) receiver.abort('the consuming peer stopped its receivers')
+    for (const receiver of [...this.receivers.values()]) receiver.abort(ABORTED, 'aborted on this peer: the consuming peer stopped its receivers')
     for (const stream of this.streams) stream.frames.reset(new RemoteStopError())
   }
 
-  receive(spec: ReceiveSpec): RemoteReceiver {
+  receive(spec: ReceiveSpec): StreamFrameReceiver {
     const key = channelKeyOf(spec.info)
     if (this.receivers.has(key)) throw new DuplicateChannelError(key)
     const receiver = new Receiver(spec, key, this.logger, () => this.receivers.delete(key))
     this.receivers.set(key, receiver)
-    if (this.stopped) receiver.abort('the consuming peer stopped its receivers')
+    if (this.stopped) receiver.abort(ABORTED, 'aborted on this peer: the consuming peer stopped its receivers')
     const parked = this.parked.get(key)
     if (parked !== undefined) {
       this.parked.delete(key)
@@ -300,97 +284,74 @@ class IncomingStream {
   }
 }
 
-class Receiver implements RemoteReceiver {
+class Receiver implements StreamFrameReceiver {
   error: LinkBrokenError | undefined
-  readonly done: Promise<void>
   private incoming: IncomingStream | undefined
-  private readonly batches = new BatchQueue()
-  private maxQueued = 0
+  private handler: FrameReceiverHandler | undefined
+  /** Deliveries that happened before `listen`, in order. */
+  private held: ((handler: FrameReceiverHandler) => void)[] = []
   private received = 0
+  /** Credit written to the stream: the sender may have sent this many records in all. */
   private granted = 0
-  private toReturn = 0
-  private deadLetters = 0
+  /** Credit granted by the user and not written yet (no stream yet, or waiting for drain). */
+  private owed = 0
+  /** END arrived: everything did; only replies still go out. */
   private ended = false
-  private finished = false
+  private failed = false
   /** Failed because a job stopped on purpose (here, or on the other peer): logged as info, not a warning. */
   private deliberate = false
-  private readable: (() => void) | undefined
-  private readonly guard: ((value: unknown) => boolean) | undefined
-  private readonly returnAt: number
-  private settleDone!: { resolve(): void; reject(error: unknown): void }
-  /** Requests delivered here whose reply has not gone back yet. */
-  private unanswered = 0
-  /** END arrived while requests were unanswered: our side closes once they are (or after `REPLY_GRACE_MS`). */
-  private closeWhenAnswered: NodeJS.Timeout | undefined
 
   constructor(
     readonly spec: ReceiveSpec,
     readonly key: string,
     private readonly logger: Logger,
     private readonly release: () => void,
-  ) {
-    this.guard = acceptsAll(spec.codec) ? undefined : guardOf(spec.codec)
-    // Credit goes back in chunks of a quarter of the capacity, or whenever the queue empties.
-    this.returnAt = Math.max(1, Math.floor(spec.capacity / 4))
-    this.done = new Promise<void>((resolve, reject) => (this.settleDone = { resolve, reject }))
-    this.done.catch(() => undefined)
-  }
-
-  get info(): ChannelInfo {
-    return this.spec.info
-  }
+  ) {}
 
   get peer(): string | undefined {
     return this.incoming?.peer
   }
 
-  get queued(): number {
-    return this.batches.records
+  stats(): FrameReceiverStats {
+    return { received: this.received, granted: this.granted, bytesIn: this.incoming?.frames.bytesIn ?? 0 }
   }
 
-  stats(): RemoteReceiverStats {
-    return { received: this.received, queued: this.batches.records, maxQueued: this.maxQueued, granted: this.granted, deadLetters: this.deadLetters, bytesIn: this.incoming?.frames.bytesIn ?? 0 }
+  listen(handler: FrameReceiverHandler): void {
+    this.handler = handler
+    const held = this.held
+    this.held = []
+    for (const deliver of held) deliver(handler)
   }
 
-  send(): void {
-    throw new ChannelSideError(this.key, 'receiver', 'send')
+  grant(records: number): void {
+    if (!Number.isInteger(records) || records < 1) throw new RangeError(`link ${this.key}: a grant of ${records} records`)
+    if (this.ended || this.failed) return
+    this.owed += records
+    this.writeCredit()
   }
 
-  ready(): boolean {
-    return false
-  }
-
-  whenReady(): Promise<void> {
-    return Promise.reject(new ChannelSideError(this.key, 'receiver', 'whenReady'))
-  }
-
-  end(): void {
-    // Only the producer ends a channel; the consumer's half has nothing to end.
-  }
-
-  take(): Batch | 'end' | undefined {
-    const batch = this.batches.shift()
-    if (batch !== undefined) {
-      const n = batch.values.length
-      this.giveBack(n)
-      if (this.ended && this.batches.records === 0) this.complete()
-      return batch
+  reply(payload: Uint8Array): boolean {
+    const frames = this.incoming?.frames
+    if (this.failed || frames === undefined || !frames.writable) return false
+    try {
+      frames.write(encodeReply(payload))
+      return true
+    } catch (error) {
+      this.logger.info(`link ${this.key}: a reply was not sent: ${error instanceof Error ? error.message : String(error)}`)
+      return false
     }
-    if (this.error !== undefined) throw this.error
-    return this.ended ? 'end' : undefined
   }
 
-  onReadable(fn: () => void): void {
-    this.readable = fn
+  close(): void {
+    this.incoming?.frames.closeWrite()
   }
 
-  abort(reason?: unknown): void {
-    if (this.finished) return
-    const error = brokenBy(this.key, this.peer ?? '(not connected)', `aborted on this peer${reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`}`, reason)
-    this.deliberate = true
+  abort(code: string, message: string): void {
+    if (this.failed) return
+    const error = brokenBy(this.key, this.peer ?? '(not connected)', message)
+    this.deliberate = code === ABORTED
     this.fail(error)
-    // Tell the producer's peer the job stopped here on purpose.
-    this.incoming?.frames.reset(Object.assign(new Error(error.message), { code: ABORTED }))
+    this.incoming?.frames.reset(Object.assign(new Error(error.message), { code }))
   }
 
   /** Takes over a matched stream: returns false when one is already attached. */
@@ -398,46 +359,40 @@ class Receiver implements RemoteReceiver {
     if (this.incoming !== undefined) return false
     this.incoming = incoming
     incoming.receiver = this
-    if (this.finished) {
+    if (this.failed) {
       incoming.frames.reset(this.error ?? new Error('receiver closed'))
       return true
     }
     const early = incoming.takeEarly()
-    this.granted = this.spec.capacity
-    this.writeCredit(this.spec.capacity)
+    this.writeCredit()
     if (early.length > 0) this.onFrames(early)
     if (incoming.remoteEnded) this.remoteEnd()
     return true
   }
 
   onFrames(frames: Frame[]): void {
-    let arrived = false
     for (const frame of frames) {
-      if (this.finished) return
+      if (this.failed) return
       switch (frame.kind) {
-        case 'data':
+        case 'data': {
           if (this.ended) return this.violation('DATA after END')
-          if (this.received + frame.values.length > this.granted) return this.violation(`${frame.values.length} records arrived with ${this.granted - this.received} credit left`)
-          this.received += frame.values.length
-          if (this.deliver(frame)) arrived = true
+          if (this.received + frame.records > this.granted) return this.violation(`${frame.records} records arrived with ${this.granted - this.received} credit left`)
+          this.received += frame.records
+          const { payload, records } = frame
+          this.deliver((handler) => handler.data(payload, records))
           break
-        case 'marker':
+        }
+        case 'marker': {
           if (this.ended) return this.violation('MARKER after END')
-          this.batches.push({ values: [], marker: frame.marker })
-          arrived = true
+          const payload = frame.payload
+          this.deliver((handler) => handler.marker(payload))
           break
+        }
         case 'end':
           if (this.ended) return this.violation('a second END')
           this.ended = true
-          arrived = true
-          // Nothing more to read: close our side too, so the sender knows END arrived; replies
-          // still owed go first (for at most REPLY_GRACE_MS).
-          if (this.unanswered === 0) this.closeWrite()
-          else {
-            this.closeWhenAnswered = setTimeout(() => this.closeWrite(), REPLY_GRACE_MS)
-            this.closeWhenAnswered.unref?.()
-          }
-          if (this.batches.records === 0) this.complete()
+          this.release()
+          this.deliver((handler) => handler.end())
           break
         case 'error': {
           const remote = new RemoteLinkError(this.peer ?? '?', frame.code, frame.message)
@@ -449,7 +404,6 @@ class Receiver implements RemoteReceiver {
           return this.violation(`unexpected ${frame.kind.toUpperCase()} frame from the producer's peer`)
       }
     }
-    if (arrived) this.readable?.()
   }
 
   remoteEnd(): void {
@@ -458,133 +412,28 @@ class Receiver implements RemoteReceiver {
 
   closed(error: Error | undefined, local: boolean): void {
     // After END everything has arrived: how the stream goes away no longer matters.
-    if (this.finished || this.ended) return
+    if (this.failed || this.ended) return
     this.fail(brokenBy(this.key, this.peer ?? '?', describeClose(error, local), error))
   }
 
   drain(): void {
-    if (this.toReturn > 0) this.giveBack(0)
+    this.writeCredit()
   }
 
-  /** Decodes a batch with the port's codec; dead-letters what fails. Returns true when something was queued. */
-  private deliver(frame: DataFrame): boolean {
-    let values = frame.values
-    let headers = frame.headers as readonly (Header | undefined)[] | undefined
-    const requests = frame.requests
-    if (requests !== undefined) {
-      // A request's reply goes back on this stream, in a REPLY frame naming its id.
-      headers = values.map((_, i) => {
-        const id = requests[i]
-        const header = headers?.[i]
-        return id === undefined ? header : { ...header, reply: this.replier(id) }
-      })
-    }
-    const guard = this.guard
-    if (guard !== undefined) {
-      let bad = -1
-      for (let i = 0; i < values.length; i++) {
-        if (!safely(guard, values[i])) {
-          bad = i
-          break
-        }
-      }
-      if (bad !== -1) {
-        const keptValues: unknown[] = values.slice(0, bad)
-        const keptHeaders: (Header | undefined)[] | undefined = headers?.slice(0, bad)
-        for (let i = bad; i < values.length; i++) {
-          const decoded = this.decode(values[i])
-          if (decoded.ok) {
-            keptValues.push(decoded.value)
-            keptHeaders?.push(headers![i])
-          } else headers?.[i]?.reply?.({ ok: false, error: decoded.error })
-        }
-        // Dead letters take no room in the queue: their credit goes straight back.
-        this.giveBack(values.length - keptValues.length)
-        values = keptValues
-        headers = keptHeaders
-        if (values.length === 0) return false
-      }
-    }
-    const batch: Batch = headers === undefined ? { values } : { values, headers }
-    this.batches.push(batch)
-    if (this.batches.records > this.maxQueued) this.maxQueued = this.batches.records
-    return true
+  private deliver(fn: (handler: FrameReceiverHandler) => void): void {
+    if (this.handler !== undefined) fn(this.handler)
+    else this.held.push(fn)
   }
 
-  private decode(value: unknown): { ok: true; value: unknown } | { ok: false; error: DecodeError } {
-    let details: string[]
-    try {
-      const result = this.spec.codec.decode(value)
-      if (result._tag === 'Right') return { ok: true, value: result.right }
-      details = (check(this.spec.codec, value) ?? [{ path: '', expected: this.spec.codec.name, actual: value }]).map(renderProblem)
-    } catch (error) {
-      // A codec that throws refuses the value like one that fails.
-      details = [`the codec threw: ${error instanceof Error ? error.message : String(error)}`]
-    }
-    const info = this.spec.info
-    const where: Where = { operator: info.to.operator, port: info.to.port, instance: info.to.instance, peer: this.peer }
-    this.deadLetters++
-    const error = new DecodeError(where, details)
-    try {
-      this.spec.deadLetter(where, error, value)
-    } catch (thrown) {
-      this.logger.error(`dead letter callback of ${this.key} threw: ${thrown instanceof Error ? thrown.message : String(thrown)}`)
-    }
-    return { ok: false, error }
-  }
-
-  /**
-   * The reply path of request `id`: writes its REPLY frame (once). A value JSON cannot carry
-   * becomes a failure that says so; a reply after the link is gone has nowhere to go.
-   */
-  private replier(id: number): ReplyTo {
-    this.unanswered++
-    let answered = false
-    return (outcome) => {
-      if (answered) return
-      answered = true
-      this.unanswered--
-      let frame: Uint8Array
-      try {
-        frame = encodeReply(outcome.ok ? { request: id, ok: true, value: outcome.value } : { request: id, ...failureOf(outcome.error) })
-      } catch (error) {
-        frame = encodeReply({ request: id, ok: false, code: 'ERR_UNENCODABLE', message: `the reply cannot be sent to peer ${this.peer ?? '?'}: ${error instanceof Error ? error.message : String(error)}` })
-      }
-      const frames = this.incoming?.frames
-      if (frames !== undefined && frames.writable && this.error === undefined) {
-        try {
-          frames.write(frame)
-        } catch (error) {
-          this.logger.info(`link ${this.key}: reply to request ${id} not sent: ${error instanceof Error ? error.message : String(error)}`)
-        }
-      }
-      if (this.unanswered === 0 && this.closeWhenAnswered !== undefined) this.closeWrite()
-    }
-  }
-
-  /** Closes our side of the stream after END (once every owed reply went, or the grace ran out). */
-  private closeWrite(): void {
-    clearTimeout(this.closeWhenAnswered)
-    this.closeWhenAnswered = undefined
-    this.incoming?.frames.closeWrite()
-  }
-
-  /** Returns `n` records of credit, in chunks (or at once when the queue is empty). */
-  private giveBack(n: number): void {
-    this.toReturn += n
-    if (this.toReturn === 0 || this.ended || this.finished) return
-    if (this.toReturn < this.returnAt && this.batches.records > 0) return
+  /** Writes the credit owed, unless the stream is missing or must drain first (`drain` comes back here). */
+  private writeCredit(): void {
     const frames = this.incoming?.frames
-    if (frames === undefined || frames.needsDrain || !frames.writable) return
-    const records = this.toReturn
-    this.toReturn = 0
+    if (this.owed === 0 || frames === undefined || frames.needsDrain || !frames.writable || this.ended || this.failed) return
+    const records = this.owed
+    this.owed = 0
     this.granted += records
-    this.writeCredit(records)
-  }
-
-  private writeCredit(records: number): void {
     try {
-      this.incoming!.frames.write(encodeCredit(records))
+      frames.write(encodeCredit(records))
     } catch (error) {
       this.fail(brokenBy(this.key, this.peer ?? '?', `cannot write credit: ${error instanceof Error ? error.message : String(error)}`, error))
     }
@@ -596,41 +445,15 @@ class Receiver implements RemoteReceiver {
     this.incoming?.violation(problem)
   }
 
-  private complete(): void {
-    if (this.finished) return
-    this.finished = true
-    this.release()
-    this.settleDone.resolve()
-  }
-
+  /** Fails the link (unless END arrived: then only replies were still possible, and they stop). */
   private fail(error: LinkBrokenError): void {
-    if (this.finished) return
-    this.finished = true
+    if (this.failed) return
+    this.failed = true
+    if (this.ended) return
     this.error = error
-    clearTimeout(this.closeWhenAnswered)
     this.release()
     if (this.deliberate) this.logger.info(error.message)
     else this.logger.warn(error.message)
-    this.settleDone.reject(error)
-    this.readable?.()
-  }
-}
-
-/** How long a receiver that got END keeps its side open for replies still owed. */
-const REPLY_GRACE_MS = 30_000
-
-/** A failed request's code and message, as a REPLY frame carries them. */
-function failureOf(error: unknown): { ok: false; code: string; message: string } {
-  const code = error instanceof LaminaError ? error.code : typeof (error as { code?: unknown } | null)?.code === 'string' ? String((error as { code: string }).code) : 'ERR_HANDLER'
-  const message = error instanceof Error ? error.message : String(error)
-  return { ok: false, code, message }
-}
-
-/** A guard's verdict, false when it throws (the full decode then says why). */
-function safely(guard: (value: unknown) => boolean, value: unknown): boolean {
-  try {
-    return guard(value)
-  } catch {
-    return false
+    this.deliver((handler) => handler.closed(error))
   }
 }

@@ -3,12 +3,11 @@
 
 import './polyfill.js'
 import * as t from 'io-ts'
-import type { ChannelInfo } from '../../kernel/contracts.js'
-import type { LaminaError } from '../../kernel/errors.js'
+import { remoteReceiver, remoteSender, type ChannelInfo, type LaminaError, type RemoteReceiver, type RemoteSender } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode } from './node.js'
 import { readPskFile } from './psk.js'
-import { createReceiverRegistry, type ReceiverRegistry, type RemoteReceiver } from './remote-receiver.js'
-import { openRemoteSender, type RemoteSender } from './remote-sender.js'
+import { createReceiverRegistry, type ReceiverRegistry, type StreamFrameReceiver } from './remote-receiver.js'
+import { openFrameSender, type StreamFrameSender } from './remote-sender.js'
 
 /** A command from the parent. */
 export type PeerCommand =
@@ -39,8 +38,8 @@ const report = (message: PeerReport): void => void process.send?.(message)
 const node: PeerNode = await createPeerNode({ workdir, psk: await readPskFile(pskFile) })
 const registry: ReceiverRegistry = createReceiverRegistry(node)
 await registry.start()
-const receivers = new Map<string, { receiver: RemoteReceiver; consume: (batches?: number) => void }>()
-const senders = new Map<string, RemoteSender>()
+const receivers = new Map<string, { receiver: RemoteReceiver; frames: StreamFrameReceiver; consume: (batches?: number) => void }>()
+const senders = new Map<string, { sender: RemoteSender; frames: StreamFrameSender }>()
 
 // No orphans: when the parent goes away, so does this peer.
 process.on('disconnect', () => void shutdown())
@@ -56,7 +55,10 @@ process.on('message', (message: PeerCommand) => {
       return void send(message)
     case 'stats': {
       const memory = process.memoryUsage()
-      const stats = receivers.get(message.id)?.receiver.stats() ?? senders.get(message.id)?.stats()
+      const receiving = receivers.get(message.id)
+      const sending = senders.get(message.id)
+      // The transport's counters (credit, bytes) and the channel's (queue, dead letters) together.
+      const stats = receiving !== undefined ? { ...receiving.frames.stats(), ...receiving.receiver.stats() } : sending !== undefined ? { ...sending.frames.stats(), ...sending.sender.stats() } : undefined
       return report({ type: 'stats', id: message.id, stats, heapUsedMb: memory.heapUsed / 2 ** 20, rssMb: memory.rss / 2 ** 20 })
     }
     case 'raw-receive':
@@ -111,7 +113,8 @@ async function rawSend(command: Extract<PeerCommand, { cmd: 'raw-send' }>): Prom
 
 function receive(command: Extract<PeerCommand, { cmd: 'receive' }>): void {
   const codec = command.codec === 'string' ? t.string : command.codec === 'number' ? t.number : t.unknown
-  const receiver = registry.receive({ info: command.info, capacity: command.capacity, codec, deadLetter: () => undefined })
+  const frames = registry.receive({ info: command.info })
+  const receiver = remoteReceiver(frames, { info: command.info, capacity: command.capacity, codec, deadLetter: () => undefined })
   // `allowance`: batches the parent lets this consumer take (Infinity when not paused).
   let allowance = command.paused === true ? 0 : Infinity
   let count = 0
@@ -152,6 +155,7 @@ function receive(command: Extract<PeerCommand, { cmd: 'receive' }>): void {
   receiver.onReadable(drain)
   receivers.set(command.id, {
     receiver,
+    frames,
     consume: (batches) => {
       allowance = batches === undefined ? Infinity : allowance + batches
       drain()
@@ -170,8 +174,9 @@ function sequenceOf(value: unknown): number {
 }
 
 async function send(command: Extract<PeerCommand, { cmd: 'send' }>): Promise<void> {
-  const sender = openRemoteSender(node, command.target, command.info)
-  senders.set(command.id, sender)
+  const frames = openFrameSender(node, command.target, command.info)
+  const sender = remoteSender(frames, { info: command.info, deadLetter: () => undefined })
+  senders.set(command.id, { sender, frames })
   const pad = 'x'.repeat(Math.max(0, command.recordBytes - 12))
   const started = performance.now()
   const cpu = process.cpuUsage()

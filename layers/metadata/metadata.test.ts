@@ -2,7 +2,7 @@
 // handlers and keyed aggregates; sampling; sinks reading metadata; bounds.
 import { map as rxMap } from 'rxjs'
 import { describe, expect, it } from 'vitest'
-import { atom, filter, flatMap, kernel, link, makeLink, map, program, sink, source, stream, t, wrapChannel, type Batch, type Layer } from 'lamina'
+import { atom, filter, flatMap, isChannelSender, kernel, link, makeLink, map, program, sink, source, stream, t, wrapChannel, type Batch, type Layer } from 'lamina'
 import { metadata, recordMetadata, tracedSink, type RecordMetadata } from './index.js'
 
 /** A layer under test layers: records every batch sent on a channel. */
@@ -12,6 +12,7 @@ function channelSpy(): { layer: Layer; batches: { link: string; batch: Batch }[]
     name: 'spy',
     channel: (channel, next) => {
       const inner = next(channel)
+      if (!isChannelSender(inner)) return inner
       return wrapChannel(inner, {
         send: (batch) => {
           batches.push({ link: inner.info.link.id, batch })

@@ -5,8 +5,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { kernel, wrapChannel, type Batch, type Channel, type ChannelInfo, type Deployment, type Layer, type RemoteEnd } from 'lamina'
-import { decodeFrames, encodeData, memoryLogger } from 'lamina/transport'
+import { decodeRecords, encodeRecords, isChannelSender, kernel, wrapChannel, type Batch, type Channel, type ChannelInfo, type Deployment, type Layer, type RemoteEnd } from 'lamina'
+import { memoryLogger } from 'lamina/transport'
 import { Peer, startCluster, type Cluster } from '../../services/jobs/index.js'
 import { generatePsk } from '../../kmods/transport/index.js'
 import { tracing } from './fixtures/traced-cluster-program.js'
@@ -16,7 +16,7 @@ import { metadata, type Lineage, type MetadataLayer } from './index.js'
 const fixture = new URL('./fixtures/traced-program.ts', import.meta.url).pathname
 const clusterFixture = new URL('./fixtures/traced-cluster-program.ts', import.meta.url).pathname
 
-/** A bounded channel between two in-process "peers" whose batches cross as DATA frames, encoded and decoded. */
+/** A bounded channel between two in-process "peers" whose batches cross as DATA payloads, encoded and decoded. */
 class FramedChannel implements Channel {
   private batches: Batch[] = []
   private ended = false
@@ -26,13 +26,10 @@ class FramedChannel implements Channel {
   frames = 0
   constructor(readonly info: ChannelInfo, private readonly capacity: number) {}
   send(batch: Batch): void {
-    const frames = decodeFrames(encodeData(batch.values, batch.headers))
-    for (const frame of frames) {
-      if (frame.kind !== 'data') throw new Error(`unexpected ${frame.kind} frame`)
-      this.frames++
-      this.batches.push(frame.headers === undefined ? { values: frame.values } : { values: frame.values, headers: frame.headers })
-      this.queued += frame.values.length
-    }
+    const frame = decodeRecords(encodeRecords(batch.values, batch.headers), batch.values.length)
+    this.frames++
+    this.batches.push(frame.headers === undefined ? { values: frame.values } : { values: frame.values, headers: frame.headers })
+    this.queued += frame.values.length
     this.readable?.()
   }
   ready(): boolean {
@@ -175,7 +172,7 @@ describe('metadata across peers', () => {
       name: 'spy',
       channel: (channel, next) => {
         const inner = next(channel)
-        if (channel.info.link.from.operator !== 'numbers') return inner
+        if (channel.info.link.from.operator !== 'numbers' || !isChannelSender(inner)) return inner
         return wrapChannel(inner, {
           send: (batch) => {
             sent.push(batch)

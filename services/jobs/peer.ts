@@ -6,11 +6,11 @@ import '../../kmods/transport/polyfill.js'
 import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type { Attempt, Channel, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../../kernel/index.js'
-import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, type Kernel } from '../../kernel/index.js'
+import type { Attempt, ChannelReceiver, ChannelSender, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../../kernel/index.js'
+import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, remoteReceiver, remoteSender, type Kernel } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
-import { openRemoteSender } from '../../kmods/transport/remote-sender.js'
+import { openFrameSender } from '../../kmods/transport/remote-sender.js'
 import { startMembership, type Membership, type MembershipOptions } from '../../kmods/membership/index.js'
 import { CONTROL_PROTOCOL, callOver, serveControl } from './control-protocol.js'
 import { JobProtocolError, RecoveryFailedError, RemoteJobError } from './errors.js'
@@ -226,10 +226,11 @@ export class Peer {
       call: (peer, kind, payload, options) => this.callPeer(job, peer, this.addressesOf(peer, addresses), kind, payload, { ...options, signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]) }),
       // Fused operators are named `a+b…`; the kernel fuses only co-located operators, so the first part decides.
       peerOf: (operator, instance) => plan[instanceKey(operator, instance)] ?? plan[instanceKey(operator.split('+')[0]!, instance)] ?? submitter,
-      connect: (end: RemoteEnd): Channel =>
+      // The kernel's typed halves over the transport's frame channels: each side gets its own half.
+      connect: ((end: RemoteEnd): ChannelSender | ChannelReceiver =>
         end.side === 'sender'
-          ? openRemoteSender(this.node, this.addressOf(end.peer, addresses), end.info, { signal, deadLetter: end.deadLetter })
-          : this.registry.receive({ info: end.info, capacity: end.capacity, codec: end.codec, deadLetter: end.deadLetter, expectPeer: end.peer }),
+          ? remoteSender(openFrameSender(this.node, this.addressOf(end.peer, addresses), end.info, { signal }), end)
+          : remoteReceiver(this.registry.receive({ info: end.info, expectPeer: end.peer }), end)) as Deployment['connect'],
     }
   }
 
