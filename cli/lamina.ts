@@ -11,6 +11,7 @@ import { createInterface, type Interface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { register } from 'tsx/esm/api'
 import { parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type SubmittedJob } from '../services/jobs/index.js'
+import { CHECKPOINT_EVENTS, RETRIED } from '../layers/index.js'
 
 const RUN_USAGE = `usage: lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
   Starts N local peer processes (default 3), runs PROGRAM's default export on them, shows
@@ -100,11 +101,11 @@ async function run(argv: readonly string[]): Promise<number> {
       else if (event.type === 'recovering') log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
       else if (event.type === 'layer') {
         // Checkpoints come every interval: counted, and summed up at the end; everything else is shown.
-        if (event.kind === 'checkpoint') {
+        if (CHECKPOINT_EVENTS.completed.is(event)) {
           checkpoints++
           lastCheckpoint = event.message
-        } else if (event.kind === 'retry') retries++
-        else if (event.kind !== 'checkpoint-start') log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
+        } else if (RETRIED.is(event)) retries++
+        else if (!CHECKPOINT_EVENTS.started.is(event)) log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
       }
     })
     const console_ = options.console ? commands(job, log) : undefined

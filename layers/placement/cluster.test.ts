@@ -11,6 +11,7 @@ import { placement } from './layer.js'
 import { explain, planOf, type PlacementPlan } from './plan.js'
 
 const fixture = new URL('./fixtures/placed-program.ts', import.meta.url).pathname
+const layered = new URL('./fixtures/layered-program.ts', import.meta.url).pathname
 const N = 2000
 
 /** Every channel of `link` in a cluster report, with the peer whose stats list it. */
@@ -21,6 +22,7 @@ function channelsOf(stats: { readonly [peer: string]: { readonly channels: reado
 describe('placement on a real local cluster', () => {
   let dir: string
   let cluster: Cluster
+  const logger = memoryLogger()
   const plans: PlacementPlan[] = []
   /** Peer id by `name` tag. */
   const byName: Record<string, string> = {}
@@ -30,7 +32,7 @@ describe('placement on a real local cluster', () => {
     cluster = await startCluster({
       peers: 3,
       workdir: dir,
-      logger: memoryLogger(),
+      logger,
       kernel: kernel.with(placement({ onPlan: (plan) => plans.push(plan) })),
       // Tags reach the plan context through membership: names for pins, and one peer with an ssd.
       tags: (i) => ({ name: `peer-${i}`, ...(i === 2 ? { disk: 'ssd' } : {}) }),
@@ -92,5 +94,20 @@ describe('placement on a real local cluster', () => {
     expect(channelsOf(report.stats, 'double.out -> inc.in')).toHaveLength(1)
     // The link out of the pair crosses to peer-2: a remote channel (a libp2p stream), and the stats say to whom.
     expect(local.filter((c) => c.link === 'inc.out -> tagged.in').map((c) => c.peer)).toEqual([byName['peer-2']])
+  }, 60_000)
+
+  it("a program module exporting placement() runs on this cluster: the program's layer takes the place of the kernel's, and the peer says so", async () => {
+    // As layers/placement/README.md's cluster and examples/wordcount.ts's `layers` together: once
+    // "two layers are named placement".
+    results.length = 0
+    plans.length = 0
+    const job = await cluster.submit(layered, { args: [String(N), 'peer-2'] })
+    const report = await job.done
+    expect(results.sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => i * 2 + 1))
+    // The program's placement placed the job (pinned to peer-2); the kernel's (which records its plans) did not run.
+    expect(report.plan).toMatchObject({ 'double#0': byName['peer-2'], 'inc#0': byName['peer-2'] })
+    expect(planOf(job.program)).toBeDefined()
+    expect(plans).toEqual([])
+    expect(logger.lines.filter((l) => l.includes(`the program's layer "placement" replaces the peer kernel's`))).not.toEqual([])
   }, 60_000)
 })

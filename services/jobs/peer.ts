@@ -7,7 +7,7 @@ import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
 import type { Attempt, ChannelReceiver, ChannelSender, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../../kernel/index.js'
-import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, remoteReceiver, remoteSender, type Kernel } from '../../kernel/index.js'
+import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, remoteReceiver, remoteSender, SAVEPOINTS, type Kernel, type Savepoints } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
 import { openFrameSender } from '../../kmods/transport/remote-sender.js'
@@ -254,7 +254,8 @@ export class Peer {
       await channel.send({ type: 'accepted', peer: this.id, instances })
       const start = await channel.receive({ signal: abort.signal })
       if (start.type !== 'start') return
-      const job = this.kernel.with(...loaded.layers).run(loaded.program, {
+      // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
+      const job = this.kernel.withOverrides(loaded.layers, (old) => this.node.logger.info(`job ${submit.job}: the program's layer "${old.name}" replaces the peer kernel's`)).run(loaded.program, {
         id: submit.job,
         peers: submit.peers,
         planned: true,
@@ -313,7 +314,9 @@ export class Peer {
   async submit(module: string, options: SubmitOptions = {}): Promise<SubmittedJob> {
     const args = options.args ?? []
     const { program, layers, planned: onPlanned } = await loadProgram(module, args, { submitter: true, peer: this.id })
-    const kernel = this.kernel.with(...layers)
+    // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
+    const kernel = this.kernel.withOverrides(layers, (old) => this.node.logger.info(`${program.name}: the program's layer "${old.name}" replaces the peer kernel's`))
+    const savepoints = kernel.capability(SAVEPOINTS)
     const others = this.members.list().map((m) => m.peerId).filter((p) => p !== this.id)
     let workers = options.workers ?? (others.length > 0 ? others : [this.id])
     const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
@@ -347,11 +350,12 @@ export class Peer {
       const control = await this.shareControl(currentJob)
       if (control === undefined || current === undefined) throw new InvalidOptionError('rescale', 'job', `job ${id} is not running here`)
       // A savepoint first: the new attempt starts from it, so nothing is lost or repeated.
+      if (savepoints === undefined) throw new InvalidOptionError('rescale', 'layers', 'needs a layer that provides savepoints (checkpoints())')
       let checkpoint: number
       try {
-        checkpoint = (await control('checkpoint.now', null)) as number
+        checkpoint = await savepoints.take(currentJob)
       } catch (error) {
-        throw new InvalidOptionError('rescale', 'layers', `needs a layer that checkpoints (checkpoints()): ${error instanceof Error ? error.message : String(error)}`)
+        throw new InvalidOptionError('rescale', 'layers', `needs a savepoint to start from, which failed: ${error instanceof Error ? error.message : String(error)}`)
       }
       const from = Object.fromEntries(Object.keys(request.parallelism ?? {}).map((name) => [name, planned.operators.find((o) => o.name === name)?.annotations.parallelism ?? 1]))
       return new Promise<RescaleReport>((resolve, reject) => {
@@ -390,7 +394,7 @@ export class Peer {
             planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
             shipped = shipPlan(program, planned)
             plan = roundRobinPlan(planned, workers, this.id)
-            const restored = firstRestored(events)
+            const restored = firstRestored(events, savepoints)
             events.next({ type: 'rescaling', attempt: attemptNumber, reason: pending.request.reason, parallelism: { ...parallelism }, checkpoint: pending.checkpoint, plan })
             change = undefined
             restored.then(
@@ -619,14 +623,14 @@ function attemptFailure(job: string, failure: unknown, abortReason: unknown): un
   return failure
 }
 
-/** When the next attempt has restored every instance (the checkpoint layer's `restored` event). */
-function firstRestored(events: Subject<ClusterJobEvent>): Promise<number> {
+/** When the next attempt has restored every instance (the savepoints provider's `restored` event). */
+function firstRestored(events: Subject<ClusterJobEvent>, savepoints: Savepoints | undefined): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const subscription = events.subscribe({
       next: (event) => {
-        if (event.type === 'layer' && event.kind === 'restored') {
+        if (savepoints?.restored.is(event)) {
           subscription.unsubscribe()
-          const at = (event.data as { at?: unknown } | undefined)?.at
+          const at: unknown = event.data?.at
           resolve(typeof at === 'number' ? at : Date.now())
         }
       },
