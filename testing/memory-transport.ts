@@ -133,6 +133,8 @@ class Inbox<H> {
 class Sender implements MemoryFrameSender {
   other!: Receiver
   readonly headroom = 0
+  /** Nothing buffers in memory: never draining. */
+  readonly draining = false
   readonly inbox = new Inbox<FrameSenderHandler>()
   private available = 0
   private granted = 0

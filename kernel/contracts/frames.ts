@@ -23,11 +23,16 @@ export interface FrameSender {
   /** The consuming peer: its id once connected, until then the address being dialled. */
   readonly peer: string
   /**
-   * Records that may be sent now: what the consumer granted and was not used yet, or 0 while the
-   * channel is not open yet, its stream's write buffer must drain, or too many bytes are in
-   * flight. It grows again with a `writable` event.
+   * Records that may be sent: what the consumer granted and was not used yet, or 0 while the
+   * channel is not open yet or too many bytes are in flight. It grows again with a `writable` event.
    */
   readonly credit: number
+  /**
+   * True while the transport's write buffer must drain: send nothing more until `writable`. Kept
+   * apart from `credit` so that a producer may hand over its next batch meanwhile, and that batch
+   * goes the moment the buffer drains (as with any pipelined write).
+   */
+  readonly draining: boolean
   /**
    * Bytes a DATA payload leaves free at its start for the transport's frame header: the transport
    * may write there and send the frame in one write, without a copy. 0 when it needs none.
@@ -36,8 +41,8 @@ export interface FrameSender {
   /** The largest DATA payload (`headroom` included), in bytes. */
   readonly maxPayloadBytes: number
   /**
-   * Sends a DATA frame of `records` records (1 ≤ records ≤ `credit`), which takes that much
-   * credit. `payload`'s first `headroom` bytes belong to the transport; the rest is opaque to it.
+   * Sends a DATA frame of `records` records (1 ≤ records ≤ `credit`, not `draining`), which takes
+   * that much credit. `payload`'s first `headroom` bytes belong to the transport; the rest is opaque to it.
    * The transport owns `payload` from then on.
    */
   data(payload: Uint8Array, records: number): void
@@ -56,7 +61,7 @@ export interface FrameSender {
 
 /** What a frame sender tells its user. */
 export interface FrameSenderHandler {
-  /** `credit` may have grown (a grant arrived, or the stream drained). */
+  /** `credit` may have grown (a grant arrived), or the write buffer drained. */
   writable(): void
   /** A REPLY frame's payload, from the consumer. */
   reply(payload: Uint8Array): void

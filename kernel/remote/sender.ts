@@ -190,7 +190,8 @@ class Sender implements RemoteSender {
     if (this.finished || this.pumping) return
     this.pumping = true
     try {
-      while (this.pending.length > 0) {
+      // Nothing goes while the transport's write buffer drains: its `writable` brings us back.
+      while (this.pending.length > 0 && !this.frames.draining) {
         const batch = this.pending[0]!
         if (batch.marker !== undefined) {
           // A marker takes no credit: it goes as soon as the data before it has gone.
@@ -213,7 +214,7 @@ class Sender implements RemoteSender {
         this.writeData(values, headers, this.requestIds(headers))
         if (this.finished) return
       }
-      if (this.ending && !this.endSent && this.pending.length === 0) {
+      if (this.ending && !this.endSent && this.pending.length === 0 && !this.frames.draining) {
         this.endSent = true
         this.frames.end()
       }

@@ -56,9 +56,9 @@ export interface StreamFrameSender extends FrameSender {
  * Opens the sending half of a channel to the consumer's peer: dials `target`, opens a
  * `/lamina/channel/1.0.0` stream and sends OPEN; connects in the background, so it returns at
  * once and `credit` turns positive when the first credit arrives. DATA frames are written in the
- * order given, never past the granted credit, and `credit` is 0 while the stream's write buffer
- * waits for its 'drain' event or too many bytes are in flight. MARKER and END frames given before
- * the stream is open wait for it. The kernel's `remoteSender` turns it into a channel of values.
+ * order given, never past the granted credit; `credit` is 0 while too many bytes are in flight,
+ * and `draining` is true while the stream's write buffer waits for its 'drain' event. MARKER and
+ * END frames given before the stream is open wait for it. The kernel's `remoteSender` turns it into a channel of values.
  *
  * ```ts
  * const channel = remoteSender(openFrameSender(node, consumerAddress, info), { info, deadLetter })
@@ -120,9 +120,12 @@ class Sender implements StreamFrameSender {
   }
 
   get credit(): number {
-    const frames = this.frames
-    if (frames === undefined || this.finished || this.endSent || frames.needsDrain || this.bytesInFlight >= this.byteWindow) return 0
+    if (this.frames === undefined || this.finished || this.endSent || this.bytesInFlight >= this.byteWindow) return 0
     return this.available
+  }
+
+  get draining(): boolean {
+    return this.frames?.needsDrain === true
   }
 
   stats(): FrameSenderStats {
