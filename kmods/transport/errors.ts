@@ -1,6 +1,6 @@
 // The transport's error classes: admission, dialing, frames and remote links, each with a stable `code`.
 
-import { LaminaError } from '../../kernel/errors.js'
+import { LaminaError } from '../../kernel/index.js'
 
 /** Why a peer was not admitted. */
 export type AdmissionReason =
