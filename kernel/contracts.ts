@@ -410,6 +410,31 @@ export interface InstanceSpec {
   readonly info: InstanceInfo
   readonly operator: Operator
   readonly outputs: Outputs
+  /** Watches the record loop of an atom-form instance (see AtomObserver); a layer that sets it calls the one it was given too. */
+  readonly observer?: AtomObserver
+}
+
+/** Called before the handler of each record of a watched batch: the record's index in that batch and its key (keyed operators). */
+export type RecordHook = (index: number, key: Key | undefined) => void
+
+/**
+ * What a layer learns from the kernel's record loop of an atom-form instance without wrapping its
+ * handlers: which record the operator's code handles, and which key's state code outside a record
+ * reads. The metadata layer ties emissions to their input records with it; the isolation layer
+ * replays it on the host for an operator that runs in a worker or child process.
+ */
+export interface AtomObserver {
+  /**
+   * Called when the instance starts on a batch its port's record handler takes one record at a
+   * time (not for batch handlers); returns the hook to call before each record's handler, or
+   * undefined to watch nothing of this batch (then its records cost nothing more).
+   */
+  batch?(port: string, batch: Batch): RecordHook | undefined
+  /**
+   * Called when code outside a record (`end`, a timer) reads one key's state: with the key at
+   * `state.of(key)` and at each entry of `state.entries()`, and with undefined once `entries()` ends.
+   */
+  stateKey?(key: Key | undefined): void
 }
 
 /** Keyed state of one instance in portable form: keys with codec-encoded values. */
@@ -457,10 +482,11 @@ export interface ChannelInfo {
 }
 
 /**
- * The producer's end of a channel: where an instance's output goes. The producer calls `send`
- * while `ready()`; otherwise it awaits `whenReady()` (credit-based backpressure, across peers too).
+ * A materialized link between two instances: a bounded queue of batches with credit-based
+ * backpressure. The producer calls `send` while `ready()`; otherwise it awaits `whenReady()`.
+ * Layers wrap a channel to piggyback fields, count, or add sequence numbers.
  */
-export interface ChannelSender {
+export interface Channel {
   readonly info: ChannelInfo
   /** Enqueues a batch (the producer checked `ready()` first; one batch may overshoot). */
   send(batch: Batch): void
@@ -470,13 +496,6 @@ export interface ChannelSender {
   whenReady(signal?: AbortSignal): Promise<void>
   /** The producer has no more records. */
   end(): void
-  /** Records queued now (on a remote sending half: accepted and not yet sent). */
-  readonly queued: number
-}
-
-/** The consumer's end of a channel: where an instance's input comes from. */
-export interface ChannelReceiver {
-  readonly info: ChannelInfo
   /** Takes the next batch, `'end'` once ended and drained, or undefined when empty. Returns credit. */
   take(): Batch | 'end' | undefined
   /** Calls `fn` when the channel becomes non-empty or ends. One listener: the consuming atom. */
@@ -484,19 +503,6 @@ export interface ChannelReceiver {
   /** Records queued now. */
   readonly queued: number
 }
-
-/**
- * A materialized link between two instances on one peer: a bounded queue of batches with
- * credit-based backpressure, both ends in one object. A link whose ends are on two peers has a
- * ChannelSender on one and a ChannelReceiver on the other (see Deployment.connect).
- */
-export interface Channel extends ChannelSender, ChannelReceiver {}
-
-/**
- * One end of a channel as a layer's channel hook sees it: the sending or the receiving end (see
- * `isChannelSender`, `isChannelReceiver`).
- */
-export type ChannelEnd = ChannelSender | ChannelReceiver
 
 /** A message handler registered by a layer's control hook. */
 export type ControlHandler = (payload: unknown) => unknown
@@ -619,10 +625,7 @@ export interface Savepoints {
  * ```ts
  * const counting: Layer = {
  *   name: 'count',
- *   channel: (ch, next) => {
- *     const inner = next(ch)
- *     return isChannelSender(inner) ? wrapChannel(inner, { send: (b) => { n += b.values.length; inner.send(b) } }) : inner
- *   },
+ *   channel: (ch, next) => { const inner = next(ch); return wrapChannel(inner, { send: (b) => { n += b.values.length; inner.send(b) } }) },
  * }
  * ```
  */
@@ -646,13 +649,8 @@ export interface Layer {
   plan?(program: Program, next: (program: Program) => Promise<Program>, context: PlanContext): Promise<Program>
   /** Wraps (or replaces) one operator instance. */
   instance?(spec: InstanceSpec, next: (spec: InstanceSpec) => Instance): Instance
-  /**
-   * Wraps one end of a materialized channel, called once for each end on this peer: the sending
-   * end (the producer's) and the receiving end (the consumer's). An in-memory channel has both
-   * ends here; a remote one has one end on each peer, so a layer that piggybacks fields on `send`
-   * and reads them on `take` works the same in-process and across peers.
-   */
-  channel?(channel: ChannelEnd, next: (channel: ChannelEnd) => ChannelEnd): ChannelEnd
+  /** Wraps one materialized channel. */
+  channel?(channel: Channel, next: (channel: Channel) => Channel): Channel
   /** Registers control message kinds and syscalls; called once per job before it starts. */
   control?(registry: ControlRegistry): void
   /**
@@ -755,7 +753,7 @@ export interface Job extends JobView {
   control(kind: string, payload?: unknown): Promise<unknown>
 }
 
-/** One end of a channel whose other end runs on another peer (see Deployment.connect). */
+/** One end of a channel whose other end runs on another peer. */
 export interface RemoteEnd {
   /** `sender`: this peer produces into the channel; `receiver`: this peer consumes from it. */
   readonly side: 'sender' | 'receiver'
@@ -782,13 +780,8 @@ export interface Deployment {
   readonly submitter?: string
   /** The peer that runs an operator instance. */
   peerOf(operator: string, instance: number): string
-  /**
-   * One end of a channel crossing to another peer: the sending half on the producer's peer, the
-   * receiving half on the consumer's (e.g. the kernel's `remoteSender`/`remoteReceiver` over a
-   * transport's frame channel).
-   */
-  connect(end: RemoteEnd & { readonly side: 'sender' }): ChannelSender
-  connect(end: RemoteEnd & { readonly side: 'receiver' }): ChannelReceiver
+  /** One end of a channel crossing to another peer. */
+  connect(end: RemoteEnd): Channel
   /** Calls a control handler of this job's share on another peer (see JobCluster.call). */
   call?(peer: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown>
   /** Every peer that runs part of the job. */

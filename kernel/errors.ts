@@ -131,6 +131,15 @@ export class HandlerError extends LaminaError {
   }
 }
 
+/** Thrown when an operator refuses a value with `ctx.reject` (it is recorded as a dead letter, never raised to the caller). */
+export class RejectedError extends LaminaError {
+  readonly code = 'ERR_REJECTED'
+  override readonly name = 'RejectedError'
+  constructor(readonly operator: string, readonly reason: string) {
+    super(`${operator} rejected a value: ${reason}`)
+  }
+}
+
 /** The part of an instance's life in which it crashed. */
 export type CrashPhase = 'start' | 'process' | 'run' | 'end'
 

@@ -3,6 +3,7 @@
 import type {
   AtomBody,
   AtomContext,
+  AtomObserver,
   Batch,
   Header,
   Instance,
@@ -12,6 +13,7 @@ import type {
   Operator,
   Outputs,
   PortCodecs,
+  RecordHook,
   RequestOptions,
   Spawned,
   SpawnOptions,
@@ -19,7 +21,7 @@ import type {
   TimerHandle,
 } from '../contracts.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
-import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, JobAbortedError, LaminaError, UnknownOutputError } from '../errors.js'
+import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, JobAbortedError, LaminaError, RejectedError, UnknownOutputError } from '../errors.js'
 import { replyError, replyOk, type AtomServices } from './services.js'
 import { StateStore } from './state.js'
 
@@ -119,13 +121,30 @@ class Context implements AtomContext {
   }
 }
 
-/** Recorded when an operator refuses a value with `ctx.reject`. */
-export class RejectedError extends LaminaError {
-  readonly code = 'ERR_REJECTED'
-  override readonly name = 'RejectedError'
-  constructor(readonly operator: string, readonly reason: string) {
-    super(`${operator} rejected a value: ${reason}`)
-  }
+/** Options of `atomInstance`. All optional. */
+export interface AtomInstanceOptions {
+  /**
+   * The state store `ctx.state` is (one built for this operator: its name, state spec and keyed-ness).
+   * @default a new StateStore of the operator, told of state reads by `spec.observer.stateKey`
+   */
+  readonly state?: StateStore<unknown>
+}
+
+/**
+ * The kernel's own instance of an atom-form operator, running on `services`: its record loop, its
+ * `ctx` (the syscalls, emitting into `spec.outputs`), its state and its dead letters, exactly as
+ * in a job. A job builds every atom instance this way over its driver; a layer that runs an atom
+ * elsewhere passes its own services (the isolation layer's forward syscalls from a worker thread).
+ * `spec.observer` watches the record loop.
+ *
+ * ```ts
+ * const instance = atomInstance({ info, operator, outputs: { emit: (port, value) => sent.push([port, value]) } }, services)
+ * await instance.start()
+ * await instance.process('in', { values: ['a', 'b'] })
+ * ```
+ */
+export function atomInstance(spec: InstanceSpec, services: AtomServices, options: AtomInstanceOptions = {}): Instance {
+  return new AtomInstance(spec, services, options)
 }
 
 /**
@@ -141,14 +160,18 @@ export class AtomInstance implements Instance {
   private readonly checks: ReadonlyMap<string, { readonly codec: Operator['inputs'][string]['codec']; readonly is: (value: unknown) => boolean } | undefined>
   /** The operator declares `onError: 'crash'`: a failure of its code ends the instance (InstanceCrashedError). */
   private readonly crashes: boolean
+  private readonly observer: AtomObserver | undefined
 
-  constructor(spec: InstanceSpec, private readonly services: AtomServices) {
+  constructor(spec: InstanceSpec, private readonly services: AtomServices, options: AtomInstanceOptions = {}) {
     const body = spec.operator.body
     if (body.form !== 'atom') throw new TypeError(`AtomInstance needs an atom-form operator, got ${body.form}`)
     this.body = body
     this.crashes = spec.operator.annotations.onError === 'crash'
     this.keyFn = body.key
-    this.state = new StateStore(spec.operator.name, body.state, body.key !== undefined)
+    const observer = spec.observer
+    this.observer = observer?.batch === undefined ? undefined : observer
+    const stateKey = observer?.stateKey === undefined ? undefined : (key: Key | undefined) => observer.stateKey!(key)
+    this.state = options.state ?? new StateStore(spec.operator.name, body.state, body.key !== undefined, stateKey === undefined ? {} : { stateKey })
     this.ctx = new Context(spec.outputs, services, this.state, new Set(Object.keys(spec.operator.outputs)))
     this.checks = new Map(
       Object.entries(spec.operator.inputs).map(([port, input]) => [port, acceptsAll(input.codec) ? undefined : { codec: input.codec, is: guardOf(input.codec) }]),
@@ -178,7 +201,10 @@ export class AtomInstance implements Instance {
   }
 
   process(port: string, batch: Batch): void | Promise<void> {
-    return this.loop(port, batch, 0)
+    const handler = this.body.handlers[port] as ((value: unknown, ctx: Context) => unknown) | undefined
+    if (handler === undefined) return this.whole(port, batch)
+    const hook = this.observer?.batch!(port, batch)
+    return this.loop(handler, port, batch, 0, hook)
   }
 
   snapshot(): StateSnapshot {
@@ -194,9 +220,7 @@ export class AtomInstance implements Instance {
   }
 
   /** Handles records from `start` on; switches to the async path at the first handler promise. */
-  private loop(port: string, batch: Batch, start: number): void | Promise<void> {
-    const handler = this.body.handlers[port] as ((value: unknown, ctx: Context) => unknown) | undefined
-    if (handler === undefined) return this.whole(port, batch)
+  private loop(handler: (value: unknown, ctx: Context) => unknown, port: string, batch: Batch, start: number, hook: RecordHook | undefined): void | Promise<void> {
     // Checked ports are looked up per batch: spawning a child can add one while the atom runs.
     const guard = this.services.checkedPorts.has(port) ? this.checks.get(port)?.is : undefined
     const values = batch.values
@@ -208,19 +232,20 @@ export class AtomInstance implements Instance {
       const value = values[i]
       const header = headers?.[i]
       if (guard !== undefined && !guard(value)) {
-        this.undecodable(port, value, header)
+        this.undecodable(port, value, header, i)
         continue
       }
       let result: unknown
       try {
         if (keyFn !== undefined) ctx.key = state.current = keyFn(value, port)
+        if (hook !== undefined) hook(i, ctx.key)
         result = handler(value, ctx)
       } catch (error) {
-        this.failed(port, value, header, error, 'process', batch, i + 1)
+        this.failed(port, value, header, error, 'process', batch, i + 1, i)
         continue
       }
       if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
-        return this.resume(result as PromiseLike<unknown>, port, batch, i, header)
+        return this.resume(result as PromiseLike<unknown>, handler, port, batch, i, header, hook)
       }
       if (header?.reply !== undefined) replyOk(header, result)
     }
@@ -234,9 +259,9 @@ export class AtomInstance implements Instance {
     const guard = this.services.checkedPorts.has(port) ? this.checks.get(port)?.is : undefined
     let values = batch.values
     if (guard !== undefined && !values.every(guard)) {
-      values = values.filter((value) => {
+      values = values.filter((value, i) => {
         if (guard(value)) return true
-        this.undecodable(port, value, undefined)
+        this.undecodable(port, value, undefined, i)
         return false
       })
     }
@@ -255,35 +280,43 @@ export class AtomInstance implements Instance {
     }
   }
 
-  private async resume(pending: PromiseLike<unknown>, port: string, batch: Batch, index: number, header: Header | undefined): Promise<void> {
+  private async resume(
+    pending: PromiseLike<unknown>,
+    handler: (value: unknown, ctx: Context) => unknown,
+    port: string,
+    batch: Batch,
+    index: number,
+    header: Header | undefined,
+    hook: RecordHook | undefined,
+  ): Promise<void> {
     try {
       const result = await pending
       if (header?.reply !== undefined) replyOk(header, result)
     } catch (error) {
-      this.failed(port, batch.values[index], header, error, 'process', batch, index + 1)
+      this.failed(port, batch.values[index], header, error, 'process', batch, index + 1, index)
     }
-    await this.loop(port, batch, index + 1)
+    await this.loop(handler, port, batch, index + 1, hook)
   }
 
-  private undecodable(port: string, value: unknown, header: Header | undefined): void {
+  private undecodable(port: string, value: unknown, header: Header | undefined, index: number): void {
     const where = { operator: this.services.info.operator, port, instance: this.services.info.instance }
     const problems = check(this.checks.get(port)!.codec, value) ?? []
     const error = new DecodeError(where, problems.map(renderProblem))
-    this.services.deadLetter(where, error, value)
+    this.services.deadLetter(where, error, value, index)
     replyError(header, error)
   }
 
   /**
    * Records a failure of the operator's code as a dead letter (and fails the request it was
    * handling). Under `onError: 'crash'` it then throws InstanceCrashedError, carrying the records
-   * of `batch` from `next` on, which the instance did not reach.
+   * of `batch` from `next` on, which the instance did not reach. `record` is the failed record's index in `batch`.
    */
-  private failed(port: string, value: unknown, header: Header | undefined, cause: unknown, phase: CrashPhase = 'process', batch?: Batch, next?: number): void {
+  private failed(port: string, value: unknown, header: Header | undefined, cause: unknown, phase: CrashPhase = 'process', batch?: Batch, next?: number, record?: number): void {
     const where = this.where(port)
     // A kernel error raised by a syscall (emit on an unknown port, an unanswered request) keeps its
     // own code; anything else the handler threw is wrapped with where it happened.
     const error = cause instanceof LaminaError ? cause : new HandlerError(where, cause)
-    this.services.deadLetter(where, error, value)
+    this.services.deadLetter(where, error, value, record)
     replyError(header, error)
     if (!this.crashes) return
     const crashed = phase === 'process' ? where : { operator: where.operator, instance: where.instance }

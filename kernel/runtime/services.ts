@@ -1,9 +1,13 @@
-// Internal contract between an instance body and the driver that runs it (not part of the public API).
+// The syscalls' implementations an atom instance runs on: the driver's, or a layer's that runs the atom elsewhere (isolation).
 
 import type { Header, InstanceInfo, Operator, PortCodecs, RequestOptions, Spawned, SpawnOptions, TimerHandle } from '../contracts.js'
 import type { LaminaError, Where } from '../errors.js'
 
-/** What the driver gives the kernel's base instances: the syscalls' implementations. */
+/**
+ * What the kernel's base instances run on: the syscalls' implementations. The driver of each
+ * instance is one; `atomInstance(spec, services)` runs an atom on others (the isolation layer
+ * forwards them from a worker thread or child process to the host).
+ */
 export interface AtomServices {
   readonly info: InstanceInfo
   /** Fires on graceful stop and on abort: sources stop producing. */
@@ -17,7 +21,12 @@ export interface AtomServices {
   sleep(ms: number): Promise<void>
   spawn<I extends PortCodecs>(operator: Operator<I, PortCodecs>, options: SpawnOptions | undefined): Spawned<I>
   call(name: string, argument: unknown): Promise<unknown>
-  deadLetter(where: Where, error: LaminaError, value: unknown): void
+  /**
+   * Records a value that was not processed. `record` is the value's index in the batch being
+   * processed when it is one record of it (a value failing the port's codec, a record whose handler
+   * failed); undefined for a batch handler's whole batch, a lifecycle hook and `ctx.reject`.
+   */
+  deadLetter(where: Where, error: LaminaError, value: unknown, record?: number): void
   /** Wakes the driver after an emission outside a handler (an asynchronous rxjs emission). */
   emitted(): void
 }

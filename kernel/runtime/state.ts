@@ -1,4 +1,4 @@
-// Keyed (or single-slot) operator state with codec-typed snapshots.
+// Keyed (or single-slot) operator state with codec-typed snapshots and, on request, the changes since the last look.
 
 import type { Key, StateAccess, StateSnapshot, StateSpec } from '../contracts.js'
 import { check, guardOf, renderProblem, type Guard } from '../codec.js'
@@ -7,13 +7,41 @@ import { NoKeyInScopeError, StateRestoreError } from '../errors.js'
 /** The single slot of an unkeyed operator is stored under this key. */
 const SLOT = '\u0000slot'
 
+/** Options of a `StateStore`. All optional. */
+export interface StateStoreOptions {
+  /**
+   * Remember which keys were read or written, for `takeChanges()` (a value read may be mutated in
+   * place, so reads count). @default false
+   */
+  readonly trackChanges?: boolean
+  /** Told which key's state code outside a record reads (see `AtomObserver.stateKey`). @default none */
+  readonly stateKey?: (key: Key | undefined) => void
+}
+
+/** State that changed since the last `takeChanges()`: entries to set (encoded by the state codec) and keys deleted; `null` is an unkeyed operator's slot. */
+export interface StateChanges {
+  readonly set: readonly (readonly [Key | null, unknown])[]
+  readonly deleted: readonly (Key | null)[]
+}
+
 /**
- * State of one instance. Keyed operators keep one value per key, read and written for the key of
- * the record being handled; unkeyed operators keep a single slot.
+ * State of one instance, as `ctx.state` shows it. Keyed operators keep one value per key, read and
+ * written for the key of the record being handled (`current`, set by the atom before each handler
+ * call); unkeyed operators keep a single slot. Snapshots encode values with the state codec.
+ *
+ * ```ts
+ * const state = new StateStore('count', { codec: t.number, init: () => 0 }, true, { trackChanges: true })
+ * state.current = 'fig'
+ * state.update((n) => n + 1)
+ * state.takeChanges() // { set: [['fig', 1]], deleted: [] }
+ * ```
  */
 export class StateStore<S> implements StateAccess<S> {
   private readonly values = new Map<Key, S>()
   private guard: Guard | undefined
+  /** Keys read or written since the last `takeChanges()` (with `trackChanges`). */
+  private readonly touched: Set<Key> | undefined
+  private readonly stateKey: ((key: Key | undefined) => void) | undefined
   /** The key of the record being handled; set by the atom before each handler call. */
   current: Key | undefined
 
@@ -21,7 +49,11 @@ export class StateStore<S> implements StateAccess<S> {
     private readonly operator: string,
     private readonly spec: StateSpec<S> | undefined,
     private readonly keyed: boolean,
-  ) {}
+    options: StateStoreOptions = {},
+  ) {
+    this.touched = options.trackChanges === true ? new Set() : undefined
+    this.stateKey = options.stateKey
+  }
 
   private slot(): Key {
     if (!this.keyed) return SLOT
@@ -34,10 +66,16 @@ export class StateStore<S> implements StateAccess<S> {
   }
 
   get(): S {
-    return this.of(this.slot())
+    return this.read(this.slot())
   }
 
   of(key: Key): S {
+    if (this.stateKey !== undefined && this.current === undefined) this.stateKey(key)
+    return this.read(key)
+  }
+
+  private read(key: Key): S {
+    this.touched?.add(key)
     const values = this.values
     let value = values.get(key)
     if (value === undefined && !values.has(key)) {
@@ -48,27 +86,66 @@ export class StateStore<S> implements StateAccess<S> {
   }
 
   set(value: S): void {
-    this.values.set(this.slot(), value)
+    const key = this.slot()
+    this.touched?.add(key)
+    this.values.set(key, value)
   }
 
   update(fn: (value: S) => S): S {
     const key = this.slot()
-    const next = fn(this.of(key))
+    const next = fn(this.read(key))
     this.values.set(key, next)
     return next
   }
 
   delete(): void {
-    this.values.delete(this.slot())
+    const key = this.slot()
+    this.touched?.add(key)
+    this.values.delete(key)
   }
 
-  *entries(): IterableIterator<[Key, S]> {
+  entries(): IterableIterator<[Key, S]> {
+    // Every value handed out may be mutated: all of them count as changed.
+    if (this.touched !== undefined) for (const key of this.values.keys()) this.touched.add(key)
+    return this.stateKey !== undefined && this.current === undefined ? this.reported(this.stateKey) : this.listed()
+  }
+
+  private *listed(): IterableIterator<[Key, S]> {
     // The single slot of an unkeyed operator has no key to show: read it with get().
     for (const [key, value] of this.values) if (this.keyed) yield [key, value]
   }
 
+  private *reported(stateKey: (key: Key | undefined) => void): IterableIterator<[Key, S]> {
+    try {
+      for (const entry of this.listed()) {
+        stateKey(entry[0])
+        yield entry
+      }
+    } finally {
+      stateKey(undefined)
+    }
+  }
+
   get size(): number {
     return this.values.size
+  }
+
+  /** With `trackChanges`: the entries read or written since the last call, encoded like a snapshot's, and the keys deleted; undefined when nothing was. */
+  takeChanges(): StateChanges | undefined {
+    const touched = this.touched
+    if (touched === undefined || touched.size === 0) return undefined
+    const codec = this.spec?.codec
+    const set: [Key | null, unknown][] = []
+    const deleted: (Key | null)[] = []
+    for (const key of touched) {
+      const shown = key === SLOT ? null : key
+      if (this.values.has(key)) {
+        const value = this.values.get(key) as S
+        set.push([shown, codec === undefined ? value : codec.encode(value)])
+      } else deleted.push(shown)
+    }
+    touched.clear()
+    return { set, deleted }
   }
 
   snapshot(): StateSnapshot {
@@ -97,6 +174,7 @@ export class StateStore<S> implements StateAccess<S> {
       decoded.set(key === null ? SLOT : key, value)
     }
     this.values.clear()
+    this.touched?.clear()
     for (const [key, value] of decoded) this.values.set(key, value)
   }
 }

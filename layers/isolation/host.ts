@@ -1,10 +1,10 @@
 // The host side of one isolated instance: starts its worker thread or child process, drives its calls, serves its syscalls, watches it.
 
-import { JobAbortedError, type AtomContext, type Batch, type InstanceInfo, type Key, type TimerHandle } from '../../kernel/index.js'
+import { JobAbortedError, type AtomContext, type AtomObserver, type Batch, type InstanceInfo, type Key, type RecordHook, type TimerHandle } from '../../kernel/index.js'
 import { moduleUrl, type ModuleRef } from './annotations.js'
 import { decodeBatch, encodeBatch } from './batch-codec.js'
 import { IsolationFaultError, IsolationModuleError, IsolationUnsupportedError, type FaultReason, type IsolatedMode } from './errors.js'
-import { serializeError, type DoneMessage, type HostMessage, type IsolateMessage, type SerializedError, type Sync } from './protocol.js'
+import { serializeError, type DoneMessage, type HostMessage, type IsolateMessage, type SerializedError, type Sync, type TrailStep } from './protocol.js'
 import { rebuildError } from './runtime.js'
 import { FATAL_EXIT, spawnIsolate, type ExitInfo, type IsolateChannel } from './spawn.js'
 
@@ -19,6 +19,8 @@ export interface HostOptions {
   readonly forwardStderr: boolean
   /** Told once when the isolated side is lost (not when the host closes it). */
   readonly onFault: (fault: IsolationFaultError) => void
+  /** Watches the operator's record loop (the `InstanceSpec.observer` the layers above passed): told what the isolated side did, in order. */
+  readonly observer?: AtomObserver
 }
 
 /** What became of a batch sent to the isolated side. */
@@ -54,8 +56,8 @@ export class IsolateHost {
   /** Messages sent before the isolated side was ready (a restore). */
   private queued: HostMessage[] = []
   private booting: { readonly resolve: () => void; readonly reject: (error: unknown) => void; readonly timer: NodeJS.Timeout } | undefined
-  /** The `process` call in flight, and how many of its records are done (their output delivered). */
-  private processing: { id: number; count: number; done: number } | undefined
+  /** The `process` call in flight, how many of its records are done (their output delivered), and the observer's hook for its records. */
+  private processing: { id: number; count: number; done: number; hook: RecordHook | undefined } | undefined
   private readonly progress: Int32Array | undefined
   private readonly pings = new Map<number, number>()
   private nextPing = 1
@@ -64,7 +66,8 @@ export class IsolateHost {
 
   constructor(
     readonly info: InstanceInfo,
-    private readonly ports: { readonly inputs: readonly string[]; readonly outputs: readonly string[] },
+    /** `records`: the inputs with a record handler (the others have a batch handler). */
+    private readonly ports: { readonly inputs: readonly string[]; readonly outputs: readonly string[]; readonly records: readonly string[] },
     private readonly crashes: boolean,
     private readonly options: HostOptions,
   ) {
@@ -128,10 +131,13 @@ export class IsolateHost {
     const headers = batch.headers
     if (headers !== undefined) for (let i = 0; i < headers.length; i++) if (headers[i]?.reply !== undefined) requests.push(i)
     const id = this.nextCall++
-    const processing = { id, count: values.length, done: 0 }
+    // A handler port's records are watched as the kernel's record loop would be (batch handlers are not).
+    const hook = this.ports.records.includes(port) ? this.options.observer?.batch?.(port, batch) : undefined
+    const processing = { id, count: values.length, done: 0, hook }
     this.processing = processing
     try {
-      const done = await this.call(id, { t: 'call', id, op: 'process', port, batch: encoded, ...(requests.length === 0 ? {} : { requests }) }, [encoded.buffer])
+      const message: HostMessage = { t: 'call', id, op: 'process', port, batch: encoded, ...(requests.length === 0 ? {} : { requests }), ...(hook === undefined ? {} : { observe: true }) }
+      const done = await this.call(id, message, [encoded.buffer])
       return { kind: 'done', done }
     } catch (error) {
       if (!(error instanceof IsolationFaultError)) throw error
@@ -218,6 +224,7 @@ export class IsolateHost {
           inputs: this.ports.inputs,
           outputs: this.ports.outputs,
           crashes: this.crashes,
+          ...(this.options.observer === undefined ? {} : { watched: true }),
           ...(this.progress === undefined ? {} : { progress: this.progress.buffer as SharedArrayBuffer }),
         })
         return
@@ -283,7 +290,8 @@ export class IsolateHost {
   /** Delivers what the operator did: its emissions into the kernel's outputs, its touched state into the copy, its rejections as dead letters. */
   private apply(sync: Sync): void {
     const ctx = this.ctx
-    if (sync.out !== undefined && ctx !== undefined) for (const { port, batch } of sync.out) ctx.emitAll(port, decodeBatch(batch))
+    if (sync.trail !== undefined) this.replay(sync.trail, sync.out)
+    else if (sync.out !== undefined && ctx !== undefined) for (const { port, batch } of sync.out) ctx.emitAll(port, decodeBatch(batch))
     const delta = sync.delta
     if (delta !== undefined) {
       for (const [key, value] of delta.set) this.mirror.set(key, value)
@@ -291,6 +299,24 @@ export class IsolateHost {
     }
     if (sync.rejected !== undefined && ctx !== undefined) for (const { value, reason } of sync.rejected) ctx.reject(value, reason)
     if (sync.done !== undefined && this.processing !== undefined && sync.done > this.processing.done) this.processing.done = sync.done
+  }
+
+  /** Tells the observer what the isolated side did, in order, delivering each emission after the record it came from. */
+  private replay(trail: readonly TrailStep[], out: Sync['out']): void {
+    const ctx = this.ctx
+    const emitted = new Map<string, { readonly values: unknown[]; at: number }>()
+    for (const { port, batch } of out ?? []) emitted.set(port, { values: decodeBatch(batch), at: 0 })
+    const observer = this.options.observer
+    for (const step of trail) {
+      if (step[0] === 0) this.processing?.hook?.(step[1], step[2])
+      else if (step[0] === 1) observer?.stateKey?.(step[1])
+      else {
+        const values = emitted.get(step[1])
+        if (values === undefined || ctx === undefined || step[2] === 0) continue
+        ctx.emitAll(step[1], values.at === 0 && step[2] === values.values.length ? values.values : values.values.slice(values.at, values.at + step[2]))
+        values.at += step[2]
+      }
+    }
   }
 
   private syscall(message: Extract<IsolateMessage, { t: 'sys' }>): void {

@@ -152,13 +152,15 @@ class IsolatedInstance implements Instance {
     this.operator = spec.operator
     this.crashes = spec.operator.annotations.onError === 'crash'
     const mode = annotation.mode as IsolatedMode
-    this.host = new IsolateHost(spec.info, { inputs: Object.keys(spec.operator.inputs), outputs: Object.keys(spec.operator.outputs) }, this.crashes, {
+    this.host = new IsolateHost(spec.info, { inputs: Object.keys(spec.operator.inputs), outputs: Object.keys(spec.operator.outputs), records: Object.keys((spec.operator.body as AtomBody).handlers) }, this.crashes, {
       mode,
       from: annotation.from!,
       memoryMb: annotation.memoryMb ?? defaults.memoryMb,
       watchdogMs: annotation.watchdogMs ?? defaults.watchdogMs,
       startTimeoutMs: defaults.startTimeoutMs,
       forwardStderr: defaults.forwardStderr,
+      // A layer above watching the record loop (metadata) is told what the isolated side did.
+      ...(spec.observer === undefined ? {} : { observer: spec.observer }),
       onFault: (fault) =>
         share?.notify('fault', `${spec.info.operator}[${spec.info.instance}] stopped: ${fault.message}`, {
           operator: spec.info.operator,
@@ -169,7 +171,8 @@ class IsolatedInstance implements Instance {
         }),
     })
     share?.hosts.add(this.host)
-    this.inner = next({ ...spec, operator: this.standIn() })
+    // The stand-in's own records (dead letters handed to it) are not the operator's: nobody watches them.
+    this.inner = next({ ...spec, operator: this.standIn(), observer: undefined })
   }
 
   /** The operator the layers below build: same name and ports; its hooks drive the isolated side. */

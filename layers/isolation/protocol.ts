@@ -10,9 +10,11 @@
 // one, all together: its emissions (one encoded batch per port), the state it touched (encoded
 // with the state codec) and the values it rejected. Emissions and state therefore reach the host
 // in step, so the host's copy of the state always matches the output it has delivered: that copy
-// is what `Instance.snapshot()` returns, synchronously.
+// is what `Instance.snapshot()` returns, synchronously. When a layer on the host watches the
+// instance's record loop (the metadata layer), syncs also carry a trail of which record each
+// emission came from, which the host replays to that layer as if the record loop ran there.
 
-import type { Key } from '../../kernel/index.js'
+import type { Key, StateChanges } from '../../kernel/index.js'
 import type { EncodedBatch } from './batch-codec.js'
 import type { ModuleRef } from './annotations.js'
 
@@ -28,14 +30,20 @@ export interface SerializedError {
 }
 
 /** State the operator touched: entries to set (encoded by the state codec) and keys to forget. `null` is an unkeyed operator's slot. */
-export interface StateDelta {
-  readonly set: readonly (readonly [Key | null, unknown])[]
-  readonly deleted: readonly (Key | null)[]
-}
+export type StateDelta = StateChanges
+
+/**
+ * One step of what a watched operator did, in order: `[0, index, key]` the kernel entered record
+ * `index` of the batch (with its key); `[1, key]` code outside a record read `key`'s state (undefined:
+ * `entries()` ended); `[2, port, n]` the next `n` values of `port` in `Sync.out` were emitted.
+ */
+export type TrailStep = readonly [0, number, Key | undefined] | readonly [1, Key | undefined] | [2, string, number]
 
 /** What the operator did since the last sync point. */
 export interface Sync {
   readonly out?: readonly { readonly port: string; readonly batch: EncodedBatch }[]
+  /** Watched instances only (`InitMessage.watched`): the order of the records entered, the state keys read and the emissions in `out`. */
+  readonly trail?: readonly TrailStep[]
   readonly delta?: StateDelta
   readonly rejected?: readonly { readonly value: unknown; readonly reason: string }[]
   /**
@@ -60,6 +68,8 @@ export interface InitMessage {
   readonly inputs: readonly string[]
   readonly outputs: readonly string[]
   readonly crashes: boolean
+  /** A layer on the host watches the instance's record loop: syncs carry a trail. */
+  readonly watched?: boolean
   /** Worker threads only: `[call id, record index]` of the record being handled, for the host to blame after a fault. */
   readonly progress?: SharedArrayBuffer
 }
@@ -71,7 +81,16 @@ export type CallOp = 'start' | 'process' | 'run' | 'end' | 'timer'
 export type HostMessage =
   | InitMessage
   | { readonly t: 'call'; readonly id: number; readonly op: 'start' | 'run' | 'end' }
-  | { readonly t: 'call'; readonly id: number; readonly op: 'process'; readonly port: string; readonly batch: EncodedBatch; readonly requests?: readonly number[] }
+  | {
+      readonly t: 'call'
+      readonly id: number
+      readonly op: 'process'
+      readonly port: string
+      readonly batch: EncodedBatch
+      readonly requests?: readonly number[]
+      /** The host watches this batch's records: the trail names each record entered. */
+      readonly observe?: boolean
+    }
   | { readonly t: 'call'; readonly id: number; readonly op: 'timer'; readonly timer: number }
   | { readonly t: 'reply'; readonly id: number; readonly ok: true; readonly value?: unknown }
   | { readonly t: 'reply'; readonly id: number; readonly ok: false; readonly error: SerializedError }

@@ -1,135 +1,42 @@
-// The isolated side of an isolated instance: runs one atom-form operator in a worker thread or child process, driven by the host's calls.
+// The isolated side of an isolated instance: runs one atom-form operator in a worker thread or child process on the kernel's own atom runtime, driven by the host's calls.
 //
-// It does what the kernel's atom instance does on the main thread (records one at a time, keyed
-// state, the syscalls), with the syscalls that need the peer forwarded to the host as messages:
-// flush (with the host's backpressure), call, request, timers. The operator reaches nothing else
-// of the peer: no other operator's state, no channel, no libp2p node.
+// The operator runs as the kernel's atom instance (`atomInstance`): the same record loop, `ctx`,
+// state store and dead-letter rules as on the main thread. What differs are its services: the
+// syscalls that need the peer are forwarded to the host as messages (flush with the host's
+// backpressure, call, request, timers), emissions wait in buffers until the next sync, and dead
+// letters are reported to the host, which records them. The operator reaches nothing else of the
+// peer: no other operator's state, no channel, no libp2p node.
 
 import {
+  DecodeError,
+  HandlerError,
+  InstanceCrashedError,
   JobAbortedError,
-  NoKeyInScopeError,
-  StateRestoreError,
-  UnknownOutputError,
-  check,
-  renderProblem,
-  type AtomBody,
-  type AtomContext,
+  RejectedError,
+  StateStore,
+  atomInstance,
+  type AtomServices,
+  type Batch,
+  type Header,
+  type Instance,
   type InstanceInfo,
   type Key,
+  type LaminaError,
   type Operator,
+  type Outputs,
+  type PortCodecs,
+  type RecordHook,
   type RequestOptions,
   type Spawned,
-  type StateAccess,
-  type StateSpec,
   type TimerHandle,
+  type Where,
 } from '../../kernel/index.js'
 import { decodeBatch, encodeBatch, type EncodedBatch } from './batch-codec.js'
 import { IsolatedOperatorError, IsolationUnsupportedError } from './errors.js'
-import { serializeError, transfers, type DoneMessage, type HostMessage, type IsolateMessage, type RecordFailure, type SerializedError, type StateDelta, type Sync } from './protocol.js'
+import { serializeError, transfers, type DoneMessage, type HostMessage, type IsolateMessage, type RecordFailure, type SerializedError, type Sync, type TrailStep } from './protocol.js'
 
 /** Sends a message to the host (transferring `transfer` where the boundary allows it). */
 export type SendToHost = (message: IsolateMessage, transfer: readonly ArrayBuffer[]) => void
-
-/** The single slot of an unkeyed operator (the kernel's state store uses the same key). */
-const SLOT = '\u0000slot'
-
-/** Keyed (or single-slot) state that remembers which keys were touched since the last sync. */
-class TrackedState implements StateAccess<unknown> {
-  private readonly values = new Map<Key, unknown>()
-  /** Keys read or written since the last delta: a value read may have been mutated in place. */
-  private readonly touched = new Set<Key>()
-  current: Key | undefined
-
-  constructor(
-    private readonly operator: string,
-    private readonly spec: StateSpec<unknown> | undefined,
-    private readonly keyed: boolean,
-  ) {}
-
-  private slot(): Key {
-    if (!this.keyed) return SLOT
-    if (this.current === undefined) throw new NoKeyInScopeError(this.operator)
-    return this.current
-  }
-
-  get(): unknown {
-    return this.of(this.slot())
-  }
-
-  of(key: Key): unknown {
-    this.touched.add(key)
-    const values = this.values
-    let value = values.get(key)
-    if (value === undefined && !values.has(key)) {
-      value = this.spec === undefined ? undefined : this.spec.init()
-      values.set(key, value)
-    }
-    return value
-  }
-
-  set(value: unknown): void {
-    const key = this.slot()
-    this.touched.add(key)
-    this.values.set(key, value)
-  }
-
-  update(fn: (value: unknown) => unknown): unknown {
-    const key = this.slot()
-    const next = fn(this.of(key))
-    this.values.set(key, next)
-    return next
-  }
-
-  delete(): void {
-    const key = this.slot()
-    this.touched.add(key)
-    this.values.delete(key)
-  }
-
-  *entries(): IterableIterator<[Key, unknown]> {
-    // Every value handed out may be mutated: all of them go in the next delta.
-    for (const key of this.values.keys()) this.touched.add(key)
-    for (const [key, value] of this.values) if (this.keyed) yield [key, value]
-  }
-
-  get size(): number {
-    return this.values.size
-  }
-
-  /** The touched keys' current values (encoded by the state codec) and the ones deleted; clears the record. */
-  takeDelta(): StateDelta | undefined {
-    if (this.touched.size === 0) return undefined
-    const codec = this.spec?.codec
-    const set: [Key | null, unknown][] = []
-    const deleted: (Key | null)[] = []
-    for (const key of this.touched) {
-      const shown = key === SLOT ? null : key
-      if (this.values.has(key)) {
-        const value = this.values.get(key)
-        set.push([shown, codec === undefined ? value : codec.encode(value)])
-      } else deleted.push(shown)
-    }
-    this.touched.clear()
-    return { set, deleted }
-  }
-
-  /** Replaces the state with decoded snapshot entries (the host checked them already). */
-  restore(entries: readonly (readonly [Key | null, unknown])[]): void {
-    const decoded = new Map<Key, unknown>()
-    for (const [key, encoded] of entries) {
-      let value = encoded
-      if (this.spec !== undefined) {
-        const result = this.spec.codec.decode(encoded)
-        if (result._tag === 'Left') throw new StateRestoreError(this.operator, `key ${JSON.stringify(key)}: ${(check(this.spec.codec, encoded) ?? []).map(renderProblem).join('; ')}`)
-        value = result.right
-      }
-      decoded.set(key === null ? SLOT : key, value)
-    }
-    this.values.clear()
-    this.touched.clear()
-    for (const [key, value] of decoded) this.values.set(key, value)
-  }
-}
 
 /** A syscall waiting for the host's reply. */
 interface Waiting {
@@ -137,66 +44,410 @@ interface Waiting {
   readonly reject: (error: unknown) => void
 }
 
-/** The AtomContext an isolated operator's handlers get. */
-class IsolateContext implements AtomContext {
-  key: Key | undefined = undefined
+/** One `process` call in flight: what it collected for the host. */
+interface Processing {
+  readonly port: string
+  /** The port has a batch handler, not a record handler. */
+  readonly whole: boolean
+  readonly failures: RecordFailure[]
+  readonly replies: [number, unknown][]
+  batchFailed?: unknown
+}
+
+/** A lifecycle hook the host can call. */
+type Phase = 'start' | 'run' | 'end'
+
+const UNDECODABLE: SerializedError = { name: 'DecodeError', message: 'does not fit the port codec', lamina: true }
+
+/**
+ * The isolated operator's outputs: emissions wait in one buffer per port until the next sync.
+ * When the host watches the instance they also leave a trail: which record each came from, and
+ * which key's state was read outside a record, in the order it happened.
+ */
+class Emissions implements Outputs {
+  private readonly buffers = new Map<string, unknown[]>()
+  /** Set while the host watches the instance. */
+  trail: TrailStep[] | undefined
+  /** The trail's last step when it counts emissions: consecutive emissions on one port share it. */
+  private counting: [2, string, number] | undefined
+  // The buffer of the last port emitted on (a sync swaps the buffers out).
   private lastPort: string | undefined
   private lastBuffer: unknown[] | undefined
 
-  constructor(
-    readonly info: InstanceInfo,
-    readonly state: TrackedState,
-    private readonly runtime: IsolateRuntime,
-    private readonly buffers: Map<string, unknown[]>,
-  ) {}
-
-  get signal(): AbortSignal {
-    return this.runtime.abort.signal
+  constructor(ports: readonly string[], watched: boolean) {
+    for (const port of ports) this.buffers.set(port, [])
+    if (watched) this.trail = []
   }
 
   emit(port: string, value: unknown): void {
-    if (port === this.lastPort) {
-      this.lastBuffer!.push(value)
-      return
+    let buffer = this.lastBuffer
+    if (port !== this.lastPort) {
+      buffer = this.buffers.get(port)
+      // The kernel's ctx checked the port: every declared output has a buffer.
+      if (buffer === undefined) return
+      this.lastPort = port
+      this.lastBuffer = buffer
     }
-    const buffer = this.buffers.get(port)
-    if (buffer === undefined) throw new UnknownOutputError(this.info.operator, port)
-    this.lastPort = port
-    this.lastBuffer = buffer
-    buffer.push(value)
+    buffer!.push(value)
+    if (this.trail !== undefined) this.count(port, 1)
   }
 
   emitAll(port: string, values: readonly unknown[]): void {
     const buffer = this.buffers.get(port)
-    if (buffer === undefined) throw new UnknownOutputError(this.info.operator, port)
+    if (buffer === undefined) return
     for (let i = 0; i < values.length; i++) buffer.push(values[i])
+    if (this.trail !== undefined && values.length > 0) this.count(port, values.length)
   }
 
-  /** Swaps the emission buffers out (after a sync): the cached buffer is stale. */
-  forgetBuffer(): void {
+  /** Adds a step that is not an emission to the trail. */
+  mark(step: TrailStep): void {
+    this.trail!.push(step)
+    this.counting = undefined
+  }
+
+  private count(port: string, n: number): void {
+    const step = this.counting
+    if (step !== undefined && step[1] === port) step[2] += n
+    else {
+      const counting: [2, string, number] = [2, port, n]
+      this.trail!.push(counting)
+      this.counting = counting
+    }
+  }
+
+  /**
+   * Takes what was emitted since the last call, encoded per port, and the trail. A value that
+   * cannot cross (a function, a symbol) is rejected with the reason instead, and left out of the
+   * trail's counts.
+   */
+  take(rejected: { value: unknown; reason: string }[]): { out: { port: string; batch: EncodedBatch }[] | undefined; trail: TrailStep[] | undefined } {
+    let out: { port: string; batch: EncodedBatch }[] | undefined
+    const trail = this.trail
+    for (const [port, values] of this.buffers) {
+      if (values.length === 0) continue
+      this.buffers.set(port, [])
+      let batch: EncodedBatch | undefined
+      try {
+        batch = encodeBatch(values)
+      } catch {
+        const kept = values.map((value) => {
+          try {
+            encodeBatch([value])
+            return true
+          } catch (error) {
+            rejected.push({ value: String(value), reason: `a value emitted on ${port} cannot leave the isolated operator: ${error instanceof Error ? error.message : String(error)}` })
+            return false
+          }
+        })
+        const encodable = values.filter((_, i) => kept[i])
+        if (encodable.length > 0) batch = encodeBatch(encodable)
+        if (trail !== undefined) recount(trail, port, kept)
+      }
+      if (batch !== undefined) (out ??= []).push({ port, batch })
+    }
     this.lastPort = undefined
     this.lastBuffer = undefined
+    this.counting = undefined
+    if (trail === undefined || trail.length === 0) return { out, trail: undefined }
+    this.trail = []
+    return { out, trail }
+  }
+}
+
+/** Lowers the emission counts of `port` in `trail` to the values kept (`kept[i]` for the i-th value emitted on it). */
+function recount(trail: TrailStep[], port: string, kept: readonly boolean[]): void {
+  let at = 0
+  for (const step of trail) {
+    if (step[0] !== 2 || step[1] !== port) continue
+    const n = step[2]
+    let left = 0
+    for (let i = at; i < at + n; i++) if (kept[i] === true) left++
+    at += n
+    ;(step as [2, string, number])[2] = left
+  }
+}
+
+/**
+ * Runs one operator instance on the isolated side: the kernel's atom instance, over services that
+ * forward to the host. Records of a batch go through their port's handler one at a time, as on
+ * the main thread; a handler's promise is awaited before the next record.
+ */
+export class IsolateRuntime implements AtomServices {
+  readonly info: InstanceInfo
+  /** Values crossed a thread or process boundary: every input is checked against its port's codec. */
+  readonly checkedPorts: ReadonlySet<string>
+  private readonly abort = new AbortController()
+  private readonly rejected: { value: unknown; reason: string }[] = []
+  private readonly instance: Instance
+  private readonly state: StateStore<unknown>
+  private readonly outputs: Emissions
+  private readonly recordPorts: ReadonlySet<string>
+  private readonly hook: RecordHook
+  private readonly waiting = new Map<number, Waiting>()
+  private readonly timers = new Map<number, { readonly fn: () => unknown; readonly repeat: boolean }>()
+  private nextSyscall = 1
+  private nextTimer = 1
+  /** The `process` call in flight, and the record whose handler runs in it (for `Sync.done`). */
+  private processing: Processing | undefined
+  private record: number | undefined
+  /** The host watches the records of the `process` call in flight (its batch is traced). */
+  private watchingRecords = false
+  /** What the operator's code threw in a lifecycle hook, as the kernel recorded it. */
+  private readonly hookFailures = new Map<Phase, LaminaError>()
+
+  constructor(
+    operator: Operator,
+    info: InstanceInfo,
+    crashes: boolean,
+    private readonly send: SendToHost,
+    /** `[call id, record index]`, shared with the host (worker threads only). */
+    private readonly progress: Int32Array | undefined,
+    /** The host watches the instance (a layer there observes its record loop): keep a trail. */
+    watched = false,
+  ) {
+    const body = operator.body
+    if (body.form !== 'atom') throw new IsolationUnsupportedError(info.operator, `a ${body.form}-form body`)
+    this.info = info
+    this.checkedPorts = new Set(Object.keys(operator.inputs))
+    this.recordPorts = new Set(Object.keys(body.handlers))
+    this.outputs = new Emissions(Object.keys(operator.outputs), watched)
+    const outputs = this.outputs
+    this.state = new StateStore(operator.name, body.state, body.key !== undefined, {
+      trackChanges: true,
+      ...(watched ? { stateKey: (key: Key | undefined) => outputs.mark([1, key]) } : {}),
+    })
+    this.hook = (index, key) => {
+      if (this.progress !== undefined) Atomics.store(this.progress, 1, index)
+      this.record = index
+      if (this.watchingRecords) outputs.mark([0, index, key])
+    }
+    // The host decides whether a failure crashes the instance: the annotated operator's onError, not the module's.
+    const spec = { info, operator: operator.annotate({ onError: crashes ? 'crash' : 'dead-letter' }), outputs, observer: { batch: () => this.hook } }
+    this.instance = atomInstance(spec, this, { state: this.state })
   }
 
+  get stopSignal(): AbortSignal {
+    return this.abort.signal
+  }
+
+  /** Handles one message from the host. */
+  receive(message: HostMessage): void {
+    switch (message.t) {
+      case 'call':
+        this.dispatch(message)
+        return
+      case 'reply': {
+        const waiting = this.waiting.get(message.id)
+        if (waiting === undefined) return
+        this.waiting.delete(message.id)
+        if (message.ok) waiting.resolve(message.value)
+        else waiting.reject(rebuildError(message.error))
+        return
+      }
+      case 'restore':
+        // The host checked the entries against the state codec already.
+        this.instance.restore({ operator: this.info.operator, entries: message.entries })
+        return
+      case 'abort':
+        this.abort.abort(message.reason)
+        return
+      default:
+        return
+    }
+  }
+
+  /** Runs one of the host's calls. */
+  private dispatch(message: Extract<HostMessage, { t: 'call' }>): void {
+    const id = message.id
+    switch (message.op) {
+      case 'process':
+        this.process(id, message.port, message.batch, message.requests, message.observe === true)
+        return
+      case 'start':
+        return this.lifecycle(id, 'start', () => this.instance.start())
+      case 'end':
+        return this.lifecycle(id, 'end', () => this.instance.end())
+      case 'run':
+        return this.lifecycle(id, 'run', () => this.instance.run())
+      case 'timer': {
+        const timer = this.timers.get(message.timer)
+        if (timer !== undefined && !timer.repeat) this.timers.delete(message.timer)
+        return this.fire(id, timer?.fn)
+      }
+    }
+  }
+
+  /** Runs a lifecycle hook through the kernel's instance and reports its outcome. */
+  private lifecycle(id: number, phase: Phase, fn: () => void | Promise<void>): void {
+    this.started(id)
+    this.hookFailures.delete(phase)
+    const report = (thrown?: unknown): void => {
+      // The kernel recorded the operator's failure (then threw InstanceCrashedError under onError: 'crash'): the host decides what it ends.
+      const failure = this.hookFailures.get(phase) ?? (thrown instanceof InstanceCrashedError ? thrown.cause : thrown)
+      this.hookFailures.delete(phase)
+      this.done({ t: 'done', id, sync: this.sync(), ...(failure === undefined ? {} : { error: serializeError(original(failure)) }) })
+    }
+    let result: void | Promise<void>
+    try {
+      result = fn()
+    } catch (error) {
+      return report(error)
+    }
+    if (result === undefined) return report()
+    result.then(() => report(), report)
+  }
+
+  /** Runs a timer callback the operator set (its timers are interrupts: never during a handler). */
+  private fire(id: number, fn: (() => unknown) | undefined): void {
+    this.started(id)
+    this.state.current = undefined
+    const report = (error?: unknown): void => this.done({ t: 'done', id, sync: this.sync(), ...(error === undefined ? {} : { error: serializeError(error) }) })
+    let result: unknown
+    try {
+      result = fn?.()
+    } catch (error) {
+      return report(error)
+    }
+    if (!isThenable(result)) return report()
+    Promise.resolve(result).then(() => report(), (error: unknown) => report(error ?? new Error('the timer callback rejected')))
+  }
+
+  /** The host reads `[call, record]` after a fault: -1 is "in a call, at no record". */
+  private started(id: number): void {
+    if (this.progress === undefined) return
+    Atomics.store(this.progress, 0, id)
+    Atomics.store(this.progress, 1, -1)
+  }
+
+  private process(id: number, port: string, encoded: EncodedBatch, requests: readonly number[] | undefined, watched: boolean): void {
+    // -2 is "started, no record yet" (decoding); a batch handler's call stays at -1.
+    if (this.progress !== undefined) {
+      Atomics.store(this.progress, 1, -2)
+      Atomics.store(this.progress, 0, id)
+    }
+    const values = decodeBatch(encoded)
+    const whole = !this.recordPorts.has(port)
+    if (whole && this.progress !== undefined) Atomics.store(this.progress, 1, -1)
+    const p: Processing = { port, whole, failures: [], replies: [] }
+    this.processing = p
+    this.watchingRecords = watched
+    // Requests get a reply path the kernel answers through, as in-process (a batch handler's are answered by the host).
+    let batch: Batch = { values }
+    if (requests !== undefined && requests.length > 0 && !whole) {
+      const headers = new Array<Header | undefined>(values.length).fill(undefined)
+      for (const index of requests) headers[index] = { reply: (outcome) => void (outcome.ok ? p.replies.push([index, outcome.value]) : undefined) }
+      batch = { values, headers }
+    }
+    let processing: void | Promise<void>
+    try {
+      processing = this.instance.process(port, batch)
+    } catch (error) {
+      return this.finish(id, p, error)
+    }
+    if (processing === undefined) return this.finish(id, p)
+    processing.then(
+      () => this.finish(id, p),
+      (error: unknown) => this.finish(id, p, error),
+    )
+  }
+
+  private finish(id: number, p: Processing, error?: unknown): void {
+    let crashedAt: number | undefined
+    if (error instanceof InstanceCrashedError) {
+      // The record whose failure ended the batch is the last one recorded (a batch handler's crash is the host's to decide).
+      if (!p.whole) crashedAt = p.failures[p.failures.length - 1]?.index
+    } else if (error !== undefined) p.batchFailed ??= error
+    const done: DoneMessage = {
+      t: 'done',
+      id,
+      sync: this.sync(),
+      ...(p.failures.length === 0 ? {} : { failures: p.failures }),
+      ...(p.replies.length === 0 ? {} : { replies: p.replies }),
+      ...(crashedAt === undefined ? {} : { crashedAt }),
+      ...(p.batchFailed === undefined ? {} : { batchFailed: serializeError(original(p.batchFailed)) }),
+    }
+    this.processing = undefined
+    this.record = undefined
+    this.watchingRecords = false
+    this.done(done)
+  }
+
+  private done(message: DoneMessage): void {
+    this.send(message, transfers(message.sync))
+  }
+
+  /** Everything the operator did since the last sync: emissions (encoded), the trail, touched state, rejected values. */
+  private sync(): Sync {
+    const { out, trail } = this.outputs.take(this.rejected)
+    const delta = this.state.takeChanges()
+    const rejected = this.rejected.length === 0 ? undefined : this.rejected.splice(0)
+    const record = this.record
+    return {
+      ...(out === undefined ? {} : { out }),
+      ...(trail === undefined ? {} : { trail }),
+      ...(delta === undefined ? {} : { delta }),
+      ...(rejected === undefined ? {} : { rejected }),
+      ...(record === undefined ? {} : { done: record + 1 }),
+    }
+  }
+
+  // --- AtomServices: what the kernel's instance runs on ----------------------------------------
+
+  /**
+   * The kernel records a value it did not process: a rejected value goes to the host with its
+   * reason; a record that failed (its index) or a failed batch handler goes in the `process`
+   * call's outcome; a lifecycle hook's failure in that call's.
+   */
+  deadLetter(where: Where, error: LaminaError, value: unknown, record?: number): void {
+    if (error instanceof RejectedError) {
+      this.rejected.push({ value, reason: error.reason })
+      return
+    }
+    const p = this.processing
+    if (p !== undefined && record !== undefined) {
+      p.failures.push(error instanceof DecodeError ? { index: record, undecodable: true, error: UNDECODABLE } : { index: record, error: serializeError(original(error)) })
+      return
+    }
+    if (p !== undefined && p.whole && where.port === p.port) {
+      p.batchFailed = error
+      return
+    }
+    if (where.port === 'start' || where.port === 'run' || where.port === 'end') this.hookFailures.set(where.port, error)
+  }
+
+  emitted(): void {
+    // Emissions wait for the next sync: nothing to wake.
+  }
+
+  /** Sends what the operator did and waits until the host's outputs have credit again. */
   flush(): Promise<void> {
-    return this.runtime.flush()
+    const sync = this.sync()
+    if (sync.out === undefined && sync.delta === undefined && sync.rejected === undefined && sync.trail === undefined) return Promise.resolve()
+    return this.syscallWith({ kind: 'flush' }, sync) as Promise<void>
   }
 
-  request<R>(port: string, value: unknown, options?: RequestOptions): Promise<R> {
-    if (!this.buffers.has(port)) return Promise.reject(new UnknownOutputError(this.info.operator, port))
-    return this.runtime.syscall({ kind: 'request', port, value, ...(options?.timeout === undefined ? {} : { timeout: options.timeout }) }, options?.signal) as Promise<R>
+  request(port: string, value: unknown, options: RequestOptions | undefined): Promise<unknown> {
+    return this.syscallWith({ kind: 'request', port, value, ...(options?.timeout === undefined ? {} : { timeout: options.timeout }) }, this.sync(), options?.signal)
   }
 
-  timer(ms: number, fn: () => void | Promise<void>): TimerHandle {
-    return this.runtime.timer(ms, fn, false)
+  call(name: string, argument: unknown): Promise<unknown> {
+    return this.syscallWith({ kind: 'call', name, argument }, this.sync())
   }
 
-  every(ms: number, fn: () => void | Promise<void>): TimerHandle {
-    return this.runtime.timer(ms, fn, true)
+  /** A timer the host fires (as an interrupt of the instance, never during a handler). */
+  timer(ms: number, fn: () => unknown, repeat: boolean): TimerHandle {
+    const id = this.nextTimer++
+    this.timers.set(id, { fn, repeat })
+    this.send({ t: 'timer', timer: id, ms, repeat }, [])
+    return {
+      cancel: () => {
+        if (this.timers.delete(id)) this.send({ t: 'cancel', timer: id }, [])
+      },
+    }
   }
 
   sleep(ms: number): Promise<void> {
-    const signal = this.runtime.abort.signal
+    const signal = this.abort.signal
     return new Promise<void>((resolve, reject) => {
       if (signal.aborted) return reject(new JobAbortedError(this.info.job, signal.reason))
       const onAbort = (): void => {
@@ -211,330 +462,11 @@ class IsolateContext implements AtomContext {
     })
   }
 
-  spawn(): Spawned<never> {
+  spawn<I extends PortCodecs>(): Spawned<I> {
     throw new IsolationUnsupportedError(this.info.operator, 'ctx.spawn')
   }
 
-  call(name: string, argument?: unknown): Promise<unknown> {
-    return this.runtime.syscall({ kind: 'call', name, argument })
-  }
-
-  reject(value: unknown, reason: string): void {
-    this.runtime.rejected.push({ value, reason })
-  }
-}
-
-type Handler = (value: unknown, ctx: AtomContext) => unknown
-type BatchHandler = (values: readonly unknown[], ctx: AtomContext) => unknown
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function'
-}
-
-/** One record batch being processed: where the loop is, and what it collected. */
-interface Processing {
-  readonly id: number
-  readonly port: string
-  readonly values: readonly unknown[]
-  readonly handler: Handler
-  readonly guard: ((value: unknown) => boolean) | undefined
-  readonly requests: ReadonlySet<number> | undefined
-  readonly failures: RecordFailure[]
-  readonly replies: [number, unknown][]
-  crashedAt?: number
-}
-
-/**
- * Runs one operator instance on the isolated side. Records of a batch go through their port's
- * handler one at a time, as in the kernel; a handler's promise is awaited before the next record.
- */
-export class IsolateRuntime {
-  readonly abort = new AbortController()
-  readonly rejected: { value: unknown; reason: string }[] = []
-  private readonly body: AtomBody
-  private readonly ctx: IsolateContext
-  private readonly state: TrackedState
-  private readonly buffers = new Map<string, unknown[]>()
-  private readonly keyFn: ((value: unknown, port: string) => Key) | undefined
-  private readonly guards = new Map<string, ((value: unknown) => boolean) | undefined>()
-  private readonly waiting = new Map<number, Waiting>()
-  private readonly timers = new Map<number, { readonly fn: () => unknown; readonly repeat: boolean }>()
-  private nextSyscall = 1
-  private nextTimer = 1
-  /** The record whose handler runs (for `Sync.done`), during a `process` call. */
-  private record: number | undefined
-
-  constructor(
-    operator: Operator,
-    info: InstanceInfo,
-    private readonly crashes: boolean,
-    private readonly send: SendToHost,
-    /** `[call id, record index]`, shared with the host (worker threads only). */
-    private readonly progress: Int32Array | undefined,
-  ) {
-    const body = operator.body
-    if (body.form !== 'atom') throw new IsolationUnsupportedError(info.operator, `a ${body.form}-form body`)
-    this.body = body
-    this.keyFn = body.key
-    this.state = new TrackedState(operator.name, body.state, body.key !== undefined)
-    for (const port of Object.keys(operator.outputs)) this.buffers.set(port, [])
-    for (const [port, input] of Object.entries(operator.inputs)) {
-      // Values crossed a thread or process boundary: they are checked against the port's codec (unless it accepts anything).
-      const codec = input.codec
-      this.guards.set(port, codec.name === 'unknown' ? undefined : (value: unknown) => codec.is(value))
-    }
-    this.ctx = new IsolateContext(info, this.state, this, this.buffers)
-  }
-
-  /** Handles one message from the host. */
-  receive(message: HostMessage): void {
-    switch (message.t) {
-      case 'call':
-        this.call(message)
-        return
-      case 'reply': {
-        const waiting = this.waiting.get(message.id)
-        if (waiting === undefined) return
-        this.waiting.delete(message.id)
-        if (message.ok) waiting.resolve(message.value)
-        else waiting.reject(rebuildError(message.error))
-        return
-      }
-      case 'restore':
-        this.state.restore(message.entries)
-        return
-      case 'abort':
-        this.abort.abort(message.reason)
-        return
-      default:
-        return
-    }
-  }
-
-  private call(message: Extract<HostMessage, { t: 'call' }>): void {
-    const id = message.id
-    switch (message.op) {
-      case 'process':
-        this.process(id, message.port, message.batch, message.requests)
-        return
-      case 'start':
-        return this.hook(id, this.body.start)
-      case 'end':
-        return this.hook(id, this.body.end)
-      case 'run':
-        return this.hook(id, this.body.run)
-      case 'timer': {
-        const timer = this.timers.get(message.timer)
-        if (timer !== undefined && !timer.repeat) this.timers.delete(message.timer)
-        return this.hook(id, timer?.fn)
-      }
-    }
-  }
-
-  /** Runs a lifecycle hook or timer callback and reports its outcome. */
-  private hook(id: number, fn: ((ctx: AtomContext) => unknown) | undefined): void {
-    this.ctx.key = this.state.current = undefined
-    if (this.progress !== undefined) {
-      Atomics.store(this.progress, 0, id)
-      Atomics.store(this.progress, 1, -1)
-    }
-    let result: unknown
-    try {
-      result = fn?.(this.ctx)
-    } catch (error) {
-      this.done({ t: 'done', id, sync: this.sync(), error: serializeError(error) })
-      return
-    }
-    if (!isThenable(result)) {
-      this.done({ t: 'done', id, sync: this.sync() })
-      return
-    }
-    Promise.resolve(result).then(
-      () => this.done({ t: 'done', id, sync: this.sync() }),
-      (error: unknown) => this.done({ t: 'done', id, sync: this.sync(), error: serializeError(error) }),
-    )
-  }
-
-  private process(id: number, port: string, batch: EncodedBatch, requests: readonly number[] | undefined): void {
-    // The host reads `[call, record]` after a fault: -2 is "started, no record yet" (decoding).
-    if (this.progress !== undefined) {
-      Atomics.store(this.progress, 1, -2)
-      Atomics.store(this.progress, 0, id)
-    }
-    const values = decodeBatch(batch)
-    const handler = this.body.handlers[port] as Handler | undefined
-    if (handler === undefined) {
-      this.whole(id, port, values)
-      return
-    }
-    const processing: Processing = {
-      id,
-      port,
-      values,
-      handler,
-      guard: this.guards.get(port),
-      requests: requests === undefined || requests.length === 0 ? undefined : new Set(requests),
-      failures: [],
-      replies: [],
-    }
-    const pending = this.loop(processing, 0)
-    if (pending === undefined) this.finish(processing)
-    else pending.then(() => this.finish(processing))
-  }
-
-  /** Handles records from `start` on; switches to the async path at the first handler promise. */
-  private loop(p: Processing, start: number): Promise<void> | undefined {
-    const { values, handler, guard, requests, port } = p
-    const keyFn = this.keyFn
-    const ctx = this.ctx
-    const state = this.state
-    const progress = this.progress
-    for (let i = start; i < values.length; i++) {
-      const value = values[i]
-      if (progress !== undefined) Atomics.store(progress, 1, i)
-      this.record = i
-      if (guard !== undefined && !guard(value)) {
-        p.failures.push({ index: i, undecodable: true, error: { name: 'DecodeError', message: 'does not fit the port codec', lamina: true } })
-        continue
-      }
-      let result: unknown
-      try {
-        if (keyFn !== undefined) ctx.key = state.current = keyFn(value, port)
-        result = handler(value, ctx)
-      } catch (error) {
-        if (this.failed(p, i, error)) return undefined
-        continue
-      }
-      if (isThenable(result)) return this.resume(p, i, result)
-      if (requests?.has(i) === true) p.replies.push([i, result])
-    }
-    return undefined
-  }
-
-  private async resume(p: Processing, index: number, pending: PromiseLike<unknown>): Promise<void> {
-    try {
-      const result = await pending
-      if (p.requests?.has(index) === true) p.replies.push([index, result])
-    } catch (error) {
-      if (this.failed(p, index, error)) return
-    }
-    await this.loop(p, index + 1)
-  }
-
-  /** Records a failed record; true when it ends the batch (`onError: 'crash'`). */
-  private failed(p: Processing, index: number, error: unknown): boolean {
-    p.failures.push({ index, error: serializeError(error) })
-    if (!this.crashes) return false
-    p.crashedAt = index
-    return true
-  }
-
-  private finish(p: Processing): void {
-    this.ctx.key = this.state.current = undefined
-    this.record = undefined
-    const message: DoneMessage = {
-      t: 'done',
-      id: p.id,
-      sync: this.sync(),
-      ...(p.failures.length === 0 ? {} : { failures: p.failures }),
-      ...(p.replies.length === 0 ? {} : { replies: p.replies }),
-      ...(p.crashedAt === undefined ? {} : { crashedAt: p.crashedAt }),
-    }
-    this.done(message)
-  }
-
-  /** A batch handler's port: one call for the batch; values that do not fit the codec fail first. */
-  private whole(id: number, port: string, values: unknown[]): void {
-    const handler = this.body.batchHandlers?.[port] as BatchHandler | undefined
-    if (this.progress !== undefined) Atomics.store(this.progress, 1, -1)
-    const failures: RecordFailure[] = []
-    const guard = this.guards.get(port)
-    let kept = values
-    if (guard !== undefined && !values.every(guard)) {
-      kept = values.filter((value, index) => {
-        if (guard(value)) return true
-        failures.push({ index, undecodable: true, error: { name: 'DecodeError', message: 'does not fit the port codec', lamina: true } })
-        return false
-      })
-    }
-    const report = (error?: unknown): void =>
-      this.done({
-        t: 'done',
-        id,
-        sync: this.sync(),
-        ...(failures.length === 0 ? {} : { failures }),
-        ...(error === undefined ? {} : { batchFailed: serializeError(error) }),
-      })
-    this.ctx.key = this.state.current = undefined
-    if (handler === undefined) return report(new UnknownOutputError(this.ctx.info.operator, `input ${port}`))
-    let result: unknown
-    try {
-      result = handler(kept, this.ctx)
-    } catch (error) {
-      return report(error)
-    }
-    if (!isThenable(result)) return report()
-    Promise.resolve(result).then(
-      () => report(),
-      (error: unknown) => report(error ?? new Error('the batch handler rejected')),
-    )
-  }
-
-  private done(message: DoneMessage): void {
-    this.send(message, transfers(message.sync))
-  }
-
-  /** Everything the operator did since the last sync: emissions (encoded), touched state, rejected values. */
-  private sync(): Sync {
-    let out: { port: string; batch: EncodedBatch }[] | undefined
-    for (const [port, values] of this.buffers) {
-      if (values.length === 0) continue
-      this.buffers.set(port, [])
-      const batch = this.encode(port, values)
-      if (batch !== undefined) (out ??= []).push({ port, batch })
-    }
-    this.ctx.forgetBuffer()
-    const delta = this.state.takeDelta()
-    const rejected = this.rejected.length === 0 ? undefined : this.rejected.splice(0)
-    const record = this.record
-    return {
-      ...(out === undefined ? {} : { out }),
-      ...(delta === undefined ? {} : { delta }),
-      ...(rejected === undefined ? {} : { rejected }),
-      ...(record === undefined ? {} : { done: record + 1 }),
-    }
-  }
-
-  /** Encodes emitted values; a value that cannot cross (a function, a symbol) is rejected with the reason instead. */
-  private encode(port: string, values: unknown[]): EncodedBatch | undefined {
-    try {
-      return encodeBatch(values)
-    } catch {
-      const kept: unknown[] = []
-      for (const value of values) {
-        try {
-          encodeBatch([value])
-          kept.push(value)
-        } catch (error) {
-          this.rejected.push({ value: String(value), reason: `a value emitted on ${port} cannot leave the isolated operator: ${error instanceof Error ? error.message : String(error)}` })
-        }
-      }
-      return kept.length === 0 ? undefined : encodeBatch(kept)
-    }
-  }
-
-  /** Sends what the operator did and waits until the host's outputs have credit again. */
-  flush(): Promise<void> {
-    const sync = this.sync()
-    if (sync.out === undefined && sync.delta === undefined && sync.rejected === undefined) return Promise.resolve()
-    return this.syscallWith({ kind: 'flush' }, sync) as Promise<void>
-  }
-
   /** Forwards a syscall to the host, after what the operator did so far. */
-  syscall(request: { kind: 'call'; name: string; argument: unknown } | { kind: 'request'; port: string; value: unknown; timeout?: number }, signal?: AbortSignal): Promise<unknown> {
-    return this.syscallWith(request, this.sync(), signal)
-  }
-
   private syscallWith(
     request: { kind: 'flush' } | { kind: 'call'; name: string; argument: unknown } | { kind: 'request'; port: string; value: unknown; timeout?: number },
     sync: Sync,
@@ -542,26 +474,23 @@ export class IsolateRuntime {
   ): Promise<unknown> {
     const id = this.nextSyscall++
     return new Promise<unknown>((resolve, reject) => {
-      if (signal?.aborted === true) return reject(new JobAbortedError(this.ctx.info.job, signal.reason))
+      if (signal?.aborted === true) return reject(new JobAbortedError(this.info.job, signal.reason))
       this.waiting.set(id, { resolve, reject })
       signal?.addEventListener('abort', () => {
-        if (this.waiting.delete(id)) reject(new JobAbortedError(this.ctx.info.job, signal.reason))
+        if (this.waiting.delete(id)) reject(new JobAbortedError(this.info.job, signal.reason))
       }, { once: true })
       this.send({ t: 'sys', id, ...request, sync } as IsolateMessage, transfers(sync))
     })
   }
+}
 
-  /** A timer the host fires (as an interrupt of the instance, never during a handler). */
-  timer(ms: number, fn: () => unknown, repeat: boolean): TimerHandle {
-    const id = this.nextTimer++
-    this.timers.set(id, { fn, repeat })
-    this.send({ t: 'timer', timer: id, ms, repeat }, [])
-    return {
-      cancel: () => {
-        if (this.timers.delete(id)) this.send({ t: 'cancel', timer: id }, [])
-      },
-    }
-  }
+/** What the operator's code threw: the kernel wraps anything that is not a Lamina error in a HandlerError, which the host rebuilds itself. */
+function original(error: unknown): unknown {
+  return error instanceof HandlerError ? error.cause : error
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function'
 }
 
 /** An error from the host, as the isolated operator sees it. */

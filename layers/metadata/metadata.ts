@@ -8,7 +8,9 @@ import { TraceExportError } from './errors.js'
 import { isRecordMetadata, type Lineage, lineageOf, metadataIn, type RecordMetadata } from './record.js'
 import { Sampler } from './sampler.js'
 import { recordMetadata, registerCursor, unregisterCursor } from './sink.js'
-import { InstanceTracer, SourceOutputs, type TracerShared } from './tracer.js'
+import { InstanceTracer } from './instance-tracer.js'
+import { SourceOutputs } from './source-outputs.js'
+import type { TracerShared } from './tracer-shared.js'
 
 /** Options of the metadata layer. All optional. */
 export interface MetadataInit {
@@ -144,8 +146,8 @@ export function metadata(init: MetadataInit = {}): MetadataLayer {
       const inner = next({ ...spec, outputs })
       return wrapInstance(inner, { end: () => after(inner.end(), () => outputs.close()) })
     }
-    const tracer = new InstanceTracer(spec.outputs, spec.info, operator, shared(spec.info))
-    const inner = next({ ...spec, operator: tracer.operator, outputs: tracer })
+    const tracer = new InstanceTracer(spec.outputs, spec.info, operator, shared(spec.info), spec.observer)
+    const inner = next({ ...spec, outputs: tracer, observer: tracer.observer })
     registerCursor(spec.info, tracer)
     return wrapInstance(inner, {
       process: (port, batch) => tracer.process(inner, port, batch),
