@@ -482,11 +482,10 @@ export interface ChannelInfo {
 }
 
 /**
- * A materialized link between two instances: a bounded queue of batches with credit-based
- * backpressure. The producer calls `send` while `ready()`; otherwise it awaits `whenReady()`.
- * Layers wrap a channel to piggyback fields, count, or add sequence numbers.
+ * The producer's end of a channel: where an instance's output goes. The producer calls `send`
+ * while `ready()`; otherwise it awaits `whenReady()` (credit-based backpressure, across peers too).
  */
-export interface Channel {
+export interface ChannelSender {
   readonly info: ChannelInfo
   /** Enqueues a batch (the producer checked `ready()` first; one batch may overshoot). */
   send(batch: Batch): void
@@ -496,6 +495,13 @@ export interface Channel {
   whenReady(signal?: AbortSignal): Promise<void>
   /** The producer has no more records. */
   end(): void
+  /** Records queued now (on a remote sending half: accepted and not yet sent). */
+  readonly queued: number
+}
+
+/** The consumer's end of a channel: where an instance's input comes from. */
+export interface ChannelReceiver {
+  readonly info: ChannelInfo
   /** Takes the next batch, `'end'` once ended and drained, or undefined when empty. Returns credit. */
   take(): Batch | 'end' | undefined
   /** Calls `fn` when the channel becomes non-empty or ends. One listener: the consuming atom. */
@@ -503,6 +509,19 @@ export interface Channel {
   /** Records queued now. */
   readonly queued: number
 }
+
+/**
+ * A materialized link between two instances on one peer: a bounded queue of batches with
+ * credit-based backpressure, both ends in one object. A link whose ends are on two peers has a
+ * ChannelSender on one and a ChannelReceiver on the other (see Deployment.connect).
+ */
+export interface Channel extends ChannelSender, ChannelReceiver {}
+
+/**
+ * One end of a channel as a layer's channel hook sees it: the sending or the receiving end (see
+ * `isChannelSender`, `isChannelReceiver`).
+ */
+export type ChannelEnd = ChannelSender | ChannelReceiver
 
 /** A message handler registered by a layer's control hook. */
 export type ControlHandler = (payload: unknown) => unknown
@@ -625,7 +644,10 @@ export interface Savepoints {
  * ```ts
  * const counting: Layer = {
  *   name: 'count',
- *   channel: (ch, next) => { const inner = next(ch); return wrapChannel(inner, { send: (b) => { n += b.values.length; inner.send(b) } }) },
+ *   channel: (ch, next) => {
+ *     const inner = next(ch)
+ *     return isChannelSender(inner) ? wrapChannel(inner, { send: (b) => { n += b.values.length; inner.send(b) } }) : inner
+ *   },
  * }
  * ```
  */
@@ -649,8 +671,13 @@ export interface Layer {
   plan?(program: Program, next: (program: Program) => Promise<Program>, context: PlanContext): Promise<Program>
   /** Wraps (or replaces) one operator instance. */
   instance?(spec: InstanceSpec, next: (spec: InstanceSpec) => Instance): Instance
-  /** Wraps one materialized channel. */
-  channel?(channel: Channel, next: (channel: Channel) => Channel): Channel
+  /**
+   * Wraps one end of a materialized channel, called once for each end on this peer: the sending
+   * end (the producer's) and the receiving end (the consumer's). An in-memory channel has both
+   * ends here; a remote one has one end on each peer, so a layer that piggybacks fields on `send`
+   * and reads them on `take` works the same in-process and across peers.
+   */
+  channel?(channel: ChannelEnd, next: (channel: ChannelEnd) => ChannelEnd): ChannelEnd
   /** Registers control message kinds and syscalls; called once per job before it starts. */
   control?(registry: ControlRegistry): void
   /**
@@ -753,7 +780,7 @@ export interface Job extends JobView {
   control(kind: string, payload?: unknown): Promise<unknown>
 }
 
-/** One end of a channel whose other end runs on another peer. */
+/** One end of a channel whose other end runs on another peer (see Deployment.connect). */
 export interface RemoteEnd {
   /** `sender`: this peer produces into the channel; `receiver`: this peer consumes from it. */
   readonly side: 'sender' | 'receiver'
@@ -780,8 +807,13 @@ export interface Deployment {
   readonly submitter?: string
   /** The peer that runs an operator instance. */
   peerOf(operator: string, instance: number): string
-  /** One end of a channel crossing to another peer. */
-  connect(end: RemoteEnd): Channel
+  /**
+   * One end of a channel crossing to another peer: the sending half on the producer's peer, the
+   * receiving half on the consumer's (e.g. the kernel's `remoteSender`/`remoteReceiver` over a
+   * transport's frame channel).
+   */
+  connect(end: RemoteEnd & { readonly side: 'sender' }): ChannelSender
+  connect(end: RemoteEnd & { readonly side: 'receiver' }): ChannelReceiver
   /** Calls a control handler of this job's share on another peer (see JobCluster.call). */
   call?(peer: string, kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown>
   /** Every peer that runs part of the job. */
