@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { AdmissionError } from './errors.js'
-import { memoryLogger, type Logger } from './logger.js'
+import { recordingLogger } from './interop/fixtures/recording-logger.js'
+import { memoryLogger } from './logger.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from './node.js'
 import { generatePsk, type Psk } from './psk.js'
 import { PSK_MISMATCH } from './admission.js'
@@ -21,38 +22,6 @@ afterEach(async () => {
   nodes = []
   rmSync(dir, { recursive: true, force: true })
 })
-
-/** A logger that keeps its lines (`level: message`) and lets a test wait for them. */
-function recordingLogger(): Logger & { readonly lines: string[]; waitFor(count: number, ms?: number): Promise<string[]> } {
-  const lines: string[] = []
-  const waiting = new Set<() => void>()
-  const add = (line: string): void => {
-    lines.push(line)
-    for (const wake of waiting) wake()
-  }
-  return {
-    lines,
-    info: (message) => add(`info: ${message}`),
-    warn: (message) => add(`warn: ${message}`),
-    error: (message) => add(`error: ${message}`),
-    /** Resolves with the lines once there are `count` of them (log lines are written as each side notices), or after `ms` with what there is. */
-    waitFor: (count, ms = 5000) =>
-      new Promise((resolve) => {
-        const check = (): void => {
-          if (lines.length < count) return
-          done()
-        }
-        const done = (): void => {
-          clearTimeout(timer)
-          waiting.delete(check)
-          resolve(lines)
-        }
-        const timer = setTimeout(done, ms)
-        waiting.add(check)
-        check()
-      }),
-  }
-}
 
 async function start(psk: Psk, options: Partial<PeerNodeOptions> = {}) {
   const logger = recordingLogger()
