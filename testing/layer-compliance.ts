@@ -55,7 +55,8 @@ const MARKER_EVERY = 8
 /**
  * Declares the layer compliance suite for a layer (vitest `describe` and `it` inside). It runs a
  * small keyed program (a source, a stateless relay and a keyed tally at parallelism 2, two sinks)
- * under the layer, in-process and split over two peers joined by a remote link, and checks that:
+ * under the layer, in-process and split over two peers joined by a remote link (the in-memory frame
+ * channel of memory-transport.ts under the kernel's remote adapter), and checks that:
  * - the program runs to the end with every record delivered once and the right totals;
  * - records pass through unchanged: on every channel, the consumer takes exactly the values the
  *   producer sent, in the same order;

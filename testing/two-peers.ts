@@ -1,26 +1,25 @@
 // Two peers in one process: a program's shares run by two kernels whose crossing links are joined in memory.
-// The link stands in for the transport: values cross as JSON encoded by the receiving port's codec and are decoded
-// on the other side (a process boundary is always checked), with credit and in-order markers.
+// Each crossing link is an in-memory frame channel (memory-transport.ts) under the kernel's remote adapter
+// (remoteSender / remoteReceiver): values are encoded into frames and decoded with the receiving port's codec,
+// with credit, markers and end, as over the libp2p transport, without processes or sockets.
 
 import {
-  DecodeError,
-  kernel,
-  renderProblem,
-  check,
   JobAbortedError,
-  type Batch,
-  type Channel,
+  kernel,
+  remoteReceiver,
+  remoteSender,
+  type ChannelReceiver,
+  type ChannelSender,
   type Deployment,
-  type Header,
   type Job,
   type JobReport,
   type Layer,
-  type Marker,
   type PeerDescription,
   type Program,
   type RemoteEnd,
   type RunOptions,
 } from '../kernel/index.js'
+import { memoryFrameChannel, type MemoryFrameChannel } from './memory-transport.js'
 
 /** The two peers' ids. */
 export const PEERS = ['A', 'B'] as const
@@ -61,7 +60,7 @@ export async function runOnTwoPeers(options: TwoPeersOptions): Promise<TwoPeersR
   const peers: PeerDescription[] = PEERS.map((id) => ({ id, tags: { name: id } }))
   const planned = await stacks.A.plan(options.program, { job: options.id, self: 'A', peers })
   const peerOf = (operator: string, instance: number): string => planned.operator(operator)?.annotations.assignment?.peers[instance] ?? options.split(operator, instance)
-  const wires = new Map<string, MemoryWire>()
+  const wires = new Map<string, MemoryFrameChannel>()
   const jobs = new Map<string, { job: Promise<Job>; resolve: (job: Job) => void }>()
   for (const peer of PEERS) {
     let resolve!: (job: Job) => void
@@ -73,12 +72,18 @@ export async function runOnTwoPeers(options: TwoPeersOptions): Promise<TwoPeersR
     peerOf,
     peers: () => PEERS,
     workDir: options.workDir(self),
-    connect: (end) => {
+    connect: ((end: RemoteEnd): ChannelSender | ChannelReceiver => {
       const key = `${end.info.link.id} ${end.info.from.instance}->${end.info.to.instance}`
       let wire = wires.get(key)
-      if (wire === undefined) wires.set(key, (wire = new MemoryWire(end.capacity)))
-      return end.side === 'sender' ? wire.sender(end) : wire.receiver(end)
-    },
+      if (wire === undefined) {
+        const producer = end.side === 'sender' ? self : end.peer
+        const consumer = end.side === 'sender' ? end.peer : self
+        wires.set(key, (wire = memoryFrameChannel({ link: key, producer, consumer })))
+      }
+      return end.side === 'sender'
+        ? remoteSender(wire.sender, { info: end.info, deadLetter: end.deadLetter })
+        : remoteReceiver(wire.receiver, { info: end.info, capacity: end.capacity, codec: end.codec, deadLetter: end.deadLetter })
+    }) as Deployment['connect'],
     call: async (peer, kind, payload) => {
       const share = jobs.get(peer)
       if (share === undefined) throw new JobAbortedError(options.id, `no peer ${peer}`)
@@ -97,100 +102,4 @@ export async function runOnTwoPeers(options: TwoPeersOptions): Promise<TwoPeersR
   if (failed !== undefined) throw failed.reason
   const [a, b] = settled.map((s) => (s as PromiseFulfilledResult<JobReport>).value) as [JobReport, JobReport]
   return { planned, reports: { A: a, B: b }, crossing: wires.size }
-}
-
-/** A frame on a memory wire: a batch as the transport would carry it. */
-interface Frame {
-  readonly json: string
-  readonly records: number
-}
-
-/** One crossing link: frames in order, credit counted in records, an end. */
-class MemoryWire {
-  private readonly frames: Frame[] = []
-  private queuedRecords = 0
-  private ended = false
-  private readable: (() => void) | undefined
-  private writers: (() => void)[] = []
-
-  constructor(private readonly capacity: number) {}
-
-  sender(end: RemoteEnd): Channel {
-    const wire = this
-    return {
-      info: end.info,
-      get queued() {
-        return wire.queuedRecords
-      },
-      send: (batch) => {
-        const encoded = { values: batch.values.map((v) => end.codec.encode(v)), fields: batch.headers?.map((h) => h?.fields ?? null), marker: batch.marker }
-        this.frames.push({ json: JSON.stringify(encoded), records: batch.values.length })
-        this.queuedRecords += batch.values.length
-        this.readable?.()
-      },
-      ready: () => this.queuedRecords < this.capacity,
-      whenReady: (signal) =>
-        this.queuedRecords < this.capacity
-          ? Promise.resolve()
-          : new Promise<void>((resolve, reject) => {
-              if (signal?.aborted) return reject(new JobAbortedError(end.info.job, signal.reason))
-              const onAbort = (): void => reject(new JobAbortedError(end.info.job, signal?.reason))
-              signal?.addEventListener('abort', onAbort, { once: true })
-              this.writers.push(() => {
-                signal?.removeEventListener('abort', onAbort)
-                resolve()
-              })
-            }),
-      end: () => {
-        this.ended = true
-        this.readable?.()
-      },
-      take: () => undefined,
-      onReadable: () => undefined,
-    }
-  }
-
-  receiver(end: RemoteEnd): Channel {
-    const wire = this
-    return {
-      info: end.info,
-      get queued() {
-        return wire.queuedRecords
-      },
-      send: () => undefined,
-      ready: () => true,
-      whenReady: () => Promise.resolve(),
-      end: () => undefined,
-      take: () => {
-        const frame = this.frames.shift()
-        if (frame === undefined) return this.ended ? 'end' : undefined
-        this.queuedRecords -= frame.records
-        if (this.queuedRecords < this.capacity) for (const wake of this.writers.splice(0)) wake()
-        return decodeFrame(frame, end)
-      },
-      onReadable: (fn) => {
-        this.readable = fn
-      },
-    }
-  }
-}
-
-/** The batch a frame carries, decoded with the receiving port's codec; values that do not fit are dead letters. */
-function decodeFrame(frame: Frame, end: RemoteEnd): Batch {
-  const parsed = JSON.parse(frame.json) as { values: unknown[]; fields?: (Header['fields'] | null)[]; marker?: Marker }
-  if (parsed.marker !== undefined) return { values: [], marker: parsed.marker }
-  const values: unknown[] = []
-  const headers: (Header | undefined)[] = []
-  parsed.values.forEach((raw, i) => {
-    const decoded = end.codec.decode(raw)
-    if (decoded._tag === 'Left') {
-      const where = { operator: end.info.to.operator, port: end.info.to.port, instance: end.info.to.instance, peer: end.peer }
-      end.deadLetter(where, new DecodeError(where, (check(end.codec, raw) ?? []).map(renderProblem)), raw)
-      return
-    }
-    values.push(decoded.right)
-    const fields = parsed.fields?.[i]
-    headers.push(fields === undefined || fields === null ? undefined : { fields })
-  })
-  return headers.some((h) => h !== undefined) ? { values, headers } : { values }
 }
