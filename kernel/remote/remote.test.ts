@@ -1,7 +1,7 @@
 // Tests of the remote-channel adapter over the in-memory frame-channel pair: order and END, dead letters with their path, requests and replies, markers, failures, credit and backpressure.
 import * as t from 'io-ts'
 import { describe, expect, it } from 'vitest'
-import { memoryFrameChannel, type MemoryFrameChannel, type MemoryFrameChannelOptions } from '../../testing/memory-transport.js'
+import { memoryFrameChannel, type MemoryFrameChannel, type MemoryFrameChannelOptions } from 'lamina/testing'
 import type { Batch, ChannelInfo, Link, ReplyTo } from '../contracts.js'
 import type { FrameSenderHandler } from '../contracts/frames.js'
 import type { LaminaError, Where } from '../errors.js'
