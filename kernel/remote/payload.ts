@@ -14,8 +14,8 @@
 // Homogeneous batches of strings, numbers or bytes take the compact encodings (strings are
 // written as one UTF-8 run and cut back by length: no per-value JSON); anything else is JSON.
 
-import { isUtf8 } from 'node:buffer'
 import type { Header, Marker } from '../contracts.js'
+import { ByteReader, typeName, varintSize, writeVarint } from '../bytes.js'
 import { PayloadError } from './errors.js'
 
 /** How a records payload's values are encoded. */
@@ -223,19 +223,6 @@ function end(out: Buffer, at: number): Uint8Array {
   return at === out.byteLength ? out : out.subarray(0, at)
 }
 
-function varintSize(n: number): number {
-  return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5
-}
-
-function writeVarint(out: Uint8Array, at: number, n: number): number {
-  while (n >= 0x80) {
-    out[at++] = (n & 0x7f) | 0x80
-    n = Math.floor(n / 128)
-  }
-  out[at++] = n
-  return at
-}
-
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
@@ -356,87 +343,17 @@ export function decodeReplyPayload(payload: Uint8Array): Reply {
 }
 
 /** A bounds-checked cursor over one payload; every failure is a PayloadError at an offset in it. */
-class Reader {
-  /** Where the last JSON text started: field errors point there. */
-  private jsonAt = 0
-  at = 0
-  readonly end: number
-
-  constructor(readonly data: Uint8Array) {
-    this.end = data.byteLength
+class Reader extends ByteReader {
+  constructor(data: Uint8Array) {
+    super(data, 0, data.byteLength, 'payload')
   }
 
   fail(at: number, reason: string): never {
     throw new PayloadError(at, reason)
   }
 
-  need(bytes: number, what: string): void {
-    if (bytes > this.end - this.at) this.fail(this.at, `${what} needs ${bytes} bytes, the payload has ${this.end - this.at} left`)
-  }
-
   byte(what: string): number {
     this.need(1, what)
     return this.data[this.at++]!
   }
-
-  varint(what: string): number {
-    const start = this.at
-    let result = 0
-    let scale = 1
-    for (let i = 0; i < 5; i++) {
-      if (this.at >= this.end) this.fail(start, `${what}: truncated varint`)
-      const b = this.data[this.at++]!
-      result += (b & 0x7f) * scale
-      if ((b & 0x80) === 0) {
-        if (result > 0xffffffff) this.fail(start, `${what}: varint ${result} is too large`)
-        if (i > 0 && b === 0) this.fail(start, `${what}: varint is not minimally encoded`)
-        return result
-      }
-      scale *= 128
-    }
-    return this.fail(start, `${what}: varint longer than 5 bytes`)
-  }
-
-  utf8(length: number, what: string): string {
-    this.need(length, what)
-    const bytes = this.data.subarray(this.at, this.at + length)
-    if (!isUtf8(bytes)) this.fail(this.at, `${what} is not valid UTF-8`)
-    const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
-    this.at += length
-    return text
-  }
-
-  json(what: string, length: number): unknown {
-    const at = this.at
-    this.jsonAt = at
-    const text = this.utf8(length, what)
-    try {
-      return JSON.parse(text)
-    } catch (error) {
-      return this.fail(at, `${what} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`)
-    }
-  }
-
-  object(value: unknown, what: string): Record<string, unknown> {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) this.fail(this.jsonAt, `${what} is ${typeName(value)}, not an object`)
-    return value as Record<string, unknown>
-  }
-
-  string(object: Record<string, unknown>, field: string, what: string): string {
-    const value = object[field]
-    if (typeof value !== 'string') this.fail(this.jsonAt, `${what} field "${field}" is ${typeName(value)}, not a string`)
-    return value
-  }
-
-  done(what: string): void {
-    if (this.at !== this.end) this.fail(this.at, `${this.end - this.at} unexpected bytes at the end of a ${what} payload`)
-  }
-}
-
-function typeName(value: unknown): string {
-  if (value === null) return 'null'
-  if (value === undefined) return 'missing'
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'number') return `the number ${value}`
-  return `a ${typeof value}`
 }

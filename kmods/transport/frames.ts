@@ -12,7 +12,7 @@
 // The transport never looks inside a payload: the kernel's remote-channel adapter encodes values,
 // headers, markers and replies into them (kernel/remote/payload.ts).
 
-import { isUtf8 } from 'node:buffer'
+import { ByteReader, typeName, varintSize, writeVarint } from '../../kernel/index.js'
 import { FrameError } from './errors.js'
 
 /** Frame kinds, as the byte on the wire. */
@@ -160,19 +160,6 @@ function finish(out: Buffer, kind: number, end: number): Uint8Array {
   out.writeUInt32BE(end - 4, 0)
   out[4] = kind
   return end === out.byteLength ? out : out.subarray(0, end)
-}
-
-function varintSize(n: number): number {
-  return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5
-}
-
-function writeVarint(out: Uint8Array, at: number, n: number): number {
-  while (n >= 0x80) {
-    out[at++] = (n & 0x7f) | 0x80
-    n = Math.floor(n / 128)
-  }
-  out[at++] = n
-  return at
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,36 +326,14 @@ function decodeOpen(reader: Reader): OpenFrame {
 }
 
 /** A bounds-checked cursor over one frame body; every failure is a FrameError at a stream offset. */
-class Reader {
-  /** Where the last JSON text started: field errors point there. */
-  private jsonAt = 0
+class Reader extends ByteReader {
   /** `shift + position in data` is the offset in the stream. */
-  constructor(readonly data: Uint8Array, public at: number, readonly end: number, private readonly shift: number) {}
+  constructor(data: Uint8Array, at: number, end: number, private readonly shift: number) {
+    super(data, at, end, 'frame')
+  }
 
   fail(at: number, reason: string): never {
     throw new FrameError(this.shift + at, reason)
-  }
-
-  need(bytes: number, what: string): void {
-    if (bytes > this.end - this.at) this.fail(this.at, `${what} needs ${bytes} bytes, the frame has ${this.end - this.at} left`)
-  }
-
-  varint(what: string): number {
-    const start = this.at
-    let result = 0
-    let scale = 1
-    for (let i = 0; i < 5; i++) {
-      if (this.at >= this.end) this.fail(start, `${what}: truncated varint`)
-      const b = this.data[this.at++]!
-      result += (b & 0x7f) * scale
-      if ((b & 0x80) === 0) {
-        if (result > 0xffffffff) this.fail(start, `${what}: varint ${result} is too large`)
-        if (i > 0 && b === 0) this.fail(start, `${what}: varint is not minimally encoded`)
-        return result
-      }
-      scale *= 128
-    }
-    return this.fail(start, `${what}: varint longer than 5 bytes`)
   }
 
   /** A record count: 1..2^31-1. */
@@ -379,39 +344,10 @@ class Reader {
     return records
   }
 
-  json(what: string, length: number): unknown {
-    const at = this.at
-    this.jsonAt = at
-    this.need(length, what)
-    const bytes = this.data.subarray(this.at, this.at + length)
-    if (!isUtf8(bytes)) this.fail(at, `${what} is not valid UTF-8`)
-    this.at += length
-    try {
-      return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
-    } catch (error) {
-      return this.fail(at, `${what} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`)
-    }
-  }
-
-  object(value: unknown, what: string): Record<string, unknown> {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) this.fail(this.jsonAt, `${what} is ${typeName(value)}, not an object`)
-    return value as Record<string, unknown>
-  }
-
-  string(object: Record<string, unknown>, field: string, frame: string): string {
-    const value = object[field]
-    if (typeof value !== 'string') this.fail(this.jsonAt, `${frame} field "${field}" is ${typeName(value)}, not a string`)
-    return value
-  }
-
   instance(object: Record<string, unknown>, field: string): number {
     const value = object[field]
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_RECORDS) this.fail(this.jsonAt, `OPEN field "${field}" is ${typeName(value)}, not an instance number`)
     return value
-  }
-
-  done(frame: string): void {
-    if (this.at !== this.end) this.fail(this.at, `${this.end - this.at} unexpected bytes at the end of a ${frame} frame`)
   }
 }
 
@@ -419,10 +355,3 @@ function readU32(data: Uint8Array, at: number): number {
   return ((data[at]! << 24) >>> 0) + (data[at + 1]! << 16) + (data[at + 2]! << 8) + data[at + 3]!
 }
 
-function typeName(value: unknown): string {
-  if (value === null) return 'null'
-  if (value === undefined) return 'missing'
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'number') return `the number ${value}`
-  return `a ${typeof value}`
-}
