@@ -15,7 +15,17 @@ export default defineConfig({
     ],
   },
   test: {
-    include: ['kernel/**/*.test.ts', 'layers/**/*.test.ts', 'kmods/**/*.test.ts', 'services/**/*.test.ts', 'native/ts/**/*.test.ts', 'examples/**/*.test.ts', 'cli/**/*.test.ts', 'testing/**/*.test.ts', 'test/**/*.test.ts'],
+    include: [
+      'kernel/**/*.test.ts',
+      'layers/**/*.test.ts',
+      'kmods/**/*.test.ts',
+      'services/**/*.test.ts',
+      'native/ts/**/*.test.ts',
+      'examples/**/*.test.ts',
+      'cli/**/*.test.ts',
+      'testing/**/*.test.ts',
+      'test/**/*.test.ts',
+    ],
     testTimeout: 30_000,
     hookTimeout: 30_000,
   },

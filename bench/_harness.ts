@@ -101,7 +101,9 @@ export function progress(line: string): void {
 export function runMain(name: string, main: () => Promise<void>): void {
   main().catch((error: unknown) => {
     const code = error instanceof BenchUsageError ? 2 : 1
-    process.stderr.write(`${name}: ${error instanceof Error ? (error instanceof BenchCheckError || error instanceof BenchUsageError ? error.message : (error.stack ?? error.message)) : String(error)}\n`)
+    process.stderr.write(
+      `${name}: ${error instanceof Error ? (error instanceof BenchCheckError || error instanceof BenchUsageError ? error.message : (error.stack ?? error.message)) : String(error)}\n`,
+    )
     process.exitCode = code
   })
 }

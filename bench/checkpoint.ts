@@ -84,7 +84,9 @@ runMain('checkpoint', async () => {
           withCheckpoints.push(r.rps)
           checkpoints += r.checkpoints
         }
-        progress(`round ${round}/${rounds} ${mode === 'off' ? 'without checkpoints' : `checkpoints every ${mode} ms`}: ${humanRate(r.rps)} records/s${mode === 'off' ? '' : `, ${r.checkpoints} checkpoints`}`)
+        progress(
+          `round ${round}/${rounds} ${mode === 'off' ? 'without checkpoints' : `checkpoints every ${mode} ms`}: ${humanRate(r.rps)} records/s${mode === 'off' ? '' : `, ${r.checkpoints} checkpoints`}`,
+        )
       }
     }
     progress('recovery: kill a peer after the first checkpoint…')

@@ -26,7 +26,8 @@ const module = new URL('./_keyed-totals.js', import.meta.url).pathname
 
 function check(what: string, expected: string[]): void {
   const got = received()
-  if (got.length !== expected.length || got.some((line, i) => line !== expected[i])) throw new BenchCheckError(`${what}: the output differs from the reference (${got.length} totals, expected ${expected.length})`)
+  if (got.length !== expected.length || got.some((line, i) => line !== expected[i]))
+    throw new BenchCheckError(`${what}: the output differs from the reference (${got.length} totals, expected ${expected.length})`)
 }
 
 /** Records per second of the CPU-bound job with `counters` instances of its keyed operator. */
@@ -45,7 +46,13 @@ async function rescalePause(cluster: Cluster): Promise<{ pauseMs: number; keys: 
   results.length = 0
   const job = await cluster.submit(module, { args: [String(STATE_RECORDS), '1000', '1', '0', '-', String(STATE_KEYS)] })
   // A first checkpoint (a second in): by then the sources have gone past nearly every key.
-  await firstValueFrom(job.events.pipe(filter((e) => e.type === 'layer' && e.kind === 'checkpoint'), take(1), toArray()))
+  await firstValueFrom(
+    job.events.pipe(
+      filter((e) => e.type === 'layer' && e.kind === 'checkpoint'),
+      take(1),
+      toArray(),
+    ),
+  )
   const report = await job.rescale('totals', 2)
   await job.done
   check('rescale run', reference(STATE_RECORDS, STATE_KEYS))

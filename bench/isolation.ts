@@ -154,7 +154,9 @@ async function main(argv: readonly string[]): Promise<void> {
       const outcome = await runOnce(variant, records, iterations, batchSize)
       check(variant, outcome, expected, count)
       samples.get(variant)!.push(outcome)
-      progress(`round ${round + 1}/${rounds} ${variant}: ${outcome.ms.toFixed(0)} ms (${humanRate(outcome.steadyRecords / (outcome.steadyMs / 1000))} records/s steady, first output after ${outcome.firstOutputMs.toFixed(0)} ms)`)
+      progress(
+        `round ${round + 1}/${rounds} ${variant}: ${outcome.ms.toFixed(0)} ms (${humanRate(outcome.steadyRecords / (outcome.steadyMs / 1000))} records/s steady, first output after ${outcome.firstOutputMs.toFixed(0)} ms)`,
+      )
     }
   }
 

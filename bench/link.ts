@@ -109,7 +109,15 @@ try {
     results.raw.push(r)
     results.lamina64k.push(l64)
     results.raw64k.push(r64)
-    console.log(JSON.stringify({ run, lamina_records_per_s: Math.round(perSecond(records, l)), raw_records_per_s: Math.round(perSecond(records, r)), lamina_64k_mb_s: mb(big * 65536, l64), raw_64k_mb_s: mb(big * 65536, r64) }))
+    console.log(
+      JSON.stringify({
+        run,
+        lamina_records_per_s: Math.round(perSecond(records, l)),
+        raw_records_per_s: Math.round(perSecond(records, r)),
+        lamina_64k_mb_s: mb(big * 65536, l64),
+        raw_64k_mb_s: mb(big * 65536, r64),
+      }),
+    )
   }
   const [l, r, l64, r64] = [best(results.lamina), best(results.raw), best(results.lamina64k), best(results.raw64k)]
   console.log(

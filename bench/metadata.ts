@@ -128,7 +128,9 @@ async function main(argv: readonly string[]): Promise<void> {
       samples.get(variant)!.push(outcome.ms)
       results.push({ variant, outcome })
       last.set(variant, outcome)
-      progress(`round ${round + 1}/${rounds} ${variant.padEnd(9)} ${outcome.ms.toFixed(0).padStart(6)} ms  ${humanRate(wordCount / (outcome.ms / 1000))}words/s  ${((outcome.ms * 1e6) / wordCount).toFixed(1)} ns/word`)
+      progress(
+        `round ${round + 1}/${rounds} ${variant.padEnd(9)} ${outcome.ms.toFixed(0).padStart(6)} ms  ${humanRate(wordCount / (outcome.ms / 1000))}words/s  ${((outcome.ms * 1e6) / wordCount).toFixed(1)} ns/word`,
+      )
     }
     reference ??= results.find((r) => r.variant === 'without')!.outcome.counts
     for (const { variant, outcome } of results) sameCounts(variant, outcome.counts, reference)

@@ -42,19 +42,7 @@ import { from, lastValueFrom, mergeMap, reduce } from 'rxjs'
 import { kernel, link, native, program, recordLayout, sink, source, stringLayout, t, utf8ChunkLayout, Utf8Bytes, type Program, type RunOptions } from 'lamina'
 import { utf8Strings, wordcount, type Batch, type WordCounts } from '../native/ts/native.js'
 import { ReferenceChain } from '../native/ts/reference.js'
-import {
-  BenchCheckError,
-  BenchUsageError,
-  collectGarbage,
-  GcPauses,
-  median,
-  peakRssMiB,
-  positiveInteger,
-  progress,
-  runMain,
-  seededRandom,
-  timed,
-} from './_harness.js'
+import { BenchCheckError, BenchUsageError, collectGarbage, GcPauses, median, peakRssMiB, positiveInteger, progress, runMain, seededRandom, timed } from './_harness.js'
 
 /** One word and how often it occurs (the records the native count emits). */
 const WordCount = t.type({ word: t.string, count: t.number })
@@ -71,8 +59,28 @@ const FUSED = 'tokenize+count'
  * units), Cyrillic, CJK, and digits.
  */
 const FOREIGN = [
-  'café', 'naïve', 'über', 'straße', 'ελληνικά', 'ΟΔΟΣ', 'москва', '東京', 'données', 'mañana', 'façade',
-  'smörgåsbord', 'İstanbul', 'ÆBLE', 'øre', 'crème', 'brûlée', 'jalapeño', 'Ἀθῆναι', 'ǅemal', 'r2d2', '2024',
+  'café',
+  'naïve',
+  'über',
+  'straße',
+  'ελληνικά',
+  'ΟΔΟΣ',
+  'москва',
+  '東京',
+  'données',
+  'mañana',
+  'façade',
+  'smörgåsbord',
+  'İstanbul',
+  'ÆBLE',
+  'øre',
+  'crème',
+  'brûlée',
+  'jalapeño',
+  'Ἀθῆναι',
+  'ǅemal',
+  'r2d2',
+  '2024',
 ]
 
 /** Separators between words other than a space (which is 85% of them); the emoji is not a word character. */

@@ -152,7 +152,9 @@ async function main(argv: readonly string[]): Promise<void> {
       strict: true,
     }).values
   } catch (error) {
-    throw new BenchUsageError(`${error instanceof Error ? error.message : String(error)}\nusage: pipeline [--batch N] [--records N] [--rounds N] [--warmup N] [--keys N] [--seed N]`)
+    throw new BenchUsageError(
+      `${error instanceof Error ? error.message : String(error)}\nusage: pipeline [--batch N] [--records N] [--rounds N] [--warmup N] [--keys N] [--seed N]`,
+    )
   }
   const option = (name: string): string | undefined => values[name] as string | undefined
   const batchSize = positiveInteger('batch', option('batch'))
@@ -164,9 +166,7 @@ async function main(argv: readonly string[]): Promise<void> {
 
   const baseOptions: RunOptions = batchSize === undefined ? {} : { batchSize }
   const run = (variant: Variant, records: readonly Click[]): Promise<Outcome> =>
-    variant === 'rxjs'
-      ? runRxjs(records)
-      : runLamina(records, variant === 'lamina' ? baseOptions : { ...baseOptions, validate: 'none' })
+    variant === 'rxjs' ? runRxjs(records) : runLamina(records, variant === 'lamina' ? baseOptions : { ...baseOptions, validate: 'none' })
 
   const generation = await timed(async () => generate(count, keys, seed))
   const records = generation.result
@@ -204,7 +204,9 @@ async function main(argv: readonly string[]): Promise<void> {
       if (variant === 'rxjs' && reference === undefined) reference = outcome.counts
       else pending.push({ variant, counts: outcome.counts })
       const perSecond = count / (outcome.ms / 1000)
-      progress(`round ${round + 1}/${rounds} ${variant.padEnd(17)} ${outcome.ms.toFixed(0).padStart(6)} ms  ${humanRate(perSecond)}records/s  ${((outcome.ms * 1e6) / count).toFixed(1)} ns/record  (gc ${gcMs.toFixed(0)} ms)`)
+      progress(
+        `round ${round + 1}/${rounds} ${variant.padEnd(17)} ${outcome.ms.toFixed(0).padStart(6)} ms  ${humanRate(perSecond)}records/s  ${((outcome.ms * 1e6) / count).toFixed(1)} ns/record  (gc ${gcMs.toFixed(0)} ms)`,
+      )
     }
     // Every result (later rxjs ones too) is checked against the first rxjs result at the end of
     // its round, so at most one round of results is kept alive.

@@ -23,7 +23,10 @@ function generatePeers(count: number, random: () => number): PeerDescription[] {
   const seen = new Set<string>()
   for (let i = 0; i < count; i++) {
     let id: string
-    do id = `12D3Koo${Math.floor(random() * 2 ** 48).toString(16).padStart(12, '0')}`
+    do
+      id = `12D3Koo${Math.floor(random() * 2 ** 48)
+        .toString(16)
+        .padStart(12, '0')}`
     while (seen.has(id))
     seen.add(id)
     const tags: Record<string, string> = { name: `node-${i}`, region: REGIONS[Math.floor(random() * REGIONS.length)]! }
@@ -131,7 +134,11 @@ function check(program: Program, peers: readonly PeerDescription[], plan: Placem
 async function main(argv: readonly string[]): Promise<void> {
   let values: { [option: string]: string | boolean | undefined }
   try {
-    values = parseArgs({ args: [...argv], options: { instances: { type: 'string' }, peers: { type: 'string' }, rounds: { type: 'string' }, seed: { type: 'string' } }, strict: true }).values
+    values = parseArgs({
+      args: [...argv],
+      options: { instances: { type: 'string' }, peers: { type: 'string' }, rounds: { type: 'string' }, seed: { type: 'string' } },
+      strict: true,
+    }).values
   } catch (error) {
     throw new BenchUsageError(`${error instanceof Error ? error.message : String(error)}\nusage: placement [--instances N] [--peers N] [--rounds N] [--seed N]`)
   }
@@ -148,7 +155,9 @@ async function main(argv: readonly string[]): Promise<void> {
   const self = peers[0]!.id
   progress(
     `placement: ${instances.toLocaleString('en')} instances of ${program.operators.length.toLocaleString('en')} operators on ${peerCount.toLocaleString('en')} peers, seed ${seed}; ` +
-      `operators: ${Object.entries(mix).map(([k, v]) => `${v} ${k}`).join(', ')}`,
+      `operators: ${Object.entries(mix)
+        .map(([k, v]) => `${v} ${k}`)
+        .join(', ')}`,
   )
 
   const context = { peers, self, job: 'bench' }
@@ -173,7 +182,9 @@ async function main(argv: readonly string[]): Promise<void> {
   const explained = await timed(async () => explain(plan).text)
   const used = new Set(plan.instances.map((p) => p.peer)).size
   const ms = median(samples)
-  progress(`median of ${rounds}: ${ms.toFixed(1)} ms (${((ms * 1e3) / instances).toFixed(2)} µs per instance); ${used} peers used; applyPlan ${apply.ms.toFixed(1)} ms, explain ${explained.ms.toFixed(1)} ms`)
+  progress(
+    `median of ${rounds}: ${ms.toFixed(1)} ms (${((ms * 1e3) / instances).toFixed(2)} µs per instance); ${used} peers used; applyPlan ${apply.ms.toFixed(1)} ms, explain ${explained.ms.toFixed(1)} ms`,
+  )
   const result = {
     bench: 'placement',
     ms: round3(ms),

@@ -49,7 +49,10 @@ describe('lamina run', () => {
   })
 
   it('--console: `rescale OPERATOR N` typed while the job runs rescales it', async () => {
-    const run = spawn(process.execPath, [cli, 'run', 'bench/_keyed-totals.ts', '--peers', '2', '--console', '--', '4000000', '200', '1'], { cwd: root, stdio: ['pipe', 'ignore', 'pipe'] })
+    const run = spawn(process.execPath, [cli, 'run', 'bench/_keyed-totals.ts', '--peers', '2', '--console', '--', '4000000', '200', '1'], {
+      cwd: root,
+      stdio: ['pipe', 'ignore', 'pipe'],
+    })
     let stderr = ''
     run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
     const exited = new Promise<number | null>((resolve) => run.once('exit', (code) => resolve(code)))

@@ -40,7 +40,10 @@ commands:
 
 /** A command line that does not parse: printed with a hint, exit status 2. */
 class UsageError extends Error {
-  constructor(message: string, readonly usage: string) {
+  constructor(
+    message: string,
+    readonly usage: string,
+  ) {
     super(message)
   }
 }
@@ -81,7 +84,12 @@ async function run(argv: readonly string[]): Promise<number> {
   const log = (line: string): void => void (options.quiet || process.stderr.write(`lamina: ${line}\n`))
   log(`starting ${options.peers} peers…`)
   // Peers that die are restarted; a job whose layers can recover (checkpoints) carries on without them.
-  const cluster = await startCluster({ peers: options.peers, workdir, policy: { kind: 'restart', max: 5, withinMs: 60_000 }, logger: { info: () => undefined, warn: (m) => log(m), error: (m) => log(m) } })
+  const cluster = await startCluster({
+    peers: options.peers,
+    workdir,
+    policy: { kind: 'restart', max: 5, withinMs: 60_000 },
+    logger: { info: () => undefined, warn: (m) => log(m), error: (m) => log(m) },
+  })
   let stopping = false
   cluster.events?.subscribe((event) => {
     if (stopping) return
@@ -89,7 +97,12 @@ async function run(argv: readonly string[]): Promise<number> {
     else if (event.type === 'restart') log(`restarting peer ${event.index} (restart ${event.attempt})`)
   })
   try {
-    log(`cluster up: ${cluster.members().map((m) => `${m.peerId.slice(-8)} (pid ${m.pid})`).join(', ')}`)
+    log(
+      `cluster up: ${cluster
+        .members()
+        .map((m) => `${m.peerId.slice(-8)} (pid ${m.pid})`)
+        .join(', ')}`,
+    )
     const job = await cluster.submit(resolve(options.program), { args: options.args })
     const peers = Object.keys(job.stats()).length || options.peers
     const ticker = options.quiet ? undefined : setInterval(() => display.update(totals(Object.values(job.stats())), peers + 1), process.stderr.isTTY ? 500 : 2000)
@@ -98,7 +111,8 @@ async function run(argv: readonly string[]): Promise<number> {
     let lastCheckpoint = ''
     job.events.subscribe((event) => {
       if (event.type === 'rescaling') log(`attempt ${event.attempt}: ${event.reason}; restarting from checkpoint ${event.checkpoint}`)
-      else if (event.type === 'recovering') log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
+      else if (event.type === 'recovering')
+        log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
       else if (event.type === 'layer') {
         // Checkpoints come every interval: counted, and summed up at the end; everything else is shown.
         if (CHECKPOINT_EVENTS.completed.is(event)) {
@@ -139,11 +153,20 @@ function commands(job: SubmittedJob, log: (line: string) => void): Interface {
       const [operator, n] = rest as [string, string]
       log(`rescaling ${operator} to ${n}…`)
       job.rescale(operator, Number(n)).then(
-        (report) => log(`rescaled ${Object.entries(report.changes).map(([name, c]) => `${name} ${c.from} -> ${c.to}`).join(', ')} from checkpoint ${report.checkpoint}; paused ${report.pauseMs} ms`),
+        (report) =>
+          log(
+            `rescaled ${Object.entries(report.changes)
+              .map(([name, c]) => `${name} ${c.from} -> ${c.to}`)
+              .join(', ')} from checkpoint ${report.checkpoint}; paused ${report.pauseMs} ms`,
+          ),
         (error: unknown) => log(`rescale failed: ${error instanceof Error ? error.message : String(error)}`),
       )
     } else if (command === 'plan') {
-      log(Object.entries(job.plan).map(([instance, peer]) => `${instance} -> ${peer.slice(-8)}`).join(', '))
+      log(
+        Object.entries(job.plan)
+          .map(([instance, peer]) => `${instance} -> ${peer.slice(-8)}`)
+          .join(', '),
+      )
     } else log(`unknown command "${line.trim()}": try \`rescale OPERATOR N\` or \`plan\``)
   })
   return lines
@@ -153,7 +176,12 @@ async function peer(argv: readonly string[]): Promise<void> {
   const command = parsing('peer', PEER_USAGE, () => parsePeerCommand(argv))
   register() // the program modules this peer is handed may be TypeScript
   const running = await runPeer(command)
-  process.stderr.write(`lamina peer ${running.id}\n${running.multiaddrs().map((a) => `  listening on ${a}`).join('\n')}\n`)
+  process.stderr.write(
+    `lamina peer ${running.id}\n${running
+      .multiaddrs()
+      .map((a) => `  listening on ${a}`)
+      .join('\n')}\n`,
+  )
 }
 
 async function main(argv: readonly string[]): Promise<void> {

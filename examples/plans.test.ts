@@ -37,7 +37,19 @@ function render(file: string, layers: readonly string[], planned: Program, plan:
   const peerOf = (operator: string, instance: number): string => plan[instanceKey(operator, instance)] ?? fusedPeer(operator, instance)
   // A fused operator runs where the first operator of its chain runs.
   const fusedPeer = (operator: string, instance: number): string => plan[instanceKey(operator.split('+')[0]!, instance)] ?? '?'
-  const lines = [`# examples/${file}, planned under [${layers.join(', ')}] for ${PEERS.map((p) => `${p.id}${Object.keys(p.tags).length > 0 ? ` (${Object.entries(p.tags).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}`).join(', ')}`, '']
+  const lines = [
+    `# examples/${file}, planned under [${layers.join(', ')}] for ${PEERS.map(
+      (p) =>
+        `${p.id}${
+          Object.keys(p.tags).length > 0
+            ? ` (${Object.entries(p.tags)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(', ')})`
+            : ''
+        }`,
+    ).join(', ')}`,
+    '',
+  ]
   lines.push('## program', planned.toString(), '')
   lines.push('## instances')
   for (const operator of fused.operators) {

@@ -14,7 +14,10 @@ const cli = join(import.meta.dirname, '..', 'dist', 'examples', 'wordcount.js')
 function reference(lines: Iterable<string>, top = 10): WordCount[] {
   const counts = new Map<string, number>()
   for (const line of lines) for (const w of line.match(/[\p{L}\p{N}]+/gu) ?? []) counts.set(w.toLowerCase(), (counts.get(w.toLowerCase()) ?? 0) + 1)
-  return [...counts].map(([word, count]) => ({ word, count })).sort(byCountThenWord).slice(0, top)
+  return [...counts]
+    .map(([word, count]) => ({ word, count }))
+    .sort(byCountThenWord)
+    .slice(0, top)
 }
 
 describe('wordcount', () => {

@@ -53,31 +53,36 @@ export function wordcount(options: WordcountOptions): Program {
   const top = options.top ?? 10
   const parallelism = options.parallelism ?? 2
   const lines = source('lines', t.string, options.lines)
-  const partial = spread(native({
-    name: 'words',
-    input: t.string,
-    output: WordCount,
-    steps: [{ op: 'tokenize' }, { op: 'count' }],
-    inputLayout: stringLayout(),
-    outputLayout: recordLayout<WordCount>({ word: { column: 'key', type: 'string' }, count: { column: 'count', type: 'number' } }),
-    annotations: { parallelism },
-  }))
-  const count = requireTags(atom({
-    name: 'count',
-    inputs: { in: WordCount },
-    outputs: { out: WordCount },
-    key: (row) => row.word,
-    state: { codec: t.number, init: () => 0 },
-    on: {
-      in: (row, ctx) => {
-        ctx.state.update((n) => n + row.count)
+  const partial = spread(
+    native({
+      name: 'words',
+      input: t.string,
+      output: WordCount,
+      steps: [{ op: 'tokenize' }, { op: 'count' }],
+      inputLayout: stringLayout(),
+      outputLayout: recordLayout<WordCount>({ word: { column: 'key', type: 'string' }, count: { column: 'count', type: 'number' } }),
+      annotations: { parallelism },
+    }),
+  )
+  const count = requireTags(
+    atom({
+      name: 'count',
+      inputs: { in: WordCount },
+      outputs: { out: WordCount },
+      key: (row) => row.word,
+      state: { codec: t.number, init: () => 0 },
+      on: {
+        in: (row, ctx) => {
+          ctx.state.update((n) => n + row.count)
+        },
       },
-    },
-    end: (ctx) => {
-      for (const [word, count] of ctx.state.entries()) ctx.emit('out', { word: String(word), count })
-    },
-    annotations: { parallelism },
-  }), 'name=peer-0')
+      end: (ctx) => {
+        for (const [word, count] of ctx.state.entries()) ctx.emit('out', { word: String(word), count })
+      },
+      annotations: { parallelism },
+    }),
+    'name=peer-0',
+  )
   const best = atom({
     name: 'top',
     inputs: { in: WordCount },

@@ -62,7 +62,13 @@ describe('dead letters', () => {
   })
 
   it('stop the job when dead letters pass the limit', async () => {
-    const job = kernel.run(counting(Array.from({ length: 50 }, () => ({ word: 0 })), []), { deadLetterLimit: 10 })
+    const job = kernel.run(
+      counting(
+        Array.from({ length: 50 }, () => ({ word: 0 })),
+        [],
+      ),
+      { deadLetterLimit: 10 },
+    )
     await expect(job.done).rejects.toMatchObject({ code: 'ERR_JOB_FAILED', cause: { code: 'ERR_DEAD_LETTER_LIMIT' } })
   })
 
@@ -90,12 +96,18 @@ describe('dead letters', () => {
 
   it('a program with mismatched port types is refused before anything runs', () => {
     let ran = false
-    const numbers = source('numbers', t.number, (function* () {
-      ran = true
-      yield 1
-    })())
+    const numbers = source(
+      'numbers',
+      t.number,
+      (function* () {
+        ran = true
+        yield 1
+      })(),
+    )
     const words = sink('words', Word, [])
-    expect(() => program('p', { operators: [numbers, words], links: [makeLink({ operator: 'numbers', port: 'out' }, { operator: 'words', port: 'in' })] })).toThrow(InvalidProgramError)
+    expect(() => program('p', { operators: [numbers, words], links: [makeLink({ operator: 'numbers', port: 'out' }, { operator: 'words', port: 'in' })] })).toThrow(
+      InvalidProgramError,
+    )
     expect(ran).toBe(false)
   })
 

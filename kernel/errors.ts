@@ -26,7 +26,9 @@ export abstract class LaminaError extends Error {
    */
   static override [Symbol.hasInstance](value: unknown): boolean {
     if (Function.prototype[Symbol.hasInstance].call(this, value)) return true
-    return this === LaminaError && value instanceof Error && (value as { [LAMINA_ERROR]?: unknown })[LAMINA_ERROR] === true && typeof (value as { code?: unknown }).code === 'string'
+    return (
+      this === LaminaError && value instanceof Error && (value as { [LAMINA_ERROR]?: unknown })[LAMINA_ERROR] === true && typeof (value as { code?: unknown }).code === 'string'
+    )
   }
 }
 
@@ -41,7 +43,10 @@ function portName(operator: string, port: string): string {
 export class InvalidProgramError extends LaminaError {
   readonly code = 'ERR_INVALID_PROGRAM'
   override readonly name = 'InvalidProgramError'
-  constructor(readonly program: string, readonly problems: readonly LaminaError[]) {
+  constructor(
+    readonly program: string,
+    readonly problems: readonly LaminaError[],
+  ) {
     super(`program "${program}" is invalid:\n${problems.map((p) => `  - [${p.code}] ${p.message}`).join('\n')}`)
   }
 }
@@ -54,10 +59,7 @@ export class PortTypeMismatchError extends LaminaError {
     readonly from: { operator: string; port: string; type: string },
     readonly to: { operator: string; port: string; type: string },
   ) {
-    super(
-      `link ${portName(from.operator, from.port)} -> ${portName(to.operator, to.port)}: ` +
-        `output type ${from.type} does not match input type ${to.type}`,
-    )
+    super(`link ${portName(from.operator, from.port)} -> ${portName(to.operator, to.port)}: ` + `output type ${from.type} does not match input type ${to.type}`)
   }
 }
 
@@ -65,7 +67,10 @@ export class PortTypeMismatchError extends LaminaError {
 export class DanglingInputError extends LaminaError {
   readonly code = 'ERR_DANGLING_INPUT'
   override readonly name = 'DanglingInputError'
-  constructor(readonly operator: string, readonly port: string) {
+  constructor(
+    readonly operator: string,
+    readonly port: string,
+  ) {
     super(`input ${portName(operator, port)} has no link feeding it`)
   }
 }
@@ -83,7 +88,10 @@ export class DuplicateOperatorError extends LaminaError {
 export class UnknownOperatorError extends LaminaError {
   readonly code = 'ERR_UNKNOWN_OPERATOR'
   override readonly name = 'UnknownOperatorError'
-  constructor(readonly operator: string, readonly link: string) {
+  constructor(
+    readonly operator: string,
+    readonly link: string,
+  ) {
     super(`link ${link} refers to operator "${operator}", which is not in the program`)
   }
 }
@@ -92,11 +100,13 @@ export class UnknownOperatorError extends LaminaError {
 export class UnknownPortError extends LaminaError {
   readonly code = 'ERR_UNKNOWN_PORT'
   override readonly name = 'UnknownPortError'
-  constructor(readonly operator: string, readonly port: string, readonly direction: 'in' | 'out', known: readonly string[]) {
-    super(
-      `operator "${operator}" has no ${direction === 'in' ? 'input' : 'output'} port "${port}"` +
-        ` (it has: ${known.length === 0 ? 'none' : known.join(', ')})`,
-    )
+  constructor(
+    readonly operator: string,
+    readonly port: string,
+    readonly direction: 'in' | 'out',
+    known: readonly string[],
+  ) {
+    super(`operator "${operator}" has no ${direction === 'in' ? 'input' : 'output'} port "${port}"` + ` (it has: ${known.length === 0 ? 'none' : known.join(', ')})`)
   }
 }
 
@@ -104,7 +114,11 @@ export class UnknownPortError extends LaminaError {
 export class InvalidOptionError extends LaminaError {
   readonly code = 'ERR_INVALID_OPTION'
   override readonly name = 'InvalidOptionError'
-  constructor(readonly where: string, readonly option: string, readonly reason: string) {
+  constructor(
+    readonly where: string,
+    readonly option: string,
+    readonly reason: string,
+  ) {
     super(`${where}: option "${option}" ${reason}`)
   }
 }
@@ -113,7 +127,10 @@ export class InvalidOptionError extends LaminaError {
 export class DecodeError extends LaminaError {
   readonly code = 'ERR_DECODE'
   override readonly name = 'DecodeError'
-  constructor(readonly where: Where, readonly details: readonly string[]) {
+  constructor(
+    readonly where: Where,
+    readonly details: readonly string[],
+  ) {
     super(`${where.operator ?? '?'}.${where.port ?? '?'}: ${details.join('; ')}`)
   }
 }
@@ -122,7 +139,10 @@ export class DecodeError extends LaminaError {
 export class HandlerError extends LaminaError {
   readonly code = 'ERR_HANDLER'
   override readonly name = 'HandlerError'
-  constructor(readonly where: Where, cause: unknown) {
+  constructor(
+    readonly where: Where,
+    cause: unknown,
+  ) {
     super(
       `${where.operator ?? '?'}${where.instance === undefined ? '' : `[${where.instance}]`}` +
         `${where.port === undefined ? '' : `.${where.port}`}: handler threw: ${describeCause(cause)}`,
@@ -135,7 +155,10 @@ export class HandlerError extends LaminaError {
 export class RejectedError extends LaminaError {
   readonly code = 'ERR_REJECTED'
   override readonly name = 'RejectedError'
-  constructor(readonly operator: string, readonly reason: string) {
+  constructor(
+    readonly operator: string,
+    readonly reason: string,
+  ) {
     super(`${operator} rejected a value: ${reason}`)
   }
 }
@@ -167,7 +190,10 @@ export class InstanceCrashedError extends LaminaError {
 export class RequestTimeoutError extends LaminaError {
   readonly code = 'ERR_REQUEST_TIMEOUT'
   override readonly name = 'RequestTimeoutError'
-  constructor(readonly where: Where, readonly timeoutMs: number) {
+  constructor(
+    readonly where: Where,
+    readonly timeoutMs: number,
+  ) {
     super(`${where.operator ?? '?'}.${where.port ?? '?'}: no reply within ${timeoutMs} ms`)
   }
 }
@@ -176,7 +202,10 @@ export class RequestTimeoutError extends LaminaError {
 export class RequestFailedError extends LaminaError {
   readonly code = 'ERR_REQUEST_FAILED'
   override readonly name = 'RequestFailedError'
-  constructor(readonly where: Where, cause: unknown) {
+  constructor(
+    readonly where: Where,
+    cause: unknown,
+  ) {
     super(`request on ${where.operator ?? '?'}.${where.port ?? '?'} failed: ${describeCause(cause)}`, { cause })
   }
 }
@@ -185,7 +214,10 @@ export class RequestFailedError extends LaminaError {
 export class RequestRoutingError extends LaminaError {
   readonly code = 'ERR_REQUEST_ROUTING'
   override readonly name = 'RequestRoutingError'
-  constructor(readonly where: Where, reason: string) {
+  constructor(
+    readonly where: Where,
+    reason: string,
+  ) {
     super(`${where.operator ?? '?'}.${where.port ?? '?'}: cannot send a request: ${reason}`)
   }
 }
@@ -203,7 +235,10 @@ export class NoKeyInScopeError extends LaminaError {
 export class UnknownOutputError extends LaminaError {
   readonly code = 'ERR_UNKNOWN_OUTPUT'
   override readonly name = 'UnknownOutputError'
-  constructor(readonly operator: string, readonly port: string) {
+  constructor(
+    readonly operator: string,
+    readonly port: string,
+  ) {
     super(`${operator}: emit on undeclared output port "${port}"`)
   }
 }
@@ -212,7 +247,10 @@ export class UnknownOutputError extends LaminaError {
 export class StateRestoreError extends LaminaError {
   readonly code = 'ERR_STATE_RESTORE'
   override readonly name = 'StateRestoreError'
-  constructor(readonly operator: string, details: string) {
+  constructor(
+    readonly operator: string,
+    details: string,
+  ) {
     super(`${operator}: cannot restore state: ${details}`)
   }
 }
@@ -240,7 +278,11 @@ export class LayerStackError extends LaminaError {
 export class UnknownControlError extends LaminaError {
   readonly code = 'ERR_UNKNOWN_CONTROL'
   override readonly name = 'UnknownControlError'
-  constructor(readonly kind: 'control' | 'syscall', readonly id: string, known: readonly string[]) {
+  constructor(
+    readonly kind: 'control' | 'syscall',
+    readonly id: string,
+    known: readonly string[],
+  ) {
     super(`no layer registered the ${kind} "${id}" (registered: ${known.length === 0 ? 'none' : known.join(', ')})`)
   }
 }
@@ -249,7 +291,10 @@ export class UnknownControlError extends LaminaError {
 export class JobFailedError extends LaminaError {
   readonly code = 'ERR_JOB_FAILED'
   override readonly name = 'JobFailedError'
-  constructor(readonly job: string, cause: unknown) {
+  constructor(
+    readonly job: string,
+    cause: unknown,
+  ) {
     super(`job "${job}" failed: ${describeCause(cause)}`, { cause })
   }
 }
@@ -258,7 +303,10 @@ export class JobFailedError extends LaminaError {
 export class JobAbortedError extends LaminaError {
   readonly code = 'ERR_JOB_ABORTED'
   override readonly name = 'JobAbortedError'
-  constructor(readonly job: string, reason?: unknown) {
+  constructor(
+    readonly job: string,
+    reason?: unknown,
+  ) {
     super(`job "${job}" was aborted${reason === undefined ? '' : `: ${describeCause(reason)}`}`, { cause: reason })
   }
 }
@@ -276,7 +324,10 @@ export class DeadLetterLimitError extends LaminaError {
 export class SourceError extends LaminaError {
   readonly code = 'ERR_SOURCE'
   override readonly name = 'SourceError'
-  constructor(readonly operator: string, cause: unknown) {
+  constructor(
+    readonly operator: string,
+    cause: unknown,
+  ) {
     super(`source ${operator} failed: ${describeCause(cause)}`, { cause })
   }
 }
@@ -301,7 +352,10 @@ export class SourceFileError extends LaminaError {
   readonly code = 'ERR_SOURCE_FILE'
   override readonly name = 'SourceFileError'
   readonly systemCode: string | undefined
-  constructor(readonly path: string, cause: unknown) {
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
     super(`cannot read ${path}: ${describeCause(cause)}`, { cause })
     const code = (cause as { code?: unknown } | null)?.code
     this.systemCode = typeof code === 'string' ? code : undefined
@@ -316,7 +370,12 @@ export class SourceFileError extends LaminaError {
 export class SourceFileFormatError extends LaminaError {
   readonly code = 'ERR_SOURCE_FILE_FORMAT'
   override readonly name = 'SourceFileFormatError'
-  constructor(readonly path: string, readonly line: number, readonly position: number, readonly reason: string) {
+  constructor(
+    readonly path: string,
+    readonly line: number,
+    readonly position: number,
+    readonly reason: string,
+  ) {
     super(`${path}: line ${line} (byte ${position}): ${reason}`)
   }
 }

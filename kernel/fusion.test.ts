@@ -22,7 +22,11 @@ function chain(ops: NumberOp[], out: number[]) {
   const numbers = source('numbers', t.number, [1, 2, 3])
   const into = sink('out', t.number, out)
   const all: Operator[] = [numbers, ...ops, into]
-  const links = [link(numbers.outputs.out, ops[0]!.inputs.in), ...ops.slice(1).map((op, i) => link(ops[i]!.outputs.out, op.inputs.in)), link(ops.at(-1)!.outputs.out, into.inputs.in)]
+  const links = [
+    link(numbers.outputs.out, ops[0]!.inputs.in),
+    ...ops.slice(1).map((op, i) => link(ops[i]!.outputs.out, op.inputs.in)),
+    link(ops.at(-1)!.outputs.out, into.inputs.in),
+  ]
   return program('chain', { operators: all, links })
 }
 
@@ -40,7 +44,13 @@ describe('operator chaining', () => {
     const p = chain([fn('inc', (n) => n + 1), fn('double', (n) => n * 2, 2)], [])
     expect(fuseChains(p).operators.map((o) => o.name)).toEqual(['numbers', 'inc', 'double', 'out'])
     const same = chain([fn('inc', (n) => n + 1), fn('double', (n) => n * 2)], [])
-    const split = { self: 'A', peerOf: (operator: string) => (operator === 'double' ? 'B' : 'A'), connect: () => { throw new Error('unused') } }
+    const split = {
+      self: 'A',
+      peerOf: (operator: string) => (operator === 'double' ? 'B' : 'A'),
+      connect: () => {
+        throw new Error('unused')
+      },
+    }
     expect(fuseChains(same, split).operators.map((o) => o.name)).toEqual(['numbers', 'inc', 'double', 'out'])
     expect(fuseChains(same).operators.map((o) => o.name)).toEqual(['numbers', 'out', 'inc+double'])
   })

@@ -26,6 +26,17 @@ export type { ChannelOverrides } from './layer.js'
 export * from './remote/errors.js'
 export { remoteSender, linkName, type RemoteSender, type RemoteSenderOptions, type RemoteSenderStats } from './remote/sender.js'
 export { remoteReceiver, type RemoteReceiver, type RemoteReceiverOptions, type RemoteReceiverStats } from './remote/receiver.js'
-export { encodeRecords, encodeRecordsLenient, decodeRecords, encodeMarkerPayload, decodeMarkerPayload, encodeReplyPayload, decodeReplyPayload, ValueEncoding, type Records, type Reply } from './remote/payload.js'
+export {
+  encodeRecords,
+  encodeRecordsLenient,
+  decodeRecords,
+  encodeMarkerPayload,
+  decodeMarkerPayload,
+  encodeReplyPayload,
+  decodeReplyPayload,
+  ValueEncoding,
+  type Records,
+  type Reply,
+} from './remote/payload.js'
 // Byte-level helpers the wire formats share (kmods/transport's frames, the adapter's payloads); internal, like the encoders above.
 export { ByteReader, typeName, varintSize, writeVarint } from './bytes.js'

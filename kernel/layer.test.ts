@@ -1,23 +1,6 @@
 // The layer API, proven with two layers written only against the public API of `lamina`.
 import { describe, expect, it } from 'vitest'
-import {
-  atom,
-  Kernel,
-  kernel,
-  LayerStackError,
-  link,
-  makeLink,
-  map,
-  program,
-  sink,
-  source,
-  t,
-  isChannelSender,
-  wrapChannel,
-  wrapInstance,
-  type Layer,
-  type Program,
-} from 'lamina'
+import { atom, Kernel, kernel, LayerStackError, link, makeLink, map, program, sink, source, t, isChannelSender, wrapChannel, wrapInstance, type Layer, type Program } from 'lamina'
 
 /** A layer that counts the records crossing each link (a channel hook). */
 function linkCounter(): { layer: Layer; counts: Map<string, number> } {
@@ -60,7 +43,9 @@ function tap(operator: string, seen: unknown[]): Layer {
             },
           },
         })
-        const links = rewritten.links.filter((x) => x !== l).concat([makeLink(l.from, { operator: name, port: 'in' }), makeLink({ operator: name, port: 'out' }, l.to, { capacity: l.capacity })])
+        const links = rewritten.links
+          .filter((x) => x !== l)
+          .concat([makeLink(l.from, { operator: name, port: 'in' }), makeLink({ operator: name, port: 'out' }, l.to, { capacity: l.capacity })])
         rewritten = rewritten.with({ operators: [...rewritten.operators, spy], links })
       }
       return next(rewritten)

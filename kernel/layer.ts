@@ -1,6 +1,21 @@
 // Layer stacks: ordering layers by their constraints, and composing their hooks around the kernel's own.
 
-import type { Capability, Channel, ChannelEnd, ChannelInfo, ChannelReceiver, ChannelSender, Instance, InstanceSpec, Layer, LayerEventKind, PlanContext, Program, Provided, Savepoints } from './contracts.js'
+import type {
+  Capability,
+  Channel,
+  ChannelEnd,
+  ChannelInfo,
+  ChannelReceiver,
+  ChannelSender,
+  Instance,
+  InstanceSpec,
+  Layer,
+  LayerEventKind,
+  PlanContext,
+  Program,
+  Provided,
+  Savepoints,
+} from './contracts.js'
 import { InvalidOptionError, LayerStackError } from './errors.js'
 import { isChannelReceiver, isChannelSender } from './runtime/channel.js'
 
@@ -61,9 +76,14 @@ export function stackCapabilities(layers: readonly Layer[]): ReadonlyMap<string,
   for (const layer of layers) {
     for (const entry of layer.provides ?? []) {
       const name = entry?.capability?.name
-      if (typeof name !== 'string') throw new LayerStackError(`layer "${layer.name}" provides something that is not a capability (use provide(token, api))`, { layers: [layer.name] })
+      if (typeof name !== 'string')
+        throw new LayerStackError(`layer "${layer.name}" provides something that is not a capability (use provide(token, api))`, { layers: [layer.name] })
       const other = provided.get(name)
-      if (other !== undefined) throw new LayerStackError(`layers "${other.layer}" and "${layer.name}" both provide "${name}": a stack has one provider of each capability`, { layers: [other.layer, layer.name], capability: name })
+      if (other !== undefined)
+        throw new LayerStackError(`layers "${other.layer}" and "${layer.name}" both provide "${name}": a stack has one provider of each capability`, {
+          layers: [other.layer, layer.name],
+          capability: name,
+        })
       provided.set(name, { layer: layer.name, api: entry.api })
     }
   }
@@ -71,7 +91,10 @@ export function stackCapabilities(layers: readonly Layer[]): ReadonlyMap<string,
     for (const needed of layer.requires ?? []) {
       if (!provided.has(needed.name)) {
         const have = [...provided.keys()]
-        throw new LayerStackError(`layer "${layer.name}" requires "${needed.name}", which no layer of the stack provides (provided: ${have.length === 0 ? 'none' : have.join(', ')})`, { layers: [layer.name], capability: needed.name })
+        throw new LayerStackError(
+          `layer "${layer.name}" requires "${needed.name}", which no layer of the stack provides (provided: ${have.length === 0 ? 'none' : have.join(', ')})`,
+          { layers: [layer.name], capability: needed.name },
+        )
       }
     }
   }
@@ -165,7 +188,10 @@ export function channelThrough<C extends ChannelEnd>(layers: readonly Layer[], c
       if (hook === undefined) continue
       const wrapped = hook.call(layer, current, (c) => step(j + 1, c))
       if ((sends && !isChannelSender(wrapped)) || (takes && !isChannelReceiver(wrapped))) {
-        throw new LayerStackError(`layer "${layer.name}": its channel hook turned the ${sends ? 'sending' : 'receiving'} end of ${channel.info.link.id} into one that cannot ${sends ? 'send' : 'take'}`, { layers: [layer.name] })
+        throw new LayerStackError(
+          `layer "${layer.name}": its channel hook turned the ${sends ? 'sending' : 'receiving'} end of ${channel.info.link.id} into one that cannot ${sends ? 'send' : 'take'}`,
+          { layers: [layer.name] },
+        )
       }
       return wrapped
     }

@@ -26,11 +26,7 @@ export function link<T>(from: OutputPort<T>, to: InputPort<T>, options: LinkOpti
 }
 
 /** Builds a link from operator and port names (used by layers that rewrite programs). */
-export function makeLink(
-  from: { readonly operator: string; readonly port: string },
-  to: { readonly operator: string; readonly port: string },
-  options: LinkOptions = {},
-): Link {
+export function makeLink(from: { readonly operator: string; readonly port: string }, to: { readonly operator: string; readonly port: string }, options: LinkOptions = {}): Link {
   const id = `${from.operator}.${from.port} -> ${to.operator}.${to.port}`
   const capacity = options.capacity
   if (capacity !== undefined && (!Number.isInteger(capacity) || capacity < 1)) {

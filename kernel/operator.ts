@@ -70,17 +70,17 @@ export interface AtomDefinition<I extends PortCodecs, O extends PortCodecs, S> {
  * })
  * ```
  */
-export function atom<I extends PortCodecs = Record<never, never>, O extends PortCodecs = Record<never, never>, S = undefined>(
-  definition: AtomDefinition<I, O, S>,
-): Operator<I, O> {
+export function atom<I extends PortCodecs = Record<never, never>, O extends PortCodecs = Record<never, never>, S = undefined>(definition: AtomDefinition<I, O, S>): Operator<I, O> {
   const inputs = (definition.inputs ?? {}) as I
   const handlers: Record<string, unknown> = {}
   const batchHandlers: Record<string, unknown> = {}
   for (const port of Object.keys(inputs)) {
     const handler = definition.on?.[port as keyof I]
     const batchHandler = definition.onBatch?.[port as keyof I]
-    if (handler === undefined && batchHandler === undefined) throw new InvalidOptionError(`operator ${definition.name}`, `on.${port}`, 'is missing: every input port needs a handler (in on or onBatch)')
-    if (handler !== undefined && batchHandler !== undefined) throw new InvalidOptionError(`operator ${definition.name}`, `onBatch.${port}`, 'duplicates on.' + port + ': give a port one handler')
+    if (handler === undefined && batchHandler === undefined)
+      throw new InvalidOptionError(`operator ${definition.name}`, `on.${port}`, 'is missing: every input port needs a handler (in on or onBatch)')
+    if (handler !== undefined && batchHandler !== undefined)
+      throw new InvalidOptionError(`operator ${definition.name}`, `onBatch.${port}`, 'duplicates on.' + port + ': give a port one handler')
     if (handler !== undefined) handlers[port] = handler
     else batchHandlers[port] = batchHandler
   }
@@ -148,7 +148,8 @@ class OperatorValue implements Operator {
     if (onError !== undefined && onError !== 'dead-letter' && onError !== 'crash') {
       throw new InvalidOptionError(`operator ${name}`, 'onError', `must be 'dead-letter' or 'crash', got ${JSON.stringify(onError)}`)
     }
-    if (onError === 'crash' && body.form !== 'atom') throw new InvalidOptionError(`operator ${name}`, 'onError', "'crash' applies to atom-form operators only (a stream-form operator restarts its pipeline after a failure)")
+    if (onError === 'crash' && body.form !== 'atom')
+      throw new InvalidOptionError(`operator ${name}`, 'onError', "'crash' applies to atom-form operators only (a stream-form operator restarts its pipeline after a failure)")
     this.annotations = Object.freeze({ ...annotations })
     this.inputs = Object.freeze(
       Object.fromEntries(Object.entries(inputCodecs).map(([port, codec]) => [port, Object.freeze({ direction: 'in' as const, operator: name, port, codec })])),

@@ -1,18 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import {
-  atom,
-  broadcast,
-  hash,
-  InvalidProgramError,
-  link,
-  makeLink,
-  map,
-  program,
-  sink,
-  source,
-  t,
-  type LaminaError,
-} from 'lamina'
+import { atom, broadcast, hash, InvalidProgramError, link, makeLink, map, program, sink, source, t, type LaminaError } from 'lamina'
 
 const Word = t.type({ word: t.string })
 

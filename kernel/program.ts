@@ -56,12 +56,7 @@ export function validateProgram(operators: readonly Operator[], links: readonly 
     if (out === undefined || input === undefined) continue
     fed.add(`${to.name}.${l.to.port}`)
     if (!compatible(out.codec, input.codec)) {
-      problems.push(
-        new PortTypeMismatchError(
-          { operator: from.name, port: l.from.port, type: out.codec.name },
-          { operator: to.name, port: l.to.port, type: input.codec.name },
-        ),
-      )
+      problems.push(new PortTypeMismatchError({ operator: from.name, port: l.from.port, type: out.codec.name }, { operator: to.name, port: l.to.port, type: input.codec.name }))
     }
     const partitioning = l.partitioning
     if (partitioning?.kind === 'hash' && partitioning.key === undefined && !isKeyed(to)) {
@@ -69,7 +64,11 @@ export function validateProgram(operators: readonly Operator[], links: readonly 
     }
     if (isKeyed(to) && parallelismOf(to) > 1 && partitioning !== undefined && partitioning.kind !== 'hash') {
       problems.push(
-        new InvalidOptionError(`link ${l.id}`, 'partitioning', `is ${partitioning.kind}, but ${to.name} is keyed with parallelism ${parallelismOf(to)}: records of one key must reach one instance, use hash()`),
+        new InvalidOptionError(
+          `link ${l.id}`,
+          'partitioning',
+          `is ${partitioning.kind}, but ${to.name} is keyed with parallelism ${parallelismOf(to)}: records of one key must reach one instance, use hash()`,
+        ),
       )
     }
   }
@@ -84,7 +83,11 @@ export function validateProgram(operators: readonly Operator[], links: readonly 
 class ProgramValue implements Program {
   private readonly byName: ReadonlyMap<string, Operator>
 
-  constructor(readonly name: string, operators: readonly Operator[], links: readonly Link[]) {
+  constructor(
+    readonly name: string,
+    operators: readonly Operator[],
+    links: readonly Link[],
+  ) {
     const problems = validateProgram(operators, links)
     if (problems.length > 0) throw new InvalidProgramError(name, problems)
     this.operators = Object.freeze([...operators])
@@ -167,7 +170,10 @@ class ProgramValue implements Program {
     const lines = [`program ${this.name}`]
     for (const o of this.operators) {
       const d = o.describe()
-      const ports = (ps: { readonly [p: string]: string }) => Object.entries(ps).map(([p, type]) => `${p}: ${type}`).join(', ')
+      const ports = (ps: { readonly [p: string]: string }) =>
+        Object.entries(ps)
+          .map(([p, type]) => `${p}: ${type}`)
+          .join(', ')
       lines.push(`  ${o.name} (${d.role}, ${d.form}${d.keyed ? ', keyed' : ''}, x${parallelismOf(o)})  in(${ports(d.inputs)})  out(${ports(d.outputs)})`)
       for (const l of this.links.filter((x) => x.from.operator === o.name)) {
         lines.push(`    ${l.from.port} -> ${l.to.operator}.${l.to.port} [${describePartitioning(l.partitioning)}]`)

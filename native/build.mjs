@@ -95,7 +95,10 @@ function declarations(text) {
         out.push(`${doc}export declare ${r.def}`, '')
         break
       case 'struct': {
-        const body = (members.get(r.name) ?? []).join('\n').split('\n').map((l) => `  ${l.trim()}`)
+        const body = (members.get(r.name) ?? [])
+          .join('\n')
+          .split('\n')
+          .map((l) => `  ${l.trim()}`)
         out.push(`${doc}export declare class ${r.name} {`, ...body, '}', '')
         break
       }

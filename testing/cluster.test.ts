@@ -5,7 +5,12 @@ import { alive, startTestCluster, untilMembersAlive, useCluster } from 'lamina/t
 import { sums } from './fixtures/sum-program.js'
 
 const module = new URL('./fixtures/sum-program.ts', import.meta.url).pathname
-const expected = [0, 1, 2].map((k) => [k, Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 3 === k).reduce((a, b) => a + b, 0)])
+const expected = [0, 1, 2].map((k) => [
+  k,
+  Array.from({ length: 300 }, (_, i) => i)
+    .filter((i) => i % 3 === k)
+    .reduce((a, b) => a + b, 0),
+])
 
 describe('useCluster', () => {
   const fixture = useCluster({ peers: 2 })

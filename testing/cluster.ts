@@ -133,7 +133,12 @@ export async function untilMembersAlive(cluster: Cluster, ms = 30_000): Promise<
   const deadline = Date.now() + ms
   const missing = (): string[] => {
     const members = cluster.members()
-    const seen = new Set(cluster.self.membership.members().filter((m) => m.status === 'alive').map((m) => m.peerId))
+    const seen = new Set(
+      cluster.self.membership
+        .members()
+        .filter((m) => m.status === 'alive')
+        .map((m) => m.peerId),
+    )
     return members.filter((m) => m.pid === undefined || !seen.has(m.peerId)).map((m) => m.peerId)
   }
   for (let left = missing(); left.length > 0; left = missing()) {

@@ -61,7 +61,11 @@ export type ComplianceOperator = 'relay' | 'tally'
  * ports), e.g. to annotate them for the layer under test.
  */
 export function complianceProgram(count: number, output: ComplianceOutput, prepare: (operator: Operator, name: ComplianceOperator) => Operator = (o) => o): Program {
-  const numbers = source('numbers', t.number, Array.from({ length: count }, (_, i) => i))
+  const numbers = source(
+    'numbers',
+    t.number,
+    Array.from({ length: count }, (_, i) => i),
+  )
   const relays = prepare(relay().annotate({ parallelism: 2 }) as Operator, 'relay') as ReturnType<typeof relay>
   const tallies = prepare(tally().annotate({ parallelism: 2 }) as Operator, 'tally') as ReturnType<typeof tally>
   const seen = sink('seen', Seen, output.seen)

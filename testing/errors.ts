@@ -6,7 +6,10 @@ import { LaminaError } from '../kernel/index.js'
 export class WaitTimeoutError extends LaminaError {
   readonly code = 'ERR_WAIT_TIMEOUT'
   override readonly name = 'WaitTimeoutError'
-  constructor(readonly what: string, readonly ms: number) {
+  constructor(
+    readonly what: string,
+    readonly ms: number,
+  ) {
     super(`timed out after ${ms} ms waiting for ${what}`)
   }
 }
@@ -42,7 +45,10 @@ export class FixtureNotStartedError extends LaminaError {
 export class FakeChannelError extends LaminaError {
   readonly code = 'ERR_FAKE_CHANNEL'
   override readonly name = 'FakeChannelError'
-  constructor(readonly channel: string, reason: string) {
+  constructor(
+    readonly channel: string,
+    reason: string,
+  ) {
     super(`fake channel ${channel}: ${reason}`)
   }
 }

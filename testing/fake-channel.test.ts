@@ -44,7 +44,12 @@ describe('FakeChannel', () => {
     const fake = new FakeChannel()
     let wakes = 0
     fake.onReadable(() => wakes++)
-    fake.feed([1, 2]).feedMarker({ kind: 'm', id: 7 }).feed([3], [{ fields: { trace: 1 } }]).feed([]).feedEnd()
+    fake
+      .feed([1, 2])
+      .feedMarker({ kind: 'm', id: 7 })
+      .feed([3], [{ fields: { trace: 1 } }])
+      .feed([])
+      .feedEnd()
     expect(fake.queued).toBe(3)
     expect(wakes).toBe(4)
     expect(fake.take()).toEqual({ values: [1, 2] })

@@ -172,7 +172,9 @@ export class FakeChannel implements Channel {
  * A `ChannelInfo` for tests: `from.out -> to.in`, instance 0 to 0, forward, in job `test`, with
  * any part replaced.
  */
-export function channelInfo(parts: { readonly job?: string; readonly from?: string; readonly to?: string; readonly fromInstance?: number; readonly toInstance?: number; readonly capacity?: number } = {}): ChannelInfo {
+export function channelInfo(
+  parts: { readonly job?: string; readonly from?: string; readonly to?: string; readonly fromInstance?: number; readonly toInstance?: number; readonly capacity?: number } = {},
+): ChannelInfo {
   const from = { operator: parts.from ?? 'from', port: 'out' }
   const to = { operator: parts.to ?? 'to', port: 'in' }
   const link: Link = { from, to, partitioning: { kind: 'forward' }, capacity: parts.capacity, id: `${from.operator}.${from.port} -> ${to.operator}.${to.port}` }

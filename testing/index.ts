@@ -2,9 +2,36 @@
 
 export * from './errors.js'
 export { alive, until, waitFor } from './processes.js'
-export { memoryFrameChannel, type MemoryFrameChannel, type MemoryFrameChannelOptions, type MemoryFrameReceiver, type MemoryFrameSender, type MemoryReceiverStats, type MemorySenderStats } from './memory-transport.js'
+export {
+  memoryFrameChannel,
+  type MemoryFrameChannel,
+  type MemoryFrameChannelOptions,
+  type MemoryFrameReceiver,
+  type MemoryFrameSender,
+  type MemoryReceiverStats,
+  type MemorySenderStats,
+} from './memory-transport.js'
 export { runOnTwoPeers, PEERS, type PeerId, type TwoPeersOptions, type TwoPeersResult } from './two-peers.js'
 export { FakeChannel, channelInfo, type FakeChannelOptions, type SentItem } from './fake-channel.js'
 export { startTestCluster, useCluster, untilMembersAlive, type ClusterFixture, type TestCluster, type TestClusterOptions } from './cluster.js'
-export { describeLayerCompliance, COMPLIANCE_MARKER, type ComplianceContext, type ComplianceOperatorSource, type LayerComplianceOptions, type LayerFactory } from './layer-compliance.js'
-export { COMPLIANCE_MODULE, complianceProgram, expectedTotals, relay, tally, KEYS, type ComplianceOperator, type ComplianceOutput, type KeyTotals, type SeenNumber, type TaggedNumber } from './compliance-program.js'
+export {
+  describeLayerCompliance,
+  COMPLIANCE_MARKER,
+  type ComplianceContext,
+  type ComplianceOperatorSource,
+  type LayerComplianceOptions,
+  type LayerFactory,
+} from './layer-compliance.js'
+export {
+  COMPLIANCE_MODULE,
+  complianceProgram,
+  expectedTotals,
+  relay,
+  tally,
+  KEYS,
+  type ComplianceOperator,
+  type ComplianceOutput,
+  type KeyTotals,
+  type SeenNumber,
+  type TaggedNumber,
+} from './compliance-program.js'

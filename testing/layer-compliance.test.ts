@@ -4,11 +4,14 @@ import { describeLayerCompliance } from 'lamina/testing'
 
 describeLayerCompliance('no layer', () => [])
 
-describeLayerCompliance('a pass-through layer', (): Layer => ({
-  name: 'pass-through',
-  channel: (channel, next) => {
-    const inner = next(channel)
-    return 'send' in inner ? wrapChannel(inner, { send: (batch) => inner.send(batch) }) : inner
-  },
-  instance: (spec, next) => wrapInstance(next(spec), {}),
-}))
+describeLayerCompliance(
+  'a pass-through layer',
+  (): Layer => ({
+    name: 'pass-through',
+    channel: (channel, next) => {
+      const inner = next(channel)
+      return 'send' in inner ? wrapChannel(inner, { send: (batch) => inner.send(batch) }) : inner
+    },
+    instance: (spec, next) => wrapInstance(next(spec), {}),
+  }),
+)

@@ -5,7 +5,20 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { instanceOfKey, kernel, wrapChannel, type Batch, type Channel, type ChannelInfo, type Instance, type JobReport, type JobView, type Layer, type Operator, type StateSnapshot } from '../kernel/index.js'
+import {
+  instanceOfKey,
+  kernel,
+  wrapChannel,
+  type Batch,
+  type Channel,
+  type ChannelInfo,
+  type Instance,
+  type JobReport,
+  type JobView,
+  type Layer,
+  type Operator,
+  type StateSnapshot,
+} from '../kernel/index.js'
 import { COMPLIANCE_MODULE, complianceProgram, expectedTotals, KEYS, type ComplianceOperator, type ComplianceOutput } from './compliance-program.js'
 import { FakeChannel, channelInfo } from './fake-channel.js'
 import { runOnTwoPeers, type PeerId } from './two-peers.js'
@@ -114,10 +127,13 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
           })
           return { witness, output, reports: [result.reports.A, result.reports.B], crossing: result.crossing }
         }
-        beforeAll(async () => {
-          first = await run(undefined)
-          second = await run(first.witness.snapshots())
-        }, timeoutMs * 2 + 10_000)
+        beforeAll(
+          async () => {
+            first = await run(undefined)
+            second = await run(first.witness.snapshots())
+          },
+          timeoutMs * 2 + 10_000,
+        )
         const runsOf = (): { first: RunRecord; second: RunRecord } => {
           // The runs failed in beforeAll (vitest reports why there); each test then says so too.
           if (first === undefined || second === undefined) throw new Error(`the compliance runs of ${name} did not complete (see the beforeAll error)`)
@@ -168,7 +184,10 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
           const arrived = [...new Set(intoSink.flat().filter((i) => i.startsWith(`marker ${COMPLIANCE_MARKER}#`)))].filter((id) => intoSink.every((taken) => taken.includes(id)))
           expect(arrived.length, 'markers that reached the sink on every input').toBeGreaterThan(0)
           for (const id of arrived) {
-            expect(valuesBefore((key) => key.includes('-> seen.in'), id), `numbers before ${id} at the sink`).toEqual(valuesBefore((key) => key.startsWith('numbers.out'), id))
+            expect(
+              valuesBefore((key) => key.includes('-> seen.in'), id),
+              `numbers before ${id} at the sink`,
+            ).toEqual(valuesBefore((key) => key.startsWith('numbers.out'), id))
           }
         })
 
@@ -210,9 +229,22 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
       // The stack's channel hooks over the fake, innermost last, as the kernel composes them.
       const wrapped = hooked.reduceRight<Channel>((inner, layer) => layer.channel!(inner, (c) => c) as Channel, fake)
       expect(typeof wrapped.send === 'function' && typeof wrapped.take === 'function', 'the hook keeps both ends of an in-process channel').toBe(true)
-      const sent: Batch[] = [{ values: [[0, 1]] }, { values: [], marker: { kind: COMPLIANCE_MARKER, id: 1 } }, { values: [[1, 2], [0, 3]] }]
+      const sent: Batch[] = [
+        { values: [[0, 1]] },
+        { values: [], marker: { kind: COMPLIANCE_MARKER, id: 1 } },
+        {
+          values: [
+            [1, 2],
+            [0, 3],
+          ],
+        },
+      ]
       for (const batch of sent) wrapped.send(batch)
-      expect(fake.sentValues()).toEqual([[0, 1], [1, 2], [0, 3]])
+      expect(fake.sentValues()).toEqual([
+        [0, 1],
+        [1, 2],
+        [0, 3],
+      ])
       expect(fake.sentMarkers()).toEqual([{ kind: COMPLIANCE_MARKER, id: 1 }])
       expect(wrapped.ready()).toBe(false)
       fake.grant(3)
@@ -220,7 +252,14 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
       wrapped.end()
       const taken: unknown[] = []
       for (let batch = wrapped.take(); batch !== undefined && batch !== 'end'; batch = wrapped.take()) taken.push(batch.marker ?? batch.values)
-      expect(taken).toEqual([[[0, 1]], { kind: COMPLIANCE_MARKER, id: 1 }, [[1, 2], [0, 3]]])
+      expect(taken).toEqual([
+        [[0, 1]],
+        { kind: COMPLIANCE_MARKER, id: 1 },
+        [
+          [1, 2],
+          [0, 3],
+        ],
+      ])
       expect(wrapped.take()).toBe('end')
     })
   })

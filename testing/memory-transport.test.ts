@@ -13,7 +13,11 @@ function recorders(): { producer: Event[]; consumer: Event[]; sender: FrameSende
   return {
     producer,
     consumer,
-    sender: { writable: () => producer.push(['writable']), reply: (payload) => producer.push(['reply', text(payload)]), closed: (error) => producer.push(['closed', error?.code, error?.message]) },
+    sender: {
+      writable: () => producer.push(['writable']),
+      reply: (payload) => producer.push(['reply', text(payload)]),
+      closed: (error) => producer.push(['closed', error?.code, error?.message]),
+    },
     receiver: {
       data: (payload, records) => consumer.push(['data', text(payload), records]),
       marker: (payload) => consumer.push(['marker', text(payload)]),

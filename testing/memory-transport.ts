@@ -169,7 +169,8 @@ class Sender implements MemoryFrameSender {
   data(payload: Uint8Array, records: number): void {
     if (this.finished) return
     if (!Number.isInteger(records) || records < 1 || records > this.credit) throw new RangeError(`link ${this.link}: a DATA frame of ${records} records with ${this.credit} credit`)
-    if (payload.byteLength > this.maxPayloadBytes) throw new RangeError(`link ${this.link}: a payload of ${payload.byteLength} bytes, more than the ${this.maxPayloadBytes} a frame may`)
+    if (payload.byteLength > this.maxPayloadBytes)
+      throw new RangeError(`link ${this.link}: a payload of ${payload.byteLength} bytes, more than the ${this.maxPayloadBytes} a frame may`)
     this.available -= records
     this.sent += records
     this.frames++

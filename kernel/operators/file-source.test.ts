@@ -86,7 +86,7 @@ describe('fileSource', () => {
     // Instance i emits lines i, i + 3 …; restored at offset k it starts at its k-th: line i + 3k.
     const offsets = [5, 0, 34]
     const resumed = await run(path, { annotations, chunkBytes: 10, offsets })
-    const expected = all.filter((_, line) => line % 3 === 0 ? line >= 15 : line % 3 === 1 ? true : line >= 2 + 3 * 34)
+    const expected = all.filter((_, line) => (line % 3 === 0 ? line >= 15 : line % 3 === 1 ? true : line >= 2 + 3 * 34))
     expect([...resumed.out].sort()).toEqual([...expected].sort())
     // Each instance's share arrives in file order.
     for (let i = 0; i < 3; i++) {

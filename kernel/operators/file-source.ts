@@ -95,7 +95,12 @@ class FileLines implements AsyncIterableIterator<string> {
   private failure: SourceFileFormatError | undefined
   private readonly buffer: Buffer
 
-  constructor(private readonly path: string, private readonly part: SourcePart, private readonly chunkBytes: number, private readonly maxLineBytes: number) {
+  constructor(
+    private readonly path: string,
+    private readonly part: SourcePart,
+    private readonly chunkBytes: number,
+    private readonly maxLineBytes: number,
+  ) {
     this.wanted = part.instance + part.offset * part.parallelism
     this.buffer = Buffer.allocUnsafe(chunkBytes)
   }

@@ -15,7 +15,8 @@ describe('native operators', () => {
     const count = native({ name: 'count', input: t.string, output: Count, steps: [{ op: 'tokenize' }, { op: 'count' }], inputLayout: words, outputLayout: counts })
     const out: Count[] = []
     const into = sink('out', Count, out)
-    await kernel.run(program('p', { operators: [text, count, into], links: [link(text.outputs.out, count.inputs.in), link(count.outputs.out, into.inputs.in)] }), { batchSize: 2 }).done
+    await kernel.run(program('p', { operators: [text, count, into], links: [link(text.outputs.out, count.inputs.in), link(count.outputs.out, into.inputs.in)] }), { batchSize: 2 })
+      .done
     expect(Object.fromEntries(out.map((c) => [c.word, c.count]))).toEqual({ the: 3, cat: 2, sat: 1, on: 1, mat: 1, été: 2, 東京: 1 })
   })
 
@@ -29,7 +30,12 @@ describe('native operators', () => {
     const job = kernel.run(
       program('p', {
         operators: [text, tokenize, long, count, into],
-        links: [link(text.outputs.out, tokenize.inputs.in), link(tokenize.outputs.out, long.inputs.in), link(long.outputs.out, count.inputs.in), link(count.outputs.out, into.inputs.in)],
+        links: [
+          link(text.outputs.out, tokenize.inputs.in),
+          link(tokenize.outputs.out, long.inputs.in),
+          link(long.outputs.out, count.inputs.in),
+          link(count.outputs.out, into.inputs.in),
+        ],
       }),
     )
     await job.done
@@ -39,7 +45,15 @@ describe('native operators', () => {
 
   it('exchange batches with ordinary TypeScript operators over ordinary links', async () => {
     const text = source('text', t.string, lines)
-    const tokenize = native({ name: 'tokenize', input: t.string, output: t.string, steps: [{ op: 'tokenize' }], inputLayout: words, outputLayout: words, annotations: { parallelism: 2 } })
+    const tokenize = native({
+      name: 'tokenize',
+      input: t.string,
+      output: t.string,
+      steps: [{ op: 'tokenize' }],
+      inputLayout: words,
+      outputLayout: words,
+      annotations: { parallelism: 2 },
+    })
     const out: string[] = []
     const into = sink('out', t.string, out)
     await kernel.run(program('p', { operators: [text, tokenize, into], links: [link(text.outputs.out, tokenize.inputs.in), link(tokenize.outputs.out, into.inputs.in)] })).done
@@ -55,10 +69,18 @@ describe('native operators', () => {
   it('record a batch the native core refuses as a dead letter, and go on', async () => {
     // A map to a number column read back as strings: the layout cannot decode it.
     const text = source('text', t.string, ['a', 'b'])
-    const broken = native({ name: 'broken', input: t.string, output: t.string, steps: [{ op: 'map', expr: 'len(s)', as: 'x' }], inputLayout: words, outputLayout: stringLayout('x') })
+    const broken = native({
+      name: 'broken',
+      input: t.string,
+      output: t.string,
+      steps: [{ op: 'map', expr: 'len(s)', as: 'x' }],
+      inputLayout: words,
+      outputLayout: stringLayout('x'),
+    })
     const out: string[] = []
     const into = sink('out', t.string, out)
-    const report = await kernel.run(program('p', { operators: [text, broken, into], links: [link(text.outputs.out, broken.inputs.in), link(broken.outputs.out, into.inputs.in)] })).done
+    const report = await kernel.run(program('p', { operators: [text, broken, into], links: [link(text.outputs.out, broken.inputs.in), link(broken.outputs.out, into.inputs.in)] }))
+      .done
     expect(report.deadLetters).toHaveLength(1)
     expect(report.deadLetters[0]!.where).toMatchObject({ operator: 'broken', port: 'in' })
     expect(out).toEqual([])

@@ -35,12 +35,7 @@ export type SourceReplay = 'skip' | 'seek' | 'none'
  * pulled only as fast as credit allows; an Observable cannot be slowed, so its values queue in
  * memory until sent: prefer an async iterable for unbounded inputs.
  */
-export type SourceInput<T> =
-  | readonly T[]
-  | Iterable<T>
-  | AsyncIterable<T>
-  | Observable<T>
-  | ((part: SourcePart) => Iterable<T> | AsyncIterable<T>)
+export type SourceInput<T> = readonly T[] | Iterable<T> | AsyncIterable<T> | Observable<T> | ((part: SourcePart) => Iterable<T> | AsyncIterable<T>)
 
 /** Options of `source`. */
 export interface SourceOptions {

@@ -13,7 +13,12 @@ export const ABORTED = 'ERR_JOB_ABORTED'
 export class LinkBrokenError extends LaminaError {
   readonly code = 'ERR_LINK_BROKEN'
   override readonly name = 'LinkBrokenError'
-  constructor(readonly link: string, readonly peer: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly link: string,
+    readonly peer: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`link ${link} with peer ${peer} is broken: ${reason}`, options)
   }
 }
@@ -22,7 +27,11 @@ export class LinkBrokenError extends LaminaError {
 export class RemoteLinkError extends LaminaError {
   readonly code = 'ERR_LINK_REMOTE'
   override readonly name = 'RemoteLinkError'
-  constructor(readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
+  constructor(
+    readonly peer: string,
+    readonly remoteCode: string,
+    readonly remoteMessage: string,
+  ) {
     super(`peer ${peer} reported ${remoteCode}: ${remoteMessage}`)
   }
 }
@@ -31,7 +40,10 @@ export class RemoteLinkError extends LaminaError {
 export class PayloadError extends LaminaError {
   readonly code = 'ERR_PAYLOAD'
   override readonly name = 'PayloadError'
-  constructor(readonly offset: number, readonly reason: string) {
+  constructor(
+    readonly offset: number,
+    readonly reason: string,
+  ) {
     super(`malformed payload at byte ${offset}: ${reason}`)
   }
 }
@@ -40,7 +52,12 @@ export class PayloadError extends LaminaError {
 export class UnencodableValueError extends LaminaError {
   readonly code = 'ERR_UNENCODABLE'
   override readonly name = 'UnencodableValueError'
-  constructor(readonly link: string, readonly peer: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly link: string,
+    readonly peer: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`link ${link} to peer ${peer}: a value cannot be sent: ${reason}`, options)
   }
 }
@@ -58,7 +75,11 @@ export class ChannelEndedError extends LaminaError {
 export class RemoteRequestError extends LaminaError {
   readonly code = 'ERR_REMOTE_REQUEST'
   override readonly name = 'RemoteRequestError'
-  constructor(readonly peer: string, readonly remoteCode: string, readonly remoteMessage: string) {
+  constructor(
+    readonly peer: string,
+    readonly remoteCode: string,
+    readonly remoteMessage: string,
+  ) {
     super(`peer ${peer} answered the request with ${remoteCode}: ${remoteMessage}`)
   }
 }

@@ -2,10 +2,26 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { PayloadError } from './errors.js'
-import { decodeMarkerPayload, decodeRecords, decodeReplyPayload, encodeMarkerPayload, encodeRecords, encodeRecordsLenient, encodeReplyPayload, type Records, ValueEncoding } from './payload.js'
+import {
+  decodeMarkerPayload,
+  decodeRecords,
+  decodeReplyPayload,
+  encodeMarkerPayload,
+  encodeRecords,
+  encodeRecordsLenient,
+  encodeReplyPayload,
+  type Records,
+  ValueEncoding,
+} from './payload.js'
 
 const headersArb = (count: number) =>
-  fc.option(fc.array(fc.option(fc.record({ fields: fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 })) }), { nil: undefined }), { minLength: count, maxLength: count }), { nil: undefined })
+  fc.option(
+    fc.array(fc.option(fc.record({ fields: fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 })) }), { nil: undefined }), {
+      minLength: count,
+      maxLength: count,
+    }),
+    { nil: undefined },
+  )
 const valuesArb = fc.oneof(
   fc.array(fc.string({ unit: 'binary', maxLength: 200 }), { minLength: 1, maxLength: 50 }),
   fc.array(fc.double(), { minLength: 1, maxLength: 50 }),
@@ -13,16 +29,26 @@ const valuesArb = fc.oneof(
   fc.array(fc.jsonValue({ maxDepth: 3 }), { minLength: 1, maxLength: 20 }),
 )
 const requestsArb = (count: number) =>
-  fc.option(fc.array(fc.option(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }), { minLength: count, maxLength: count }).filter((r) => r.some((id) => id !== undefined)), { nil: undefined })
+  fc.option(
+    fc
+      .array(fc.option(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }), { minLength: count, maxLength: count })
+      .filter((r) => r.some((id) => id !== undefined)),
+    { nil: undefined },
+  )
 const recordsArb: fc.Arbitrary<Records> = valuesArb.chain((values) =>
-  fc.tuple(headersArb(values.length), requestsArb(values.length)).map(([headers, requests]) => ({ values, ...(headers === undefined ? {} : { headers }), ...(requests === undefined ? {} : { requests }) })),
+  fc
+    .tuple(headersArb(values.length), requestsArb(values.length))
+    .map(([headers, requests]) => ({ values, ...(headers === undefined ? {} : { headers }), ...(requests === undefined ? {} : { requests }) })),
 )
 
 /** What records look like after a round trip: JSON's view of mixed values, header slots without fields are absent. */
 function normalize(records: Records): unknown {
   const values = records.values.map((v) => (v instanceof Uint8Array ? Array.from(v) : v))
-  const jsonish = !records.values.every((v) => typeof v === 'string') && !records.values.every((v) => typeof v === 'number') && !records.values.every((v) => v instanceof Uint8Array)
-  const headers = records.headers?.every((h) => h?.fields === undefined) ? undefined : records.headers?.map((h) => (h?.fields === undefined ? undefined : { fields: JSON.parse(JSON.stringify(h.fields)) }))
+  const jsonish =
+    !records.values.every((v) => typeof v === 'string') && !records.values.every((v) => typeof v === 'number') && !records.values.every((v) => v instanceof Uint8Array)
+  const headers = records.headers?.every((h) => h?.fields === undefined)
+    ? undefined
+    : records.headers?.map((h) => (h?.fields === undefined ? undefined : { fields: JSON.parse(JSON.stringify(h.fields)) }))
   return { values: jsonish ? JSON.parse(JSON.stringify(values)) : values, headers, requests: records.requests }
 }
 
@@ -88,7 +114,11 @@ describe('payloads', () => {
   })
 
   it('round-trip markers and replies', () => {
-    for (const marker of [{ kind: 'checkpoint', id: 7 }, { kind: 'x', id: 0, data: { at: [1, 2] } }]) expect(decodeMarkerPayload(encodeMarkerPayload(marker))).toEqual(marker)
+    for (const marker of [
+      { kind: 'checkpoint', id: 7 },
+      { kind: 'x', id: 0, data: { at: [1, 2] } },
+    ])
+      expect(decodeMarkerPayload(encodeMarkerPayload(marker))).toEqual(marker)
     const ok = { request: 3, ok: true as const, value: { doubled: 10 } }
     expect(decodeReplyPayload(encodeReplyPayload(ok))).toEqual(ok)
     const failed = { request: 9, ok: false as const, code: 'ERR_HANDLER', message: 'no' }
@@ -130,11 +160,13 @@ describe('payloads', () => {
   it('never crash on 10,000 random or corrupted payloads: each gives PayloadError or valid records (property)', () => {
     let errors = 0
     let valid = 0
-    const corrupted = fc.tuple(recordsArb, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 3 }), fc.nat()).map(([records, flips, cut]) => {
-      const bytes = Uint8Array.from(encodeRecords(records.values, records.headers, records.requests))
-      for (const [position, value] of flips) bytes[position % bytes.byteLength] = value
-      return { bytes: bytes.subarray(0, 1 + (cut % bytes.byteLength)), count: records.values.length }
-    })
+    const corrupted = fc
+      .tuple(recordsArb, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 3 }), fc.nat())
+      .map(([records, flips, cut]) => {
+        const bytes = Uint8Array.from(encodeRecords(records.values, records.headers, records.requests))
+        for (const [position, value] of flips) bytes[position % bytes.byteLength] = value
+        return { bytes: bytes.subarray(0, 1 + (cut % bytes.byteLength)), count: records.values.length }
+      })
     const random = fc.record({ bytes: fc.uint8Array({ maxLength: 64 }), count: fc.integer({ min: 1, max: 8 }) })
     fc.assert(
       fc.property(fc.oneof(random, corrupted), ({ bytes, count }) => {

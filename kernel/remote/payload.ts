@@ -303,7 +303,8 @@ export function decodeRecords(payload: Uint8Array, count: number): Records {
       if (typeof header !== 'object' || Array.isArray(header)) return reader.fail(at, `header ${i} is ${typeName(header)}, not an object or null`)
       const request = (header as { request?: unknown }).request
       if (request !== undefined) {
-        if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1) return reader.fail(at, `header ${i} request is ${JSON.stringify(request)}, not a positive integer`)
+        if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1)
+          return reader.fail(at, `header ${i} request is ${JSON.stringify(request)}, not a positive integer`)
         requests ??= new Array<number | undefined>(count).fill(undefined)
         requests[i] = request
       }
@@ -335,7 +336,8 @@ export function decodeReplyPayload(payload: Uint8Array): Reply {
   const reader: Reader = new Reader(payload)
   const object = reader.object(reader.json('reply', payload.byteLength), 'reply')
   const request = object['request']
-  if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1) return reader.fail(0, `reply request must be a positive integer, got ${JSON.stringify(request)}`)
+  if (typeof request !== 'number' || !Number.isSafeInteger(request) || request < 1)
+    return reader.fail(0, `reply request must be a positive integer, got ${JSON.stringify(request)}`)
   const ok = object['ok']
   if (ok === true) return { request, ok: true, value: object['value'] }
   if (ok !== false) return reader.fail(0, `reply ok must be true or false, got ${JSON.stringify(ok)}`)

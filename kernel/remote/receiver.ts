@@ -94,7 +94,12 @@ class Receiver implements RemoteReceiver {
     this.returnAt = Math.max(1, Math.floor(options.capacity / 4))
     this.done = new Promise<void>((resolve, reject) => (this.settleDone = { resolve, reject }))
     this.done.catch(() => undefined)
-    frames.listen({ data: (payload, records) => this.onData(payload, records), marker: (payload) => this.onMarker(payload), end: () => this.onEnd(), closed: (error) => this.fail(error) })
+    frames.listen({
+      data: (payload, records) => this.onData(payload, records),
+      marker: (payload) => this.onMarker(payload),
+      end: () => this.onEnd(),
+      closed: (error) => this.fail(error),
+    })
     if (!this.finished) {
       this.granted = options.capacity
       frames.grant(options.capacity)
@@ -266,7 +271,12 @@ class Receiver implements RemoteReceiver {
       try {
         payload = encodeReplyPayload(outcome.ok ? { request: id, ok: true, value: outcome.value } : { request: id, ...failureOf(outcome.error) })
       } catch (error) {
-        payload = encodeReplyPayload({ request: id, ok: false, code: 'ERR_UNENCODABLE', message: `the reply cannot be sent to peer ${this.peer ?? '?'}: ${error instanceof Error ? error.message : String(error)}` })
+        payload = encodeReplyPayload({
+          request: id,
+          ok: false,
+          code: 'ERR_UNENCODABLE',
+          message: `the reply cannot be sent to peer ${this.peer ?? '?'}: ${error instanceof Error ? error.message : String(error)}`,
+        })
       }
       if (this.error === undefined) this.frames.reply(payload)
       if (this.unanswered === 0 && this.closeWhenAnswered !== undefined) this.closeWrite()

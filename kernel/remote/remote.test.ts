@@ -23,7 +23,14 @@ interface DeadLetter {
 
 /** A remote link over an in-memory frame channel: the adapter's two halves, and what each dead-lettered. */
 function remoteLink(
-  options: { info?: ChannelInfo; capacity?: number; codec?: t.Mixed; wire?: MemoryFrameChannelOptions; sender?: Partial<RemoteSenderOptions>; receiver?: Partial<RemoteReceiverOptions> } = {},
+  options: {
+    info?: ChannelInfo
+    capacity?: number
+    codec?: t.Mixed
+    wire?: MemoryFrameChannelOptions
+    sender?: Partial<RemoteSenderOptions>
+    receiver?: Partial<RemoteReceiverOptions>
+  } = {},
 ): { wire: MemoryFrameChannel; sender: RemoteSender; receiver: RemoteReceiver; senderDead: DeadLetter[]; receiverDead: DeadLetter[] } {
   const info = options.info ?? channelInfo()
   const wire = memoryFrameChannel({ link: linkName(info), producer: 'peer-A', consumer: 'peer-B', ...options.wire })
@@ -188,10 +195,12 @@ describe('remote channels over a frame channel', () => {
     const { sender, receiver, receiverDead, senderDead } = remoteLink({ codec: t.number })
     const outcomes = new Map<number, Parameters<ReplyTo>[0]>()
     const answered = new Promise<void>((resolve) => {
-      const reply = (n: number): ReplyTo => (outcome) => {
-        outcomes.set(n, outcome)
-        if (outcomes.size === 6) resolve()
-      }
+      const reply =
+        (n: number): ReplyTo =>
+        (outcome) => {
+          outcomes.set(n, outcome)
+          if (outcomes.size === 6) resolve()
+        }
       sender.send({
         values: [1, 2, 'three', 4, 5, 6n, 7],
         headers: [{ reply: reply(1) }, undefined, { reply: reply(3) }, { reply: reply(4), fields: { trace: 'x' } }, { reply: reply(5) }, { reply: reply(6) }, { reply: reply(7) }],
@@ -350,7 +359,7 @@ describe('remote channels over a frame channel', () => {
     const error = (await collect(receiver).catch((e: unknown) => e)) as LinkBrokenError
     expect(error).toBeInstanceOf(LinkBrokenError)
     expect(error.cause).toBeInstanceOf(PayloadError)
-    expect(error.message).toContain('records from the producer\'s peer cannot be decoded')
+    expect(error.message).toContain("records from the producer's peer cannot be decoded")
     const remote = await producerClosed
     expect(remote?.message).toContain('reported ERR_PAYLOAD')
   })

@@ -258,7 +258,12 @@ class Sender implements RemoteSender {
       const keptHeaders = failed.size === 0 ? headers : headers?.filter(keep)
       const keptRequests = failed.size === 0 ? requests : requests?.filter(keep)
       if (keptValues.length === 1) {
-        this.unencodableValue(keptValues[0], `its frame would take ${encoded.payload.byteLength} bytes, more than the ${this.frames.maxPayloadBytes} a frame may`, undefined, keptRequests?.[0])
+        this.unencodableValue(
+          keptValues[0],
+          `its frame would take ${encoded.payload.byteLength} bytes, more than the ${this.frames.maxPayloadBytes} a frame may`,
+          undefined,
+          keptRequests?.[0],
+        )
         return 0
       }
       const half = Math.ceil(keptValues.length / 2)

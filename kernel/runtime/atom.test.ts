@@ -51,13 +51,32 @@ describe('atoms', () => {
       name: 'snapshots',
       instance: (spec, next) => {
         const inner = next(spec)
-        return { ...inner, info: inner.info, start: () => inner.start(), process: (p, b) => inner.process(p, b), run: () => inner.run(), restore: (s) => inner.restore(s), snapshot: () => inner.snapshot(), end: () => (spec.operator.name === 'counter' && (snapshot = inner.snapshot()), inner.end()) }
+        return {
+          ...inner,
+          info: inner.info,
+          start: () => inner.start(),
+          process: (p, b) => inner.process(p, b),
+          run: () => inner.run(),
+          restore: (s) => inner.restore(s),
+          snapshot: () => inner.snapshot(),
+          end: () => (spec.operator.name === 'counter' && (snapshot = inner.snapshot()), inner.end()),
+        }
       },
     }
     const out: unknown[] = []
     await kernel.with(snapshots).run(pipeline(source('words', t.string, ['a', 'b', 'a', 'c', 'a']), counter, out)).done
-    expect(new Map(out as [string, number][])).toEqual(new Map([['a', 3], ['b', 1], ['c', 1]]))
-    expect(snapshot?.entries).toEqual([['a', 3], ['b', 1], ['c', 1]])
+    expect(new Map(out as [string, number][])).toEqual(
+      new Map([
+        ['a', 3],
+        ['b', 1],
+        ['c', 1],
+      ]),
+    )
+    expect(snapshot?.entries).toEqual([
+      ['a', 3],
+      ['b', 1],
+      ['c', 1],
+    ])
   })
 
   it('refuse a snapshot that does not fit the state codec', async () => {
@@ -74,11 +93,12 @@ describe('atoms', () => {
       name: 'restoring',
       instance: (spec, next) => {
         const inner = next(spec)
-        if (spec.operator.name === 'counter') try {
-          inner.restore({ operator: 'counter', entries: [['a', 'not a number']] })
-        } catch (error) {
-          restoreError = error
-        }
+        if (spec.operator.name === 'counter')
+          try {
+            inner.restore({ operator: 'counter', entries: [['a', 'not a number']] })
+          } catch (error) {
+            restoreError = error
+          }
         return inner
       },
     }
@@ -168,7 +188,10 @@ describe('atoms', () => {
       end: (ctx) => void ctx.state.get(),
     })
     const report = await kernel.run(pipeline(source('words', t.string, ['a']), keyed, [])).done
-    expect(report.deadLetters.map((d) => d.code), report.deadLetters[0]?.message).toEqual(['ERR_NO_KEY_IN_SCOPE'])
+    expect(
+      report.deadLetters.map((d) => d.code),
+      report.deadLetters[0]?.message,
+    ).toEqual(['ERR_NO_KEY_IN_SCOPE'])
   })
 
   it('spawn children whose outputs arrive on the parent ports', async () => {

@@ -162,7 +162,11 @@ export class AtomInstance implements Instance {
   private readonly crashes: boolean
   private readonly observer: AtomObserver | undefined
 
-  constructor(spec: InstanceSpec, private readonly services: AtomServices, options: AtomInstanceOptions = {}) {
+  constructor(
+    spec: InstanceSpec,
+    private readonly services: AtomServices,
+    options: AtomInstanceOptions = {},
+  ) {
     const body = spec.operator.body
     if (body.form !== 'atom') throw new TypeError(`AtomInstance needs an atom-form operator, got ${body.form}`)
     this.body = body

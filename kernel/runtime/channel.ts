@@ -17,7 +17,10 @@ export class LocalChannel implements Channel {
   maxQueued = 0
   records = 0
 
-  constructor(readonly info: ChannelInfo, readonly capacity: number) {}
+  constructor(
+    readonly info: ChannelInfo,
+    readonly capacity: number,
+  ) {}
 
   send(batch: Batch): void {
     const n = batch.values.length

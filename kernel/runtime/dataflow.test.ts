@@ -51,7 +51,10 @@ const values = Array.from({ length: 300 }, (_, i) => i)
 
 describe('partitioning', () => {
   it('hash sends every record of a key to the instance owning its key group', async () => {
-    const out = await route(hash((n: number) => n % 10), values)
+    const out = await route(
+      hash((n: number) => n % 10),
+      values,
+    )
     expect(out).toHaveLength(300)
     for (const [instance, n] of out) expect(instance).toBe(instanceOfKey(n % 10, 3))
     expect(new Set(out.map(([i]) => i)).size).toBeGreaterThan(1)
@@ -99,10 +102,15 @@ describe('partitioning', () => {
       },
       annotations: { parallelism: 4 },
     })
-    const numbers = source('numbers', t.number, Array.from({ length: 17_000 }, (_, i) => i))
+    const numbers = source(
+      'numbers',
+      t.number,
+      Array.from({ length: 17_000 }, (_, i) => i),
+    )
     const out: [number, number][] = []
     const into = sink('out', t.tuple([t.number, t.number]), out)
-    await kernel.run(program('counting', { operators: [numbers, counter, into], links: [link(numbers.outputs.out, counter.inputs.in), link(counter.outputs.out, into.inputs.in)] })).done
+    await kernel.run(program('counting', { operators: [numbers, counter, into], links: [link(numbers.outputs.out, counter.inputs.in), link(counter.outputs.out, into.inputs.in)] }))
+      .done
     expect(out.sort((a, b) => a[0] - b[0])).toEqual(Array.from({ length: 17 }, (_, k) => [k, 1000]))
   })
 })
@@ -272,7 +280,9 @@ describe('operators', () => {
     const numbers = source('numbers', t.number, [1, 2, 3])
     const out: number[] = []
     const into = sink('out', t.number, out)
-    const report = await kernel.run(program('p', { operators: [numbers, fragile, into], links: [link(numbers.outputs.out, fragile.inputs.in), link(fragile.outputs.out, into.inputs.in)] })).done
+    const report = await kernel.run(
+      program('p', { operators: [numbers, fragile, into], links: [link(numbers.outputs.out, fragile.inputs.in), link(fragile.outputs.out, into.inputs.in)] }),
+    ).done
     expect(out).toEqual([10, 30])
     expect(report.deadLetters.map((d) => [d.code, d.value])).toEqual([['ERR_HANDLER', 2]])
   })
@@ -287,7 +297,9 @@ describe('operators', () => {
     const numbers = source('numbers', t.number, [1, 2, 3, 4, 5])
     const evens: number[] = []
     const into = sink('out', t.number, evens)
-    const report = await kernel.run(program('p', { operators: [numbers, split, into], links: [link(numbers.outputs.out, split.inputs.in), link(split.outputs.even, into.inputs.in)] })).done
+    const report = await kernel.run(
+      program('p', { operators: [numbers, split, into], links: [link(numbers.outputs.out, split.inputs.in), link(split.outputs.even, into.inputs.in)] }),
+    ).done
     expect(evens).toEqual([2, 4])
     expect(report.stats.instances.find((i) => i.operator === 'split')?.unlinked).toBe(3)
   })
@@ -295,9 +307,13 @@ describe('operators', () => {
 
 describe('shutdown', () => {
   function endless(): Operator<Record<never, never>, { out: t.NumberC }> {
-    return source('endless', t.number, (function* () {
-      for (let i = 0; ; i++) yield i
-    })())
+    return source(
+      'endless',
+      t.number,
+      (function* () {
+        for (let i = 0; ; i++) yield i
+      })(),
+    )
   }
 
   it('stop() drains and finishes a job whose source never ends', async () => {

@@ -10,7 +10,10 @@ class SharedChannel implements Channel {
   private readable: (() => void) | undefined
   private waiters: (() => void)[] = []
   queued = 0
-  constructor(readonly info: ChannelInfo, private readonly capacity: number) {}
+  constructor(
+    readonly info: ChannelInfo,
+    private readonly capacity: number,
+  ) {}
   send(batch: Batch): void {
     this.batches.push(batch)
     this.queued += batch.values.length
@@ -54,7 +57,11 @@ function deployment(self: string, placement: Record<string, string>, wires: Map<
 
 describe('deployments', () => {
   it('each kernel runs only its instances; crossing links use the deployment channels', async () => {
-    const numbers = source('numbers', t.number, Array.from({ length: 1000 }, (_, i) => i))
+    const numbers = source(
+      'numbers',
+      t.number,
+      Array.from({ length: 1000 }, (_, i) => i),
+    )
     const counter = atom({
       name: 'counter',
       inputs: { in: t.number },

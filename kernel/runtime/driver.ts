@@ -18,16 +18,7 @@ import type {
   SpawnOptions,
   TimerHandle,
 } from '../contracts.js'
-import {
-  HandlerError,
-  JobAbortedError,
-  type LaminaError,
-  RequestFailedError,
-  RequestRoutingError,
-  RequestTimeoutError,
-  UnknownOutputError,
-  type Where,
-} from '../errors.js'
+import { HandlerError, JobAbortedError, type LaminaError, RequestFailedError, RequestRoutingError, RequestTimeoutError, UnknownOutputError, type Where } from '../errors.js'
 import type { Outlet } from './outlet.js'
 import { endOfSlice } from './slice.js'
 import type { AtomServices } from './services.js'
@@ -63,7 +54,10 @@ class EmitBuffers implements Outputs {
   private lastPort: string | undefined
   private lastBuffer: PortBuffer | undefined
 
-  constructor(private readonly operator: string, private readonly declared: ReadonlySet<string>) {}
+  constructor(
+    private readonly operator: string,
+    private readonly declared: ReadonlySet<string>,
+  ) {}
 
   emit(port: string, value: unknown, header?: Header): void {
     let buffer: PortBuffer | undefined
@@ -361,7 +355,11 @@ export class Driver implements AtomServices {
     try {
       await fn()
     } catch (error) {
-      this.deadLetter({ operator: this.info.operator, instance: this.info.instance, port: 'timer' }, new HandlerError({ operator: this.info.operator, instance: this.info.instance, port: 'timer' }, error), undefined)
+      this.deadLetter(
+        { operator: this.info.operator, instance: this.info.instance, port: 'timer' },
+        new HandlerError({ operator: this.info.operator, instance: this.info.instance, port: 'timer' }, error),
+        undefined,
+      )
     }
   }
 
@@ -398,8 +396,7 @@ export class Driver implements AtomServices {
       const timer = setTimeout(() => settle(() => reject(new RequestTimeoutError(where, timeout))), timeout)
       signal?.addEventListener('abort', onAbort, { once: true })
       this.futures.add(cancel)
-      const reply: ReplyTo = (outcome) =>
-        settle(() => (outcome.ok ? resolve(outcome.value) : reject(new RequestFailedError(where, outcome.error))))
+      const reply: ReplyTo = (outcome) => settle(() => (outcome.ok ? resolve(outcome.value) : reject(new RequestFailedError(where, outcome.error))))
       const header: Header = { reply }
       emit(header)
       this.flushNow()?.catch((error: unknown) => cancel(error instanceof JobAbortedError ? error : new JobAbortedError(this.job.id, error)))

@@ -28,16 +28,7 @@ import type {
   Spawned,
   SpawnOptions,
 } from '../contracts.js'
-import {
-  DeadLetterLimitError,
-  HandlerError,
-  InvalidOptionError,
-  JobAbortedError,
-  JobFailedError,
-  LaminaError,
-  UnknownControlError,
-  type Where,
-} from '../errors.js'
+import { DeadLetterLimitError, HandlerError, InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, UnknownControlError, type Where } from '../errors.js'
 import { fuseChains } from '../fusion.js'
 import { channelThrough, instanceThrough, planThrough, wrapChannel } from '../layer.js'
 import { isKeyed, parallelismOf } from '../operator.js'
@@ -82,7 +73,11 @@ export class RunningJob implements Job, DriverJob {
   private failure: LaminaError | undefined
   private spawned = 0
 
-  constructor(program: Program, private readonly layers: readonly Layer[], private readonly options: RunOptions = {}) {
+  constructor(
+    program: Program,
+    private readonly layers: readonly Layer[],
+    private readonly options: RunOptions = {},
+  ) {
     this.id = options.id ?? `${program.name}-${++jobCounter}`
     this.attempt = options.attempt ?? { lineage: this.id, number: 0 }
     this.planned = program
@@ -129,18 +124,28 @@ export class RunningJob implements Job, DriverJob {
         deadLetters: d.deadLetters,
         unlinked: d.unlinked,
       })),
-      channels: this.channels.map(
-        ({ link, base }): ChannelStats => ({
-          link,
-          from: base.info.from.instance,
-          to: base.info.to.instance,
-          records: base.records,
-          queued: base.queued,
-          maxQueued: base.maxQueued,
-        }),
-      ).concat(
-        this.remotes.map((r) => ({ link: r.link, from: r.info.from.instance, to: r.info.to.instance, records: r.records, queued: r.channel.queued, maxQueued: r.maxQueued, peer: r.peer })),
-      ),
+      channels: this.channels
+        .map(
+          ({ link, base }): ChannelStats => ({
+            link,
+            from: base.info.from.instance,
+            to: base.info.to.instance,
+            records: base.records,
+            queued: base.queued,
+            maxQueued: base.maxQueued,
+          }),
+        )
+        .concat(
+          this.remotes.map((r) => ({
+            link: r.link,
+            from: r.info.from.instance,
+            to: r.info.to.instance,
+            records: r.records,
+            queued: r.channel.queued,
+            maxQueued: r.maxQueued,
+            peer: r.peer,
+          })),
+        ),
       deadLetters: this.deadLetters.length,
     }
   }
@@ -203,12 +208,26 @@ export class RunningJob implements Job, DriverJob {
   }
 
   spawn<I extends PortCodecs>(parent: Driver, operator: Operator<I, PortCodecs>, options: SpawnOptions | undefined): Spawned<I> {
-    const info: InstanceInfo = { job: this.id, operator: `${parent.info.operator}/${operator.name}`, instance: this.spawned++, parallelism: 1, batchSize: this.batchSize, ...this.peerField }
+    const info: InstanceInfo = {
+      job: this.id,
+      operator: `${parent.info.operator}/${operator.name}`,
+      instance: this.spawned++,
+      parallelism: 1,
+      batchSize: this.batchSize,
+      ...this.peerField,
+    }
     const outlets = new Map<string, Outlet>()
     for (const [childPort, parentPort] of Object.entries(options?.outputs ?? {})) {
       if (operator.outputs[childPort] === undefined) throw new InvalidOptionError(`spawn ${operator.name}`, `outputs.${childPort}`, 'is not an output port of the spawned operator')
-      if (parent.operator.inputs[parentPort] === undefined) throw new InvalidOptionError(`spawn ${operator.name}`, `outputs.${childPort}`, `names ${parentPort}, not an input port of ${parent.info.operator}`)
-      const link: Link = { from: { operator: info.operator, port: childPort }, to: { operator: parent.info.operator, port: parentPort }, partitioning: undefined, capacity: undefined, id: `${info.operator}.${childPort} -> ${parent.info.operator}.${parentPort}` }
+      if (parent.operator.inputs[parentPort] === undefined)
+        throw new InvalidOptionError(`spawn ${operator.name}`, `outputs.${childPort}`, `names ${parentPort}, not an input port of ${parent.info.operator}`)
+      const link: Link = {
+        from: { operator: info.operator, port: childPort },
+        to: { operator: parent.info.operator, port: parentPort },
+        partitioning: undefined,
+        capacity: undefined,
+        id: `${info.operator}.${childPort} -> ${parent.info.operator}.${parentPort}`,
+      }
       const channel = this.makeChannel(link, info.instance, parent.info.instance)
       parent.addInput({ port: parentPort, channel: channel.receiver, auxiliary: true })
       if (this.validation !== 'none' && operator.outputs[childPort]!.codec !== parent.operator.inputs[parentPort]!.codec) parent.checkedPorts.add(parentPort)
@@ -219,7 +238,13 @@ export class RunningJob implements Job, DriverJob {
     const child = new Driver(info, operator, outlets, this, this.validation === 'always' ? new Set(Object.keys(operator.inputs)) : new Set())
     const inputs = new Map<string, ChannelSender>()
     for (const port of Object.keys(operator.inputs)) {
-      const link: Link = { from: { operator: parent.info.operator, port: `spawn:${port}` }, to: { operator: info.operator, port }, partitioning: undefined, capacity: undefined, id: `${parent.info.operator} -> ${info.operator}.${port}` }
+      const link: Link = {
+        from: { operator: parent.info.operator, port: `spawn:${port}` },
+        to: { operator: info.operator, port },
+        partitioning: undefined,
+        capacity: undefined,
+        id: `${parent.info.operator} -> ${info.operator}.${port}`,
+      }
       const channel = this.makeChannel(link, parent.info.instance, info.instance)
       inputs.set(port, channel.sender)
       child.addInput({ port, channel: channel.receiver, auxiliary: false })
@@ -260,7 +285,14 @@ export class RunningJob implements Job, DriverJob {
           syscall: (name, fn) => void this.syscalls.set(name, fn),
           job: this,
           notify: (kind, message, data) =>
-            this.eventSubject.next({ type: 'layer', layer: layer.name, kind, message, ...(data === undefined ? {} : { data }), ...(this.peerField.peer === undefined ? {} : { peer: this.peerField.peer }) }),
+            this.eventSubject.next({
+              type: 'layer',
+              layer: layer.name,
+              kind,
+              message,
+              ...(data === undefined ? {} : { data }),
+              ...(this.peerField.peer === undefined ? {} : { peer: this.peerField.peer }),
+            }),
           cluster,
         }
         layer.control?.(registry)
@@ -339,7 +371,14 @@ export class RunningJob implements Job, DriverJob {
     const deployment = this.options.deployment!
     const info = this.channelInfo(link, from, to)
     const peer = deployment.peerOf(link.to.operator, to)
-    const inner = deployment.connect({ side: 'sender', info, peer, capacity: link.capacity ?? this.capacity, codec, deadLetter: (where, error, value) => this.deadLetter(where, error, value) })
+    const inner = deployment.connect({
+      side: 'sender',
+      info,
+      peer,
+      capacity: link.capacity ?? this.capacity,
+      codec,
+      deadLetter: (where, error, value) => this.deadLetter(where, error, value),
+    })
     const counted = { link: link.id, info, peer, records: 0, maxQueued: 0, channel: inner }
     this.remotes.push(counted)
     const channel = wrapChannel(inner, {
@@ -357,7 +396,14 @@ export class RunningJob implements Job, DriverJob {
     const deployment = this.options.deployment!
     const info = this.channelInfo(link, from, to)
     const peer = deployment.peerOf(link.from.operator, from)
-    const inner = deployment.connect({ side: 'receiver', info, peer, capacity: link.capacity ?? this.capacity, codec, deadLetter: (where, error, value) => this.deadLetter(where, error, value) })
+    const inner = deployment.connect({
+      side: 'receiver',
+      info,
+      peer,
+      capacity: link.capacity ?? this.capacity,
+      codec,
+      deadLetter: (where, error, value) => this.deadLetter(where, error, value),
+    })
     const counted = { link: link.id, info, peer, records: 0, maxQueued: 0, channel: inner }
     this.remotes.push(counted)
     const channel = wrapChannel(inner, {
@@ -381,7 +427,12 @@ export class RunningJob implements Job, DriverJob {
   }
 
   private channelInfo(link: Link, from: number, to: number): ChannelInfo {
-    return { job: this.id, link, from: { operator: link.from.operator, port: link.from.port, instance: from }, to: { operator: link.to.operator, port: link.to.port, instance: to } }
+    return {
+      job: this.id,
+      link,
+      from: { operator: link.from.operator, port: link.from.port, instance: from },
+      to: { operator: link.to.operator, port: link.to.port, instance: to },
+    }
   }
 
   private makeOutlet(port: string, routes: Route[], producer: number): Outlet {
@@ -403,8 +454,7 @@ export class RunningJob implements Job, DriverJob {
       const np = parallelismOf(producer)
       const nc = parallelismOf(consumer)
       const partitioning = link.partitioning ?? (isKeyed(consumer) ? { kind: 'hash' as const } : { kind: 'forward' as const })
-      const kind: RouteKind =
-        partitioning.kind === 'forward' ? (np === nc ? 'direct' : 'rebalance') : nc === 1 && partitioning.kind !== 'broadcast' ? 'direct' : partitioning.kind
+      const kind: RouteKind = partitioning.kind === 'forward' ? (np === nc ? 'direct' : 'rebalance') : nc === 1 && partitioning.kind !== 'broadcast' ? 'direct' : partitioning.kind
       const consumerKey = consumer.body.form === 'atom' ? consumer.body.key : undefined
       const key = partitioning.kind === 'hash' ? (partitioning.key ?? ((v: unknown) => consumerKey!(v, link.to.port))) : undefined
       for (let p = 0; p < np; p++) {
@@ -415,7 +465,12 @@ export class RunningJob implements Job, DriverJob {
           const consumerHere = this.isHere(consumer.name, c)
           if (!producerHere && !consumerHere) continue
           const codec = consumer.inputs[link.to.port]!.codec
-          const ends: { sender?: ChannelSender; receiver?: ChannelReceiver } = producerHere && consumerHere ? this.makeChannel(link, p, c) : producerHere ? { sender: this.makeRemoteSender(link, p, c, codec) } : { receiver: this.makeRemoteReceiver(link, p, c, codec) }
+          const ends: { sender?: ChannelSender; receiver?: ChannelReceiver } =
+            producerHere && consumerHere
+              ? this.makeChannel(link, p, c)
+              : producerHere
+                ? { sender: this.makeRemoteSender(link, p, c, codec) }
+                : { receiver: this.makeRemoteReceiver(link, p, c, codec) }
           if (ends.receiver !== undefined) {
             const id = `${consumer.name}#${c}`
             inputs.set(id, [...(inputs.get(id) ?? []), { port: link.to.port, channel: ends.receiver }])

@@ -69,7 +69,10 @@ describe('a layer watching the record loop', () => {
     const src = source('src', t.unknown, ['fig', 7, 'boom', 'fig', 'pear', 'kiwi'])
     const out: { word: string; n: number }[] = []
     const into = sink('out', t.type({ word: t.string, n: t.number }), out)
-    const p = program('p', { operators: [src, counter, into], links: [makeLink({ operator: 'src', port: 'out' }, { operator: 'count', port: 'in' }), link(counter.outputs.out, into.inputs.in)] })
+    const p = program('p', {
+      operators: [src, counter, into],
+      links: [makeLink({ operator: 'src', port: 'out' }, { operator: 'count', port: 'in' }), link(counter.outputs.out, into.inputs.in)],
+    })
     const report = await kernel.with(watcher).run(p, { batchSize: 3 }).done
     expect(report.deadLetters.map((d) => d.code)).toEqual(['ERR_DECODE', 'ERR_HANDLER'])
     // The first batch ['fig', 7, 'boom'] is watched, the second ['fig', 'pear', 'kiwi'] is not; a record whose handler fails is reported before it runs.
@@ -122,14 +125,26 @@ describe('atomInstance', () => {
       ['ERR_HANDLER', 'boom', 2],
     ])
     // Only the keys read or written since the last look: 'fig' (updated) and 'pear' (read); 'boom' failed before touching its state.
-    expect(state.takeChanges()).toEqual({ set: [['fig', 2], ['pear', 0]], deleted: [] })
+    expect(state.takeChanges()).toEqual({
+      set: [
+        ['fig', 2],
+        ['pear', 0],
+      ],
+      deleted: [],
+    })
     expect(state.takeChanges()).toBeUndefined()
     await instance.end()
     expect(emitted).toEqual([
       ['out', { word: 'fig', n: 2 }, undefined],
       ['out', { word: 'pear', n: 0 }, undefined],
     ])
-    expect(instance.snapshot()).toEqual({ operator: 'count', entries: [['fig', 2], ['pear', 0]] })
+    expect(instance.snapshot()).toEqual({
+      operator: 'count',
+      entries: [
+        ['fig', 2],
+        ['pear', 0],
+      ],
+    })
   })
 
   it('records a refused value without a record index, and answers requests through their reply path', async () => {
@@ -161,7 +176,13 @@ describe('StateStore', () => {
     state.set({ at: 1 })
     state.current = 'b'
     state.get().at = 5 // a value read may be mutated in place
-    expect(state.takeChanges()).toEqual({ set: [['a', { at: 1 }], ['b', { at: 5 }]], deleted: [] })
+    expect(state.takeChanges()).toEqual({
+      set: [
+        ['a', { at: 1 }],
+        ['b', { at: 5 }],
+      ],
+      deleted: [],
+    })
     state.delete()
     expect(state.takeChanges()).toEqual({ set: [], deleted: ['b'] })
     state.current = undefined

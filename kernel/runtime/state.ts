@@ -170,7 +170,8 @@ export class StateStore<S> implements StateAccess<S> {
         }
         value = result.right
       }
-      if ((key === null) === this.keyed) throw new StateRestoreError(this.operator, `snapshot is ${key === null ? 'unkeyed' : 'keyed'} but the operator is ${this.keyed ? 'keyed' : 'unkeyed'}`)
+      if ((key === null) === this.keyed)
+        throw new StateRestoreError(this.operator, `snapshot is ${key === null ? 'unkeyed' : 'keyed'} but the operator is ${this.keyed ? 'keyed' : 'unkeyed'}`)
       decoded.set(key === null ? SLOT : key, value)
     }
     this.values.clear()

@@ -21,7 +21,10 @@ export class StreamInstance implements Instance {
   private failedWith: unknown
   private current: unknown
 
-  constructor(private readonly spec: InstanceSpec, private readonly services: AtomServices) {
+  constructor(
+    private readonly spec: InstanceSpec,
+    private readonly services: AtomServices,
+  ) {
     const body = spec.operator.body
     if (body.form !== 'stream') throw new TypeError(`StreamInstance needs a stream-form operator, got ${body.form}`)
     this.body = body

@@ -6,7 +6,11 @@ import { LaminaError } from '../../kernel/index.js'
 export class LogArgumentError extends LaminaError {
   readonly code = 'ERR_LOG_ARGUMENT'
   override readonly name = 'LogArgumentError'
-  constructor(readonly topic: string, operation: string, reason: string) {
+  constructor(
+    readonly topic: string,
+    operation: string,
+    reason: string,
+  ) {
     super(`log ${JSON.stringify(topic)}: ${operation}: ${reason}`)
   }
 }
@@ -15,7 +19,12 @@ export class LogArgumentError extends LaminaError {
 export class LogValueError extends LaminaError {
   readonly code = 'ERR_LOG_VALUE'
   override readonly name = 'LogValueError'
-  constructor(readonly topic: string, readonly index: number, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly topic: string,
+    readonly index: number,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`log ${JSON.stringify(topic)}: append: value [${index}] cannot be stored as JSON: ${reason}`, options)
   }
 }
@@ -24,7 +33,11 @@ export class LogValueError extends LaminaError {
 export class LogCorruptError extends LaminaError {
   readonly code = 'ERR_LOG_CORRUPT'
   override readonly name = 'LogCorruptError'
-  constructor(readonly topic: string, readonly offset: number | undefined, reason: string) {
+  constructor(
+    readonly topic: string,
+    readonly offset: number | undefined,
+    reason: string,
+  ) {
     super(`log ${JSON.stringify(topic)}${offset === undefined ? '' : ` at offset ${offset}`} is corrupt: ${reason}`)
   }
 }
@@ -33,7 +46,10 @@ export class LogCorruptError extends LaminaError {
 export class LogClosedError extends LaminaError {
   readonly code = 'ERR_LOG_CLOSED'
   override readonly name = 'LogClosedError'
-  constructor(readonly topic: string, operation: string) {
+  constructor(
+    readonly topic: string,
+    operation: string,
+  ) {
     super(`log ${JSON.stringify(topic)} is closed: cannot ${operation}`)
   }
 }

@@ -88,7 +88,10 @@ describe('openLog', () => {
     b.close()
     const reopened = logAt(path)
     expect(reopened.length).toBe(3)
-    expect(reopened.read(1, 2)).toEqual([{ offset: 1, value: 'a1' }, { offset: 2, value: 'b2' }])
+    expect(reopened.read(1, 2)).toEqual([
+      { offset: 1, value: 'a1' },
+      { offset: 2, value: 'b2' },
+    ])
     expect(reopened.append(['c3'])).toBe(3)
     expect(logAt(path, 'other').read(0)).toEqual([{ offset: 0, value: 'o0' }])
   })
@@ -106,7 +109,10 @@ describe('openLog', () => {
     const path = dbPath()
     const log = logAt(path)
     log.append([{ who: 'setup' }])
-    const child = fork(fileURLToPath(new URL('./fixtures/appender.ts', import.meta.url)), [path, 'events', '200'], { execArgv: ['--import', 'tsx'], stdio: ['inherit', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(fileURLToPath(new URL('./fixtures/appender.ts', import.meta.url)), [path, 'events', '200'], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    })
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
     const ready = new Promise<void>((resolve, reject) => {
       child.on('message', (m: { type: string }) => m.type === 'ready' && resolve())

@@ -77,7 +77,11 @@ class StoredLog implements Log {
   private readonly entries: string
   private isClosed = false
 
-  constructor(private readonly store: Store, readonly topic: string, private readonly owned: boolean) {
+  constructor(
+    private readonly store: Store,
+    readonly topic: string,
+    private readonly owned: boolean,
+  ) {
     this.entries = `log.entries/${topic}`
   }
 
@@ -146,7 +150,8 @@ class StoredLog implements Log {
     const stored = ops.get(LENGTHS, this.topic)
     if (stored === undefined) return 0
     const length = typeof stored === 'string' && /^(0|[1-9][0-9]*)$/.test(stored) ? Number(stored) : NaN
-    if (!Number.isSafeInteger(length)) throw new LogCorruptError(this.topic, undefined, `its length is not a count: ${JSON.stringify(typeof stored === 'string' ? stored : '<bytes>')}`)
+    if (!Number.isSafeInteger(length))
+      throw new LogCorruptError(this.topic, undefined, `its length is not a count: ${JSON.stringify(typeof stored === 'string' ? stored : '<bytes>')}`)
     return length
   }
 

@@ -6,7 +6,10 @@ import { LaminaError } from '../../kernel/index.js'
 export class MembershipJoinError extends LaminaError {
   readonly code = 'ERR_MEMBERSHIP_JOIN'
   override readonly name = 'MembershipJoinError'
-  constructor(readonly bootstrap: readonly string[], readonly failures: readonly string[]) {
+  constructor(
+    readonly bootstrap: readonly string[],
+    readonly failures: readonly string[],
+  ) {
     super(`cannot join through any of ${bootstrap.length} bootstrap address(es):\n${failures.map((f) => `  - ${f}`).join('\n')}`)
   }
 }
@@ -15,7 +18,10 @@ export class MembershipJoinError extends LaminaError {
 export class MembershipMessageError extends LaminaError {
   readonly code = 'ERR_MEMBERSHIP_MESSAGE'
   override readonly name = 'MembershipMessageError'
-  constructor(readonly peer: string, reason: string) {
+  constructor(
+    readonly peer: string,
+    reason: string,
+  ) {
     super(`malformed membership message from peer ${peer}: ${reason}`)
   }
 }
@@ -33,7 +39,10 @@ export class MembershipStoppedError extends LaminaError {
 export class MembershipOptionError extends LaminaError {
   readonly code = 'ERR_MEMBERSHIP_OPTION'
   override readonly name = 'MembershipOptionError'
-  constructor(readonly option: string, reason: string) {
+  constructor(
+    readonly option: string,
+    reason: string,
+  ) {
     super(`membership option ${option} ${reason}`)
   }
 }

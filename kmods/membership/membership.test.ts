@@ -41,14 +41,29 @@ async function peer(options: MembershipOptions = {}, tags: Record<string, string
 
 /** The first event of `type` about `peerId`, within `ms`. */
 function event(membership: Membership, type: MembershipEventType, peerId: string, ms = 10_000): Promise<MembershipEvent> {
-  return firstValueFrom(membership.events.pipe(filter((e) => e.type === type && e.member.peerId === peerId), timeout(ms)))
+  return firstValueFrom(
+    membership.events.pipe(
+      filter((e) => e.type === type && e.member.peerId === peerId),
+      timeout(ms),
+    ),
+  )
 }
 
 /** Resolves once `membership` sees exactly these peers as live members. */
 function converged(membership: Membership, peers: string[], ms = 10_000): Promise<void> {
-  const done = (): boolean => membership.members().map((m) => m.peerId).sort().join() === [...peers].sort().join()
+  const done = (): boolean =>
+    membership
+      .members()
+      .map((m) => m.peerId)
+      .sort()
+      .join() === [...peers].sort().join()
   if (done()) return Promise.resolve()
-  return firstValueFrom(membership.events.pipe(filter(() => done()), timeout(ms))).then(() => undefined)
+  return firstValueFrom(
+    membership.events.pipe(
+      filter(() => done()),
+      timeout(ms),
+    ),
+  ).then(() => undefined)
 }
 
 describe('membership', () => {
@@ -64,7 +79,12 @@ describe('membership', () => {
       expect(Object.fromEntries(view.map((m) => [m.peerId, m.tags.zone]))).toEqual({ [a.node.peerId]: 'a', [b.node.peerId]: 'b', [c.node.peerId]: 'c' })
       expect(view.every((m) => m.status === 'alive')).toBe(true)
       // Each peer saw the two others join, once.
-      expect(p.events.filter((e) => e.type === 'join').map((e) => e.member.peerId).sort()).toEqual(ids.filter((id) => id !== p.node.peerId).sort())
+      expect(
+        p.events
+          .filter((e) => e.type === 'join')
+          .map((e) => e.member.peerId)
+          .sort(),
+      ).toEqual(ids.filter((id) => id !== p.node.peerId).sort())
     }
     // c learnt of a only through gossip (it joined through b).
     expect(c.membership.members().find((m) => m.peerId === a.node.peerId)?.multiaddrs).toEqual(a.node.multiaddrs())
@@ -105,7 +125,12 @@ describe('membership', () => {
       expect(suspected[i]!.at).toBeLessThan(dead[i]!.at)
       expect(suspected[i]!.at - killedAt).toBeGreaterThanOrEqual(DEFAULTS.suspectAfterMs - 2 * DEFAULTS.heartbeatMs)
     }
-    expect(a.membership.members().map((m) => m.peerId).sort()).toEqual([a.node.peerId, b.node.peerId].sort())
+    expect(
+      a.membership
+        .members()
+        .map((m) => m.peerId)
+        .sort(),
+    ).toEqual([a.node.peerId, b.node.peerId].sort())
     expect(a.membership.table().find((m) => m.peerId === ready.peerId)?.status).toBe('dead')
   })
 
@@ -122,7 +147,12 @@ describe('membership', () => {
     // Told directly, not found out by timeout.
     for (const e of left) expect(e.at - started).toBeLessThan(FAST.suspectAfterMs)
     for (const p of [a, c]) {
-      expect(p.membership.members().map((m) => m.peerId).sort()).toEqual([a.node.peerId, c.node.peerId].sort())
+      expect(
+        p.membership
+          .members()
+          .map((m) => m.peerId)
+          .sort(),
+      ).toEqual([a.node.peerId, c.node.peerId].sort())
       expect(p.events.filter((e) => e.member.peerId === b.node.peerId).map((e) => e.type)).toEqual(['join', 'leave'])
     }
     await expect(b.membership.leave()).rejects.toMatchObject({ code: 'ERR_MEMBERSHIP_STOPPED' })

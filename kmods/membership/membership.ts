@@ -164,7 +164,16 @@ class GossipMembership implements Membership {
     if (!(this.deadAfterMs > this.suspectAfterMs)) throw new MembershipOptionError('deadAfterMs', `must exceed suspectAfterMs (${this.suspectAfterMs}), got ${this.deadAfterMs}`)
     if (!(this.fanout >= 1)) throw new MembershipOptionError('fanout', `must be at least 1, got ${this.fanout}`)
     const now = Date.now()
-    this.self = { peerId: node.peerId, multiaddrs: node.multiaddrs(), tags: { ...(options.tags ?? node.tags) }, heartbeat: 0, generation: now, status: 'alive', lastSeen: now, since: now }
+    this.self = {
+      peerId: node.peerId,
+      multiaddrs: node.multiaddrs(),
+      tags: { ...(options.tags ?? node.tags) },
+      heartbeat: 0,
+      generation: now,
+      status: 'alive',
+      lastSeen: now,
+      since: now,
+    }
     this.entries.set(node.peerId, this.self)
   }
 
@@ -176,7 +185,10 @@ class GossipMembership implements Membership {
     this.started = true
     const signal = this.options.signal
     signal?.throwIfAborted()
-    await this.node.libp2p.handle(MEMBERSHIP_PROTOCOL, (stream, connection) => this.serve(stream, connection.remotePeer.toString()), { maxInboundStreams: 64, maxOutboundStreams: 64 })
+    await this.node.libp2p.handle(MEMBERSHIP_PROTOCOL, (stream, connection) => this.serve(stream, connection.remotePeer.toString()), {
+      maxInboundStreams: 64,
+      maxOutboundStreams: 64,
+    })
     try {
       const bootstrap = this.options.bootstrap ?? []
       if (bootstrap.length > 0) {
@@ -216,7 +228,10 @@ class GossipMembership implements Membership {
     clearInterval(this.timer)
     this.self.heartbeat++
     this.self.status = 'left'
-    const signal = options.signal === undefined ? AbortSignal.timeout(Math.max(1000, this.suspectAfterMs)) : AbortSignal.any([options.signal, AbortSignal.timeout(Math.max(1000, this.suspectAfterMs))])
+    const signal =
+      options.signal === undefined
+        ? AbortSignal.timeout(Math.max(1000, this.suspectAfterMs))
+        : AbortSignal.any([options.signal, AbortSignal.timeout(Math.max(1000, this.suspectAfterMs))])
     // Tell every live member directly: a leave should not wait for gossip rounds that will not come.
     const targets = [...this.entries.values()].filter((e) => e !== this.self && (e.status === 'alive' || e.status === 'suspect'))
     await Promise.all(targets.map((e) => this.exchange(e.multiaddrs[0]!, signal).catch(() => undefined)))

@@ -6,7 +6,10 @@ import { describeCause, LaminaError } from '../../kernel/index.js'
 export class ChildStartError extends LaminaError {
   readonly code = 'ERR_PEER_START'
   override readonly name = 'ChildStartError'
-  constructor(readonly index: number, reason: string) {
+  constructor(
+    readonly index: number,
+    reason: string,
+  ) {
     super(`peer ${index} did not start: ${reason}`)
   }
 }
@@ -15,7 +18,12 @@ export class ChildStartError extends LaminaError {
 export class ChildFailedError extends LaminaError {
   readonly code = 'ERR_PEER_FAILED'
   override readonly name = 'ChildFailedError'
-  constructor(readonly index: number, readonly exitCode: number | null, readonly signal: string | null, cause?: unknown) {
+  constructor(
+    readonly index: number,
+    readonly exitCode: number | null,
+    readonly signal: string | null,
+    cause?: unknown,
+  ) {
     super(`peer ${index} died (${signal ?? `exit code ${exitCode}`})${cause === undefined ? '' : `: restart failed: ${describeCause(cause)}`}`, { cause })
   }
 }

@@ -14,7 +14,11 @@ export interface ReadyMessage {
 /** What happens when a child dies while the nursery runs. */
 export type RestartPolicy =
   | { readonly kind: 'fail' }
-  | { readonly kind: 'restart'; /** Restarts allowed within `withinMs` before the nursery fails. @default 3 */ readonly max?: number; /** @default 60000 */ readonly withinMs?: number }
+  | {
+      readonly kind: 'restart' /** Restarts allowed within `withinMs` before the nursery fails. @default 3 */
+      readonly max?: number /** @default 60000 */
+      readonly withinMs?: number
+    }
 
 /** Options of a nursery. */
 export interface NurseryOptions {

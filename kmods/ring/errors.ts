@@ -6,7 +6,10 @@ import { LaminaError } from '../../kernel/index.js'
 export class RingArgumentError extends LaminaError {
   readonly code = 'ERR_RING_ARGUMENT'
   override readonly name = 'RingArgumentError'
-  constructor(readonly argument: string, reason: string) {
+  constructor(
+    readonly argument: string,
+    reason: string,
+  ) {
     super(`ring: ${argument} ${reason}`)
   }
 }

@@ -55,34 +55,43 @@ describe('Ring (rendezvous hashing)', () => {
 
   it('moves only what it must when a node is removed: only its keys change owner', () => {
     fc.assert(
-      fc.property(nodeNames.filter((n) => n.length >= 2), fc.nat(), keys, (nodes, pick, ks) => {
-        const removed = nodes[pick % nodes.length]!
-        const before = new Ring(nodes)
-        const after = before.without(removed)
-        for (const key of ks) {
-          const was = before.owner(key)
-          if (was !== removed) expect(after.owner(key)).toBe(was)
-          else expect(after.owner(key)).not.toBe(removed)
-        }
-      }),
+      fc.property(
+        nodeNames.filter((n) => n.length >= 2),
+        fc.nat(),
+        keys,
+        (nodes, pick, ks) => {
+          const removed = nodes[pick % nodes.length]!
+          const before = new Ring(nodes)
+          const after = before.without(removed)
+          for (const key of ks) {
+            const was = before.owner(key)
+            if (was !== removed) expect(after.owner(key)).toBe(was)
+            else expect(after.owner(key)).not.toBe(removed)
+          }
+        },
+      ),
     )
   })
 
   it('is balanced: every node owns close to its share of many keys', () => {
     fc.assert(
-      fc.property(nodeNames.filter((n) => n.length >= 2), fc.string({ maxLength: 6 }), (nodes, prefix) => {
-        const ring = new Ring(nodes)
-        const total = 4000
-        const owned = new Map<string, number>(nodes.map((n) => [n, 0]))
-        for (let i = 0; i < total; i++) {
-          const owner = ring.owner(`${prefix}/${i}`)!
-          owned.set(owner, owned.get(owner)! + 1)
-        }
-        const share = total / nodes.length
-        // Binomial spread: about sqrt(share) per node; 6 of those (and 25%) is far out.
-        const slack = Math.max(6 * Math.sqrt(share), share * 0.25)
-        for (const count of owned.values()) expect(Math.abs(count - share)).toBeLessThan(slack)
-      }),
+      fc.property(
+        nodeNames.filter((n) => n.length >= 2),
+        fc.string({ maxLength: 6 }),
+        (nodes, prefix) => {
+          const ring = new Ring(nodes)
+          const total = 4000
+          const owned = new Map<string, number>(nodes.map((n) => [n, 0]))
+          for (let i = 0; i < total; i++) {
+            const owner = ring.owner(`${prefix}/${i}`)!
+            owned.set(owner, owned.get(owner)! + 1)
+          }
+          const share = total / nodes.length
+          // Binomial spread: about sqrt(share) per node; 6 of those (and 25%) is far out.
+          const slack = Math.max(6 * Math.sqrt(share), share * 0.25)
+          for (const count of owned.values()) expect(Math.abs(count - share)).toBeLessThan(slack)
+        },
+      ),
       { numRuns: 40 },
     )
   })

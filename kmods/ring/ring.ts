@@ -140,7 +140,8 @@ export class KeyGroups {
   /** The groups instance `instance` of `parallelism` owns: `start` up to, not including, `end`. */
   range(instance: number, parallelism: number): { readonly start: number; readonly end: number } {
     this.check(parallelism)
-    if (!Number.isInteger(instance) || instance < 0 || instance >= parallelism) throw new RingArgumentError('instance', `must be an integer from 0 to ${parallelism - 1}, got ${instance}`)
+    if (!Number.isInteger(instance) || instance < 0 || instance >= parallelism)
+      throw new RingArgumentError('instance', `must be an integer from 0 to ${parallelism - 1}, got ${instance}`)
     // Group g belongs to floor(g * p / G): the first group of instance i is ceil(i * G / p).
     const first = (i: number): number => Math.ceil((i * this.count) / parallelism)
     return { start: first(instance), end: first(instance + 1) }
@@ -160,7 +161,8 @@ export class KeyGroups {
   }
 
   private check(parallelism: number): void {
-    if (!Number.isInteger(parallelism) || parallelism < 1 || parallelism > this.count) throw new RingArgumentError('parallelism', `must be an integer from 1 to ${this.count} (the key groups), got ${parallelism}`)
+    if (!Number.isInteger(parallelism) || parallelism < 1 || parallelism > this.count)
+      throw new RingArgumentError('parallelism', `must be an integer from 1 to ${this.count} (the key groups), got ${parallelism}`)
   }
 }
 

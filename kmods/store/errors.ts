@@ -5,7 +5,11 @@ import { LaminaError } from '../../kernel/index.js'
 /** Base class of the store's errors; `path` is the database file, `code` says what kind of failure. */
 export abstract class StoreError extends LaminaError {
   abstract override readonly code: string
-  constructor(readonly path: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options)
   }
 }

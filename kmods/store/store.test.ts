@@ -144,7 +144,11 @@ describe('openStore', () => {
     expect(a.get('n', 'from-b')).toBe('2')
     a.close()
     b.transaction((tx) => tx.put('n', 'after', '3'))
-    expect(storeAt().list('n').map((e) => e.key)).toEqual(['after', 'from-a', 'from-b'])
+    expect(
+      storeAt()
+        .list('n')
+        .map((e) => e.key),
+    ).toEqual(['after', 'from-a', 'from-b'])
   })
 
   it('another process writes while this one writes and reopens: nothing is lost', async () => {

@@ -107,7 +107,10 @@ class SqliteStore implements Store {
   private isClosed = false
   private readonly ops: StoreOps
 
-  constructor(readonly path: string, private readonly db: Database.Database) {
+  constructor(
+    readonly path: string,
+    private readonly db: Database.Database,
+  ) {
     try {
       this.getStmt = db.prepare('SELECT value FROM entries WHERE ns = ? AND key = ?')
       this.putStmt = db.prepare('INSERT INTO entries (ns, key, value) VALUES (?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value')
@@ -119,7 +122,12 @@ class SqliteStore implements Store {
       // A file without our table (opened read-only), or another program's database.
       throw new StoreOpenError(path, error)
     }
-    this.ops = { get: (ns, key) => this.get(ns, key), put: (ns, key, value) => this.put(ns, key, value), delete: (ns, key) => this.delete(ns, key), list: (ns, prefix) => this.list(ns, prefix) }
+    this.ops = {
+      get: (ns, key) => this.get(ns, key),
+      put: (ns, key, value) => this.put(ns, key, value),
+      delete: (ns, key) => this.delete(ns, key),
+      list: (ns, prefix) => this.list(ns, prefix),
+    }
   }
 
   get closed(): boolean {

@@ -164,7 +164,13 @@ export function createAdmission(init: AdmissionInit): Admission {
     }
     if (attempt !== undefined) attempt.stage = 'refused'
     const address = connection.remoteAddr.toString()
-    report(new AdmissionError('not-allowed', { peer, address, direction }, `refused ${direction} connection ${direction === 'inbound' ? 'from' : 'to'} peer ${peer} at ${address}: not on this node's allowlist`))
+    report(
+      new AdmissionError(
+        'not-allowed',
+        { peer, address, direction },
+        `refused ${direction} connection ${direction === 'inbound' ? 'from' : 'to'} peer ${peer} at ${address}: not on this node's allowlist`,
+      ),
+    )
     return true
   }
 

@@ -39,7 +39,10 @@ export class AdmissionError extends LaminaError {
 export class DialError extends LaminaError {
   readonly code = 'ERR_DIAL'
   override readonly name = 'DialError'
-  constructor(readonly target: string, cause: unknown) {
+  constructor(
+    readonly target: string,
+    cause: unknown,
+  ) {
     super(`cannot connect to ${target}: ${describe(cause)}`, { cause })
   }
 }
@@ -48,7 +51,11 @@ export class DialError extends LaminaError {
 export class PskFormatError extends LaminaError {
   readonly code = 'ERR_PSK_FORMAT'
   override readonly name = 'PskFormatError'
-  constructor(readonly source: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly source: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`pre-shared key ${source}: ${reason} (expected "/key/swarm/psk/1.0.0/", "/base16/", then 64 hex digits, one per line)`, options)
   }
 }
@@ -57,7 +64,11 @@ export class PskFormatError extends LaminaError {
 export class IdentityError extends LaminaError {
   readonly code = 'ERR_IDENTITY'
   override readonly name = 'IdentityError'
-  constructor(readonly workdir: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly workdir: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`peer identity in ${workdir}: ${reason}`, options)
   }
 }
@@ -66,7 +77,11 @@ export class IdentityError extends LaminaError {
 export class NodeStartError extends LaminaError {
   readonly code = 'ERR_NODE_START'
   override readonly name = 'NodeStartError'
-  constructor(readonly workdir: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly workdir: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`peer node in ${workdir} cannot start: ${reason}`, options)
   }
 }
@@ -75,7 +90,10 @@ export class NodeStartError extends LaminaError {
 export class FrameError extends LaminaError {
   readonly code = 'ERR_FRAME'
   override readonly name = 'FrameError'
-  constructor(readonly offset: number, readonly reason: string) {
+  constructor(
+    readonly offset: number,
+    readonly reason: string,
+  ) {
     super(`malformed frame at byte ${offset}: ${reason}`)
   }
 }
@@ -84,7 +102,11 @@ export class FrameError extends LaminaError {
 export class LinkProtocolError extends LaminaError {
   readonly code = 'ERR_LINK_PROTOCOL'
   override readonly name = 'LinkProtocolError'
-  constructor(readonly link: string, readonly peer: string, reason: string) {
+  constructor(
+    readonly link: string,
+    readonly peer: string,
+    reason: string,
+  ) {
     super(`link ${link} with peer ${peer}: protocol violation: ${reason}`)
   }
 }
@@ -102,7 +124,11 @@ export class DuplicateChannelError extends LaminaError {
 export class UnknownChannelError extends LaminaError {
   readonly code = 'ERR_CHANNEL_UNKNOWN'
   override readonly name = 'UnknownChannelError'
-  constructor(readonly channel: string, readonly peer: string, waitedMs: number) {
+  constructor(
+    readonly channel: string,
+    readonly peer: string,
+    waitedMs: number,
+  ) {
     super(`peer ${peer} opened channel ${channel}, but no receiver registered for it within ${waitedMs} ms`)
   }
 }

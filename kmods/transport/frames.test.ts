@@ -2,7 +2,21 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { FrameError } from './errors.js'
-import { DATA_HEADROOM, dataFrameInPlace, decodeFrames, encodeCredit, encodeData, encodeEnd, encodeError, encodeMarker, encodeOpen, encodeReply, FrameDecoder, FrameKind, type Frame } from './frames.js'
+import {
+  DATA_HEADROOM,
+  dataFrameInPlace,
+  decodeFrames,
+  encodeCredit,
+  encodeData,
+  encodeEnd,
+  encodeError,
+  encodeMarker,
+  encodeOpen,
+  encodeReply,
+  FrameDecoder,
+  FrameKind,
+  type Frame,
+} from './frames.js'
 
 function encode(frame: Frame): Uint8Array {
   switch (frame.kind) {
@@ -26,7 +40,9 @@ function encode(frame: Frame): Uint8Array {
 const instance = fc.integer({ min: 0, max: 0x7fffffff })
 const text = fc.string({ unit: 'grapheme', maxLength: 30 })
 const records = fc.integer({ min: 1, max: 0x7fffffff })
-const dataArb = fc.uint8Array({ minLength: 1, maxLength: 300 }).chain((payload) => fc.integer({ min: 1, max: payload.byteLength }).map((n) => ({ kind: 'data' as const, records: n, payload })))
+const dataArb = fc
+  .uint8Array({ minLength: 1, maxLength: 300 })
+  .chain((payload) => fc.integer({ min: 1, max: payload.byteLength }).map((n) => ({ kind: 'data' as const, records: n, payload })))
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ kind: fc.constant('open' as const), job: text, link: text, from: instance, to: instance }),
   dataArb,
@@ -189,22 +205,27 @@ describe('frames', () => {
   it('never crashes on 10,000 truncated or corrupted valid frames: each gives FrameError or valid frames (property)', () => {
     let truncatedErrors = 0
     fc.assert(
-      fc.property(fc.array(frameArb, { minLength: 1, maxLength: 3 }), fc.nat(), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }), (frames, cut, flips) => {
-        const whole = concat(frames.map(encode))
-        // Truncated: any cut inside the last frame must be an error.
-        const lastStart = whole.byteLength - encode(frames[frames.length - 1]!).byteLength
-        const at = lastStart + (cut % (whole.byteLength - lastStart))
-        const truncated = decodeChunked(whole.subarray(0, at), [cut])
-        if (at > lastStart) {
-          expect(truncated).toBeInstanceOf(FrameError)
-          truncatedErrors++
-        }
-        // Corrupted: random bytes overwritten anywhere.
-        const corrupted = Uint8Array.from(whole)
-        for (const [position, value] of flips) corrupted[position % corrupted.byteLength] = value
-        const result = decodeChunked(corrupted, [cut])
-        if (!(result instanceof FrameError)) for (const frame of result) expect(isValidFrame(frame)).toBe(true)
-      }),
+      fc.property(
+        fc.array(frameArb, { minLength: 1, maxLength: 3 }),
+        fc.nat(),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+        (frames, cut, flips) => {
+          const whole = concat(frames.map(encode))
+          // Truncated: any cut inside the last frame must be an error.
+          const lastStart = whole.byteLength - encode(frames[frames.length - 1]!).byteLength
+          const at = lastStart + (cut % (whole.byteLength - lastStart))
+          const truncated = decodeChunked(whole.subarray(0, at), [cut])
+          if (at > lastStart) {
+            expect(truncated).toBeInstanceOf(FrameError)
+            truncatedErrors++
+          }
+          // Corrupted: random bytes overwritten anywhere.
+          const corrupted = Uint8Array.from(whole)
+          for (const [position, value] of flips) corrupted[position % corrupted.byteLength] = value
+          const result = decodeChunked(corrupted, [cut])
+          if (!(result instanceof FrameError)) for (const frame of result) expect(isValidFrame(frame)).toBe(true)
+        },
+      ),
       { numRuns: 10_000 },
     )
     expect(truncatedErrors).toBeGreaterThan(5000)

@@ -328,7 +328,12 @@ function decodeOpen(reader: Reader): OpenFrame {
 /** A bounds-checked cursor over one frame body; every failure is a FrameError at a stream offset. */
 class Reader extends ByteReader {
   /** `shift + position in data` is the offset in the stream. */
-  constructor(data: Uint8Array, at: number, end: number, private readonly shift: number) {
+  constructor(
+    data: Uint8Array,
+    at: number,
+    end: number,
+    private readonly shift: number,
+  ) {
     super(data, at, end, 'frame')
   }
 
@@ -346,7 +351,8 @@ class Reader extends ByteReader {
 
   instance(object: Record<string, unknown>, field: string): number {
     const value = object[field]
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_RECORDS) this.fail(this.jsonAt, `OPEN field "${field}" is ${typeName(value)}, not an instance number`)
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_RECORDS)
+      this.fail(this.jsonAt, `OPEN field "${field}" is ${typeName(value)}, not an instance number`)
     return value
   }
 }
@@ -354,4 +360,3 @@ class Reader extends ByteReader {
 function readU32(data: Uint8Array, at: number): number {
   return ((data[at]! << 24) >>> 0) + (data[at + 1]! << 16) + (data[at + 2]! << 8) + data[at + 3]!
 }
-

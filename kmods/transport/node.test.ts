@@ -84,9 +84,11 @@ describe('peer nodes', () => {
     expect(error.message).toContain(b.node.multiaddrs()[0]!)
     // Nor can it open a stream.
     expect((await failure(a.node.dialProtocol(b.node.multiaddrs()[0]!, '/ipfs/ping/1.0.0'))).reason).toBe('psk')
-    const refused = /^warn: dial to \/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+ refused: pre-shared key mismatch \(most likely another swarm key\), or not a peer of this private network \(.+\)$/
+    const refused =
+      /^warn: dial to \/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+ refused: pre-shared key mismatch \(most likely another swarm key\), or not a peer of this private network \(.+\)$/
     expect(await a.logger.waitFor(2)).toEqual([expect.stringMatching(refused), expect.stringMatching(refused)])
-    const inbound = /^warn: inbound connection from \/ip4\/127\.0\.0\.1\/tcp\/\d+ refused: pre-shared key mismatch \(most likely another swarm key\), or not a peer of this private network \(.+\)$/
+    const inbound =
+      /^warn: inbound connection from \/ip4\/127\.0\.0\.1\/tcp\/\d+ refused: pre-shared key mismatch \(most likely another swarm key\), or not a peer of this private network \(.+\)$/
     expect(await b.logger.waitFor(2)).toEqual([expect.stringMatching(inbound), expect.stringMatching(inbound)])
     expect(a.node.libp2p.getConnections()).toEqual([])
     expect(b.node.libp2p.getConnections()).toEqual([])
@@ -109,8 +111,16 @@ describe('peer nodes', () => {
     expect(inbound.detail.peer).toBe(a.node.peerId)
     expect(inbound.message).toContain(`peer ${a.node.peerId}`)
     expect(inbound.message).toContain(`this peer (${c.node.peerId}) is most likely not on its allowlist`)
-    expect(await a.logger.waitFor(1)).toEqual([expect.stringMatching(new RegExp(`^warn: refused inbound connection from peer ${c.node.peerId} at /ip4/127\\.0\\.0\\.1/tcp/\\d+: not on this node's allowlist$`))])
-    expect(await c.logger.waitFor(1)).toEqual([expect.stringMatching(new RegExp(`^warn: peer ${a.node.peerId} at .* refused the connection right after the encrypted handshake: this peer \\(${c.node.peerId}\\) is most likely not on its allowlist \\(.+\\)$`))])
+    expect(await a.logger.waitFor(1)).toEqual([
+      expect.stringMatching(new RegExp(`^warn: refused inbound connection from peer ${c.node.peerId} at /ip4/127\\.0\\.0\\.1/tcp/\\d+: not on this node's allowlist$`)),
+    ])
+    expect(await c.logger.waitFor(1)).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^warn: peer ${a.node.peerId} at .* refused the connection right after the encrypted handshake: this peer \\(${c.node.peerId}\\) is most likely not on its allowlist \\(.+\\)$`,
+        ),
+      ),
+    ])
     await expect(c.node.dialProtocol(a.node.multiaddrs()[0]!, '/lamina/admission-test/1.0.0')).rejects.toMatchObject({ code: 'ERR_ADMISSION', reason: 'refused-by-remote' })
     expect(a.node.libp2p.getConnections()).toEqual([])
     expect(opened).toEqual([])
@@ -127,7 +137,11 @@ describe('peer nodes', () => {
     expect(byAddress.message).toContain(`peer ${c.node.peerId}`)
     expect(await a.logger.waitFor(2)).toEqual([byId.message, byAddress.message].map((m) => `warn: ${m}`))
     // c saw a leave during (or right after) the encrypted handshake.
-    expect(await c.logger.waitFor(1)).toEqual([expect.stringMatching(/^warn: (inbound connection from \/ip4\/127\.0\.0\.1\/tcp\/\d+ closed during the encrypted handshake|peer \w+ at .* refused the connection right after the encrypted handshake)/)])
+    expect(await c.logger.waitFor(1)).toEqual([
+      expect.stringMatching(
+        /^warn: (inbound connection from \/ip4\/127\.0\.0\.1\/tcp\/\d+ closed during the encrypted handshake|peer \w+ at .* refused the connection right after the encrypted handshake)/,
+      ),
+    ])
     expect(c.node.libp2p.getConnections()).toEqual([])
 
     // Once on the list, c is admitted (the list is read at every connection).
@@ -140,11 +154,15 @@ describe('peer nodes', () => {
   })
 
   it('report start failures as typed errors', async () => {
-    await expect(createPeerNode({ workdir: join(dir, 'bad'), psk: generatePsk(), listen: ['not a multiaddr'], logger: memoryLogger() })).rejects.toMatchObject({ code: 'ERR_NODE_START' })
+    await expect(createPeerNode({ workdir: join(dir, 'bad'), psk: generatePsk(), listen: ['not a multiaddr'], logger: memoryLogger() })).rejects.toMatchObject({
+      code: 'ERR_NODE_START',
+    })
     await expect(createPeerNode({ workdir: join(dir, 'bad'), psk: new TextEncoder().encode('nope'), logger: memoryLogger() })).rejects.toMatchObject({ code: 'ERR_PSK_FORMAT' })
     const a = await start(generatePsk())
     const port = a.node.multiaddrs()[0]!.split('/')[4]
-    await expect(createPeerNode({ workdir: join(dir, 'clash'), psk: generatePsk(), listen: [`/ip4/127.0.0.1/tcp/${port}`], logger: memoryLogger() })).rejects.toMatchObject({ code: 'ERR_NODE_START' })
+    await expect(createPeerNode({ workdir: join(dir, 'clash'), psk: generatePsk(), listen: [`/ip4/127.0.0.1/tcp/${port}`], logger: memoryLogger() })).rejects.toMatchObject({
+      code: 'ERR_NODE_START',
+    })
   })
 
   it('report a dial to nothing as DialError', async () => {

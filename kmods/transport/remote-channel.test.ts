@@ -5,7 +5,20 @@ import { join } from 'node:path'
 import fc from 'fast-check'
 import * as t from 'io-ts'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { encodeRecords, remoteReceiver, remoteSender, type AnyCodec, type Batch, type ChannelInfo, type LaminaError, type Link, type RemoteReceiver, type RemoteSender, type ReplyTo, type Where } from '../../kernel/index.js'
+import {
+  encodeRecords,
+  remoteReceiver,
+  remoteSender,
+  type AnyCodec,
+  type Batch,
+  type ChannelInfo,
+  type LaminaError,
+  type Link,
+  type RemoteReceiver,
+  type RemoteSender,
+  type ReplyTo,
+  type Where,
+} from '../../kernel/index.js'
 import { LinkBrokenError, RemoteRequestError } from './errors.js'
 import { encodeCredit, encodeData, encodeEnd, encodeOpen } from './frames.js'
 import { memoryLogger } from './logger.js'
@@ -194,11 +207,16 @@ describe('remote channels', () => {
     const outcomes = new Map<number, Parameters<ReplyTo>[0]>()
     const answered = new Promise<void>((resolve) => {
       const expect = 4
-      const reply = (n: number): ReplyTo => (outcome) => {
-        outcomes.set(n, outcome)
-        if (outcomes.size === expect) resolve()
-      }
-      sender.send({ values: [1, 2, 'three', 4, 5], headers: [{ reply: reply(1) }, undefined, { reply: reply(3) }, { reply: reply(4), fields: { trace: 'x' } }, { reply: reply(5) }] })
+      const reply =
+        (n: number): ReplyTo =>
+        (outcome) => {
+          outcomes.set(n, outcome)
+          if (outcomes.size === expect) resolve()
+        }
+      sender.send({
+        values: [1, 2, 'three', 4, 5],
+        headers: [{ reply: reply(1) }, undefined, { reply: reply(3) }, { reply: reply(4), fields: { trace: 'x' } }, { reply: reply(5) }],
+      })
     })
     // The consumer answers 5 before 1 and fails 4; 'three' fails the port's codec over there.
     const batch = await new Promise<Batch>((resolve) => {
@@ -315,7 +333,9 @@ describe('remote channels', () => {
     expect(error.message).toContain('nobody/source.out -> sink.in#0->0')
     expect(problems.map((p) => p.code)).toEqual(['ERR_CHANNEL_UNKNOWN'])
     expect(() => receiving(receivers, { info: channelInfo('dup'), capacity: 1, codec: t.number, deadLetter: () => undefined })).not.toThrow()
-    expect(() => receiving(receivers, { info: channelInfo('dup'), capacity: 1, codec: t.number, deadLetter: () => undefined })).toThrow(expect.objectContaining({ code: 'ERR_CHANNEL_DUPLICATE' }))
+    expect(() => receiving(receivers, { info: channelInfo('dup'), capacity: 1, codec: t.number, deadLetter: () => undefined })).toThrow(
+      expect.objectContaining({ code: 'ERR_CHANNEL_DUPLICATE' }),
+    )
   })
 
   it('abort on either side breaks both halves; whenReady honours its signal', async () => {

@@ -46,7 +46,11 @@ export class FrameStream {
   /** Bytes received so far. */
   bytesIn = 0
 
-  constructor(readonly stream: Stream, private readonly events: FrameStreamEvents, options: { maxFrameBytes?: number } = {}) {
+  constructor(
+    readonly stream: Stream,
+    private readonly events: FrameStreamEvents,
+    options: { maxFrameBytes?: number } = {},
+  ) {
     this.decoder = new FrameDecoder({ maxFrameBytes: options.maxFrameBytes })
     stream.addEventListener('message', (event) => {
       const data = event.data

@@ -112,7 +112,8 @@ class Sender implements StreamFrameSender {
     this.opened.catch(() => undefined)
     if (options.signal !== undefined) {
       const signal = options.signal
-      const onAbort = (): void => this.abort(ABORTED, `aborted on this peer${signal.reason === undefined ? '' : `: ${signal.reason instanceof Error ? signal.reason.message : String(signal.reason)}`}`)
+      const onAbort = (): void =>
+        this.abort(ABORTED, `aborted on this peer${signal.reason === undefined ? '' : `: ${signal.reason instanceof Error ? signal.reason.message : String(signal.reason)}`}`)
       if (signal.aborted) queueMicrotask(onAbort)
       else signal.addEventListener('abort', onAbort, { once: true })
     }
@@ -148,7 +149,8 @@ class Sender implements StreamFrameSender {
   data(payload: Uint8Array, records: number): void {
     if (this.finished) return
     if (!Number.isInteger(records) || records < 1 || records > this.credit) throw new RangeError(`link ${this.link}: a DATA frame of ${records} records with ${this.credit} credit`)
-    if (payload.byteLength > this.maxPayloadBytes) throw new RangeError(`link ${this.link}: a payload of ${payload.byteLength} bytes, more than the ${this.maxPayloadBytes} a frame may`)
+    if (payload.byteLength > this.maxPayloadBytes)
+      throw new RangeError(`link ${this.link}: a payload of ${payload.byteLength} bytes, more than the ${this.maxPayloadBytes} a frame may`)
     const frame = dataFrameInPlace(payload, records)
     this.available -= records
     this.sent += records
@@ -205,10 +207,15 @@ class Sender implements StreamFrameSender {
       if (this.endSent) this.frames.closeWrite()
       const onTimeout = (): void => this.fail(brokenBy(this.link, this.peer, `no credit from the consumer's peer within ${this.options.openTimeoutMs ?? 30_000} ms of opening`))
       if (this.granted === 0) timeout.addEventListener('abort', onTimeout, { once: true })
-      this.opened.then(() => timeout.removeEventListener('abort', onTimeout), () => undefined)
+      this.opened.then(
+        () => timeout.removeEventListener('abort', onTimeout),
+        () => undefined,
+      )
     } catch (error) {
       if (this.finished) return
-      const reason = timeout.aborted ? `cannot open the stream within ${this.options.openTimeoutMs ?? 30_000} ms` : `cannot open the stream: ${error instanceof Error ? error.message : String(error)}`
+      const reason = timeout.aborted
+        ? `cannot open the stream within ${this.options.openTimeoutMs ?? 30_000} ms`
+        : `cannot open the stream: ${error instanceof Error ? error.message : String(error)}`
       this.fail(brokenBy(this.link, this.peer, reason, error))
     }
   }

@@ -27,7 +27,10 @@ export async function startTestPeer(dir: string, name: string, pskFile: string):
   // From sources (tests) the peer is test-peer.ts; from dist (benchmarks) test-peer.js.
   const script = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './test-peer.ts' : './test-peer.js', import.meta.url))
   // The polyfill preloaded by path too, as every child entry point may do.
-  const child = fork(script, [join(dir, name), pskFile], { execArgv: ['--import', import.meta.resolve('tsx'), '--import', POLYFILL_URL], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const child = fork(script, [join(dir, name), pskFile], {
+    execArgv: ['--import', import.meta.resolve('tsx'), '--import', POLYFILL_URL],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
   const reports: PeerReport[] = []
   const waiting: { type: string; id: string | undefined; resolve: (report: PeerReport) => void; reject: (error: Error) => void }[] = []
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code ?? -1)))

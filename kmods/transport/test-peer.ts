@@ -11,9 +11,25 @@ import { openFrameSender, type StreamFrameSender } from './remote-sender.js'
 
 /** A command from the parent. */
 export type PeerCommand =
-  | { readonly cmd: 'receive'; readonly id: string; readonly info: ChannelInfo; readonly capacity: number; readonly codec: 'string' | 'number' | 'unknown'; readonly paused?: boolean }
+  | {
+      readonly cmd: 'receive'
+      readonly id: string
+      readonly info: ChannelInfo
+      readonly capacity: number
+      readonly codec: 'string' | 'number' | 'unknown'
+      readonly paused?: boolean
+    }
   | { readonly cmd: 'consume'; readonly id: string; readonly batches?: number }
-  | { readonly cmd: 'send'; readonly id: string; readonly target: string; readonly info: ChannelInfo; readonly count: number; readonly recordBytes: number; readonly batch: number; readonly end?: boolean }
+  | {
+      readonly cmd: 'send'
+      readonly id: string
+      readonly target: string
+      readonly info: ChannelInfo
+      readonly count: number
+      readonly recordBytes: number
+      readonly batch: number
+      readonly end?: boolean
+    }
   | { readonly cmd: 'stats'; readonly id: string }
   /** Counts bytes arriving on raw `/lamina/raw-bench/1.0.0` streams (the transport's own limit, for comparison). */
   | { readonly cmd: 'raw-receive'; readonly id: string }
@@ -58,7 +74,12 @@ process.on('message', (message: PeerCommand) => {
       const receiving = receivers.get(message.id)
       const sending = senders.get(message.id)
       // The transport's counters (credit, bytes) and the channel's (queue, dead letters) together.
-      const stats = receiving !== undefined ? { ...receiving.frames.stats(), ...receiving.receiver.stats() } : sending !== undefined ? { ...sending.frames.stats(), ...sending.sender.stats() } : undefined
+      const stats =
+        receiving !== undefined
+          ? { ...receiving.frames.stats(), ...receiving.receiver.stats() }
+          : sending !== undefined
+            ? { ...sending.frames.stats(), ...sending.sender.stats() }
+            : undefined
       return report({ type: 'stats', id: message.id, stats, heapUsedMb: memory.heapUsed / 2 ** 20, rssMb: memory.rss / 2 ** 20 })
     }
     case 'raw-receive':

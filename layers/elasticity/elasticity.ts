@@ -127,7 +127,12 @@ class Autoscaler {
     try {
       const { job, cluster } = this.registry
       const stats = await Promise.all(cluster.peers().map((peer) => cluster.call(peer, 'elasticity.stats', null, { timeoutMs: 5_000 }).catch(() => undefined)))
-      const load = inputLoad(job.program, this.policy.operator, stats.filter((s): s is JobStats => s !== undefined && s !== null), this.policy.channelCapacity ?? 4096)
+      const load = inputLoad(
+        job.program,
+        this.policy.operator,
+        stats.filter((s): s is JobStats => s !== undefined && s !== null),
+        this.policy.channelCapacity ?? 4096,
+      )
       const now = Date.now()
       const rate = this.lastIn === undefined ? 0 : ((load.recordsIn - this.lastIn.records) * 1000) / Math.max(1, now - this.lastIn.at)
       this.lastIn = { at: now, records: load.recordsIn }
@@ -155,7 +160,11 @@ class Autoscaler {
       const movedKeyGroups = Math.max(current, to) <= keyGroups.count ? keyGroups.moves(current, to).length : keyGroups.count
       const decision: ScaleDecision = { operator: this.policy.operator, from: current, to, fill, rate, movedKeyGroups, reason }
       this.onDecision?.(decision)
-      this.registry.notify(ELASTICITY_EVENTS.decided.kind, `${this.policy.operator}: ${current} -> ${to} instances: ${reason} (fill ${(fill * 100).toFixed(0)}%, ${Math.round(rate)} records/s; ${movedKeyGroups} of ${keyGroups.count} key groups move)`, decision)
+      this.registry.notify(
+        ELASTICITY_EVENTS.decided.kind,
+        `${this.policy.operator}: ${current} -> ${to} instances: ${reason} (fill ${(fill * 100).toFixed(0)}%, ${Math.round(rate)} records/s; ${movedKeyGroups} of ${keyGroups.count} key groups move)`,
+        decision,
+      )
       this.lastRescale.set(job.attempt.lineage, now)
       this.fills.length = 0
       this.stop()
@@ -169,7 +178,8 @@ class Autoscaler {
 }
 
 function rescaleThrough(cluster: JobCluster, operator: string, n: number, reason: string): Promise<RescaleReport> {
-  if (cluster.rescale === undefined) return Promise.reject(new RescaleError(operator, `peer ${cluster.self} does not run this job's attempts (only its submitter, ${cluster.submitter}, can rescale it)`))
+  if (cluster.rescale === undefined)
+    return Promise.reject(new RescaleError(operator, `peer ${cluster.self} does not run this job's attempts (only its submitter, ${cluster.submitter}, can rescale it)`))
   return cluster.rescale({ parallelism: { [operator]: n }, reason })
 }
 
@@ -186,7 +196,8 @@ function rescaleThrough(cluster: JobCluster, operator: string, n: number, reason
 export function elasticity(options: ElasticityOptions = {}): Layer {
   for (const policy of options.policies ?? []) {
     const min = policy.min ?? 1
-    if (!Number.isInteger(min) || min < 1 || !Number.isInteger(policy.max) || policy.max < min) throw new RescaleError(policy.operator, `a policy needs integers 1 <= min <= max, got min ${min}, max ${policy.max}`)
+    if (!Number.isInteger(min) || min < 1 || !Number.isInteger(policy.max) || policy.max < min)
+      throw new RescaleError(policy.operator, `a policy needs integers 1 <= min <= max, got min ${min}, max ${policy.max}`)
   }
   // This layer value's state: when each job last rescaled.
   const lastRescale = new Map<string, number>()
@@ -200,13 +211,16 @@ export function elasticity(options: ElasticityOptions = {}): Layer {
       if (cluster.self !== cluster.submitter) return
       registry.handle(RESCALE_CONTROL, async (payload) => {
         const { operator, parallelism } = (payload ?? {}) as { operator?: unknown; parallelism?: unknown }
-        if (typeof operator !== 'string' || !job.program.operators.some((o) => o.name === operator)) throw new RescaleError(String(operator), `not an operator of ${job.program.name}`)
-        if (typeof parallelism !== 'number' || !Number.isInteger(parallelism) || parallelism < 1) throw new RescaleError(operator, `parallelism must be a positive integer, got ${JSON.stringify(parallelism)}`)
+        if (typeof operator !== 'string' || !job.program.operators.some((o) => o.name === operator))
+          throw new RescaleError(String(operator), `not an operator of ${job.program.name}`)
+        if (typeof parallelism !== 'number' || !Number.isInteger(parallelism) || parallelism < 1)
+          throw new RescaleError(operator, `parallelism must be a positive integer, got ${JSON.stringify(parallelism)}`)
         lastRescale.set(job.attempt.lineage, Date.now())
         return rescaleThrough(cluster, operator, parallelism, `${operator} to ${parallelism} instances (by hand)`)
       })
       const scalers = (options.policies ?? []).map((policy) => {
-        if (!job.program.operators.some((o) => o.name === policy.operator)) throw new RescaleError(policy.operator, `a policy names it, but ${job.program.name} has no such operator`)
+        if (!job.program.operators.some((o) => o.name === policy.operator))
+          throw new RescaleError(policy.operator, `a policy names it, but ${job.program.name} has no such operator`)
         return new Autoscaler(policy, registry, options.onDecision, lastRescale)
       })
       for (const scaler of scalers) scaler.start()

@@ -6,7 +6,10 @@ import { LaminaError } from '../../kernel/index.js'
 export class RescaleError extends LaminaError {
   readonly code = 'ERR_RESCALE'
   override readonly name = 'RescaleError'
-  constructor(readonly operator: string, reason: string) {
+  constructor(
+    readonly operator: string,
+    reason: string,
+  ) {
     super(`rescale ${operator}: ${reason}`)
   }
 }

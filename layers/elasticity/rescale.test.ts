@@ -88,7 +88,12 @@ describe('rescaling as members join and leave', () => {
   it('on a 3-peer cluster: rescaled 1 -> 4 -> 2 -> 3 while a 4th peer joins midway and one leaves gracefully; the output is exact', async () => {
     results.length = 0
     const job = await cluster.submit(fixture, { args: [String(LONG), '200', '1'] })
-    const peersOf = (): Set<string> => new Set(Object.entries(job.plan).filter(([k]) => k.startsWith('totals#')).map(([, p]) => p))
+    const peersOf = (): Set<string> =>
+      new Set(
+        Object.entries(job.plan)
+          .filter(([k]) => k.startsWith('totals#'))
+          .map(([, p]) => p),
+      )
     const checkpoint = (what: string) => waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, what)
     await checkpoint('a first checkpoint')
     expect((await job.rescale('totals', 4)).changes['totals']).toEqual({ from: 1, to: 4 })

@@ -46,7 +46,8 @@ function countJob(total: number, out: { key: string; count: number }[]) {
 
 function reference(total: number): Map<string, number> {
   const counts = new Map<string, number>()
-  for (let instance = 0; instance < 2; instance++) for (const w of records({ instance, parallelism: 2, offset: 0, signal: new AbortController().signal }, total)) counts.set(w.key, (counts.get(w.key) ?? 0) + 1)
+  for (let instance = 0; instance < 2; instance++)
+    for (const w of records({ instance, parallelism: 2, offset: 0, signal: new AbortController().signal }, total)) counts.set(w.key, (counts.get(w.key) ?? 0) + 1)
   return counts
 }
 
@@ -215,9 +216,12 @@ describe('checkpoints in one process', () => {
     )
     await isBlocked
     const got: number[] = []
-    const b = kernel.with(checkpoints({ intervalMs: 3_600_000, dir: tempDir() })).run(build((n) => void got.push(n)), { id: 'same-job' })
+    const b = kernel.with(checkpoints({ intervalMs: 3_600_000, dir: tempDir() })).run(
+      build((n) => void got.push(n)),
+      { id: 'same-job' },
+    )
     let timer: NodeJS.Timeout | undefined
-    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the second stack waited for the first one\'s sink')), 10_000)))
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the second stack waited for the first one's sink")), 10_000)))
     try {
       await Promise.race([b.done, late])
     } finally {

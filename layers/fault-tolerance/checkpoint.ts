@@ -91,7 +91,8 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
   for (const [name, value] of Object.entries({ intervalMs: settings.intervalMs, timeoutMs: settings.timeoutMs })) {
     if (!Number.isFinite(value) || value <= 0) throw new CheckpointProtocolError('options', `${name} must be a positive number of milliseconds, got ${value}`)
   }
-  if (!Number.isFinite(settings.restoreWaitMs) || settings.restoreWaitMs < 0) throw new CheckpointProtocolError('options', `restoreWaitMs must be zero or more milliseconds, got ${settings.restoreWaitMs}`)
+  if (!Number.isFinite(settings.restoreWaitMs) || settings.restoreWaitMs < 0)
+    throw new CheckpointProtocolError('options', `restoreWaitMs must be zero or more milliseconds, got ${settings.restoreWaitMs}`)
   // This layer value's state: its jobs' shares, its store connections, its sinks' write queues.
   const shares = new Map<string, Share>()
   const stores = new SnapshotStores()
@@ -114,7 +115,14 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
     provides: [provide(SAVEPOINTS, savepoints)],
     control(registry) {
       const job = registry.job
-      const share = new Share(job, registry.cluster, settings, (kind, message, data) => registry.notify(kind, message, data), stores.at(registry.cluster.workDir ?? settings.dir), sinkWrites)
+      const share = new Share(
+        job,
+        registry.cluster,
+        settings,
+        (kind, message, data) => registry.notify(kind, message, data),
+        stores.at(registry.cluster.workDir ?? settings.dir),
+        sinkWrites,
+      )
       shares.set(job.id, share)
       share.register(registry)
       if (registry.cluster.self === registry.cluster.submitter) {

@@ -22,7 +22,10 @@ export class Coordinator {
   private waiters: ((id: number) => void)[] = []
   private readonly restoredKeys = new Set<string>()
 
-  constructor(private readonly share: Share, private readonly options: { readonly intervalMs: number; readonly timeoutMs: number }) {
+  constructor(
+    private readonly share: Share,
+    private readonly options: { readonly intervalMs: number; readonly timeoutMs: number },
+  ) {
     this.expected = new Set(share.job.program.operators.flatMap((o) => Array.from({ length: o.annotations.parallelism ?? 1 }, (_, i) => instanceKey(o.name, i))))
     // The newest complete checkpoint of this job (from earlier attempts), and ids past every one used.
     this.latest = share.store.latest(share.lineage)
@@ -82,7 +85,11 @@ export class Coordinator {
     if (!this.expected.has(key) || this.restoredKeys.has(key)) return
     this.restoredKeys.add(key)
     if (this.restoredKeys.size < this.expected.size) return
-    this.share.notify(CHECKPOINT_EVENTS.restored.kind, `attempt ${this.share.job.attempt.number}: all ${this.expected.size} instances restored from checkpoint ${this.latest?.id ?? 'none'}`, { checkpoint: this.latest?.id ?? null, at: Date.now() })
+    this.share.notify(
+      CHECKPOINT_EVENTS.restored.kind,
+      `attempt ${this.share.job.attempt.number}: all ${this.expected.size} instances restored from checkpoint ${this.latest?.id ?? 'none'}`,
+      { checkpoint: this.latest?.id ?? null, at: Date.now() },
+    )
     // Sinks show nothing until a checkpoint completes: after a restore, the first one comes soon
     // (what was processed since), so output resumes without waiting a whole interval.
     const soon = setTimeout(() => this.trigger(true), Math.min(RESUMED_CHECKPOINT_MS, this.options.intervalMs))
@@ -93,7 +100,11 @@ export class Coordinator {
     if (this.share.job.abortSignal.aborted) return this.stop()
     if (soon && this.inflight !== undefined) return
     if (this.inflight !== undefined && Date.now() - this.inflight.started < this.options.timeoutMs) return
-    if (this.inflight !== undefined) this.share.notify(CHECKPOINT_EVENTS.abandoned.kind, `checkpoint ${this.inflight.id} abandoned after ${this.options.timeoutMs} ms (${this.inflight.acks.size} of ${this.expected.size} snapshots)`)
+    if (this.inflight !== undefined)
+      this.share.notify(
+        CHECKPOINT_EVENTS.abandoned.kind,
+        `checkpoint ${this.inflight.id} abandoned after ${this.options.timeoutMs} ms (${this.inflight.acks.size} of ${this.expected.size} snapshots)`,
+      )
     if ([...this.expected].every((key) => this.finals.has(key))) return this.stop()
     const id = this.nextId++
     this.inflight = { id, started: Date.now(), acks: new Map(), bytes: 0 }
@@ -101,7 +112,11 @@ export class Coordinator {
     for (const peer of this.share.cluster.peers()) {
       this.share.cluster.call(peer, CONTROL.trigger, { id }).catch((error: unknown) => {
         // A peer that cannot be reached will fail the job too; the checkpoint just stays incomplete.
-        if (this.inflight?.id === id) this.share.notify(CHECKPOINT_EVENTS.triggerFailed.kind, `checkpoint ${id}: peer ${peer} did not take the barrier: ${error instanceof Error ? error.message : String(error)}`)
+        if (this.inflight?.id === id)
+          this.share.notify(
+            CHECKPOINT_EVENTS.triggerFailed.kind,
+            `checkpoint ${id}: peer ${peer} did not take the barrier: ${error instanceof Error ? error.message : String(error)}`,
+          )
       })
     }
   }
@@ -132,11 +147,15 @@ export class Coordinator {
     this.inflight = undefined
     this.completedCount++
     this.lastDuration = completed.time - inflight.started
-    this.share.notify(CHECKPOINT_EVENTS.completed.kind, `checkpoint ${inflight.id} complete: ${Object.keys(snapshots).length} snapshots, ${inflight.bytes} bytes, ${this.lastDuration} ms`, {
-      id: inflight.id,
-      bytes: inflight.bytes,
-      ms: this.lastDuration,
-    })
+    this.share.notify(
+      CHECKPOINT_EVENTS.completed.kind,
+      `checkpoint ${inflight.id} complete: ${Object.keys(snapshots).length} snapshots, ${inflight.bytes} bytes, ${this.lastDuration} ms`,
+      {
+        id: inflight.id,
+        bytes: inflight.bytes,
+        ms: this.lastDuration,
+      },
+    )
     for (const peer of this.share.cluster.peers()) {
       this.share.cluster.call(peer, CONTROL.complete, { id: inflight.id }).catch(() => undefined)
     }

@@ -34,7 +34,12 @@ export class SupervisionEscalatedError extends LaminaError {
 export class RetriesExhaustedError extends LaminaError {
   readonly code = 'ERR_RETRIES_EXHAUSTED'
   override readonly name = 'RetriesExhaustedError'
-  constructor(readonly operator: string, readonly instance: number, readonly attempts: number, cause: unknown) {
+  constructor(
+    readonly operator: string,
+    readonly instance: number,
+    readonly attempts: number,
+    cause: unknown,
+  ) {
     super(`${operator}[${instance}]: gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error: ${describeCause(cause)}`, { cause })
   }
 }
@@ -46,7 +51,12 @@ export class RetriesExhaustedError extends LaminaError {
 export class RetryBudgetExceededError extends LaminaError {
   readonly code = 'ERR_RETRY_BUDGET'
   override readonly name = 'RetryBudgetExceededError'
-  constructor(readonly operator: string, readonly instance: number, readonly attempts: number, cause: unknown) {
+  constructor(
+    readonly operator: string,
+    readonly instance: number,
+    readonly attempts: number,
+    cause: unknown,
+  ) {
     super(`${operator}[${instance}]: retry budget spent, no retry after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error: ${describeCause(cause)}`, { cause })
   }
 }
@@ -55,7 +65,12 @@ export class RetryBudgetExceededError extends LaminaError {
 export class CheckpointMissingError extends LaminaError {
   readonly code = 'ERR_CHECKPOINT_MISSING'
   override readonly name = 'CheckpointMissingError'
-  constructor(readonly instance: string, readonly checkpoint: number | 'final', readonly peers: readonly string[], cause?: unknown) {
+  constructor(
+    readonly instance: string,
+    readonly checkpoint: number | 'final',
+    readonly peers: readonly string[],
+    cause?: unknown,
+  ) {
     super(`the snapshot of ${instance} in checkpoint ${checkpoint} is on no reachable peer (tried ${peers.join(', ') || 'none'})`, { cause })
   }
 }
@@ -64,7 +79,12 @@ export class CheckpointMissingError extends LaminaError {
 export class RescaleStateError extends LaminaError {
   readonly code = 'ERR_RESCALE_STATE'
   override readonly name = 'RescaleStateError'
-  constructor(readonly operator: string, from: number, to: number, reason: string) {
+  constructor(
+    readonly operator: string,
+    from: number,
+    to: number,
+    reason: string,
+  ) {
     super(`cannot restore ${operator} at parallelism ${to} from a checkpoint taken at ${from}: ${reason}`)
   }
 }

@@ -19,7 +19,11 @@ export class CheckpointedInstance {
   protected finished = false
   readonly key: string
 
-  constructor(protected readonly inner: Instance, protected readonly operator: Operator, protected readonly share: Share) {
+  constructor(
+    protected readonly inner: Instance,
+    protected readonly operator: Operator,
+    protected readonly share: Share,
+  ) {
     this.key = instanceKey(inner.info.operator, inner.info.instance)
   }
 
@@ -92,7 +96,8 @@ export class CheckpointedInstance {
     if (old.every((s) => s.final)) this.finished = true
     const keyed = this.operator.body.form === 'atom' && this.operator.body.key !== undefined
     const sink = Object.keys(this.operator.outputs).length === 0
-    if (sink || Object.keys(this.operator.inputs).length === 0) throw new RescaleStateError(operator, before, parallelism, 'sources and sinks keep per-instance offsets and staged output: only transforms rescale')
+    if (sink || Object.keys(this.operator.inputs).length === 0)
+      throw new RescaleStateError(operator, before, parallelism, 'sources and sinks keep per-instance offsets and staged output: only transforms rescale')
     if (!keyed) {
       if (old.some((s) => s.state.entries.length > 0)) throw new RescaleStateError(operator, before, parallelism, 'its state is not keyed, so it cannot be split between instances')
       return

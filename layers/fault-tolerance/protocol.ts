@@ -106,7 +106,11 @@ export interface Stored {
 export function field(payload: unknown, name: string, kind: string, type: 'string' | 'number' | 'id' | 'array'): unknown {
   const value = typeof payload === 'object' && payload !== null ? (payload as Record<string, unknown>)[name] : undefined
   const ok =
-    type === 'array' ? Array.isArray(value) && value.every((v) => typeof v === 'string') : type === 'id' ? value === 'final' || (typeof value === 'number' && Number.isSafeInteger(value)) : typeof value === type
+    type === 'array'
+      ? Array.isArray(value) && value.every((v) => typeof v === 'string')
+      : type === 'id'
+        ? value === 'final' || (typeof value === 'number' && Number.isSafeInteger(value))
+        : typeof value === type
   if (!ok) throw new CheckpointProtocolError(kind, `.${name} expected ${type}, got ${JSON.stringify(value)}`)
   return value
 }

@@ -28,7 +28,12 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     const deadline = Date.now() + 30_000
     for (;;) {
       const ids = cluster.members().map((m) => m.peerId)
-      const alive = new Set(cluster.self.membership.members().filter((m) => m.status === 'alive').map((m) => m.peerId))
+      const alive = new Set(
+        cluster.self.membership
+          .members()
+          .filter((m) => m.status === 'alive')
+          .map((m) => m.peerId),
+      )
       if (ids.length === PEERS && cluster.members().every((m) => m.pid !== undefined) && ids.every((id) => alive.has(id))) return
       if (Date.now() > deadline) throw new Error(`peers not all alive again within 30 s: ${ids.filter((id) => !alive.has(id)).join(', ')}`)
       await waitFor(cluster.self.membership.events, () => true, 5_000, 'a membership event').catch(() => undefined)
@@ -80,7 +85,9 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lamina-recovery-'))
     cluster = await startCluster({ peers: PEERS, workdir: dir, logger: memoryLogger(), policy: { kind: 'restart', max: 100, withinMs: 600_000 } })
-    cluster.events!.subscribe((e) => tell(`nursery: ${JSON.stringify(e.type === 'failed' ? { type: e.type, error: e.error.message } : e.type === 'ready' ? { type: e.type, index: e.index, pid: e.pid } : e)}`))
+    cluster.events!.subscribe((e) =>
+      tell(`nursery: ${JSON.stringify(e.type === 'failed' ? { type: e.type, error: e.error.message } : e.type === 'ready' ? { type: e.type, index: e.index, pid: e.pid } : e)}`),
+    )
   }, 60_000)
 
   // Every test starts on a whole cluster (a failed test before may have left a peer restarting),

@@ -144,7 +144,12 @@ describe('retrying handlers in a job', () => {
     const toPlain = sink('plain', t.number, plain)
     const p = program('p', {
       operators: [src, enrich, toEnriched, double, toPlain],
-      links: [link(src.outputs.out, enrich.inputs.in), link(enrich.outputs.out, toEnriched.inputs.in), link(src.outputs.out, double.inputs.in), link(double.outputs.out, toPlain.inputs.in)],
+      links: [
+        link(src.outputs.out, enrich.inputs.in),
+        link(enrich.outputs.out, toEnriched.inputs.in),
+        link(src.outputs.out, double.inputs.in),
+        link(double.outputs.out, toPlain.inputs.in),
+      ],
     })
     return { p, enriched, plain, handler }
   }

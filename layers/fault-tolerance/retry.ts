@@ -281,12 +281,14 @@ function resolved(policy: RetryPolicy): Settings {
   const baseMs = nonNegative('retry policy', 'baseMs', policy.baseMs ?? 100)
   const maxMs = nonNegative('retry policy', 'maxMs', policy.maxMs ?? 10_000)
   const jitter = policy.jitter ?? 'full'
-  if (jitter !== 'full' && jitter !== 'equal' && jitter !== 'none') throw new InvalidOptionError('retry policy', 'jitter', `must be 'full', 'equal' or 'none', got ${JSON.stringify(jitter)}`)
+  if (jitter !== 'full' && jitter !== 'equal' && jitter !== 'none')
+    throw new InvalidOptionError('retry policy', 'jitter', `must be 'full', 'equal' or 'none', got ${JSON.stringify(jitter)}`)
   return { attempts, baseMs, maxMs, jitter }
 }
 
 function nonNegative(where: string, option: string, value: number): number {
-  if (typeof value !== 'number' || !(value >= 0) || !Number.isFinite(value)) throw new InvalidOptionError(where, option, `must be a finite number of at least 0, got ${String(value)}`)
+  if (typeof value !== 'number' || !(value >= 0) || !Number.isFinite(value))
+    throw new InvalidOptionError(where, option, `must be a finite number of at least 0, got ${String(value)}`)
   return value
 }
 

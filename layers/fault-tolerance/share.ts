@@ -84,7 +84,11 @@ export class Share {
       if (unreachable === 0 || Date.now() >= deadline || signal.aborted) throw new CheckpointMissingError(key, id, located.peers, lastError)
       if (round === 0) {
         const detail = lastError instanceof Error ? lastError.message : String(lastError)
-        this.notify(CHECKPOINT_EVENTS.waiting.kind, `no peer holding the snapshot of ${key} in checkpoint ${id} answers (${detail}); waiting up to ${this.options.restoreWaitMs} ms for one to come back`, { key, id, peers: located.peers })
+        this.notify(
+          CHECKPOINT_EVENTS.waiting.kind,
+          `no peer holding the snapshot of ${key} in checkpoint ${id} answers (${detail}); waiting up to ${this.options.restoreWaitMs} ms for one to come back`,
+          { key, id, peers: located.peers },
+        )
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, 500)

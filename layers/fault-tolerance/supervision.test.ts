@@ -136,7 +136,10 @@ describe('supervision: strategies', () => {
     const out: number[] = []
     const src = source('src', t.number, [1, 2, 3, 4, 5, 6])
     const before = stage('before', starts)
-    const work = supervise(stage('work', starts, (n) => n === 3, 3), { strategy: 'one-for-all', maxRestarts: 1 })
+    const work = supervise(
+      stage('work', starts, (n) => n === 3, 3),
+      { strategy: 'one-for-all', maxRestarts: 1 },
+    )
     const into = sink('out', t.number, out)
     const p = program('p', {
       operators: [src, before, work, into],
@@ -330,10 +333,13 @@ describe('supervision: restart intensity and escalation', () => {
 
   it('restarts older than the window do not count', async () => {
     let clock = 0
-    const { p, out, starts } = crashing((n) => {
-      clock += 10_000 // each crash comes long after the one before
-      return n % 2 === 0
-    }, [1, 2, 3, 4, 5, 6, 7])
+    const { p, out, starts } = crashing(
+      (n) => {
+        clock += 10_000 // each crash comes long after the one before
+        return n % 2 === 0
+      },
+      [1, 2, 3, 4, 5, 6, 7],
+    )
     const { job, events } = run({ maxRestarts: 1, withinMs: 5000, now: () => clock }, p)
     await job.done
     expect(out).toEqual([1, 3, 5, 7])
@@ -404,7 +410,10 @@ describe('crashing operators', () => {
 
   it('without supervision, a crash fails the job with a clear error (and the record is a dead letter)', async () => {
     const job = kernel.run(crashingProgram([]))
-    await expect(job.done).rejects.toMatchObject({ code: 'ERR_JOB_FAILED', cause: { code: 'ERR_INSTANCE_CRASHED', phase: 'process', where: { operator: 'work', instance: 0, port: 'in' } } })
+    await expect(job.done).rejects.toMatchObject({
+      code: 'ERR_JOB_FAILED',
+      cause: { code: 'ERR_INSTANCE_CRASHED', phase: 'process', where: { operator: 'work', instance: 0, port: 'in' } },
+    })
     const error = await job.done.catch((e: Error) => e)
     expect((error as Error).message).toContain("work[0] crashed in process (it declares onError: 'crash')")
     expect((error as Error).message).toContain('bad two')

@@ -236,7 +236,12 @@ class JobTree {
 
   constructor(
     program: Program,
-    options: { readonly root: Required<SupervisorPolicy>; readonly groups: ReadonlyMap<string, Required<SupervisorPolicy>>; readonly state: RestartState; readonly now: () => number },
+    options: {
+      readonly root: Required<SupervisorPolicy>
+      readonly groups: ReadonlyMap<string, Required<SupervisorPolicy>>
+      readonly state: RestartState
+      readonly now: () => number
+    },
     private readonly notify: Notify,
   ) {
     this.now = options.now
@@ -251,7 +256,11 @@ class JobTree {
         if (group === undefined) {
           const policy = options.groups.get(annotation.group)
           if (policy === undefined) {
-            throw new InvalidOptionError(`operator ${operator.name}`, 'supervision.group', `names group "${annotation.group}", which the supervision layer's groups option does not declare`)
+            throw new InvalidOptionError(
+              `operator ${operator.name}`,
+              'supervision.group',
+              `names group "${annotation.group}", which the supervision layer's groups option does not declare`,
+            )
           }
           group = supervisor(`group:${annotation.group}`, policy, this.root)
           groups.set(annotation.group, group)
@@ -468,7 +477,11 @@ class SupervisedInstance implements Instance {
   start(): Step {
     // The inner instance has not started yet: it is as fresh as a restart would make it.
     this.pending = false
-    return this.guard(() => this.inner.start(), () => undefined, false)
+    return this.guard(
+      () => this.inner.start(),
+      () => undefined,
+      false,
+    )
   }
 
   run(): Step {
@@ -517,7 +530,11 @@ class SupervisedInstance implements Instance {
   marker(marker: Marker): Step {
     if (this.pending || this.restarting !== undefined) return this.atBoundary(() => this.marker(marker))
     if (this.inner.marker === undefined) return
-    const step = this.guard(() => this.inner.marker?.(marker), () => this.marker(marker), false)
+    const step = this.guard(
+      () => this.inner.marker?.(marker),
+      () => this.marker(marker),
+      false,
+    )
     if (isPromise(step) && this.running) this.track(step)
     return step
   }
@@ -525,7 +542,11 @@ class SupervisedInstance implements Instance {
   end(): Step {
     if (this.pending || this.restarting !== undefined) return this.atBoundary(() => this.end())
     return after(
-      this.guard(() => this.inner.end(), () => this.end(), false),
+      this.guard(
+        () => this.inner.end(),
+        () => this.end(),
+        false,
+      ),
       () => {
         this.ended = true
       },
@@ -545,7 +566,11 @@ class SupervisedInstance implements Instance {
   }
 
   private runOnce(): Step {
-    return this.guard(() => this.inner.run(), () => this.runOnce(), true)
+    return this.guard(
+      () => this.inner.run(),
+      () => this.runOnce(),
+      true,
+    )
   }
 
   /** Hands the fresh instance the records the crashed one did not reach. */
@@ -596,7 +621,11 @@ class SupervisedInstance implements Instance {
     this.generation++
     this.inner = this.build(this.spec)
     if (snapshot !== undefined) this.inner.restore(snapshot)
-    const started = this.guard(() => this.inner.start(), () => undefined, false)
+    const started = this.guard(
+      () => this.inner.start(),
+      () => undefined,
+      false,
+    )
     if (!isPromise(started)) return
     const restarting: Promise<void> = started.finally(() => {
       if (this.restarting === restarting) this.restarting = undefined

@@ -81,7 +81,9 @@ export class TransactionalSink extends CheckpointedInstance {
     const ready = this.staged.filter((s) => s.id <= id)
     if (ready.length === 0) return
     this.staged = this.staged.filter((s) => s.id > id)
-    void this.write(() => ready, id).catch((error: unknown) => this.share.notify(CHECKPOINT_EVENTS.commitFailed.kind, `${this.key} could not commit checkpoint ${id}: ${error instanceof Error ? error.message : String(error)}`))
+    void this.write(() => ready, id).catch((error: unknown) =>
+      this.share.notify(CHECKPOINT_EVENTS.commitFailed.kind, `${this.key} could not commit checkpoint ${id}: ${error instanceof Error ? error.message : String(error)}`),
+    )
   }
 
   protected override async ending(): Promise<void> {

@@ -95,7 +95,10 @@ describe('the isolation layer', () => {
     const src = source('src', t.number, range(10))
     const into = sink('out', t.number, [])
     const where = sink('places', t.number, places)
-    const p = program('p', { operators: [src, op, into, where], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in), link(op.outputs.thread, where.inputs.in)] })
+    const p = program('p', {
+      operators: [src, op, into, where],
+      links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in), link(op.outputs.thread, where.inputs.in)],
+    })
     await kernel.with(isolation()).run(p).done
     expect(places).toEqual([process.pid, process.pid])
   })

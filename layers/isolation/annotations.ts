@@ -152,7 +152,13 @@ export function moduleUrl(module: string): string {
 function isOperator(value: unknown): value is Operator {
   if (typeof value !== 'object' || value === null) return false
   const candidate = value as Partial<Operator>
-  return typeof candidate.name === 'string' && typeof candidate.body === 'object' && candidate.body !== null && typeof candidate.inputs === 'object' && typeof candidate.outputs === 'object'
+  return (
+    typeof candidate.name === 'string' &&
+    typeof candidate.body === 'object' &&
+    candidate.body !== null &&
+    typeof candidate.inputs === 'object' &&
+    typeof candidate.outputs === 'object'
+  )
 }
 
 /** Validates an annotation (throws IsolationAnnotationError naming the option) and returns a frozen copy. */
@@ -161,11 +167,13 @@ export function checkAnnotation(operator: string, annotation: IsolationAnnotatio
   if (!MODES.includes(mode)) throw new IsolationAnnotationError(operator, 'mode', `must be one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}`)
   if (mode !== 'in-process') {
     if (from === undefined) throw new IsolationAnnotationError(operator, 'from', `is required for mode ${mode}: the module the isolated side rebuilds the operator from`)
-    if (typeof from.module !== 'string' || from.module === '') throw new IsolationAnnotationError(operator, 'from.module', `must be a file URL or an absolute path, got ${JSON.stringify(from.module)}`)
+    if (typeof from.module !== 'string' || from.module === '')
+      throw new IsolationAnnotationError(operator, 'from.module', `must be a file URL or an absolute path, got ${JSON.stringify(from.module)}`)
     if (!from.module.startsWith('file:') && !isAbsolute(from.module)) {
       throw new IsolationAnnotationError(operator, 'from.module', `must be a file URL (e.g. import.meta.url) or an absolute path, got ${JSON.stringify(from.module)}`)
     }
-    if (from.export !== undefined && (typeof from.export !== 'string' || from.export === '')) throw new IsolationAnnotationError(operator, 'from.export', `must be a non-empty string, got ${JSON.stringify(from.export)}`)
+    if (from.export !== undefined && (typeof from.export !== 'string' || from.export === ''))
+      throw new IsolationAnnotationError(operator, 'from.export', `must be a non-empty string, got ${JSON.stringify(from.export)}`)
     if (from.args !== undefined) {
       try {
         JSON.stringify(from.args)

@@ -55,7 +55,11 @@ function twoPipelines(
   return { program: program('two', { operators: [badSrc, bad, badSink, goodSrc, goodMap, goodSink], links }), badOut, goodOut }
 }
 
-function isolatedPoison(mode: IsolatedMode, args: { value: number | null; does: Misbehaviour; crash?: boolean }, options: IsolateOptions = {}): Operator<{ in: t.NumberC }, { out: t.NumberC }> {
+function isolatedPoison(
+  mode: IsolatedMode,
+  args: { value: number | null; does: Misbehaviour; crash?: boolean },
+  options: IsolateOptions = {},
+): Operator<{ in: t.NumberC }, { out: t.NumberC }> {
   return isolate(poison(args), { mode, from: { module: HERE, export: 'poison', args }, watchdogMs: 1000, memoryMb: 64, ...options })
 }
 

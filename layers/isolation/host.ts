@@ -125,7 +125,10 @@ export class IsolateHost {
     try {
       encoded = encodeBatch(values)
     } catch (error) {
-      throw new IsolationUnsupportedError(this.info.operator, `a batch with a value that cannot be copied to another thread (${error instanceof Error ? error.message : String(error)})`)
+      throw new IsolationUnsupportedError(
+        this.info.operator,
+        `a batch with a value that cannot be copied to another thread (${error instanceof Error ? error.message : String(error)})`,
+      )
     }
     const requests: number[] = []
     const headers = batch.headers
@@ -136,7 +139,15 @@ export class IsolateHost {
     const processing = { id, count: values.length, done: 0, hook }
     this.processing = processing
     try {
-      const message: HostMessage = { t: 'call', id, op: 'process', port, batch: encoded, ...(requests.length === 0 ? {} : { requests }), ...(hook === undefined ? {} : { observe: true }) }
+      const message: HostMessage = {
+        t: 'call',
+        id,
+        op: 'process',
+        port,
+        batch: encoded,
+        ...(requests.length === 0 ? {} : { requests }),
+        ...(hook === undefined ? {} : { observe: true }),
+      }
       const done = await this.call(id, message, [encoded.buffer])
       return { kind: 'done', done }
     } catch (error) {
@@ -175,7 +186,8 @@ export class IsolateHost {
 
   private call(id: number, message: HostMessage, transfer: readonly ArrayBuffer[]): Promise<DoneMessage> {
     if (this.fault !== undefined) return Promise.reject(this.fault)
-    if (this.closed || this.channel === undefined || !this.ready) return Promise.reject(new JobAbortedError(this.info.job, `${this.info.operator}[${this.info.instance}] is not running`))
+    if (this.closed || this.channel === undefined || !this.ready)
+      return Promise.reject(new JobAbortedError(this.info.job, `${this.info.operator}[${this.info.instance}] is not running`))
     return new Promise<DoneMessage>((resolve, reject) => {
       if (this.calls.size === 0) this.channel!.ref()
       this.calls.set(id, { resolve, reject })
@@ -220,7 +232,14 @@ export class IsolateHost {
         this.channel?.send({
           t: 'init',
           from: this.options.from,
-          info: { job: this.info.job, operator: this.info.operator, instance: this.info.instance, parallelism: this.info.parallelism, batchSize: this.info.batchSize, ...(this.info.peer === undefined ? {} : { peer: this.info.peer }) },
+          info: {
+            job: this.info.job,
+            operator: this.info.operator,
+            instance: this.info.instance,
+            parallelism: this.info.parallelism,
+            batchSize: this.info.batchSize,
+            ...(this.info.peer === undefined ? {} : { peer: this.info.peer }),
+          },
           inputs: this.ports.inputs,
           outputs: this.ports.outputs,
           crashes: this.crashes,
@@ -344,7 +363,14 @@ export class IsolateHost {
       this.channel?.send(message)
     } catch (error) {
       // The value cannot be copied to the isolated side: it gets the reason instead.
-      this.channel?.send({ t: 'reply', id, ok: false, error: serializeError(new IsolationUnsupportedError(this.info.operator, `a syscall result that cannot be copied (${error instanceof Error ? error.message : String(error)})`)) })
+      this.channel?.send({
+        t: 'reply',
+        id,
+        ok: false,
+        error: serializeError(
+          new IsolationUnsupportedError(this.info.operator, `a syscall result that cannot be copied (${error instanceof Error ? error.message : String(error)})`),
+        ),
+      })
     }
   }
 
@@ -425,7 +451,10 @@ function classify(mode: IsolatedMode, exit: ExitInfo, fatal: SerializedError | u
 }
 
 function lastLine(text: string, matching?: RegExp): string | undefined {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '')
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
   const picked = matching === undefined ? lines : lines.filter((l) => matching.test(l))
   return picked[picked.length - 1]
 }

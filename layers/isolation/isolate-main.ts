@@ -75,7 +75,14 @@ async function init(message: InitMessage): Promise<void> {
   try {
     operator = await loadOperator(message.from, name)
     samePorts(name, message, operator)
-    runtime = new IsolateRuntime(operator, message.info, message.crashes, send, message.progress === undefined ? undefined : new Int32Array(message.progress), message.watched === true)
+    runtime = new IsolateRuntime(
+      operator,
+      message.info,
+      message.crashes,
+      send,
+      message.progress === undefined ? undefined : new Int32Array(message.progress),
+      message.watched === true,
+    )
   } catch (error) {
     const reason = error instanceof IsolationModuleError ? error.reason : error instanceof Error ? `${error.name}: ${error.message}` : String(error)
     send({ t: 'init-failed', reason }, [])

@@ -38,7 +38,9 @@ function pipeline<T, U>(op: Operator, codecIn: t.Type<T>, input: readonly T[], o
 }
 
 /** A layer that restores snapshots before start and records snapshots at markers and at the end (it sits above isolation). */
-function probe(init: { restore?: Record<string, StateSnapshot>; markers?: (info: InstanceInfo, marker: Marker, snapshot: StateSnapshot, seen: number) => void } = {}): Layer & { finals: Map<string, StateSnapshot> } {
+function probe(
+  init: { restore?: Record<string, StateSnapshot>; markers?: (info: InstanceInfo, marker: Marker, snapshot: StateSnapshot, seen: number) => void } = {},
+): Layer & { finals: Map<string, StateSnapshot> } {
   const finals = new Map<string, StateSnapshot>()
   return {
     name: 'probe',
@@ -66,7 +68,8 @@ function probe(init: { restore?: Record<string, StateSnapshot>; markers?: (info:
   }
 }
 
-const sorted = (entries: readonly (readonly [unknown, unknown])[]): [unknown, unknown][] => [...entries].map(([k, v]): [unknown, unknown] => [k, v]).sort((a, b) => String(a[0]).localeCompare(String(b[0])))
+const sorted = (entries: readonly (readonly [unknown, unknown])[]): [unknown, unknown][] =>
+  [...entries].map(([k, v]): [unknown, unknown] => [k, v]).sort((a, b) => String(a[0]).localeCompare(String(b[0])))
 
 const WORDS = ['apple', 'pear', 'fig', 'kiwi', 'plum', 'lime', 'date']
 const words = (n: number): string[] => range(n).map((i) => WORDS[(i * 7 + (i >> 3)) % WORDS.length]!)
@@ -91,7 +94,17 @@ describe.each(['worker', 'process'] as const)('an operator isolated in a %s', (m
   it('keeps keyed state on its side, and the host has a copy: snapshots before and after, restore before start', async () => {
     const input = words(5000)
     const out: { word: string; count: number }[] = []
-    const layer = probe({ restore: { counter: { operator: 'counter', entries: [['apple', 1000], ['mango', 7]] } } })
+    const layer = probe({
+      restore: {
+        counter: {
+          operator: 'counter',
+          entries: [
+            ['apple', 1000],
+            ['mango', 7],
+          ],
+        },
+      },
+    })
     await kernel.with(layer, isolation()).run(pipeline(iso(counter(), 'counter'), t.string, input, out)).done
     const expected = wordCounts(input)
     expected.set('apple', (expected.get('apple') ?? 0) + 1000)
@@ -126,12 +139,16 @@ describe.each(['worker', 'process'] as const)('an operator isolated in a %s', (m
     }
     const input = [1, 2, -1, 3]
     // A slow source: the timer set at start fires while records still arrive.
-    const slow = source('src', t.number, (async function* () {
-      for (const n of input) {
-        await new Promise((resolve) => setTimeout(resolve, 15))
-        yield n
-      }
-    })())
+    const slow = source(
+      'src',
+      t.number,
+      (async function* () {
+        for (const n of input) {
+          await new Promise((resolve) => setTimeout(resolve, 15))
+          yield n
+        }
+      })(),
+    )
     const op = iso(syscalls(), 'syscalls')
     const into = sink('out', t.unknown, out)
     const p = program('p', { operators: [slow, op, into], links: [link(slow.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in)] })
@@ -203,7 +220,10 @@ describe.each(['worker', 'process'] as const)('an operator isolated in a %s', (m
     const into = sink('out', t.number, out as number[])
     const places: number[] = []
     const where = sink('places', t.number, places)
-    const p = program('p', { operators: [src, op, into, where], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in), link(op.outputs.thread, where.inputs.in)] })
+    const p = program('p', {
+      operators: [src, op, into, where],
+      links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in), link(op.outputs.thread, where.inputs.in)],
+    })
     await kernel.with(isolation()).run(p).done
     expect([...(out as number[])].sort((a, b) => a - b)).toEqual(range(1000))
     expect(new Set(places).size).toBe(2)
@@ -225,16 +245,24 @@ describe('isolated state across the boundary', () => {
     const sinkSeen = new Map<number, number>()
     const layer = probe({
       markers: (info, marker, snapshot, seen) => {
-        if (info.operator === 'counter') counterSnapshots.set(marker.id, snapshot.entries.reduce((sum, [, count]) => sum + (count as number), 0))
+        if (info.operator === 'counter')
+          counterSnapshots.set(
+            marker.id,
+            snapshot.entries.reduce((sum, [, count]) => sum + (count as number), 0),
+          )
         if (info.operator === 'out') sinkSeen.set(marker.id, seen)
       },
     })
-    const src = source('src', t.string, (async function* () {
-      for (let i = 0; i < input.length; i++) {
-        if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve))
-        yield input[i]!
-      }
-    })())
+    const src = source(
+      'src',
+      t.string,
+      (async function* () {
+        for (let i = 0; i < input.length; i++) {
+          if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve))
+          yield input[i]!
+        }
+      })(),
+    )
     const op = isolate(counter({ running: true }), { from: { module: HERE, export: 'counter', args: { running: true } } })
     const out: unknown[] = []
     const into = sink('out', t.unknown, out)
@@ -253,7 +281,9 @@ describe('isolated state across the boundary', () => {
     const input = range(2000)
     const out: [number, number][] = []
     const op = isolate(summer({ hangOn: 1500 }), { mode, watchdogMs: 1000, from: { module: HERE, export: 'summer', args: { hangOn: 1500 } } })
-    const job = kernel.with(supervision({ state: 'keep', maxRestarts: 1, withinMs: 60_000 }), isolation({ forwardStderr: false })).run(pipeline(op, t.number, input, out), { batchSize: mode === 'worker' ? 128 : 8 })
+    const job = kernel
+      .with(supervision({ state: 'keep', maxRestarts: 1, withinMs: 60_000 }), isolation({ forwardStderr: false }))
+      .run(pipeline(op, t.number, input, out), { batchSize: mode === 'worker' ? 128 : 8 })
     const report = await job.done
     const blamed = new Set(report.deadLetters.map((l) => l.value as number))
     expect(blamed.has(1500)).toBe(true)

@@ -120,7 +120,8 @@ function shareKey(job: string, peer: string): string {
 }
 
 function positive(option: string, value: number, min: number): number {
-  if (typeof value !== 'number' || Number.isNaN(value) || value < min) throw new InvalidOptionError('isolation layer', option, `must be a number ≥ ${min}, got ${JSON.stringify(value)}`)
+  if (typeof value !== 'number' || Number.isNaN(value) || value < min)
+    throw new InvalidOptionError('isolation layer', option, `must be a number ≥ ${min}, got ${JSON.stringify(value)}`)
   return value
 }
 
@@ -152,24 +153,29 @@ class IsolatedInstance implements Instance {
     this.operator = spec.operator
     this.crashes = spec.operator.annotations.onError === 'crash'
     const mode = annotation.mode as IsolatedMode
-    this.host = new IsolateHost(spec.info, { inputs: Object.keys(spec.operator.inputs), outputs: Object.keys(spec.operator.outputs), records: Object.keys((spec.operator.body as AtomBody).handlers) }, this.crashes, {
-      mode,
-      from: annotation.from!,
-      memoryMb: annotation.memoryMb ?? defaults.memoryMb,
-      watchdogMs: annotation.watchdogMs ?? defaults.watchdogMs,
-      startTimeoutMs: defaults.startTimeoutMs,
-      forwardStderr: defaults.forwardStderr,
-      // A layer above watching the record loop (metadata) is told what the isolated side did.
-      ...(spec.observer === undefined ? {} : { observer: spec.observer }),
-      onFault: (fault) =>
-        share?.notify('fault', `${spec.info.operator}[${spec.info.instance}] stopped: ${fault.message}`, {
-          operator: spec.info.operator,
-          instance: spec.info.instance,
-          mode,
-          reason: fault.reason,
-          detail: fault.detail,
-        }),
-    })
+    this.host = new IsolateHost(
+      spec.info,
+      { inputs: Object.keys(spec.operator.inputs), outputs: Object.keys(spec.operator.outputs), records: Object.keys((spec.operator.body as AtomBody).handlers) },
+      this.crashes,
+      {
+        mode,
+        from: annotation.from!,
+        memoryMb: annotation.memoryMb ?? defaults.memoryMb,
+        watchdogMs: annotation.watchdogMs ?? defaults.watchdogMs,
+        startTimeoutMs: defaults.startTimeoutMs,
+        forwardStderr: defaults.forwardStderr,
+        // A layer above watching the record loop (metadata) is told what the isolated side did.
+        ...(spec.observer === undefined ? {} : { observer: spec.observer }),
+        onFault: (fault) =>
+          share?.notify('fault', `${spec.info.operator}[${spec.info.instance}] stopped: ${fault.message}`, {
+            operator: spec.info.operator,
+            instance: spec.info.instance,
+            mode,
+            reason: fault.reason,
+            detail: fault.detail,
+          }),
+      },
+    )
     share?.hosts.add(this.host)
     // The stand-in's own records (dead letters handed to it) are not the operator's: nobody watches them.
     this.inner = next({ ...spec, operator: this.standIn(), observer: undefined })
@@ -244,7 +250,8 @@ class IsolatedInstance implements Instance {
     for (const [index, value] of done.replies ?? []) headers?.[index]?.reply?.({ ok: true, value })
     await this.deadLetters(port, letters)
     // A batch handler's records cannot be requests: they are answered with undefined, as in-process.
-    if (headers !== undefined && this.operator.body.form === 'atom' && this.operator.body.handlers[port] === undefined) for (const header of headers) header?.reply?.({ ok: true, value: undefined })
+    if (headers !== undefined && this.operator.body.form === 'atom' && this.operator.body.handlers[port] === undefined)
+      for (const header of headers) header?.reply?.({ ok: true, value: undefined })
     if (done.crashedAt !== undefined) throw new InstanceCrashedError(where, 'process', letters[letters.length - 1]!.error, rest(batch, done.crashedAt + 1))
     if (done.batchFailed !== undefined && this.crashes) throw new InstanceCrashedError(where, 'process', letters[letters.length - 1]!.error)
   }
@@ -278,7 +285,8 @@ class IsolatedInstance implements Instance {
         const problems = check(body.state.codec, encoded) ?? []
         throw new StateRestoreError(this.operator.name, `key ${JSON.stringify(key)}: ${problems.map(renderProblem).join('; ')}`)
       }
-      if ((key === null) === keyed) throw new StateRestoreError(this.operator.name, `snapshot is ${key === null ? 'unkeyed' : 'keyed'} but the operator is ${keyed ? 'keyed' : 'unkeyed'}`)
+      if ((key === null) === keyed)
+        throw new StateRestoreError(this.operator.name, `snapshot is ${key === null ? 'unkeyed' : 'keyed'} but the operator is ${keyed ? 'keyed' : 'unkeyed'}`)
     }
     this.host.restore(snapshot.entries)
   }

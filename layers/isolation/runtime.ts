@@ -33,7 +33,17 @@ import {
 } from '../../kernel/index.js'
 import { decodeBatch, encodeBatch, type EncodedBatch } from './batch-codec.js'
 import { IsolatedOperatorError, IsolationUnsupportedError } from './errors.js'
-import { serializeError, transfers, type DoneMessage, type HostMessage, type IsolateMessage, type RecordFailure, type SerializedError, type Sync, type TrailStep } from './protocol.js'
+import {
+  serializeError,
+  transfers,
+  type DoneMessage,
+  type HostMessage,
+  type IsolateMessage,
+  type RecordFailure,
+  type SerializedError,
+  type Sync,
+  type TrailStep,
+} from './protocol.js'
 
 /** Sends a message to the host (transferring `transfer` where the boundary allows it). */
 export type SendToHost = (message: IsolateMessage, transfer: readonly ArrayBuffer[]) => void
@@ -135,7 +145,10 @@ class Emissions implements Outputs {
             encodeBatch([value])
             return true
           } catch (error) {
-            rejected.push({ value: String(value), reason: `a value emitted on ${port} cannot leave the isolated operator: ${error instanceof Error ? error.message : String(error)}` })
+            rejected.push({
+              value: String(value),
+              reason: `a value emitted on ${port} cannot leave the isolated operator: ${error instanceof Error ? error.message : String(error)}`,
+            })
             return false
           }
         })
@@ -309,7 +322,10 @@ export class IsolateRuntime implements AtomServices {
       return report(error)
     }
     if (!isThenable(result)) return report()
-    Promise.resolve(result).then(() => report(), (error: unknown) => report(error ?? new Error('the timer callback rejected')))
+    Promise.resolve(result).then(
+      () => report(),
+      (error: unknown) => report(error ?? new Error('the timer callback rejected')),
+    )
   }
 
   /** The host reads `[call, record]` after a fault: -1 is "in a call, at no record". */
@@ -476,9 +492,13 @@ export class IsolateRuntime implements AtomServices {
     return new Promise<unknown>((resolve, reject) => {
       if (signal?.aborted === true) return reject(new JobAbortedError(this.info.job, signal.reason))
       this.waiting.set(id, { resolve, reject })
-      signal?.addEventListener('abort', () => {
-        if (this.waiting.delete(id)) reject(new JobAbortedError(this.info.job, signal.reason))
-      }, { once: true })
+      signal?.addEventListener(
+        'abort',
+        () => {
+          if (this.waiting.delete(id)) reject(new JobAbortedError(this.info.job, signal.reason))
+        },
+        { once: true },
+      )
       this.send({ t: 'sys', id, ...request, sync } as IsolateMessage, transfers(sync))
     })
   }

@@ -88,9 +88,7 @@ function spawnWorker(spec: SpawnSpec): IsolateChannel {
     execArgv: typescript ? ['--conditions', 'source'] : [],
     resourceLimits: { maxOldGenerationSizeMb: spec.memoryMb },
   }
-  const worker = tsx
-    ? new Worker(TSX_BOOTSTRAP, { ...options, eval: true, workerData: { tsx: import.meta.resolve('tsx/esm/api'), entry: url.href } })
-    : new Worker(url, options)
+  const worker = tsx ? new Worker(TSX_BOOTSTRAP, { ...options, eval: true, workerData: { tsx: import.meta.resolve('tsx/esm/api'), entry: url.href } }) : new Worker(url, options)
   let error: Error | undefined
   worker.on('message', (message: IsolateMessage) => spec.onMessage(message))
   worker.on('error', (e: Error) => {
@@ -109,7 +107,11 @@ function spawnWorker(spec: SpawnSpec): IsolateChannel {
 function spawnChild(spec: SpawnSpec): IsolateChannel {
   const { url, typescript } = entry()
   const tsx = typescript || isTypeScript(spec.moduleUrl)
-  const execArgv = [`--max-old-space-size=${Math.round(spec.memoryMb)}`, ...(tsx ? ['--import', import.meta.resolve('tsx')] : []), ...(typescript ? ['--conditions', 'source'] : [])]
+  const execArgv = [
+    `--max-old-space-size=${Math.round(spec.memoryMb)}`,
+    ...(tsx ? ['--import', import.meta.resolve('tsx')] : []),
+    ...(typescript ? ['--conditions', 'source'] : []),
+  ]
   const child = fork(fileURLToPath(url), [], { execArgv, serialization: 'advanced', stdio: ['ignore', 'inherit', 'pipe', 'ipc'] })
   let stderr = ''
   child.stderr?.on('data', (chunk: Buffer) => {

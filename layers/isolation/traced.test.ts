@@ -26,11 +26,19 @@ type Rows = [unknown, Seen | undefined][]
  * Runs `src -> op -> out` (and `op.tens -> tens` when it has that port) under `metadata(init)`,
  * with `op` isolated in `mode` (or in-process when `mode` is undefined).
  */
-async function traced(op: Operator, build: { module: string; export: string; args?: JsonValue }, input: readonly unknown[], init: MetadataInit, mode: IsolatedMode | undefined): Promise<{ out: Rows; tens: Rows; deadLetters: readonly { code: string }[] }> {
+async function traced(
+  op: Operator,
+  build: { module: string; export: string; args?: JsonValue },
+  input: readonly unknown[],
+  init: MetadataInit,
+  mode: IsolatedMode | undefined,
+): Promise<{ out: Rows; tens: Rows; deadLetters: readonly { code: string }[] }> {
   const tracing = metadata({ peer: 'here', ...init })
   const seen = (m: RecordMetadata | undefined): Seen | undefined => {
     const lineage = m === undefined ? undefined : tracing.lineage(m)
-    return lineage === undefined ? undefined : { inputs: lineage.inputs, operators: lineage.operators.map((o) => `${o.operator}#${o.instance}@${o.peer}`), approximate: lineage.approximate }
+    return lineage === undefined
+      ? undefined
+      : { inputs: lineage.inputs, operators: lineage.operators.map((o) => `${o.operator}#${o.instance}@${o.peer}`), approximate: lineage.approximate }
   }
   const out: Rows = []
   const tens: Rows = []

@@ -55,7 +55,12 @@ describe('trace export', () => {
       expect(byOperator('upper').reduce((n, e) => n + (e.args!.records as number), 0)).toBe(4)
       const names = trace.traceEvents.filter((e) => e.ph === 'M')
       expect(names).toContainEqual({ name: 'process_name', ph: 'M', pid: 1, tid: 0, args: { name: 'peer peer-a' } })
-      expect(names.filter((e) => e.name === 'thread_name').map((e) => e.args!.name).sort()).toEqual(['count#0', 'out#0', 'src#0', 'upper#0'])
+      expect(
+        names
+          .filter((e) => e.name === 'thread_name')
+          .map((e) => e.args!.name)
+          .sort(),
+      ).toEqual(['count#0', 'out#0', 'src#0', 'upper#0'])
       // Each instance is one thread: events of one thread do not overlap.
       for (const tid of new Set(complete.map((e) => e.tid))) {
         const events = complete.filter((e) => e.tid === tid).sort((a, b) => a.ts! - b.ts!)

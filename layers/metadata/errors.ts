@@ -6,7 +6,10 @@ import { LaminaError } from '../../kernel/index.js'
 export class TraceExportError extends LaminaError {
   readonly code = 'ERR_TRACE_EXPORT'
   override readonly name = 'TraceExportError'
-  constructor(readonly path: string, cause: unknown) {
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
     super(`cannot write the trace to ${path}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
   }
 }

@@ -102,7 +102,13 @@ describe('metadata layer: lineage', () => {
       name: 'sum',
       inputs: { in: t.number },
       outputs: { out: t.number },
-      onBatch: { in: (xs, ctx) => ctx.emit('out', xs.reduce((a, b) => a + b, 0)) },
+      onBatch: {
+        in: (xs, ctx) =>
+          ctx.emit(
+            'out',
+            xs.reduce((a, b) => a + b, 0),
+          ),
+      },
     })
     const plusRows: [number, RecordMetadata | undefined][] = []
     const sums: [number, RecordMetadata | undefined][] = []
@@ -140,7 +146,8 @@ describe('metadata layer: lineage', () => {
     })
     const rows: [number, RecordMetadata | undefined][] = []
     const out = tracedSink('out', Row, ([k], m) => void rows.push([k, m]))
-    await kernel.with(tracing).run(program('bounded', { operators: [src, count, out], links: [link(src.outputs.out, count.inputs.in), link(count.outputs.out, out.inputs.in)] })).done
+    await kernel.with(tracing).run(program('bounded', { operators: [src, count, out], links: [link(src.outputs.out, count.inputs.in), link(count.outputs.out, out.inputs.in)] }))
+      .done
     const byKey = new Map(rows.map(([k, m]) => [k, tracing.lineage(m)!]))
     expect(byKey.get(0)).toMatchObject({ inputs: ['n#0:0', 'n#0:4', 'n#0:8'], dropped: 7, approximate: false })
     expect(byKey.get(1)).toMatchObject({ inputs: ['n#0:1', 'n#0:5', 'n#0:9'], dropped: 7, approximate: false })

@@ -108,7 +108,8 @@ export interface MetadataLayer extends Layer {
  */
 export function metadata(init: MetadataInit = {}): MetadataLayer {
   const sampling = init.sampling ?? 1
-  if (typeof sampling !== 'number' || !(sampling >= 0 && sampling <= 1)) throw new InvalidOptionError('metadata layer', 'sampling', `must be a number from 0 to 1, got ${String(sampling)}`)
+  if (typeof sampling !== 'number' || !(sampling >= 0 && sampling <= 1))
+    throw new InvalidOptionError('metadata layer', 'sampling', `must be a number from 0 to 1, got ${String(sampling)}`)
   const sampleBy = init.sampleBy ?? 'batch'
   if (sampleBy !== 'batch' && sampleBy !== 'record') throw new InvalidOptionError('metadata layer', 'sampleBy', `must be 'batch' or 'record', got ${String(sampleBy)}`)
   const seed = init.seed ?? 0

@@ -24,7 +24,10 @@ class FramedChannel implements Channel {
   private waiters: (() => void)[] = []
   queued = 0
   frames = 0
-  constructor(readonly info: ChannelInfo, private readonly capacity: number) {}
+  constructor(
+    readonly info: ChannelInfo,
+    private readonly capacity: number,
+  ) {}
   send(batch: Batch): void {
     const frame = decodeRecords(encodeRecords(batch.values, batch.headers), batch.values.length)
     this.frames++
@@ -68,7 +71,10 @@ function deployment(self: string, placement: Record<string, string>, wires: Map<
 }
 
 /** The source ids of the numbers of `key` (see the fixture: key = n % keys). */
-const idsOf = (key: number, n: number, keys: number) => Array.from({ length: n }, (_, i) => i).filter((i) => i % keys === key).map((i) => `numbers#0:${i}`)
+const idsOf = (key: number, n: number, keys: number) =>
+  Array.from({ length: n }, (_, i) => i)
+    .filter((i) => i % keys === key)
+    .map((i) => `numbers#0:${i}`)
 
 const path = (lineage: Lineage | undefined) => lineage?.operators.map((o) => `${o.operator}#${o.instance}@${o.peer}`)
 
@@ -113,7 +119,13 @@ describe('metadata across peers', () => {
         let id = ''
         // The peer's id is known once it has started: the layer asks for it when an instance starts.
         const layer = metadata({ peer: () => id })
-        const peer = await Peer.start({ workdir: join(dir, `p${i}`), psk, logger: memoryLogger(), kernel: kernel.with(layer), ...(i === 0 ? {} : { bootstrap: peers[0]!.multiaddrs() }) })
+        const peer = await Peer.start({
+          workdir: join(dir, `p${i}`),
+          psk,
+          logger: memoryLogger(),
+          kernel: kernel.with(layer),
+          ...(i === 0 ? {} : { bootstrap: peers[0]!.multiaddrs() }),
+        })
         id = peer.id
         peers.push(peer)
         layers.push(layer)
@@ -158,7 +170,10 @@ describe('metadata across peers', () => {
         expect([`count#0@${worker.id}`, `count#1@${worker.id}`]).toContain(counter)
         expect(path(lineage)).toHaveLength(3)
       }
-      const peersInTrace = layers[0]!.toChromeTrace({ job: job.id }).traceEvents.filter((e) => e.name === 'process_name').map((e) => e.args!.name)
+      const peersInTrace = layers[0]!
+        .toChromeTrace({ job: job.id })
+        .traceEvents.filter((e) => e.name === 'process_name')
+        .map((e) => e.args!.name)
       expect(peersInTrace).toEqual([`peer ${submitter.id}`, `peer ${worker.id}`])
     })
   })
@@ -215,7 +230,10 @@ describe('metadata across peers', () => {
         expect(others).toContain(counter!.peer)
       }
       // The submitter's trace has its own hops and the peer processes' ones its sink learned.
-      const peersInTrace = tracing.toChromeTrace({ job: job.id }).traceEvents.filter((e) => e.name === 'process_name').map((e) => String(e.args!.name))
+      const peersInTrace = tracing
+        .toChromeTrace({ job: job.id })
+        .traceEvents.filter((e) => e.name === 'process_name')
+        .map((e) => String(e.args!.name))
       expect(peersInTrace[0]).toBe(`peer ${self}`)
       expect(peersInTrace.slice(1).every((name) => others.some((o) => name === `peer ${o}`))).toBe(true)
       expect(peersInTrace.length).toBeGreaterThan(1)

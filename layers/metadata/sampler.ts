@@ -13,7 +13,12 @@ export class Sampler {
   private readonly logMiss: number
 
   /** @param rate fraction of records traced, in (0, 1] */
-  constructor(readonly rate: number, seed: number, operator: string, instance: number) {
+  constructor(
+    readonly rate: number,
+    seed: number,
+    operator: string,
+    instance: number,
+  ) {
     this.random = seededRandom(mix(seed, fnv1a(operator), instance))
     this.logMiss = rate >= 1 ? 0 : Math.log1p(-rate)
   }

@@ -29,10 +29,16 @@ describe('recordMetadata per stack', () => {
     )
     await held
     const seenB: (RecordMetadata | undefined)[] = []
-    await kernel.with(metadata({ peer: 'B' })).run(build((_value, m) => void seenB.push(m)), { id: 'same', batchSize: 1 }).done
+    await kernel.with(metadata({ peer: 'B' })).run(
+      build((_value, m) => void seenB.push(m)),
+      { id: 'same', batchSize: 1 },
+    ).done
     open()
     await a.done
-    for (const [seen, peer] of [[seenA, 'A'], [seenB, 'B']] as const) {
+    for (const [seen, peer] of [
+      [seenA, 'A'],
+      [seenB, 'B'],
+    ] as const) {
       expect(seen).toHaveLength(4)
       for (const m of seen) {
         expect(m).toBeDefined()

@@ -29,7 +29,10 @@ describe('placement annotation helpers', () => {
     op = requireTags(op, 'ssd', 'gpu')
     op = avoid(avoid(op, 'a'), 'b', 'a')
     op = resources(resources(op, { cpu: 1, memoryMb: 100 }), { cpu: 2 })
-    op = colocate(colocate(op, 'tokenize'), map('parse', t.number, t.number, (n) => n))
+    op = colocate(
+      colocate(op, 'tokenize'),
+      map('parse', t.number, t.number, (n) => n),
+    )
     op = pin(pin(op, 'x'), 'y')
     op = spread(op)
     expect(op.annotations.placement).toEqual({

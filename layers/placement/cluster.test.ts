@@ -66,7 +66,11 @@ describe('placement on a real local cluster', () => {
 
     // The co-located link is one in-memory channel on peer-1; a link crossing peers has a channel at each end.
     expect(channelsOf(report.stats, 'double.out -> inc.in').map((c) => [c.at, c.records])).toEqual([[byName['peer-1'], N]])
-    expect(channelsOf(report.stats, 'numbers.out -> double.in').map((c) => c.at).sort()).toEqual([byName['peer-1'], self].sort())
+    expect(
+      channelsOf(report.stats, 'numbers.out -> double.in')
+        .map((c) => c.at)
+        .sort(),
+    ).toEqual([byName['peer-1'], self].sort())
 
     // The explanation, from the planned program the submitter deployed.
     const plan = planOf(job.program)!

@@ -56,7 +56,11 @@ export class PlacementUnsatisfiableError extends LaminaError {
 export class PlacementAnnotationError extends LaminaError {
   readonly code = 'ERR_PLACEMENT_ANNOTATION'
   override readonly name = 'PlacementAnnotationError'
-  constructor(readonly operator: string, readonly annotation: string, readonly reason: string) {
+  constructor(
+    readonly operator: string,
+    readonly annotation: string,
+    readonly reason: string,
+  ) {
     super(`${operator}: placement annotation "${annotation}" ${reason}`)
   }
 }

@@ -42,7 +42,16 @@ describe('explain', () => {
   it('and as data, one entry per instance', () => {
     const { entries } = explain(solve(example(), { peers, self: 'self' }))
     expect(entries).toHaveLength(11)
-    expect(entries.find((e) => e.id === 'z#0')).toEqual({ id: 'z#0', operator: 'z', instance: 0, peer: 'p2', peerName: 'beta', rule: 'pin', by: 'z', reason: 'pinned to "beta" (name tag); the only peer that fits' })
+    expect(entries.find((e) => e.id === 'z#0')).toEqual({
+      id: 'z#0',
+      operator: 'z',
+      instance: 0,
+      peer: 'p2',
+      peerName: 'beta',
+      rule: 'pin',
+      by: 'z',
+      reason: 'pinned to "beta" (name tag); the only peer that fits',
+    })
     expect(entries.find((e) => e.id === 'y#2')).toMatchObject({ rule: 'colocate', by: 'x', peer: 'p1' })
     expect(entries.find((e) => e.id === 'numbers#0')).not.toHaveProperty('peerName')
   })

@@ -111,7 +111,8 @@ export function explain(plan: PlacementPlan): PlacementExplanation {
   })
   const width = Math.max(0, ...entries.map((e) => e.id.length))
   const lines = entries.map((e) => {
-    const moved = e.moved === undefined ? '' : e.moved.from === undefined ? `; placed anew (${e.moved.because})` : `; moved from ${shown(e.moved.from, plan.names)} (${e.moved.because})`
+    const moved =
+      e.moved === undefined ? '' : e.moved.from === undefined ? `; placed anew (${e.moved.because})` : `; moved from ${shown(e.moved.from, plan.names)} (${e.moved.because})`
     return `${e.id.padEnd(width)} -> ${shown(e.peer, plan.names)}  [${e.rule}] ${e.reason}${moved}`
   })
   const header = `placement of job ${plan.job}: ${entries.length} instance${entries.length === 1 ? '' : 's'} on ${new Set(entries.map((e) => e.peer)).size} of ${plan.peers.length} peer${plan.peers.length === 1 ? '' : 's'} (submitter ${shown(plan.self, plan.names)})`

@@ -101,7 +101,10 @@ function attempt(fn: () => PlacementPlan): Outcome {
 }
 
 function permuted<T>(items: readonly T[], keys: readonly number[]): T[] {
-  return items.map((item, i) => ({ item, key: keys[i % keys.length]! + i * 1e-9 })).sort((a, b) => a.key - b.key).map((x) => x.item)
+  return items
+    .map((item, i) => ({ item, key: keys[i % keys.length]! + i * 1e-9 }))
+    .sort((a, b) => a.key - b.key)
+    .map((x) => x.item)
 }
 
 /** Checks every annotation of the program against the plan. */

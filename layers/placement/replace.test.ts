@@ -26,7 +26,12 @@ describe('replace', () => {
 
   it('a peer that left: only its instances move, by the same rules, around those that stay', () => {
     const before = where(plan)
-    const { plan: next, moves } = replace(plan, program, peers.filter((p) => p.id !== 'a'), { left: ['a'] })
+    const { plan: next, moves } = replace(
+      plan,
+      program,
+      peers.filter((p) => p.id !== 'a'),
+      { left: ['a'] },
+    )
     const after = where(next)
     const moved = Object.keys(before).filter((k) => before[k] === 'a')
     expect(moved.length).toBeGreaterThan(0)
@@ -49,13 +54,29 @@ describe('replace', () => {
   })
 
   it('a peer missing from the live list counts as left', () => {
-    const explicit = replace(plan, program, peers.filter((p) => p.id !== 'b'), { left: ['b'] })
-    const implicit = replace(plan, program, peers.filter((p) => p.id !== 'b'))
+    const explicit = replace(
+      plan,
+      program,
+      peers.filter((p) => p.id !== 'b'),
+      { left: ['b'] },
+    )
+    const implicit = replace(
+      plan,
+      program,
+      peers.filter((p) => p.id !== 'b'),
+    )
     expect(implicit).toEqual(explicit)
   })
 
   it('an instance pinned to a peer that left cannot move: a typed error names the pin', () => {
-    expect(() => replace(plan, program, peers.filter((p) => p.id !== 'c'), { left: ['c'] })).toThrow(expect.objectContaining({ code: 'ERR_PLACEMENT_UNSATISFIABLE', operator: 'pinned', constraint: expect.objectContaining({ kind: 'pin' }) }))
+    expect(() =>
+      replace(
+        plan,
+        program,
+        peers.filter((p) => p.id !== 'c'),
+        { left: ['c'] },
+      ),
+    ).toThrow(expect.objectContaining({ code: 'ERR_PLACEMENT_UNSATISFIABLE', operator: 'pinned', constraint: expect.objectContaining({ kind: 'pin' }) }))
   })
 
   it('a joined peer takes instances from the most loaded peers while that narrows the gap; pinned and submitter-bound ones stay', () => {
@@ -95,9 +116,16 @@ describe('replace', () => {
     const onC = base.instances.filter((p) => p.peer === 'c').length
     expect(onC).toBe(1)
     // c leaves: its one instance needs a cpu, and a and b are full.
-    expect(() => replace(base, heavy, caps, { left: ['c'] })).toThrow(expect.objectContaining({ code: 'ERR_PLACEMENT_UNSATISFIABLE', constraint: expect.objectContaining({ kind: 'resources' }) }))
+    expect(() => replace(base, heavy, caps, { left: ['c'] })).toThrow(
+      expect.objectContaining({ code: 'ERR_PLACEMENT_UNSATISFIABLE', constraint: expect.objectContaining({ kind: 'resources' }) }),
+    )
     const { plan: next } = replace(base, heavy, [...caps, peer('d', {}, { cpu: 4 })], { left: ['c'] })
-    expect(next.instances.filter((p) => p.operator === 'w').map((p) => p.peer).sort()).toEqual(['a', 'a', 'b', 'b', 'd'])
+    expect(
+      next.instances
+        .filter((p) => p.operator === 'w')
+        .map((p) => p.peer)
+        .sort(),
+    ).toEqual(['a', 'a', 'b', 'b', 'd'])
   })
 
   it('instances the old plan lacks (the program grew) are placed anew', () => {
@@ -108,13 +136,23 @@ describe('replace', () => {
 
   it('is deterministic: peer order and the order of left/joined do not matter', () => {
     const shuffled = [peers[3]!, peers[1]!, peers[0]!, peers[2]!, peer('d', { region: 'eu' }), peer('e')]
-    const one = replace(plan, program, [...peers, peer('e'), peer('d', { region: 'eu' })].filter((p) => p.id !== 'a'), { left: ['a'], joined: ['d', 'e'] })
+    const one = replace(
+      plan,
+      program,
+      [...peers, peer('e'), peer('d', { region: 'eu' })].filter((p) => p.id !== 'a'),
+      { left: ['a'], joined: ['d', 'e'] },
+    )
     const two = replace(plan, program, shuffled, { left: ['a'], joined: ['e', 'd'] })
     expect(two).toEqual(one)
   })
 
   it('when the submitter leaves, its sources and sinks go to the least-loaded peer', () => {
-    const { plan: next, moves } = replace(plan, program, peers.filter((p) => p.id !== 'self'), { left: ['self'] })
+    const { plan: next, moves } = replace(
+      plan,
+      program,
+      peers.filter((p) => p.id !== 'self'),
+      { left: ['self'] },
+    )
     expect(moves.map((m) => m.operator).sort()).toEqual(['numbers', 'out'])
     expect(next.instances.find((p) => p.operator === 'out')!.reason).toContain('the submitter left')
   })

@@ -119,7 +119,10 @@ export function replace(plan: PlacementPlan, program: Program, peers: readonly P
  */
 function rebalance(solver: Solver, groups: readonly Group[], joinedIds: readonly string[]): { group: Group; slot: number; from: number }[] {
   const table = solver.peers
-  const joined = [...new Set(joinedIds)].map((id) => table.index.get(id)).filter((c): c is number => c !== undefined).sort((a, b) => a - b)
+  const joined = [...new Set(joinedIds)]
+    .map((id) => table.index.get(id))
+    .filter((c): c is number => c !== undefined)
+    .sort((a, b) => a - b)
   if (joined.length === 0) return []
   const isJoined = new Uint8Array(table.size)
   for (const j of joined) isJoined[j] = 1

@@ -80,7 +80,10 @@ describe('solve: annotations', () => {
   })
 
   it('required tags: k=v needs that value, a bare k needs the tag with any value', () => {
-    const plan = solve(chain('p', [requireTags(transform('x', 2), 'region=eu'), requireTags(transform('y'), 'ssd'), requireTags(transform('z'), 'region=eu', 'ssd')]), { peers: four, self: 'self' })
+    const plan = solve(chain('p', [requireTags(transform('x', 2), 'region=eu'), requireTags(transform('y'), 'ssd'), requireTags(transform('z'), 'region=eu', 'ssd')]), {
+      peers: four,
+      self: 'self',
+    })
     expect(where(plan)).toMatchObject({ x: ['a', 'c'], y: ['a'], z: ['a'] })
     expect(instance(plan, 'x').rule).toBe('tags')
     expect(instance(plan, 'z').reason).toBe('needs tags region=eu, ssd; the only peer that fits')
@@ -266,8 +269,14 @@ describe('solve: unsatisfiable annotations', () => {
   it('malformed annotations written by hand are annotation errors', () => {
     const bad = (placement: unknown): Operator => transform('x').annotate({ placement } as never)
     expect(() => solve(chain('p', [bad({ pin: '' })]), { peers: four, self: 'self' })).toThrow(expect.objectContaining({ code: 'ERR_PLACEMENT_ANNOTATION', annotation: 'pin' }))
-    expect(() => solve(chain('p', [bad({ resources: { cpu: -1 } })]), { peers: four, self: 'self' })).toThrow(expect.objectContaining({ code: 'ERR_PLACEMENT_ANNOTATION', annotation: 'resources' }))
-    expect(() => solve(chain('p', [bad({ colocate: ['ghost'] })]), { peers: four, self: 'self' })).toThrow(expect.objectContaining({ code: 'ERR_PLACEMENT_ANNOTATION', annotation: 'colocate' }))
-    expect(() => solve(chain('p', [bad({ tags: 'ssd' })]), { peers: four, self: 'self' })).toThrow(expect.objectContaining({ code: 'ERR_PLACEMENT_ANNOTATION', annotation: 'tags' }))
+    expect(() => solve(chain('p', [bad({ resources: { cpu: -1 } })]), { peers: four, self: 'self' })).toThrow(
+      expect.objectContaining({ code: 'ERR_PLACEMENT_ANNOTATION', annotation: 'resources' }),
+    )
+    expect(() => solve(chain('p', [bad({ colocate: ['ghost'] })]), { peers: four, self: 'self' })).toThrow(
+      expect.objectContaining({ code: 'ERR_PLACEMENT_ANNOTATION', annotation: 'colocate' }),
+    )
+    expect(() => solve(chain('p', [bad({ tags: 'ssd' })]), { peers: four, self: 'self' })).toThrow(
+      expect.objectContaining({ code: 'ERR_PLACEMENT_ANNOTATION', annotation: 'tags' }),
+    )
   })
 })

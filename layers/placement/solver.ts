@@ -402,11 +402,21 @@ export class Solver {
   candidates(group: Group): Int32Array {
     let out = this.candidateCache.get(group.id)
     if (out !== undefined) return out
-    const signature = JSON.stringify([group.submitter !== undefined && this.peers.self >= 0, group.pins.map((p) => p.value), group.avoid.map((a) => a.value), group.tags.map((t) => t.value)])
+    const signature = JSON.stringify([
+      group.submitter !== undefined && this.peers.self >= 0,
+      group.pins.map((p) => p.value),
+      group.avoid.map((a) => a.value),
+      group.tags.map((t) => t.value),
+    ])
     out = this.bySignature.get(signature)
     if (out === undefined) {
       const list: number[] = []
-      const start = group.submitter !== undefined && this.peers.self >= 0 ? [this.peers.self] : group.pins.length > 0 ? [...this.peers.refer(group.pins[0]!.value)].sort((a, b) => a - b) : undefined
+      const start =
+        group.submitter !== undefined && this.peers.self >= 0
+          ? [this.peers.self]
+          : group.pins.length > 0
+            ? [...this.peers.refer(group.pins[0]!.value)].sort((a, b) => a - b)
+            : undefined
       if (start !== undefined) {
         for (const c of start) if (this.admits(group, c)) list.push(c)
       } else {
@@ -488,7 +498,11 @@ export class Solver {
           }
         }
         if (best < 0) throw this.unsatisfiable(group, slot)
-        const spreadText = !spread ? undefined : bestCount === 0 ? 'spread: no other instance of it there' : `spread: ${bestCount} other instance${bestCount === 1 ? '' : 's'} there (more instances than peers)`
+        const spreadText = !spread
+          ? undefined
+          : bestCount === 0
+            ? 'spread: no other instance of it there'
+            : `spread: ${bestCount} other instance${bestCount === 1 ? '' : 's'} there (more instances than peers)`
         this.decisions[group.id]![slot] = this.decide(group, best, spreadText, feasible === 1 ? 'the only peer that fits' : `least-loaded of ${feasible} peers that fit`)
         this.commit(group, slot, best)
         if (spread) counts[best]!++
@@ -517,15 +531,33 @@ export class Solver {
       if (group.spareSelf && c === peers.self) parts.push('the submitter, as no other peer fits')
     }
     const rule: PlacementRule =
-      group.pins.length > 0 ? 'pin' : group.tags.length > 0 ? 'tags' : group.avoid.length > 0 ? 'avoid' : group.spread !== undefined ? 'spread' : group.demand.length > 0 ? 'resources' : group.submitter !== undefined ? 'submitter' : 'least-loaded'
+      group.pins.length > 0
+        ? 'pin'
+        : group.tags.length > 0
+          ? 'tags'
+          : group.avoid.length > 0
+            ? 'avoid'
+            : group.spread !== undefined
+              ? 'spread'
+              : group.demand.length > 0
+                ? 'resources'
+                : group.submitter !== undefined
+                  ? 'submitter'
+                  : 'least-loaded'
     const by =
-      rule === 'pin' ? group.pins[0]!.operator
-      : rule === 'tags' ? group.tags[0]!.operator
-      : rule === 'avoid' ? group.avoid[0]!.operator
-      : rule === 'spread' ? group.spread!
-      : rule === 'resources' ? group.demand[0]!.operators[0]!
-      : rule === 'submitter' ? group.submitter!
-      : group.members[0]!.name
+      rule === 'pin'
+        ? group.pins[0]!.operator
+        : rule === 'tags'
+          ? group.tags[0]!.operator
+          : rule === 'avoid'
+            ? group.avoid[0]!.operator
+            : rule === 'spread'
+              ? group.spread!
+              : rule === 'resources'
+                ? group.demand[0]!.operators[0]!
+                : rule === 'submitter'
+                  ? group.submitter!
+                  : group.members[0]!.name
     return { rule, by, reason: parts.join('; ') }
   }
 
@@ -542,10 +574,16 @@ export class Solver {
       })
     }
     for (const p of group.pins) {
-      items.push({ ref: { kind: 'pin', operator: p.operator, text: `pin "${p.value}"` }, rejects: (c) => (peers.refer(p.value).includes(c) ? undefined : `is not "${p.value}" (neither its id nor its ${NAME_TAG} tag)${single ? '' : ` [pin of ${p.operator}]`}`) })
+      items.push({
+        ref: { kind: 'pin', operator: p.operator, text: `pin "${p.value}"` },
+        rejects: (c) => (peers.refer(p.value).includes(c) ? undefined : `is not "${p.value}" (neither its id nor its ${NAME_TAG} tag)${single ? '' : ` [pin of ${p.operator}]`}`),
+      })
     }
     for (const a of group.avoid) {
-      items.push({ ref: { kind: 'avoid', operator: a.operator, text: `avoid "${a.value}"` }, rejects: (c) => (peers.refer(a.value).includes(c) ? `avoided by ${a.operator} ("${a.value}")` : undefined) })
+      items.push({
+        ref: { kind: 'avoid', operator: a.operator, text: `avoid "${a.value}"` },
+        rejects: (c) => (peers.refer(a.value).includes(c) ? `avoided by ${a.operator} ("${a.value}")` : undefined),
+      })
     }
     for (const t of group.tags) {
       items.push({
@@ -560,7 +598,11 @@ export class Solver {
     }
     if (group.demand.length > 0) {
       items.push({
-        ref: { kind: 'resources', operator: group.demand[0]!.operators[0]!, text: `resources ${demandText(group.demand)}${group.slotSize === 1 ? '' : ` for ${group.slotSize} co-located instances`}` },
+        ref: {
+          kind: 'resources',
+          operator: group.demand[0]!.operators[0]!,
+          text: `resources ${demandText(group.demand)}${group.slotSize === 1 ? '' : ` for ${group.slotSize} co-located instances`}`,
+        },
         rejects: (c) => {
           const short = group.demand
             .filter((d) => this.left(d.resource)[c]! < d.amount - 1e-9)
@@ -599,7 +641,11 @@ export class Solver {
     const constraints = this.constraints(group)
     return slotInstances(group, slot).map(([m, i]): PlacedInstance => {
       const own = m.name === decision.by
-      const reason = own ? decision.reason : group.aligned ? `co-located with ${decision.by}#${i}, placed by ${decision.rule}` : `co-located with ${decision.by} (parallelisms differ: the whole group on one peer), placed by ${decision.rule}`
+      const reason = own
+        ? decision.reason
+        : group.aligned
+          ? `co-located with ${decision.by}#${i}, placed by ${decision.rule}`
+          : `co-located with ${decision.by} (parallelisms differ: the whole group on one peer), placed by ${decision.rule}`
       return {
         operator: m.name,
         instance: i,
@@ -643,7 +689,11 @@ export function solve(program: Program, context: SolveContext, options: Placemen
   const peers = new PeerTable(context.peers, context.self)
   const groups = buildGroups(program, spareSubmitter)
   const solver = new Solver(peers, groups)
-  for (const group of placementOrder(groups)) solver.placeSlots(group, Array.from({ length: group.slots }, (_, i) => i))
+  for (const group of placementOrder(groups))
+    solver.placeSlots(
+      group,
+      Array.from({ length: group.slots }, (_, i) => i),
+    )
   const instances: PlacedInstance[] = []
   for (const group of groups) for (let slot = 0; slot < group.slots; slot++) instances.push(...solver.placedSlot(group, slot))
   return {

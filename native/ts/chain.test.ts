@@ -19,11 +19,7 @@ const text = fc.string({
 })
 /** Keys from a small domain (so keys repeat) plus arbitrary text. */
 const key = fc.oneof({ arbitrary: fc.constantFrom('a', 'b', 'Σ', 'İ', '', 'the', 'ΑΣ'), weight: 3 }, { arbitrary: text, weight: 1 })
-const num = fc.oneof(
-  fc.double(),
-  fc.integer({ min: -5, max: 5 }),
-  fc.constantFrom(NaN, Infinity, -Infinity, -0, 0, 0.5, 1e21, 1e-7),
-)
+const num = fc.oneof(fc.double(), fc.integer({ min: -5, max: 5 }), fc.constantFrom(NaN, Infinity, -Infinity, -0, 0, 0.5, 1e21, 1e-7))
 const numKey = fc.oneof(fc.integer({ min: -3, max: 3 }), fc.constantFrom(NaN, -0, 0, 0.1, Infinity))
 const time = fc.oneof(fc.integer({ min: -20, max: 60 }), fc.double({ min: -20, max: 60, noNaN: true }))
 
@@ -103,12 +99,7 @@ const garbage = fc.string({
   maxLength: 20,
 })
 
-const anyExpr = fc.oneof(
-  { arbitrary: numExpr.num, weight: 4 },
-  { arbitrary: numExpr.str, weight: 1 },
-  { arbitrary: numExpr.bool, weight: 4 },
-  { arbitrary: garbage, weight: 1 },
-)
+const anyExpr = fc.oneof({ arbitrary: numExpr.num, weight: 4 }, { arbitrary: numExpr.str, weight: 1 }, { arbitrary: numExpr.bool, weight: 4 }, { arbitrary: garbage, weight: 1 })
 
 /** Every pair of special values, to pin IEEE-754 and Math.* corner cases down deterministically. */
 const SPECIAL = [NaN, -0, 0, 1, -1, 0.5, -2.5, 3, Infinity, -Infinity, 1e308, 5e-324]
@@ -130,7 +121,11 @@ describe('filter and map', () => {
     const exprs = [
       ...['+', '-', '*', '/', '%'].map((op) => `x ${op} y`),
       ...['abs', 'floor', 'ceil', 'sqrt'].map((f) => `${f}(x)`),
-      'min(x, y)', 'max(x, y)', '-x', 'len(s)', 'lower(s)',
+      'min(x, y)',
+      'max(x, y)',
+      '-x',
+      'len(s)',
+      'lower(s)',
     ]
     for (const expr of exprs) same([{ op: 'map', expr, as: 'out' }], [pairs])
     for (const op of ['<', '<=', '>', '>=', '==', '!=']) same([{ op: 'filter', expr: `x ${op} y` }], [pairs])
@@ -141,9 +136,7 @@ describe('filter and map', () => {
 
   it('map agrees with the reference on random expressions', () => {
     fc.assert(
-      fc.property(anyExpr, fc.constantFrom(undefined, 'x', 'out', 's'), batches, (expr, as, bs) =>
-        same([as === undefined ? { op: 'map', expr } : { op: 'map', expr, as }], bs),
-      ),
+      fc.property(anyExpr, fc.constantFrom(undefined, 'x', 'out', 's'), batches, (expr, as, bs) => same([as === undefined ? { op: 'map', expr } : { op: 'map', expr, as }], bs)),
       { numRuns: 1000 },
     )
   })
@@ -190,10 +183,7 @@ describe('windows', () => {
     },
     { requiredKeys: ['size'] },
   )
-  const call = fc.oneof(
-    { arbitrary: rows.map(toBatch), weight: 3 },
-    { arbitrary: fc.oneof(fc.integer({ min: -30, max: 80 }), fc.constantFrom(-Infinity, Infinity)), weight: 2 },
-  )
+  const call = fc.oneof({ arbitrary: rows.map(toBatch), weight: 3 }, { arbitrary: fc.oneof(fc.integer({ min: -30, max: 80 }), fc.constantFrom(-Infinity, Infinity)), weight: 2 })
 
   it('tumbling and sliding windows agree with the reference, watermark by watermark', () => {
     fc.assert(

@@ -24,12 +24,12 @@ export abstract class NativeCoreError extends Error {
 export class NativeCoreUnavailableError extends NativeCoreError {
   readonly code = 'ERR_NATIVE_UNAVAILABLE'
   override readonly name = 'NativeCoreUnavailableError'
-  constructor(readonly path: string, reason: string, options?: { cause?: unknown }) {
-    super(
-      `the native core is unavailable (${reason}) at ${path}. ` +
-        'Build it from source with `npm run build:native` (needs cargo, the Rust toolchain).',
-      options,
-    )
+  constructor(
+    readonly path: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`the native core is unavailable (${reason}) at ${path}. ` + 'Build it from source with `npm run build:native` (needs cargo, the Rust toolchain).', options)
   }
 }
 
@@ -42,13 +42,13 @@ export class NativeCoreUnavailableError extends NativeCoreError {
 export class NativeBatchError extends NativeCoreError {
   readonly code = 'ERR_NATIVE_BAD_BATCH'
   override readonly name = 'NativeBatchError'
-  constructor(readonly column: string, readonly index: number | undefined, detail: string, options?: { cause?: unknown }) {
-    super(
-      index === undefined
-        ? `bad batch: column ${JSON.stringify(column)}: ${detail}`
-        : `bad batch: column ${JSON.stringify(column)} at index ${index}: ${detail}`,
-      options,
-    )
+  constructor(
+    readonly column: string,
+    readonly index: number | undefined,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(index === undefined ? `bad batch: column ${JSON.stringify(column)}: ${detail}` : `bad batch: column ${JSON.stringify(column)} at index ${index}: ${detail}`, options)
   }
 }
 
@@ -65,7 +65,11 @@ export class NativePlanError extends NativeCoreError {
 export class NativeExprError extends NativeCoreError {
   readonly code = 'ERR_NATIVE_BAD_EXPR'
   override readonly name = 'NativeExprError'
-  constructor(readonly position: number, detail: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly position: number,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
     super(`bad expression at position ${position}: ${detail}`, options)
   }
 }

@@ -226,7 +226,11 @@ class Parser {
         this.expect(')')
         this.depth--
         if (args.length !== arity) throw new NativeExprError(pos, `${tok.v} takes ${arity} argument(s), got ${args.length}`)
-        return this.node({ k: 'call', f: tok.v, args }, pos, args.map((a) => a.height))
+        return this.node(
+          { k: 'call', f: tok.v, args },
+          pos,
+          args.map((a) => a.height),
+        )
       }
       case 'op':
         if (tok.v === '(') {
@@ -300,9 +304,7 @@ export function bindExpr(ast: Ast, schema: ReadonlyArray<readonly [string, 'f64'
       const r = bindExpr(ast.r, schema)
       const op = ast.op
       if ((op === '||' || op === '&&') && l.ty === 'boolean' && r.ty === 'boolean') {
-        return op === '||'
-          ? { ty: 'boolean', eval: (c, w) => l.eval(c, w) || r.eval(c, w) }
-          : { ty: 'boolean', eval: (c, w) => l.eval(c, w) && r.eval(c, w) }
+        return op === '||' ? { ty: 'boolean', eval: (c, w) => l.eval(c, w) || r.eval(c, w) } : { ty: 'boolean', eval: (c, w) => l.eval(c, w) && r.eval(c, w) }
       }
       if ((op === '==' || op === '!=') && l.ty === r.ty) {
         const eq = op === '=='
@@ -340,9 +342,7 @@ export function bindExpr(ast: Ast, schema: ReadonlyArray<readonly [string, 'f64'
       const f = ast.f
       if ((f === 'len' || f === 'lower') && a?.ty === 'string' && b === undefined) {
         const s = a.eval
-        return f === 'len'
-          ? { ty: 'number', eval: (c, w) => s(c, w).length }
-          : { ty: 'string', eval: (c, w) => s(c, w).toLowerCase() }
+        return f === 'len' ? { ty: 'number', eval: (c, w) => s(c, w).length } : { ty: 'string', eval: (c, w) => s(c, w).toLowerCase() }
       }
       if (a?.ty === 'number' && b === undefined) {
         const x = a.eval
@@ -360,9 +360,7 @@ export function bindExpr(ast: Ast, schema: ReadonlyArray<readonly [string, 'f64'
       if ((f === 'min' || f === 'max') && a?.ty === 'number' && b?.ty === 'number') {
         const x = a.eval
         const y = b.eval
-        return f === 'min'
-          ? { ty: 'number', eval: (c, w) => Math.min(x(c, w), y(c, w)) }
-          : { ty: 'number', eval: (c, w) => Math.max(x(c, w), y(c, w)) }
+        return f === 'min' ? { ty: 'number', eval: (c, w) => Math.min(x(c, w), y(c, w)) } : { ty: 'number', eval: (c, w) => Math.max(x(c, w), y(c, w)) }
       }
       throw new NativeExprError(pos, `${f} takes ${f === 'len' || f === 'lower' ? 'a string' : 'numbers'}`)
     }

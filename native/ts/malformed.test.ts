@@ -81,23 +81,39 @@ function base(strings: readonly string[]): { s: { data: Uint8Array; offsets: Uin
 
 /** Every way of breaking a batch that the native core must reject with a typed error. */
 const cases: fc.Arbitrary<Case> = fc.oneof(
-  fc.constantFrom(...NOT_A_BATCH).map(
-    (v): Case => ({ kind: 'not a batch', input: v, ops: BATCH_OPS, code: 'ERR_NATIVE_BAD_BATCH', column: (n) => n.batch }),
-  ),
-  fc.tuple(fc.array(ASCII, { maxLength: 5 }), fc.constantFrom(...NOT_A_COLUMN)).map(
-    ([strings, v]): Case => ({ kind: 'column of the wrong type', input: { ...base(strings), x: v }, ops: BATCH_OPS, code: 'ERR_NATIVE_BAD_BATCH', column: () => 'x' }),
-  ),
+  fc.constantFrom(...NOT_A_BATCH).map((v): Case => ({ kind: 'not a batch', input: v, ops: BATCH_OPS, code: 'ERR_NATIVE_BAD_BATCH', column: (n) => n.batch })),
+  fc
+    .tuple(fc.array(ASCII, { maxLength: 5 }), fc.constantFrom(...NOT_A_COLUMN))
+    .map(([strings, v]): Case => ({ kind: 'column of the wrong type', input: { ...base(strings), x: v }, ops: BATCH_OPS, code: 'ERR_NATIVE_BAD_BATCH', column: () => 'x' })),
   fc.tuple(fc.array(ASCII, { maxLength: 5 }), fc.constantFrom(...NOT_DATA)).map(([strings, v]): Case => {
     const b = base(strings)
-    return { kind: 'data of the wrong type', input: { ...b, s: { ...b.s, data: v } }, ops: [...BATCH_OPS, 'tokenizeColumn'], code: 'ERR_NATIVE_BAD_BATCH', column: (n) => `${n.s}.data` }
+    return {
+      kind: 'data of the wrong type',
+      input: { ...b, s: { ...b.s, data: v } },
+      ops: [...BATCH_OPS, 'tokenizeColumn'],
+      code: 'ERR_NATIVE_BAD_BATCH',
+      column: (n) => `${n.s}.data`,
+    }
   }),
   fc.tuple(fc.array(ASCII, { maxLength: 5 }), fc.constantFrom(...NOT_OFFSETS)).map(([strings, v]): Case => {
     const b = base(strings)
-    return { kind: 'offsets of the wrong type', input: { ...b, s: { ...b.s, offsets: v } }, ops: [...BATCH_OPS, 'tokenizeColumn'], code: 'ERR_NATIVE_BAD_BATCH', column: (n) => `${n.s}.offsets` }
+    return {
+      kind: 'offsets of the wrong type',
+      input: { ...b, s: { ...b.s, offsets: v } },
+      ops: [...BATCH_OPS, 'tokenizeColumn'],
+      code: 'ERR_NATIVE_BAD_BATCH',
+      column: (n) => `${n.s}.offsets`,
+    }
   }),
   fc.array(ASCII, { maxLength: 5 }).map((strings): Case => {
     const b = base(strings)
-    return { kind: 'no offsets', input: { ...b, s: { ...b.s, offsets: new Uint32Array(0) } }, ops: [...BATCH_OPS, 'tokenizeColumn'], code: 'ERR_NATIVE_BAD_BATCH', column: (n) => `${n.s}.offsets` }
+    return {
+      kind: 'no offsets',
+      input: { ...b, s: { ...b.s, offsets: new Uint32Array(0) } },
+      ops: [...BATCH_OPS, 'tokenizeColumn'],
+      code: 'ERR_NATIVE_BAD_BATCH',
+      column: (n) => `${n.s}.offsets`,
+    }
   }),
   fc.tuple(fc.array(ASCII, { minLength: 1, maxLength: 5 }), fc.nat(), fc.integer({ min: 1, max: 2 ** 31 })).map(([strings, at, past]): Case => {
     const b = base(strings)
@@ -111,13 +127,27 @@ const cases: fc.Arbitrary<Case> = fc.oneof(
     if (candidates.length === 0) return fc.constant<Case>({ kind: 'not a batch', input: null, ops: BATCH_OPS, code: 'ERR_NATIVE_BAD_BATCH', column: (n) => n.batch })
     const i = candidates[at % candidates.length] as number
     b.s.offsets[i] = (b.s.offsets[i - 1] as number) - 1 - (by % (b.s.offsets[i - 1] as number))
-    return fc.constant<Case>({ kind: 'decreasing offsets', input: b, ops: [...BATCH_OPS, 'tokenizeColumn'], code: 'ERR_NATIVE_BAD_BATCH', column: (n) => `${n.s}.offsets`, index: i })
+    return fc.constant<Case>({
+      kind: 'decreasing offsets',
+      input: b,
+      ops: [...BATCH_OPS, 'tokenizeColumn'],
+      code: 'ERR_NATIVE_BAD_BATCH',
+      column: (n) => `${n.s}.offsets`,
+      index: i,
+    })
   }),
   fc.tuple(fc.array(ASCII, { minLength: 1, maxLength: 5 }), fc.nat(), fc.constantFrom(0xff, 0x80, 0xbf, 0xc0, 0xc1, 0xc3, 0xe2, 0xed, 0xf0, 0xf5)).chain(([strings, at, byte]) => {
     const b = base(strings)
     const first = b.s.offsets[0] as number
     const last = b.s.offsets[b.s.offsets.length - 1] as number
-    if (last === first) return fc.constant<Case>({ kind: 'no offsets', input: { ...b, s: { ...b.s, offsets: new Uint32Array(0) } }, ops: BATCH_OPS, code: 'ERR_NATIVE_BAD_BATCH', column: (n) => `${n.s}.offsets` })
+    if (last === first)
+      return fc.constant<Case>({
+        kind: 'no offsets',
+        input: { ...b, s: { ...b.s, offsets: new Uint32Array(0) } },
+        ops: BATCH_OPS,
+        code: 'ERR_NATIVE_BAD_BATCH',
+        column: (n) => `${n.s}.offsets`,
+      })
     const p = first + (at % (last - first))
     b.s.data[p] = byte
     return fc.constant<Case>({ kind: 'invalid UTF-8', input: b, ops: [...BATCH_OPS, 'tokenizeColumn'], code: 'ERR_NATIVE_BAD_BATCH', column: (n) => `${n.s}.data`, index: p })
@@ -132,7 +162,14 @@ const cases: fc.Arbitrary<Case> = fc.oneof(
     const chosen = splits[(at + pick) % Math.max(1, splits.length)]
     if (chosen === undefined) return fc.constant<Case>({ kind: 'not a batch', input: 7, ops: BATCH_OPS, code: 'ERR_NATIVE_BAD_BATCH', column: (n) => n.batch })
     o[chosen[0]] = chosen[1]
-    return fc.constant<Case>({ kind: 'offset splitting a character', input: b, ops: [...BATCH_OPS, 'tokenizeColumn'], code: 'ERR_NATIVE_BAD_BATCH', column: (n) => `${n.s}.offsets`, index: chosen[0] })
+    return fc.constant<Case>({
+      kind: 'offset splitting a character',
+      input: b,
+      ops: [...BATCH_OPS, 'tokenizeColumn'],
+      code: 'ERR_NATIVE_BAD_BATCH',
+      column: (n) => `${n.s}.offsets`,
+      index: chosen[0],
+    })
   }),
   fc.tuple(fc.array(ASCII, { maxLength: 5 }), fc.integer({ min: 1, max: 3 }), fc.boolean()).map(([strings, d, longer]): Case => {
     const b = base(strings)
@@ -186,7 +223,22 @@ describe('malformed batches', () => {
     )
     expect(calls).toBe(10_000)
     // Every kind of corruption was exercised many times.
-    for (const kind of ['not a batch', 'column of the wrong type', 'data of the wrong type', 'offsets of the wrong type', 'no offsets', 'offset past the end', 'decreasing offsets', 'invalid UTF-8', 'offset splitting a character', 'columns of different lengths', 'detached column', 'bad event time', 'missing column', 'invalid UTF-8 text']) {
+    for (const kind of [
+      'not a batch',
+      'column of the wrong type',
+      'data of the wrong type',
+      'offsets of the wrong type',
+      'no offsets',
+      'offset past the end',
+      'decreasing offsets',
+      'invalid UTF-8',
+      'offset splitting a character',
+      'columns of different lengths',
+      'detached column',
+      'bad event time',
+      'missing column',
+      'invalid UTF-8 text',
+    ]) {
       expect(seen.get(kind) ?? 0, kind).toBeGreaterThan(100)
     }
     // The process is still up and the core still works.
@@ -248,7 +300,9 @@ describe('malformed batches', () => {
     const steps = [{ op: 'tokenize' as const }, { op: 'count' as const }]
     const run = (engine: BatchEngine, b: Batch) => outcome(() => [...runChain(engine, steps, [b]), ...engine.compile([]).push(b)], canonicalAll)
     const expected = run(nativeEngine, { s: plain, x: Float64Array.from([1, NaN, -0]) })
-    expect(expected).toEqual({ ok: [{ key: ['utf8', 'shared', 'memory', 'σίσυφος', 'x'], count: ['f64', '1', '1', '1', '1'] }, canonical({ s: plain, x: Float64Array.from([1, NaN, -0]) })] })
+    expect(expected).toEqual({
+      ok: [{ key: ['utf8', 'shared', 'memory', 'σίσυφος', 'x'], count: ['f64', '1', '1', '1', '1'] }, canonical({ s: plain, x: Float64Array.from([1, NaN, -0]) })],
+    })
     expect(run(nativeEngine, shared)).toEqual(expected)
     expect(run(referenceEngine, shared)).toEqual(expected)
   })

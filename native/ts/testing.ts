@@ -6,11 +6,69 @@ import type { Batch } from './types.js'
 
 /** Characters that have tripped up tokenizers and case mappers; tests mix them into random text. */
 export const TRICKY_CHARS: readonly string[] = [
-  'Σ', 'σ', 'ς', 'İ', 'I', 'ı', 'i', 'ß', 'ẞ', 'ǅ', 'ǈ', 'A', 'z', '0', '9',
-  '٣', '७', '০', '０', '𝟘', '𝟗', '⑴', '½', 'Ⅻ', 'ⅻ', 'ⓐ', 'Ⓐ',
-  '𐐀', '𐐨', '𝐀', '𝒜', '𞤀', '𖹀', 'Ᏸ', 'ꭰ',
-  'ʰ', 'ᴬ', 'ª', 'º', 'µ', '\u0345', '\u0301', '\u0308', '\u200d', '\u00ad', '\ufeff',
-  "'", '.', ':', '·', '’', ' ', '\n', '\t', '-', '_', ',', '😀', '👩\u200d💻', '中', '한', 'ー', 'ـ',
+  'Σ',
+  'σ',
+  'ς',
+  'İ',
+  'I',
+  'ı',
+  'i',
+  'ß',
+  'ẞ',
+  'ǅ',
+  'ǈ',
+  'A',
+  'z',
+  '0',
+  '9',
+  '٣',
+  '७',
+  '০',
+  '０',
+  '𝟘',
+  '𝟗',
+  '⑴',
+  '½',
+  'Ⅻ',
+  'ⅻ',
+  'ⓐ',
+  'Ⓐ',
+  '𐐀',
+  '𐐨',
+  '𝐀',
+  '𝒜',
+  '𞤀',
+  '𖹀',
+  'Ᏸ',
+  'ꭰ',
+  'ʰ',
+  'ᴬ',
+  'ª',
+  'º',
+  'µ',
+  '\u0345',
+  '\u0301',
+  '\u0308',
+  '\u200d',
+  '\u00ad',
+  '\ufeff',
+  "'",
+  '.',
+  ':',
+  '·',
+  '’',
+  ' ',
+  '\n',
+  '\t',
+  '-',
+  '_',
+  ',',
+  '😀',
+  '👩\u200d💻',
+  '中',
+  '한',
+  'ー',
+  'ـ',
 ]
 
 /** A number as text that tells -0 from 0 and keeps NaN comparable. */
@@ -31,9 +89,7 @@ export function canonical(batch: Batch): Record<string, string[]> {
 }
 
 /** What a call did: its result in plain data, or the `code` (and location) of the typed error it threw. */
-export type Outcome =
-  | { readonly ok: unknown }
-  | { readonly error: { readonly code: string; readonly column?: string; readonly index?: number; readonly position?: number } }
+export type Outcome = { readonly ok: unknown } | { readonly error: { readonly code: string; readonly column?: string; readonly index?: number; readonly position?: number } }
 
 /** Runs `f` and describes its outcome; errors that are not native-core errors are rethrown. */
 export function outcome<T>(f: () => T, show: (value: T) => unknown = (v) => v): Outcome {

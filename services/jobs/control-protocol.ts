@@ -50,7 +50,11 @@ export async function callOver(stream: Stream, peer: string, job: string, kind: 
 }
 
 /** Serves one control stream (the callee's side): `find` returns the job share's `control`. */
-export async function serveControl(stream: Stream, peer: string, find: (job: string) => Promise<((kind: string, payload: unknown) => Promise<unknown>) | undefined>): Promise<void> {
+export async function serveControl(
+  stream: Stream,
+  peer: string,
+  find: (job: string) => Promise<((kind: string, payload: unknown) => Promise<unknown>) | undefined>,
+): Promise<void> {
   const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
   let answer: Answer
   try {

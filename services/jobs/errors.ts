@@ -6,7 +6,11 @@ import { describeCause, LaminaError } from '../../kernel/index.js'
 export class ProgramModuleError extends LaminaError {
   readonly code = 'ERR_PROGRAM_MODULE'
   override readonly name = 'ProgramModuleError'
-  constructor(readonly module: string, reason: string, cause?: unknown) {
+  constructor(
+    readonly module: string,
+    reason: string,
+    cause?: unknown,
+  ) {
     super(`program module ${module} ${reason}`, { cause })
   }
 }
@@ -15,7 +19,11 @@ export class ProgramModuleError extends LaminaError {
 export class JobProtocolError extends LaminaError {
   readonly code = 'ERR_JOB_PROTOCOL'
   override readonly name = 'JobProtocolError'
-  constructor(readonly peer: string, reason: string, cause?: unknown) {
+  constructor(
+    readonly peer: string,
+    reason: string,
+    cause?: unknown,
+  ) {
     super(`job protocol with peer ${peer}: ${reason}`, { cause })
   }
 }
@@ -24,7 +32,11 @@ export class JobProtocolError extends LaminaError {
 export class RemoteJobError extends LaminaError {
   readonly code = 'ERR_REMOTE_JOB'
   override readonly name = 'RemoteJobError'
-  constructor(readonly peer: string, readonly remoteCode: string, message: string) {
+  constructor(
+    readonly peer: string,
+    readonly remoteCode: string,
+    message: string,
+  ) {
     super(`peer ${peer}: [${remoteCode}] ${message}`)
   }
 }
@@ -33,7 +45,10 @@ export class RemoteJobError extends LaminaError {
 export class ClusterJoinError extends LaminaError {
   readonly code = 'ERR_CLUSTER_JOIN'
   override readonly name = 'ClusterJoinError'
-  constructor(readonly missing: readonly string[], timeoutMs: number) {
+  constructor(
+    readonly missing: readonly string[],
+    timeoutMs: number,
+  ) {
     super(`peers not seen alive within ${timeoutMs} ms: ${missing.join(', ')}`)
   }
 }
@@ -42,7 +57,12 @@ export class ClusterJoinError extends LaminaError {
 export class ControlCallError extends LaminaError {
   readonly code = 'ERR_CONTROL_CALL'
   override readonly name = 'ControlCallError'
-  constructor(readonly peer: string, readonly kind: string, reason: string, readonly remoteCode?: string) {
+  constructor(
+    readonly peer: string,
+    readonly kind: string,
+    reason: string,
+    readonly remoteCode?: string,
+  ) {
     super(`control call ${kind} to peer ${peer}: ${reason}`)
   }
 }
@@ -51,7 +71,12 @@ export class ControlCallError extends LaminaError {
 export class RecoveryFailedError extends LaminaError {
   readonly code = 'ERR_RECOVERY_FAILED'
   override readonly name = 'RecoveryFailedError'
-  constructor(readonly job: string, readonly attempts: number, reason: string, cause: unknown) {
+  constructor(
+    readonly job: string,
+    readonly attempts: number,
+    reason: string,
+    cause: unknown,
+  ) {
     super(`job ${job} cannot recover after ${attempts} attempt(s): ${reason}${cause instanceof Error ? `; last failure: ${cause.message}` : ''}`, { cause })
   }
 }
@@ -60,7 +85,10 @@ export class RecoveryFailedError extends LaminaError {
 export class UnshippablePlanError extends LaminaError {
   readonly code = 'ERR_PLAN_UNSHIPPABLE'
   override readonly name = 'UnshippablePlanError'
-  constructor(readonly program: string, reason: string) {
+  constructor(
+    readonly program: string,
+    reason: string,
+  ) {
     super(`the plan of ${program} cannot be shipped to other peers: ${reason} (plan hooks run once, on the submitter, and may change annotations only)`)
   }
 }
@@ -69,7 +97,11 @@ export class UnshippablePlanError extends LaminaError {
 export class PlanMismatchError extends LaminaError {
   readonly code = 'ERR_PLAN_MISMATCH'
   override readonly name = 'PlanMismatchError'
-  constructor(readonly program: string, readonly peer: string, reason: string) {
+  constructor(
+    readonly program: string,
+    readonly peer: string,
+    reason: string,
+  ) {
     super(`peer ${peer} built a different ${program} than the submitter planned: ${reason} (is the same module, with the same arguments, on every host?)`)
   }
 }

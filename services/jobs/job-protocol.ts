@@ -13,7 +13,9 @@ export const JOB_PROTOCOL = '/lamina/job/2.0.0'
 
 const Stats = t.type({
   instances: t.array(t.type({ operator: t.string, instance: t.number, recordsIn: t.number, recordsOut: t.number, deadLetters: t.number, unlinked: t.number })),
-  channels: t.array(t.intersection([t.type({ link: t.string, from: t.number, to: t.number, records: t.number, queued: t.number, maxQueued: t.number }), t.partial({ peer: t.string })])),
+  channels: t.array(
+    t.intersection([t.type({ link: t.string, from: t.number, to: t.number, records: t.number, queued: t.number, maxQueued: t.number }), t.partial({ peer: t.string })]),
+  ),
   deadLetters: t.number,
 })
 
@@ -31,7 +33,17 @@ export type WireDeadLetter = t.TypeOf<typeof WireDeadLetter>
 export const JobMessage = t.union([
   t.intersection([
     // `plan`: instance -> peer; `annotations`: what the submitter's plan hooks set on each operator (see ShippedPlan).
-    t.type({ type: t.literal('submit'), job: t.string, module: t.string, args: t.array(t.string), plan: t.record(t.string, t.string), annotations: t.record(t.string, t.record(t.string, t.unknown)), submitter: t.string, addresses: t.record(t.string, t.array(t.string)), peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })) }),
+    t.type({
+      type: t.literal('submit'),
+      job: t.string,
+      module: t.string,
+      args: t.array(t.string),
+      plan: t.record(t.string, t.string),
+      annotations: t.record(t.string, t.record(t.string, t.unknown)),
+      submitter: t.string,
+      addresses: t.record(t.string, t.array(t.string)),
+      peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })),
+    }),
     // A restart after a failure: which attempt of which job (see Attempt).
     t.partial({ attempt: t.type({ lineage: t.string, number: t.number }), members: t.array(t.string) }),
   ]),
@@ -65,7 +77,15 @@ export function toWire(letter: DeadLetter, peer: string): WireDeadLetter {
 export function statsToWire(stats: JobStats): t.TypeOf<typeof Stats> {
   return {
     instances: stats.instances.map((i) => ({ ...i })),
-    channels: stats.channels.map(({ link, from, to, records, queued, maxQueued, peer }) => ({ link, from, to, records, queued, maxQueued, ...(peer === undefined ? {} : { peer }) })),
+    channels: stats.channels.map(({ link, from, to, records, queued, maxQueued, peer }) => ({
+      link,
+      from,
+      to,
+      records,
+      queued,
+      maxQueued,
+      ...(peer === undefined ? {} : { peer }),
+    })),
     deadLetters: stats.deadLetters,
   }
 }
@@ -76,7 +96,10 @@ export class JobChannel {
   private readonly encoder = new TextEncoder()
   private readonly decoder = new TextDecoder()
 
-  constructor(readonly stream: Stream, readonly remotePeer: string) {
+  constructor(
+    readonly stream: Stream,
+    readonly remotePeer: string,
+  ) {
     this.lp = lpStream(stream, { maxDataLength: 64 * 1024 * 1024 })
   }
 

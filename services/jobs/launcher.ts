@@ -69,7 +69,12 @@ export interface StartClusterOptions {
 /** Resolves when `peer`'s membership sees every id of `ids` alive; rejects with ClusterJoinError after `ms`. */
 async function untilMembers(peer: Peer, ids: readonly string[], ms: number): Promise<void> {
   const missing = (): string[] => {
-    const alive = new Set(peer.membership.members().filter((m) => m.status === 'alive').map((m) => m.peerId))
+    const alive = new Set(
+      peer.membership
+        .members()
+        .filter((m) => m.status === 'alive')
+        .map((m) => m.peerId),
+    )
     return ids.filter((id) => !alive.has(id))
   }
   if (missing().length === 0) return
@@ -135,10 +140,14 @@ export async function startCluster(options: StartClusterOptions): Promise<Cluste
     execArgv: entry.execArgv,
     count: options.peers,
     args: (i) => [
-      '--workdir', dirs[i]!,
-      '--psk', pskFile,
-      '--allow', allowFile,
-      '--bootstrap', bootstrap,
+      '--workdir',
+      dirs[i]!,
+      '--psk',
+      pskFile,
+      '--allow',
+      allowFile,
+      '--bootstrap',
+      bootstrap,
       ...Object.entries({ name: `peer-${i}`, ...options.tags?.(i) }).flatMap(([k, v]) => ['--tag', `${k}=${v}`]),
     ],
     ...(options.policy === undefined ? {} : { policy: options.policy }),
@@ -218,7 +227,11 @@ export async function joinCluster(options: JoinClusterOptions): Promise<Cluster>
     await self.stop()
     throw error
   })
-  const members = (): ClusterMember[] => self.membership.members().filter((m) => !m.self && m.status === 'alive').map((m) => ({ peerId: m.peerId, multiaddrs: m.multiaddrs }))
+  const members = (): ClusterMember[] =>
+    self.membership
+      .members()
+      .filter((m) => !m.self && m.status === 'alive')
+      .map((m) => ({ peerId: m.peerId, multiaddrs: m.multiaddrs }))
   const never = new Promise<never>(() => undefined)
   return { self, members, submit: (module, o) => self.submit(module, o), events: undefined, failed: never, stop: () => self.stop() }
 }

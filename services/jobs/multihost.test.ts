@@ -66,7 +66,22 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
     await writeFile(allowFile, ids.join('\n'))
     const addresses = hosts.map((h, i) => `/ip4/${h.ip}/tcp/4101/p2p/${ids[i]}`)
     for (const [i, h] of hosts.entries()) {
-      const args = ['netns', 'exec', h.ns, process.execPath, cli, 'peer', '--workdir', join(dir, `host-${i + 1}`), '--psk', pskFile, '--allow', allowFile, '--listen', `/ip4/${h.ip}/tcp/4101`]
+      const args = [
+        'netns',
+        'exec',
+        h.ns,
+        process.execPath,
+        cli,
+        'peer',
+        '--workdir',
+        join(dir, `host-${i + 1}`),
+        '--psk',
+        pskFile,
+        '--allow',
+        allowFile,
+        '--listen',
+        `/ip4/${h.ip}/tcp/4101`,
+      ]
       const proc = spawn('ip', args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] })
       procs.push(proc)
       await new Promise<void>((resolve, reject) => {

@@ -52,7 +52,10 @@ describe('peers running a job together (real libp2p on loopback)', () => {
     expect(['counter#0', 'counter#1', 'counter#2'].map((k) => job.plan[k])).toEqual([workers[0], workers[1], workers[0]])
     expect([job.plan['numbers#0'], job.plan['out#0']]).toEqual([peers[0]!.id, peers[0]!.id])
     expect(Object.keys(report.stats).sort()).toEqual(peers.map((p) => p.id).sort())
-    const counted = Object.values(report.stats).flatMap((s) => s.instances).filter((i) => i.operator === 'counter').reduce((n, i) => n + i.recordsIn, 0)
+    const counted = Object.values(report.stats)
+      .flatMap((s) => s.instances)
+      .filter((i) => i.operator === 'counter')
+      .reduce((n, i) => n + i.recordsIn, 0)
     expect(counted).toBe(3000)
     expect(report.deadLetters).toEqual([])
   })
@@ -61,18 +64,31 @@ describe('peers running a job together (real libp2p on loopback)', () => {
     results.length = 0
     const job = await peers[0]!.submit(planOnce, { args: ['300', '3'] })
     const report = await job.done
-    expect(results.sort((a, b) => a[0] - b[0])).toEqual([[0, 100], [1, 100], [2, 100]])
+    expect(results.sort((a, b) => a[0] - b[0])).toEqual([
+      [0, 100],
+      [1, 100],
+      [2, 100],
+    ])
     expect(job.program.operators.find((o) => o.name === 'counter')!.annotations.labels).toEqual([`planned-by-${peers[0]!.id}`])
-    const counted = Object.values(report.stats).flatMap((s) => s.instances).filter((i) => i.operator === 'counter').reduce((n, i) => n + i.recordsIn, 0)
+    const counted = Object.values(report.stats)
+      .flatMap((s) => s.instances)
+      .filter((i) => i.operator === 'counter')
+      .reduce((n, i) => n + i.recordsIn, 0)
     expect(counted).toBe(300)
     expect(report.deadLetters).toEqual([])
   })
 
   it('fails a job whose operator crashes with the code it has in one process (ERR_JOB_FAILED), naming the peer', async () => {
-    const inProcess = await kernel.run(buildCrash(['100'])).done.then(() => undefined, (error: unknown) => error)
+    const inProcess = await kernel.run(buildCrash(['100'])).done.then(
+      () => undefined,
+      (error: unknown) => error,
+    )
     expect(inProcess).toMatchObject({ code: 'ERR_JOB_FAILED' })
     const job = await peers[0]!.submit(crash, { args: ['100'] })
-    const failure = await job.done.then(() => undefined, (error: unknown) => error)
+    const failure = await job.done.then(
+      () => undefined,
+      (error: unknown) => error,
+    )
     expect(failure).toMatchObject({ code: 'ERR_JOB_FAILED', cause: { code: 'ERR_REMOTE_JOB', remoteCode: 'ERR_JOB_FAILED' } })
     expect((failure as Error).message).toContain('42 is not welcome')
     const where = (failure as { cause: { peer: string } }).cause.peer

@@ -6,8 +6,33 @@ import '../../kmods/transport/polyfill.js'
 import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type { Attempt, ChannelReceiver, ChannelSender, DeadLetter, Deployment, Job, JobEvent, JobStats, Layer, Program, RemoteEnd, RescaleReport, RescaleRequest } from '../../kernel/index.js'
-import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, remoteReceiver, remoteSender, SAVEPOINTS, type Kernel, type Savepoints } from '../../kernel/index.js'
+import type {
+  Attempt,
+  ChannelReceiver,
+  ChannelSender,
+  DeadLetter,
+  Deployment,
+  Job,
+  JobEvent,
+  JobStats,
+  Layer,
+  Program,
+  RemoteEnd,
+  RescaleReport,
+  RescaleRequest,
+} from '../../kernel/index.js'
+import {
+  InvalidOptionError,
+  JobAbortedError,
+  JobFailedError,
+  LaminaError,
+  kernel as defaultKernel,
+  remoteReceiver,
+  remoteSender,
+  SAVEPOINTS,
+  type Kernel,
+  type Savepoints,
+} from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
 import { openFrameSender } from '../../kmods/transport/remote-sender.js'
@@ -71,7 +96,14 @@ export type ClusterJobEvent =
   /** An attempt failed and the job runs again from its durable state on the surviving peers. */
   | { readonly type: 'recovering'; readonly attempt: number; readonly lost: readonly string[]; readonly reason: string; readonly plan: Plan }
   /** The job runs again from a savepoint with a new shape (a rescale, or a peer moved off). */
-  | { readonly type: 'rescaling'; readonly attempt: number; readonly reason: string; readonly parallelism: { readonly [operator: string]: number }; readonly checkpoint: number; readonly plan: Plan }
+  | {
+      readonly type: 'rescaling'
+      readonly attempt: number
+      readonly reason: string
+      readonly parallelism: { readonly [operator: string]: number }
+      readonly checkpoint: number
+      readonly plan: Plan
+    }
 
 /** A job submitted to the cluster. */
 export interface SubmittedJob {
@@ -126,9 +158,13 @@ export class Peer {
     await node.libp2p.handle(JOB_PROTOCOL, (stream: Stream, connection) => {
       void peer.serve(new JobChannel(stream, connection.remotePeer.toString()))
     })
-    await node.libp2p.handle(CONTROL_PROTOCOL, (stream: Stream, connection) => {
-      void serveControl(stream, connection.remotePeer.toString(), (job) => peer.shareControl(job))
-    }, { maxInboundStreams: 1024 })
+    await node.libp2p.handle(
+      CONTROL_PROTOCOL,
+      (stream: Stream, connection) => {
+        void serveControl(stream, connection.remotePeer.toString(), (job) => peer.shareControl(job))
+      },
+      { maxInboundStreams: 1024 },
+    )
     return peer
   }
 
@@ -160,7 +196,14 @@ export class Peer {
   }
 
   /** Calls a control handler of `job`'s share on `peer` over the control protocol. */
-  private async callPeer(job: string, peer: string, addresses: readonly string[], kind: string, payload: unknown, options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<unknown> {
+  private async callPeer(
+    job: string,
+    peer: string,
+    addresses: readonly string[],
+    kind: string,
+    payload: unknown,
+    options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number },
+  ): Promise<unknown> {
     const signals = [AbortSignal.timeout(options?.timeoutMs ?? 30_000), ...(options?.signal === undefined ? [] : [options.signal])]
     const signal = AbortSignal.any(signals)
     // A peer that restarted listens elsewhere: when one known address refuses, try the next.
@@ -215,7 +258,15 @@ export class Peer {
     return Object.fromEntries(this.members.list().map((m) => [m.peerId, [...m.multiaddrs]]))
   }
 
-  private deployment(job: string, plan: Plan, submitter: string, addresses: { readonly [peer: string]: readonly string[] }, signal: AbortSignal, members: readonly string[], rescale?: (change: RescaleRequest) => Promise<RescaleReport>): Deployment {
+  private deployment(
+    job: string,
+    plan: Plan,
+    submitter: string,
+    addresses: { readonly [peer: string]: readonly string[] },
+    signal: AbortSignal,
+    members: readonly string[],
+    rescale?: (change: RescaleRequest) => Promise<RescaleReport>,
+  ): Deployment {
     const peers = [...new Set([submitter, ...Object.values(plan), ...members])]
     return {
       self: this.id,
@@ -223,7 +274,11 @@ export class Peer {
       ...(rescale === undefined ? {} : { rescale }),
       workDir: this.workdir,
       peers: () => peers,
-      call: (peer, kind, payload, options) => this.callPeer(job, peer, this.addressesOf(peer, addresses), kind, payload, { ...options, signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]) }),
+      call: (peer, kind, payload, options) =>
+        this.callPeer(job, peer, this.addressesOf(peer, addresses), kind, payload, {
+          ...options,
+          signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]),
+        }),
       // Fused operators are named `a+b…`; the kernel fuses only co-located operators, so the first part decides.
       peerOf: (operator, instance) => plan[instanceKey(operator, instance)] ?? plan[instanceKey(operator.split('+')[0]!, instance)] ?? submitter,
       // The kernel's typed halves over the transport's frame channels: each side gets its own half.
@@ -245,7 +300,12 @@ export class Peer {
       try {
         loaded = await loadProgram(submit.module, submit.args, { submitter: false, peer: this.id })
       } catch (error) {
-        await channel.send({ type: 'refused', peer: this.id, code: error instanceof LaminaError ? error.code : 'ERR_PROGRAM_MODULE', message: error instanceof Error ? error.message : String(error) })
+        await channel.send({
+          type: 'refused',
+          peer: this.id,
+          code: error instanceof LaminaError ? error.code : 'ERR_PROGRAM_MODULE',
+          message: error instanceof Error ? error.message : String(error),
+        })
         return
       }
       // The submitter planned the job once: apply what its plan hooks decided, run no plan hook here.
@@ -255,15 +315,17 @@ export class Peer {
       const start = await channel.receive({ signal: abort.signal })
       if (start.type !== 'start') return
       // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
-      const job = this.kernel.withOverrides(loaded.layers, (old) => this.node.logger.info(`job ${submit.job}: the program's layer "${old.name}" replaces the peer kernel's`)).run(loaded.program, {
-        id: submit.job,
-        peers: submit.peers,
-        planned: true,
-        deployment: this.deployment(submit.job, submit.plan, submit.submitter, submit.addresses, abort.signal, submit.members ?? []),
-        signal: abort.signal,
-        ...(submit.attempt === undefined ? {} : { attempt: submit.attempt }),
-        onDeadLetter: (letter: DeadLetter) => void channel.send({ type: 'dead-letter', peer: this.id, letter: toWire(letter, this.id) }).catch(() => undefined),
-      })
+      const job = this.kernel
+        .withOverrides(loaded.layers, (old) => this.node.logger.info(`job ${submit.job}: the program's layer "${old.name}" replaces the peer kernel's`))
+        .run(loaded.program, {
+          id: submit.job,
+          peers: submit.peers,
+          planned: true,
+          deployment: this.deployment(submit.job, submit.plan, submit.submitter, submit.addresses, abort.signal, submit.members ?? []),
+          signal: abort.signal,
+          ...(submit.attempt === undefined ? {} : { attempt: submit.attempt }),
+          onDeadLetter: (letter: DeadLetter) => void channel.send({ type: 'dead-letter', peer: this.id, letter: toWire(letter, this.id) }).catch(() => undefined),
+        })
       // The submitter may abort us; a broken job stream means it is gone: abort then too. The share
       // stays reachable by control calls until then, even once its own instances are done.
       const submitterGone = channel.receive().then(
@@ -272,7 +334,8 @@ export class Peer {
       )
       this.addShare(job, submitterGone)
       job.events.subscribe((event) => {
-        if (event.type === 'layer') void channel.send({ type: 'event', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, data: event.data ?? null }).catch(() => undefined)
+        if (event.type === 'layer')
+          void channel.send({ type: 'event', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, data: event.data ?? null }).catch(() => undefined)
       })
       this.running.set(submit.job, {
         abort: (reason) => abort.abort(reason),
@@ -317,7 +380,10 @@ export class Peer {
     // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
     const kernel = this.kernel.withOverrides(layers, (old) => this.node.logger.info(`${program.name}: the program's layer "${old.name}" replaces the peer kernel's`))
     const savepoints = kernel.capability(SAVEPOINTS)
-    const others = this.members.list().map((m) => m.peerId).filter((p) => p !== this.id)
+    const others = this.members
+      .list()
+      .map((m) => m.peerId)
+      .filter((p) => p !== this.id)
     let workers = options.workers ?? (others.length > 0 ? others : [this.id])
     const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
     // The layers' plan hooks (placement) see the live members; every peer plans again alike.
@@ -342,7 +408,9 @@ export class Peer {
     // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
     const parallelism: Record<string, number> = {}
     const excluded = new Set<string>()
-    let change: { request: RescaleRequest; stoppedAt: number; checkpoint: number; resolve: (report: RescaleReport) => void; reject: (error: unknown) => void; from: Record<string, number> } | undefined
+    let change:
+      | { request: RescaleRequest; stoppedAt: number; checkpoint: number; resolve: (report: RescaleReport) => void; reject: (error: unknown) => void; from: Record<string, number> }
+      | undefined
     const rescale = async (request: RescaleRequest): Promise<RescaleReport> => {
       if (change !== undefined) throw new InvalidOptionError('rescale', 'request', `a rescale (${change.request.reason}) is in progress`)
       withParallelism(program, { ...parallelism, ...request.parallelism }) // checks the names and counts first
@@ -387,10 +455,16 @@ export class Peer {
             const pending = change
             Object.assign(parallelism, pending.request.parallelism)
             for (const peer of pending.request.exclude ?? []) excluded.add(peer)
-            const alive = this.members.list().map((m) => m.peerId).filter((p) => !excluded.has(p))
+            const alive = this.members
+              .list()
+              .map((m) => m.peerId)
+              .filter((p) => !excluded.has(p))
             workers = options.workers?.filter((p) => !excluded.has(p)) ?? alive.filter((p) => p !== this.id)
             if (workers.length === 0) workers = [this.id]
-            descriptions = this.members.list().filter((m) => !excluded.has(m.peerId)).map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
+            descriptions = this.members
+              .list()
+              .filter((m) => !excluded.has(m.peerId))
+              .map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
             planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
             shipped = shipPlan(program, planned)
             plan = roundRobinPlan(planned, workers, this.id)
@@ -398,7 +472,13 @@ export class Peer {
             events.next({ type: 'rescaling', attempt: attemptNumber, reason: pending.request.reason, parallelism: { ...parallelism }, checkpoint: pending.checkpoint, plan })
             change = undefined
             restored.then(
-              (at) => pending.resolve({ changes: Object.fromEntries(Object.entries(pending.from).map(([name, from]) => [name, { from, to: parallelism[name]! }])), checkpoint: pending.checkpoint, pauseMs: at - pending.stoppedAt, attempt: attemptNumber }),
+              (at) =>
+                pending.resolve({
+                  changes: Object.fromEntries(Object.entries(pending.from).map(([name, from]) => [name, { from, to: parallelism[name]! }])),
+                  checkpoint: pending.checkpoint,
+                  pauseMs: at - pending.stoppedAt,
+                  attempt: attemptNumber,
+                }),
               pending.reject,
             )
             continue
@@ -414,7 +494,13 @@ export class Peer {
             const now = generations.get(peer)
             if (now !== undefined && now.status === 'alive' && now.generation > generation) lostAt.delete(peer)
           }
-          const dead = new Set([...lostAt.keys(), ...this.membership.members().filter((m) => m.status !== 'alive').map((m) => m.peerId)])
+          const dead = new Set([
+            ...lostAt.keys(),
+            ...this.membership
+              .members()
+              .filter((m) => m.status !== 'alive')
+              .map((m) => m.peerId),
+          ])
           const alive = this.members.list().filter((m) => !dead.has(m.peerId) && !excluded.has(m.peerId))
           workers = (options.workers ?? alive.map((m) => m.peerId).filter((p) => p !== this.id)).filter((p) => !dead.has(p) && !excluded.has(p))
           if (workers.length === 0) workers = [this.id]
@@ -461,7 +547,16 @@ export class Peer {
    * outcome. On the first failure it aborts every share and waits (a bounded time) for them all, so
    * the next attempt never overlaps this one; peers whose job stream broke are reported lost.
    */
-  private attempt(context: AttemptContext, attempt: Attempt, plan: Plan, workers: readonly string[], descriptions: readonly { id: string; tags: Record<string, string> }[], program: Program, shipped: ShippedPlan, rescale: (change: RescaleRequest) => Promise<RescaleReport>): Attempting {
+  private attempt(
+    context: AttemptContext,
+    attempt: Attempt,
+    plan: Plan,
+    workers: readonly string[],
+    descriptions: readonly { id: string; tags: Record<string, string> }[],
+    program: Program,
+    shipped: ShippedPlan,
+    rescale: (change: RescaleRequest) => Promise<RescaleReport>,
+  ): Attempting {
     const job = attempt.number === 0 ? context.id : `${context.id}~${attempt.number}`
     const abort = new AbortController()
     // Every channel and control call of the attempt listens on this signal.
@@ -497,7 +592,19 @@ export class Peer {
             }
             const channel = new JobChannel(stream, peer)
             channels.push(channel)
-            await channel.send({ type: 'submit', job, module: context.module, args: [...context.args], plan, submitter: this.id, addresses, peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })), members: [this.id, ...peers], attempt: { lineage: attempt.lineage, number: attempt.number }, annotations: shipped })
+            await channel.send({
+              type: 'submit',
+              job,
+              module: context.module,
+              args: [...context.args],
+              plan,
+              submitter: this.id,
+              addresses,
+              peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })),
+              members: [this.id, ...peers],
+              attempt: { lineage: attempt.lineage, number: attempt.number },
+              annotations: shipped,
+            })
             const answer = await channel.receive({ signal: abort.signal }).catch((error: unknown) => {
               if (error instanceof JobProtocolError) lost.add(peer)
               throw error
@@ -529,11 +636,24 @@ export class Peer {
               context.deadLetters.push(message.letter)
               context.events.next({ type: 'dead-letter', letter: message.letter })
             } else if (message.type === 'event') {
-              context.events.next({ type: 'layer', peer: message.peer, layer: message.layer, kind: message.kind, message: message.message, ...(message.data === null ? {} : { data: message.data }) })
+              context.events.next({
+                type: 'layer',
+                peer: message.peer,
+                layer: message.layer,
+                kind: message.kind,
+                message: message.message,
+                ...(message.data === null ? {} : { data: message.data }),
+              })
             } else if (message.type === 'leaving') {
               // Move its instances off before it goes: a reshape without it.
               void rescale({ exclude: [message.peer], reason: `peer ${message.peer} is leaving` }).catch((error: unknown) =>
-                context.events.next({ type: 'layer', peer: this.id, layer: 'cluster', kind: 'leave-failed', message: `could not move instances off ${message.peer}: ${error instanceof Error ? error.message : String(error)}` }),
+                context.events.next({
+                  type: 'layer',
+                  peer: this.id,
+                  layer: 'cluster',
+                  kind: 'leave-failed',
+                  message: `could not move instances off ${message.peer}: ${error instanceof Error ? error.message : String(error)}`,
+                }),
               )
             } else if (message.type === 'done') {
               context.stats[message.peer] = message.stats
@@ -557,7 +677,15 @@ export class Peer {
         })
         this.addShare(local)
         local.events.subscribe((event: JobEvent) => {
-          if (event.type === 'layer') context.events.next({ type: 'layer', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, ...(event.data === undefined ? {} : { data: event.data }) })
+          if (event.type === 'layer')
+            context.events.next({
+              type: 'layer',
+              peer: this.id,
+              layer: event.layer,
+              kind: event.kind,
+              message: event.message,
+              ...(event.data === undefined ? {} : { data: event.data }),
+            })
         })
         progress = setInterval(() => {
           const current = local.stats()
@@ -609,7 +737,6 @@ export class Peer {
     await Promise.all([...this.running.values()].map((job) => job.leave(timeoutMs)))
     await this.stop()
   }
-
 }
 
 /**
@@ -692,7 +819,8 @@ async function settleWithin(promises: readonly Promise<unknown>[], signal: Abort
 /** The program with some operators at another parallelism (a rescale). */
 function withParallelism(program: Program, parallelism: { readonly [operator: string]: number }): Program {
   for (const [name, n] of Object.entries(parallelism)) {
-    if (!program.operators.some((o) => o.name === name)) throw new InvalidOptionError('rescale', 'operator', `${name} is not an operator of ${program.name} (it has ${program.operators.map((o) => o.name).join(', ')})`)
+    if (!program.operators.some((o) => o.name === name))
+      throw new InvalidOptionError('rescale', 'operator', `${name} is not an operator of ${program.name} (it has ${program.operators.map((o) => o.name).join(', ')})`)
     if (!Number.isInteger(n) || n < 1) throw new InvalidOptionError('rescale', `parallelism of ${name}`, `must be a positive integer, got ${n}`)
   }
   return program.mapOperators((o) => (parallelism[o.name] === undefined ? o : o.annotate({ parallelism: parallelism[o.name]! })))

@@ -47,7 +47,10 @@ export async function loadProgram(module: string, args: readonly string[], envir
     throw new ProgramModuleError(module, 'its default export did not return a program (use program(name, { operators, links }))')
   }
   // `layers` is an array, or a function of the program's arguments that returns one.
-  const layers: unknown = typeof imported.layers === 'function' ? await (imported.layers as (args: readonly string[], environment: ProgramEnvironment) => unknown)(args, environment) : (imported.layers ?? [])
+  const layers: unknown =
+    typeof imported.layers === 'function'
+      ? await (imported.layers as (args: readonly string[], environment: ProgramEnvironment) => unknown)(args, environment)
+      : (imported.layers ?? [])
   if (!Array.isArray(layers) || !layers.every((l: unknown) => typeof (l as Layer | undefined)?.name === 'string')) {
     throw new ProgramModuleError(module, 'exports `layers` that is not an array of layers')
   }

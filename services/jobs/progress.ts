@@ -54,7 +54,9 @@ export class ProgressDisplay {
       const before = this.last.get(t.operator) ?? 0
       const perSecond = (count >= before ? count - before : count) / seconds
       this.last.set(t.operator, t.recordsIn + (t.recordsIn === 0 ? t.recordsOut : 0))
-      lines.push(`  ${t.operator.padEnd(24)} x${t.instances}  in ${rate(t.recordsIn).padStart(7)}  out ${rate(t.recordsOut).padStart(7)}  ${rate(perSecond).padStart(7)}/s${t.deadLetters > 0 ? `  dead letters ${t.deadLetters}` : ''}`)
+      lines.push(
+        `  ${t.operator.padEnd(24)} x${t.instances}  in ${rate(t.recordsIn).padStart(7)}  out ${rate(t.recordsOut).padStart(7)}  ${rate(perSecond).padStart(7)}/s${t.deadLetters > 0 ? `  dead letters ${t.deadLetters}` : ''}`,
+      )
     }
     this.lastTime = now
     if (this.out.isTTY === true && this.drawn > 0) this.out.write(`\x1b[${this.drawn}A\x1b[J`)
@@ -65,7 +67,10 @@ export class ProgressDisplay {
   /** The final summary. */
   summary(current: readonly OperatorTotals[], elapsedMs: number, deadLetters: number): string {
     const lines = [`lamina: finished in ${(elapsedMs / 1000).toFixed(2)} s, ${deadLetters} dead letters`]
-    for (const t of current) lines.push(`  ${t.operator.padEnd(24)} x${t.instances}  in ${t.recordsIn}  out ${t.recordsOut}  (${rate((t.recordsIn || t.recordsOut) / Math.max(elapsedMs / 1000, 1e-3))}/s)`)
+    for (const t of current)
+      lines.push(
+        `  ${t.operator.padEnd(24)} x${t.instances}  in ${t.recordsIn}  out ${t.recordsOut}  (${rate((t.recordsIn || t.recordsOut) / Math.max(elapsedMs / 1000, 1e-3))}/s)`,
+      )
     return lines.join('\n')
   }
 }

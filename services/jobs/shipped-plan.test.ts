@@ -6,7 +6,10 @@ import { applyPlan, shipPlan } from './shipped-plan.js'
 
 function build(extra = false): Program {
   const numbers = source('numbers', t.number, [1, 2, 3])
-  const double = pin(map('double', t.number, t.number, (n) => n * 2, { parallelism: 2 }), 'beta')
+  const double = pin(
+    map('double', t.number, t.number, (n) => n * 2, { parallelism: 2 }),
+    'beta',
+  )
   const out = sink('out', t.number, [])
   if (!extra) return program('ship', { operators: [numbers, double, out], links: [link(numbers.outputs.out, double.inputs.in), link(double.outputs.out, out.inputs.in)] })
   const triple = map('triple', t.number, t.number, (n) => n * 3)
@@ -49,7 +52,10 @@ describe('shipped plans', () => {
 
   it('refuse a plan hook that adds operators or sets annotations that are not plain data (ERR_PLAN_UNSHIPPABLE)', async () => {
     expect(() => shipPlan(build(), build(true))).toThrow(expect.objectContaining({ code: 'ERR_PLAN_UNSHIPPABLE', message: expect.stringContaining('operators added: triple') }))
-    const sneaky: Layer = { name: 'sneaky', plan: async (p, next) => next(p.mapOperators((o) => o.annotate({ labels: [String(new Date(0))], assignment: { peers: [] }, ...({ hook: () => 1 } as object) }))) }
+    const sneaky: Layer = {
+      name: 'sneaky',
+      plan: async (p, next) => next(p.mapOperators((o) => o.annotate({ labels: [String(new Date(0))], assignment: { peers: [] }, ...({ hook: () => 1 } as object) }))),
+    }
     const planned = await kernel.with(sneaky).plan(build(), { job: 'j', self: 'self', peers })
     expect(() => shipPlan(build(), planned)).toThrow(expect.objectContaining({ code: 'ERR_PLAN_UNSHIPPABLE', message: expect.stringContaining('annotations.hook is a function') }))
   })

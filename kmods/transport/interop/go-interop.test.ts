@@ -110,7 +110,9 @@ describe.skipIf(!go)(suite, () => {
     expect(result.peerId).toBe(strangerId)
     expect(result.identified).toBe(false)
     expect(result.stage).not.toBe('done')
-    expect(await logger.waitFor(1)).toEqual([expect.stringMatching(new RegExp(`^warn: refused inbound connection from peer ${strangerId} at /ip4/127\\.0\\.0\\.1/tcp/\\d+: not on this node's allowlist$`))])
+    expect(await logger.waitFor(1)).toEqual([
+      expect.stringMatching(new RegExp(`^warn: refused inbound connection from peer ${strangerId} at /ip4/127\\.0\\.0\\.1/tcp/\\d+: not on this node's allowlist$`)),
+    ])
     expect(node.libp2p.getConnections(peerIdFromString(strangerId))).toEqual([])
   })
 

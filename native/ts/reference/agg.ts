@@ -11,7 +11,10 @@ export class KeyedAgg {
   readonly sum: number[] = []
   readonly min: number[] = []
   readonly max: number[] = []
-  constructor(readonly kind: 'f64' | 'utf8', readonly withValues: boolean) {}
+  constructor(
+    readonly kind: 'f64' | 'utf8',
+    readonly withValues: boolean,
+  ) {}
 
   get size(): number {
     return this.count.length
@@ -45,8 +48,7 @@ export class KeyedAgg {
   }
 
   finish(): Array<[string, RCol]> {
-    const key: RCol =
-      this.kind === 'utf8' ? { kind: 'utf8', strings: this.keys as string[] } : { kind: 'f64', values: Float64Array.from(this.keys as number[]) }
+    const key: RCol = this.kind === 'utf8' ? { kind: 'utf8', strings: this.keys as string[] } : { kind: 'f64', values: Float64Array.from(this.keys as number[]) }
     const cols: Array<[string, RCol]> = [
       ['key', key],
       ['count', f64Col(this.count)],

@@ -80,8 +80,7 @@ export function validateBatch(pending: Array<[string, PendingColumn]>): RBatch {
   const cols: Array<[string, RCol]> = []
   let rows: [number, string] | undefined
   for (const [name, p] of pending) {
-    const col: RCol =
-      'f64' in p ? { kind: 'f64', values: p.f64 } : { kind: 'utf8', strings: validateUtf8(name, ...utf8Parts(name, p.data, p.offsets)) }
+    const col: RCol = 'f64' in p ? { kind: 'f64', values: p.f64 } : { kind: 'utf8', strings: validateUtf8(name, ...utf8Parts(name, p.data, p.offsets)) }
     const len = colLen(col)
     if (rows === undefined) rows = [len, name]
     else if (rows[0] !== len) throw new NativeBatchError(name, undefined, `has ${len} rows but column ${JSON.stringify(rows[1])} has ${rows[0]}`)
@@ -102,9 +101,7 @@ export function colLen(c: RCol): number {
 
 /** The rows `idx` of a column, in that order. */
 export function gather(c: RCol, idx: readonly number[]): RCol {
-  return c.kind === 'f64'
-    ? { kind: 'f64', values: Float64Array.from(idx, (i) => c.values[i] as number) }
-    : { kind: 'utf8', strings: idx.map((i) => c.strings[i] as string) }
+  return c.kind === 'f64' ? { kind: 'f64', values: Float64Array.from(idx, (i) => c.values[i] as number) } : { kind: 'utf8', strings: idx.map((i) => c.strings[i] as string) }
 }
 
 /** The rows `idx` of every column of a batch. */

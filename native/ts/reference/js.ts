@@ -23,9 +23,14 @@ export function field(obj: unknown, name: string): unknown {
 }
 
 /** A JavaScript value read into plain data (a chain spec), as the native core's `JsVal`. */
-export type JsVal = { readonly t: 'undefined' | 'null' } | { readonly t: 'bool'; readonly v: boolean } | { readonly t: 'num'; readonly v: number }
-  | { readonly t: 'str'; readonly v: string } | { readonly t: 'arr'; readonly v: readonly JsVal[] }
-  | { readonly t: 'obj'; readonly v: ReadonlyArray<readonly [string, JsVal]> } | { readonly t: 'other'; readonly d: string }
+export type JsVal =
+  | { readonly t: 'undefined' | 'null' }
+  | { readonly t: 'bool'; readonly v: boolean }
+  | { readonly t: 'num'; readonly v: number }
+  | { readonly t: 'str'; readonly v: string }
+  | { readonly t: 'arr'; readonly v: readonly JsVal[] }
+  | { readonly t: 'obj'; readonly v: ReadonlyArray<readonly [string, JsVal]> }
+  | { readonly t: 'other'; readonly d: string }
 
 /** Reads `v` into a {@link JsVal}, descending at most `depth` levels of arrays and objects. */
 export function readJsVal(v: unknown, depth: number): JsVal {

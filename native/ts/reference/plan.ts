@@ -137,9 +137,7 @@ function applyStage(stage: Stage, cur: RBatch): RBatch {
     case 'tokenize': {
       const text = requireCol(cur, stage.input, 'utf8') as { strings: readonly string[] }
       const t = tokenizeStrings(text.strings)
-      const cols: Array<readonly [string, RCol]> = cur.cols
-        .filter(([n]) => n !== stage.input && n !== stage.output)
-        .map(([n, c]) => [n, gather(c, t.rows)] as const)
+      const cols: Array<readonly [string, RCol]> = cur.cols.filter(([n]) => n !== stage.input && n !== stage.output).map(([n, c]) => [n, gather(c, t.rows)] as const)
       cols.push([stage.output, { kind: 'utf8', strings: t.words }])
       return { cols, rows: t.rows.length }
     }
