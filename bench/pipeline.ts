@@ -42,7 +42,6 @@ type Scored = t.TypeOf<typeof Scored>
 
 /** One final count. */
 const UserCount = t.type({ user: t.string, count: t.number })
-type UserCount = t.TypeOf<typeof UserCount>
 
 // The stage functions, shared by both variants so they do exactly the same work. They are kept
 // cheap on purpose: the benchmark measures what the runtime adds around user code.

@@ -24,12 +24,14 @@ export abstract class LaminaError extends Error {
    * (native/ts/errors.ts), which cannot import the kernel (the kernel imports it): they carry the
    * {@link LAMINA_ERROR} brand and a string `code`. Subclasses keep the plain prototype check.
    */
+  // biome-ignore-start lint/complexity/noThisInStatic: `this` is the class `instanceof` was called on (a subclass or LaminaError itself).
   static override [Symbol.hasInstance](value: unknown): boolean {
     if (Function.prototype[Symbol.hasInstance].call(this, value)) return true
     return (
       this === LaminaError && value instanceof Error && (value as { [LAMINA_ERROR]?: unknown })[LAMINA_ERROR] === true && typeof (value as { code?: unknown }).code === 'string'
     )
   }
+  // biome-ignore-end lint/complexity/noThisInStatic: -
 }
 
 /** The brand a coded error outside the kernel carries to count as a LaminaError (a registered symbol: no import needed). */

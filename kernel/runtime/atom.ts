@@ -207,7 +207,7 @@ export class AtomInstance implements Instance {
   process(port: string, batch: Batch): void | Promise<void> {
     const handler = this.body.handlers[port] as ((value: unknown, ctx: Context) => unknown) | undefined
     if (handler === undefined) return this.whole(port, batch)
-    const hook = this.observer?.batch!(port, batch)
+    const hook = this.observer?.batch?.(port, batch)
     return this.loop(handler, port, batch, 0, hook)
   }
 

@@ -374,7 +374,7 @@ export class Driver implements AtomServices {
     if (!this.running) this.wake()
   }
 
-  request(port: string, value: unknown, options: RequestOptions | undefined, emit: (header: Header) => void): Promise<unknown> {
+  request(port: string, _value: unknown, options: RequestOptions | undefined, emit: (header: Header) => void): Promise<unknown> {
     const where = { operator: this.info.operator, port, instance: this.info.instance }
     const outlet = this.outlets.get(port)
     if (outlet === undefined) return Promise.reject(new RequestRoutingError(where, 'the port has no link'))

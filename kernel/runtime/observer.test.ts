@@ -55,7 +55,7 @@ describe('a layer watching the record loop', () => {
         return next({
           ...spec,
           observer: {
-            batch: (port, batch) => {
+            batch: (port) => {
               // Watch every other batch: the others cost nothing more.
               if (batches++ % 2 === 1) return undefined
               return (index, key) => records.push([port, index, key])

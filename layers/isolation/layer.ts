@@ -5,7 +5,7 @@ import {
   HandlerError,
   InstanceCrashedError,
   InvalidOptionError,
-  LaminaError,
+  type LaminaError,
   StateRestoreError,
   atom,
   check,

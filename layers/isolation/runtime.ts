@@ -424,7 +424,7 @@ export class IsolateRuntime implements AtomServices {
       p.failures.push(error instanceof DecodeError ? { index: record, undecodable: true, error: UNDECODABLE } : { index: record, error: serializeError(original(error)) })
       return
     }
-    if (p !== undefined && p.whole && where.port === p.port) {
+    if (p?.whole && where.port === p.port) {
       p.batchFailed = error
       return
     }

@@ -19,6 +19,7 @@ import { Accumulator, appendHop, type Hop, metadataIn, now, OpenHop, type Record
 import type { TracerShared } from './tracer-shared.js'
 
 /** What the instance is doing, which decides what an emission derives from. */
+// biome-ignore lint/suspicious/noConstEnum: tsc inlines these in the per-record path; the enum never leaves this file.
 const enum Mode {
   /** Outside any batch: start, run, end, timers. */
   Free,
@@ -29,6 +30,7 @@ const enum Mode {
 }
 
 /** What an emission during a traced record derives from. */
+// biome-ignore lint/suspicious/noConstEnum: as Mode above.
 const enum Attribution {
   /** The record itself (stateless operators, stream bodies, batch handlers). */
   Record,

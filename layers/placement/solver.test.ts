@@ -106,7 +106,9 @@ describe('solve: annotations', () => {
     const four = solve(chain('p', [spread(transform('x', 4))]), { peers, self: 'self' })
     expect(new Set(where(four).x)).toEqual(new Set(['a', 'b', 'c', 'self']))
     const six = solve(chain('p', [spread(transform('x', 8))]), { peers, self: 'self' })
-    const counts = Object.values(where(six).x!.reduce<Record<string, number>>((acc, p) => ({ ...acc, [p]: (acc[p] ?? 0) + 1 }), {}))
+    const perPeer = new Map<string, number>()
+    for (const p of where(six).x!) perPeer.set(p, (perPeer.get(p) ?? 0) + 1)
+    const counts = [...perPeer.values()]
     expect(counts.sort()).toEqual([2, 2, 2, 2])
     expect(six.instances.filter((p) => p.operator === 'x').some((p) => p.reason.includes('more instances than peers'))).toBe(true)
   })

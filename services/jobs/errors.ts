@@ -1,6 +1,6 @@
 // Errors of the cluster runtime: launching, supervising and joining peers, and running jobs on them.
 
-import { describeCause, LaminaError } from '../../kernel/index.js'
+import { LaminaError } from '../../kernel/index.js'
 
 /** Thrown when a program module cannot be imported or does not build a program. */
 export class ProgramModuleError extends LaminaError {
