@@ -13,8 +13,12 @@
 const aboveKernel = '^(kmods|layers|services|cli|testing|examples|bench)/'
 /** Packages that belong to kernel modules, never to the kernel: libp2p and SQLite. */
 const kmodPackages = '(^|/)node_modules/(@libp2p/|libp2p/|@chainsafe/|@multiformats/|better-sqlite3/)'
-/** The kernel's one public file. What it re-exports is reached through it. */
-const kernelPublic = '^kernel/index\\.ts$'
+/**
+ * The kernel's two entries: kernel/index.ts (`lamina`, the public API) and kernel/internal.ts
+ * (`lamina/internal`: deployment, the remote-channel adapter and wire encoders, for Lamina's own
+ * tiers). What they re-export is reached through them.
+ */
+const kernelEntries = '^kernel/(index|internal)\\.ts$'
 /**
  * Public entry points of the tiers above the kernel: the top index.ts of layers/ and testing/
  * (`lamina/layers`, `lamina/testing`), and each kmod's, layer's and service's own index.ts
@@ -98,10 +102,18 @@ module.exports = {
     {
       name: 'kernel-private-file',
       comment:
-        'Outside kernel/, the kernel is imported only through its public entry kernel/index.ts (`lamina`), tests included. If a layer needs a hook the public API lacks, the API grows.',
+        'Outside kernel/, the kernel is imported only through its entries kernel/index.ts (`lamina`) and kernel/internal.ts (`lamina/internal`), tests included. If a layer needs a hook the public API lacks, the API grows.',
       severity: 'error',
       from: { path: aboveKernel },
-      to: { path: '^kernel/', pathNot: kernelPublic },
+      to: { path: '^kernel/', pathNot: kernelEntries },
+    },
+    {
+      name: 'kernel-internal-entry',
+      comment:
+        "`lamina/internal` (kernel/internal.ts) is for the tiers that deploy jobs and move frames: kmods, services, the testing kit and benches. Layers, the CLI and examples use the public API only (a layer's tests may build a deployment by hand).",
+      severity: 'error',
+      from: { path: '^(layers|cli|examples)/', pathNot: testOrFixture },
+      to: { path: '^kernel/internal\\.ts$' },
     },
     {
       name: 'entry-points-use-public-entries',

@@ -8,6 +8,7 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^lamina$/, replacement: here('./kernel/index.ts') },
+      { find: /^lamina\/internal$/, replacement: here('./kernel/internal.ts') },
       { find: /^lamina\/layers$/, replacement: here('./layers/index.ts') },
       { find: /^lamina\/transport$/, replacement: here('./kmods/transport/index.ts') },
       { find: /^lamina\/cluster$/, replacement: here('./services/jobs/index.ts') },

@@ -1,6 +1,13 @@
-// Lamina's public API: operators, links and programs as values; the kernel that runs them; the layer API.
+// Lamina's public API (`lamina`): operators, links and programs as values; the kernel that runs them; the layer API.
+// What only Lamina's own tiers use (deployment, the remote-channel adapter, wire encoders) is in internal.ts (`lamina/internal`).
 
-export type * from './contracts.js'
+export type * from './contracts/ports.js'
+export type * from './contracts/operators.js'
+export type * from './contracts/channels.js'
+export type * from './contracts/links.js'
+export type * from './contracts/programs.js'
+export type * from './contracts/layers.js'
+export type * from './contracts/jobs.js'
 export * from './errors.js'
 export { t, check, renderProblem, type DecodeProblem } from './codec.js'
 export { atom, stream, type AtomDefinition, type StreamDefinition } from './operator.js'
@@ -24,19 +31,3 @@ export type * from './contracts/frames.js'
 export { isChannelReceiver, isChannelSender } from './runtime/channel.js'
 export type { ChannelOverrides } from './layer.js'
 export * from './remote/errors.js'
-export { remoteSender, linkName, type RemoteSender, type RemoteSenderOptions, type RemoteSenderStats } from './remote/sender.js'
-export { remoteReceiver, type RemoteReceiver, type RemoteReceiverOptions, type RemoteReceiverStats } from './remote/receiver.js'
-export {
-  encodeRecords,
-  encodeRecordsLenient,
-  decodeRecords,
-  encodeMarkerPayload,
-  decodeMarkerPayload,
-  encodeReplyPayload,
-  decodeReplyPayload,
-  ValueEncoding,
-  type Records,
-  type Reply,
-} from './remote/payload.js'
-// Byte-level helpers the wire formats share (kmods/transport's frames, the adapter's payloads); internal, like the encoders above.
-export { ByteReader, typeName, varintSize, writeVarint } from './bytes.js'

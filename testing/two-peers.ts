@@ -6,19 +6,16 @@
 import {
   JobAbortedError,
   kernel,
-  remoteReceiver,
-  remoteSender,
   type ChannelReceiver,
   type ChannelSender,
-  type Deployment,
   type Job,
   type JobReport,
   type Layer,
   type PeerDescription,
   type Program,
-  type RemoteEnd,
   type RunOptions,
 } from '../kernel/index.js'
+import { remoteReceiver, remoteSender, type Deployment, type RemoteEnd } from '../kernel/internal.js'
 import { memoryFrameChannel, type MemoryFrameChannel } from './memory-transport.js'
 
 /** The two peers' ids. */

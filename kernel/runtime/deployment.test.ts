@@ -1,7 +1,8 @@
 // Two kernels in one process, each running its share of one program: the kernel side of a cluster.
 // The channel joining them is an in-memory stand-in for the libp2p channel (kernel/transport).
 import { describe, expect, it } from 'vitest'
-import { atom, instanceOfKey, kernel, link, program, sink, source, t, type Batch, type Channel, type ChannelInfo, type Deployment, type Layer, type RemoteEnd } from 'lamina'
+import { atom, instanceOfKey, kernel, link, program, sink, source, t, type Batch, type Channel, type ChannelInfo, type Layer } from 'lamina'
+import type { Deployment, RemoteEnd } from 'lamina/internal'
 
 /** A bounded in-memory channel shared by the two "peers" (both halves in one object). */
 class SharedChannel implements Channel {

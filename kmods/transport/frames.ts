@@ -12,7 +12,7 @@
 // The transport never looks inside a payload: the kernel's remote-channel adapter encodes values,
 // headers, markers and replies into them (kernel/remote/payload.ts).
 
-import { ByteReader, typeName, varintSize, writeVarint } from '../../kernel/index.js'
+import { ByteReader, typeName, varintSize, writeVarint } from '../../kernel/internal.js'
 import { FrameError } from './errors.js'
 
 /** Frame kinds, as the byte on the wire. */

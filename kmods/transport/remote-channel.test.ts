@@ -5,20 +5,8 @@ import { join } from 'node:path'
 import fc from 'fast-check'
 import * as t from 'io-ts'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import {
-  encodeRecords,
-  remoteReceiver,
-  remoteSender,
-  type AnyCodec,
-  type Batch,
-  type ChannelInfo,
-  type LaminaError,
-  type Link,
-  type RemoteReceiver,
-  type RemoteSender,
-  type ReplyTo,
-  type Where,
-} from '../../kernel/index.js'
+import type { AnyCodec, Batch, ChannelInfo, LaminaError, Link, ReplyTo, Where } from '../../kernel/index.js'
+import { encodeRecords, remoteReceiver, remoteSender, type RemoteReceiver, type RemoteSender } from '../../kernel/internal.js'
 import { LinkBrokenError, RemoteRequestError } from './errors.js'
 import { encodeCredit, encodeData, encodeEnd, encodeOpen } from './frames.js'
 import { memoryLogger } from './logger.js'

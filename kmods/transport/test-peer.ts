@@ -3,7 +3,8 @@
 
 import './polyfill.js'
 import * as t from 'io-ts'
-import { remoteReceiver, remoteSender, type ChannelInfo, type LaminaError, type RemoteReceiver, type RemoteSender } from '../../kernel/index.js'
+import type { ChannelInfo, LaminaError } from '../../kernel/index.js'
+import { remoteReceiver, remoteSender, type RemoteReceiver, type RemoteSender } from '../../kernel/internal.js'
 import { createPeerNode, type PeerNode } from './node.js'
 import { readPskFile } from './psk.js'
 import { createReceiverRegistry, type ReceiverRegistry, type StreamFrameReceiver } from './remote-receiver.js'

@@ -6,33 +6,10 @@ import '../../kmods/transport/polyfill.js'
 import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type {
-  Attempt,
-  ChannelReceiver,
-  ChannelSender,
-  DeadLetter,
-  Deployment,
-  Job,
-  JobEvent,
-  JobStats,
-  Layer,
-  Program,
-  RemoteEnd,
-  RescaleReport,
-  RescaleRequest,
-} from '../../kernel/index.js'
-import {
-  InvalidOptionError,
-  JobAbortedError,
-  JobFailedError,
-  LaminaError,
-  kernel as defaultKernel,
-  remoteReceiver,
-  remoteSender,
-  SAVEPOINTS,
-  type Kernel,
-  type Savepoints,
-} from '../../kernel/index.js'
+import type { Attempt, ChannelReceiver, ChannelSender, DeadLetter, Job, JobEvent, JobStats, Layer, Program, RescaleReport, RescaleRequest } from '../../kernel/index.js'
+import type { Deployment, RemoteEnd } from '../../kernel/internal.js'
+import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, SAVEPOINTS, type Kernel, type Savepoints } from '../../kernel/index.js'
+import { remoteReceiver, remoteSender } from '../../kernel/internal.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
 import { openFrameSender } from '../../kmods/transport/remote-sender.js'
