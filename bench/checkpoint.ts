@@ -12,13 +12,14 @@ import { filter, firstValueFrom } from 'rxjs'
 import { startCluster, type Cluster, type SubmittedJob } from '../services/jobs/index.js'
 import { memoryLogger } from '../kmods/transport/index.js'
 import { BenchCheckError, humanRate, median, positiveInteger, progress, runMain } from './_harness.js'
-import { arrivals, received, reference, results } from './_keyed-totals.js'
+import { keyedTotals } from '../testing/index.js'
 
 const records = positiveInteger('records', process.argv[2]) ?? 6_000_000
 const rounds = positiveInteger('rounds', process.argv[3]) ?? 3
 const PEERS = 4
 const INTERVAL_MS = 1000
-const module = new URL('./_keyed-totals.js', import.meta.url).pathname
+const module = keyedTotals.MODULE
+const { arrivals, received, reference, results } = keyedTotals
 
 let expected: string[] | undefined
 

@@ -15,14 +15,15 @@ import { filter, firstValueFrom, take, toArray } from 'rxjs'
 import { startCluster, type Cluster } from '../services/jobs/index.js'
 import { memoryLogger } from '../kmods/transport/index.js'
 import { BenchCheckError, humanRate, median, positiveInteger, progress, runMain } from './_harness.js'
-import { received, reference, results } from './_keyed-totals.js'
+import { keyedTotals } from '../testing/index.js'
 
 const records = positiveInteger('records', process.argv[2]) ?? 160_000
 const rounds = positiveInteger('rounds', process.argv[3]) ?? 3
 const WORK_US = 40
 const STATE_KEYS = 100_000
 const STATE_RECORDS = 4_000_000
-const module = new URL('./_keyed-totals.js', import.meta.url).pathname
+const module = keyedTotals.MODULE
+const { received, reference, results } = keyedTotals
 
 function check(what: string, expected: string[]): void {
   const got = received()

@@ -49,7 +49,7 @@ describe('lamina run', () => {
   })
 
   it('--console: `rescale OPERATOR N` typed while the job runs rescales it', async () => {
-    const run = spawn(process.execPath, [cli, 'run', 'bench/_keyed-totals.ts', '--peers', '2', '--console', '--', '4000000', '200', '1'], {
+    const run = spawn(process.execPath, [cli, 'run', 'testing/keyed-totals.ts', '--peers', '2', '--console', '--', '4000000', '200', '1'], {
       cwd: root,
       stdio: ['pipe', 'ignore', 'pipe'],
     })

@@ -1,4 +1,4 @@
-// Lamina's testing kit (`lamina/testing`): an in-memory transport, a fake channel, the cluster fixture, waiting helpers and the layer compliance suite.
+// Lamina's testing kit (`lamina/testing`): an in-memory transport, a fake channel, the cluster fixture, waiting helpers, the layer compliance suite, and test programs and layers.
 
 export * from './errors.js'
 export { alive, until, waitFor } from './processes.js'
@@ -35,3 +35,6 @@ export {
   type SeenNumber,
   type TaggedNumber,
 } from './compliance-program.js'
+export { restoreOffsets } from './restoring.js'
+/** A keyed aggregation over replayable events, for tests and benches of fault tolerance and elasticity: `keyedTotals.MODULE` is its path, `keyedTotals.reference(n)` what a fault-free run emits. */
+export * as keyedTotals from './keyed-totals.js'

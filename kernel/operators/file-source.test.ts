@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { fileSource, kernel, link, program, sink, t, type FileSourceOptions, type JobReport } from 'lamina'
-import { restoring } from './fixtures/restoring.js'
+import { restoreOffsets } from 'lamina/testing'
 
 const dir = mkdtempSync(join(tmpdir(), 'lamina-file-source-test-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -32,7 +32,7 @@ async function run(path: string, options: FileSourceOptions & { offsets?: readon
   const out: string[] = []
   const into = sink('out', t.string, out)
   const p = program('file', { operators: [lines, into], links: [link(lines.outputs.out, into.inputs.in)] })
-  const k = options.offsets === undefined ? kernel : kernel.with(restoring('lines', options.offsets))
+  const k = options.offsets === undefined ? kernel : kernel.with(restoreOffsets('lines', options.offsets))
   const report = await k.run(p, { batchSize: options.batchSize ?? 16 }).done
   return { out, report }
 }

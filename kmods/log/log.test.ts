@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import fc from 'fast-check'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { kernel, link, program, sink, t, type JobReport } from 'lamina'
-import { restoring } from '../../kernel/operators/fixtures/restoring.js'
+import { restoreOffsets } from 'lamina/testing'
 import { openStore, type Store } from '../store/index.js'
 import { logSource, openLog, type Log, type LogSourceOptions } from './index.js'
 
@@ -189,7 +189,7 @@ function runSource(options: LogSourceOptions, run: { offsets?: readonly number[]
     run.onValue?.(e, out)
   })
   const p = program('log', { operators: [events, into], links: [link(events.outputs.out, into.inputs.in)] })
-  const k = run.offsets === undefined ? kernel : kernel.with(restoring('events', run.offsets))
+  const k = run.offsets === undefined ? kernel : kernel.with(restoreOffsets('events', run.offsets))
   return { out, job: k.run(p, { batchSize: 64 }) }
 }
 

@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memoryLogger } from 'lamina/transport'
-import { waitFor } from 'lamina/testing'
+import { waitFor, keyedTotals } from 'lamina/testing'
 import { startCluster, type Cluster, type SubmittedJob } from 'lamina/cluster'
-import { received, reference, results } from '../../bench/_keyed-totals.js'
 
-const fixture = new URL('../../bench/_keyed-totals.ts', import.meta.url).pathname
+const fixture = keyedTotals.MODULE
+const { received, reference, results } = keyedTotals
 const RECORDS = 4_000_000
 /** Long enough for three rescales, a join and a leave while it runs. */
 const LONG = 12_000_000

@@ -6,12 +6,12 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest'
 import { seededRandom } from 'lamina/layers'
 import { memoryLogger } from 'lamina/transport'
-import { waitFor } from 'lamina/testing'
+import { waitFor, keyedTotals } from 'lamina/testing'
 import { openStore } from '../../kmods/store/index.js'
 import { startCluster, type Cluster, type ClusterJobEvent, type SubmittedJob } from 'lamina/cluster'
-import { arrivals, received, reference, results } from '../../bench/_keyed-totals.js'
 
-const fixture = new URL('../../bench/_keyed-totals.ts', import.meta.url).pathname
+const fixture = keyedTotals.MODULE
+const { arrivals, received, reference, results } = keyedTotals
 const RECORDS = 400_000
 const PEERS = 4
 const expected = reference(RECORDS)

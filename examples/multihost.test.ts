@@ -1,19 +1,17 @@
-// Three hosts: peers in three network namespaces, joined by veth pairs to a bridge in this one.
+// The wordcount example on three hosts: peers in three network namespaces, joined by veth pairs to a bridge in this one.
 // The test process joins them (joinCluster) and runs wordcount: the answer equals in-process.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { kernel } from '../../kernel/index.js'
-import { wordcount, type WordCount } from '../../examples/wordcount.js'
-import { loadOrCreateIdentity } from '../../kmods/transport/identity.js'
-import { memoryLogger } from '../../kmods/transport/logger.js'
-import { readOrCreatePskFile } from '../../kmods/transport/psk.js'
+import { kernel } from 'lamina'
+import { joinCluster, type Cluster } from 'lamina/cluster'
+import { loadOrCreateIdentity, memoryLogger, readOrCreatePskFile } from 'lamina/transport'
 import { rows } from './fixtures/wordcount-program.js'
-import { joinCluster, type Cluster } from './launcher.js'
+import { wordcount, type WordCount } from './wordcount.js'
 
-const root = join(import.meta.dirname, '..', '..')
+const root = join(import.meta.dirname, '..')
 const cli = join(root, 'dist', 'cli', 'lamina.js')
 const fixture = join(import.meta.dirname, 'fixtures', 'wordcount-program.ts')
 const tag = `${process.pid % 10000}`
