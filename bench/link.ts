@@ -11,14 +11,14 @@ import type { ChannelInfo } from '../kernel/index.js'
 import { decodeRecords, encodeRecords } from '../kernel/internal.js'
 import { DATA_HEADROOM, dataFrameInPlace, decodeFrames, type DataFrame } from '../kmods/transport/frames.js'
 import { generatePsk, writePskFile } from '../kmods/transport/psk.js'
-import { startTestPeer, type TestPeerProcess } from '../kmods/transport/test-peer-process.js'
+import { startTransportPeer, type TransportPeerProcess } from '../testing/index.js'
 
 const records = Number(process.argv[2] ?? 1_000_000)
 const runs = Number(process.argv[3] ?? 3)
 const batch = Number(process.env.LAMINA_BATCH ?? 1024)
 const capacity = Number(process.env.LAMINA_CAPACITY ?? 4096)
 const dir = mkdtempSync(join(tmpdir(), 'lamina-measure-'))
-const peers: TestPeerProcess[] = []
+const peers: TransportPeerProcess[] = []
 
 /** Channel capacity and batch size (records) for a record size: large records get a window of about 16 MiB in batches of about 1 MiB. */
 function shape(recordBytes: number): { capacity: number; batch: number } {
@@ -38,7 +38,7 @@ interface Run {
   readonly cpuMs: number
 }
 
-async function lamina(producer: TestPeerProcess, consumer: TestPeerProcess, count: number, recordBytes: number): Promise<Run> {
+async function lamina(producer: TransportPeerProcess, consumer: TransportPeerProcess, count: number, recordBytes: number): Promise<Run> {
   const id = `lamina-${job++}`
   const started = performance.now()
   const received = consumer.next('received', id, 600_000)
@@ -51,13 +51,13 @@ async function lamina(producer: TestPeerProcess, consumer: TestPeerProcess, coun
 }
 
 /** Rejects when a peer reports the channel broken. */
-function brokenOn(peer: TestPeerProcess, id: string): Promise<never> {
+function brokenOn(peer: TransportPeerProcess, id: string): Promise<never> {
   const broken = peer.next('broken', id, 600_000).then((report) => Promise.reject(new Error(`channel ${id} broke: ${report.message}`)))
   broken.catch(() => undefined)
   return broken
 }
 
-async function raw(producer: TestPeerProcess, consumer: TestPeerProcess, count: number, recordBytes: number): Promise<Run> {
+async function raw(producer: TransportPeerProcess, consumer: TransportPeerProcess, count: number, recordBytes: number): Promise<Run> {
   const id = `raw-${job++}`
   const started = performance.now()
   const received = consumer.next('raw-received', undefined, 600_000)
@@ -89,7 +89,7 @@ try {
   console.log(JSON.stringify({ codec: 'frames', ...measureFrames() }))
   const pskFile = join(dir, 'swarm.key')
   await writePskFile(pskFile, generatePsk())
-  const [producer, consumer] = await Promise.all([startTestPeer(dir, 'producer', pskFile), startTestPeer(dir, 'consumer', pskFile)])
+  const [producer, consumer] = await Promise.all([startTransportPeer(dir, 'producer', pskFile), startTransportPeer(dir, 'consumer', pskFile)])
   peers.push(producer, consumer)
   consumer.send({ cmd: 'raw-receive', id: 'raw' })
   await consumer.next('stats', 'raw')

@@ -16,7 +16,7 @@ import { CHANNEL_PROTOCOL } from './remote-channel.js'
 import type { DialTarget } from './node.js'
 import { createReceiverRegistry, type ReceiverRegistry, type StreamFrameReceiver, type StreamProblem } from './remote-receiver.js'
 import { openFrameSender, type FrameSenderOptions, type StreamFrameSender } from './remote-sender.js'
-import { startTestPeer, type TestPeerProcess } from './test-peer-process.js'
+import { startTransportPeer, type TransportPeerProcess } from 'lamina/testing'
 
 let dir: string
 let psk: Psk
@@ -46,10 +46,10 @@ async function registry(n: PeerNode, options: Parameters<typeof createReceiverRe
   return r
 }
 
-async function peerProcess(name: string): Promise<TestPeerProcess> {
+async function peerProcess(name: string): Promise<TransportPeerProcess> {
   const pskFile = join(dir, 'swarm.key')
   await writePskFile(pskFile, psk)
-  const peer = await startTestPeer(dir, name, pskFile)
+  const peer = await startTransportPeer(dir, name, pskFile)
   cleanups.push(() => peer.kill())
   return peer
 }
@@ -537,7 +537,7 @@ describe('remote channels', () => {
   }, 120_000)
 })
 
-async function statsOf(peer: TestPeerProcess, id: string) {
+async function statsOf(peer: TransportPeerProcess, id: string) {
   peer.send({ cmd: 'stats', id })
   return peer.next('stats', id)
 }

@@ -1,59 +1,59 @@
-// Starts a test peer (test-peer.ts) in a child process and talks to it: for cross-process tests and measurements.
+// Starts a transport peer (transport-peer.ts) in a child process and talks to it: for cross-process tests and benchmarks of remote channels.
 
 import { fork, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { POLYFILL_URL } from './polyfill.js'
-import type { PeerCommand, PeerReport } from './test-peer.js'
+import { POLYFILL_URL } from '../kmods/transport/index.js'
+import type { TransportPeerCommand, TransportPeerReport } from './transport-peer.js'
 
-/** A running test peer. */
-export interface TestPeerProcess {
+/** A running transport peer. */
+export interface TransportPeerProcess {
   readonly child: ChildProcess
   readonly pid: number
   readonly peerId: string
   /** Its first listen address, with `/p2p/<id>`. */
   readonly address: string
-  send(command: PeerCommand): void
+  send(command: TransportPeerCommand): void
   /** The next report of `type` (and `id`), or a rejection after `timeoutMs` or when the process exits. */
-  next<T extends PeerReport['type']>(type: T, id?: string, timeoutMs?: number): Promise<Extract<PeerReport, { type: T }>>
+  next<T extends TransportPeerReport['type']>(type: T, id?: string, timeoutMs?: number): Promise<Extract<TransportPeerReport, { type: T }>>
   /** Resolves with the exit code or signal once the process has exited. */
   readonly exited: Promise<number | string>
   /** Kills it with SIGKILL (if still running) and waits for the exit. */
   kill(): Promise<void>
 }
 
-/** Forks `test-peer.ts` with its work directory under `dir`; resolves once it reports ready. */
-export async function startTestPeer(dir: string, name: string, pskFile: string): Promise<TestPeerProcess> {
-  // From sources (tests) the peer is test-peer.ts; from dist (benchmarks) test-peer.js.
-  const script = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './test-peer.ts' : './test-peer.js', import.meta.url))
+/** Forks `transport-peer.ts` with its work directory under `dir`; resolves once it reports ready. */
+export async function startTransportPeer(dir: string, name: string, pskFile: string): Promise<TransportPeerProcess> {
+  // From sources (tests) the peer is transport-peer.ts; from dist (benchmarks) transport-peer.js.
+  const script = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './transport-peer.ts' : './transport-peer.js', import.meta.url))
   // The polyfill preloaded by path too, as every child entry point may do.
   const child = fork(script, [join(dir, name), pskFile], {
     execArgv: ['--import', import.meta.resolve('tsx'), '--import', POLYFILL_URL],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
-  const reports: PeerReport[] = []
-  const waiting: { type: string; id: string | undefined; resolve: (report: PeerReport) => void; reject: (error: Error) => void }[] = []
+  const reports: TransportPeerReport[] = []
+  const waiting: { type: string; id: string | undefined; resolve: (report: TransportPeerReport) => void; reject: (error: Error) => void }[] = []
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code ?? -1)))
-  child.on('message', (report: PeerReport) => {
+  child.on('message', (report: TransportPeerReport) => {
     const at = waiting.findIndex((w) => w.type === report.type && (w.id === undefined || ('id' in report && w.id === report.id)))
     if (at === -1) reports.push(report)
     else waiting.splice(at, 1)[0]!.resolve(report)
   })
   void exited.then((how) => {
-    for (const w of waiting.splice(0)) w.reject(new Error(`test peer ${name} exited (${how}) while waiting for a ${w.type} report`))
+    for (const w of waiting.splice(0)) w.reject(new Error(`transport peer ${name} exited (${how}) while waiting for a ${w.type} report`))
   })
-  const next = <T extends PeerReport['type']>(type: T, id?: string, timeoutMs = 30_000): Promise<Extract<PeerReport, { type: T }>> => {
+  const next = <T extends TransportPeerReport['type']>(type: T, id?: string, timeoutMs = 30_000): Promise<Extract<TransportPeerReport, { type: T }>> => {
     const at = reports.findIndex((r) => r.type === type && (id === undefined || ('id' in r && r.id === id)))
-    if (at !== -1) return Promise.resolve(reports.splice(at, 1)[0] as Extract<PeerReport, { type: T }>)
+    if (at !== -1) return Promise.resolve(reports.splice(at, 1)[0] as Extract<TransportPeerReport, { type: T }>)
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`test peer ${name}: no ${type} report within ${timeoutMs} ms`)), timeoutMs)
+      const timer = setTimeout(() => reject(new Error(`transport peer ${name}: no ${type} report within ${timeoutMs} ms`)), timeoutMs)
       timer.unref()
       waiting.push({
         type,
         id,
         resolve: (report) => {
           clearTimeout(timer)
-          resolve(report as Extract<PeerReport, { type: T }>)
+          resolve(report as Extract<TransportPeerReport, { type: T }>)
         },
         reject: (error) => {
           clearTimeout(timer)

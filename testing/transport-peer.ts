@@ -1,17 +1,25 @@
-// A peer in its own process for cross-process tests and measurements: receives or sends on remote channels as its parent asks over IPC.
-// Run: fork('kmods/transport/test-peer.ts', [workdir, pskFile], { execArgv: ['--import', 'tsx'] }). It exits when its parent goes away.
+// A transport peer in its own process, for cross-process tests and benchmarks of remote channels:
+// it receives or sends on remote channels (kmods/transport under the kernel's adapter), or on raw
+// libp2p streams for comparison, as its parent asks over IPC. Started by startTransportPeer
+// (transport-peer-process.ts); it exits when its parent goes away.
 
-import './polyfill.js'
+// lamina/transport first: it loads the Promise.withResolvers polyfill before libp2p.
+import {
+  createPeerNode,
+  createReceiverRegistry,
+  openFrameSender,
+  readPskFile,
+  type PeerNode,
+  type ReceiverRegistry,
+  type StreamFrameReceiver,
+  type StreamFrameSender,
+} from '../kmods/transport/index.js'
 import * as t from 'io-ts'
-import type { ChannelInfo, LaminaError } from '../../kernel/index.js'
-import { remoteReceiver, remoteSender, type RemoteReceiver, type RemoteSender } from '../../kernel/internal.js'
-import { createPeerNode, type PeerNode } from './node.js'
-import { readPskFile } from './psk.js'
-import { createReceiverRegistry, type ReceiverRegistry, type StreamFrameReceiver } from './remote-receiver.js'
-import { openFrameSender, type StreamFrameSender } from './remote-sender.js'
+import type { ChannelInfo, LaminaError } from '../kernel/index.js'
+import { remoteReceiver, remoteSender, type RemoteReceiver, type RemoteSender } from '../kernel/internal.js'
 
 /** A command from the parent. */
-export type PeerCommand =
+export type TransportPeerCommand =
   | {
       readonly cmd: 'receive'
       readonly id: string
@@ -39,7 +47,7 @@ export type PeerCommand =
   | { readonly cmd: 'stop' }
 
 /** A report to the parent. */
-export type PeerReport =
+export type TransportPeerReport =
   | { readonly type: 'ready'; readonly peerId: string; readonly addresses: string[]; readonly pid: number }
   | { readonly type: 'received'; readonly id: string; readonly count: number; readonly ordered: boolean; readonly ms: number; readonly cpuMs: number; readonly heapPeakMb: number }
   | { readonly type: 'sent'; readonly id: string; readonly count: number; readonly ms: number; readonly cpuMs: number }
@@ -49,9 +57,9 @@ export type PeerReport =
   | { readonly type: 'raw-received'; readonly id: string; readonly bytes: number; readonly ms: number; readonly cpuMs: number }
 
 const [workdir, pskFile] = process.argv.slice(2)
-if (workdir === undefined || pskFile === undefined) throw new Error('usage: test-peer.ts <workdir> <psk file>')
+if (workdir === undefined || pskFile === undefined) throw new Error('usage: transport-peer.ts <workdir> <psk file>')
 
-const report = (message: PeerReport): void => void process.send?.(message)
+const report = (message: TransportPeerReport): void => void process.send?.(message)
 const node: PeerNode = await createPeerNode({ workdir, psk: await readPskFile(pskFile) })
 const registry: ReceiverRegistry = createReceiverRegistry(node)
 await registry.start()
@@ -62,7 +70,7 @@ const senders = new Map<string, { sender: RemoteSender; frames: StreamFrameSende
 process.on('disconnect', () => void shutdown())
 process.on('SIGTERM', () => void shutdown())
 
-process.on('message', (message: PeerCommand) => {
+process.on('message', (message: TransportPeerCommand) => {
   switch (message.cmd) {
     case 'receive':
       return receive(message)
@@ -115,7 +123,7 @@ async function rawReceive(id: string): Promise<void> {
   report({ type: 'stats', id, stats: 'raw receiver ready', heapUsedMb: 0, rssMb: 0 })
 }
 
-async function rawSend(command: Extract<PeerCommand, { cmd: 'raw-send' }>): Promise<void> {
+async function rawSend(command: Extract<TransportPeerCommand, { cmd: 'raw-send' }>): Promise<void> {
   const stream = await node.dialProtocol(command.target, RAW_PROTOCOL)
   const pad = 'x'.repeat(Math.max(0, command.recordBytes - 12))
   const perWrite = Math.max(1, Math.floor(command.writeBytes / command.recordBytes))
@@ -133,7 +141,7 @@ async function rawSend(command: Extract<PeerCommand, { cmd: 'raw-send' }>): Prom
   report({ type: 'sent', id: command.id, count: command.count, ms: performance.now() - started, cpuMs: cpuMsSince(cpu) })
 }
 
-function receive(command: Extract<PeerCommand, { cmd: 'receive' }>): void {
+function receive(command: Extract<TransportPeerCommand, { cmd: 'receive' }>): void {
   const codec = command.codec === 'string' ? t.string : command.codec === 'number' ? t.number : t.unknown
   const frames = registry.receive({ info: command.info })
   const receiver = remoteReceiver(frames, { info: command.info, capacity: command.capacity, codec, deadLetter: () => undefined })
@@ -195,7 +203,7 @@ function sequenceOf(value: unknown): number {
   return typeof value === 'number' ? value : Number.parseInt((value as string).slice(0, 12), 10)
 }
 
-async function send(command: Extract<PeerCommand, { cmd: 'send' }>): Promise<void> {
+async function send(command: Extract<TransportPeerCommand, { cmd: 'send' }>): Promise<void> {
   const frames = openFrameSender(node, command.target, command.info)
   const sender = remoteSender(frames, { info: command.info, deadLetter: () => undefined })
   senders.set(command.id, { sender, frames })
