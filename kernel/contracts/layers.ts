@@ -251,7 +251,12 @@ export interface Layer {
    * is a LayerStackError when it is built (`kernel.with(...)`), not a failure at first use.
    */
   readonly requires?: readonly Capability<unknown>[]
-  /** Rewrites the program before deployment. */
+  /**
+   * Rewrites the program before deployment. Runs once per job, where it is planned: in-process
+   * here; on a cluster on the submitting peer alone, whose planned annotations the other peers
+   * receive (they run with `planned: true` and skip this hook). Work needed on every peer belongs
+   * in `control`.
+   */
   plan?(program: Program, next: (program: Program) => Promise<Program>, context: PlanContext): Promise<Program>
   /** Wraps (or replaces) one operator instance. */
   instance?(spec: InstanceSpec, next: (spec: InstanceSpec) => Instance): Instance
@@ -262,7 +267,7 @@ export interface Layer {
    * and reads them on `take` works the same in-process and across peers.
    */
   channel?(channel: ChannelEnd, next: (channel: ChannelEnd) => ChannelEnd): ChannelEnd
-  /** Registers control message kinds and syscalls; called once per job before it starts. */
+  /** Registers control message kinds and syscalls; called once per job on every peer of it (for its share), before it starts. */
   control?(registry: ControlRegistry): void
   /**
    * Set by a layer that can resume a job from durable state (fault tolerance): when a peer of a
