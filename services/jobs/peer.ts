@@ -1,31 +1,23 @@
-// A Lamina peer: a kernel and a libp2p node. It runs its share of jobs any member submits, and can
-// submit jobs itself: it loads the program module, plans it over the members, hands each member
-// its share over the job protocol, runs its own share, and collects progress and results.
+// A Lamina peer: a kernel and a libp2p node, started and stopped here. It runs its share of jobs
+// any member submits (share.ts), and can submit jobs itself (submission.ts): it loads the program
+// module, plans it over the members, hands each member its share over the job protocol, runs its
+// own share, and collects progress and results. Each share runs with a deployment (deployment.ts).
 
 import '../../kmods/transport/polyfill.js'
-import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
-import { Subject, type Observable } from 'rxjs'
-import type { Attempt, ChannelReceiver, ChannelSender, DeadLetter, Job, JobEvent, JobStats, Layer, Program, RescaleReport, RescaleRequest } from '../../kernel/index.js'
-import type { Deployment, RemoteEnd } from '../../kernel/internal.js'
-import { InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, kernel as defaultKernel, SAVEPOINTS, type Kernel, type Savepoints } from '../../kernel/index.js'
-import { remoteReceiver, remoteSender } from '../../kernel/internal.js'
+import type { Deployment } from '../../kernel/internal.js'
+import { kernel as defaultKernel, type Kernel } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
-import { openFrameSender } from '../../kmods/transport/remote-sender.js'
 import { startMembership, type Membership, type MembershipOptions } from '../../kmods/membership/index.js'
-import { CONTROL_PROTOCOL, callOver, serveControl } from './control-protocol.js'
-import { JobProtocolError, RecoveryFailedError, RemoteJobError } from './errors.js'
-import { JOB_PROTOCOL, JobChannel, type JobMessage, statsToWire, toWire, type WireDeadLetter } from './job-protocol.js'
-import { instanceKey, roundRobinPlan, type Plan } from './placement.js'
-import { loadProgram, type LoadedProgram } from './program-module.js'
-import { applyPlan, shipPlan, type ShippedPlan } from './shipped-plan.js'
+import { CONTROL_PROTOCOL, serveControl } from './control-protocol.js'
+import { AddressBook, deployment, type Members, type ShareLayout } from './deployment.js'
+import { JOB_PROTOCOL, JobChannel } from './job-protocol.js'
+import { Shares } from './share.js'
+import { Submitter, type SubmitOptions, type SubmittedJob } from './submission.js'
 
-/** Who the peer's members are: a peer learns them from membership (gossip) or is told them. */
-export interface Members {
-  /** Live members (this peer included), with addresses to reach them and their tags. */
-  list(): readonly { readonly peerId: string; readonly multiaddrs: readonly string[]; readonly tags?: Readonly<Record<string, string>> }[]
-}
+export type { Members } from './deployment.js'
+export type { ClusterJobEvent, ClusterReport, SubmitOptions, SubmittedJob } from './submission.js'
 
 /** Options of a peer. */
 export interface PeerOptions extends PeerNodeOptions {
@@ -39,90 +31,29 @@ export interface PeerOptions extends PeerNodeOptions {
   readonly progressMs?: number
 }
 
-/** Options of a submission. */
-export interface SubmitOptions {
-  /** Arguments handed to the program module's factory. @default [] */
-  readonly args?: readonly string[]
-  /** Peers that may run transform instances. @default every live member but this one (or this one alone) */
-  readonly workers?: readonly string[]
-  readonly signal?: AbortSignal
-}
-
-/** What a finished cluster job reports. */
-export interface ClusterReport {
-  readonly job: string
-  readonly plan: Plan
-  /** Stats by peer id. */
-  readonly stats: { readonly [peer: string]: JobStats }
-  readonly deadLetters: readonly WireDeadLetter[]
-  readonly elapsedMs: number
-  /** Attempts the job took: 1 when nothing failed or changed, one more per recovery and per rescale. */
-  readonly attempts: number
-  /** Attempts started because a peer failed. */
-  readonly recoveries: number
-  /** Attempts started by a rescale (or a peer moved off). */
-  readonly rescales: number
-}
-
-/** Events of a submitted job. */
-export type ClusterJobEvent =
-  | { readonly type: 'progress'; readonly peer: string; readonly stats: JobStats }
-  | { readonly type: 'dead-letter'; readonly letter: WireDeadLetter }
-  /** A layer on some peer reported something (a restart, a checkpoint, an escalation). */
-  | { readonly type: 'layer'; readonly peer: string; readonly layer: string; readonly kind: string; readonly message: string; readonly data?: unknown }
-  /** An attempt failed and the job runs again from its durable state on the surviving peers. */
-  | { readonly type: 'recovering'; readonly attempt: number; readonly lost: readonly string[]; readonly reason: string; readonly plan: Plan }
-  /** The job runs again from a savepoint with a new shape (a rescale, or a peer moved off). */
-  | {
-      readonly type: 'rescaling'
-      readonly attempt: number
-      readonly reason: string
-      readonly parallelism: { readonly [operator: string]: number }
-      readonly checkpoint: number
-      readonly plan: Plan
-    }
-
-/** A job submitted to the cluster. */
-export interface SubmittedJob {
-  readonly id: string
-  /** Where each instance runs in the current attempt. */
-  readonly plan: Plan
-  readonly program: Program
-  readonly events: Observable<ClusterJobEvent>
-  /** The latest stats of every peer. */
-  stats(): { readonly [peer: string]: JobStats }
-  readonly done: Promise<ClusterReport>
-  abort(reason?: string): void
-  /**
-   * Changes the parallelism of a running operator: a savepoint, then the job runs again with `n`
-   * instances of `operator`, its keyed state moved by key group. Needs the checkpoints layer.
-   */
-  rescale(operator: string, n: number): Promise<RescaleReport>
-  /** Changes several operators' parallelism and/or moves every instance off some peers. */
-  reshape(change: RescaleRequest): Promise<RescaleReport>
-}
-
-let jobCounter = 0
-
 /** A running peer. Start with `Peer.start(options)`; stop with `stop()` (idempotent). */
 export class Peer {
-  private readonly running = new Map<string, { abort(reason: string): void; leave(ms: number): Promise<void> }>()
-  /** Job shares running here, by job id (attempt ids included): control calls reach them. */
-  private readonly shares = new Map<string, Job>()
-  private readonly shareWaiters = new Map<string, (() => void)[]>()
   private members: Members
+  private readonly shares: Shares
+  private readonly submitter: Submitter
 
   private constructor(
     readonly node: PeerNode,
     private readonly registry: ReceiverRegistry,
-    private readonly kernel: Kernel,
-    private readonly progressMs: number,
+    kernel: Kernel,
+    progressMs: number,
     /** Gossip membership: who is alive, suspect, dead, joined or left. */
     readonly membership: Membership,
     /** The work directory: identity, and durable state layers keep (checkpoints). */
     readonly workdir: string,
   ) {
     this.members = { list: () => membership.members().filter((m) => m.status === 'alive') }
+    // The parts see the members through this view, so `useMembers` reaches them too.
+    const members: Members = { list: () => this.members.list() }
+    const addressBook = new AddressBook(members)
+    const deploy = (share: ShareLayout): Deployment => deployment({ node, registry, addressBook, workdir }, share)
+    this.shares = new Shares({ node, kernel, progressMs, deploy })
+    this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy })
   }
 
   /** Starts the node, the channel registry and the job protocol. */
@@ -133,73 +64,16 @@ export class Peer {
     const membership = await startMembership(node, { bootstrap: options.bootstrap ?? [], ...options.membership })
     const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership, options.workdir)
     await node.libp2p.handle(JOB_PROTOCOL, (stream: Stream, connection) => {
-      void peer.serve(new JobChannel(stream, connection.remotePeer.toString()))
+      void peer.shares.serve(new JobChannel(stream, connection.remotePeer.toString()))
     })
     await node.libp2p.handle(
       CONTROL_PROTOCOL,
       (stream: Stream, connection) => {
-        void serveControl(stream, connection.remotePeer.toString(), (job) => peer.shareControl(job))
+        void serveControl(stream, connection.remotePeer.toString(), (job) => peer.shares.control(job))
       },
       { maxInboundStreams: 1024 },
     )
     return peer
-  }
-
-  /** Registers a running share of a job so control calls reach it until it settles. */
-  private addShare(job: Job, until: Promise<unknown> = job.done): void {
-    this.shares.set(job.id, job)
-    for (const wake of this.shareWaiters.get(job.id) ?? []) wake()
-    this.shareWaiters.delete(job.id)
-    const remove = (): void => void (this.shares.get(job.id) === job && this.shares.delete(job.id))
-    until.then(remove, remove)
-  }
-
-  /** The `control` of a share of `job` here, waiting up to 10 s for it to start (calls may beat it). */
-  private async shareControl(job: string): Promise<((kind: string, payload: unknown) => Promise<unknown>) | undefined> {
-    let share = this.shares.get(job)
-    if (share === undefined) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 10_000)
-        const waiters = this.shareWaiters.get(job) ?? []
-        waiters.push(() => {
-          clearTimeout(timer)
-          resolve()
-        })
-        this.shareWaiters.set(job, waiters)
-      })
-      share = this.shares.get(job)
-    }
-    return share === undefined ? undefined : (kind, payload) => share.control(kind, payload)
-  }
-
-  /** Calls a control handler of `job`'s share on `peer` over the control protocol. */
-  private async callPeer(
-    job: string,
-    peer: string,
-    addresses: readonly string[],
-    kind: string,
-    payload: unknown,
-    options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number },
-  ): Promise<unknown> {
-    const signals = [AbortSignal.timeout(options?.timeoutMs ?? 30_000), ...(options?.signal === undefined ? [] : [options.signal])]
-    const signal = AbortSignal.any(signals)
-    // A peer that restarted listens elsewhere: when one known address refuses, try the next.
-    let stream: Stream | undefined
-    for (let i = 0; stream === undefined; i++) {
-      try {
-        stream = await this.node.dialProtocol(addresses[i]!, CONTROL_PROTOCOL, { signal, maxOutboundStreams: 1024 })
-      } catch (error) {
-        if (i + 1 >= addresses.length || signal.aborted) throw error
-      }
-    }
-    try {
-      const value = await callOver(stream, peer, job, kind, payload, signal)
-      await stream.close().catch(() => stream.abort(new Error('control stream closed')))
-      return value
-    } catch (error) {
-      stream.abort(error instanceof Error ? error : new Error(String(error)))
-      throw error
-    }
   }
 
   get id(): string {
@@ -216,134 +90,6 @@ export class Peer {
     this.members = members
   }
 
-  private addressOf(peerId: string, addresses?: { readonly [peer: string]: readonly string[] }): string {
-    const member = this.members.list().find((m) => m.peerId === peerId)
-    return addresses?.[peerId]?.[0] ?? member?.multiaddrs[0] ?? peerId
-  }
-
-  /**
-   * Every address known for `peerId`, freshest first: where membership sees it alive now (a
-   * restarted peer's new address arrives by gossip), then where the attempt was told it was.
-   */
-  private addressesOf(peerId: string, addresses?: { readonly [peer: string]: readonly string[] }): string[] {
-    const member = this.members.list().find((m) => m.peerId === peerId)
-    const known = [member?.multiaddrs[0], addresses?.[peerId]?.[0]].filter((a): a is string => a !== undefined)
-    return known.length === 0 ? [peerId] : [...new Set(known)]
-  }
-
-  private addresses(): Record<string, string[]> {
-    return Object.fromEntries(this.members.list().map((m) => [m.peerId, [...m.multiaddrs]]))
-  }
-
-  private deployment(
-    job: string,
-    plan: Plan,
-    submitter: string,
-    addresses: { readonly [peer: string]: readonly string[] },
-    signal: AbortSignal,
-    members: readonly string[],
-    rescale?: (change: RescaleRequest) => Promise<RescaleReport>,
-  ): Deployment {
-    const peers = [...new Set([submitter, ...Object.values(plan), ...members])]
-    return {
-      self: this.id,
-      submitter,
-      ...(rescale === undefined ? {} : { rescale }),
-      workDir: this.workdir,
-      peers: () => peers,
-      call: (peer, kind, payload, options) =>
-        this.callPeer(job, peer, this.addressesOf(peer, addresses), kind, payload, {
-          ...options,
-          signal: options?.signal === undefined ? signal : AbortSignal.any([signal, options.signal]),
-        }),
-      // Fused operators are named `a+b…`; the kernel fuses only co-located operators, so the first part decides.
-      peerOf: (operator, instance) => plan[instanceKey(operator, instance)] ?? plan[instanceKey(operator.split('+')[0]!, instance)] ?? submitter,
-      // The kernel's typed halves over the transport's frame channels: each side gets its own half.
-      connect: ((end: RemoteEnd): ChannelSender | ChannelReceiver =>
-        end.side === 'sender'
-          ? remoteSender(openFrameSender(this.node, this.addressOf(end.peer, addresses), end.info, { signal }), end)
-          : remoteReceiver(this.registry.receive({ info: end.info, expectPeer: end.peer }), end)) as Deployment['connect'],
-    }
-  }
-
-  /** Serves one job stream from a submitter: load, accept, run our share, report. */
-  private async serve(channel: JobChannel): Promise<void> {
-    const abort = new AbortController()
-    setMaxListeners(0, abort.signal)
-    try {
-      const submit = await channel.receive()
-      if (submit.type !== 'submit') throw new RemoteJobError(channel.remotePeer, 'ERR_JOB_PROTOCOL', `expected submit, got ${submit.type}`)
-      let loaded: LoadedProgram
-      try {
-        loaded = await loadProgram(submit.module, submit.args, { submitter: false, peer: this.id })
-      } catch (error) {
-        await channel.send({
-          type: 'refused',
-          peer: this.id,
-          code: error instanceof LaminaError ? error.code : 'ERR_PROGRAM_MODULE',
-          message: error instanceof Error ? error.message : String(error),
-        })
-        return
-      }
-      // The submitter planned the job once: apply what its plan hooks decided, run no plan hook here.
-      loaded = { ...loaded, program: applyPlan(loaded.program, submit.annotations, this.id) }
-      const instances = Object.values(submit.plan).filter((p) => p === this.id).length
-      await channel.send({ type: 'accepted', peer: this.id, instances })
-      const start = await channel.receive({ signal: abort.signal })
-      if (start.type !== 'start') return
-      // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
-      const job = this.kernel
-        .withOverrides(loaded.layers, (old) => this.node.logger.info(`job ${submit.job}: the program's layer "${old.name}" replaces the peer kernel's`))
-        .run(loaded.program, {
-          id: submit.job,
-          peers: submit.peers,
-          planned: true,
-          deployment: this.deployment(submit.job, submit.plan, submit.submitter, submit.addresses, abort.signal, submit.members ?? []),
-          signal: abort.signal,
-          ...(submit.attempt === undefined ? {} : { attempt: submit.attempt }),
-          onDeadLetter: (letter: DeadLetter) => void channel.send({ type: 'dead-letter', peer: this.id, letter: toWire(letter, this.id) }).catch(() => undefined),
-        })
-      // The submitter may abort us; a broken job stream means it is gone: abort then too. The share
-      // stays reachable by control calls until then, even once its own instances are done.
-      const submitterGone = channel.receive().then(
-        (message) => void (message.type === 'abort' && abort.abort(message.reason)),
-        () => abort.abort('the submitter went away'),
-      )
-      this.addShare(job, submitterGone)
-      job.events.subscribe((event) => {
-        if (event.type === 'layer')
-          void channel.send({ type: 'event', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, data: event.data ?? null }).catch(() => undefined)
-      })
-      this.running.set(submit.job, {
-        abort: (reason) => abort.abort(reason),
-        // Leaving gracefully: ask the submitter to move our instances off, and wait until it did.
-        leave: async (ms) => {
-          await channel.send({ type: 'leaving', peer: this.id }).catch(() => undefined)
-          await Promise.race([job.done.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, ms).unref())])
-        },
-      })
-      // The submitter may abort us; a broken job stream means it is gone: abort then too.
-      const progress = setInterval(() => void channel.send({ type: 'progress', peer: this.id, stats: statsToWire(job.stats()) }).catch(() => undefined), this.progressMs)
-      try {
-        const report = await job.done
-        await channel.send({ type: 'done', peer: this.id, stats: statsToWire(report.stats) })
-        // Stay until the submitter ends the attempt (it closes the stream): others may still call us.
-        await submitterGone
-      } catch (error) {
-        const code = error instanceof LaminaError ? error.code : 'ERR_JOB_FAILED'
-        await channel.send({ type: 'failed', peer: this.id, code, message: error instanceof Error ? error.message : String(error) }).catch(() => undefined)
-      } finally {
-        clearInterval(progress)
-        this.running.delete(submit.job)
-      }
-    } catch (error) {
-      this.node.logger.warn(`job stream from ${channel.remotePeer}: ${error instanceof Error ? error.message : String(error)}`)
-      abort.abort(error)
-    } finally {
-      await channel.close()
-    }
-  }
-
   /**
    * Submits a program module to the cluster: plans it over the members (sources and sinks here,
    * transforms round robin over the workers), starts every share, and runs this peer's own.
@@ -352,354 +98,12 @@ export class Peer {
    * the job runs again as a new attempt on the surviving peers, resuming from its durable state.
    */
   async submit(module: string, options: SubmitOptions = {}): Promise<SubmittedJob> {
-    const args = options.args ?? []
-    const { program, layers, planned: onPlanned } = await loadProgram(module, args, { submitter: true, peer: this.id })
-    // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
-    const kernel = this.kernel.withOverrides(layers, (old) => this.node.logger.info(`${program.name}: the program's layer "${old.name}" replaces the peer kernel's`))
-    const savepoints = kernel.capability(SAVEPOINTS)
-    const others = this.members
-      .list()
-      .map((m) => m.peerId)
-      .filter((p) => p !== this.id)
-    let workers = options.workers ?? (others.length > 0 ? others : [this.id])
-    const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
-    // The layers' plan hooks (placement) see the live members; every peer plans again alike.
-    let descriptions = this.members.list().map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
-    // The layers' plan hooks (placement) run here, once per attempt; the other peers get the result.
-    let planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
-    let shipped = shipPlan(program, planned)
-    onPlanned?.(planned)
-    let plan = roundRobinPlan(planned, workers, this.id)
-    const recovery = recoveryOf(kernel.layers)
-    const abort = new AbortController()
-    options.signal?.addEventListener('abort', () => abort.abort(options.signal?.reason), { once: true })
-    const events = new Subject<ClusterJobEvent>()
-    const stats: Record<string, JobStats> = {}
-    const deadLetters: WireDeadLetter[] = []
-    const started = Date.now()
-    const resolved = resolveModule(module)
-    let current: Attempting | undefined
-    let currentJob = id
-    let attemptNumber = 0
-    const context: AttemptContext = { id, kernel, module: resolved, args, events, stats, deadLetters, signal: abort.signal }
-    // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
-    const parallelism: Record<string, number> = {}
-    const excluded = new Set<string>()
-    let change:
-      | { request: RescaleRequest; stoppedAt: number; checkpoint: number; resolve: (report: RescaleReport) => void; reject: (error: unknown) => void; from: Record<string, number> }
-      | undefined
-    const rescale = async (request: RescaleRequest): Promise<RescaleReport> => {
-      if (change !== undefined) throw new InvalidOptionError('rescale', 'request', `a rescale (${change.request.reason}) is in progress`)
-      withParallelism(program, { ...parallelism, ...request.parallelism }) // checks the names and counts first
-      // The current attempt's share here (it may be starting still).
-      const control = await this.shareControl(currentJob)
-      if (control === undefined || current === undefined) throw new InvalidOptionError('rescale', 'job', `job ${id} is not running here`)
-      // A savepoint first: the new attempt starts from it, so nothing is lost or repeated.
-      if (savepoints === undefined) throw new InvalidOptionError('rescale', 'layers', 'needs a layer that provides savepoints (checkpoints())')
-      let checkpoint: number
-      try {
-        checkpoint = await savepoints.take(currentJob)
-      } catch (error) {
-        throw new InvalidOptionError('rescale', 'layers', `needs a savepoint to start from, which failed: ${error instanceof Error ? error.message : String(error)}`)
-      }
-      const from = Object.fromEntries(Object.keys(request.parallelism ?? {}).map((name) => [name, planned.operators.find((o) => o.name === name)?.annotations.parallelism ?? 1]))
-      return new Promise<RescaleReport>((resolve, reject) => {
-        change = { request, stoppedAt: Date.now(), checkpoint, resolve, reject, from }
-        current!.abort(`rescaling: ${request.reason}`)
-      })
-    }
-    const done = (async (): Promise<ClusterReport> => {
-      let recoveries = 0
-      let rescales = 0
-      /** Peers lost by a failure, with their membership generation then. */
-      const lostAt = new Map<string, number>()
-      try {
-        for (;;) {
-          const attempt: Attempt = { lineage: id, number: attemptNumber }
-          currentJob = attempt.number === 0 ? id : `${id}~${attempt.number}`
-          current = this.attempt(context, attempt, plan, workers, descriptions, planned, shipped, rescale)
-          const outcome = await current.outcome
-          if (outcome.ok) {
-            change?.reject(new InvalidOptionError('rescale', 'job', 'the job finished before the rescale took effect'))
-            return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started, attempts: attemptNumber + 1, recoveries, rescales }
-          }
-          attemptNumber++
-          // The stats of the next attempt start afresh (peers may differ).
-          for (const peer of Object.keys(stats)) delete stats[peer]
-          if (change !== undefined && !abort.signal.aborted) {
-            rescales++
-            // A rescale (or a peer leaving): the same job, reshaped, from the savepoint.
-            const pending = change
-            Object.assign(parallelism, pending.request.parallelism)
-            for (const peer of pending.request.exclude ?? []) excluded.add(peer)
-            const alive = this.members
-              .list()
-              .map((m) => m.peerId)
-              .filter((p) => !excluded.has(p))
-            workers = options.workers?.filter((p) => !excluded.has(p)) ?? alive.filter((p) => p !== this.id)
-            if (workers.length === 0) workers = [this.id]
-            descriptions = this.members
-              .list()
-              .filter((m) => !excluded.has(m.peerId))
-              .map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
-            planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
-            shipped = shipPlan(program, planned)
-            plan = roundRobinPlan(planned, workers, this.id)
-            const restored = firstRestored(events, savepoints)
-            events.next({ type: 'rescaling', attempt: attemptNumber, reason: pending.request.reason, parallelism: { ...parallelism }, checkpoint: pending.checkpoint, plan })
-            change = undefined
-            restored.then(
-              (at) =>
-                pending.resolve({
-                  changes: Object.fromEntries(Object.entries(pending.from).map(([name, from]) => [name, { from, to: parallelism[name]! }])),
-                  checkpoint: pending.checkpoint,
-                  pauseMs: at - pending.stoppedAt,
-                  attempt: attemptNumber,
-                }),
-              pending.reject,
-            )
-            continue
-          }
-          const error = outcome.error
-          if (abort.signal.aborted || recovery === undefined) throw error
-          if (++recoveries > recovery.attempts) throw new RecoveryFailedError(id, attemptNumber, `the ${recovery.attempts} recovery attempt(s) the stack allows are used up`, error)
-          // Peers lost are left out until membership sees them back as a new generation (restarted
-          // and joined again): then their capacity, and the checkpoint copies they hold, are used again.
-          const generations = new Map(this.membership.members().map((m) => [m.peerId, m] as const))
-          for (const peer of outcome.lost) lostAt.set(peer, generations.get(peer)?.generation ?? 0)
-          for (const [peer, generation] of lostAt) {
-            const now = generations.get(peer)
-            if (now !== undefined && now.status === 'alive' && now.generation > generation) lostAt.delete(peer)
-          }
-          const dead = new Set([
-            ...lostAt.keys(),
-            ...this.membership
-              .members()
-              .filter((m) => m.status !== 'alive')
-              .map((m) => m.peerId),
-          ])
-          const alive = this.members.list().filter((m) => !dead.has(m.peerId) && !excluded.has(m.peerId))
-          workers = (options.workers ?? alive.map((m) => m.peerId).filter((p) => p !== this.id)).filter((p) => !dead.has(p) && !excluded.has(p))
-          if (workers.length === 0) workers = [this.id]
-          descriptions = alive.map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
-          // The first recovery starts at once; later ones back off (a peer that died may be restarting).
-          if (recoveries > 1) await new Promise((resolve) => setTimeout(resolve, Math.min(4_000, 250 * 2 ** (recoveries - 2))))
-          // Plan again over the survivors: placement re-solves, the lost instances move.
-          planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
-          shipped = shipPlan(program, planned)
-          plan = roundRobinPlan(planned, workers, this.id)
-          const reason = error instanceof Error ? error.message : String(error)
-          events.next({ type: 'recovering', attempt: attemptNumber, lost: [...dead], reason, plan })
-        }
-      } catch (error) {
-        change?.reject(error)
-        throw error
-      } finally {
-        events.complete()
-      }
-    })()
-    done.catch(() => undefined)
-    return {
-      id,
-      get plan() {
-        return plan
-      },
-      get program() {
-        return planned
-      },
-      events: events.asObservable(),
-      stats: () => ({ ...stats }),
-      done,
-      abort: (reason = 'aborted') => {
-        abort.abort(reason)
-        current?.abort(reason)
-      },
-      rescale: (operator, n) => rescale({ parallelism: { [operator]: n }, reason: `${operator} to ${n} instances (by hand)` }),
-      reshape: rescale,
-    }
-  }
-
-  /**
-   * Runs one attempt of a job: hands every other peer its share, runs ours, and settles with the
-   * outcome. On the first failure it aborts every share and waits (a bounded time) for them all, so
-   * the next attempt never overlaps this one; peers whose job stream broke are reported lost.
-   */
-  private attempt(
-    context: AttemptContext,
-    attempt: Attempt,
-    plan: Plan,
-    workers: readonly string[],
-    descriptions: readonly { id: string; tags: Record<string, string> }[],
-    program: Program,
-    shipped: ShippedPlan,
-    rescale: (change: RescaleRequest) => Promise<RescaleReport>,
-  ): Attempting {
-    const job = attempt.number === 0 ? context.id : `${context.id}~${attempt.number}`
-    const abort = new AbortController()
-    // Every channel and control call of the attempt listens on this signal.
-    setMaxListeners(0, abort.signal)
-    const onOuterAbort = (): void => abort.abort(context.signal.reason)
-    if (context.signal.aborted) abort.abort(context.signal.reason)
-    else context.signal.addEventListener('abort', onOuterAbort, { once: true })
-    const lost = new Set<string>()
-    const channels: JobChannel[] = []
-    // The first failure of any share is the attempt's failure; the aborts it causes elsewhere are not.
-    let firstFailure: unknown
-    const failAll = (reason: string, cause?: unknown): void => {
-      if (cause !== undefined && firstFailure === undefined && !abort.signal.aborted) firstFailure = cause
-      if (!abort.signal.aborted) abort.abort(reason)
-      for (const channel of channels) void channel.send({ type: 'abort', reason }).catch(() => undefined)
-    }
-    const outcome = (async (): Promise<{ ok: true } | { ok: false; error: unknown; lost: string[] }> => {
-      // Every worker runs a share, even one with no instance: durable state (checkpoint copies)
-      // may live there, and the layers reach it through its share.
-      const peers = [...new Set([...Object.values(plan), ...workers])].filter((p) => p !== this.id)
-      const addresses = this.addresses()
-      let progress: NodeJS.Timeout | undefined
-      try {
-        // Hand every other peer its share and wait until all accepted, before anything runs.
-        const accepted = await Promise.allSettled(
-          peers.map(async (peer) => {
-            let stream: Stream
-            try {
-              stream = await this.node.dialProtocol(this.addressOf(peer, addresses), JOB_PROTOCOL, { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(15_000)]) })
-            } catch (error) {
-              lost.add(peer)
-              throw error
-            }
-            const channel = new JobChannel(stream, peer)
-            channels.push(channel)
-            await channel.send({
-              type: 'submit',
-              job,
-              module: context.module,
-              args: [...context.args],
-              plan,
-              submitter: this.id,
-              addresses,
-              peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })),
-              members: [this.id, ...peers],
-              attempt: { lineage: attempt.lineage, number: attempt.number },
-              annotations: shipped,
-            })
-            const answer = await channel.receive({ signal: abort.signal }).catch((error: unknown) => {
-              if (error instanceof JobProtocolError) lost.add(peer)
-              throw error
-            })
-            if (answer.type === 'refused') throw new RemoteJobError(peer, answer.code, answer.message)
-            if (answer.type !== 'accepted') throw new RemoteJobError(peer, 'ERR_JOB_PROTOCOL', `expected accepted, got ${answer.type}`)
-            return channel
-          }),
-        )
-        const refused = accepted.find((a): a is PromiseRejectedResult => a.status === 'rejected')
-        if (refused !== undefined) {
-          failAll('a peer did not accept its share')
-          return { ok: false, error: refused.reason, lost: [...lost] }
-        }
-        const remoteDone = channels.map(async (channel) => {
-          for (;;) {
-            let message: JobMessage
-            try {
-              message = await channel.receive()
-            } catch (error) {
-              // The stream broke without a word from the peer: it is gone (killed, or its host is).
-              lost.add(channel.remotePeer)
-              throw error
-            }
-            if (message.type === 'progress') {
-              context.stats[message.peer] = message.stats
-              context.events.next({ type: 'progress', peer: message.peer, stats: message.stats })
-            } else if (message.type === 'dead-letter') {
-              context.deadLetters.push(message.letter)
-              context.events.next({ type: 'dead-letter', letter: message.letter })
-            } else if (message.type === 'event') {
-              context.events.next({
-                type: 'layer',
-                peer: message.peer,
-                layer: message.layer,
-                kind: message.kind,
-                message: message.message,
-                ...(message.data === null ? {} : { data: message.data }),
-              })
-            } else if (message.type === 'leaving') {
-              // Move its instances off before it goes: a reshape without it.
-              void rescale({ exclude: [message.peer], reason: `peer ${message.peer} is leaving` }).catch((error: unknown) =>
-                context.events.next({
-                  type: 'layer',
-                  peer: this.id,
-                  layer: 'cluster',
-                  kind: 'leave-failed',
-                  message: `could not move instances off ${message.peer}: ${error instanceof Error ? error.message : String(error)}`,
-                }),
-              )
-            } else if (message.type === 'done') {
-              context.stats[message.peer] = message.stats
-              return
-            } else if (message.type === 'failed') throw new RemoteJobError(message.peer, message.code, message.message)
-          }
-        })
-        for (const channel of channels) await channel.send({ type: 'start' })
-        const local = context.kernel.run(program, {
-          id: job,
-          peers: descriptions,
-          planned: true,
-          deployment: this.deployment(job, plan, this.id, addresses, abort.signal, [this.id, ...peers], rescale),
-          signal: abort.signal,
-          attempt,
-          onDeadLetter: (letter) => {
-            const wire = toWire(letter, this.id)
-            context.deadLetters.push(wire)
-            context.events.next({ type: 'dead-letter', letter: wire })
-          },
-        })
-        this.addShare(local)
-        local.events.subscribe((event: JobEvent) => {
-          if (event.type === 'layer')
-            context.events.next({
-              type: 'layer',
-              peer: this.id,
-              layer: event.layer,
-              kind: event.kind,
-              message: event.message,
-              ...(event.data === undefined ? {} : { data: event.data }),
-            })
-        })
-        progress = setInterval(() => {
-          const current = local.stats()
-          context.stats[this.id] = current
-          context.events.next({ type: 'progress', peer: this.id, stats: current })
-        }, this.progressMs)
-        // Fail fast: the first share to fail aborts the others.
-        for (const remote of remoteDone) remote.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error), error))
-        local.done.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error), error))
-        const settled = await settleWithin([local.done, ...remoteDone], abort.signal, 15_000)
-        const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
-        if (failure === undefined) {
-          context.stats[this.id] = local.stats()
-          return { ok: true }
-        }
-        // The submitter's own share holds the sinks: when it finished, the output is whole.
-        const localSettled = settled[0]!
-        if (localSettled.status === 'fulfilled' && lost.size > 0 && settled.slice(1).every((s, i) => s.status === 'fulfilled' || lost.has(channels[i]!.remotePeer))) {
-          context.stats[this.id] = local.stats()
-          return { ok: true }
-        }
-        return { ok: false, error: attemptFailure(context.id, firstFailure ?? failure.reason, abort.signal.reason), lost: [...lost] }
-      } catch (error) {
-        failAll(error instanceof Error ? error.message : String(error))
-        return { ok: false, error, lost: [...lost] }
-      } finally {
-        clearInterval(progress)
-        context.signal.removeEventListener('abort', onOuterAbort)
-        await Promise.all(channels.map((c) => c.close()))
-      }
-    })()
-    return { outcome, abort: (reason) => failAll(reason) }
+    return this.submitter.submit(module, options)
   }
 
   /** Stops every job share, the channel registry and the node. Idempotent. */
   async stop(): Promise<void> {
-    for (const job of this.running.values()) job.abort('the peer is stopping')
+    this.shares.abort('the peer is stopping')
     await this.membership.leave().catch(() => this.membership.stop())
     await this.registry.stop()
     await this.node.stop()
@@ -711,98 +115,7 @@ export class Peer {
    * done; then the peer stops.
    */
   async leave(timeoutMs = 15_000): Promise<void> {
-    await Promise.all([...this.running.values()].map((job) => job.leave(timeoutMs)))
+    await this.shares.leave(timeoutMs)
     await this.stop()
   }
-}
-
-/**
- * The error an attempt failed with, coded as the same failure would be in one process: a share
- * whose job failed (ERR_JOB_FAILED there) fails the cluster job with JobFailedError too, whose
- * cause names the peer; an abort stays a JobAbortedError.
- */
-function attemptFailure(job: string, failure: unknown, abortReason: unknown): unknown {
-  if (failure instanceof RemoteJobError && failure.remoteCode === 'ERR_JOB_FAILED') return new JobFailedError(job, failure)
-  if (failure instanceof JobAbortedError && abortReason instanceof Error) return abortReason
-  return failure
-}
-
-/** When the next attempt has restored every instance (the savepoints provider's `restored` event). */
-function firstRestored(events: Subject<ClusterJobEvent>, savepoints: Savepoints | undefined): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    const subscription = events.subscribe({
-      next: (event) => {
-        if (savepoints?.restored.is(event)) {
-          subscription.unsubscribe()
-          const at: unknown = event.data?.at
-          resolve(typeof at === 'number' ? at : Date.now())
-        }
-      },
-      complete: () => reject(new JobAbortedError('cluster', 'the job ended before the rescaled attempt restored')),
-    })
-  })
-}
-
-/** What every attempt of one submitted job shares. */
-interface AttemptContext {
-  readonly id: string
-  readonly kernel: Kernel
-  readonly module: string
-  readonly args: readonly string[]
-  readonly events: Subject<ClusterJobEvent>
-  readonly stats: Record<string, JobStats>
-  readonly deadLetters: WireDeadLetter[]
-  readonly signal: AbortSignal
-}
-
-/** A running attempt. */
-interface Attempting {
-  readonly outcome: Promise<{ ok: true } | { ok: false; error: unknown; lost: string[] }>
-  abort(reason: string): void
-}
-
-/** The recovery a layer of the stack offers, if any (the most attempts any layer allows). */
-function recoveryOf(layers: readonly Layer[]): { attempts: number } | undefined {
-  const attempts = layers.map((l) => l.recovery?.attempts).filter((n): n is number => n !== undefined)
-  return attempts.length === 0 ? undefined : { attempts: Math.max(...attempts) }
-}
-
-/**
- * Settles every promise; once the first rejects (or `signal` aborts), waits at most `graceMs` more
- * for the rest, which then count as rejected (a share that does not answer an abort).
- */
-async function settleWithin(promises: readonly Promise<unknown>[], signal: AbortSignal, graceMs: number): Promise<PromiseSettledResult<unknown>[]> {
-  const results: (PromiseSettledResult<unknown> | undefined)[] = promises.map(() => undefined)
-  let timer: NodeJS.Timeout | undefined
-  const grace = new Promise<void>((resolve) => {
-    const start = (): void => void (timer ??= setTimeout(resolve, graceMs))
-    if (signal.aborted) start()
-    else signal.addEventListener('abort', start, { once: true })
-    for (const promise of promises) promise.catch(start)
-  })
-  const all = Promise.all(
-    promises.map((promise, i) =>
-      promise.then(
-        (value) => void (results[i] = { status: 'fulfilled', value }),
-        (reason: unknown) => void (results[i] = { status: 'rejected', reason }),
-      ),
-    ),
-  )
-  await Promise.race([all, grace])
-  clearTimeout(timer)
-  return results.map((r) => r ?? { status: 'rejected', reason: new JobAbortedError('cluster', 'a share did not settle after the abort') })
-}
-
-/** The program with some operators at another parallelism (a rescale). */
-function withParallelism(program: Program, parallelism: { readonly [operator: string]: number }): Program {
-  for (const [name, n] of Object.entries(parallelism)) {
-    if (!program.operators.some((o) => o.name === name))
-      throw new InvalidOptionError('rescale', 'operator', `${name} is not an operator of ${program.name} (it has ${program.operators.map((o) => o.name).join(', ')})`)
-    if (!Number.isInteger(n) || n < 1) throw new InvalidOptionError('rescale', `parallelism of ${name}`, `must be a positive integer, got ${n}`)
-  }
-  return program.mapOperators((o) => (parallelism[o.name] === undefined ? o : o.annotate({ parallelism: parallelism[o.name]! })))
-}
-
-function resolveModule(module: string): string {
-  return module.startsWith('file:') || module.startsWith('/') ? module : `${process.cwd()}/${module}`
 }

@@ -1,0 +1,162 @@
+// The shares of jobs this peer runs: serving a submitter's job stream (load, accept, run, report),
+// and the shares running here (the submitter's own included) that control calls reach.
+
+import { setMaxListeners } from 'node:events'
+import type { DeadLetter, Job, Kernel } from '../../kernel/index.js'
+import type { Deployment } from '../../kernel/internal.js'
+import { LaminaError } from '../../kernel/index.js'
+import type { PeerNode } from '../../kmods/transport/node.js'
+import type { ShareLayout } from './deployment.js'
+import { RemoteJobError } from './errors.js'
+import { type JobChannel, statsToWire, toWire } from './job-protocol.js'
+import { loadProgram, type LoadedProgram } from './program-module.js'
+import { applyPlan } from './shipped-plan.js'
+
+/** What serving shares needs of its peer. */
+export interface ShareComponents {
+  /** The peer's id, and the logger. */
+  readonly node: Pick<PeerNode, 'peerId' | 'logger'>
+  /** The kernel (layer stack) shares run on. */
+  readonly kernel: Kernel
+  /** Milliseconds between progress reports to the submitter. */
+  readonly progressMs: number
+  /** The deployment of a share here. */
+  deploy(share: ShareLayout): Deployment
+}
+
+/** The job shares running on this peer. */
+export class Shares {
+  /** Shares served for submitters, by job id: stopping and leaving reach them. */
+  private readonly running = new Map<string, { abort(reason: string): void; leave(ms: number): Promise<void> }>()
+  /** Job shares running here, by job id (attempt ids included): control calls reach them. */
+  private readonly shares = new Map<string, Job>()
+  private readonly waiters = new Map<string, (() => void)[]>()
+
+  constructor(private readonly components: ShareComponents) {}
+
+  private get id(): string {
+    return this.components.node.peerId
+  }
+
+  /** Registers a running share of a job so control calls reach it until it settles. */
+  add(job: Job, until: Promise<unknown> = job.done): void {
+    this.shares.set(job.id, job)
+    for (const wake of this.waiters.get(job.id) ?? []) wake()
+    this.waiters.delete(job.id)
+    const remove = (): void => void (this.shares.get(job.id) === job && this.shares.delete(job.id))
+    until.then(remove, remove)
+  }
+
+  /** The `control` of a share of `job` here, waiting up to 10 s for it to start (calls may beat it). */
+  async control(job: string): Promise<((kind: string, payload: unknown) => Promise<unknown>) | undefined> {
+    let share = this.shares.get(job)
+    if (share === undefined) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 10_000)
+        const waiters = this.waiters.get(job) ?? []
+        waiters.push(() => {
+          clearTimeout(timer)
+          resolve()
+        })
+        this.waiters.set(job, waiters)
+      })
+      share = this.shares.get(job)
+    }
+    return share === undefined ? undefined : (kind, payload) => share.control(kind, payload)
+  }
+
+  /** Serves one job stream from a submitter: load, accept, run our share, report. */
+  async serve(channel: JobChannel): Promise<void> {
+    const abort = new AbortController()
+    setMaxListeners(0, abort.signal)
+    try {
+      const submit = await channel.receive()
+      if (submit.type !== 'submit') throw new RemoteJobError(channel.remotePeer, 'ERR_JOB_PROTOCOL', `expected submit, got ${submit.type}`)
+      let loaded: LoadedProgram
+      try {
+        loaded = await loadProgram(submit.module, submit.args, { submitter: false, peer: this.id })
+      } catch (error) {
+        await channel.send({
+          type: 'refused',
+          peer: this.id,
+          code: error instanceof LaminaError ? error.code : 'ERR_PROGRAM_MODULE',
+          message: error instanceof Error ? error.message : String(error),
+        })
+        return
+      }
+      // The submitter planned the job once: apply what its plan hooks decided, run no plan hook here.
+      loaded = { ...loaded, program: applyPlan(loaded.program, submit.annotations, this.id) }
+      const instances = Object.values(submit.plan).filter((p) => p === this.id).length
+      await channel.send({ type: 'accepted', peer: this.id, instances })
+      const start = await channel.receive({ signal: abort.signal })
+      if (start.type !== 'start') return
+      // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
+      const job = this.components.kernel
+        .withOverrides(loaded.layers, (old) => this.components.node.logger.info(`job ${submit.job}: the program's layer "${old.name}" replaces the peer kernel's`))
+        .run(loaded.program, {
+          id: submit.job,
+          peers: submit.peers,
+          planned: true,
+          deployment: this.components.deploy({
+            job: submit.job,
+            plan: submit.plan,
+            submitter: submit.submitter,
+            addresses: submit.addresses,
+            signal: abort.signal,
+            members: submit.members ?? [],
+          }),
+          signal: abort.signal,
+          ...(submit.attempt === undefined ? {} : { attempt: submit.attempt }),
+          onDeadLetter: (letter: DeadLetter) => void channel.send({ type: 'dead-letter', peer: this.id, letter: toWire(letter, this.id) }).catch(() => undefined),
+        })
+      // The submitter may abort us; a broken job stream means it is gone: abort then too. The share
+      // stays reachable by control calls until then, even once its own instances are done.
+      const submitterGone = channel.receive().then(
+        (message) => void (message.type === 'abort' && abort.abort(message.reason)),
+        () => abort.abort('the submitter went away'),
+      )
+      this.add(job, submitterGone)
+      job.events.subscribe((event) => {
+        if (event.type === 'layer')
+          void channel.send({ type: 'event', peer: this.id, layer: event.layer, kind: event.kind, message: event.message, data: event.data ?? null }).catch(() => undefined)
+      })
+      this.running.set(submit.job, {
+        abort: (reason) => abort.abort(reason),
+        // Leaving gracefully: ask the submitter to move our instances off, and wait until it did.
+        leave: async (ms) => {
+          await channel.send({ type: 'leaving', peer: this.id }).catch(() => undefined)
+          await Promise.race([job.done.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, ms).unref())])
+        },
+      })
+      // The submitter may abort us; a broken job stream means it is gone: abort then too.
+      const progress = setInterval(() => void channel.send({ type: 'progress', peer: this.id, stats: statsToWire(job.stats()) }).catch(() => undefined), this.components.progressMs)
+      try {
+        const report = await job.done
+        await channel.send({ type: 'done', peer: this.id, stats: statsToWire(report.stats) })
+        // Stay until the submitter ends the attempt (it closes the stream): others may still call us.
+        await submitterGone
+      } catch (error) {
+        const code = error instanceof LaminaError ? error.code : 'ERR_JOB_FAILED'
+        await channel.send({ type: 'failed', peer: this.id, code, message: error instanceof Error ? error.message : String(error) }).catch(() => undefined)
+      } finally {
+        clearInterval(progress)
+        this.running.delete(submit.job)
+      }
+    } catch (error) {
+      this.components.node.logger.warn(`job stream from ${channel.remotePeer}: ${error instanceof Error ? error.message : String(error)}`)
+      abort.abort(error)
+    } finally {
+      await channel.close()
+    }
+  }
+
+  /** Aborts every share served here. */
+  abort(reason: string): void {
+    for (const job of this.running.values()) job.abort(reason)
+  }
+
+  /** Asks every submitter to move this peer's instances off, waiting at most `timeoutMs` for each. */
+  async leave(timeoutMs: number): Promise<void> {
+    await Promise.all([...this.running.values()].map((job) => job.leave(timeoutMs)))
+  }
+}
