@@ -23,6 +23,13 @@ export {
   type LayerFactory,
 } from './layer-compliance.js'
 export {
+  describeFrameChannelCompliance,
+  type FrameChannelComplianceOptions,
+  type FrameChannelContext,
+  type FrameChannelFactory,
+  type FrameChannelPair,
+} from './frame-channel-compliance.js'
+export {
   COMPLIANCE_MODULE,
   complianceProgram,
   expectedTotals,
