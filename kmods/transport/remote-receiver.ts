@@ -89,9 +89,16 @@ interface Parked {
   readonly timer: NodeJS.Timeout
 }
 
+/** A receiver aborted before its stream arrived: the stream, when it comes, hears why. */
+interface Aborted {
+  readonly error: Error & { readonly code: string }
+  readonly timer: NodeJS.Timeout
+}
+
 class Registry implements ReceiverRegistry {
   private readonly receivers = new Map<string, Receiver>()
   private readonly parked = new Map<string, Parked>()
+  private readonly aborted = new Map<string, Aborted>()
   private readonly streams = new Set<IncomingStream>()
   private started = false
   private stopped = false
@@ -126,6 +133,8 @@ class Registry implements ReceiverRegistry {
       stream.frames.reset(new RemoteStopError())
     }
     this.parked.clear()
+    for (const { timer } of this.aborted.values()) clearTimeout(timer)
+    this.aborted.clear()
     for (const receiver of [...this.receivers.values()]) receiver.abort(ABORTED, 'aborted on this peer: the consuming peer stopped its receivers')
     for (const stream of this.streams) stream.frames.reset(new RemoteStopError())
   }
@@ -133,7 +142,8 @@ class Registry implements ReceiverRegistry {
   receive(spec: ReceiveSpec): StreamFrameReceiver {
     const key = channelKeyOf(spec.info)
     if (this.receivers.has(key)) throw new DuplicateChannelError(key)
-    const receiver = new Receiver(spec, key, this.logger, () => this.receivers.delete(key))
+    this.forgetAborted(key)
+    const receiver: Receiver = new Receiver(spec, key, this.logger, () => this.release(key, receiver))
     this.receivers.set(key, receiver)
     if (this.stopped) receiver.abort(ABORTED, 'aborted on this peer: the consuming peer stopped its receivers')
     const parked = this.parked.get(key)
@@ -178,6 +188,12 @@ class Registry implements ReceiverRegistry {
       this.attach(incoming, receiver)
       return
     }
+    const aborted = this.aborted.get(key)
+    if (aborted !== undefined) {
+      this.forgetAborted(key)
+      incoming.frames.reset(aborted.error)
+      return
+    }
     if (this.parked.has(key)) {
       incoming.violation(new DuplicateChannelError(key))
       return
@@ -189,6 +205,27 @@ class Registry implements ReceiverRegistry {
     }, waitMs)
     timer.unref()
     this.parked.set(key, { stream: incoming, timer })
+  }
+
+  /**
+   * A receiver is done (END, or a failure). One aborted before its stream arrived is remembered
+   * for as long as a stream may wait for its receiver: the producer's peer then hears the abort's
+   * code and message, not that nobody receives the channel.
+   */
+  private release(key: string, receiver: Receiver): void {
+    if (this.receivers.get(key) === receiver) this.receivers.delete(key)
+    if (receiver.abortedWith === undefined || receiver.peer !== undefined || this.stopped) return
+    this.forgetAborted(key)
+    const timer = setTimeout(() => this.aborted.delete(key), this.options.matchTimeoutMs ?? 30_000)
+    timer.unref()
+    this.aborted.set(key, { error: receiver.abortedWith, timer })
+  }
+
+  private forgetAborted(key: string): void {
+    const aborted = this.aborted.get(key)
+    if (aborted === undefined) return
+    clearTimeout(aborted.timer)
+    this.aborted.delete(key)
   }
 
   private attach(incoming: IncomingStream, receiver: Receiver): void {
@@ -286,6 +323,8 @@ class IncomingStream {
 
 class Receiver implements StreamFrameReceiver {
   error: LinkBrokenError | undefined
+  /** What the producer's peer hears after `abort`: its code and message. */
+  abortedWith: (Error & { readonly code: string }) | undefined
   private incoming: IncomingStream | undefined
   private handler: FrameReceiverHandler | undefined
   /** Deliveries that happened before `listen`, in order. */
@@ -350,8 +389,9 @@ class Receiver implements StreamFrameReceiver {
     if (this.failed) return
     const error = brokenBy(this.key, this.peer ?? '(not connected)', message)
     this.deliberate = code === ABORTED
+    this.abortedWith = Object.assign(new Error(error.message), { code })
     this.fail(error)
-    this.incoming?.frames.reset(Object.assign(new Error(error.message), { code }))
+    this.incoming?.frames.reset(this.abortedWith)
   }
 
   /** Takes over a matched stream: returns false when one is already attached. */
@@ -360,7 +400,7 @@ class Receiver implements StreamFrameReceiver {
     this.incoming = incoming
     incoming.receiver = this
     if (this.failed) {
-      incoming.frames.reset(this.error ?? new Error('receiver closed'))
+      incoming.frames.reset(this.abortedWith ?? this.error ?? new Error('receiver closed'))
       return true
     }
     const early = incoming.takeEarly()

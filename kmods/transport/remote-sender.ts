@@ -1,6 +1,7 @@
 // The producer's half of a remote channel at the byte level: a FrameSender over one libp2p stream, within the credit (records and bytes in flight) the consumer's peer grants.
 
 import './polyfill.js'
+import type { Stream } from '@libp2p/interface'
 import type { ChannelInfo, FrameSender, FrameSenderHandler } from '../../kernel/index.js'
 import { ABORTED, LinkProtocolError, RemoteLinkError, type FrameError, type LinkBrokenError } from './errors.js'
 import { DATA_HEADROOM, dataFrameInPlace, encodeEnd, encodeMarker, encodeOpen, MAX_FRAME_BYTES, type Frame } from './frames.js'
@@ -58,7 +59,9 @@ export interface StreamFrameSender extends FrameSender {
  * once and `credit` turns positive when the first credit arrives. DATA frames are written in the
  * order given, never past the granted credit; `credit` is 0 while too many bytes are in flight,
  * and `draining` is true while the stream's write buffer waits for its 'drain' event. MARKER and
- * END frames given before the stream is open wait for it. The kernel's `remoteSender` turns it into a channel of values.
+ * END frames given before the stream is open wait for it; an abort made meanwhile reaches the
+ * consumer's peer once the stream opens (OPEN, then ERROR). The kernel's `remoteSender` turns it
+ * into a channel of values.
  *
  * ```ts
  * const channel = remoteSender(openFrameSender(node, consumerAddress, info), { info, deadLetter })
@@ -96,7 +99,8 @@ class Sender implements StreamFrameSender {
   /** Failed because a job stopped on purpose (here, or on the other peer): logged as info, not a warning. */
   private deliberate = false
   private settleOpened!: { resolve(): void; reject(error: unknown): void }
-  private readonly connecting = new AbortController()
+  /** The code and message of an abort made while still connecting: told to the consumer's peer once the stream opens. */
+  private abortedEarly: { readonly code: string; readonly message: string } | undefined
 
   constructor(
     private readonly node: PeerNode,
@@ -177,20 +181,22 @@ class Sender implements StreamFrameSender {
   abort(code: string, message: string): void {
     if (this.finished) return
     const error = brokenBy(this.link, this.peer, message)
-    this.connecting.abort(error)
     this.deliberate = code === ABORTED
+    // Still connecting: the connection goes on (within the open timeout), so that the consumer's
+    // peer hears the abort rather than wait for a stream that never comes.
+    if (this.frames === undefined) this.abortedEarly = { code, message }
     this.fail(error, code)
   }
 
   private async connect(target: DialTarget): Promise<void> {
     const timeout = AbortSignal.timeout(this.options.openTimeoutMs ?? 30_000)
-    const signal = AbortSignal.any([timeout, this.connecting.signal])
     try {
-      const connection = await this.node.dial(target, { signal })
+      const connection = await this.node.dial(target, { signal: timeout })
       this.peer = connection.remotePeer.toString()
-      const stream = await connection.newStream(CHANNEL_PROTOCOL, { signal, maxOutboundStreams: 1 << 16 })
+      const stream = await connection.newStream(CHANNEL_PROTOCOL, { signal: timeout, maxOutboundStreams: 1 << 16 })
       if (this.finished) {
-        stream.abort(this.error ?? new Error('link closed'))
+        if (this.abortedEarly !== undefined) this.tellAborted(stream, this.abortedEarly)
+        else stream.abort(this.error ?? new Error('link closed'))
         return
       }
       this.frames = new FrameStream(stream, {
@@ -218,6 +224,18 @@ class Sender implements StreamFrameSender {
         : `cannot open the stream: ${error instanceof Error ? error.message : String(error)}`
       this.fail(brokenBy(this.link, this.peer, reason, error))
     }
+  }
+
+  /** Opens the channel on `stream` only to report an abort made while connecting: OPEN, then ERROR, then the reset. */
+  private tellAborted(stream: Stream, aborted: { readonly code: string; readonly message: string }): void {
+    const ignore = (): void => undefined
+    const frames = new FrameStream(stream, { frames: ignore, malformed: ignore, remoteEnd: ignore, closed: ignore, drain: ignore })
+    try {
+      frames.write(encodeOpen({ job: this.info.job, link: this.info.link.id, from: this.info.from.instance, to: this.info.to.instance }))
+    } catch {
+      // the stream is going away already: the reset below is all there is to do
+    }
+    frames.reset(Object.assign(new Error(aborted.message), { code: aborted.code }))
   }
 
   private writeOrHold(frame: Uint8Array): void {
