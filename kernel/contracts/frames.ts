@@ -42,8 +42,10 @@ export interface FrameSender {
   readonly maxPayloadBytes: number
   /**
    * Sends a DATA frame of `records` records (1 ≤ records ≤ `credit`, not `draining`), which takes
-   * that much credit. `payload`'s first `headroom` bytes belong to the transport; the rest is opaque to it.
-   * The transport owns `payload` from then on.
+   * that much credit. `payload`'s first `headroom` bytes belong to the transport; the rest is opaque to it,
+   * and holds at least one byte per record (a receiving transport may refuse a frame that claims more
+   * records than it has bytes: a cheap bound on what a hostile peer can make the consumer allocate;
+   * the kernel's record encoding always meets it). The transport owns `payload` from then on.
    */
   data(payload: Uint8Array, records: number): void
   /** Sends a MARKER frame, in order with the data; it takes no credit. */
