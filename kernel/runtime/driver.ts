@@ -99,6 +99,40 @@ class EmitBuffers implements Outputs {
 type Interrupt = () => unknown
 
 /**
+ * One marker kind being aligned: the newest marker of that kind and the primary inputs it arrived on.
+ *
+ * A marker is a cut through the data, like a barrier in Chandy–Lamport's distributed snapshots as
+ * Flink aligns them (asynchronous barrier snapshots): when the instance sees marker n it has
+ * processed everything before n on every input and nothing after it. So an input that delivered n
+ * is held (its data waits) until n has arrived on every open primary input, and then n is passed
+ * once. An input that ends counts as arrived for every kind.
+ *
+ * Layers inject their kinds independently (and each peer injects at its own sources), so every
+ * kind aligns on its own; within a kind a newer id supersedes the one being aligned (given up: a
+ * checkpoint is then abandoned, the next one supersedes it) and an older id is stale (dropped).
+ *
+ * A held input still delivers a marker of a kind it is not held for when that marker comes before
+ * any more data: its cut on that input is the same place, so the instance cannot tell the two
+ * markers' order apart. The instance therefore sees each input's data and markers in order, except
+ * that markers with no data between them may pass in another order; each kind passes in id order.
+ * Without this, inputs delivering A,B and B,A back to back would hold each other.
+ *
+ * Markers that cross with data between them (input 1: A x B, input 2: B y A) have no cuts that one
+ * instance can take in turn: A's includes y and not x, B's includes x and not y. Their alignments
+ * wait for each other for ever. When no input can deliver anything, the driver looks for such a
+ * cycle of alignments (each missing an input that waits for the next) and gives up the youngest on
+ * it, releasing its inputs (the older one goes on, as in wait–die deadlock prevention); the given-up
+ * marker is then stale here and never reaches downstream. So a marker is dropped only as
+ * superseded, stale or the younger of a crossing, and is never passed at a cut that is not one.
+ */
+interface Alignment {
+  readonly marker: Marker
+  readonly batch: Batch
+  /** The open primary inputs that delivered the marker: each is held until it arrived on all of them. */
+  readonly arrived: Set<InboxEntry>
+}
+
+/**
  * Drives one instance. Memory stays bounded: the driver takes a batch only after flushing the
  * previous one's emissions into channels with credit, so a slow consumer stalls its producers.
  */
@@ -124,8 +158,14 @@ export class Driver implements AtomServices {
   private wakeUp: (() => void) | undefined
   /** Markers injected at this (source) instance, waiting for the loop. */
   private readonly injected: Batch[] = []
-  /** The marker being aligned and the inputs held until it has arrived on all of them. */
-  private aligning: { readonly marker: Marker; readonly batch: Batch; readonly held: Set<InboxEntry> } | undefined
+  /** The alignment of each marker kind under way, in the order they started (oldest first). */
+  private readonly aligning = new Map<string, Alignment>()
+  /** Per kind, the newest marker id passed or given up: a marker with this id or an older one is stale. */
+  private readonly settled = new Map<string, number>()
+  /** Aligned markers waiting for the loop to pass them, in the order their alignments completed. */
+  private readonly aligned: { port: string; batch: Batch }[] = []
+  /** The next batch of a held input, taken from its channel and kept until the input may deliver it. */
+  private readonly heads = new Map<InboxEntry, Batch>()
 
   constructor(
     readonly info: InstanceInfo,
@@ -177,18 +217,24 @@ export class Driver implements AtomServices {
     return true
   }
 
-  /** Takes the next batch, round robin over the input channels; retires channels that ended. */
+  /** Takes the next data batch or aligned marker, round robin over the input channels; retires channels that ended. */
   private take(): { port: string; batch: Batch } | undefined {
+    for (;;) {
+      const ready = this.aligned.shift()
+      if (ready !== undefined) return ready
+      const next = this.scan()
+      if (next !== undefined) return next
+      if (!this.breakDeadlock()) return undefined
+    }
+  }
+
+  /** One round over the inputs: the first data batch, or the first marker whose alignment completed. */
+  private scan(): { port: string; batch: Batch } | undefined {
     const entries = this.entries
     for (let tries = entries.length; tries > 0; tries--) {
       if (this.turn >= entries.length) this.turn = 0
       const entry = entries[this.turn]!
-      // An input that delivered the marker being aligned waits until every other input has too.
-      if (this.aligning?.held.has(entry) === true) {
-        this.turn++
-        continue
-      }
-      const batch = entry.channel.take()
+      const batch = this.next(entry)
       if (batch === undefined) {
         this.turn++
         continue
@@ -197,17 +243,18 @@ export class Driver implements AtomServices {
         entries.splice(this.turn, 1)
         if (!entry.auxiliary) {
           this.primaryOpen--
-          // An input that ended counts as aligned: it will deliver nothing more.
-          const aligned = this.alignedMarker()
-          if (aligned !== undefined) return { port: entry.port, batch: aligned }
+          // An input that ended counts as aligned for every kind: it will deliver nothing more.
+          for (const alignment of this.aligning.values()) alignment.arrived.delete(entry)
+          if (this.complete(entry.port)) return this.aligned.shift()
         }
         continue
       }
       this.turn++
       if (batch.marker !== undefined) {
         if (entry.auxiliary) continue // Markers are not forwarded to spawned children; none come back.
-        const aligned = this.align(entry, batch, batch.marker)
-        if (aligned !== undefined) return { port: entry.port, batch: aligned }
+        if (this.align(entry, batch.marker, batch)) return this.aligned.shift()
+        // Taking a marker may have released or held inputs: every input gets a new turn.
+        tries = entries.length + 1
         continue
       }
       return { port: entry.port, batch }
@@ -215,22 +262,105 @@ export class Driver implements AtomServices {
     return undefined
   }
 
-  /** Holds `entry` for `marker`; returns the marker batch once it has arrived on every open input. */
-  private align(entry: InboxEntry, batch: Batch, marker: Marker): Batch | undefined {
-    const current = this.aligning
-    if (current !== undefined && current.marker.kind === marker.kind && marker.id < current.marker.id) return undefined // stale
-    // A newer marker supersedes the one being aligned (its checkpoint is abandoned).
-    if (current === undefined || current.marker.kind !== marker.kind || marker.id > current.marker.id) this.aligning = { marker, batch, held: new Set() }
-    this.aligning!.held.add(entry)
-    return this.alignedMarker()
+  /** The next batch of `entry`, or undefined when it has none or its next one must wait (kept as its head). */
+  private next(entry: InboxEntry): Batch | 'end' | undefined {
+    if (this.aligning.size === 0 && this.heads.size === 0) return entry.channel.take()
+    const head = this.heads.get(entry)
+    const batch = head ?? entry.channel.take()
+    if (batch === undefined || batch === 'end' || entry.auxiliary) return batch
+    if (this.waits(entry, batch)) {
+      if (head === undefined) this.heads.set(entry, batch)
+      return undefined
+    }
+    if (head !== undefined) this.heads.delete(entry)
+    return batch
   }
 
-  /** The aligned marker (releasing the held inputs) when every open primary input delivered it. */
-  private alignedMarker(): Batch | undefined {
-    const current = this.aligning
-    if (current === undefined || current.held.size < this.primaryOpen) return undefined
-    this.aligning = undefined
-    return current.batch
+  /** Whether `batch`, next on primary input `entry`, must wait: data for every alignment the input arrived in, a marker for its own kind's. */
+  private waits(entry: InboxEntry, batch: Batch): boolean {
+    if (batch.marker !== undefined) return this.aligning.get(batch.marker.kind)?.arrived.has(entry) === true
+    for (const alignment of this.aligning.values()) if (alignment.arrived.has(entry)) return true
+    return false
+  }
+
+  /** Records `marker` arriving on `entry`; true when that completed its alignment (the marker is then in `aligned`). */
+  private align(entry: InboxEntry, marker: Marker, batch: Batch): boolean {
+    const settled = this.settled.get(marker.kind)
+    if (settled !== undefined && marker.id <= settled) return false // stale: passed or given up already
+    let alignment = this.aligning.get(marker.kind)
+    if (alignment !== undefined && marker.id < alignment.marker.id) return false // stale
+    if (alignment === undefined || marker.id > alignment.marker.id) {
+      // A newer marker supersedes the one being aligned (its checkpoint is abandoned); the newer
+      // alignment starts now, so it goes to the end of the start order.
+      if (alignment !== undefined) this.giveUp(marker.kind, alignment)
+      alignment = { marker, batch, arrived: new Set() }
+      this.aligning.set(marker.kind, alignment)
+    }
+    alignment.arrived.add(entry)
+    return this.complete(entry.port)
+  }
+
+  /** Moves the marker of every alignment that arrived on all open primary inputs to `aligned`, oldest first; true if any. */
+  private complete(port: string): boolean {
+    let any = false
+    for (const [kind, alignment] of this.aligning) {
+      if (alignment.arrived.size < this.primaryOpen) continue
+      this.aligning.delete(kind)
+      this.settled.set(kind, alignment.marker.id)
+      this.aligned.push({ port, batch: alignment.batch })
+      any = true
+    }
+    return any
+  }
+
+  /** Drops an alignment without passing its marker: its inputs are released and the marker is stale from now on. */
+  private giveUp(kind: string, alignment: Alignment): void {
+    this.aligning.delete(kind)
+    this.settled.set(kind, alignment.marker.id)
+  }
+
+  /**
+   * When alignments of different kinds hold each other's inputs for ever, gives up the youngest
+   * alignment on such a cycle and returns true (see `Alignment` for why). Called only when no
+   * input could deliver anything.
+   */
+  private breakDeadlock(): boolean {
+    if (this.aligning.size < 2) return false
+    // Alignment K waits for L when an input K misses has a head that waits for L: it delivers
+    // nothing more until L completes (or is given up).
+    const waitsFor = new Map<string, string[]>()
+    for (const [kind, alignment] of this.aligning) {
+      const on: string[] = []
+      for (const [entry, head] of this.heads) {
+        if (alignment.arrived.has(entry) || !this.waits(entry, head)) continue
+        if (head.marker !== undefined) on.push(head.marker.kind)
+        else for (const [other, holding] of this.aligning) if (holding.arrived.has(entry)) on.push(other)
+      }
+      waitsFor.set(kind, on)
+    }
+    // The alignments that can never complete: each waits for one of the others (a greatest fixpoint).
+    const stuck = new Set(this.aligning.keys())
+    for (let changed = true; changed; ) {
+      changed = false
+      for (const kind of stuck) {
+        if (waitsFor.get(kind)!.some((other) => stuck.has(other))) continue
+        stuck.delete(kind)
+        changed = true
+      }
+    }
+    if (stuck.size === 0) return false
+    // Follow the wait-for edges among them until a kind repeats: those from its first visit on form a cycle.
+    const path: string[] = []
+    let kind = stuck.values().next().value!
+    while (!path.includes(kind)) {
+      path.push(kind)
+      kind = waitsFor.get(kind)!.find((other) => stuck.has(other))!
+    }
+    const cycle = path.slice(path.indexOf(kind))
+    let youngest = kind
+    for (const started of this.aligning.keys()) if (cycle.includes(started)) youngest = started
+    this.giveUp(youngest, this.aligning.get(youngest)!)
+    return true
   }
 
   /** Flushes what came before the marker, lets the instance see it, and forwards it downstream. */
