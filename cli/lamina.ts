@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util'
 import { register } from 'tsx/esm/api'
 import { parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type SubmittedJob } from '../services/jobs/index.js'
 import { CHECKPOINT_EVENTS, RETRIED } from '../layers/index.js'
+import { UsageError } from './errors.js'
 
 const RUN_USAGE = `usage: lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
   Starts N local peer processes (default 3), runs PROGRAM's default export on them, shows
@@ -37,16 +38,6 @@ const USAGE = `usage: lamina COMMAND [OPTIONS]
 commands:
   run PROGRAM …   run a program on a local cluster of peer processes (lamina run --help)
   peer …          run one peer of a cluster (lamina peer --help)`
-
-/** A command line that does not parse: printed with a hint, exit status 2. */
-class UsageError extends Error {
-  constructor(
-    message: string,
-    readonly usage: string,
-  ) {
-    super(message)
-  }
-}
 
 const wantsHelp = (argv: readonly string[]): boolean => argv.includes('--help') || argv.includes('-h')
 

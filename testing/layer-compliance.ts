@@ -178,8 +178,9 @@ export function describeLayerCompliance(name: string, factory: LayerFactory, opt
             }
             return values.sort((a, b) => a - b)
           }
-          // Markers that reached the sink on each of its inputs (an instance aligning one marker drops it
-          // when a marker of another kind, a checkpoint barrier, comes first: the kernel's alignment rule).
+          // Markers that reached the sink on each of its inputs (markers of different kinds align
+          // independently, but where two kinds cross with data between them an instance gives up the
+          // younger one: the kernel's alignment rule, kernel/runtime/driver.ts).
           const intoSink = [...first.witness.channels()].filter(([key]) => key.includes('-> seen.in')).map(([, c]) => c.taken)
           const arrived = [...new Set(intoSink.flat().filter((i) => i.startsWith(`marker ${COMPLIANCE_MARKER}#`)))].filter((id) => intoSink.every((taken) => taken.includes(id)))
           expect(arrived.length, 'markers that reached the sink on every input').toBeGreaterThan(0)

@@ -141,3 +141,19 @@ function describe(cause: unknown): string {
 // Moved to the kernel's remote-channel adapter (kernel/remote/errors.ts) with the value encoding;
 // re-exported here, where `lamina/transport` users found them.
 export { ABORTED, ChannelEndedError, LinkBrokenError, RemoteLinkError, RemoteRequestError, UnencodableValueError } from '../../kernel/index.js'
+
+/** Sent to senders whose streams are reset because this peer stopped receiving. */
+export class RemoteStopError extends LaminaError {
+  readonly code = 'ERR_RECEIVER_STOPPED'
+  constructor() {
+    super('the consuming peer stopped receiving channels')
+  }
+}
+
+/** Why a stream was reset when handling its frames threw. */
+export class StreamHandlerError extends LaminaError {
+  readonly code = 'ERR_LINK_HANDLER'
+  constructor(cause: unknown) {
+    super(`handling a frame failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+  }
+}

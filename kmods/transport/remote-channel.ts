@@ -3,7 +3,7 @@
 import './polyfill.js'
 import type { Stream } from '@libp2p/interface'
 import type { ChannelInfo } from '../../kernel/index.js'
-import { FrameError, LinkBrokenError } from './errors.js'
+import { FrameError, LinkBrokenError, StreamHandlerError } from './errors.js'
 import { encodeError, FrameDecoder, type Frame } from './frames.js'
 
 /** The libp2p protocol of channel streams: one stream per channel, producer's peer to consumer's peer. */
@@ -142,14 +142,6 @@ export class FrameStream {
   private fail(error: FrameError): void {
     this.reset(error)
     this.events.malformed(error)
-  }
-}
-
-/** Why a stream was reset when handling its frames threw. */
-class StreamHandlerError extends Error {
-  readonly code = 'ERR_LINK_HANDLER'
-  constructor(cause: unknown) {
-    super(`handling a frame failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
   }
 }
 

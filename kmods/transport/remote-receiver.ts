@@ -3,7 +3,7 @@
 import './polyfill.js'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { ChannelInfo, FrameReceiver, FrameReceiverHandler } from '../../kernel/index.js'
-import { ABORTED, DuplicateChannelError, LinkProtocolError, RemoteLinkError, UnknownChannelError, type FrameError, type LinkBrokenError } from './errors.js'
+import { ABORTED, DuplicateChannelError, LinkProtocolError, RemoteLinkError, RemoteStopError, UnknownChannelError, type FrameError, type LinkBrokenError } from './errors.js'
 import { encodeCredit, encodeReply, type Frame } from './frames.js'
 import type { Logger } from './logger.js'
 import type { PeerNode } from './node.js'
@@ -234,14 +234,6 @@ class Registry implements ReceiverRegistry {
       return
     }
     if (!receiver.attach(incoming)) incoming.violation(new DuplicateChannelError(receiver.key))
-  }
-}
-
-/** Sent to senders whose streams are reset because this peer stopped receiving. */
-class RemoteStopError extends Error {
-  readonly code = 'ERR_RECEIVER_STOPPED'
-  constructor() {
-    super('the consuming peer stopped receiving channels')
   }
 }
 

@@ -143,7 +143,7 @@ function applyStage(stage: Stage, cur: RBatch): RBatch {
     }
     case 'filter': {
       const pred = bindExpr(stage.ast, schemaOf(cur))
-      if (pred.ty !== 'boolean') throw new NativeExprErrorAt0('filter needs a boolean expression')
+      if (pred.ty !== 'boolean') throw new NativeExprError(0, 'filter needs a boolean expression')
       const values = exprColumns(cur)
       const keep: number[] = []
       for (let r = 0; r < cur.rows; r++) if (pred.eval(values, r)) keep.push(r)
@@ -161,7 +161,7 @@ function applyStage(stage: Stage, cur: RBatch): RBatch {
         col = { kind: 'utf8', strings: Array.from({ length: cur.rows }, (_, r) => e.eval(values, r)) }
         defaultName = 's'
       } else {
-        throw new NativeExprErrorAt0('map needs a number or string expression, got a boolean')
+        throw new NativeExprError(0, 'map needs a number or string expression, got a boolean')
       }
       const name = stage.name ?? defaultName
       const cols = [...cur.cols]
@@ -170,12 +170,6 @@ function applyStage(stage: Stage, cur: RBatch): RBatch {
       else cols.push([name, col])
       return { cols, rows: cur.rows }
     }
-  }
-}
-
-class NativeExprErrorAt0 extends NativeExprError {
-  constructor(detail: string) {
-    super(0, detail)
   }
 }
 
