@@ -1,6 +1,6 @@
 // The embedded durable store: a namespaced key-value store over SQLite (better-sqlite3, WAL mode).
 
-import { mkdirSync } from 'node:fs'
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { StoreArgumentError, StoreAsyncTransactionError, StoreClosedError, StoreIOError, StoreOpenError } from './errors.js'
@@ -26,6 +26,12 @@ export interface StoreOptions {
   readonly durability?: 'full' | 'normal'
   /** Open an existing database for reading only. @default false */
   readonly readonly?: boolean
+  /**
+   * Permissions of the database file: a new one is created with them, an existing one is set to
+   * them (SQLite gives its `-wal` and `-shm` files the same). `0o600` for a store holding secrets
+   * (the peer's private key). @default the process's default (0o666 less the umask)
+   */
+  readonly mode?: number
 }
 
 /** The operations on stored keys; a `Store` and the argument of `transaction` both offer them. */
@@ -80,6 +86,11 @@ export function openStore(path: string, options: StoreOptions = {}): Store {
   let db: Database.Database
   try {
     if (path !== ':memory:' && options.readonly !== true) mkdirSync(dirname(path), { recursive: true })
+    if (path !== ':memory:' && options.readonly !== true && options.mode !== undefined) {
+      // Created (or tightened) before SQLite opens it, so the secret is never readable by others.
+      closeSync(openSync(path, 'a', options.mode))
+      chmodSync(path, options.mode)
+    }
     db = new Database(path, { readonly: options.readonly === true, fileMustExist: options.readonly === true, timeout: options.busyTimeoutMs ?? 5000 })
   } catch (error) {
     throw new StoreOpenError(path, error)

@@ -32,7 +32,8 @@ export async function loadOrCreateIdentity(workdir: string, options: { signal?: 
   const path = join(workdir, PEER_DB)
   let store
   try {
-    store = openStore(path)
+    // The store holds the private key: readable by its owner only.
+    store = openStore(path, { mode: 0o600 })
   } catch (error) {
     throw new IdentityError(workdir, `cannot open ${path}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
   }

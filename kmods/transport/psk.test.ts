@@ -1,5 +1,5 @@
 // Tests of the pre-shared key file format and of peer identities kept in the store.
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -64,6 +64,23 @@ describe('peer identities', () => {
     const later = await loadOrCreateIdentity(workdir)
     expect(later).toMatchObject({ peerId: all[0]!.peerId, created: false })
     expect(later.privateKey.type).toBe('Ed25519')
+  })
+
+  it('keep the private key readable by its owner only (0600), tightening an older world-readable store', async () => {
+    const workdir = join(dir, 'private')
+    await loadOrCreateIdentity(workdir)
+    const modes = (): number[] =>
+      readdirSync(workdir)
+        .filter((name) => name.startsWith(PEER_DB))
+        .map((name) => statSync(join(workdir, name)).mode & 0o777)
+    expect(modes().length).toBeGreaterThan(0)
+    expect(modes().every((mode) => mode === 0o600)).toBe(true)
+    // A store made by an older version, readable by everyone, is tightened on the next start.
+    const older = join(dir, 'older')
+    openStore(join(older, PEER_DB)).close()
+    chmodSync(join(older, PEER_DB), 0o644)
+    await loadOrCreateIdentity(older)
+    expect(statSync(join(older, PEER_DB)).mode & 0o777).toBe(0o600)
   })
 
   it('refuse a store holding something else than a key', async () => {
