@@ -187,6 +187,41 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     })
   }, 120_000)
 
+  it('a peer frozen by SIGSTOP and left stopped: membership declares it dead, the job recovers without it and the output equals the reference', async () => {
+    const job = await submit(LONG)
+    const seen = recoveries(job)
+    const victim = cluster.members()[2]!
+    let frozen = false
+    try {
+      await waitFor(job.events, (e) => e.type === 'layer' && e.kind === 'checkpoint', 30_000, 'a first checkpoint')
+      // A frozen process keeps its TCP connections open: only failure detection can tell.
+      process.kill(victim.pid!, 'SIGSTOP')
+      frozen = true
+      const stoppedAt = Date.now()
+      const recovering = await waitFor(job.events, (e) => e.type === 'recovering', 20_000, 'a recovery after the SIGSTOP')
+      const detectedMs = Date.now() - stoppedAt
+      tell(`recovery began ${detectedMs} ms after the SIGSTOP`)
+      const report = await job.done
+      expect(compare(received(), reference(LONG))).toEqual({ extra: [], missing: [] })
+      expect(report.attempts).toBe(2)
+      expect(recovering.type === 'recovering' && recovering.lost).toContain(victim.peerId)
+      expect(recovering.type === 'recovering' && recovering.reason).toMatch(/declared dead by membership/)
+      expect(seen.filter((e) => e.type === 'recovering')).toHaveLength(1)
+      // Membership's default: dead after 2 s without a heartbeat; the rest is the abort.
+      expect(detectedMs).toBeLessThan(10_000)
+    } finally {
+      job.abort('the test is over')
+      await job.done.catch(() => undefined)
+      if (frozen) {
+        // The nursery restarts it as a new generation, which the next test's cluster waits for.
+        const restarted = waitFor(cluster.events!, (e) => e.type === 'ready' && e.index === 2, 30_000, 'peer 2 to restart')
+        process.kill(victim.pid!, 'SIGKILL')
+        await restarted
+        await allAlive()
+      }
+    }
+  }, 120_000)
+
   it('a peer killed while a checkpoint is in flight: that checkpoint never completes, recovery uses the one before', async () => {
     const job = await submit(LONG)
     const seen = recoveries(job)

@@ -67,9 +67,13 @@ export class Share {
     if (local !== undefined) return JSON.parse(local) as Stored
     const deadline = Date.now() + this.options.restoreWaitMs
     let lastError: unknown
+    // Holders that run this attempt first: a holder left out of it (declared dead: frozen, or cut
+    // off) may not answer at all, and each call to it waits for its timeout.
+    const members = new Set(this.cluster.peers())
+    const holders = [...located.peers.filter((p) => members.has(p)), ...located.peers.filter((p) => !members.has(p))]
     for (let round = 0; ; round++) {
       let unreachable = 0
-      for (const peer of located.peers) {
+      for (const peer of holders) {
         if (peer === this.cluster.self) continue
         try {
           const value = await this.cluster.call(peer, CONTROL.get, { lineage: this.lineage, id, key }, { timeoutMs: 10_000 })

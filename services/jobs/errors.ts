@@ -105,3 +105,39 @@ export class PlanMismatchError extends LaminaError {
     super(`peer ${peer} built a different ${program} than the submitter planned: ${reason} (is the same module, with the same arguments, on every host?)`)
   }
 }
+
+/**
+ * A peer running a share of the job stopped answering: membership declared it dead (no heartbeat
+ * for `silentMs`), as for a frozen process, a hung host or a pulled cable, whose TCP streams may
+ * stay open for minutes. The attempt fails as if the peer's stream had broken, and a job with
+ * recovery runs again on the survivors.
+ */
+export class PeerDeadError extends LaminaError {
+  readonly code = 'ERR_PEER_DEAD'
+  constructor(
+    readonly peer: string,
+    readonly silentMs: number,
+  ) {
+    super(`peer ${peer} was declared dead by membership: no heartbeat for ${silentMs} ms`)
+  }
+}
+
+/**
+ * Thrown on the submitter when a peer refused its share before running anything: the submitter
+ * is not authorized there (`remoteCode` ERR_NOT_AUTHORIZED), or the peer cannot load the program.
+ * A refusal is final for the job: recovery does not try again, since another attempt would be
+ * refused the same way.
+ */
+export class SubmissionRefusedError extends LaminaError {
+  readonly code = 'ERR_SUBMISSION_REFUSED'
+  constructor(
+    readonly peer: string,
+    readonly remoteCode: string,
+    readonly reason: string,
+  ) {
+    super(`peer ${peer} refused its share: [${remoteCode}] ${reason}`)
+  }
+}
+
+/** What a peer answers a submitter it does not authorize (the `refused` answer's code). */
+export const NOT_AUTHORIZED = 'ERR_NOT_AUTHORIZED'

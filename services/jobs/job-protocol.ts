@@ -127,6 +127,14 @@ export class JobChannel {
     return parsed as JobMessage
   }
 
+  /**
+   * Resets the stream at once (a pending `receive` rejects), without waiting for the other side:
+   * for a peer that no longer answers (declared dead by membership).
+   */
+  abort(error: Error): void {
+    this.stream.abort(error)
+  }
+
   /** Closes the stream, ignoring a stream that is already gone. */
   async close(): Promise<void> {
     try {

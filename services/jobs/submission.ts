@@ -10,7 +10,7 @@ import { InvalidOptionError, JobAbortedError, JobFailedError, SAVEPOINTS } from 
 import type { Membership } from '../../kmods/membership/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
 import type { AddressBook, Members, ShareLayout } from './deployment.js'
-import { JobProtocolError, RecoveryFailedError, RemoteJobError } from './errors.js'
+import { JobProtocolError, PeerDeadError, RecoveryFailedError, RemoteJobError, SubmissionRefusedError } from './errors.js'
 import { JOB_PROTOCOL, JobChannel, type JobMessage, toWire, type WireDeadLetter } from './job-protocol.js'
 import { roundRobinPlan, type Plan } from './placement.js'
 import { loadProgram } from './program-module.js'
@@ -32,7 +32,16 @@ export interface ClusterReport {
   readonly plan: Plan
   /** Stats by peer id. */
   readonly stats: { readonly [peer: string]: JobStats }
+  /** Dead letters of the attempt that finished the job: the job's own. */
   readonly deadLetters: readonly WireDeadLetter[]
+  /**
+   * Dead letters recorded by attempts that failed or were reshaped before the job finished, with
+   * the attempt's number (kept, not counted as the job's): most are artifacts of the abort (values
+   * in flight when links were torn down), and what the next attempt replays from its checkpoint it
+   * records again. A record that became a dead letter before the checkpoint the next attempt
+   * restored is not replayed, so it is only here.
+   */
+  readonly abandonedDeadLetters: readonly (WireDeadLetter & { readonly attempt: number })[]
   readonly elapsedMs: number
   /** Attempts the job took: 1 when nothing failed or changed, one more per recovery and per rescale. */
   readonly attempts: number
@@ -92,8 +101,8 @@ export interface SubmissionComponents {
   readonly progressMs: number
   /** The live members: who runs the job's shares. */
   readonly members: Members
-  /** Gossip membership: which peers failed, and whether they came back. */
-  readonly membership: Pick<Membership, 'members'>
+  /** Gossip membership: which peers failed (its `dead` events fail an attempt), and whether they came back. */
+  readonly membership: Pick<Membership, 'members' | 'events'>
   readonly addressBook: Pick<AddressBook, 'addressOf' | 'addresses'>
   /** Where the own share runs: control calls and rescales find it there. */
   readonly shares: Pick<Shares, 'add' | 'control'>
@@ -136,7 +145,9 @@ export class Submitter {
     options.signal?.addEventListener('abort', () => abort.abort(options.signal?.reason), { once: true })
     const events = new Subject<ClusterJobEvent>()
     const stats: Record<string, JobStats> = {}
+    // The running attempt's dead letters; those of attempts given up move to `abandoned`.
     const deadLetters: WireDeadLetter[] = []
+    const abandoned: (WireDeadLetter & { readonly attempt: number })[] = []
     const started = Date.now()
     const resolved = resolveModule(module)
     let current: Attempting | undefined
@@ -182,8 +193,19 @@ export class Submitter {
           const outcome = await current.outcome
           if (outcome.ok) {
             change?.reject(new InvalidOptionError('rescale', 'job', 'the job finished before the rescale took effect'))
-            return { job: id, plan, stats: { ...stats }, deadLetters, elapsedMs: Date.now() - started, attempts: attemptNumber + 1, recoveries, rescales }
+            return {
+              job: id,
+              plan,
+              stats: { ...stats },
+              deadLetters: [...deadLetters],
+              abandonedDeadLetters: abandoned,
+              elapsedMs: Date.now() - started,
+              attempts: attemptNumber + 1,
+              recoveries,
+              rescales,
+            }
           }
+          for (const letter of deadLetters.splice(0)) abandoned.push({ ...letter, attempt: attemptNumber })
           attemptNumber++
           // The stats of the next attempt start afresh (peers may differ).
           for (const peer of Object.keys(stats)) delete stats[peer]
@@ -222,7 +244,8 @@ export class Submitter {
             continue
           }
           const error = outcome.error
-          if (abort.signal.aborted || recovery === undefined) throw error
+          // A refusal is final: the next attempt would be refused the same way.
+          if (abort.signal.aborted || recovery === undefined || error instanceof SubmissionRefusedError) throw error
           if (++recoveries > recovery.attempts) throw new RecoveryFailedError(id, attemptNumber, `the ${recovery.attempts} recovery attempt(s) the stack allows are used up`, error)
           // Peers lost are left out until membership sees them back as a new generation (restarted
           // and joined again): then their capacity, and the checkpoint copies they hold, are used again.
@@ -317,6 +340,18 @@ export class Submitter {
       const peers = [...new Set([...Object.values(plan), ...workers])].filter((p) => p !== this.id)
       const addresses = this.components.addressBook.addresses()
       let progress: NodeJS.Timeout | undefined
+      // Failure detection drives recovery: a peer of this attempt that membership declares dead (a
+      // frozen process, a hung host, a pulled cable: its TCP streams may stay open for minutes) is
+      // lost as if its job stream had broken. Its stream is reset at once, so nothing waits on it.
+      const deaths = this.components.membership.events.subscribe((event) => {
+        const peer = event.member.peerId
+        if (event.type !== 'dead' || !peers.includes(peer) || lost.has(peer)) return
+        lost.add(peer)
+        const error = new PeerDeadError(peer, Math.max(0, Math.round(event.at - event.member.lastSeen)))
+        this.components.node.logger.info(`job ${job}: ${error.message}; failing the attempt`)
+        failAll(error.message, error)
+        for (const channel of channels) if (channel.remotePeer === peer) channel.abort(error)
+      })
       try {
         // Hand every other peer its share and wait until all accepted, before anything runs.
         const accepted = await Promise.allSettled(
@@ -349,12 +384,14 @@ export class Submitter {
               if (error instanceof JobProtocolError) lost.add(peer)
               throw error
             })
-            if (answer.type === 'refused') throw new RemoteJobError(peer, answer.code, answer.message)
+            if (answer.type === 'refused') throw new SubmissionRefusedError(peer, answer.code, answer.message)
             if (answer.type !== 'accepted') throw new RemoteJobError(peer, 'ERR_JOB_PROTOCOL', `expected accepted, got ${answer.type}`)
             return channel
           }),
         )
-        const refused = accepted.find((a): a is PromiseRejectedResult => a.status === 'rejected')
+        const rejected = accepted.filter((a): a is PromiseRejectedResult => a.status === 'rejected')
+        // A refusal says more than the aborts it causes elsewhere.
+        const refused = rejected.find((a) => a.reason instanceof SubmissionRefusedError) ?? rejected[0]
         if (refused !== undefined) {
           failAll('a peer did not accept its share')
           return { ok: false, error: refused.reason, lost: [...lost] }
@@ -452,6 +489,7 @@ export class Submitter {
         failAll(error instanceof Error ? error.message : String(error))
         return { ok: false, error, lost: [...lost] }
       } finally {
+        deaths.unsubscribe()
         clearInterval(progress)
         context.signal.removeEventListener('abort', onOuterAbort)
         await Promise.all(channels.map((c) => c.close()))
