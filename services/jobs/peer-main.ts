@@ -17,10 +17,12 @@ export interface PeerCommand {
   readonly createPsk: boolean
   /** Path of a file of admitted peer ids, one per line, or undefined for every key holder. */
   readonly allow: string | undefined
+  /** Path of a file of the peer ids that may submit jobs, one per line, or undefined for every admitted peer. */
+  readonly submitters: string | undefined
   readonly tags: Readonly<Record<string, string>>
 }
 
-/** Parses `--workdir DIR --psk FILE [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]… [--create-psk]`. */
+/** Parses `--workdir DIR --psk FILE [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--submitters FILE] [--tag k=v]… [--create-psk]`. */
 export function parsePeerCommand(argv: readonly string[]): PeerCommand {
   const { values } = parseArgs({
     args: [...argv],
@@ -31,6 +33,7 @@ export function parsePeerCommand(argv: readonly string[]): PeerCommand {
       psk: { type: 'string' },
       'create-psk': { type: 'boolean' },
       allow: { type: 'string' },
+      submitters: { type: 'string' },
       tag: { type: 'string', multiple: true },
     },
     strict: true,
@@ -50,6 +53,7 @@ export function parsePeerCommand(argv: readonly string[]): PeerCommand {
     psk: values.psk,
     createPsk: values['create-psk'] ?? false,
     allow: values.allow,
+    submitters: values.submitters,
     tags,
   }
 }
@@ -57,10 +61,8 @@ export function parsePeerCommand(argv: readonly string[]): PeerCommand {
 /** Runs one peer until SIGINT/SIGTERM (or its parent goes away); returns the running peer. */
 export async function runPeer(command: PeerCommand): Promise<Peer> {
   const psk = command.createPsk ? await readOrCreatePskFile(command.psk) : await readPskFile(command.psk)
-  let allowed: ReadonlySet<string> | undefined
-  if (command.allow !== undefined) {
-    allowed = new Set((await readFile(command.allow, 'utf8')).split(/\s+/).filter((id) => id.length > 0))
-  }
+  const allowed = command.allow === undefined ? undefined : new Set(await peerIds(command.allow))
+  const submitters = command.submitters === undefined ? undefined : await peerIds(command.submitters)
   const peer = await Peer.start({
     workdir: command.workdir,
     listen: command.listen,
@@ -68,6 +70,7 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
     tags: command.tags,
     bootstrap: command.bootstrap,
     ...(allowed === undefined ? {} : { allowlist: () => allowed }),
+    ...(submitters === undefined ? {} : { submitters }),
   })
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => (stopping ??= peer.stop())
@@ -78,6 +81,11 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
   })
   watchParent(stop)
   return peer
+}
+
+/** The peer ids listed in `file`, separated by white space. */
+async function peerIds(file: string): Promise<string[]> {
+  return (await readFile(file, 'utf8')).split(/\s+/).filter((id) => id.length > 0)
 }
 
 const isMain = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop()!)

@@ -5,9 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generatePsk } from '../../kmods/transport/psk.js'
 import { memoryLogger } from '../../kmods/transport/logger.js'
 import { Peer } from './peer.js'
+import { SubmissionRefusedError } from './errors.js'
+import { loadOrCreateIdentity } from '../../kmods/transport/identity.js'
 import { results } from './fixtures/count-program.js'
 import buildCrash from './fixtures/crash-program.js'
 import { kernel } from '../../kernel/index.js'
+import { until } from 'lamina/testing'
 
 const fixture = new URL('./fixtures/count-program.ts', import.meta.url).pathname
 const planOnce = new URL('./fixtures/plan-once-program.ts', import.meta.url).pathname
@@ -93,5 +96,42 @@ describe('peers running a job together (real libp2p on loopback)', () => {
     expect((failure as Error).message).toContain('42 is not welcome')
     const where = (failure as { cause: { peer: string } }).cause.peer
     expect([peers[1]!.id, peers[2]!.id]).toContain(where)
+  })
+})
+
+describe('authorization: which peers may submit', () => {
+  let dir: string
+  const peers: Peer[] = []
+  const strict = memoryLogger()
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-authz-'))
+    const psk = generatePsk()
+    // p0 submits; p1 allows only p2 to submit, p2 allows p0.
+    peers.push(await Peer.start({ workdir: join(dir, 'p0'), psk, logger: memoryLogger() }))
+    const p2Id = (await loadOrCreateIdentity(join(dir, 'p2'))).peerId
+    peers.push(await Peer.start({ workdir: join(dir, 'p1'), psk, logger: strict, bootstrap: peers[0]!.multiaddrs(), submitters: [p2Id] }))
+    peers.push(await Peer.start({ workdir: join(dir, 'p2'), psk, logger: memoryLogger(), bootstrap: peers[0]!.multiaddrs(), submitters: [peers[0]!.id] }))
+    await until(() => peers[0]!.membership.members().filter((m) => m.status === 'alive').length === 3, 10_000, 'membership to see the three peers')
+  })
+  afterAll(async () => {
+    await Promise.all(peers.map((p) => p.stop()))
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('a peer refuses a share from a submitter it does not list: typed error on the submitter, a log line naming it, no retry', async () => {
+    const [p0, p1, p2] = peers as [Peer, Peer, Peer]
+    const job = await p0.submit(fixture, { args: ['100', '3'], workers: [p1.id] })
+    const failure = await job.done.then(
+      () => undefined,
+      (error: unknown) => error,
+    )
+    expect(failure).toBeInstanceOf(SubmissionRefusedError)
+    expect(failure).toMatchObject({ code: 'ERR_SUBMISSION_REFUSED', peer: p1.id, remoteCode: 'ERR_NOT_AUTHORIZED' })
+    expect(strict.lines).toContainEqual(expect.stringMatching(new RegExp(`^warn: refused job \\S+ from ${p0.id}: not one of the 1 peers allowed to submit$`)))
+    // A listed submitter is served as before.
+    results.length = 0
+    const allowed = await p0.submit(fixture, { args: ['100', '3'], workers: [p2.id] })
+    await allowed.done
+    expect(results.reduce((n, [, count]) => n + count, 0)).toBe(100)
   })
 })

@@ -29,6 +29,13 @@ export interface PeerOptions extends PeerNodeOptions {
   readonly kernel?: Kernel
   /** Milliseconds between progress reports of a running job. @default 500 */
   readonly progressMs?: number
+  /**
+   * Peer ids that may submit jobs to this peer (authorization, apart from admission: every
+   * admitted peer may still run shares of others' jobs here). A submission from another peer is
+   * refused with ERR_NOT_AUTHORIZED and a log line naming it; the submitter gets
+   * SubmissionRefusedError. @default every admitted peer may submit
+   */
+  readonly submitters?: readonly string[]
 }
 
 /** A running peer. Start with `Peer.start(options)`; stop with `stop()` (idempotent). */
@@ -46,13 +53,14 @@ export class Peer {
     readonly membership: Membership,
     /** The work directory: identity, and durable state layers keep (checkpoints). */
     readonly workdir: string,
+    submitters: readonly string[] | undefined,
   ) {
     this.members = { list: () => membership.members().filter((m) => m.status === 'alive') }
     // The parts see the members through this view, so `useMembers` reaches them too.
     const members: Members = { list: () => this.members.list() }
     const addressBook = new AddressBook(members)
     const deploy = (share: ShareLayout): Deployment => deployment({ node, registry, addressBook, workdir }, share)
-    this.shares = new Shares({ node, kernel, progressMs, deploy })
+    this.shares = new Shares({ node, kernel, progressMs, deploy, ...(submitters === undefined ? {} : { submitters: new Set(submitters) }) })
     this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy })
   }
 
@@ -62,7 +70,7 @@ export class Peer {
     const registry = createReceiverRegistry(node)
     await registry.start()
     const membership = await startMembership(node, { bootstrap: options.bootstrap ?? [], ...options.membership })
-    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership, options.workdir)
+    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership, options.workdir, options.submitters)
     await node.libp2p.handle(JOB_PROTOCOL, (stream: Stream, connection) => {
       void peer.shares.serve(new JobChannel(stream, connection.remotePeer.toString()))
     })

@@ -7,7 +7,7 @@ import type { Deployment } from '../../kernel/internal.js'
 import { LaminaError } from '../../kernel/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
 import type { ShareLayout } from './deployment.js'
-import { RemoteJobError } from './errors.js'
+import { NOT_AUTHORIZED, RemoteJobError } from './errors.js'
 import { type JobChannel, statsToWire, toWire } from './job-protocol.js'
 import { loadProgram, type LoadedProgram } from './program-module.js'
 import { applyPlan } from './shipped-plan.js'
@@ -22,6 +22,8 @@ export interface ShareComponents {
   readonly progressMs: number
   /** The deployment of a share here. */
   deploy(share: ShareLayout): Deployment
+  /** Peer ids that may submit jobs to this peer; undefined: every admitted peer. */
+  readonly submitters?: ReadonlySet<string>
 }
 
 /** The job shares running on this peer. */
@@ -72,6 +74,14 @@ export class Shares {
     try {
       const submit = await channel.receive()
       if (submit.type !== 'submit') throw new RemoteJobError(channel.remotePeer, 'ERR_JOB_PROTOCOL', `expected submit, got ${submit.type}`)
+      // Authorization, apart from admission: an admitted peer may run shares here, but only the
+      // listed ones may submit (the stream's authenticated peer id, not what the message claims).
+      const submitters = this.components.submitters
+      if (submitters !== undefined && !submitters.has(channel.remotePeer)) {
+        this.components.node.logger.warn(`refused job ${submit.job} from ${channel.remotePeer}: not one of the ${submitters.size} peers allowed to submit`)
+        await channel.send({ type: 'refused', peer: this.id, code: NOT_AUTHORIZED, message: `${channel.remotePeer} may not submit jobs to ${this.id}` })
+        return
+      }
       let loaded: LoadedProgram
       try {
         loaded = await loadProgram(submit.module, submit.args, { submitter: false, peer: this.id })
