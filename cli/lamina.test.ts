@@ -1,5 +1,6 @@
 // The `lamina` command as users run it: the compiled CLI (npm test builds dist/ first).
 import { execFile, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -35,18 +36,44 @@ describe('lamina run', () => {
     expect(pids.filter(alive)).toEqual([])
   })
 
-  it('stops every peer process on SIGINT: no orphans', async () => {
+  /** Starts `lamina run` on the endless program; resolves once its 2 peers are up, with its work directory. */
+  async function endless(): Promise<{ run: ReturnType<typeof spawn>; pids: number[]; workdir: string; exited: Promise<number | null>; stderr: () => string }> {
     const run = spawn(process.execPath, [cli, 'run', 'services/jobs/fixtures/endless-program.ts', '--peers', '2'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    const exited = new Promise<number | null>((resolve) => run.once('exit', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? 137 : null))))
     await until(() => pidsIn(stderr).length === 2, 30_000, 'the cluster to come up')
-    const pids = pidsIn(stderr)
-    expect(pids.every(alive)).toBe(true)
-    const exited = new Promise<number | null>((resolve) => run.once('exit', (code, signal) => resolve(code ?? (signal === null ? null : 130))))
-    run.kill('SIGINT')
-    await exited
-    await until(() => !pids.some(alive), 10_000, 'the peer processes to exit')
-  })
+    const workdir = /starting 2 peers in (\S+)…/.exec(stderr)?.[1]
+    expect(workdir, stderr).toBeDefined()
+    return { run, pids: pidsIn(stderr), workdir: workdir!, exited, stderr: () => stderr }
+  }
+
+  for (const [signal, status] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    it(`on ${signal}: stops every peer process (no orphans), removes its temporary directory, exits ${status}`, async () => {
+      const { run, pids, workdir, exited, stderr } = await endless()
+      expect(pids.every(alive)).toBe(true)
+      expect(existsSync(workdir)).toBe(true)
+      run.kill(signal)
+      expect(await exited, stderr()).toBe(status)
+      await until(() => !pids.some(alive), 10_000, 'the peer processes to exit')
+      expect(existsSync(workdir)).toBe(false)
+    })
+  }
+
+  it('after a SIGKILL, whose directory nothing could remove, the next run removes it', async () => {
+    const { run, pids, workdir, exited } = await endless()
+    run.kill('SIGKILL')
+    expect(await exited).toBe(137)
+    // The peers notice their parent is gone and exit; its temporary directory stays behind.
+    await until(() => !pids.some(alive), 15_000, 'the peer processes to exit')
+    expect(existsSync(workdir)).toBe(true)
+    const next = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', '1'], { cwd: root })
+    expect(next.stderr).toMatch(/removed \d+ temporary work director(y|ies) left by runs that were killed/)
+    expect(existsSync(workdir)).toBe(false)
+  }, 60_000)
 
   it('--console: `rescale OPERATOR N` typed while the job runs rescales it', async () => {
     const run = spawn(process.execPath, [cli, 'run', 'testing/keyed-totals.ts', '--peers', '2', '--console', '--', '4000000', '200', '1'], {

@@ -4,13 +4,13 @@
 
 // The transport entry first: it loads the Promise.withResolvers polyfill before libp2p (Node 20).
 import '../kmods/transport/index.js'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface, type Interface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { register } from 'tsx/esm/api'
-import { parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type SubmittedJob } from '../services/jobs/index.js'
+import { parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type Cluster, type SubmittedJob } from '../services/jobs/index.js'
 import { CHECKPOINT_EVENTS, RETRIED } from '../layers/index.js'
 import { UsageError } from './errors.js'
 
@@ -25,13 +25,14 @@ const RUN_USAGE = `usage: lamina run PROGRAM [--peers N] [--workdir DIR] [--quie
                  (needs the checkpoints layer), \`plan\`
   ARGS           handed to the program's default export`
 
-const PEER_USAGE = `usage: lamina peer --workdir DIR --psk FILE [--create-psk] [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--tag k=v]…
+const PEER_USAGE = `usage: lamina peer --workdir DIR --psk FILE [--create-psk] [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--submitters FILE] [--tag k=v]…
   Runs one peer (for clusters over several hosts) until SIGINT or SIGTERM.
   --workdir DIR     the peer's identity and durable state live there
   --psk FILE        the private network's swarm key; --create-psk writes a new one if FILE is absent
   --listen ADDR     multiaddr to listen on (default /ip4/127.0.0.1/tcp/0); repeatable
   --bootstrap ADDR  a member to join through; repeatable
   --allow FILE      admit only the peer ids listed in FILE (one per line)
+  --submitters FILE accept jobs only from the peer ids listed in FILE (default: every admitted peer)
   --tag k=v         a tag placement annotations can match (e.g. name=peer-0); repeatable`
 
 const USAGE = `usage: lamina COMMAND [OPTIONS]
@@ -67,70 +68,140 @@ export function parseRun(argv: readonly string[]): { program: string; peers: num
   return { program, peers, workdir: values.workdir, quiet: values.quiet ?? false, console: values.console ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
 }
 
+/** Prefix of the temporary work directories of `lamina run`, in the system's temporary directory. */
+const RUN_DIR_PREFIX = 'lamina-run-'
+/** The file in a temporary work directory naming the pid of the `lamina run` that owns it. */
+const OWNER_FILE = 'owner.pid'
+
+/**
+ * Removes the temporary work directories of earlier runs whose process is gone (killed with
+ * SIGKILL, or its machine crashed: no handler of theirs could run). A directory without an owner
+ * file, or whose owner is alive, is left alone. Returns how many were removed.
+ */
+async function removeStaleRunDirs(): Promise<number> {
+  let removed = 0
+  for (const name of await readdir(tmpdir()).catch(() => [] as string[])) {
+    if (!name.startsWith(RUN_DIR_PREFIX)) continue
+    const dir = join(tmpdir(), name)
+    const owner = Number.parseInt(await readFile(join(dir, OWNER_FILE), 'utf8').catch(() => ''), 10)
+    if (!Number.isInteger(owner) || owner <= 0 || processAlive(owner)) continue
+    await rm(dir, { recursive: true, force: true })
+    removed++
+  }
+  return removed
+}
+
+/** Whether process `pid` exists (signal 0 checks without sending anything). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
 async function run(argv: readonly string[]): Promise<number> {
   const options = parsing('run', RUN_USAGE, () => parseRun(argv))
   register() // program modules may be TypeScript
-  const workdir = options.workdir ?? (await mkdtemp(join(tmpdir(), 'lamina-run-')))
   const display = new ProgressDisplay(process.stderr)
   const log = (line: string): void => void (options.quiet || process.stderr.write(`lamina: ${line}\n`))
-  log(`starting ${options.peers} peers…`)
+  const stale = options.workdir === undefined ? await removeStaleRunDirs() : 0
+  if (stale > 0) log(`removed ${stale} temporary work director${stale === 1 ? 'y' : 'ies'} left by runs that were killed`)
+  const temporary = options.workdir === undefined
+  const workdir = options.workdir ?? (await mkdtemp(join(tmpdir(), RUN_DIR_PREFIX)))
+  if (temporary) await writeFile(join(workdir, OWNER_FILE), `${process.pid}\n`)
+  // SIGINT (Ctrl-C) and SIGTERM stop the peers and remove the temporary directory before exiting
+  // (130 and 143, as a shell reports a death by those signals); a second signal exits at once.
+  let interrupted: NodeJS.Signals | undefined
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted !== undefined) process.exit(signal === 'SIGINT' ? 130 : 143)
+    interrupted = signal
+    log(`${signal}: stopping the peers…`)
+    void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+  }
+  let cluster: Cluster | undefined
+  let cleaning: Promise<void> | undefined
+  const cleanUp = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      await cluster?.stop().catch((error: unknown) => log(`stopping the peers failed: ${error instanceof Error ? error.message : String(error)}`))
+      if (temporary) await rm(workdir, { recursive: true, force: true })
+    })())
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  log(`starting ${options.peers} peers in ${workdir}…`)
   // Peers that die are restarted; a job whose layers can recover (checkpoints) carries on without them.
-  const cluster = await startCluster({
-    peers: options.peers,
-    workdir,
-    policy: { kind: 'restart', max: 5, withinMs: 60_000 },
-    logger: { info: () => undefined, warn: (m) => log(m), error: (m) => log(m) },
-  })
-  let stopping = false
-  cluster.events?.subscribe((event) => {
-    if (stopping) return
-    if (event.type === 'exit') log(`peer ${event.index} (pid ${event.pid}) exited (${event.signal ?? `code ${event.code}`})`)
-    else if (event.type === 'restart') log(`restarting peer ${event.index} (restart ${event.attempt})`)
-  })
   try {
-    log(
-      `cluster up: ${cluster
-        .members()
-        .map((m) => `${m.peerId.slice(-8)} (pid ${m.pid})`)
-        .join(', ')}`,
-    )
-    const job = await cluster.submit(resolve(options.program), { args: options.args })
-    const peers = Object.keys(job.stats()).length || options.peers
-    const ticker = options.quiet ? undefined : setInterval(() => display.update(totals(Object.values(job.stats())), peers + 1), process.stderr.isTTY ? 500 : 2000)
-    let checkpoints = 0
-    let retries = 0
-    let lastCheckpoint = ''
-    job.events.subscribe((event) => {
-      if (event.type === 'rescaling') log(`attempt ${event.attempt}: ${event.reason}; restarting from checkpoint ${event.checkpoint}`)
-      else if (event.type === 'recovering')
-        log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
-      else if (event.type === 'layer') {
-        // Checkpoints come every interval: counted, and summed up at the end; everything else is shown.
-        if (CHECKPOINT_EVENTS.completed.is(event)) {
-          checkpoints++
-          lastCheckpoint = event.message
-        } else if (RETRIED.is(event)) retries++
-        else if (!CHECKPOINT_EVENTS.started.is(event)) log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
-      }
+    const up = await startCluster({
+      peers: options.peers,
+      workdir,
+      policy: { kind: 'restart', max: 5, withinMs: 60_000 },
+      logger: { info: () => undefined, warn: (m) => log(m), error: (m) => log(m) },
     })
-    const console_ = options.console ? commands(job, log) : undefined
+    cluster = up
+    let stopping = false
+    up.events?.subscribe((event) => {
+      if (stopping || interrupted !== undefined) return
+      if (event.type === 'exit') log(`peer ${event.index} (pid ${event.pid}) exited (${event.signal ?? `code ${event.code}`})`)
+      else if (event.type === 'restart') log(`restarting peer ${event.index} (restart ${event.attempt})`)
+    })
     try {
-      const report = await job.done
-      if (!options.quiet) process.stderr.write(display.summary(totals(Object.values(report.stats)), report.elapsedMs, report.deadLetters.length) + '\n')
-      if (checkpoints > 0) log(`${checkpoints} checkpoints; last: ${lastCheckpoint}`)
-      if (retries > 0) log(`${retries} retries of calls that failed`)
-      if (report.recoveries > 0) log(`the job recovered from lost peers ${report.recoveries} time(s)`)
-      if (report.rescales > 0) log(`the job was rescaled ${report.rescales} time(s)`)
-      for (const letter of report.deadLetters.slice(0, 10)) process.stderr.write(`  dead letter [${letter.code}] ${letter.message}\n`)
-      return report.deadLetters.length > 0 ? 1 : 0
+      return await runJob(up, options, display, log)
     } finally {
-      console_?.close()
-      clearInterval(ticker)
+      stopping = true
     }
   } finally {
-    stopping = true
-    await cluster.stop()
-    if (options.workdir === undefined) await rm(workdir, { recursive: true, force: true })
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await cleanUp()
+  }
+}
+
+/** Submits the program to the started cluster, shows progress, and returns the exit status. */
+async function runJob(cluster: Cluster, options: ReturnType<typeof parseRun>, display: ProgressDisplay, log: (line: string) => void): Promise<number> {
+  log(
+    `cluster up: ${cluster
+      .members()
+      .map((m) => `${m.peerId.slice(-8)} (pid ${m.pid})`)
+      .join(', ')}`,
+  )
+  const job = await cluster.submit(resolve(options.program), { args: options.args })
+  const peers = Object.keys(job.stats()).length || options.peers
+  const ticker = options.quiet ? undefined : setInterval(() => display.update(totals(Object.values(job.stats())), peers + 1), process.stderr.isTTY ? 500 : 2000)
+  let checkpoints = 0
+  let retries = 0
+  let lastCheckpoint = ''
+  job.events.subscribe((event) => {
+    if (event.type === 'rescaling') log(`attempt ${event.attempt}: ${event.reason}; restarting from checkpoint ${event.checkpoint}`)
+    else if (event.type === 'recovering')
+      log(`attempt ${event.attempt}: lost ${event.lost.map((p) => p.slice(-8)).join(', ') || 'no peer'} (${event.reason}); resuming from the last checkpoint`)
+    else if (event.type === 'layer') {
+      // Checkpoints come every interval: counted, and summed up at the end; everything else is shown.
+      if (CHECKPOINT_EVENTS.completed.is(event)) {
+        checkpoints++
+        lastCheckpoint = event.message
+      } else if (RETRIED.is(event)) retries++
+      else if (!CHECKPOINT_EVENTS.started.is(event)) log(`[${event.layer}] ${event.kind} on ${event.peer.slice(-8)}: ${event.message}`)
+    }
+  })
+  const console_ = options.console ? commands(job, log) : undefined
+  try {
+    const report = await job.done
+    if (!options.quiet) process.stderr.write(display.summary(totals(Object.values(report.stats)), report.elapsedMs, report.deadLetters.length) + '\n')
+    if (checkpoints > 0) log(`${checkpoints} checkpoints; last: ${lastCheckpoint}`)
+    if (retries > 0) log(`${retries} retries of calls that failed`)
+    if (report.recoveries > 0) log(`the job recovered from lost peers ${report.recoveries} time(s)`)
+    if (report.rescales > 0) log(`the job was rescaled ${report.rescales} time(s)`)
+    const abandoned = report.abandonedDeadLetters
+    if (abandoned.length > 0) {
+      // Not the job's (the exit status does not count them), but never dropped silently.
+      log(`${abandoned.length} dead letter(s) of attempts given up (not the job's); first: [${abandoned[0]!.code}] ${abandoned[0]!.message}`)
+    }
+    for (const letter of report.deadLetters.slice(0, 10)) process.stderr.write(`  dead letter [${letter.code}] ${letter.message}\n`)
+    return report.deadLetters.length > 0 ? 1 : 0
+  } finally {
+    console_?.close()
+    clearInterval(ticker)
   }
 }
 

@@ -42,6 +42,8 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
   let dir: string
   const procs: ChildProcess[] = []
   let cluster: Cluster | undefined
+  /** Peer ids of the three hosts, then the submitter's. */
+  let ids: string[] = []
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lamina-hosts-'))
@@ -59,7 +61,7 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
     }
     const pskFile = join(dir, 'swarm.key')
     await readOrCreatePskFile(pskFile)
-    const ids = await Promise.all([...hosts.map((_, i) => join(dir, `host-${i + 1}`)), join(dir, 'submitter')].map(async (d) => (await loadOrCreateIdentity(d)).peerId))
+    ids = await Promise.all([...hosts.map((_, i) => join(dir, `host-${i + 1}`)), join(dir, 'submitter')].map(async (d) => (await loadOrCreateIdentity(d)).peerId))
     const allowFile = join(dir, 'allowlist')
     await writeFile(allowFile, ids.join('\n'))
     const addresses = hosts.map((h, i) => `/ip4/${h.ip}/tcp/4101/p2p/${ids[i]}`)
@@ -78,7 +80,8 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
         '--allow',
         allowFile,
         '--listen',
-        `/ip4/${h.ip}/tcp/4101`,
+        // Host 1 listens on every interface: what it advertises must be its veth address, not loopback.
+        i === 0 ? '/ip4/0.0.0.0/tcp/4101' : `/ip4/${h.ip}/tcp/4101`,
       ]
       const proc = spawn('ip', args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] })
       procs.push(proc)
@@ -123,6 +126,9 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
     const job = await cluster!.submit(fixture, { args: [file], workers: cluster!.members().map((m) => m.peerId) })
     const report = await job.done
     expect(rows).toEqual(expected)
+    // Host 1 listens on 0.0.0.0: membership learned its veth address first, not loopback.
+    const host1 = cluster!.members().find((m) => m.peerId === ids[0])
+    expect(host1?.multiaddrs[0]).toContain(`/ip4/${hosts[0]!.ip}/`)
     // Every host ran part of the job.
     for (const member of cluster!.members()) expect(report.stats[member.peerId]?.instances.length ?? 0).toBeGreaterThan(0)
   })

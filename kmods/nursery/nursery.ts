@@ -69,7 +69,9 @@ export class Nursery {
   private readonly onSignal = (signal: NodeJS.Signals): void => {
     void this.stop().finally(() => {
       process.off(signal, this.onSignal)
-      process.kill(process.pid, signal)
+      // Die of the signal as the process would have without us, unless the program handles it
+      // itself (then it decides when to exit: it may have its own clean-up to finish).
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
     })
   }
 

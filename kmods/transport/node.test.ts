@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { AdmissionError } from './errors.js'
 import { recordingLogger } from './interop/fixtures/recording-logger.js'
 import { memoryLogger } from './logger.js'
-import { createPeerNode, type PeerNode, type PeerNodeOptions } from './node.js'
+import { createPeerNode, reachableFirst, type PeerNode, type PeerNodeOptions } from './node.js'
 import { generatePsk, type Psk } from './psk.js'
 import { PSK_MISMATCH } from './admission.js'
 
@@ -171,5 +171,15 @@ describe('peer nodes', () => {
     const address = b.node.multiaddrs()[0]!
     await b.node.stop()
     await expect(a.node.dial(address)).rejects.toMatchObject({ code: 'ERR_DIAL', message: expect.stringContaining(address) })
+  })
+})
+
+describe('advertised addresses', () => {
+  it('put what other hosts can reach first and loopback last, keeping each group in order', () => {
+    const id = '/p2p/12D3KooWA3XCnW6AfWP624hCRS1ezruYhbqYBGpwGtA5gh12NaBJ'
+    const listening = [`/ip4/127.0.0.1/tcp/4101${id}`, `/ip4/10.77.1.11/tcp/4101${id}`, `/ip6/::1/tcp/4101${id}`, `/ip4/192.168.0.5/tcp/4101${id}`]
+    expect(reachableFirst(listening)).toEqual([`/ip4/10.77.1.11/tcp/4101${id}`, `/ip4/192.168.0.5/tcp/4101${id}`, `/ip4/127.0.0.1/tcp/4101${id}`, `/ip6/::1/tcp/4101${id}`])
+    // Loopback alone (a cluster on one host) stays as it is.
+    expect(reachableFirst([`/ip4/127.0.0.1/tcp/1${id}`])).toEqual([`/ip4/127.0.0.1/tcp/1${id}`])
   })
 })

@@ -51,7 +51,11 @@ export interface PeerNode {
   readonly workdir: string
   readonly tags: Readonly<Record<string, string>>
   readonly logger: Logger
-  /** The addresses this node listens on, each ending in `/p2p/<peer id>`. */
+  /**
+   * The addresses this node listens on, each ending in `/p2p/<peer id>`, those other hosts can
+   * reach first: a node listening on `0.0.0.0` lists its interfaces' addresses before loopback, so
+   * the first one (what membership gossips and peers dial) is not 127.0.0.1.
+   */
   multiaddrs(): string[]
   /**
    * Connects to a peer. Admission failures reject with AdmissionError (reason `psk`,
@@ -139,7 +143,7 @@ class LaminaPeerNode implements PeerNode {
   }
 
   multiaddrs(): string[] {
-    return this.libp2p.getMultiaddrs().map((address) => address.toString())
+    return reachableFirst(this.libp2p.getMultiaddrs().map((address) => address.toString()))
   }
 
   async dial(target: DialTarget, options: DialOptions = {}): Promise<Connection> {
@@ -178,6 +182,17 @@ class LaminaPeerNode implements PeerNode {
     if (admission !== undefined) return admission
     return new DialError(text, error)
   }
+}
+
+/** Loopback addresses (127.0.0.0/8, ::1): reachable from this host only. */
+const LOOPBACK = /^\/(ip4\/127\.|ip6\/::1\/)/
+
+/**
+ * `addresses` with those other hosts can reach first and loopback ones last, each group in its
+ * original order (a node listening on 0.0.0.0 gets one address per interface, loopback first).
+ */
+export function reachableFirst(addresses: readonly string[]): string[] {
+  return [...addresses.filter((a) => !LOOPBACK.test(a)), ...addresses.filter((a) => LOOPBACK.test(a))]
 }
 
 function resolveTarget(target: DialTarget): Multiaddr | PeerId {
