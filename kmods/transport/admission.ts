@@ -29,7 +29,18 @@ export interface AdmissionInit {
   /** Read at every connection, so it may change. */
   readonly allowlist: Allowlist
   readonly logger: Logger
+  /**
+   * Handshakes (connections not yet admitted) one remote host may have pending at once; more are
+   * refused before any byte is read, so that idle or slow connections from one address cannot
+   * take the slots of others. @default 32
+   */
+  readonly maxPendingPerHost?: number
+  /** Milliseconds a pre-authentication line about one host is not repeated (the refusals are counted meanwhile). @default 10000 */
+  readonly logEveryMs?: number
 }
+
+/** Defaults of the pre-authentication limits (see `AdmissionInit`, and node.ts for libp2p's). */
+export const PRE_AUTH_DEFAULTS = { maxPendingPerHost: 32, logEveryMs: 10_000 } as const
 
 /**
  * The parts of a libp2p node that admit peers, and what they learned. Nothing here adds a byte
@@ -58,6 +69,8 @@ export interface Admission {
   readonly log: AdmissionLog
   /** Stops reporting refusals (connections closed by a stopping node are not refusals). Idempotent. */
   close(): void
+  /** Handshakes pending now, by remote host (pre-authentication load). */
+  pending(): ReadonlyMap<string, number>
 }
 
 /** How far an upgrading connection got. */
@@ -101,6 +114,29 @@ export function createAdmission(init: AdmissionInit): Admission {
     log.record(error)
   }
 
+  // Pre-authentication load: handshakes pending per remote host, and lines about it said at most
+  // once per `logEveryMs` and host (a flood of idle connections must not flood the log too).
+  const maxPendingPerHost = init.maxPendingPerHost ?? PRE_AUTH_DEFAULTS.maxPendingPerHost
+  const logEveryMs = init.logEveryMs ?? PRE_AUTH_DEFAULTS.logEveryMs
+  const pendingByHost = new Map<string, number>()
+  const quiet = new Map<string, { until: number; held: number }>()
+  const sayOnce = (host: string, line: (held: number) => string): void => {
+    const now = Date.now()
+    const q = quiet.get(host)
+    if (q !== undefined && now < q.until) {
+      q.held++
+      return
+    }
+    logger.warn(line(q?.held ?? 0))
+    quiet.set(host, { until: now + logEveryMs, held: 0 })
+  }
+  const since = (held: number): string => (held > 0 ? ` (and ${held} more like it in the last ${logEveryMs / 1000} s)` : '')
+  const release = (host: string): void => {
+    const n = (pendingByHost.get(host) ?? 1) - 1
+    if (n <= 0) pendingByHost.delete(host)
+    else pendingByHost.set(host, n)
+  }
+
   /** Starts watching a raw connection: its close before it is usable is a refusal by the other side. */
   const watch = (connection: MessageStream): Attempt => {
     const address = remoteAddress(connection)
@@ -112,6 +148,17 @@ export function createAdmission(init: AdmissionInit): Admission {
         if (closed || attempt.stage === 'upgraded' || attempt.stage === 'refused') return
         const cause = (event as Event & { error?: Error }).error
         if (cancelled(cause)) return
+        // An inbound connection that sent nothing usable before libp2p's handshake timeout is an
+        // idle or slow client (or a scan), not evidence of another key: say so, once in a while.
+        if (attempt.direction === 'inbound' && attempt.stage === 'pnet' && cause !== undefined && timedOut(cause)) {
+          const host = hostOf(address)
+          sayOnce(
+            `timeout ${host}`,
+            (held) =>
+              `inbound connection from ${address} closed: its handshake did not finish within the timeout (an idle or slow client, or a scan; not a key problem)${since(held)}`,
+          )
+          return
+        }
         const refusal = refusedBy(attempt, cause)
         if (refusal !== undefined) report(refusal)
       },
@@ -174,9 +221,13 @@ export function createAdmission(init: AdmissionInit): Admission {
     return true
   }
 
+  /** Frees the pending-handshake slot of an inbound connection once it is admitted or closes. */
+  const admittedOrClosed = new WeakMap<object, () => void>()
+
   const upgraded = (connection: MultiaddrConnection): boolean => {
     const attempt = attempts.get(connection)
     if (attempt !== undefined) attempt.stage = 'upgraded'
+    admittedOrClosed.get(connection)?.()
     return false
   }
 
@@ -213,6 +264,30 @@ export function createAdmission(init: AdmissionInit): Admission {
       }
     },
     gater: {
+      // Before any byte of an inbound connection is read: at most `maxPendingPerHost` handshakes
+      // per remote host. The slot is freed when the connection is admitted (upgraded) or closes.
+      denyInboundConnection: (connection: MultiaddrConnection) => {
+        const host = hostOf(connection.remoteAddr.toString())
+        const pending = pendingByHost.get(host) ?? 0
+        if (pending >= maxPendingPerHost) {
+          sayOnce(
+            `pending ${host}`,
+            (held) =>
+              `refused inbound connection from ${connection.remoteAddr.toString()}: ${pending} handshakes from ${host} are pending already (at most ${maxPendingPerHost} per host): pre-authentication load, not a key problem${since(held)}`,
+          )
+          return true
+        }
+        pendingByHost.set(host, pending + 1)
+        let freed = false
+        const free = (): void => {
+          if (freed) return
+          freed = true
+          release(host)
+        }
+        connection.addEventListener('close', free, { once: true })
+        admittedOrClosed.set(connection, free)
+        return false
+      },
       denyDialPeer: (peerId) => {
         const peer = peerId.toString()
         if (allowed(peer)) return false
@@ -227,7 +302,14 @@ export function createAdmission(init: AdmissionInit): Admission {
     close: () => {
       closed = true
     },
+    pending: () => pendingByHost,
   }
+}
+
+/** The host part of a multiaddr (`/ip4/10.0.0.1/tcp/4001/...` → `10.0.0.1`), or the address itself. */
+function hostOf(address: string): string {
+  const parts = address.split('/')
+  return parts[1] === 'ip4' || parts[1] === 'ip6' || parts[1] === 'dns4' || parts[1] === 'dns6' || parts[1] === 'dns' ? (parts[2] ?? address) : address
 }
 
 /**

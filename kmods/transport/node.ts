@@ -110,6 +110,10 @@ export async function createPeerNode(options: PeerNodeOptions): Promise<PeerNode
       connectionGater: admission.gater,
       // Its pings raced our own streams (LIBP2P-NOTES); membership detects failures instead.
       connectionMonitor: { enabled: false },
+      // Pre-authentication load: libp2p's defaults (10 handshakes pending in all, each up to 10 s)
+      // let ten idle TCP connections lock every peer out. A handshake now has 5 s, 256 may be
+      // pending, and the gater (admission.ts) lets one host hold at most 32 of them.
+      connectionManager: { inboundUpgradeTimeout: 5_000, maxIncomingPendingConnections: 256 },
       services: { identify: identify(), ping: ping() },
     })
   } catch (error) {
