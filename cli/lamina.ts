@@ -151,8 +151,8 @@ async function run(argv: readonly string[]): Promise<number> {
       stopping = true
     }
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    // The handlers stay until the process exits: while they are installed the nursery does not
+    // re-raise the signal (it would kill this process before the directory is removed).
     await cleanUp()
   }
 }

@@ -438,6 +438,9 @@ export class Submitter {
             } else if (message.type === 'failed') throw new RemoteJobError(message.peer, message.code, message.message)
           }
         })
+        // Handled below once the attempt runs; a share may fail before that (its stream broke while
+        // the others were still being started), which must not be an unhandled rejection meanwhile.
+        for (const remote of remoteDone) remote.catch(() => undefined)
         for (const channel of channels) await channel.send({ type: 'start' })
         const local = context.kernel.run(program, {
           id: job,
