@@ -92,6 +92,29 @@ describe('lamina run', () => {
     expect(stderr).toContain('finished in')
   }, 90_000)
 
+  it('lamina peer that cannot join exits 1 at its --join-timeout, saying why (a supervisor can restart it)', async () => {
+    const workdir = join(dir, 'lonely-peer')
+    const failure = await exec(
+      process.execPath,
+      [
+        cli,
+        'peer',
+        '--workdir',
+        workdir,
+        '--psk',
+        join(dir, 'lonely.key'),
+        '--create-psk',
+        '--join-timeout',
+        '1500',
+        '--bootstrap',
+        '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWA3XCnW6AfWP624hCRS1ezruYhbqYBGpwGtA5gh12NaBJ',
+      ],
+      { cwd: root, timeout: 30_000 },
+    ).catch((e: { code: number; stderr: string }) => e)
+    expect(failure).toMatchObject({ code: 1 })
+    expect((failure as { stderr: string }).stderr).toMatch(/cannot join through any of 1 bootstrap address\(es\) after \d+ rounds:[\s\S]*ECONNREFUSED/)
+  })
+
   it('says what is wrong with bad arguments', async () => {
     const failure = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', 'many'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
     expect(failure).toMatchObject({ code: 2 })

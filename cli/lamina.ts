@@ -30,7 +30,8 @@ const PEER_USAGE = `usage: lamina peer --workdir DIR --psk FILE [--create-psk] [
   --workdir DIR     the peer's identity and durable state live there
   --psk FILE        the private network's swarm key; --create-psk writes a new one if FILE is absent
   --listen ADDR     multiaddr to listen on (default /ip4/127.0.0.1/tcp/0); repeatable
-  --bootstrap ADDR  a member to join through; repeatable
+  --bootstrap ADDR  a member to join through; repeatable (tried with backoff until --join-timeout)
+  --join-timeout MS how long to keep trying to join before exiting 1 with the reason (default 60000)
   --allow FILE      admit only the peer ids listed in FILE (one per line)
   --submitters FILE accept jobs only from the peer ids listed in FILE (default: every admitted peer)
   --tag k=v         a tag placement annotations can match (e.g. name=peer-0); repeatable`

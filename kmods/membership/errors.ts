@@ -9,8 +9,10 @@ export class MembershipJoinError extends LaminaError {
   constructor(
     readonly bootstrap: readonly string[],
     readonly failures: readonly string[],
+    /** Rounds tried (all addresses each), the last one's failures listed. */
+    readonly rounds = 1,
   ) {
-    super(`cannot join through any of ${bootstrap.length} bootstrap address(es):\n${failures.map((f) => `  - ${f}`).join('\n')}`)
+    super(`cannot join through any of ${bootstrap.length} bootstrap address(es)${rounds > 1 ? ` after ${rounds} rounds` : ''}:\n${failures.map((f) => `  - ${f}`).join('\n')}`)
   }
 }
 

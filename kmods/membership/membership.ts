@@ -51,6 +51,12 @@ export interface MembershipEvent {
 export interface MembershipOptions {
   /** Multiaddrs of members to join through (any one answering is enough). @default [] (this peer starts a cluster) */
   readonly bootstrap?: readonly string[]
+  /**
+   * How long to keep trying the bootstrap addresses, with backoff (250 ms doubling to 4 s), when
+   * none answers: members started together, each bootstrapping from the others, join once one is
+   * up. Past it the start fails with MembershipJoinError. @default 0 (one round)
+   */
+  readonly joinTimeoutMs?: number
   /** Milliseconds between heartbeats (and gossip rounds). @default 200 */
   readonly heartbeatMs?: number
   /** A member whose heartbeat has not advanced for this long is suspect. @default 1000 */
@@ -191,7 +197,8 @@ class GossipMembership implements Membership {
     })
     try {
       const bootstrap = this.options.bootstrap ?? []
-      if (bootstrap.length > 0) {
+      const deadline = Date.now() + (this.options.joinTimeoutMs ?? 0)
+      for (let round = 0; bootstrap.length > 0; round++) {
         const failures: string[] = []
         const joined = await Promise.all(
           bootstrap.map(async (address) => {
@@ -205,7 +212,21 @@ class GossipMembership implements Membership {
           }),
         )
         signal?.throwIfAborted()
-        if (!joined.some(Boolean)) throw new MembershipJoinError(bootstrap, failures)
+        if (joined.some(Boolean)) break
+        const wait = Math.min(4_000, 250 * 2 ** round)
+        if (Date.now() + wait > deadline) throw new MembershipJoinError(bootstrap, failures, round + 1)
+        if (round === 0 || round % 5 === 0)
+          this.logger.info(`no bootstrap address answers yet (${failures.length} tried); trying again for up to ${Math.round((deadline - Date.now()) / 1000)} s`)
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, wait)
+          function done(): void {
+            clearTimeout(timer)
+            signal?.removeEventListener('abort', done)
+            resolve()
+          }
+          signal?.addEventListener('abort', done, { once: true })
+        })
+        signal?.throwIfAborted()
       }
     } catch (error) {
       await this.stop()

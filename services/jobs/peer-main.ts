@@ -20,6 +20,8 @@ export interface PeerCommand {
   /** Path of a file of the peer ids that may submit jobs, one per line, or undefined for every admitted peer. */
   readonly submitters: string | undefined
   readonly tags: Readonly<Record<string, string>>
+  /** Milliseconds to keep trying the bootstrap addresses before exiting with the reason. */
+  readonly joinTimeoutMs: number
 }
 
 /** Parses `--workdir DIR --psk FILE [--listen ADDR]… [--bootstrap ADDR]… [--allow FILE] [--submitters FILE] [--tag k=v]… [--create-psk]`. */
@@ -34,6 +36,7 @@ export function parsePeerCommand(argv: readonly string[]): PeerCommand {
       'create-psk': { type: 'boolean' },
       allow: { type: 'string' },
       submitters: { type: 'string' },
+      'join-timeout': { type: 'string' },
       tag: { type: 'string', multiple: true },
     },
     strict: true,
@@ -46,7 +49,10 @@ export function parsePeerCommand(argv: readonly string[]): PeerCommand {
     if (at <= 0) throw new Error(`--tag ${tag}: expected key=value`)
     tags[tag.slice(0, at)] = tag.slice(at + 1)
   }
+  const joinTimeoutMs = Number(values['join-timeout'] ?? 60_000)
+  if (!Number.isInteger(joinTimeoutMs) || joinTimeoutMs < 0) throw new Error(`--join-timeout ${values['join-timeout']}: expected milliseconds, a whole number >= 0`)
   return {
+    joinTimeoutMs,
     workdir: values.workdir,
     listen: values.listen ?? ['/ip4/127.0.0.1/tcp/0'],
     bootstrap: values.bootstrap ?? [],
@@ -69,6 +75,7 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
     psk,
     tags: command.tags,
     bootstrap: command.bootstrap,
+    membership: { joinTimeoutMs: command.joinTimeoutMs },
     ...(allowed === undefined ? {} : { allowlist: () => allowed }),
     ...(submitters === undefined ? {} : { submitters }),
   })

@@ -23,8 +23,8 @@ export type { ClusterJobEvent, ClusterReport, SubmitOptions, SubmittedJob } from
 export interface PeerOptions extends PeerNodeOptions {
   /** Members to join through; membership (gossip, failure detection) learns the rest. @default [] (a new cluster) */
   readonly bootstrap?: readonly string[]
-  /** Membership timings (heartbeat, suspect, dead). */
-  readonly membership?: Pick<MembershipOptions, 'heartbeatMs' | 'suspectAfterMs' | 'deadAfterMs'>
+  /** Membership timings (heartbeat, suspect, dead), and how long to keep trying the bootstrap addresses (`joinTimeoutMs`). */
+  readonly membership?: Pick<MembershipOptions, 'heartbeatMs' | 'suspectAfterMs' | 'deadAfterMs' | 'joinTimeoutMs'>
   /** The kernel (layer stack) jobs run on. @default the kernel with no layers */
   readonly kernel?: Kernel
   /** Milliseconds between progress reports of a running job. @default 500 */
@@ -69,7 +69,15 @@ export class Peer {
     const node = await createPeerNode(options)
     const registry = createReceiverRegistry(node)
     await registry.start()
-    const membership = await startMembership(node, { bootstrap: options.bootstrap ?? [], ...options.membership })
+    let membership: Membership
+    try {
+      membership = await startMembership(node, { bootstrap: options.bootstrap ?? [], ...options.membership })
+    } catch (error) {
+      // Nothing may keep the process alive after a failed start (a `lamina peer` must exit).
+      await registry.stop().catch(() => undefined)
+      await node.stop().catch(() => undefined)
+      throw error
+    }
     const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership, options.workdir, options.submitters)
     await node.libp2p.handle(JOB_PROTOCOL, (stream: Stream, connection) => {
       void peer.shares.serve(new JobChannel(stream, connection.remotePeer.toString()))
