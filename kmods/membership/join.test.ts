@@ -1,6 +1,6 @@
 // Joining with retries: members started together, each bootstrapping from the other, join once
 // the other is up; a member that cannot join gives up at its deadline with the reason.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -48,6 +48,39 @@ describe('joining a cluster', () => {
     memberships.push(...(await Promise.all([joiningA, joiningB])))
     const [ma, mb] = memberships as [Membership, Membership]
     await until(() => ma.members().some((m) => m.peerId === idB) && mb.members().some((m) => m.peerId === idA), 10_000, 'each to see the other')
+  })
+
+  it('the seed (started without bootstrap) restarts and rejoins through the members it remembers', async () => {
+    const seed = await createPeerNode({ workdir: join(dir, 'seed'), psk, logger: memoryLogger() })
+    nodes.push(seed)
+    const seedMembership = await startMembership(seed)
+    const others = await Promise.all(
+      ['a', 'b'].map(async (name) => {
+        const node = await createPeerNode({ workdir: join(dir, name), psk, logger: memoryLogger() })
+        nodes.push(node)
+        const membership = await startMembership(node, { bootstrap: seed.multiaddrs() })
+        memberships.push(membership)
+        return { node, membership }
+      }),
+    )
+    const remembered = join(dir, 'seed', 'members.json')
+    const rememberedBoth = (): boolean => existsSync(remembered) && (JSON.parse(readFileSync(remembered, 'utf8')) as string[]).length === 2
+    await until(rememberedBoth, 10_000, 'the seed to remember both members')
+    const before = others[0]!.membership.members().find((m) => m.peerId === seed.peerId)!.generation
+    // The seed goes away (its port with it) and starts again in its work directory, with no bootstrap.
+    await seedMembership.stop()
+    await seed.stop()
+    nodes.splice(nodes.indexOf(seed), 1)
+    const again = await createPeerNode({ workdir: join(dir, 'seed'), psk, logger: memoryLogger() })
+    nodes.push(again)
+    const rejoined = await startMembership(again)
+    memberships.push(rejoined)
+    await until(() => rejoined.members().length === 3, 10_000, 'the restarted seed to see both members')
+    await until(
+      () => others.every(({ membership }) => membership.members().some((m) => m.peerId === seed.peerId && m.generation > before && m.status === 'alive')),
+      10_000,
+      'both members to see the restarted seed as a new generation',
+    )
   })
 
   it('gives up at the deadline with every address and why it failed', async () => {

@@ -8,6 +8,8 @@
 // gossips a `left` entry with a higher counter.
 
 import '../transport/polyfill.js'
+import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { Subject, type Observable } from 'rxjs'
@@ -71,6 +73,13 @@ export interface MembershipOptions {
   readonly forgetAfterMs?: number
   /** @default the node's logger */
   readonly logger?: Logger
+  /**
+   * Remember the members seen, in `<workdir>/members.json`, and try them (after `bootstrap`) when
+   * starting again, so any member's restart rejoins, the seed's (started without bootstrap)
+   * included. When none of them answers, a member without `bootstrap` starts alone and keeps
+   * trying them while alone. @default true
+   */
+  readonly remember?: boolean
   /** Aborts the join; aborting later stops the membership (without telling the others, like a crash). */
   readonly signal?: AbortSignal
 }
@@ -154,6 +163,10 @@ class GossipMembership implements Membership {
   private readonly streams = new Set<Stream>()
   private timer: NodeJS.Timeout | undefined
   private stopping: Promise<void> | undefined
+  /** Addresses of members remembered from an earlier run (see `remember`). */
+  private remembered: string[] = []
+  /** What was last written to members.json, so that only changes are written. */
+  private saved = ''
 
   constructor(
     private readonly node: PeerNode,
@@ -195,8 +208,11 @@ class GossipMembership implements Membership {
       maxInboundStreams: 64,
       maxOutboundStreams: 64,
     })
+    this.remembered = this.recall()
     try {
-      const bootstrap = this.options.bootstrap ?? []
+      const configured = this.options.bootstrap ?? []
+      // Configured addresses first, then the members remembered from the last run.
+      const bootstrap = [...new Set([...configured, ...this.remembered])]
       const deadline = Date.now() + (this.options.joinTimeoutMs ?? 0)
       for (let round = 0; bootstrap.length > 0; round++) {
         const failures: string[] = []
@@ -213,6 +229,12 @@ class GossipMembership implements Membership {
         )
         signal?.throwIfAborted()
         if (joined.some(Boolean)) break
+        // A member that was given no bootstrap (the seed) starts alone when nobody it remembers
+        // answers, and keeps trying them while alone (see tick).
+        if (configured.length === 0) {
+          this.logger.info(`none of the ${this.remembered.length} members remembered from the last run answers; starting alone and trying them while alone`)
+          break
+        }
         const wait = Math.min(4_000, 250 * 2 ** round)
         if (Date.now() + wait > deadline) throw new MembershipJoinError(bootstrap, failures, round + 1)
         if (round === 0 || round % 5 === 0)
@@ -289,9 +311,11 @@ class GossipMembership implements Membership {
         .catch(() => undefined) // a member that does not answer is judged by its heartbeat, not here
         .finally(() => this.busy.delete(target.peerId))
     }
-    // Alone (everyone else gone, or the bootstrap was not up yet): try the bootstrap addresses again.
+    if (this.self.heartbeat % 10 === 0) this.remember(live)
+    // Alone (everyone else gone, or the bootstrap was not up yet): try the bootstrap addresses and
+    // the members remembered from the last run again.
     if (live.length === 0 && this.busy.size === 0) {
-      for (const address of this.options.bootstrap ?? []) {
+      for (const address of new Set([...(this.options.bootstrap ?? []), ...this.remembered])) {
         if (address.includes(`/p2p/${this.self.peerId}`)) continue
         this.busy.add(address)
         this.exchange(address, AbortSignal.timeout(Math.max(this.heartbeatMs * 4, 1000)))
@@ -382,6 +406,41 @@ class GossipMembership implements Membership {
       } else if (previous !== 'alive') {
         this.change(known, 'alive', 'alive', now)
       }
+    }
+  }
+
+  /** The file members are remembered in, or undefined when remembering is off. */
+  private get memoryFile(): string | undefined {
+    return this.options.remember === false ? undefined : join(this.node.workdir, 'members.json')
+  }
+
+  /** The addresses of members remembered from the last run (none when there is no file or it is unreadable). */
+  private recall(): string[] {
+    const file = this.memoryFile
+    if (file === undefined) return []
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'))
+      const list = Array.isArray(parsed) ? parsed : []
+      return list.filter((a): a is string => typeof a === 'string' && a.startsWith('/') && !a.includes(`/p2p/${this.self.peerId}`))
+    } catch {
+      return []
+    }
+  }
+
+  /** Writes the first address of each live member (atomically, and only when it changed). */
+  private remember(live: readonly Entry[]): void {
+    const file = this.memoryFile
+    if (file === undefined || live.length === 0) return
+    const addresses = live.map((e) => e.multiaddrs[0]!).sort()
+    const text = JSON.stringify(addresses)
+    if (text === this.saved) return
+    try {
+      writeFileSync(`${file}.tmp`, text)
+      renameSync(`${file}.tmp`, file)
+      this.saved = text
+      this.remembered = addresses
+    } catch (error) {
+      this.logger.warn(`cannot remember the members in ${file}: ${error instanceof Error ? error.message : String(error)}`)
     }
   }
 
