@@ -115,6 +115,17 @@ describe('lamina run', () => {
     expect((failure as { stderr: string }).stderr).toMatch(/cannot join through any of 1 bootstrap address\(es\) after \d+ rounds:[\s\S]*ECONNREFUSED/)
   })
 
+  it('lamina id prints the peer id of a work directory, creating it only with --create', async () => {
+    const workdir = join(dir, 'id-peer')
+    const missing = await exec(process.execPath, [cli, 'id', '--workdir', workdir], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(missing).toMatchObject({ code: 1 })
+    expect((missing as { stderr: string }).stderr).toContain('no identity in')
+    const created = await exec(process.execPath, [cli, 'id', '--workdir', workdir, '--create'], { cwd: root })
+    expect(created.stdout).toMatch(/^12D3KooW\w+\n$/)
+    const again = await exec(process.execPath, [cli, 'id', '--workdir', workdir], { cwd: root })
+    expect(again.stdout).toBe(created.stdout)
+  })
+
   it('says what is wrong with bad arguments', async () => {
     const failure = await exec(process.execPath, [cli, 'run', 'examples/wordcount.ts', '--peers', 'many'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
     expect(failure).toMatchObject({ code: 2 })
@@ -125,7 +136,7 @@ describe('lamina run', () => {
   })
 
   it('has --help for every command, and exits 2 with a hint on a missing or unknown command', async () => {
-    for (const command of ['run', 'peer']) {
+    for (const command of ['run', 'peer', 'id']) {
       const help = await exec(process.execPath, [cli, command, '--help'], { cwd: root })
       expect(help.stdout).toContain(`usage: lamina ${command}`)
     }

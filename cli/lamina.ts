@@ -3,7 +3,8 @@
 // starts a local cluster, runs the program on it with live progress, and prints a summary.
 
 // The transport entry first: it loads the Promise.withResolvers polyfill before libp2p (Node 20).
-import '../kmods/transport/index.js'
+import { loadOrCreateIdentity, PEER_DB } from '../kmods/transport/index.js'
+import { existsSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -36,10 +37,17 @@ const PEER_USAGE = `usage: lamina peer --workdir DIR --psk FILE [--create-psk] [
   --submitters FILE accept jobs only from the peer ids listed in FILE (default: every admitted peer)
   --tag k=v         a tag placement annotations can match (e.g. name=peer-0); repeatable`
 
+const ID_USAGE = `usage: lamina id --workdir DIR [--create]
+  Prints the peer id kept in DIR/peer.db (what other peers put on their --allow and --submitters
+  lists, and what a bootstrap address ends with). Fails when DIR holds no identity, unless --create.
+  --workdir DIR  the peer's work directory
+  --create       create the identity when DIR has none (as lamina peer would on its first start)`
+
 const USAGE = `usage: lamina COMMAND [OPTIONS]
 commands:
   run PROGRAM …   run a program on a local cluster of peer processes (lamina run --help)
-  peer …          run one peer of a cluster (lamina peer --help)`
+  peer …          run one peer of a cluster (lamina peer --help)
+  id …            print the peer id of a work directory (lamina id --help)`
 
 const wantsHelp = (argv: readonly string[]): boolean => argv.includes('--help') || argv.includes('-h')
 
@@ -235,6 +243,17 @@ function commands(job: SubmittedJob, log: (line: string) => void): Interface {
   return lines
 }
 
+/** `lamina id`: prints the peer id of a work directory. */
+async function id(argv: readonly string[]): Promise<void> {
+  const { workdir, create } = parsing('id', ID_USAGE, () => {
+    const { values } = parseArgs({ args: [...argv], options: { workdir: { type: 'string' }, create: { type: 'boolean' } }, strict: true, allowPositionals: false })
+    if (values.workdir === undefined) throw new Error('--workdir DIR is required')
+    return { workdir: values.workdir, create: values.create ?? false }
+  })
+  if (!create && !existsSync(join(workdir, PEER_DB))) throw new Error(`${join(workdir, PEER_DB)} does not exist: no identity in ${workdir} (--create makes one)`)
+  process.stdout.write(`${(await loadOrCreateIdentity(workdir)).peerId}\n`)
+}
+
 async function peer(argv: readonly string[]): Promise<void> {
   const command = parsing('peer', PEER_USAGE, () => parsePeerCommand(argv))
   register() // the program modules this peer is handed may be TypeScript
@@ -258,6 +277,9 @@ async function main(argv: readonly string[]): Promise<void> {
   } else if (command === 'peer') {
     if (wantsHelp(rest)) return void process.stdout.write(`${PEER_USAGE}\n`)
     await peer(rest)
+  } else if (command === 'id') {
+    if (wantsHelp(rest)) return void process.stdout.write(`${ID_USAGE}\n`)
+    await id(rest)
   } else {
     // A bare `lamina` did nothing asked of it: that is a usage error too.
     throw new UsageError(command === undefined ? 'lamina: a command is missing' : `lamina: unknown command "${command}"`, USAGE)
