@@ -1,10 +1,10 @@
 // Tests of the file source: every line exactly once, in order; replay from a restored line offset; typed errors.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { fileSource, kernel, link, program, sink, t, type FileSourceOptions, type JobReport } from 'lamina'
-import { restoreOffsets } from 'lamina/testing'
+import { restoreOffsets, until } from 'lamina/testing'
 
 const dir = mkdtempSync(join(tmpdir(), 'lamina-file-source-test-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -154,5 +154,31 @@ describe('fileSource', () => {
   it('refuses options out of range when built', () => {
     expect(() => fileSource('lines', '/x', { chunkBytes: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_OPTION' }))
     expect(() => fileSource('lines', '/x', { maxLineBytes: 1.5 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_OPTION' }))
+  })
+})
+
+describe('fileSource and its file descriptor', () => {
+  /** Descriptors this process has open now (Linux: /proc/self/fd). */
+  const openFds = (): number => readdirSync('/proc/self/fd').length
+
+  it.skipIf(!existsSync('/proc/self/fd'))('closes the file when the job is aborted mid-read, without waiting for the garbage collector', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lamina-file-fd-'))
+    try {
+      const path = join(dir, 'big.txt')
+      writeFileSync(path, Array.from({ length: 200_000 }, (_, i) => `line ${i}`).join('\n'))
+      const before = openFds()
+      let seen = 0
+      const abort = new AbortController()
+      const lines = fileSource('lines', path, { chunkBytes: 4096 })
+      const out = sink('out', t.string, () => {
+        if (++seen === 1000) abort.abort(new Error('enough'))
+      })
+      const job = kernel.run(program('fd', { operators: [lines, out], links: [link(lines.outputs.out, out.inputs.in)] }), { signal: abort.signal })
+      await job.done.catch(() => undefined)
+      expect(seen).toBeGreaterThanOrEqual(1000)
+      await until(() => openFds() <= before, 5_000, 'the file descriptor to be closed')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -103,6 +103,9 @@ class FileLines implements AsyncIterableIterator<string> {
   ) {
     this.wanted = part.instance + part.offset * part.parallelism
     this.buffer = Buffer.allocUnsafe(chunkBytes)
+    // A job that stops (an abort, a recovery) may never call `return`: close the file then, so its
+    // descriptor is not left to the garbage collector.
+    part.signal.addEventListener('abort', () => void this.close().catch(() => undefined), { once: true })
   }
 
   [Symbol.asyncIterator](): AsyncIterableIterator<string> {
@@ -131,6 +134,7 @@ class FileLines implements AsyncIterableIterator<string> {
           return DONE
         }
         if (this.handle === undefined) await this.open()
+        if (this.handle === undefined) return DONE // stopped while opening
         let read: number
         try {
           read = (await this.handle!.read(this.buffer, 0, this.chunkBytes, this.position)).bytesRead
@@ -144,16 +148,25 @@ class FileLines implements AsyncIterableIterator<string> {
       return { value: this.ready[this.taken++]!, done: false }
     } catch (error) {
       await this.close()
+      // A read cut short by the job's stop (the file closed under it) is the end, not a failure.
+      if (this.part.signal.aborted) return DONE
       throw error
     }
   }
 
   private async open(): Promise<void> {
+    let handle: FileHandle
     try {
-      this.handle = await open(this.path, 'r')
+      handle = await open(this.path, 'r')
     } catch (error) {
       throw new SourceFileError(this.path, error)
     }
+    // The job may have stopped while the file was being opened.
+    if (this.finished) {
+      await handle.close()
+      return
+    }
+    this.handle = handle
     this.index = await indexOf(this.path, this.handle)
     const start = this.index.seek(this.wanted)
     this.line = start.line
