@@ -69,8 +69,6 @@ export interface Admission {
   readonly log: AdmissionLog
   /** Stops reporting refusals (connections closed by a stopping node are not refusals). Idempotent. */
   close(): void
-  /** Handshakes pending now, by remote host (pre-authentication load). */
-  pending(): ReadonlyMap<string, number>
 }
 
 /** How far an upgrading connection got. */
@@ -302,7 +300,6 @@ export function createAdmission(init: AdmissionInit): Admission {
     close: () => {
       closed = true
     },
-    pending: () => pendingByHost,
   }
 }
 
