@@ -14,7 +14,7 @@
 // instance's record loop (the metadata layer), syncs also carry a trail of which record each
 // emission came from, which the host replays to that layer as if the record loop ran there.
 
-import type { Key, StateChanges } from '../../kernel/index.js'
+import type { InstanceInfo, Key, StateChanges } from '../../kernel/index.js'
 import type { EncodedBatch } from './batch-codec.js'
 import type { ModuleRef } from './annotations.js'
 
@@ -57,14 +57,7 @@ export interface Sync {
 export interface InitMessage {
   readonly t: 'init'
   readonly from: ModuleRef
-  readonly info: {
-    readonly job: string
-    readonly operator: string
-    readonly instance: number
-    readonly parallelism: number
-    readonly batchSize: number
-    readonly peer?: string
-  }
+  readonly info: InstanceInfo
   readonly inputs: readonly string[]
   readonly outputs: readonly string[]
   readonly crashes: boolean
