@@ -1,19 +1,21 @@
-// The wordcount example on three hosts: peers in three network namespaces, joined by veth pairs to a bridge in this one.
-// The test process joins them (joinCluster) and runs wordcount: the answer equals in-process.
+// The wordcount example on three hosts: peers in three network namespaces, joined by veth pairs to
+// a bridge in this one. The program lives in a directory of the submitting host only: each peer runs
+// in its own mount namespace, where an empty tmpfs covers that directory, so the code it runs can
+// only be the bundle that travelled with the job. The test process (a fourth host) joins them
+// (joinCluster) and runs wordcount: the answer equals in-process.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { copyFile, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { kernel } from 'lamina'
 import { joinCluster, type Cluster } from 'lamina/cluster'
 import { loadOrCreateIdentity, memoryLogger, readOrCreatePskFile } from 'lamina/transport'
-import { rows } from './fixtures/wordcount-program.js'
 import { wordcount, type WordCount } from './wordcount.js'
 
 const root = join(import.meta.dirname, '..')
 const cli = join(root, 'dist', 'cli', 'lamina.js')
-const fixture = join(import.meta.dirname, 'fixtures', 'wordcount-program.ts')
 const tag = `${process.pid % 10000}`
 const bridge = `lmbr${tag}`
 const subnet = `10.77.${process.pid % 200}`
@@ -44,6 +46,8 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
   let cluster: Cluster | undefined
   /** Peer ids of the three hosts, then the submitter's. */
   let ids: string[] = []
+  /** The program's directory: on the submitting host only (each peer sees an empty tmpfs there). */
+  let programDir: string
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lamina-hosts-'))
@@ -59,6 +63,13 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
       sh('ip', 'netns', 'exec', h.ns, 'ip', 'link', 'set', 'eth0', 'up')
       sh('ip', 'netns', 'exec', h.ns, 'ip', 'link', 'set', 'lo', 'up')
     }
+    // The program and the local module it imports, in a project of their own that has lamina installed.
+    programDir = join(dir, 'program')
+    await mkdir(join(programDir, 'fixtures'), { recursive: true })
+    await mkdir(join(programDir, 'node_modules'))
+    await symlink(root, join(programDir, 'node_modules', 'lamina'))
+    await copyFile(join(import.meta.dirname, 'wordcount.ts'), join(programDir, 'wordcount.ts'))
+    await copyFile(join(import.meta.dirname, 'fixtures', 'wordcount-program.ts'), join(programDir, 'fixtures', 'wordcount-program.ts'))
     const pskFile = join(dir, 'swarm.key')
     await readOrCreatePskFile(pskFile)
     ids = await Promise.all([...hosts.map((_, i) => join(dir, `host-${i + 1}`)), join(dir, 'submitter')].map(async (d) => (await loadOrCreateIdentity(d)).peerId))
@@ -70,6 +81,11 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
         'netns',
         'exec',
         h.ns,
+        // `ip netns exec` gives the peer a mount namespace of its own: hide the program's directory there.
+        'sh',
+        '-c',
+        'mount -t tmpfs lamina-empty "$0" && exec "$@"',
+        programDir,
         process.execPath,
         cli,
         'peer',
@@ -122,9 +138,19 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
     await writeFile(file, text)
     const expected: WordCount[] = []
     await kernel.run(wordcount({ lines: text.split('\n'), out: (row) => void expected.push(row) })).done
-    rows.length = 0
-    const job = await cluster!.submit(fixture, { args: [file], workers: cluster!.members().map((m) => m.peerId) })
+    // No peer can see the program: its directory is an empty tmpfs in each peer's mount namespace.
+    const program = join(programDir, 'fixtures', 'wordcount-program.ts')
+    for (const proc of procs) expect(existsSync(`/proc/${proc.pid}/root${program}`)).toBe(false)
+    expect(existsSync(program)).toBe(true)
+    const { rows } = (await import(program)) as { rows: WordCount[] }
+    const job = await cluster!.submit(program, { args: [file], workers: cluster!.members().map((m) => m.peerId) })
     const report = await job.done
+    expect(rows).toEqual(expected)
+    // Each host ran the bundle it was sent, cached by hash in its work directory.
+    for (const i of hosts.keys()) expect((await readdir(join(dir, `host-${i + 1}`, 'code'))).filter((f) => f.endsWith('.bundle.js'))).toHaveLength(1)
+    // A second job of the same code runs from the caches, with the same answer.
+    rows.length = 0
+    await (await cluster!.submit(program, { args: [file], workers: cluster!.members().map((m) => m.peerId) })).done
     expect(rows).toEqual(expected)
     // Host 1 listens on 0.0.0.0: membership learned its veth address first, not loopback.
     const host1 = cluster!.members().find((m) => m.peerId === ids[0])

@@ -93,7 +93,7 @@ export class UnshippablePlanError extends LaminaError {
   }
 }
 
-/** Thrown when a peer's copy of a program module builds other operators than the submitter's plan names. */
+/** Thrown when the program, built on a peer from the same code and arguments, has other operators than the submitter's plan names. */
 export class PlanMismatchError extends LaminaError {
   readonly code = 'ERR_PLAN_MISMATCH'
   override readonly name = 'PlanMismatchError'
@@ -102,7 +102,9 @@ export class PlanMismatchError extends LaminaError {
     readonly peer: string,
     reason: string,
   ) {
-    super(`peer ${peer} built a different ${program} than the submitter planned: ${reason} (is the same module, with the same arguments, on every host?)`)
+    super(
+      `peer ${peer} built a different ${program} than the submitter planned: ${reason} (the code is the same everywhere, by hash: does the program build its operators from something that differs by host, such as files, the environment or ProgramEnvironment?)`,
+    )
   }
 }
 
@@ -141,3 +143,59 @@ export class SubmissionRefusedError extends LaminaError {
 
 /** What a peer answers a submitter it does not authorize (the `refused` answer's code). */
 export const NOT_AUTHORIZED = 'ERR_NOT_AUTHORIZED'
+
+/** Thrown on the submitter when a program module cannot be bundled for shipping (esbuild's messages, with file:line), or on a peer when a bundle cannot be linked. */
+export class ProgramPackError extends LaminaError {
+  readonly code = 'ERR_PROGRAM_PACK'
+  override readonly name = 'ProgramPackError'
+  constructor(
+    readonly module: string,
+    reason: string,
+    cause?: unknown,
+  ) {
+    super(`program module ${module} cannot be shipped: ${reason}`, { cause })
+  }
+}
+
+/** Thrown on a peer when the code a submission names is not what it received: a malformed hash, or bytes with another hash. The peer runs nothing. */
+export class CodeHashError extends LaminaError {
+  readonly code = 'ERR_CODE_HASH'
+  override readonly name = 'CodeHashError'
+  constructor(
+    readonly peer: string,
+    readonly hash: string,
+    reason: string,
+  ) {
+    super(`peer ${peer}: the code hash ${JSON.stringify(hash.slice(0, 80))} ${reason}`)
+  }
+}
+
+/** A package a program imports that a peer lacks or has at another version. */
+export interface DependencyProblem {
+  readonly name: string
+  /** The version the submitter bundled against. */
+  readonly wanted: string
+  /** The version this peer has; undefined when it has none. */
+  readonly found: string | undefined
+}
+
+/**
+ * Thrown on a peer (and, in the refusal, on the submitter) when the program imports lamina or an
+ * npm package that the peer does not have at the version the submitter bundled against. Versions
+ * must match exactly; a peer looks for packages in `<workdir>/node_modules`, then in lamina's own.
+ */
+export class DependencyMismatchError extends LaminaError {
+  readonly code = 'ERR_DEPENDENCY_MISMATCH'
+  override readonly name = 'DependencyMismatchError'
+  constructor(
+    readonly peer: string,
+    readonly module: string,
+    readonly problems: readonly DependencyProblem[],
+  ) {
+    super(
+      `peer ${peer} cannot run ${module}: ${problems
+        .map((p) => (p.found === undefined ? `${p.name} ${p.wanted} is not installed here` : `${p.name} is ${p.found} here, the program was bundled against ${p.wanted}`))
+        .join('; ')}`,
+    )
+  }
+}

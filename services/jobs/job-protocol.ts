@@ -9,7 +9,7 @@ import type { DeadLetter, JobStats } from '../../kernel/index.js'
 import { JobProtocolError } from './errors.js'
 
 /** The protocol id of job streams. */
-export const JOB_PROTOCOL = '/lamina/job/2.0.0'
+export const JOB_PROTOCOL = '/lamina/job/3.0.0'
 
 const Stats = t.type({
   instances: t.array(t.type({ operator: t.string, instance: t.number, recordsIn: t.number, recordsOut: t.number, deadLetters: t.number, unlinked: t.number })),
@@ -36,7 +36,8 @@ export const JobMessage = t.union([
     t.type({
       type: t.literal('submit'),
       job: t.string,
-      module: t.string,
+      // The program's code, by hash (see code.ts): a peer runs nothing else, and imports no path it names.
+      code: t.type({ hash: t.string, name: t.string, size: t.number, dependencies: t.record(t.string, t.string) }),
       args: t.array(t.string),
       plan: t.record(t.string, t.string),
       annotations: t.record(t.string, t.record(t.string, t.unknown)),
@@ -47,6 +48,10 @@ export const JobMessage = t.union([
     // A restart after a failure: which attempt of which job (see Attempt).
     t.partial({ attempt: t.type({ lineage: t.string, number: t.number }), members: t.array(t.string) }),
   ]),
+  /** A peer does not have the code of the submission cached: the submitter sends it (`code`) on the same stream. */
+  t.type({ type: t.literal('need-code'), peer: t.string, hash: t.string }),
+  /** The bundle a `need-code` asked for, base64-encoded. */
+  t.type({ type: t.literal('code'), hash: t.string, bundle: t.string }),
   t.type({ type: t.literal('accepted'), peer: t.string, instances: t.number }),
   t.type({ type: t.literal('refused'), peer: t.string, code: t.string, message: t.string }),
   t.type({ type: t.literal('start') }),

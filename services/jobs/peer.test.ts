@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -43,6 +43,36 @@ describe('peers running a job together (real libp2p on loopback)', () => {
   afterAll(async () => {
     await Promise.all(peers.map((p) => p.stop()))
     await rm(dir, { recursive: true, force: true })
+  })
+
+  it('refuses, on each peer that lacks it, a package the program imports: a typed error naming the peer and the version', async () => {
+    // A program in a project of its own, importing a package only that project has.
+    const home = join(dir, 'project')
+    await mkdir(join(home, 'node_modules', 'only-here'), { recursive: true })
+    await symlink(join(import.meta.dirname, '..', '..'), join(home, 'node_modules', 'lamina'))
+    await writeFile(join(home, 'node_modules', 'only-here', 'package.json'), JSON.stringify({ name: 'only-here', version: '1.0.0', type: 'module', exports: './index.js' }))
+    await writeFile(join(home, 'node_modules', 'only-here', 'index.js'), 'export const double = (n) => 2 * n\n')
+    await writeFile(
+      join(home, 'main.ts'),
+      [
+        "import { map, program, sink, source, t, link } from 'lamina'",
+        "import { double } from 'only-here'",
+        'export default () => {',
+        "  const s = source('s', t.number, [1])",
+        "  const m = map('m', t.number, t.number, double)",
+        "  const o = sink('o', t.number, [])",
+        "  return program('needs-only-here', { operators: [s, m, o], links: [link(s.outputs.out, m.inputs.in), link(m.outputs.out, o.inputs.in)] })",
+        '}',
+      ].join('\n'),
+    )
+    const job = await peers[0]!.submit(join(home, 'main.ts'), { workers: [peers[1]!.id] })
+    const failure = await job.done.then(
+      () => undefined,
+      (error: unknown) => error,
+    )
+    expect(failure).toBeInstanceOf(SubmissionRefusedError)
+    expect(failure).toMatchObject({ peer: peers[1]!.id, remoteCode: 'ERR_DEPENDENCY_MISMATCH' })
+    expect((failure as Error).message).toContain(`peer ${peers[1]!.id} cannot run main.ts: only-here 1.0.0 is not installed here`)
   })
 
   it('spreads operators over the members and streams results back to the submitter', async () => {

@@ -10,6 +10,7 @@ import { kernel as defaultKernel, type Kernel } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
 import { startMembership, type Membership, type MembershipOptions } from '../../kmods/membership/index.js'
+import { CodeCache } from './code.js'
 import { CONTROL_PROTOCOL, serveControl } from './control-protocol.js'
 import { AddressBook, deployment, type Members, type ShareLayout } from './deployment.js'
 import { JOB_PROTOCOL, JobChannel } from './job-protocol.js'
@@ -60,7 +61,8 @@ export class Peer {
     const members: Members = { list: () => this.members.list() }
     const addressBook = new AddressBook(members)
     const deploy = (share: ShareLayout): Deployment => deployment({ node, registry, addressBook, workdir }, share)
-    this.shares = new Shares({ node, kernel, progressMs, deploy, ...(submitters === undefined ? {} : { submitters: new Set(submitters) }) })
+    const code = new CodeCache(workdir, node.peerId, (message) => node.logger.warn(message))
+    this.shares = new Shares({ node, kernel, progressMs, deploy, code, ...(submitters === undefined ? {} : { submitters: new Set(submitters) }) })
     this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy })
   }
 

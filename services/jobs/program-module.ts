@@ -1,5 +1,6 @@
-// Program modules: the TypeScript file `lamina run` deploys. Every peer imports the same module
-// and builds the same program from the same arguments, so no code travels over the network.
+// Program modules: the TypeScript file `lamina run` deploys. The submitter imports it where it is;
+// every other peer imports the bundle of it that travelled with the job (code.ts) and builds the
+// same program from the same arguments.
 
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -32,19 +33,22 @@ export interface LoadedProgram {
   readonly planned: ((program: Program) => void) | undefined
 }
 
-/** Imports a program module and builds its program. Throws ProgramModuleError naming the module and what is wrong. */
-export async function loadProgram(module: string, args: readonly string[], environment: ProgramEnvironment): Promise<LoadedProgram> {
+/**
+ * Imports a program module and builds its program. Throws ProgramModuleError naming the module
+ * (`name`, when the URL is a cache file's) and what is wrong.
+ */
+export async function loadProgram(module: string, args: readonly string[], environment: ProgramEnvironment, name = module): Promise<LoadedProgram> {
   const url = module.startsWith('file:') ? module : pathToFileURL(isAbsolute(module) ? module : resolve(module)).href
   let imported: { default?: unknown; layers?: unknown; planned?: unknown }
   try {
     imported = (await import(url)) as { default?: unknown; layers?: unknown; planned?: unknown }
   } catch (error) {
-    throw new ProgramModuleError(module, `cannot be imported: ${error instanceof Error ? error.message : String(error)}`, error)
+    throw new ProgramModuleError(name, `cannot be imported: ${error instanceof Error ? error.message : String(error)}`, error)
   }
-  if (typeof imported.default !== 'function') throw new ProgramModuleError(module, 'has no default export that builds a program: export default (args) => program(...)')
+  if (typeof imported.default !== 'function') throw new ProgramModuleError(name, 'has no default export that builds a program: export default (args) => program(...)')
   const built: unknown = await (imported.default as ProgramFactory)(args, environment)
   if (typeof built !== 'object' || built === null || !Array.isArray((built as Program).operators) || !Array.isArray((built as Program).links)) {
-    throw new ProgramModuleError(module, 'its default export did not return a program (use program(name, { operators, links }))')
+    throw new ProgramModuleError(name, 'its default export did not return a program (use program(name, { operators, links }))')
   }
   // `layers` is an array, or a function of the program's arguments that returns one.
   const layers: unknown =
@@ -52,8 +56,8 @@ export async function loadProgram(module: string, args: readonly string[], envir
       ? await (imported.layers as (args: readonly string[], environment: ProgramEnvironment) => unknown)(args, environment)
       : (imported.layers ?? [])
   if (!Array.isArray(layers) || !layers.every((l: unknown) => typeof (l as Layer | undefined)?.name === 'string')) {
-    throw new ProgramModuleError(module, 'exports `layers` that is not an array of layers')
+    throw new ProgramModuleError(name, 'exports `layers` that is not an array of layers')
   }
-  if (imported.planned !== undefined && typeof imported.planned !== 'function') throw new ProgramModuleError(module, 'exports `planned` that is not a function')
+  if (imported.planned !== undefined && typeof imported.planned !== 'function') throw new ProgramModuleError(name, 'exports `planned` that is not a function')
   return { program: built as Program, layers: layers as Layer[], planned: imported.planned as ((program: Program) => void) | undefined }
 }

@@ -7,6 +7,7 @@ import type { Deployment } from '../../kernel/internal.js'
 import { LaminaError } from '../../kernel/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
 import type { ShareLayout } from './deployment.js'
+import type { CodeCache } from './code.js'
 import { NOT_AUTHORIZED, RemoteJobError } from './errors.js'
 import { type JobChannel, statsToWire, toWire } from './job-protocol.js'
 import { loadProgram, type LoadedProgram } from './program-module.js'
@@ -22,6 +23,8 @@ export interface ShareComponents {
   readonly progressMs: number
   /** The deployment of a share here. */
   deploy(share: ShareLayout): Deployment
+  /** The code of jobs, by hash: a share runs only the code its submission names. */
+  readonly code: CodeCache
   /** Peer ids that may submit jobs to this peer; undefined: every admitted peer. */
   readonly submitters?: ReadonlySet<string>
 }
@@ -84,7 +87,15 @@ export class Shares {
       }
       let loaded: LoadedProgram
       try {
-        loaded = await loadProgram(submit.module, submit.args, { submitter: false, peer: this.id })
+        // Only code whose hash the submission names: cached here, or sent by the submitter on this stream.
+        const { hash, name } = submit.code
+        const url = await this.components.code.load(submit.code, async () => {
+          await channel.send({ type: 'need-code', peer: this.id, hash })
+          const answer = await channel.receive({ signal: AbortSignal.any([abort.signal, AbortSignal.timeout(60_000)]) })
+          if (answer.type !== 'code' || answer.hash !== hash) throw new RemoteJobError(channel.remotePeer, 'ERR_JOB_PROTOCOL', `expected the code ${hash}, got ${answer.type}`)
+          return Buffer.from(answer.bundle, 'base64')
+        })
+        loaded = await loadProgram(url, submit.args, { submitter: false, peer: this.id }, `${name} (code ${hash.slice(0, 12)})`)
       } catch (error) {
         await channel.send({
           type: 'refused',

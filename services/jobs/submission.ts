@@ -9,6 +9,7 @@ import type { Deployment } from '../../kernel/internal.js'
 import { InvalidOptionError, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
 import type { Membership } from '../../kmods/membership/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
+import { packProgram, type PackedProgram } from './code.js'
 import type { AddressBook, Members, ShareLayout } from './deployment.js'
 import { JobProtocolError, PeerDeadError, RecoveryFailedError, RemoteJobError, SubmissionRefusedError } from './errors.js'
 import { JOB_PROTOCOL, JobChannel, type JobMessage, toWire, type WireDeadLetter } from './job-protocol.js'
@@ -122,6 +123,8 @@ export class Submitter {
   async submit(module: string, options: SubmitOptions = {}): Promise<SubmittedJob> {
     const args = options.args ?? []
     const { program, layers, planned: onPlanned } = await loadProgram(module, args, { submitter: true, peer: this.id })
+    // The code the other peers run: this module and its local imports, bundled and named by hash.
+    const code = await packProgram(module)
     // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
     const kernel = this.components.kernel.withOverrides(layers, (old) =>
       this.components.node.logger.info(`${program.name}: the program's layer "${old.name}" replaces the peer kernel's`),
@@ -149,11 +152,10 @@ export class Submitter {
     const deadLetters: WireDeadLetter[] = []
     const abandoned: (WireDeadLetter & { readonly attempt: number })[] = []
     const started = Date.now()
-    const resolved = resolveModule(module)
     let current: Attempting | undefined
     let currentJob = id
     let attemptNumber = 0
-    const context: AttemptContext = { id, kernel, module: resolved, args, events, stats, deadLetters, signal: abort.signal }
+    const context: AttemptContext = { id, kernel, code, args, events, stats, deadLetters, signal: abort.signal }
     // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
     const parallelism: Record<string, number> = {}
     const excluded = new Set<string>()
@@ -370,7 +372,7 @@ export class Submitter {
             await channel.send({
               type: 'submit',
               job,
-              module: context.module,
+              code: context.code.manifest,
               args: [...context.args],
               plan,
               submitter: this.id,
@@ -380,10 +382,17 @@ export class Submitter {
               attempt: { lineage: attempt.lineage, number: attempt.number },
               annotations: shipped,
             })
-            const answer = await channel.receive({ signal: abort.signal }).catch((error: unknown) => {
-              if (error instanceof JobProtocolError) lost.add(peer)
-              throw error
-            })
+            const receive = (): Promise<JobMessage> =>
+              channel.receive({ signal: abort.signal }).catch((error: unknown) => {
+                if (error instanceof JobProtocolError) lost.add(peer)
+                throw error
+              })
+            let answer = await receive()
+            if (answer.type === 'need-code') {
+              // The peer has not run this code before: it gets the bundle, and checks its hash.
+              await channel.send({ type: 'code', hash: context.code.manifest.hash, bundle: Buffer.from(context.code.bundle).toString('base64') })
+              answer = await receive()
+            }
             if (answer.type === 'refused') throw new SubmissionRefusedError(peer, answer.code, answer.message)
             if (answer.type !== 'accepted') throw new RemoteJobError(peer, 'ERR_JOB_PROTOCOL', `expected accepted, got ${answer.type}`)
             return channel
@@ -533,7 +542,8 @@ function firstRestored(events: Subject<ClusterJobEvent>, savepoints: Savepoints 
 interface AttemptContext {
   readonly id: string
   readonly kernel: Kernel
-  readonly module: string
+  /** The program's code, as the other peers get it. */
+  readonly code: PackedProgram
   readonly args: readonly string[]
   readonly events: Subject<ClusterJobEvent>
   readonly stats: Record<string, JobStats>
@@ -587,8 +597,4 @@ function withParallelism(program: Program, parallelism: { readonly [operator: st
     if (!Number.isInteger(n) || n < 1) throw new InvalidOptionError('rescale', `parallelism of ${name}`, `must be a positive integer, got ${n}`)
   }
   return program.mapOperators((o) => (parallelism[o.name] === undefined ? o : o.annotate({ parallelism: parallelism[o.name]! })))
-}
-
-function resolveModule(module: string): string {
-  return module.startsWith('file:') || module.startsWith('/') ? module : `${process.cwd()}/${module}`
 }
