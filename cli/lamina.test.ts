@@ -136,7 +136,7 @@ describe('lamina run', () => {
   })
 
   it('has --help for every command, and exits 2 with a hint on a missing or unknown command', async () => {
-    for (const command of ['run', 'peer', 'id']) {
+    for (const command of ['run', 'peer', 'id', 'submit', 'jobs', 'status', 'cancel', 'rescale', 'savepoint', 'members']) {
       const help = await exec(process.execPath, [cli, command, '--help'], { cwd: root })
       expect(help.stdout).toContain(`usage: lamina ${command}`)
     }
@@ -144,7 +144,10 @@ describe('lamina run', () => {
     for (const argv of [[], ['frobnicate']]) {
       const failure = await exec(process.execPath, [cli, ...argv], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
       expect(failure).toMatchObject({ code: 2 })
-      expect((failure as { stderr: string }).stderr).toContain('lamina run --help')
+      expect((failure as { stderr: string }).stderr).toContain('lamina COMMAND --help')
     }
+    const typo = await exec(process.execPath, [cli, 'jobz'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(typo).toMatchObject({ code: 2 })
+    expect((typo as { stderr: string }).stderr).toContain('unknown command "jobz" (did you mean `lamina jobs`?)')
   })
 })

@@ -11,8 +11,9 @@ import { join, resolve } from 'node:path'
 import { createInterface, type Interface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { register } from 'tsx/esm/api'
-import { parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type Cluster, type SubmittedJob } from '../services/jobs/index.js'
+import { loadProgram, packProgram, parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type Cluster, type SubmittedJob } from '../services/jobs/index.js'
 import { CHECKPOINT_EVENTS, RETRIED } from '../layers/index.js'
+import { OPERATOR_USAGE, operatorCommand } from './cluster-commands.js'
 import { UsageError } from './errors.js'
 
 const RUN_USAGE = `usage: lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
@@ -43,11 +44,36 @@ const ID_USAGE = `usage: lamina id --workdir DIR [--create]
   --workdir DIR  the peer's work directory
   --create       create the identity when DIR has none (as lamina peer would on its first start)`
 
-const USAGE = `usage: lamina COMMAND [OPTIONS]
-commands:
-  run PROGRAM …   run a program on a local cluster of peer processes (lamina run --help)
-  peer …          run one peer of a cluster (lamina peer --help)
-  id …            print the peer id of a work directory (lamina id --help)`
+const USAGE = `usage: lamina COMMAND [OPTIONS]   (lamina COMMAND --help for each)
+on this machine:
+  run PROGRAM …       run a program on a local cluster of peer processes
+  peer …              run one peer of a cluster
+  id …                print the peer id of a work directory
+against a running cluster (--cluster ADDR --psk FILE, or --config FILE):
+  submit PROGRAM …    submit a program; follow it until it ends (or --detach)
+  jobs                list the jobs of every member
+  status JOB          show a job in detail
+  cancel JOB          cancel a running job
+  rescale JOB OP N    run operator OP of a job with N instances
+  savepoint JOB       keep a checkpoint of a job to start another from
+  members             list the cluster's members`
+
+const COMMANDS = ['run', 'peer', 'id', 'help', ...Object.keys(OPERATOR_USAGE)]
+
+/** The command closest to a mistyped one (at most two edits away), for the hint. */
+function closest(command: string): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let row = Array.from({ length: b.length + 1 }, (_, j) => j)
+    for (let i = 1; i <= a.length; i++) {
+      const next = [i]
+      for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+      row = next
+    }
+    return row[b.length]!
+  }
+  const [best] = COMMANDS.map((c) => [c, distance(command, c)] as const).sort((x, y) => x[1] - y[1])
+  return best !== undefined && best[1] <= 2 ? best[0] : undefined
+}
 
 const wantsHelp = (argv: readonly string[]): boolean => argv.includes('--help') || argv.includes('-h')
 
@@ -113,6 +139,10 @@ function processAlive(pid: number): boolean {
 async function run(argv: readonly string[]): Promise<number> {
   const options = parsing('run', RUN_USAGE, () => parseRun(argv))
   register() // program modules may be TypeScript
+  // Check the program before starting anything: it bundles, and its default export builds a program.
+  const module = resolve(options.program)
+  const checked = await packProgram(module)
+  const built = await loadProgram(module, options.args, { submitter: true, peer: 'lamina run' })
   const display = new ProgressDisplay(process.stderr)
   const log = (line: string): void => void (options.quiet || process.stderr.write(`lamina: ${line}\n`))
   const stale = options.workdir === undefined ? await removeStaleRunDirs() : 0
@@ -138,7 +168,7 @@ async function run(argv: readonly string[]): Promise<number> {
     })())
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
-  log(`starting ${options.peers} peers in ${workdir}…`)
+  log(`${built.program.name}: ${built.program.operators.length} operators, code ${checked.manifest.hash.slice(0, 12)}; starting ${options.peers} peers in ${workdir}…`)
   // Peers that die are restarted; a job whose layers can recover (checkpoints) carries on without them.
   try {
     const up = await startCluster({
@@ -280,9 +310,16 @@ async function main(argv: readonly string[]): Promise<void> {
   } else if (command === 'id') {
     if (wantsHelp(rest)) return void process.stdout.write(`${ID_USAGE}\n`)
     await id(rest)
+  } else if (command !== undefined && OPERATOR_USAGE[command] !== undefined) {
+    if (wantsHelp(rest.slice(0, rest.includes('--') ? rest.indexOf('--') : rest.length))) return void process.stdout.write(`${OPERATOR_USAGE[command]}\n`)
+    process.exit(await operatorCommand(command, rest))
   } else {
     // A bare `lamina` did nothing asked of it: that is a usage error too.
-    throw new UsageError(command === undefined ? 'lamina: a command is missing' : `lamina: unknown command "${command}"`, USAGE)
+    const hint = command === undefined ? undefined : closest(command)
+    throw new UsageError(
+      command === undefined ? 'lamina: a command is missing' : `lamina: unknown command "${command}"${hint === undefined ? '' : ` (did you mean \`lamina ${hint}\`?)`}`,
+      USAGE,
+    )
   }
 }
 

@@ -85,7 +85,11 @@ export interface Attempt {
   readonly lineage: string
   /** 0 for the first run. */
   readonly number: number
-  /** What the layers need to resume (for example the checkpoint to restore), JSON. */
+  /**
+   * What the layers need to resume, JSON. A job started from a savepoint has
+   * `{ savepoint: { lineage, checkpoint } }` in every attempt (the checkpoints layer restores it
+   * until the job has a checkpoint of its own).
+   */
   readonly resume?: unknown
 }
 

@@ -213,9 +213,11 @@ export interface Savepoints {
   /**
    * Takes a savepoint of the running job `job` (an attempt's job id) whose coordinator runs in this
    * process, and resolves with its checkpoint id once it is complete. A checkpoint already in
-   * flight is waited for first. Rejects when the job is not coordinated here.
+   * flight is waited for first. Rejects when the job is not coordinated here. With `retain`, the
+   * checkpoint is kept when the job ends (its snapshots are not collected), and a later job can
+   * start from it: `Attempt.resume` `{ savepoint: { lineage, checkpoint } }`.
    */
-  take(job: string, options?: { readonly signal?: AbortSignal }): Promise<number>
+  take(job: string, options?: { readonly signal?: AbortSignal; readonly retain?: boolean }): Promise<number>
   /** Reported once every instance of a resumed attempt has restored its state (`at`: when, ms since the epoch). */
   readonly restored: LayerEventKind<{ readonly checkpoint: number | null; readonly at: number }>
 }

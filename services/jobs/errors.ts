@@ -199,3 +199,60 @@ export class DependencyMismatchError extends LaminaError {
     )
   }
 }
+
+/** A request names a job this peer does not know: no share of it runs here, or (admin) no job by that id is coordinated here. */
+export class UnknownJobError extends LaminaError {
+  readonly code = 'ERR_UNKNOWN_JOB'
+  override readonly name = 'UnknownJobError'
+  constructor(
+    readonly job: string,
+    reason = 'no share of it runs on this peer',
+  ) {
+    super(`job ${job}: ${reason}`)
+  }
+}
+
+/** Thrown on a peer when another peer asks for something only the peers allowed to submit may do (submit, cancel, rescale, savepoint). */
+export class NotAuthorizedError extends LaminaError {
+  readonly code = NOT_AUTHORIZED
+  override readonly name = 'NotAuthorizedError'
+  constructor(
+    readonly peer: string,
+    readonly refusedBy: string,
+    readonly action: string,
+  ) {
+    super(`${peer} may not ${action} on ${refusedBy}: it is not one of the peers allowed to submit`)
+  }
+}
+
+/** Thrown by the admin client when a peer cannot be reached, refuses a command, or answers something that is not the admin protocol. */
+export class AdminCallError extends LaminaError {
+  readonly code = 'ERR_ADMIN_CALL'
+  override readonly name = 'AdminCallError'
+  constructor(
+    readonly peer: string,
+    readonly command: string,
+    reason: string,
+    /** The code the peer answered with, when it answered (ERR_NOT_AUTHORIZED, ERR_UNKNOWN_JOB…). */
+    readonly remoteCode?: string,
+  ) {
+    super(`${command} on ${peer}: ${reason}`)
+  }
+}
+
+/** Thrown by the admin client when no cluster address it was given answers. */
+export class ClusterUnreachableError extends LaminaError {
+  readonly code = 'ERR_CLUSTER_UNREACHABLE'
+  override readonly name = 'ClusterUnreachableError'
+  constructor(
+    /** The client's peer id: the peers' --allow file must list it. */
+    readonly client: string,
+    readonly failures: readonly { readonly address: string; readonly reason: string }[],
+  ) {
+    super(
+      failures.length === 0
+        ? 'no cluster address given (--cluster ADDR, or "cluster" in the config file)'
+        : `no member of the cluster answers this client (${client}): ${failures.map((f) => `${f.address}: ${f.reason}`).join('; ')}`,
+    )
+  }
+}

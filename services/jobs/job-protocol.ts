@@ -29,6 +29,9 @@ const WireDeadLetter = t.type({
 })
 export type WireDeadLetter = t.TypeOf<typeof WireDeadLetter>
 
+/** A program's code as a submission names it (see code.ts). */
+export const CodeManifestCodec = t.type({ hash: t.string, name: t.string, size: t.number, dependencies: t.record(t.string, t.string) })
+
 /** Every message of the protocol. */
 export const JobMessage = t.union([
   t.intersection([
@@ -37,7 +40,7 @@ export const JobMessage = t.union([
       type: t.literal('submit'),
       job: t.string,
       // The program's code, by hash (see code.ts): a peer runs nothing else, and imports no path it names.
-      code: t.type({ hash: t.string, name: t.string, size: t.number, dependencies: t.record(t.string, t.string) }),
+      code: CodeManifestCodec,
       args: t.array(t.string),
       plan: t.record(t.string, t.string),
       annotations: t.record(t.string, t.record(t.string, t.unknown)),
@@ -46,7 +49,7 @@ export const JobMessage = t.union([
       peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })),
     }),
     // A restart after a failure: which attempt of which job (see Attempt).
-    t.partial({ attempt: t.type({ lineage: t.string, number: t.number }), members: t.array(t.string) }),
+    t.partial({ attempt: t.intersection([t.type({ lineage: t.string, number: t.number }), t.partial({ resume: t.unknown })]), members: t.array(t.string) }),
   ]),
   /** A peer does not have the code of the submission cached: the submitter sends it (`code`) on the same stream. */
   t.type({ type: t.literal('need-code'), peer: t.string, hash: t.string }),

@@ -10,6 +10,7 @@ import { kernel as defaultKernel, type Kernel } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode, type PeerNodeOptions } from '../../kmods/transport/node.js'
 import { createReceiverRegistry, type ReceiverRegistry } from '../../kmods/transport/remote-receiver.js'
 import { startMembership, type Membership, type MembershipOptions } from '../../kmods/membership/index.js'
+import { ADMIN_PROTOCOL, JobRegistry, serveAdmin } from './admin.js'
 import { CodeCache } from './code.js'
 import { CONTROL_PROTOCOL, serveControl } from './control-protocol.js'
 import { AddressBook, deployment, type Members, type ShareLayout } from './deployment.js'
@@ -44,6 +45,8 @@ export class Peer {
   private members: Members
   private readonly shares: Shares
   private readonly submitter: Submitter
+  /** The jobs this peer coordinates, running and recently ended (what `lamina jobs` and `lamina status` show). */
+  readonly jobs: JobRegistry
 
   private constructor(
     readonly node: PeerNode,
@@ -63,7 +66,8 @@ export class Peer {
     const deploy = (share: ShareLayout): Deployment => deployment({ node, registry, addressBook, workdir }, share)
     const code = new CodeCache(workdir, node.peerId, (message) => node.logger.warn(message))
     this.shares = new Shares({ node, kernel, progressMs, deploy, code, ...(submitters === undefined ? {} : { submitters: new Set(submitters) }) })
-    this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy })
+    this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy, code })
+    this.jobs = new JobRegistry(node.peerId)
   }
 
   /** Starts the node, the channel registry and the job protocol. */
@@ -86,11 +90,22 @@ export class Peer {
     })
     await node.libp2p.handle(
       CONTROL_PROTOCOL,
-      (stream: Stream, connection) => {
-        void serveControl(stream, connection.remotePeer.toString(), (job) => peer.shares.control(job))
+      (stream: Stream) => {
+        void serveControl(stream, (job) => peer.shares.control(job))
       },
       { maxInboundStreams: 1024 },
     )
+    // The operator's CLI (lamina jobs, status, submit, cancel, rescale, savepoint, members).
+    await node.libp2p.handle(ADMIN_PROTOCOL, (stream: Stream, connection) => {
+      void serveAdmin(stream, connection.remotePeer.toString(), {
+        self: peer.id,
+        logger: node.logger,
+        membership,
+        jobs: peer.jobs,
+        submitter: peer.submitter,
+        submitters: options.submitters === undefined ? undefined : new Set(options.submitters),
+      })
+    })
     return peer
   }
 
@@ -116,7 +131,9 @@ export class Peer {
    * the job runs again as a new attempt on the surviving peers, resuming from its durable state.
    */
   async submit(module: string, options: SubmitOptions = {}): Promise<SubmittedJob> {
-    return this.submitter.submit(module, options)
+    const job = await this.submitter.submit(module, options)
+    this.jobs.track(job, this.id)
+    return job
   }
 
   /** Stops every job share, the channel registry and the node. Idempotent. */

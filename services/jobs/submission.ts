@@ -9,12 +9,12 @@ import type { Deployment } from '../../kernel/internal.js'
 import { InvalidOptionError, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
 import type { Membership } from '../../kmods/membership/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
-import { packProgram, type PackedProgram } from './code.js'
+import { type CodeCache, type CodeManifest, packProgram, type PackedProgram } from './code.js'
 import type { AddressBook, Members, ShareLayout } from './deployment.js'
 import { JobProtocolError, PeerDeadError, RecoveryFailedError, RemoteJobError, SubmissionRefusedError } from './errors.js'
 import { JOB_PROTOCOL, JobChannel, type JobMessage, toWire, type WireDeadLetter } from './job-protocol.js'
 import { roundRobinPlan, type Plan } from './placement.js'
-import { loadProgram } from './program-module.js'
+import { type LoadedProgram, loadProgram } from './program-module.js'
 import type { Shares } from './share.js'
 import { shipPlan, type ShippedPlan } from './shipped-plan.js'
 
@@ -24,7 +24,20 @@ export interface SubmitOptions {
   readonly args?: readonly string[]
   /** Peers that may run transform instances. @default every live member but this one (or this one alone) */
   readonly workers?: readonly string[]
+  /**
+   * Start from a savepoint (`SubmittedJob.savepoint`) of an earlier job of the same program,
+   * instead of from nothing: its operators' state and its sources' positions. Needs the
+   * checkpoints layer, and the savepoint's snapshots on reachable peers.
+   */
+  readonly fromSavepoint?: Savepoint
   readonly signal?: AbortSignal
+}
+
+/** A checkpoint kept as a savepoint: not collected when its job ends, so a later job can start from it. */
+export interface Savepoint {
+  /** The job whose state it is (its first attempt's id). */
+  readonly lineage: string
+  readonly checkpoint: number
 }
 
 /** What a finished cluster job reports. */
@@ -88,6 +101,13 @@ export interface SubmittedJob {
   rescale(operator: string, n: number): Promise<RescaleReport>
   /** Changes several operators' parallelism and/or moves every instance off some peers. */
   reshape(change: RescaleRequest): Promise<RescaleReport>
+  /**
+   * Takes a checkpoint now and keeps it as a savepoint: it is not collected when the job ends, and
+   * `SubmitOptions.fromSavepoint` starts another job from it. Needs the checkpoints layer.
+   */
+  savepoint(): Promise<Savepoint>
+  /** The code the peers run (its hash names it). */
+  readonly code: CodeManifest
 }
 
 let jobCounter = 0
@@ -107,6 +127,8 @@ export interface SubmissionComponents {
   readonly addressBook: Pick<AddressBook, 'addressOf' | 'addresses'>
   /** Where the own share runs: control calls and rescales find it there. */
   readonly shares: Pick<Shares, 'add' | 'control'>
+  /** Where code submitted from elsewhere (the operator's CLI) is checked and linked before it runs here. */
+  readonly code: Pick<CodeCache, 'load'>
   /** The deployment of the own share. */
   deploy(share: ShareLayout): Deployment
 }
@@ -121,10 +143,24 @@ export class Submitter {
 
   /** Submits a program module from this peer (see `Peer.submit`). */
   async submit(module: string, options: SubmitOptions = {}): Promise<SubmittedJob> {
-    const args = options.args ?? []
-    const { program, layers, planned: onPlanned } = await loadProgram(module, args, { submitter: true, peer: this.id })
+    const loaded = await loadProgram(module, options.args ?? [], { submitter: true, peer: this.id })
     // The code the other peers run: this module and its local imports, bundled and named by hash.
-    const code = await packProgram(module)
+    return this.start(loaded, await packProgram(module), options)
+  }
+
+  /**
+   * Submits packed code (sent by the operator's CLI): this peer checks its hash and versions like
+   * any peer, builds the program from it, and coordinates the job (sources and sinks run here).
+   */
+  async submitPacked(code: PackedProgram, options: SubmitOptions = {}): Promise<SubmittedJob> {
+    const url = await this.components.code.load(code.manifest, async () => code.bundle)
+    const loaded = await loadProgram(url, options.args ?? [], { submitter: true, peer: this.id }, `${code.manifest.name} (code ${code.manifest.hash.slice(0, 12)})`)
+    return this.start(loaded, code, options)
+  }
+
+  private async start(loaded: LoadedProgram, code: PackedProgram, options: SubmitOptions): Promise<SubmittedJob> {
+    const args = options.args ?? []
+    const { program, layers, planned: onPlanned } = loaded
     // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
     const kernel = this.components.kernel.withOverrides(layers, (old) =>
       this.components.node.logger.info(`${program.name}: the program's layer "${old.name}" replaces the peer kernel's`),
@@ -189,7 +225,7 @@ export class Submitter {
       const lostAt = new Map<string, number>()
       try {
         for (;;) {
-          const attempt: Attempt = { lineage: id, number: attemptNumber }
+          const attempt: Attempt = { lineage: id, number: attemptNumber, ...(options.fromSavepoint === undefined ? {} : { resume: { savepoint: { ...options.fromSavepoint } } }) }
           currentJob = attempt.number === 0 ? id : `${id}~${attempt.number}`
           current = this.attempt(context, attempt, plan, workers, descriptions, planned, shipped, rescale)
           const outcome = await current.outcome
@@ -302,6 +338,11 @@ export class Submitter {
       },
       rescale: (operator, n) => rescale({ parallelism: { [operator]: n }, reason: `${operator} to ${n} instances (by hand)` }),
       reshape: rescale,
+      savepoint: async () => {
+        if (savepoints === undefined) throw new InvalidOptionError('savepoint', 'layers', 'needs a layer that provides savepoints (checkpoints())')
+        return { lineage: id, checkpoint: await savepoints.take(currentJob, { retain: true }) }
+      },
+      code: code.manifest,
     }
   }
 
@@ -379,7 +420,7 @@ export class Submitter {
               addresses,
               peers: descriptions.map((d) => ({ id: d.id, tags: { ...d.tags } })),
               members: [this.id, ...peers],
-              attempt: { lineage: attempt.lineage, number: attempt.number },
+              attempt: { lineage: attempt.lineage, number: attempt.number, ...(attempt.resume === undefined ? {} : { resume: attempt.resume }) },
               annotations: shipped,
             })
             const receive = (): Promise<JobMessage> =>
