@@ -1,5 +1,6 @@
 // End to end: a keyed aggregation under checkpoints on a real 4-peer local cluster (plus the
 // submitting peer), where peers are killed with SIGKILL; every output must equal a fault-free run's.
+import { existsSync, readdirSync, readlinkSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -46,6 +47,22 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     const ready = waitFor(cluster.events!, (e) => e.type === 'ready' && e.index === index, 30_000, `peer ${index} to restart`)
     process.kill(member.pid!, 'SIGKILL')
     return { peer: member.peerId, restarted: ready.then(() => allAlive()) }
+  }
+
+  /** Descriptors child `index` has open on its checkpoints.db (Linux: /proc/PID/fd), or undefined when it cannot be told. */
+  function storeDescriptors(index: number): number | undefined {
+    const pid = cluster.members()[index]?.pid
+    if (pid === undefined || !existsSync(`/proc/${pid}/fd`)) return undefined
+    const file = join(dir, `peer-${index}`, 'checkpoints.db')
+    let n = 0
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === file) n++
+      } catch {
+        // Closed since it was listed.
+      }
+    }
+    return n
   }
 
   /** What the nursery and the jobs did, printed when a test fails (the cluster's side of the story). */
@@ -184,6 +201,12 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
       const lost = seen.flatMap((e) => (e.type === 'recovering' ? [e.lost] : []))
       expect(lost[0]).toContain(killed[0]!.peer)
       expect(lost[1]).toContain(killed[1]!.peer)
+      // Peers 0 and 3 ran all three attempts (and the jobs of the tests before): each still has
+      // at most one connection to its checkpoint store, not one more per attempt.
+      for (const index of [0, 3]) {
+        const open = storeDescriptors(index)
+        if (open !== undefined) expect(open, `descriptors of peer ${index} on its checkpoints.db`).toBeLessThanOrEqual(1)
+      }
     })
   }, 120_000)
 

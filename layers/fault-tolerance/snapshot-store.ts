@@ -1,6 +1,7 @@
 // The checkpoint store on one peer: snapshots, complete checkpoints and sink commits, kept in the embedded store (kmods/store).
 
-import { join } from 'node:path'
+import { statSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { openStore, type Store } from '../../kmods/store/index.js'
 import { idKey, type CheckpointId, type Completed } from './protocol.js'
 
@@ -69,23 +70,50 @@ export class SnapshotStore {
 }
 
 /**
- * The checkpoint stores one checkpoints layer opened: one connection per file, kept while the
- * layer lives (its jobs, and the attempts after them, use the same one). Two layers, in two stacks
- * of one process, keep separate connections.
+ * The connection this process keeps to each checkpoint store file, by its absolute path, with the
+ * file it opened (device and inode).
+ *
+ * One per file and process, not one per layer value: a layer value has no end at which it could
+ * close one, and a peer builds a new one for every job share it runs (a program module's
+ * `layers(args)` is called again for each attempt), so connections owned by layer values piled up
+ * on the surviving peers, two descriptors (`checkpoints.db` and its `-wal`) per recovery. What is
+ * shared is only the connection to a file that is shared anyway; what the layer keeps in memory
+ * stays with each layer value. A connection is used only synchronously (better-sqlite3), so the
+ * transactions of two users never interleave.
+ */
+const connections = new Map<string, { readonly store: Store; readonly snapshots: SnapshotStore; readonly file: string | undefined }>()
+
+/** The device and inode of the file at `path`, or undefined when there is none. */
+function fileAt(path: string): string | undefined {
+  try {
+    const stats = statSync(path, { bigint: true })
+    return `${stats.dev}:${stats.ino}`
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The checkpoint stores of one checkpoints layer: the store in a directory is this process's one
+ * connection to its `checkpoints.db`, opened on first use and kept for the process's life, shared
+ * by every layer value that uses that directory (every attempt of every job on this peer).
  */
 export class SnapshotStores {
-  private readonly open = new Map<string, SnapshotStore>()
-
-  /** The store in `dir`, opened on first use. */
+  /**
+   * The store in `dir`. A connection whose file was removed or replaced since it was opened (a
+   * deleted directory used again) is closed and the file opened again, so writes never go to a
+   * file that is gone.
+   */
   at(dir: string): SnapshotStore {
-    const path = join(dir, 'checkpoints.db')
-    let store = this.open.get(path)
-    if (store === undefined || store.closed) {
-      // `normal` durability: a killed process loses nothing committed (WAL); only a power loss may
-      // lose the newest checkpoint, which recovery then skips (it restores the one before).
-      store = new SnapshotStore(openStore(path, { durability: 'normal' }))
-      this.open.set(path, store)
-    }
-    return store
+    const path = resolve(dir, 'checkpoints.db')
+    const known = connections.get(path)
+    if (known !== undefined && !known.store.closed && known.file !== undefined && known.file === fileAt(path)) return known.snapshots
+    known?.store.close()
+    // `normal` durability: a killed process loses nothing committed (WAL); only a power loss may
+    // lose the newest checkpoint, which recovery then skips (it restores the one before).
+    const store = openStore(path, { durability: 'normal' })
+    const snapshots = new SnapshotStore(store)
+    connections.set(path, { store, snapshots, file: fileAt(path) })
+    return snapshots
   }
 }
