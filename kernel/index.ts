@@ -14,7 +14,7 @@ export { atom, stream, type AtomDefinition, type StreamDefinition } from './oper
 export { link, makeLink, forward, hash, broadcast, roundRobin, type LinkOptions } from './link.js'
 export { program, validateProgram, type ProgramDefinition } from './program.js'
 export { Kernel, kernel } from './kernel.js'
-export { orderLayers, wrapChannel, wrapInstance, capability, provide, layerEvent, SAVEPOINTS } from './layer.js'
+export { orderLayers, wrapChannel, wrapInstance, capability, provide, layerEvent, SAVEPOINTS, JOB_SUCCEEDED } from './layer.js'
 export { fuseChains } from './fusion.js'
 export { fnv1a, hashKey, keyGroupOf, instanceOfKey, instanceOfKeyGroup, KEY_GROUPS, seededRandom } from './hash.js'
 export { source, type SourceInput, type SourceOptions, type SourcePart, type SourceReplay } from './operators/source.js'

@@ -68,6 +68,15 @@ export function layerEvent<D>(kind: string, options: { readonly layer?: string }
 export const SAVEPOINTS: Capability<Savepoints> = capability<Savepoints>('savepoints')
 
 /**
+ * The control message (`job.control(JOB_SUCCEEDED)`) a cluster sends the submitter's share of a job
+ * once the job has succeeded and before it releases any share: it runs every layer's
+ * `ControlRegistry.onSucceeded` handler and resolves with their notices, each with its layer's name
+ * (`{ layer, kind, message, data }[]`; empty when no layer registered one). A job run in one
+ * process gets its `finished` event instead.
+ */
+export const JOB_SUCCEEDED = 'lamina.job.succeeded'
+
+/**
  * The capabilities a stack provides, by name. Throws LayerStackError when two layers provide the
  * same one or a layer requires one that no layer provides, naming the layers.
  */

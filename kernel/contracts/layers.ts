@@ -110,6 +110,13 @@ export interface Instance {
 /** A message handler registered by a layer's control hook. */
 export type ControlHandler = (payload: unknown) => unknown
 
+/** What a layer reports from a handler that runs after the job's events ended (`ControlRegistry.onSucceeded`). */
+export interface LayerNotice {
+  readonly kind: string
+  readonly message: string
+  readonly data?: unknown
+}
+
 /** Where a layer registers its control-plane message kinds and syscalls. */
 export interface ControlRegistry {
   /** Registers a control message kind, sent with `job.control(kind, payload)`. */
@@ -120,6 +127,15 @@ export interface ControlRegistry {
   readonly job: JobView
   /** Reports something the layer did (a restart, a checkpoint): a `layer` event on `job.events`. */
   notify(kind: string, message: string, data?: unknown): void
+  /**
+   * Registers what the layer does once the job has succeeded in a cluster: every share of its last
+   * attempt is done and its output whole, and none is released yet, so the layer can still reach
+   * them all (the checkpoints layer collects the job's snapshots on every peer). The cluster sends
+   * `job.control(JOB_SUCCEEDED)` to the submitter's share, which runs every layer's handler; the
+   * notice a handler returns is reported as a `layer` event of the cluster job (the job's own
+   * events have ended by then).
+   */
+  onSucceeded(handler: () => Promise<LayerNotice | undefined> | LayerNotice | undefined): void
   /** The job's peers and a way to reach this job's share on each of them. */
   readonly cluster: JobCluster
 }

@@ -19,6 +19,7 @@ import type {
   JobReport,
   JobStats,
   Layer,
+  LayerNotice,
   Link,
   Marker,
   Operator,
@@ -30,7 +31,7 @@ import type {
 } from '../contracts.js'
 import { DeadLetterLimitError, HandlerError, InvalidOptionError, JobAbortedError, JobFailedError, LaminaError, UnknownControlError, type Where } from '../errors.js'
 import { fuseChains } from '../fusion.js'
-import { channelThrough, instanceThrough, planThrough, wrapChannel } from '../layer.js'
+import { channelThrough, instanceThrough, JOB_SUCCEEDED, planThrough, wrapChannel } from '../layer.js'
 import { isKeyed, parallelismOf } from '../operator.js'
 import { AtomInstance } from './atom.js'
 import { LocalChannel, receiverOf, senderOf } from './channel.js'
@@ -57,6 +58,8 @@ export class RunningJob implements Job, DriverJob {
   private readonly stopController = new AbortController()
   private readonly eventSubject = new Subject<JobEvent>()
   private readonly handlers = new Map<string, ControlHandler>()
+  /** What each layer does once the job succeeded in a cluster (`ControlRegistry.onSucceeded`). */
+  private readonly succeededHandlers: { readonly layer: string; readonly handler: () => Promise<LayerNotice | undefined> | LayerNotice | undefined }[] = []
   private readonly syscalls = new Map<string, (argument: unknown, caller: InstanceInfo) => unknown>()
   private readonly drivers: Driver[] = []
   /** Drivers of this peer's source instances (operators without inputs): where markers are injected. */
@@ -185,6 +188,14 @@ export class RunningJob implements Job, DriverJob {
   }
 
   async control(kind: string, payload?: unknown): Promise<unknown> {
+    if (kind === JOB_SUCCEEDED) {
+      const notices: (LayerNotice & { readonly layer: string })[] = []
+      for (const { layer, handler } of this.succeededHandlers) {
+        const notice = await handler()
+        if (notice !== undefined) notices.push({ layer, ...notice })
+      }
+      return notices
+    }
     const handler = this.handlers.get(kind)
     if (handler === undefined) throw new UnknownControlError('control', kind, [...this.handlers.keys()])
     return handler(payload)
@@ -283,6 +294,7 @@ export class RunningJob implements Job, DriverJob {
         const registry: ControlRegistry = {
           handle: (kind, handler) => void this.handlers.set(kind, handler),
           syscall: (name, fn) => void this.syscalls.set(name, fn),
+          onSucceeded: (handler) => void this.succeededHandlers.push({ layer: layer.name, handler }),
           job: this,
           notify: (kind, message, data) =>
             this.eventSubject.next({

@@ -44,6 +44,10 @@ export interface StoreOps {
   delete(ns: string, key: string): boolean
   /** Every entry of `ns` whose key starts with `prefix` (all of them without one), in key order (by UTF-8 bytes). */
   list(ns: string, prefix?: string): StoreEntry[]
+  /** The keys of `ns` that start with `prefix`, in key order, without reading their values. */
+  keys(ns: string, prefix?: string): string[]
+  /** Removes every key of `ns` that starts with `prefix` (`''`: all of them); returns how many were removed. */
+  deletePrefix(ns: string, prefix: string): number
 }
 
 /**
@@ -115,6 +119,10 @@ class SqliteStore implements Store {
   private readonly listAllStmt: Database.Statement<[string], Row>
   private readonly listFromStmt: Database.Statement<[string, string], Row>
   private readonly listRangeStmt: Database.Statement<[string, string, string], Row>
+  private readonly keysFromStmt: Database.Statement<[string, string], { key: string }>
+  private readonly keysRangeStmt: Database.Statement<[string, string, string], { key: string }>
+  private readonly deleteFromStmt: Database.Statement<[string, string]>
+  private readonly deleteRangeStmt: Database.Statement<[string, string, string]>
   private isClosed = false
   private readonly ops: StoreOps
 
@@ -129,6 +137,10 @@ class SqliteStore implements Store {
       this.listAllStmt = db.prepare('SELECT key, value FROM entries WHERE ns = ? ORDER BY key')
       this.listFromStmt = db.prepare('SELECT key, value FROM entries WHERE ns = ? AND key >= ? ORDER BY key')
       this.listRangeStmt = db.prepare('SELECT key, value FROM entries WHERE ns = ? AND key >= ? AND key < ? ORDER BY key')
+      this.keysFromStmt = db.prepare('SELECT key FROM entries WHERE ns = ? AND key >= ? ORDER BY key')
+      this.keysRangeStmt = db.prepare('SELECT key FROM entries WHERE ns = ? AND key >= ? AND key < ? ORDER BY key')
+      this.deleteFromStmt = db.prepare('DELETE FROM entries WHERE ns = ? AND key >= ?')
+      this.deleteRangeStmt = db.prepare('DELETE FROM entries WHERE ns = ? AND key >= ? AND key < ?')
     } catch (error) {
       // A file without our table (opened read-only), or another program's database.
       throw new StoreOpenError(path, error)
@@ -138,6 +150,8 @@ class SqliteStore implements Store {
       put: (ns, key, value) => this.put(ns, key, value),
       delete: (ns, key) => this.delete(ns, key),
       list: (ns, prefix) => this.list(ns, prefix),
+      keys: (ns, prefix) => this.keys(ns, prefix),
+      deletePrefix: (ns, prefix) => this.deletePrefix(ns, prefix),
     }
   }
 
@@ -173,6 +187,19 @@ class SqliteStore implements Store {
       return end === undefined ? this.listFromStmt.all(ns, prefix) : this.listRangeStmt.all(ns, prefix, end)
     })
     return rows.map((row) => ({ key: row.key, value: fromColumn(row.value) }))
+  }
+
+  keys(ns: string, prefix = ''): string[] {
+    this.check('keys', ns, prefix)
+    const end = prefixEnd(prefix)
+    const rows = this.run(`keys ${ns}`, () => (end === undefined ? this.keysFromStmt.all(ns, prefix) : this.keysRangeStmt.all(ns, prefix, end)))
+    return rows.map((row) => row.key)
+  }
+
+  deletePrefix(ns: string, prefix: string): number {
+    this.check('deletePrefix', ns, prefix)
+    const end = prefixEnd(prefix)
+    return this.run(`deletePrefix ${ns}/${prefix}`, () => (end === undefined ? this.deleteFromStmt.run(ns, prefix) : this.deleteRangeStmt.run(ns, prefix, end))).changes
   }
 
   transaction<T>(fn: (tx: StoreOps) => T): T {

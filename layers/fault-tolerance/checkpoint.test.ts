@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { atom, kernel, link, program, sink, source, t, type Job, type JobEvent, type SourcePart } from 'lamina'
 import { CHECKPOINT_EVENTS, checkpoints, guaranteeOf, SAVEPOINTS } from 'lamina/layers'
 import { openStore } from '../../kmods/store/index.js'
+import { until as waitUntil } from 'lamina/testing'
 
 const dirs: string[] = []
 afterAll(() => {
@@ -52,43 +53,46 @@ function reference(total: number): Map<string, number> {
 }
 
 describe('checkpoints in one process', () => {
-  it('completes checkpoints whose snapshots are consistent cuts (source offsets = records counted)', async () => {
+  it('completes checkpoints whose snapshots are consistent cuts (source offsets = records counted), and collects them when the job succeeded', async () => {
     const dir = tempDir()
     const out: { key: string; count: number }[] = []
     const total = 300_000
     const job = kernel.with(checkpoints({ intervalMs: 15, dir })).run(countJob(total, out), { batchSize: 256, capacity: 512 })
-    const completed: number[] = []
-    job.events.subscribe((e: JobEvent) => {
-      if (e.type === 'layer' && e.kind === 'checkpoint') completed.push((e.data as { id: number }).id)
-    })
-    await job.done
-    expect(new Map(out.map((o) => [o.key, o.count]))).toEqual(reference(total))
-    expect(completed.length).toBeGreaterThan(0)
-    // Every complete checkpoint kept in the store is a consistent cut.
     const store = openStore(join(dir, 'checkpoints.db'))
-    try {
-      const records = store.list('checkpoint.completed', `${job.id}/`)
-      expect(records.length).toBeGreaterThan(0)
-      let checked = 0
-      for (const record of records) {
-        const done = JSON.parse(String(record.value)) as { id: number; snapshots: Record<string, { final: boolean }> }
-        let offsets = 0
-        let counted = 0
-        for (const [key, where] of Object.entries(done.snapshots)) {
-          const id = where.final ? 'final' : String(done.id).padStart(12, '0')
-          const stored = store.get('checkpoint.snapshot', `${job.id}/${id}/${key}`)
-          if (stored === undefined) continue // collected after a newer checkpoint completed
-          const snapshot = JSON.parse(String(stored)) as { state: { entries: [string | null, number][] } }
-          const sum = snapshot.state.entries.reduce((a, [, v]) => a + v, 0)
-          if (key.startsWith('words#')) offsets += sum
-          else if (key.startsWith('count#')) counted += sum
-        }
-        if (offsets > 0) {
-          expect(counted).toBe(offsets)
-          checked++
-        }
+    const completed: number[] = []
+    let checked = 0
+    // Each checkpoint, as it completes, is a consistent cut of what is stored (read while the job runs).
+    job.events.subscribe((e: JobEvent) => {
+      if (!CHECKPOINT_EVENTS.completed.is(e)) return
+      completed.push(e.data.id)
+      const record = store.get('checkpoint.completed', `${job.id}/${String(e.data.id).padStart(12, '0')}`)
+      expect(record).toBeDefined()
+      const done = JSON.parse(String(record)) as { id: number; snapshots: Record<string, { final: boolean }> }
+      let offsets = 0
+      let counted = 0
+      for (const [key, where] of Object.entries(done.snapshots)) {
+        const id = where.final ? 'final' : String(done.id).padStart(12, '0')
+        const stored = store.get('checkpoint.snapshot', `${job.id}/${id}/${key}`)
+        expect(stored, `${key} of checkpoint ${done.id}`).toBeDefined()
+        const snapshot = JSON.parse(String(stored)) as { state: { entries: [string | null, number][] } }
+        const sum = snapshot.state.entries.reduce((a, [, v]) => a + v, 0)
+        if (key.startsWith('words#')) offsets += sum
+        else if (key.startsWith('count#')) counted += sum
       }
+      if (offsets > 0) {
+        expect(counted).toBe(offsets)
+        checked++
+      }
+    })
+    try {
+      await job.done
+      expect(new Map(out.map((o) => [o.key, o.count]))).toEqual(reference(total))
+      expect(completed.length).toBeGreaterThan(0)
       expect(checked).toBeGreaterThan(0)
+      // The job succeeded: nothing of it is kept (it took no savepoint).
+      await waitUntil(() => store.keys('checkpoint.snapshot', `${job.id}/`).length === 0, 5_000, 'the snapshots to be collected')
+      expect(store.keys('checkpoint.completed', `${job.id}/`)).toEqual([])
+      expect(store.keys('checkpoint.commit', `${job.id}/`)).toEqual([])
     } finally {
       store.close()
     }

@@ -93,19 +93,17 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
   }
   if (!Number.isFinite(settings.restoreWaitMs) || settings.restoreWaitMs < 0)
     throw new CheckpointProtocolError('options', `restoreWaitMs must be zero or more milliseconds, got ${settings.restoreWaitMs}`)
-  // This layer value's state: its jobs' shares, its store connections, its sinks' write queues.
+  // This layer value's state: its jobs' shares and its sinks' write queues (store connections are per file and process: snapshot-store.ts).
   const shares = new Map<string, Share>()
   const stores = new SnapshotStores()
   const sinkWrites = new SinkWrites()
   const savepoints: Savepoints = {
-    take(job, takeOptions) {
+    async take(job, takeOptions) {
       const share = shares.get(job)
-      if (share === undefined) return Promise.reject(new CheckpointProtocolError('savepoint', `job ${job} is not running under this checkpoints layer`))
-      try {
-        return share.coordinating('savepoint').now(takeOptions?.signal)
-      } catch (error) {
-        return Promise.reject(error)
-      }
+      if (share === undefined) throw new CheckpointProtocolError('savepoint', `job ${job} is not running under this checkpoints layer`)
+      const id = await share.coordinating('savepoint').now(takeOptions?.signal)
+      if (takeOptions?.retain === true) await share.retain(id)
+      return id
     },
     restored: CHECKPOINT_EVENTS.restored,
   }
@@ -127,6 +125,8 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
       share.register(registry)
       if (registry.cluster.self === registry.cluster.submitter) {
         share.coordinator = new Coordinator(share, settings)
+        // The job succeeded (the cluster says so while every share is still there): collect its lineage.
+        registry.onSucceeded(() => share.collectLineage())
         const guarantee = guaranteeOf(job.program)
         if (guarantee.level !== 'exactly-once') registry.notify(CHECKPOINT_EVENTS.guarantee.kind, `at-most-once: ${guarantee.because.join('; ')}`, guarantee)
         share.coordinator.start()
@@ -135,8 +135,11 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
         share.coordinator?.stop()
         if (shares.get(job.id) === share) shares.delete(job.id)
       }
+      // A job in one process has no cluster to say it succeeded: its end is its success.
+      const alone = registry.cluster.self === registry.cluster.submitter && registry.cluster.peers().length === 1
       job.events.subscribe({
         next: (event) => {
+          if (event.type === 'finished' && alone) void share.collectLineage().catch(() => undefined)
           if (event.type === 'finished' || event.type === 'failed') forget()
         },
         complete: forget,

@@ -2,7 +2,7 @@
 // acknowledgements of every instance's snapshot, and records each complete checkpoint durably.
 
 import { CheckpointProtocolError } from './errors.js'
-import { CHECKPOINT_EVENTS, CONTROL, instanceKey, type CheckpointId, type Completed, type Located } from './protocol.js'
+import { CHECKPOINT_EVENTS, CONTROL, instanceKey, savepointOf, type CheckpointId, type Completed, type Located } from './protocol.js'
 import type { Share } from './share.js'
 
 /** Milliseconds after a resumed attempt has restored before its first checkpoint (at most the interval). */
@@ -18,8 +18,8 @@ export class Coordinator {
   private timer: NodeJS.Timeout | undefined
   private completedCount = 0
   private lastDuration = 0
-  /** Waiting for the next checkpoint to complete (`now()`). */
-  private waiters: ((id: number) => void)[] = []
+  /** Waiting for the next checkpoint to complete (`now()`); `fail` when none can complete any more. */
+  private waiters: { wake(id: number): void; fail(error: Error): void }[] = []
   private readonly restoredKeys = new Set<string>()
 
   constructor(
@@ -27,8 +27,9 @@ export class Coordinator {
     private readonly options: { readonly intervalMs: number; readonly timeoutMs: number },
   ) {
     this.expected = new Set(share.job.program.operators.flatMap((o) => Array.from({ length: o.annotations.parallelism ?? 1 }, (_, i) => instanceKey(o.name, i))))
-    // The newest complete checkpoint of this job (from earlier attempts), and ids past every one used.
-    this.latest = share.store.latest(share.lineage)
+    // The newest complete checkpoint of this job (from earlier attempts), else the savepoint it
+    // started from, and ids past every one used.
+    this.latest = share.store.latest(share.lineage) ?? savepointFrom(share)
     for (const [key, located] of Object.entries(this.latest?.snapshots ?? {})) if (located.final) this.finals.set(key, located)
     this.nextId = (this.latest?.id ?? 0) + 1 + share.job.attempt.number * 1_000_000
   }
@@ -64,18 +65,25 @@ export class Coordinator {
       if (signal?.aborted) return onAbort()
       signal?.addEventListener('abort', onAbort, { once: true })
       const after = this.inflight?.id
-      const wait = (id: number): void => {
-        // The one in flight may have started before what the caller wants to capture.
-        if (after !== undefined && id <= after) {
-          this.waiters.push(wait)
-          queueMicrotask(() => this.trigger(true))
-          return
-        }
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-        resolve(id)
+      const waiter = {
+        wake: (id: number): void => {
+          // The one in flight may have started before what the caller wants to capture.
+          if (after !== undefined && id <= after) {
+            this.waiters.push(waiter)
+            queueMicrotask(() => this.trigger(true))
+            return
+          }
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          resolve(id)
+        },
+        fail: (error: Error): void => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          reject(error)
+        },
       }
-      this.waiters.push(wait)
+      this.waiters.push(waiter)
       this.trigger(true)
     })
   }
@@ -105,7 +113,14 @@ export class Coordinator {
         CHECKPOINT_EVENTS.abandoned.kind,
         `checkpoint ${this.inflight.id} abandoned after ${this.options.timeoutMs} ms (${this.inflight.acks.size} of ${this.expected.size} snapshots)`,
       )
-    if ([...this.expected].every((key) => this.finals.has(key))) return this.stop()
+    if ([...this.expected].every((key) => this.finals.has(key))) {
+      // Every instance has finished: no checkpoint will ever complete, so nobody may wait for one.
+      const waiters = this.waiters
+      this.waiters = []
+      for (const waiter of waiters)
+        waiter.fail(new CheckpointProtocolError(CONTROL.now, `every instance of job ${this.share.job.id} has finished its input: there is nothing left to checkpoint`))
+      return this.stop()
+    }
     const id = this.nextId++
     this.inflight = { id, started: Date.now(), acks: new Map(), bytes: 0 }
     this.share.notify(CHECKPOINT_EVENTS.started.kind, `checkpoint ${id} started`, { id })
@@ -161,6 +176,23 @@ export class Coordinator {
     }
     const waiters = this.waiters
     this.waiters = []
-    for (const wake of waiters) wake(inflight.id)
+    for (const waiter of waiters) waiter.wake(inflight.id)
   }
+}
+
+/**
+ * The savepoint a job starts from (`attempt.resume.savepoint`), as a complete checkpoint whose
+ * snapshots name the savepoint's lineage. It is looked up in this peer's store, where the job that
+ * took it was coordinated. @throws CheckpointProtocolError when this peer does not keep it.
+ */
+function savepointFrom(share: Share): Completed | undefined {
+  const ref = savepointOf(share.job.attempt.resume)
+  if (ref === undefined) return undefined
+  const kept = share.store.savepoint(ref.lineage, ref.checkpoint)
+  if (kept === undefined)
+    throw new CheckpointProtocolError(
+      'resume',
+      `savepoint ${ref.lineage}@${ref.checkpoint} is not kept on ${share.cluster.self} (kept here: ${share.store.savepoints(ref.lineage).join(', ') || 'none of that job'}): submit the job to the peer that coordinated ${ref.lineage}`,
+    )
+  return { ...kept, snapshots: Object.fromEntries(Object.entries(kept.snapshots).map(([key, located]) => [key, { ...located, lineage: located.lineage ?? ref.lineage }])) }
 }

@@ -70,7 +70,8 @@ export class CheckpointedInstance {
         const stored = await this.share.fetch(located.final ? 'final' : resume.id, this.key, located)
         this.inner.restore(stored.state)
         this.finished = stored.final
-        pending = stored.pending
+        // Output another job (the savepoint's) staged is that job's to write, not this one's.
+        pending = located.lineage === undefined ? stored.pending : undefined
       } else if (before > 0) await this.redistribute(resume, before)
       await this.restored()
       void this.share.cluster.call(this.share.cluster.submitter, CONTROL.restored, { key: this.key }).catch(() => undefined)

@@ -36,6 +36,10 @@ export const CONTROL = {
   restored: 'checkpoint.restored',
   now: 'checkpoint.now',
   status: 'checkpoint.status',
+  /** Keep checkpoint `id` as a savepoint: never collect its snapshots (sent to every peer of the job). */
+  retain: 'checkpoint.retain',
+  /** The job succeeded: drop everything of its lineage but its savepoints (sent to every peer of the job). */
+  collect: 'checkpoint.collect',
 } as const
 
 /**
@@ -63,6 +67,12 @@ export const CHECKPOINT_EVENTS = {
   commitFailed: layerEvent<undefined>('commit-failed', { layer: CHECKPOINTS_LAYER }),
   /** No peer holding a snapshot to restore answers yet: the instance waits for one (`restoreWaitMs`). */
   waiting: layerEvent<{ readonly key: string; readonly id: number | 'final'; readonly peers: readonly string[] }>('checkpoint-waiting', { layer: CHECKPOINTS_LAYER }),
+  /** A checkpoint was kept as a savepoint (`Savepoints.take(job, { retain: true })`). */
+  savepoint: layerEvent<{ readonly lineage: string; readonly id: number }>('savepoint', { layer: CHECKPOINTS_LAYER }),
+  /** The job succeeded and its snapshots were collected on every peer of its last attempt (savepoints kept). */
+  collected: layerEvent<{ readonly lineage: string; readonly entries: number; readonly peers: number; readonly kept: readonly number[] }>('checkpoints-collected', {
+    layer: CHECKPOINTS_LAYER,
+  }),
   /** The program gets a weaker guarantee than exactly-once (see `guaranteeOf`). */
   guarantee: layerEvent<{ readonly level: 'exactly-once' | 'at-most-once'; readonly because: readonly string[] }>('guarantee', { layer: CHECKPOINTS_LAYER }),
 } as const
@@ -80,6 +90,8 @@ export const instanceKey = (operator: string, instance: number): string => `${op
 export interface Located {
   readonly peers: readonly string[]
   readonly final: boolean
+  /** The lineage the snapshot is stored under, when it is not the job's own: a savepoint of another job that this one started from. */
+  readonly lineage?: string
 }
 
 /** A completed checkpoint: every instance's snapshot and where its copies are. */
@@ -87,6 +99,21 @@ export interface Completed {
   readonly id: number
   readonly snapshots: { readonly [instance: string]: Located }
   readonly time: number
+}
+
+/** Where a job started from a savepoint finds it: `Attempt.resume` is `{ savepoint: SavepointRef }`. */
+export interface SavepointRef {
+  readonly lineage: string
+  readonly checkpoint: number
+}
+
+/** The savepoint an attempt starts from (`attempt.resume.savepoint`), or undefined; throws CheckpointProtocolError when it is malformed. */
+export function savepointOf(resume: unknown): SavepointRef | undefined {
+  const savepoint = typeof resume === 'object' && resume !== null ? (resume as { savepoint?: unknown }).savepoint : undefined
+  if (savepoint === undefined) return undefined
+  const lineage = field(savepoint, 'lineage', 'resume.savepoint', 'string') as string
+  const checkpoint = field(savepoint, 'checkpoint', 'resume.savepoint', 'number') as number
+  return { lineage, checkpoint }
 }
 
 /** A sink's output received between two checkpoint barriers: written when checkpoint `id` completes. */

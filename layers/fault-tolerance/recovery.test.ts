@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } f
 import { seededRandom } from 'lamina/layers'
 import { memoryLogger } from 'lamina/transport'
 import { waitFor, keyedTotals } from 'lamina/testing'
+import { filter, firstValueFrom } from 'rxjs'
 import { openStore } from '../../kmods/store/index.js'
 import { startCluster, type Cluster, type ClusterJobEvent, type SubmittedJob } from 'lamina/cluster'
 
@@ -120,28 +121,38 @@ describe('exactly-once recovery on a 4-peer cluster', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  it('a fault-free run equals the reference, with checkpoints completing', async () => {
+  it('a fault-free run equals the reference, with checkpoints completing; once it succeeded only its savepoint is kept', async () => {
     const started = Date.now()
     const job = await submit()
     const seen = recoveries(job)
+    // A savepoint once a checkpoint completed: it must outlive the job, with its copies.
+    const savepoint = firstValueFrom(job.events.pipe(filter((e) => e.type === 'layer' && e.kind === 'checkpoint'))).then(() => job.savepoint())
     const report = await job.done
     cleanMs = Date.now() - started
     expect(compare(received(), expected)).toEqual({ extra: [], missing: [] })
     expect(report.attempts).toBe(1)
     expect(seen.filter((e) => e.type === 'layer' && e.kind === 'checkpoint').length).toBeGreaterThan(0)
-    // The submitter recorded the complete checkpoints; every snapshot of the newest one is in the
-    // store of its own peer and of at least one other.
+    const kept = await savepoint
+    expect(kept.lineage).toBe(job.id)
+    expect(seen.some((e) => e.type === 'layer' && e.kind === 'checkpoints-collected')).toBe(true)
+    // The submitter keeps the savepoint's record; every snapshot it names is in the store of its own
+    // peer and of at least one other. Nothing else of the job is left on any peer.
     const stores = [join(dir, 'launcher'), ...Array.from({ length: PEERS }, (_, i) => join(dir, `peer-${i}`))].map((d) => openStore(join(d, 'checkpoints.db'), { readonly: true }))
     try {
-      const latest = stores[0]!.list('checkpoint.completed', `${job.id}/`).at(-1)
-      expect(latest).toBeDefined()
-      const completed = JSON.parse(String(latest!.value)) as { id: number; snapshots: Record<string, { peers: string[]; final: boolean }> }
+      const record = stores[0]!.get('checkpoint.savepoint', `${job.id}/${String(kept.checkpoint).padStart(12, '0')}`)
+      expect(record).toBeDefined()
+      const completed = JSON.parse(String(record)) as { id: number; snapshots: Record<string, { peers: string[]; final: boolean }> }
       expect(Object.keys(completed.snapshots).sort()).toEqual(['events#0', 'events#1', 'out#0', 'totals#0', 'totals#1', 'totals#2', 'totals#3'])
       for (const [key, where] of Object.entries(completed.snapshots)) {
         expect(where.peers.length, key).toBeGreaterThanOrEqual(2)
         const id = where.final ? 'final' : String(completed.id).padStart(12, '0')
         const holders = stores.filter((s) => s.get('checkpoint.snapshot', `${job.id}/${id}/${key}`) !== undefined)
         expect(holders.length, `copies of ${key}`).toBeGreaterThanOrEqual(2)
+      }
+      const keptIds = new Set([String(kept.checkpoint).padStart(12, '0'), 'final'])
+      for (const store of stores) {
+        expect(store.keys('checkpoint.snapshot', `${job.id}/`).filter((key) => !keptIds.has(key.split('/')[1]!))).toEqual([])
+        expect(store.keys('checkpoint.completed', `${job.id}/`)).toEqual([])
       }
     } finally {
       for (const store of stores) store.close()

@@ -1,12 +1,12 @@
 // One job's share on one peer under checkpoints: stores its snapshots, copies them to other peers,
 // fetches them back for a restore, and answers the checkpoint protocol's control messages.
 
-import type { ControlRegistry, JobCluster, JobView } from '../../kernel/index.js'
+import type { ControlRegistry, JobCluster, JobView, LayerNotice } from '../../kernel/index.js'
 import { Ring } from '../../kmods/ring/index.js'
 import type { Coordinator } from './coordinator.js'
 import { CheckpointMissingError, CheckpointProtocolError } from './errors.js'
 import type { CheckpointedInstance } from './instance.js'
-import { CHECKPOINT_EVENTS, CHECKPOINT_MARKER, CONTROL, field, type CheckpointId, type Completed, type Located, type Stored } from './protocol.js'
+import { CHECKPOINT_EVENTS, CHECKPOINT_MARKER, CONTROL, field, savepointOf, type CheckpointId, type Completed, type Located, type Stored } from './protocol.js'
 import type { SnapshotStore } from './snapshot-store.js'
 import type { SinkWrites } from './transactional-sink.js'
 
@@ -38,9 +38,9 @@ export class Share {
     this.lineage = job.attempt.lineage
   }
 
-  /** The checkpoint this attempt resumes from (asked once of the coordinator), if any. */
+  /** The checkpoint this attempt resumes from (asked once of the coordinator), if any: an earlier attempt's, or the savepoint the job started from. */
   resume(): Promise<Completed | undefined> {
-    if (this.job.attempt.number === 0) return Promise.resolve(undefined)
+    if (this.job.attempt.number === 0 && savepointOf(this.job.attempt.resume) === undefined) return Promise.resolve(undefined)
     this.resumeInfo ??= this.cluster.call(this.cluster.submitter, CONTROL.resume, null).then((value) => (value === null ? undefined : (value as Completed)))
     return this.resumeInfo
   }
@@ -63,7 +63,9 @@ export class Share {
    * survives the restart), then fails with `CheckpointMissingError`.
    */
   async fetch(id: CheckpointId, key: string, located: Located): Promise<Stored> {
-    const local = this.store.get(this.lineage, id, key)
+    // A snapshot of the savepoint the job started from is stored under that job's lineage.
+    const lineage = located.lineage ?? this.lineage
+    const local = this.store.get(lineage, id, key)
     if (local !== undefined) return JSON.parse(local) as Stored
     const deadline = Date.now() + this.options.restoreWaitMs
     let lastError: unknown
@@ -76,7 +78,7 @@ export class Share {
       for (const peer of holders) {
         if (peer === this.cluster.self) continue
         try {
-          const value = await this.cluster.call(peer, CONTROL.get, { lineage: this.lineage, id, key }, { timeoutMs: 10_000 })
+          const value = await this.cluster.call(peer, CONTROL.get, { lineage, id, key }, { timeoutMs: 10_000 })
           if (typeof value === 'string') return JSON.parse(value) as Stored
         } catch (error) {
           lastError = error
@@ -113,10 +115,50 @@ export class Share {
     for (const instance of this.instances.values()) instance.commit(id)
     for (const [stored, keys] of this.storedKeys) {
       if (stored >= this.previousCompleted) continue
-      this.store.collect(this.lineage, stored, keys)
+      // A savepoint's snapshots stay (until its lineage is collected, and then too).
+      if (!this.store.retained(this.lineage, stored)) this.store.collect(this.lineage, stored, keys)
       this.storedKeys.delete(stored)
     }
     this.previousCompleted = id
+  }
+
+  /**
+   * Keeps complete checkpoint `id` as a savepoint (the coordinator's share): its record stays
+   * here, and every peer of the job keeps its snapshots.
+   */
+  async retain(id: number): Promise<void> {
+    const coordinator = this.coordinating('savepoint')
+    const completed = coordinator.latest
+    if (completed === undefined || completed.id !== id)
+      throw new CheckpointProtocolError('savepoint', `checkpoint ${id} is not the newest complete one (${completed?.id ?? 'none'})`)
+    await Promise.all(this.cluster.peers().map((peer) => this.cluster.call(peer, CONTROL.retain, { id })))
+    this.store.recordSavepoint(this.lineage, completed)
+    this.notify(CHECKPOINT_EVENTS.savepoint.kind, `checkpoint ${id} kept as savepoint ${this.lineage}@${id}`, { lineage: this.lineage, id })
+  }
+
+  /**
+   * The job succeeded (the coordinator's share): every peer of its last attempt drops the job's
+   * snapshots, complete-checkpoint records and sink commits, all but its savepoints.
+   */
+  async collectLineage(): Promise<LayerNotice> {
+    const counts = await Promise.all(
+      this.cluster.peers().map((peer) =>
+        this.cluster.call(peer, CONTROL.collect, null).then(
+          (n) => (typeof n === 'number' ? n : 0),
+          (error: unknown) => {
+            this.notify(CHECKPOINT_EVENTS.failed.kind, `peer ${peer} did not collect the snapshots of ${this.lineage}: ${error instanceof Error ? error.message : String(error)}`)
+            return 0
+          },
+        ),
+      ),
+    )
+    const kept = this.store.savepoints(this.lineage)
+    const entries = counts.reduce((a, b) => a + b, 0)
+    return {
+      kind: CHECKPOINT_EVENTS.collected.kind,
+      message: `job ${this.lineage} succeeded: ${entries} stored entries collected on ${counts.length} peer(s)${kept.length > 0 ? `, savepoints ${kept.join(', ')} kept` : ''}`,
+      data: { lineage: this.lineage, entries, peers: counts.length, kept },
+    }
   }
 
   /** The last commit a sink instance made (durable, on this peer). */
@@ -164,6 +206,14 @@ export class Share {
       return true
     })
     registry.handle(CONTROL.resume, () => this.coordinating(CONTROL.resume).latest ?? null)
+    registry.handle(CONTROL.retain, (payload) => {
+      this.store.retain(this.lineage, field(payload, 'id', CONTROL.retain, 'number') as number)
+      return true
+    })
+    registry.handle(CONTROL.collect, () => {
+      this.storedKeys.clear()
+      return this.store.collectLineage(this.lineage)
+    })
     registry.handle(CONTROL.status, () => this.coordinator?.status() ?? null)
     registry.handle(CONTROL.now, () => this.coordinating(CONTROL.now).now())
     registry.handle(CONTROL.restored, (payload) => {

@@ -8,6 +8,10 @@ import { idKey, type CheckpointId, type Completed } from './protocol.js'
 const SNAPSHOTS = 'checkpoint.snapshot'
 const COMPLETED = 'checkpoint.completed'
 const COMMITS = 'checkpoint.commit'
+/** Complete checkpoints kept as savepoints, on the peer that coordinated their job. */
+const SAVEPOINTS = 'checkpoint.savepoint'
+/** Checkpoints whose snapshots a peer keeps for a savepoint (on every peer of the job). */
+const RETAINED = 'checkpoint.retained'
 
 /**
  * What the checkpoints layer keeps durably on a peer, in `checkpoints.db` of its directory:
@@ -22,8 +26,12 @@ export class SnapshotStore {
     return this.store.closed
   }
 
-  /** Stores a snapshot (JSON text). */
+  /** Lineages collected by this connection: a snapshot of one that arrives late is not stored. */
+  private readonly ended = new Set<string>()
+
+  /** Stores a snapshot (JSON text); not one of a lineage already collected. */
   put(lineage: string, id: CheckpointId, key: string, value: string): void {
+    if (this.ended.has(lineage)) return
     this.store.put(SNAPSHOTS, `${lineage}/${idKey(id)}/${key}`, value)
   }
 
@@ -66,6 +74,55 @@ export class SnapshotStore {
   /** Records that a sink instance wrote everything up to checkpoint `id` (never moves back). */
   recordCommit(lineage: string, key: string, id: number): void {
     if (id > this.committed(lineage, key)) this.store.put(COMMITS, `${lineage}/${key}`, String(id))
+  }
+
+  /** Keeps the snapshots of checkpoint `id` here: neither `collect` after newer checkpoints nor `collectLineage` removes them. */
+  retain(lineage: string, id: number): void {
+    this.store.put(RETAINED, `${lineage}/${idKey(id)}`, '1')
+  }
+
+  /** Whether checkpoint `id`'s snapshots are kept for a savepoint. */
+  retained(lineage: string, id: number): boolean {
+    return this.store.get(RETAINED, `${lineage}/${idKey(id)}`) !== undefined
+  }
+
+  /** Records a complete checkpoint as a savepoint (on the coordinating peer): a later job starts from it. */
+  recordSavepoint(lineage: string, completed: Completed): void {
+    this.store.put(SAVEPOINTS, `${lineage}/${idKey(completed.id)}`, JSON.stringify(completed))
+  }
+
+  /** A savepoint recorded here, or undefined. */
+  savepoint(lineage: string, id: number): Completed | undefined {
+    const value = this.store.get(SAVEPOINTS, `${lineage}/${idKey(id)}`)
+    return typeof value === 'string' ? (JSON.parse(value) as Completed) : undefined
+  }
+
+  /** The checkpoint ids of a lineage's savepoints recorded here, oldest first. */
+  savepoints(lineage: string): number[] {
+    return this.store.keys(SAVEPOINTS, `${lineage}/`).map((key) => Number(key.slice(lineage.length + 1)))
+  }
+
+  /**
+   * A lineage's job succeeded: deletes, in one transaction, its snapshots, complete-checkpoint
+   * records and sink commits, but not what a savepoint needs (the retained checkpoints' snapshots,
+   * the final snapshots of instances that had finished by then, and the savepoint records). A
+   * snapshot of the lineage that arrives later is not stored. Returns how many entries went.
+   */
+  collectLineage(lineage: string): number {
+    this.ended.add(lineage)
+    return this.store.transaction((tx) => {
+      const kept = new Set(tx.keys(RETAINED, `${lineage}/`).map((key) => key.slice(lineage.length + 1)))
+      let removed = 0
+      if (kept.size === 0) removed += tx.deletePrefix(SNAPSHOTS, `${lineage}/`)
+      else {
+        kept.add(idKey('final'))
+        const ids = new Set(tx.keys(SNAPSHOTS, `${lineage}/`).map((key) => key.slice(lineage.length + 1, key.indexOf('/', lineage.length + 1))))
+        for (const id of ids) if (!kept.has(id)) removed += tx.deletePrefix(SNAPSHOTS, `${lineage}/${id}/`)
+      }
+      removed += tx.deletePrefix(COMPLETED, `${lineage}/`)
+      removed += tx.deletePrefix(COMMITS, `${lineage}/`)
+      return removed
+    })
   }
 }
 

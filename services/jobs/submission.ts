@@ -4,9 +4,9 @@
 import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type { Attempt, JobEvent, JobStats, Kernel, Layer, Program, RescaleReport, RescaleRequest, Savepoints } from '../../kernel/index.js'
+import type { Attempt, JobEvent, JobStats, Kernel, Layer, LayerNotice, Program, RescaleReport, RescaleRequest, Savepoints } from '../../kernel/index.js'
 import type { Deployment } from '../../kernel/internal.js'
-import { InvalidOptionError, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
+import { InvalidOptionError, JOB_SUCCEEDED, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
 import type { Membership } from '../../kmods/membership/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
 import { type CodeCache, type CodeManifest, packProgram, type PackedProgram } from './code.js'
@@ -527,14 +527,27 @@ export class Submitter {
         local.done.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error), error))
         const settled = await settleWithin([local.done, ...remoteDone], abort.signal, 15_000)
         const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
-        if (failure === undefined) {
-          context.stats[this.id] = local.stats()
-          return { ok: true }
-        }
         // The submitter's own share holds the sinks: when it finished, the output is whole.
         const localSettled = settled[0]!
-        if (localSettled.status === 'fulfilled' && lost.size > 0 && settled.slice(1).every((s, i) => s.status === 'fulfilled' || lost.has(channels[i]!.remotePeer))) {
+        if (
+          failure === undefined ||
+          (localSettled.status === 'fulfilled' && lost.size > 0 && settled.slice(1).every((s, i) => s.status === 'fulfilled' || lost.has(channels[i]!.remotePeer)))
+        ) {
           context.stats[this.id] = local.stats()
+          // The job succeeded; every share is still reachable: the layers drop what it no longer needs.
+          try {
+            for (const notice of (await local.control(JOB_SUCCEEDED, null)) as readonly (LayerNotice & { layer: string })[])
+              context.events.next({
+                type: 'layer',
+                peer: this.id,
+                layer: notice.layer,
+                kind: notice.kind,
+                message: notice.message,
+                ...(notice.data === undefined ? {} : { data: notice.data }),
+              })
+          } catch (error) {
+            this.components.node.logger.warn(`job ${job}: a layer's work after the job succeeded failed: ${error instanceof Error ? error.message : String(error)}`)
+          }
           return { ok: true }
         }
         return { ok: false, error: attemptFailure(context.id, firstFailure ?? failure.reason, abort.signal.reason), lost: [...lost] }
