@@ -263,7 +263,7 @@ export interface AdminComponents {
   readonly jobs: JobRegistry
   readonly submitter: Pick<Submitter, 'submitPacked'>
   /** Peer ids that may change things (submit, cancel, rescale, savepoint); undefined: every admitted peer. */
-  readonly submitters: ReadonlySet<string> | undefined
+  readonly submitters: (() => ReadonlySet<string>) | undefined
 }
 
 /** Serves one admin stream from `remote` (its authenticated peer id). */
@@ -282,8 +282,9 @@ async function handle(request: AdminRequest, remote: string, c: AdminComponents)
   if (request.command === 'jobs') return c.jobs.summaries()
   if (request.command === 'status') return c.jobs.status(request.job)
   // Everything below changes something: only the peers allowed to submit may.
-  if (c.submitters !== undefined && !c.submitters.has(remote)) {
-    c.logger.warn(`refused admin command ${request.command} from ${remote}: not one of the ${c.submitters.size} peers allowed to submit`)
+  const submitters = c.submitters?.()
+  if (submitters !== undefined && !submitters.has(remote)) {
+    c.logger.warn(`refused admin command ${request.command} from ${remote}: not one of the ${submitters.size} peers allowed to submit`)
     throw new NotAuthorizedError(remote, c.self, request.command)
   }
   if (request.command === 'submit') {

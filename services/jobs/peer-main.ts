@@ -1,6 +1,7 @@
 // The entry point of one peer process: `lamina peer`, and the children `startCluster` spawns.
 
 import '../../kmods/transport/polyfill.js'
+import { readFileSync, statSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { readOrCreatePskFile, readPskFile } from '../../kmods/transport/psk.js'
@@ -67,8 +68,9 @@ export function parsePeerCommand(argv: readonly string[]): PeerCommand {
 /** Runs one peer until SIGINT/SIGTERM (or its parent goes away); returns the running peer. */
 export async function runPeer(command: PeerCommand): Promise<Peer> {
   const psk = command.createPsk ? await readOrCreatePskFile(command.psk) : await readPskFile(command.psk)
-  const allowed = command.allow === undefined ? undefined : new Set(await peerIds(command.allow))
-  const submitters = command.submitters === undefined ? undefined : await peerIds(command.submitters)
+  const log = (line: string): void => void process.stderr.write(`lamina peer: ${line}\n`)
+  const allowed = command.allow === undefined ? undefined : await idFile(command.allow, '--allow', log)
+  const submitters = command.submitters === undefined ? undefined : await idFile(command.submitters, '--submitters', log)
   const peer = await Peer.start({
     workdir: command.workdir,
     listen: command.listen,
@@ -76,7 +78,7 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
     tags: command.tags,
     bootstrap: command.bootstrap,
     membership: { joinTimeoutMs: command.joinTimeoutMs },
-    ...(allowed === undefined ? {} : { allowlist: () => allowed }),
+    ...(allowed === undefined ? {} : { allowlist: allowed }),
     ...(submitters === undefined ? {} : { submitters }),
   })
   let stopping: Promise<void> | undefined
@@ -90,9 +92,35 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
   return peer
 }
 
-/** The peer ids listed in `file`, separated by white space. */
-async function peerIds(file: string): Promise<string[]> {
-  return (await readFile(file, 'utf8')).split(/\s+/).filter((id) => id.length > 0)
+/** The peer ids listed in a file's text, separated by white space. */
+function peerIds(text: string): Set<string> {
+  return new Set(text.split(/\s+/).filter((id) => id.length > 0))
+}
+
+/**
+ * The peer ids of an --allow or --submitters file, read again whenever the file changes (its
+ * modification time or size; one `stat` per question), so adding a peer to a running cluster
+ * needs no restart. A file that cannot be read later keeps the last list, and says so once.
+ */
+async function idFile(path: string, flag: string, log: (line: string) => void): Promise<() => ReadonlySet<string>> {
+  let ids = peerIds(await readFile(path, 'utf8'))
+  let seen = statSync(path)
+  let failing = false
+  return () => {
+    try {
+      const now = statSync(path)
+      if (now.mtimeMs !== seen.mtimeMs || now.size !== seen.size) {
+        ids = peerIds(readFileSync(path, 'utf8'))
+        seen = now
+        log(`${flag} ${path} changed: ${ids.size} peer ids`)
+      }
+      failing = false
+    } catch (error) {
+      if (!failing) log(`${flag} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)}): keeping its last ${ids.size} peer ids`)
+      failing = true
+    }
+    return ids
+  }
 }
 
 const isMain = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop()!)

@@ -35,9 +35,11 @@ export interface PeerOptions extends PeerNodeOptions {
    * Peer ids that may submit jobs to this peer (authorization, apart from admission: every
    * admitted peer may still run shares of others' jobs here). A submission from another peer is
    * refused with ERR_NOT_AUTHORIZED and a log line naming it; the submitter gets
-   * SubmissionRefusedError. @default every admitted peer may submit
+   * SubmissionRefusedError. A function is asked at every submission (so the list may change
+   * while the peer runs: `lamina peer --submitters FILE` re-reads its file when it changes).
+   * @default every admitted peer may submit
    */
-  readonly submitters?: readonly string[]
+  readonly submitters?: readonly string[] | (() => ReadonlySet<string>)
 }
 
 /** A running peer. Start with `Peer.start(options)`; stop with `stop()` (idempotent). */
@@ -57,7 +59,7 @@ export class Peer {
     readonly membership: Membership,
     /** The work directory: identity, and durable state layers keep (checkpoints). */
     readonly workdir: string,
-    submitters: readonly string[] | undefined,
+    submitters: (() => ReadonlySet<string>) | undefined,
   ) {
     this.members = { list: () => membership.members().filter((m) => m.status === 'alive') }
     // The parts see the members through this view, so `useMembers` reaches them too.
@@ -65,7 +67,7 @@ export class Peer {
     const addressBook = new AddressBook(members)
     const deploy = (share: ShareLayout): Deployment => deployment({ node, registry, addressBook, workdir }, share)
     const code = new CodeCache(workdir, node.peerId, (message) => node.logger.warn(message))
-    this.shares = new Shares({ node, kernel, progressMs, deploy, code, ...(submitters === undefined ? {} : { submitters: new Set(submitters) }) })
+    this.shares = new Shares({ node, kernel, progressMs, deploy, code, ...(submitters === undefined ? {} : { submitters }) })
     this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy, code })
     this.jobs = new JobRegistry(node.peerId)
   }
@@ -84,7 +86,17 @@ export class Peer {
       await node.stop().catch(() => undefined)
       throw error
     }
-    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership, options.workdir, options.submitters)
+    const listed = options.submitters
+    const submitters =
+      listed === undefined
+        ? undefined
+        : typeof listed === 'function'
+          ? listed
+          : (
+              (set) => () =>
+                set
+            )(new Set(listed))
+    const peer = new Peer(node, registry, options.kernel ?? defaultKernel, options.progressMs ?? 500, membership, options.workdir, submitters)
     await node.libp2p.handle(JOB_PROTOCOL, (stream: Stream, connection) => {
       void peer.shares.serve(new JobChannel(stream, connection.remotePeer.toString()))
     })
@@ -103,7 +115,7 @@ export class Peer {
         membership,
         jobs: peer.jobs,
         submitter: peer.submitter,
-        submitters: options.submitters === undefined ? undefined : new Set(options.submitters),
+        submitters,
       })
     })
     return peer

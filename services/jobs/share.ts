@@ -26,7 +26,7 @@ export interface ShareComponents {
   /** The code of jobs, by hash: a share runs only the code its submission names. */
   readonly code: CodeCache
   /** Peer ids that may submit jobs to this peer; undefined: every admitted peer. */
-  readonly submitters?: ReadonlySet<string>
+  readonly submitters?: () => ReadonlySet<string>
 }
 
 /** The job shares running on this peer. */
@@ -79,7 +79,7 @@ export class Shares {
       if (submit.type !== 'submit') throw new RemoteJobError(channel.remotePeer, 'ERR_JOB_PROTOCOL', `expected submit, got ${submit.type}`)
       // Authorization, apart from admission: an admitted peer may run shares here, but only the
       // listed ones may submit (the stream's authenticated peer id, not what the message claims).
-      const submitters = this.components.submitters
+      const submitters = this.components.submitters?.()
       if (submitters !== undefined && !submitters.has(channel.remotePeer)) {
         this.components.node.logger.warn(`refused job ${submit.job} from ${channel.remotePeer}: not one of the ${submitters.size} peers allowed to submit`)
         await channel.send({ type: 'refused', peer: this.id, code: NOT_AUTHORIZED, message: `${channel.remotePeer} may not submit jobs to ${this.id}` })
