@@ -1,7 +1,7 @@
 // The `lamina` command as users run it: the compiled CLI (npm test builds dist/ first).
 import { execFile, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -133,6 +133,29 @@ describe('lamina run', () => {
     const unknown = await exec(process.execPath, [cli, 'run', '--frobnicate', 'examples/wordcount.ts'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
     expect(unknown).toMatchObject({ code: 2 })
     expect((unknown as { stderr: string }).stderr).toMatch(/lamina run: Unknown option '--frobnicate'[\s\S]*usage: lamina run PROGRAM/)
+  })
+
+  it('checks the program before it starts any peer: one that does not bundle, or builds no program, fails at once naming it', async () => {
+    const broken = join(dir, 'broken.ts')
+    await writeFile(broken, "import { program } from 'lamina'\nexport default () => program('x', {\n")
+    const syntax = await exec(process.execPath, [cli, 'run', broken, '--peers', '2'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(syntax).toMatchObject({ code: 1 })
+    expect((syntax as { stderr: string }).stderr).toMatch(/program module \S*broken\.ts cannot be shipped: \S*broken\.ts:3:\d+: /)
+    expect((syntax as { stderr: string }).stderr).not.toContain('starting 2 peers')
+    // A .ts file outside a package of "type": "module" does not load: the error says what to do.
+    const loose = join(dir, 'loose.ts')
+    await writeFile(loose, 'export default () => 42\n')
+    const commonjs = await exec(process.execPath, [cli, 'run', loose, '--peers', '2'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(commonjs).toMatchObject({ code: 1 })
+    expect((commonjs as { stderr: string }).stderr).toContain('add {"type": "module"} to the package.json of its directory, or name it .mts')
+    await mkdir(join(dir, 'project'), { recursive: true })
+    await writeFile(join(dir, 'project', 'package.json'), '{"type": "module"}\n')
+    const empty = join(dir, 'project', 'empty.ts')
+    await writeFile(empty, 'export default () => 42\n')
+    const notProgram = await exec(process.execPath, [cli, 'run', empty, '--peers', '2'], { cwd: root }).catch((e: { code: number; stderr: string }) => e)
+    expect(notProgram).toMatchObject({ code: 1 })
+    expect((notProgram as { stderr: string }).stderr).toContain('its default export did not return a program')
+    expect((notProgram as { stderr: string }).stderr).not.toContain('starting 2 peers')
   })
 
   it('has --help for every command, and exits 2 with a hint on a missing or unknown command', async () => {

@@ -43,7 +43,13 @@ export async function loadProgram(module: string, args: readonly string[], envir
   try {
     imported = (await import(url)) as { default?: unknown; layers?: unknown; planned?: unknown }
   } catch (error) {
-    throw new ProgramModuleError(name, `cannot be imported: ${error instanceof Error ? error.message : String(error)}`, error)
+    const message = error instanceof Error ? error.message : String(error)
+    // tsx loads a .ts file outside a package of "type": "module" as CommonJS, which cannot hold an ES module.
+    const hint =
+      /\.ts$/.test(url) && /require\(\) ES Module|ERR_REQUIRE/.test(`${message} ${(error as { code?: unknown }).code ?? ''}`)
+        ? ' (a .ts file outside a package with "type": "module" loads as CommonJS: add {"type": "module"} to the package.json of its directory, or name it .mts)'
+        : ''
+    throw new ProgramModuleError(name, `cannot be imported: ${message}${hint}`, error)
   }
   if (typeof imported.default !== 'function') throw new ProgramModuleError(name, 'has no default export that builds a program: export default (args) => program(...)')
   const built: unknown = await (imported.default as ProgramFactory)(args, environment)
