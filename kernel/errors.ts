@@ -166,7 +166,7 @@ export class RejectedError extends LaminaError {
 }
 
 /** The part of an instance's life in which it crashed. */
-export type CrashPhase = 'start' | 'process' | 'run' | 'end'
+export type CrashPhase = 'start' | 'process' | 'run' | 'end' | 'watermark'
 
 /**
  * Thrown out of an instance whose operator declares `onError: 'crash'` when its own code fails (a

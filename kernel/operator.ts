@@ -45,6 +45,13 @@ export interface AtomDefinition<I extends PortCodecs, O extends PortCodecs, S> {
   readonly run?: (ctx: AtomContext<O, S>) => Promise<void>
   /** Called once after every input has ended: emit final results here. */
   readonly end?: (ctx: AtomContext<O, S>) => unknown
+  /**
+   * Called when the instance's watermark rises: the minimum of the watermarks its inputs delivered
+   * (event time, ms; see kernel/time.ts). Emit what is complete up to `time` here (windows fire
+   * here); the watermark moves on downstream after what this emits. No key is in scope: use
+   * `ctx.state.of(key)`, `setOf`, `deleteOf` and `entries()`.
+   */
+  readonly watermark?: (time: number, ctx: AtomContext<O, S>) => unknown
   /** Lets the kernel chain this operator with the next (see Fusible). */
   readonly fusible?: Fusible
   /**
@@ -92,6 +99,7 @@ export function atom<I extends PortCodecs = Record<never, never>, O extends Port
     start: definition.start,
     run: definition.run,
     end: definition.end,
+    watermark: definition.watermark,
     key: definition.key,
     state: definition.state,
     fusible: definition.fusible,

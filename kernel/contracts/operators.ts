@@ -66,6 +66,10 @@ export interface StateAccess<S> {
   delete(): void
   /** State of an explicit key (for timers and end-of-stream handlers of keyed operators). */
   of(key: Key): S
+  /** Replaces an explicit key's state. */
+  setOf(key: Key, value: S): void
+  /** Forgets an explicit key's state. */
+  deleteOf(key: Key): void
   /** Every key with state, and its value. */
   entries(): IterableIterator<[Key, S]>
   /** Number of keys holding state. */
@@ -138,6 +142,12 @@ export interface AtomContext<O extends PortCodecs = PortCodecs, S = unknown> {
   call(name: string, argument?: unknown): Promise<unknown>
   /** Records `value` as a dead letter with `reason` (the operator refuses it; nothing is lost). */
   reject(value: unknown, reason: string): void
+  /**
+   * Sources (atoms without inputs) only: promises that no record emitted from now on has an event
+   * time below `time` (ms). The watermark travels downstream after what was emitted before it; one
+   * that does not rise is ignored. Sources with `eventTime` call it themselves.
+   */
+  emitWatermark(time: number): void
 }
 
 /** A handler of one input port. A returned value is the reply when the record was a request. */
@@ -171,6 +181,8 @@ export interface AtomBody {
   /** Drives emission for operators that produce on their own (sources): the atom ends when it resolves and its inputs end. */
   readonly run?: (ctx: AtomContext<PortCodecs, unknown>) => Promise<void>
   readonly end?: (ctx: AtomContext<PortCodecs, unknown>) => unknown
+  /** Called when the instance's watermark rises (event time; see kernel/time.ts), before it moves on downstream. */
+  readonly watermark?: (time: number, ctx: AtomContext<PortCodecs, unknown>) => unknown
   readonly key?: (value: unknown, port: string) => Key
   readonly state?: StateSpec<unknown>
   readonly fusible?: Fusible

@@ -5,6 +5,7 @@ import { isObservable, type Observable } from 'rxjs'
 import type { Annotations, AnyCodec, AtomContext, Operator } from '../contracts.js'
 import { SourceError } from '../errors.js'
 import { atom } from '../operator.js'
+import { type EventTime, watermarkOf } from '../time.js'
 
 /** Which part of a partitioned source one instance reads. */
 export interface SourcePart {
@@ -38,7 +39,13 @@ export type SourceReplay = 'skip' | 'seek' | 'none'
 export type SourceInput<T> = readonly T[] | Iterable<T> | AsyncIterable<T> | Observable<T> | ((part: SourcePart) => Iterable<T> | AsyncIterable<T>)
 
 /** Options of `source`. */
-export interface SourceOptions {
+export interface SourceOptions<T = unknown> {
+  /**
+   * Event time: each record's time (ms) and how the watermark follows it. After each batch it
+   * emits, the source emits a watermark (kernel/time.ts). A record whose time is not a finite
+   * number becomes a dead letter. @default none: no watermarks
+   */
+  readonly eventTime?: EventTime<T>
   /** Milliseconds a partial batch of an async input may wait before it is sent. @default 5 */
   readonly lingerMs?: number
   readonly annotations?: Annotations
@@ -69,7 +76,7 @@ function replayOf(from: unknown): SourceReplay {
  * const lines = source('lines', t.string, text.split('\n'))
  * ```
  */
-export function source<C extends AnyCodec>(name: string, codec: C, from: SourceInput<t.TypeOf<C>>, options: SourceOptions = {}): Operator<Record<never, never>, { out: C }> {
+export function source<C extends AnyCodec>(name: string, codec: C, from: SourceInput<t.TypeOf<C>>, options: SourceOptions<t.TypeOf<C>> = {}): Operator<Record<never, never>, { out: C }> {
   const lingerMs = options.lingerMs ?? 5
   const replay = options.replay ?? replayOf(from)
   return atom<Record<never, never>, { out: C }, number>({
@@ -79,7 +86,8 @@ export function source<C extends AnyCodec>(name: string, codec: C, from: SourceI
     // The offset (records emitted) is state, so a checkpoint holds it and a restore resumes there.
     // It is updated before every await: a marker is only ever seen at an await.
     state: { codec: Offset, init: () => 0 },
-    run: async (ctx) => {
+    run: async (plain) => {
+      const ctx = options.eventTime === undefined ? plain : withEventTime(plain, options.eventTime as EventTime<unknown>)
       const { instance, parallelism } = ctx.info
       const offset = ctx.state.get()
       try {
@@ -100,6 +108,41 @@ export function source<C extends AnyCodec>(name: string, codec: C, from: SourceI
 }
 
 type SourceContext = AtomContext<{ out: AnyCodec }, number>
+
+/**
+ * The source's context with event time: every record emitted is timed (one whose time is not a
+ * finite number is a dead letter instead), and each flush, that is each batch, first emits the
+ * watermark the strategy gives for the largest time so far. A watermark sent a little late is safe
+ * (nothing emitted after it is late because of that); one sent early would not be.
+ */
+function withEventTime(ctx: SourceContext, eventTime: EventTime<unknown>): SourceContext {
+  let maxTime = Number.NEGATIVE_INFINITY
+  let records = 0
+  const timed = (value: unknown): boolean => {
+    const time = eventTime.timestamp(value)
+    if (!Number.isFinite(time)) {
+      ctx.reject(value, `event time ${String(time)} is not a finite number`)
+      return false
+    }
+    if (time > maxTime) maxTime = time
+    records++
+    return true
+  }
+  const timedCtx: SourceContext = Object.create(ctx) as SourceContext
+  return Object.assign(timedCtx, {
+    emit(port: 'out', value: unknown): void {
+      if (timed(value)) ctx.emit(port, value)
+    },
+    emitAll(port: 'out', values: readonly unknown[]): void {
+      const kept = values.filter(timed)
+      ctx.emitAll(port, kept)
+    },
+    flush(): Promise<void> {
+      if (records > 0) ctx.emitWatermark(watermarkOf(eventTime, maxTime, records))
+      return ctx.flush()
+    },
+  })
+}
 
 async function emitArray(ctx: SourceContext, values: readonly unknown[], first: number, stride: number, offset: number): Promise<void> {
   const batch = ctx.info.batchSize

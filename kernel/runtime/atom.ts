@@ -2,6 +2,7 @@
 
 import type {
   AtomBody,
+  Marker,
   AtomContext,
   AtomObserver,
   Batch,
@@ -21,7 +22,8 @@ import type {
   TimerHandle,
 } from '../contracts.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
-import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, JobAbortedError, LaminaError, RejectedError, UnknownOutputError } from '../errors.js'
+import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, InvalidOptionError, JobAbortedError, LaminaError, RejectedError, UnknownOutputError } from '../errors.js'
+import { WATERMARK } from '../time.js'
 import { replyError, replyOk, type AtomServices } from './services.js'
 import { StateStore } from './state.js'
 
@@ -38,6 +40,8 @@ class Context implements AtomContext {
     private readonly services: AtomServices,
     readonly state: StateStore<unknown>,
     private readonly outputPorts: ReadonlySet<string>,
+    /** Whether the operator has input ports (then it passes watermarks on, and emits none of its own). */
+    private readonly hasInputs: boolean,
   ) {}
 
   get info(): InstanceInfo {
@@ -119,6 +123,13 @@ class Context implements AtomContext {
     const where = { operator: this.services.info.operator, instance: this.services.info.instance }
     this.services.deadLetter(where, new RejectedError(this.services.info.operator, reason), value)
   }
+
+  emitWatermark(time: number): void {
+    const info = this.services.info
+    if (this.hasInputs) throw new InvalidOptionError(`operator ${info.operator}`, 'emitWatermark', 'only sources emit watermarks: an operator with inputs passes on the minimum of theirs')
+    if (this.services.watermark === undefined) throw new InvalidOptionError(`operator ${info.operator}`, 'emitWatermark', 'this instance runs where watermarks cannot be emitted (an isolated atom)')
+    this.services.watermark(time)
+  }
 }
 
 /** Options of `atomInstance`. All optional. */
@@ -176,7 +187,7 @@ export class AtomInstance implements Instance {
     this.observer = observer?.batch === undefined ? undefined : observer
     const stateKey = observer?.stateKey === undefined ? undefined : (key: Key | undefined) => observer.stateKey!(key)
     this.state = options.state ?? new StateStore(spec.operator.name, body.state, body.key !== undefined, stateKey === undefined ? {} : { stateKey })
-    this.ctx = new Context(spec.outputs, services, this.state, new Set(Object.keys(spec.operator.outputs)))
+    this.ctx = new Context(spec.outputs, services, this.state, new Set(Object.keys(spec.operator.outputs)), Object.keys(spec.operator.inputs).length > 0)
     this.checks = new Map(
       Object.entries(spec.operator.inputs).map(([port, input]) => [port, acceptsAll(input.codec) ? undefined : { codec: input.codec, is: guardOf(input.codec) }]),
     )
@@ -202,6 +213,13 @@ export class AtomInstance implements Instance {
 
   end(): void | Promise<void> {
     return this.hook(this.body.end, 'end')
+  }
+
+  /** A watermark that rose reaches the atom's `watermark` hook; other markers are the layers' business. */
+  marker(marker: Marker): void | Promise<void> {
+    const hook = this.body.watermark
+    if (marker.kind !== WATERMARK || hook === undefined) return
+    return this.hook((ctx) => hook(marker.id, ctx), 'watermark')
   }
 
   process(port: string, batch: Batch): void | Promise<void> {
@@ -331,7 +349,7 @@ export class AtomInstance implements Instance {
     return { operator: this.services.info.operator, port, instance: this.services.info.instance }
   }
 
-  private hook(fn: ((ctx: Context) => unknown) | undefined, name: 'start' | 'end'): void | Promise<void> {
+  private hook(fn: ((ctx: Context) => unknown) | undefined, name: 'start' | 'end' | 'watermark'): void | Promise<void> {
     if (fn === undefined) return
     this.ctx.key = this.state.current = undefined
     try {

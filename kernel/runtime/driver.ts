@@ -18,9 +18,10 @@ import type {
   SpawnOptions,
   TimerHandle,
 } from '../contracts.js'
-import { HandlerError, JobAbortedError, type LaminaError, RequestFailedError, RequestRoutingError, RequestTimeoutError, UnknownOutputError, type Where } from '../errors.js'
+import { HandlerError, InvalidOptionError, JobAbortedError, type LaminaError, RequestFailedError, RequestRoutingError, RequestTimeoutError, UnknownOutputError, type Where } from '../errors.js'
 import type { Outlet } from './outlet.js'
 import { endOfSlice } from './slice.js'
+import { WATERMARK } from '../time.js'
 import type { AtomServices } from './services.js'
 
 /** What a driver needs from its job. */
@@ -166,6 +167,10 @@ export class Driver implements AtomServices {
   private readonly aligned: { port: string; batch: Batch }[] = []
   /** The next batch of a held input, taken from its channel and kept until the input may deliver it. */
   private readonly heads = new Map<InboxEntry, Batch>()
+  /** The newest watermark each primary input delivered (event time; inputs that delivered none are absent). */
+  private readonly watermarks = new Map<InboxEntry, number>()
+  /** The instance's watermark: the minimum over its open primary inputs, as passed on (or, at a source, as emitted). */
+  private watermarkAt = Number.NEGATIVE_INFINITY
 
   constructor(
     readonly info: InstanceInfo,
@@ -246,12 +251,23 @@ export class Driver implements AtomServices {
           // An input that ended counts as aligned for every kind: it will deliver nothing more.
           for (const alignment of this.aligning.values()) alignment.arrived.delete(entry)
           if (this.complete(entry.port)) return this.aligned.shift()
+          // Nor does it hold the watermark back any more.
+          this.watermarks.delete(entry)
+          const advanced = this.advanceWatermark(entry.port)
+          if (advanced !== undefined) return advanced
         }
         continue
       }
       this.turn++
       if (batch.marker !== undefined) {
         if (entry.auxiliary) continue // Markers are not forwarded to spawned children; none come back.
+        if (batch.marker.kind === WATERMARK) {
+          // Watermarks are not aligned: each input's only rises, and the instance's is their minimum.
+          if (batch.marker.id > (this.watermarks.get(entry) ?? Number.NEGATIVE_INFINITY)) this.watermarks.set(entry, batch.marker.id)
+          const advanced = this.advanceWatermark(entry.port)
+          if (advanced !== undefined) return advanced
+          continue
+        }
         if (this.align(entry, batch.marker, batch)) return this.aligned.shift()
         // Taking a marker may have released or held inputs: every input gets a new turn.
         tries = entries.length + 1
@@ -260,6 +276,20 @@ export class Driver implements AtomServices {
       return { port: entry.port, batch }
     }
     return undefined
+  }
+
+  /**
+   * The instance's watermark after an input's rose or ended: the minimum over the open primary
+   * inputs, once every one of them has delivered one. A watermark batch to pass on when that
+   * minimum rose, else undefined. When no input is open the stream's end says the rest.
+   */
+  private advanceWatermark(port: string): { port: string; batch: Batch } | undefined {
+    if (this.primaryOpen === 0 || this.watermarks.size < this.primaryOpen) return undefined
+    let low = Number.POSITIVE_INFINITY
+    for (const time of this.watermarks.values()) if (time < low) low = time
+    if (low <= this.watermarkAt) return undefined
+    this.watermarkAt = low
+    return { port, batch: { values: [], marker: { kind: WATERMARK, id: low } } }
   }
 
   /** The next batch of `entry`, or undefined when it has none or its next one must wait (kept as its head). */
@@ -494,6 +524,18 @@ export class Driver implements AtomServices {
   }
 
   // --- syscalls (AtomServices) ------------------------------------------------------------------
+
+  /**
+   * A source's watermark: no record it emits from now on has an event time below `time`. Passed on
+   * after what the source emitted before it; one that does not rise is ignored.
+   */
+  watermark(time: number): void {
+    if (!Number.isFinite(time)) throw new InvalidOptionError('watermark', 'time', `must be a finite number of milliseconds, got ${time}`)
+    const at = Math.floor(time)
+    if (at <= this.watermarkAt) return
+    this.watermarkAt = at
+    this.inject({ values: [], marker: { kind: WATERMARK, id: at } })
+  }
 
   deadLetter(where: Where, error: LaminaError, value: unknown): void {
     this.deadLetters++

@@ -29,6 +29,8 @@ export interface AtomServices {
   deadLetter(where: Where, error: LaminaError, value: unknown, record?: number): void
   /** Wakes the driver after an emission outside a handler (an asynchronous rxjs emission). */
   emitted(): void
+  /** A source's watermark (event time), passed on after what it emitted so far; absent where atoms cannot emit one. */
+  watermark?(time: number): void
 }
 
 /** Reply to a request's header, if the record was one. */

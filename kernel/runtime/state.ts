@@ -104,6 +104,16 @@ export class StateStore<S> implements StateAccess<S> {
     this.values.delete(key)
   }
 
+  setOf(key: Key, value: S): void {
+    this.touched?.add(key)
+    this.values.set(key, value)
+  }
+
+  deleteOf(key: Key): void {
+    this.touched?.add(key)
+    this.values.delete(key)
+  }
+
   entries(): IterableIterator<[Key, S]> {
     // Every value handed out may be mutated: all of them count as changed.
     if (this.touched !== undefined) for (const key of this.values.keys()) this.touched.add(key)
