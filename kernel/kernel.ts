@@ -80,10 +80,19 @@ export class Kernel {
 
   /**
    * Runs the layers' plan hooks on a program without running it: what a submitting peer does
-   * before it hands every peer the same planned program.
+   * before it hands every peer the same planned program. Every field of the context is optional,
+   * so it also previews a plan: `kernel.with(placement()).plan(program, { peers })` places the
+   * program on imagined peers, submitted from this process. Defaults, as `kernel.run` has them:
+   * `self` is `'local'` (this process), `peers` is that peer alone, `job` is the program's name.
+   *
+   * ```ts
+   * const planned = await kernel.with(placement()).plan(wordcount, { peers: [{ id: 'a', tags: { name: 'peer-0' } }, { id: 'b', tags: {} }] })
+   * console.log(explain(planOf(planned)!).text)
+   * ```
    */
-  plan(program: Program, context: PlanContext): Promise<Program> {
-    return planThrough(this.layers, program, context)
+  plan(program: Program, context: Partial<PlanContext> = {}): Promise<Program> {
+    const self = context.self ?? 'local'
+    return planThrough(this.layers, program, { job: context.job ?? program.name, self, peers: context.peers ?? [{ id: self, tags: {} }] })
   }
 
   /** Names of the stacked layers, outermost first. */

@@ -169,6 +169,9 @@ export function native<I extends AnyCodec, O extends AnyCodec>(definition: Nativ
   const emit = (ctx: AtomContext<{ out: O }, undefined>, batches: readonly Columns[]): void => {
     for (const batch of batches) ctx.emitAll('out', definition.outputLayout.fromColumns(batch))
   }
+  // A chain with a window step fires at the watermark; rows it finds late are counted, and each
+  // batch's count is recorded as a dead letter (the chain keeps no late row itself).
+  const windowed = definition.steps.some((step) => step.op === 'window')
   const op = atom<{ in: I }, { out: O }, undefined>({
     name: definition.name,
     inputs: { in: definition.input },
@@ -176,9 +179,15 @@ export function native<I extends AnyCodec, O extends AnyCodec>(definition: Nativ
     ...(definition.key === undefined ? {} : { key: (value: t.TypeOf<I>) => definition.key!(value) }),
     onBatch: {
       in: (values, ctx) => {
-        if (values.length > 0) emit(ctx, chainOf(ctx).push(definition.inputLayout.toColumns(values)))
+        if (values.length === 0) return
+        const chain = chainOf(ctx)
+        const late = chain.late
+        emit(ctx, chain.push(definition.inputLayout.toColumns(values)))
+        if (chain.late > late)
+          ctx.reject({ lateRows: chain.late - late }, `${chain.late - late} of ${values.length} records are later than the watermark (ERR_LATE_RECORD): not aggregated`)
       },
     },
+    ...(windowed ? { watermark: (time: number, ctx: AtomContext<{ out: O }, undefined>) => emit(ctx, chainOf(ctx).advance(time)) } : {}),
     end: (ctx) => emit(ctx, chainOf(ctx).finish()),
     fusible,
     ...(definition.annotations === undefined ? {} : { annotations: definition.annotations }),

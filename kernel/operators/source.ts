@@ -76,7 +76,12 @@ function replayOf(from: unknown): SourceReplay {
  * const lines = source('lines', t.string, text.split('\n'))
  * ```
  */
-export function source<C extends AnyCodec>(name: string, codec: C, from: SourceInput<t.TypeOf<C>>, options: SourceOptions<t.TypeOf<C>> = {}): Operator<Record<never, never>, { out: C }> {
+export function source<C extends AnyCodec>(
+  name: string,
+  codec: C,
+  from: SourceInput<t.TypeOf<C>>,
+  options: SourceOptions<t.TypeOf<C>> = {},
+): Operator<Record<never, never>, { out: C }> {
   const lingerMs = options.lingerMs ?? 5
   const replay = options.replay ?? replayOf(from)
   return atom<Record<never, never>, { out: C }, number>({

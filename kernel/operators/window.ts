@@ -102,10 +102,7 @@ type Open<A> = [number, number, A, boolean]
  * })
  * ```
  */
-export function window<C extends AnyCodec, A>(
-  name: string,
-  options: WindowOptions<C, A>,
-): Operator<{ in: C }, { out: ReturnType<typeof windowResult<A>>; late: C }> {
+export function window<C extends AnyCodec, A>(name: string, options: WindowOptions<C, A>): Operator<{ in: C }, { out: ReturnType<typeof windowResult<A>>; late: C }> {
   const assigner = options.window
   const lateness = options.allowedLatenessMs ?? 0
   checkAssigner(name, assigner, options.aggregate)
@@ -219,7 +216,8 @@ function checkAssigner(name: string, assigner: WindowAssigner, aggregate: { read
   }
   if (assigner.kind === 'session') {
     positive('gap', assigner.gap)
-    if (aggregate.merge === undefined) throw new InvalidOptionError(`operator ${name}`, 'aggregate.merge', 'is required for session windows: merging sessions combines their values')
+    if (aggregate.merge === undefined)
+      throw new InvalidOptionError(`operator ${name}`, 'aggregate.merge', 'is required for session windows: merging sessions combines their values')
   } else positive('size', assigner.size)
   if (assigner.kind === 'sliding') {
     positive('slide', assigner.slide)

@@ -126,8 +126,10 @@ class Context implements AtomContext {
 
   emitWatermark(time: number): void {
     const info = this.services.info
-    if (this.hasInputs) throw new InvalidOptionError(`operator ${info.operator}`, 'emitWatermark', 'only sources emit watermarks: an operator with inputs passes on the minimum of theirs')
-    if (this.services.watermark === undefined) throw new InvalidOptionError(`operator ${info.operator}`, 'emitWatermark', 'this instance runs where watermarks cannot be emitted (an isolated atom)')
+    if (this.hasInputs)
+      throw new InvalidOptionError(`operator ${info.operator}`, 'emitWatermark', 'only sources emit watermarks: an operator with inputs passes on the minimum of theirs')
+    if (this.services.watermark === undefined)
+      throw new InvalidOptionError(`operator ${info.operator}`, 'emitWatermark', 'this instance runs where watermarks cannot be emitted (an isolated atom)')
     this.services.watermark(time)
   }
 }

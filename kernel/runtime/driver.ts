@@ -18,7 +18,17 @@ import type {
   SpawnOptions,
   TimerHandle,
 } from '../contracts.js'
-import { HandlerError, InvalidOptionError, JobAbortedError, type LaminaError, RequestFailedError, RequestRoutingError, RequestTimeoutError, UnknownOutputError, type Where } from '../errors.js'
+import {
+  HandlerError,
+  InvalidOptionError,
+  JobAbortedError,
+  type LaminaError,
+  RequestFailedError,
+  RequestRoutingError,
+  RequestTimeoutError,
+  UnknownOutputError,
+  type Where,
+} from '../errors.js'
 import type { Outlet } from './outlet.js'
 import { endOfSlice } from './slice.js'
 import { WATERMARK } from '../time.js'
