@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // The `lamina` command: `lamina peer …` runs one peer; `lamina run PROGRAM --peers N [-- args]`
-// starts a local cluster, runs the program on it with live progress, and prints a summary.
+// starts a local cluster, runs the program on it with live progress, and prints a summary;
+// `lamina plan PROGRAM --peers FILE` previews where its instances would run.
 
 // The transport entry first: it loads the Promise.withResolvers polyfill before libp2p (Node 20).
 import { loadOrCreateIdentity, PEER_DB } from '../kmods/transport/index.js'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -12,7 +13,8 @@ import { createInterface, type Interface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { register } from 'tsx/esm/api'
 import { loadProgram, packProgram, parsePeerCommand, ProgressDisplay, runPeer, startCluster, totals, type Cluster, type SubmittedJob } from '../services/jobs/index.js'
-import { CHECKPOINT_EVENTS, RETRIED } from '../layers/index.js'
+import { kernel, LaminaError, type PeerDescription, type Program } from '../kernel/index.js'
+import { CHECKPOINT_EVENTS, decodePeers, explain, placement, PlacementUnsatisfiableError, planOf, RETRIED, type PlacementPlan } from '../layers/index.js'
 import { OPERATOR_USAGE, operatorCommand } from './cluster-commands.js'
 import { UsageError } from './errors.js'
 
@@ -44,9 +46,24 @@ const ID_USAGE = `usage: lamina id --workdir DIR [--create]
   --workdir DIR  the peer's work directory
   --create       create the identity when DIR has none (as lamina peer would on its first start)`
 
+const PLAN_USAGE = `usage: lamina plan PROGRAM --peers FILE [--self ID] [--json] [--] [ARGS…]
+  Plans PROGRAM for an imagined cluster, starting nothing, and prints where each operator
+  instance would run and which annotation decided it (the placement layer's explanation).
+  PROGRAM runs under its own layers, as with lamina run, over placement() when it has no
+  placement layer of its own. Exit status 0 when every instance has a place, 1 when the
+  annotations cannot be satisfied (the error names the constraint and every peer considered).
+  --peers FILE  the peers, JSON: [{"id": "peer-a", "tags": {"zone": "eu", "name": "peer-0"}}, …]
+                (tags optional; "capacity": {"cpu": 4} optional, for resources annotations)
+  --self ID     the submitting peer, where sources and sinks stay (default "local": this
+                process, a peer with no tags, unless FILE lists it)
+  --json        print the plan as JSON: {job, self, peers, names, instances: {"OP#i": {peer,
+                rule, by, reason, constraints}}}; a placement error as {"error": {code, …}}
+  ARGS          handed to the program's default export`
+
 const USAGE = `usage: lamina COMMAND [OPTIONS]   (lamina COMMAND --help for each)
 on this machine:
   run PROGRAM …       run a program on a local cluster of peer processes
+  plan PROGRAM …      show where a program's instances would run on given peers
   peer …              run one peer of a cluster
   id …                print the peer id of a work directory
 against a running cluster (--cluster ADDR --psk FILE, or --config FILE):
@@ -58,7 +75,7 @@ against a running cluster (--cluster ADDR --psk FILE, or --config FILE):
   savepoint JOB       keep a checkpoint of a job to start another from
   members             list the cluster's members`
 
-const COMMANDS = ['run', 'peer', 'id', 'help', ...Object.keys(OPERATOR_USAGE)]
+const COMMANDS = ['run', 'plan', 'peer', 'id', 'help', ...Object.keys(OPERATOR_USAGE)]
 
 /** The command closest to a mistyped one (at most two edits away), for the hint. */
 function closest(command: string): string | undefined {
@@ -101,6 +118,83 @@ export function parseRun(argv: readonly string[]): { program: string; peers: num
   const peers = Number(values.peers ?? 3)
   if (!Number.isInteger(peers) || peers < 1 || peers > 64) throw new Error(`--peers must be an integer from 1 to 64, got ${values.peers}`)
   return { program, peers, workdir: values.workdir, quiet: values.quiet ?? false, console: values.console ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
+}
+
+/** `lamina plan` arguments: options before the program, the program's own after it (or after `--`); the peers file read and checked. */
+export function parsePlan(argv: readonly string[]): { program: string; peers: PeerDescription[]; self: string; json: boolean; args: string[] } {
+  const dashes = argv.indexOf('--')
+  const own = dashes < 0 ? argv : argv.slice(0, dashes)
+  const { values, positionals } = parseArgs({
+    args: [...own],
+    options: { peers: { type: 'string' }, self: { type: 'string' }, json: { type: 'boolean' } },
+    allowPositionals: true,
+    strict: true,
+  })
+  const [program, ...rest] = positionals
+  if (program === undefined) throw new Error('PROGRAM is missing')
+  if (values.peers === undefined) throw new Error('--peers FILE is required')
+  if (values.self === '') throw new Error('--self must be a peer id, got ""')
+  let text: string
+  try {
+    text = readFileSync(values.peers, 'utf8')
+  } catch (error) {
+    throw new Error(`cannot read the peers file ${values.peers}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    throw new Error(`the peers file ${values.peers} is not JSON: ${error instanceof Error ? error.message : String(error)}`)
+  }
+  // A malformed file is a bad argument: PlacementInputError's message names the path of each problem.
+  const peers = decodePeers(json, values.peers)
+  return { program, peers, self: values.self ?? 'local', json: values.json ?? false, args: [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))] }
+}
+
+/** A plan as `lamina plan --json` prints it: each instance (`OP#i`) with its peer and the reasons. */
+function planJson(plan: PlacementPlan): unknown {
+  const instances: Record<string, unknown> = {}
+  for (const p of plan.instances) {
+    const name = plan.names[p.peer]
+    instances[`${p.operator}#${p.instance}`] = {
+      peer: p.peer,
+      ...(name === undefined ? {} : { peerName: name }),
+      rule: p.rule,
+      by: p.by,
+      reason: p.reason,
+      constraints: p.constraints,
+    }
+  }
+  return { job: plan.job, self: plan.self, peers: plan.peers, names: plan.names, instances, ...(plan.ignored === undefined ? {} : { ignored: plan.ignored }) }
+}
+
+/** `lamina plan`: plans the program for the peers of a file and prints the explanation; returns the exit status. */
+async function plan(argv: readonly string[]): Promise<number> {
+  const options = parsing('plan', PLAN_USAGE, () => parsePlan(argv))
+  register() // program modules may be TypeScript
+  const loaded = await loadProgram(resolve(options.program), options.args, { submitter: true, peer: options.self })
+  // The program's layers over placement(), as over a cluster's kernel: a placement layer of its own takes that one's place.
+  const stack = kernel.with(placement()).withOverrides(loaded.layers)
+  let planned: Program
+  try {
+    planned = await stack.plan(loaded.program, { job: loaded.program.name, self: options.self, peers: options.peers })
+  } catch (error) {
+    if (!(error instanceof LaminaError) || !error.code.startsWith('ERR_PLACEMENT_')) throw error
+    // The placement error in full: for an unsatisfiable one, the constraint and every peer considered.
+    process.stderr.write(`lamina plan: ${error.code}: ${error.message}\n`)
+    if (options.json) {
+      const details =
+        error instanceof PlacementUnsatisfiableError
+          ? { operator: error.operator, instance: error.instance, constraint: error.constraint, considered: error.considered, colocated: error.colocated }
+          : {}
+      process.stdout.write(`${JSON.stringify({ error: { code: error.code, message: error.message, ...details } }, null, 2)}\n`)
+    }
+    return 1
+  }
+  const result = planOf(planned)
+  if (result === undefined) throw new Error(`the layers of ${options.program} (${stack.describe().join(', ')}) made no placement plan`)
+  process.stdout.write(options.json ? `${JSON.stringify(planJson(result), null, 2)}\n` : `${explain(result).text}\n`)
+  return 0
 }
 
 /** Prefix of the temporary work directories of `lamina run`, in the system's temporary directory. */
@@ -304,6 +398,9 @@ async function main(argv: readonly string[]): Promise<void> {
     if (wantsHelp(rest.slice(0, rest.includes('--') ? rest.indexOf('--') : rest.length))) return void process.stdout.write(`${RUN_USAGE}\n`)
     // Exit when the job is done: every peer process is stopped by then, nothing else should keep us.
     process.exit(await run(rest))
+  } else if (command === 'plan') {
+    if (wantsHelp(rest.slice(0, rest.includes('--') ? rest.indexOf('--') : rest.length))) return void process.stdout.write(`${PLAN_USAGE}\n`)
+    process.exitCode = await plan(rest)
   } else if (command === 'peer') {
     if (wantsHelp(rest)) return void process.stdout.write(`${PEER_USAGE}\n`)
     await peer(rest)

@@ -1,5 +1,6 @@
-// The layer compliance suite on the placement layer.
+// The layer compliance suite on the placement layer, enforcing and ignoring its annotations in one process.
 import { describeLayerCompliance } from 'lamina/testing'
 import { placement } from './index.js'
 
 describeLayerCompliance('placement', () => placement())
+describeLayerCompliance("placement({ inProcess: 'ignore' })", () => placement({ inProcess: 'ignore' }))

@@ -2,7 +2,8 @@
 
 export { avoid, colocate, pin, placementOf, requireTags, resources, spread, type PlacementAnnotation } from './annotations.js'
 export { PlacementAnnotationError, PlacementInputError, PlacementUnsatisfiableError, type ConstraintRef, type RejectedPeer } from './errors.js'
-export { placement, type PlacementInit } from './layer.js'
+export { PLACEMENT_EVENTS, placement, type PlacementIgnored, type PlacementInit } from './layer.js'
+export { decodePeers } from './peers.js'
 export {
   applyPlan,
   assignmentOf,

@@ -11,9 +11,11 @@ import { PlacementInputError } from './errors.js'
  * - `colocate`: the instance followed the member of its co-located group whose annotation decided;
  * - `submitter`: the default for sources and sinks, which stay on the submitting peer;
  * - `least-loaded`: the default for transforms, on the peer with the fewest instances (the
- *   submitter only when no other peer can take it).
+ *   submitter only when no other peer can take it);
+ * - `ignored`: the operator's annotations were not enforced, because the job runs in one process
+ *   under `placement({ inProcess: 'ignore' })` (every instance is on the submitter).
  */
-export type PlacementRule = 'pin' | 'tags' | 'avoid' | 'resources' | 'spread' | 'colocate' | 'submitter' | 'least-loaded'
+export type PlacementRule = 'pin' | 'tags' | 'avoid' | 'resources' | 'spread' | 'colocate' | 'submitter' | 'least-loaded' | 'ignored'
 
 /** Why an instance moved in a re-placement: its peer left, it rebalanced onto a peer that joined, or it had no place yet. */
 export type MoveReason = 'left' | 'rebalance' | 'new'
@@ -47,6 +49,12 @@ export interface PlacementPlan {
   readonly spareSubmitter: boolean
   /** Every instance, in program order, then by instance index. */
   readonly instances: readonly PlacedInstance[]
+  /**
+   * Set when the plan was made in one process with its annotations not enforced
+   * (`placement({ inProcess: 'ignore' })`): each annotated operator with its constraints,
+   * `count: tag name=peer-0`. Absent when everything was enforced.
+   */
+  readonly ignored?: readonly string[]
 }
 
 /** What the placement layer records on each operator (annotation `placementExplanation`): its share of the plan. */
@@ -57,6 +65,8 @@ export interface PlacementRecord {
   readonly names: Readonly<Record<string, string>>
   readonly spareSubmitter: boolean
   readonly instances: readonly PlacedInstance[]
+  /** See PlacementPlan.ignored. */
+  readonly ignored?: readonly string[]
 }
 
 /** One line of an explanation, as data. */
@@ -74,9 +84,11 @@ export interface ExplanationEntry {
   readonly moved?: { readonly from?: string; readonly because: MoveReason }
 }
 
-/** A plan explained: one entry per instance, and the same as text (one line each). */
+/** A plan explained: one entry per instance, and the same as text (a header, then one line each). */
 export interface PlacementExplanation {
   readonly entries: readonly ExplanationEntry[]
+  /** The annotations not enforced (PlacementPlan.ignored), when some were not. */
+  readonly ignored?: readonly string[]
   readonly text: string
 }
 
@@ -88,6 +100,7 @@ function shown(peer: string, names: Readonly<Record<string, string>>): string {
 
 /**
  * Says for each operator instance where it goes and which annotation (or default) decided it.
+ * A plan made in one process with its annotations ignored says so on the line after the header.
  *
  * ```ts
  * console.log(explain(plan).text)
@@ -116,7 +129,10 @@ export function explain(plan: PlacementPlan): PlacementExplanation {
     return `${e.id.padEnd(width)} -> ${shown(e.peer, plan.names)}  [${e.rule}] ${e.reason}${moved}`
   })
   const header = `placement of job ${plan.job}: ${entries.length} instance${entries.length === 1 ? '' : 's'} on ${new Set(entries.map((e) => e.peer)).size} of ${plan.peers.length} peer${plan.peers.length === 1 ? '' : 's'} (submitter ${shown(plan.self, plan.names)})`
-  return { entries, text: [header, ...lines].join('\n') }
+  const ignored = plan.ignored ?? []
+  if (ignored.length === 0) return { entries, text: [header, ...lines].join('\n') }
+  const notice = `annotations not enforced in one process (placement({ inProcess: 'ignore' })): ${ignored.join('; ')}`
+  return { entries, ignored, text: [header, notice, ...lines].join('\n') }
 }
 
 /** The peers of each operator's instances, by index: what the `assignment` annotation holds. */
@@ -134,11 +150,11 @@ export function applyPlan(program: Program, plan: PlacementPlan): Program {
     if (list === undefined) byOperator.set(p.operator, (list = []))
     list[p.instance] = p
   }
-  const { job, self, peers, names, spareSubmitter } = plan
+  const { job, self, peers, names, spareSubmitter, ignored } = plan
   return program.mapOperators((operator: Operator) => {
     const instances = byOperator.get(operator.name)
     if (instances === undefined) return operator
-    const record: PlacementRecord = { job, self, peers, names, spareSubmitter, instances }
+    const record: PlacementRecord = { job, self, peers, names, spareSubmitter, instances, ...(ignored === undefined ? {} : { ignored }) }
     return operator.annotate({ assignment: { peers: instances.map((p) => p.peer) }, placementExplanation: record })
   })
 }
@@ -159,5 +175,6 @@ export function planOf(program: Program): PlacementPlan | undefined {
     instances.push(...record.instances)
   }
   if (head === undefined) return undefined
-  return { job: head.job, self: head.self, peers: head.peers, names: head.names, spareSubmitter: head.spareSubmitter, instances }
+  const { job, self, peers, names, spareSubmitter, ignored } = head
+  return { job, self, peers, names, spareSubmitter, instances, ...(ignored === undefined ? {} : { ignored }) }
 }

@@ -326,7 +326,7 @@ function demandText(demand: readonly Demand[]): string {
 }
 
 /** Every constraint of a group, as text, naming the member that carries it. */
-function constraintTexts(group: Group): string[] {
+export function constraintTexts(group: Group): string[] {
   const single = group.members.length === 1
   const on = (operator: string): string => (single ? '' : ` (on ${operator})`)
   const out: string[] = []
