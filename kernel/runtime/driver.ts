@@ -276,6 +276,9 @@ export class Driver implements AtomServices {
           if (batch.marker.id > (this.watermarks.get(entry) ?? Number.NEGATIVE_INFINITY)) this.watermarks.set(entry, batch.marker.id)
           const advanced = this.advanceWatermark(entry.port)
           if (advanced !== undefined) return advanced
+          // Nothing to pass on, but a batch was taken: every input gets a new turn (the loop must
+          // not go idle while inputs hold data: their channels only signal when they become readable).
+          tries = entries.length + 1
           continue
         }
         if (this.align(entry, batch.marker, batch)) return this.aligned.shift()
