@@ -1,15 +1,17 @@
 // Builds Lamina's native core from source: Unicode tables from this Node, the Rust crate in release
 // mode with cargo, the addon file, and its TypeScript declarations.
 //
-// Run by `npm run build:native` (and so by `npm ci` / `npm install` through `prepare`). Outputs, all
-// generated and git-ignored, never edited by hand:
+// Run by `npm run build:native`, and by npm's `install` script: in this repository on `npm ci` /
+// `npm install`, and in a project that installed Lamina's tarball, whose native core is always
+// missing (the tarball ships the crate's sources, not a binary). Outputs, all generated and
+// git-ignored, never edited by hand:
 //   native/generated/unicode_tables.rs   tables for the tokenizer (see unicode-tables.mjs)
 //   native/lamina-native.node            the addon (the cdylib, renamed)
 //   native/binding.d.ts                  declarations, from the type definitions napi-derive emits
 import { spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
+import { dirname, join, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { writeUnicodeTables } from './unicode-tables.mjs'
 
@@ -20,6 +22,11 @@ const dtsPath = join(nativeDir, 'binding.d.ts')
 const typeDefDir = join(targetDir, 'napi-type-def')
 const typeDefFile = join(typeDefDir, 'lamina-native')
 const started = Date.now()
+// An installed copy of the package (under some node_modules) keeps only the addon: its cargo target
+// folder (~90 MB) serves rebuilds of a crate that never changes there, so it is removed after the build.
+const installed = nativeDir.split(sep).includes('node_modules')
+// How to run this script again, as the reader of an error can: in a project, `npm rebuild lamina`.
+const rerun = installed ? '`npm rebuild lamina`' : '`npm run build:native`'
 
 function log(message) {
   console.log(`[native] ${message}`)
@@ -45,8 +52,9 @@ function cargo(args, env = {}) {
 const probe = spawnSync('cargo', ['--version'], { encoding: 'utf8' })
 if (probe.error || probe.status !== 0) {
   fail(
-    'cargo was not found on PATH. The native core is built from source and needs a Rust toolchain ' +
-      "(https://rustup.rs, or your distribution's cargo package). Install it, then run `npm run build:native`.",
+    "cargo was not found on PATH. Lamina's native core is built from source when it is installed and " +
+      "needs a Rust toolchain (https://rustup.rs, or your distribution's cargo package). Install it, " +
+      `then run ${rerun}.`,
   )
 }
 log(`using ${probe.stdout.trim()}, node ${process.version}`)
@@ -127,5 +135,9 @@ try {
   }
 } catch (error) {
   fail(`the built addon does not load: ${error instanceof Error ? error.message : String(error)}`)
+}
+if (installed) {
+  rmSync(targetDir, { recursive: true, force: true })
+  log('removed native/target (an installed copy keeps only the addon)')
 }
 log(`built native/lamina-native.node in ${seconds()}`)
