@@ -19,7 +19,7 @@ export abstract class NativeCoreError extends Error {
 /**
  * Thrown when the native addon is missing, does not load, or was built for another Node (its
  * Unicode tables must match this Node's). There is no JavaScript fallback: build the addon with
- * `npm run build:native`.
+ * `npm run build:native` (or `npm rebuild lamina` where lamina is installed).
  */
 export class NativeCoreUnavailableError extends NativeCoreError {
   readonly code = 'ERR_NATIVE_UNAVAILABLE'
@@ -29,7 +29,7 @@ export class NativeCoreUnavailableError extends NativeCoreError {
     reason: string,
     options?: { cause?: unknown },
   ) {
-    super(`the native core is unavailable (${reason}) at ${path}. ` + 'Build it from source with `npm run build:native` (needs cargo, the Rust toolchain).', options)
+    super(`the native core is unavailable (${reason}) at ${path}. ` + 'Build it from source with `npm run build:native` in a lamina checkout, or `npm rebuild lamina` in a project that installed it (needs cargo, the Rust toolchain).', options)
   }
 }
 
