@@ -113,11 +113,40 @@ export function window<C extends AnyCodec, A>(name: string, options: WindowOptio
   type Ctx = AtomContext<{ out: ReturnType<typeof windowResult<A>>; late: C }, Open<A>[]>
   // Per instance, in memory only: the watermark seen, and the earliest end of a window not fired
   // yet (a watermark below it has nothing to fire). A restored instance starts at -∞ and scans once.
+  // The last instance's clock is kept at hand: an instance handles a whole batch at a time, so
+  // most records skip the WeakMap lookup.
   const clocks = new WeakMap<object, { watermark: number; nextEnd: number }>()
+  let lastCtx: Ctx | undefined
+  let lastClock = { watermark: Number.NEGATIVE_INFINITY, nextEnd: Number.NEGATIVE_INFINITY }
   const clockOf = (ctx: Ctx): { watermark: number; nextEnd: number } => {
+    if (ctx === lastCtx) return lastClock
     let clock = clocks.get(ctx)
     if (clock === undefined) clocks.set(ctx, (clock = { watermark: Number.NEGATIVE_INFINITY, nextEnd: Number.NEGATIVE_INFINITY }))
+    lastCtx = ctx
+    lastClock = clock
     return clock
+  }
+  // The assigner's numbers, read once: `tumblingSize` is 0 unless tumbling (its fast path).
+  const size = assigner.kind === 'session' ? 0 : assigner.size
+  const slide = assigner.kind === 'sliding' ? assigner.slide : size
+  const tumblingSize = assigner.kind === 'tumbling' ? size : 0
+  /**
+   * The current key's window starting at `from`, opened if it is not there. A key's windows are
+   * kept sorted by start (fire keeps their order, snapshots hold them sorted), so the window, or
+   * its place, is found scanning back from the newest; only a new window can lower the earliest
+   * end not fired yet.
+   */
+  const windowAt = (ctx: Ctx, windows: Open<A>[], from: number, clock: { nextEnd: number }): Open<A> => {
+    let at = windows.length - 1
+    while (at >= 0 && windows[at]![0] > from) at--
+    const found = at >= 0 ? windows[at]! : undefined
+    if (found !== undefined && found[0] === from) return found
+    const w: Open<A> = [from, from + size, aggregate.init(), false]
+    if (at === windows.length - 1) windows.push(w)
+    else windows.splice(at + 1, 0, w)
+    if (w[1] < clock.nextEnd) clock.nextEnd = w[1]
+    ctx.state.set(windows)
+    return w
   }
   const fire = (ctx: Ctx, upTo: number): void => {
     let earliest = Number.POSITIVE_INFINITY
@@ -156,26 +185,29 @@ export function window<C extends AnyCodec, A>(name: string, options: WindowOptio
           return
         }
         const windows = ctx.state.get()
-        const k = ctx.key!
+        if (tumblingSize > 0) {
+          // Most records fall in their key's newest window: check it before anything else.
+          const from = Math.floor(time / tumblingSize) * tumblingSize
+          const newest = windows.length - 1
+          let w = newest >= 0 ? windows[newest]! : undefined
+          if (w === undefined || w[0] !== from) w = windowAt(ctx, windows, from, clock)
+          w[2] = aggregate.add(w[2], value)
+          if (w[3]) ctx.emit('out', { key: ctx.key!, start: w[0], end: w[1], value: w[2], late: true })
+          return
+        }
         if (assigner.kind === 'session') {
           const merged = addToSession(windows, time, value, assigner.gap, aggregate, watermark)
-          if (merged[3]) ctx.emit('out', { key: k, start: merged[0], end: merged[1], value: merged[2], late: true })
-        } else {
-          const slide = assigner.kind === 'sliding' ? assigner.slide : assigner.size
-          // Every k with k·slide <= time < k·slide + size, newest first.
-          for (let start = Math.floor(time / slide) * slide; start > time - assigner.size; start -= slide) {
-            let w = windows.find((o) => o[0] === start)
-            if (w === undefined) {
-              w = [start, start + assigner.size, aggregate.init(), false]
-              windows.push(w)
-            }
-            w[2] = aggregate.add(w[2], value)
-            if (w[3]) ctx.emit('out', { key: k, start: w[0], end: w[1], value: w[2], late: true })
-          }
-          if (windows.length > 1) windows.sort((a, b) => a[0] - b[0])
+          if (merged[3]) ctx.emit('out', { key: ctx.key!, start: merged[0], end: merged[1], value: merged[2], late: true })
+          ctx.state.set(windows)
+          for (const w of windows) if (!w[3] && w[1] < clock.nextEnd) clock.nextEnd = w[1]
+          return
         }
-        ctx.state.set(windows)
-        for (const w of windows) if (!w[3] && w[1] < clock.nextEnd) clock.nextEnd = w[1]
+        // Every k with k·slide <= time < k·slide + size, newest first.
+        for (let from = Math.floor(time / slide) * slide; from > time - size; from -= slide) {
+          const w = windowAt(ctx, windows, from, clock)
+          w[2] = aggregate.add(w[2], value)
+          if (w[3]) ctx.emit('out', { key: ctx.key!, start: w[0], end: w[1], value: w[2], late: true })
+        }
       },
     },
     watermark: (time, ctx) => {
