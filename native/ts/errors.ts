@@ -29,7 +29,11 @@ export class NativeCoreUnavailableError extends NativeCoreError {
     reason: string,
     options?: { cause?: unknown },
   ) {
-    super(`the native core is unavailable (${reason}) at ${path}. ` + 'Build it from source with `npm run build:native` in a lamina checkout, or `npm rebuild lamina` in a project that installed it (needs cargo, the Rust toolchain).', options)
+    super(
+      `the native core is unavailable (${reason}) at ${path}. ` +
+        'Build it from source with `npm run build:native` in a lamina checkout, or `npm rebuild lamina` in a project that installed it (needs cargo, the Rust toolchain).',
+      options,
+    )
   }
 }
 
