@@ -13,6 +13,17 @@ use crate::error::{NResult, NativeError};
 use crate::expr::{js_max, js_min};
 use crate::strindex::StrIndex;
 
+/// The index key of a numeric key: its bits with the bytes swapped, a bijection (so keys stay
+/// exact) that moves what varies between small integers (the exponent and the top of the
+/// mantissa, all in the high bytes of an f64) into the low bytes. FxHash multiplies by an odd
+/// constant, which spreads low bits upward but never high bits downward, and the table picks a
+/// bucket from the low bits of the hash: with the bits as they are, keys 0..1000 shared a handful
+/// of buckets.
+#[inline]
+fn num_id(x: f64) -> u64 {
+    x.to_bits().swap_bytes()
+}
+
 /// Normalizes a numeric key to its SameValueZero class: -0 becomes +0, every NaN the same NaN.
 #[inline]
 pub fn norm_key(x: f64) -> f64 {
@@ -100,14 +111,15 @@ impl KeyedAgg {
     #[inline]
     pub fn slot_num(&mut self, x: f64) -> usize {
         let x = norm_key(x);
+        let id = num_id(x);
         if let Keys::Num { index, .. } = &self.keys {
-            if let Some(&i) = index.get(&x.to_bits()) {
+            if let Some(&i) = index.get(&id) {
                 return i as usize;
             }
         }
         let slot = self.new_slot();
         if let Keys::Num { index, keys } = &mut self.keys {
-            index.insert(x.to_bits(), slot as u32);
+            index.insert(id, slot as u32);
             keys.push(x);
         }
         slot
