@@ -101,7 +101,9 @@ class EmitBuffers implements Outputs {
       return
     }
     const target = buffer.values
-    for (let i = 0; i < values.length; i++) target.push(values[i])
+    // An empty buffer takes a copy in one call (a source's whole batch, usually); the caller keeps its array.
+    if (target.length === 0) buffer.values = values.slice()
+    else for (let i = 0; i < values.length; i++) target.push(values[i])
     if (buffer.headers !== undefined) for (let i = 0; i < values.length; i++) buffer.headers.push(undefined)
     this.pending += values.length
   }
