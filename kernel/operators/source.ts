@@ -140,9 +140,19 @@ function withEventTime(ctx: SourceContext, eventTime: EventTime<unknown>): Sourc
     },
     emitAll(port: 'out', values: readonly unknown[]): void {
       // Usually every record is timed: then the batch goes on as it is, with no copy.
+      const timestamp = eventTime.timestamp
+      let max = maxTime
       let all = true
-      for (let i = 0; i < values.length; i++) if (!timed(values[i])) all = false
-      ctx.emitAll(port, all ? values : values.filter((value) => Number.isFinite(eventTime.timestamp(value))))
+      for (let i = 0; i < values.length; i++) {
+        const time = timestamp(values[i])
+        if (time > max) max = time
+        else if (!(time <= max) || time === Number.NEGATIVE_INFINITY) all = false // NaN or -Infinity (+Infinity makes max infinite)
+      }
+      if (all && Number.isFinite(max)) {
+        maxTime = max
+        records += values.length
+        ctx.emitAll(port, values)
+      } else ctx.emitAll(port, values.filter(timed))
     },
     flush(): Promise<void> {
       if (records > 0) ctx.emitWatermark(watermarkOf(eventTime, maxTime, records))

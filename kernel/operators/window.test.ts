@@ -216,6 +216,19 @@ describe('event-time windows', () => {
     expect(deadLetters.map((d) => (d.value as Event).time)).toEqual([30])
   })
 
+  it('makes a record whose event time is not a finite number a dead letter at the source, and windows the rest', async () => {
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      const events: Event[] = [
+        { k: 'a', time: 10, v: 1 },
+        { k: 'a', time: bad, v: 5 },
+        { k: 'a', time: 20, v: 1 },
+      ]
+      const { out, deadLetters } = await run(events, tumbling(100), { outOfOrderMs: 0, batchSize: 8 })
+      expect(deadLetters.map((d) => [d.where.operator, d.message.includes('is not a finite number')])).toEqual([['events', true]])
+      expect(lines(out)).toEqual(['a 0 100 2 2'])
+    }
+  })
+
   it('refuses a window it cannot run, naming the option', () => {
     expect(() => window('w', { input: Event, key: (e) => e.k, timestamp: (e) => e.time, window: sliding(10, 20), aggregate: stat })).toThrow(
       /window\.slide.*must not exceed the size/,

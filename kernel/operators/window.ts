@@ -170,7 +170,7 @@ export function window<C extends AnyCodec, A>(name: string, options: WindowOptio
     name,
     inputs: { in: options.input },
     outputs: { out: windowResult(aggregate.codec), late: options.input },
-    key: (value) => key(value),
+    key,
     state: { codec: Windows as unknown as t.Type<Open<A>[], unknown, unknown>, init: () => [] },
     annotations: { ...options.annotations, ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }) },
     on: {
