@@ -7,23 +7,10 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { alive } from 'lamina/testing'
-import { orderAt, WINDOW_MS } from './orders.js'
+import { reference } from './fixtures/orders-reference.js'
 
 const root = join(import.meta.dirname, '..')
 const exec = promisify(execFile)
-
-/** The windows of the orders program computed the plainest way, as sorted lines: a loop and a Map. */
-function reference(count: number): string[] {
-  const windows = new Map<string, { count: number; cents: number }>()
-  for (let i = 0; i < count; i++) {
-    const order = orderAt(i)
-    if (order.amount === 0) continue
-    const id = `${new Date(Math.floor(order.time / WINDOW_MS) * WINDOW_MS).toISOString()} ${order.customer}`
-    const w = windows.get(id) ?? { count: 0, cents: 0 }
-    windows.set(id, { count: w.count + 1, cents: w.cents + order.amount })
-  }
-  return [...windows].map(([id, w]) => `${id} ${w.count} ${(w.cents / 100).toFixed(2)}`).sort()
-}
 
 describe('the cluster tour', () => {
   it('submits the orders program to three peers, prints its windows, lists the job, and stops every peer', async () => {

@@ -7,25 +7,12 @@ import { describe, expect, it } from 'vitest'
 import { kernel, type WindowResult } from 'lamina'
 import { explain, planOf } from 'lamina/layers'
 import { alive } from 'lamina/testing'
-import { formatRevenue, layers, OUT_OF_ORDER_MS, orderAt, orders, WINDOW_MS, type Revenue } from './orders.js'
+import { reference } from './fixtures/orders-reference.js'
+import { formatRevenue, layers, OUT_OF_ORDER_MS, orderAt, orders, type Revenue } from './orders.js'
 
 const root = join(import.meta.dirname, '..')
 const cli = join(root, 'dist', 'cli', 'lamina.js')
 const exec = promisify(execFile)
-
-/** The windows computed the plainest way, as sorted lines: a loop over the same orders and a Map. */
-function reference(count: number): string[] {
-  const windows = new Map<string, { count: number; cents: number }>()
-  for (let i = 0; i < count; i++) {
-    const order = orderAt(i)
-    if (order.amount === 0) continue
-    const start = Math.floor(order.time / WINDOW_MS) * WINDOW_MS
-    const id = `${new Date(start).toISOString()} ${order.customer}`
-    const w = windows.get(id) ?? { count: 0, cents: 0 }
-    windows.set(id, { count: w.count + 1, cents: w.cents + order.amount })
-  }
-  return [...windows].map(([id, w]) => `${id} ${w.count} ${(w.cents / 100).toFixed(2)}`).sort()
-}
 
 describe('orders', () => {
   it('generates orders out of order, but never by more than the declared bound', () => {
