@@ -46,9 +46,9 @@ pub struct KeyedAgg {
     keys: Keys,
     with_values: bool,
     count: Vec<f64>,
-    sum: Vec<f64>,
-    min: Vec<f64>,
-    max: Vec<f64>,
+    /// `[sum, min, max]` of each slot side by side, so adding a row touches one cache line
+    /// besides its count (empty without values).
+    vals: Vec<[f64; 3]>,
 }
 
 impl KeyedAgg {
@@ -58,7 +58,7 @@ impl KeyedAgg {
             ColKind::Utf8 => Keys::Str(StrIndex::new()),
             ColKind::F64 => Keys::Num { index: FxHashMap::default(), keys: Vec::new() },
         };
-        KeyedAgg { keys, with_values, count: Vec::new(), sum: Vec::new(), min: Vec::new(), max: Vec::new() }
+        KeyedAgg { keys, with_values, count: Vec::new(), vals: Vec::new() }
     }
 
     /// The kind of key column this state was created for.
@@ -77,9 +77,7 @@ impl KeyedAgg {
     fn new_slot(&mut self) -> usize {
         self.count.push(0.0);
         if self.with_values {
-            self.sum.push(0.0);
-            self.min.push(f64::INFINITY);
-            self.max.push(f64::NEG_INFINITY);
+            self.vals.push([0.0, f64::INFINITY, f64::NEG_INFINITY]);
         }
         self.count.len() - 1
     }
@@ -126,13 +124,14 @@ impl KeyedAgg {
     }
 
     /// Adds one row to `slot`.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, slot: usize, value: f64) {
         self.count[slot] += 1.0;
         if self.with_values {
-            self.sum[slot] += value;
-            self.min[slot] = js_min(self.min[slot], value);
-            self.max[slot] = js_max(self.max[slot], value);
+            let v = &mut self.vals[slot];
+            v[0] += value;
+            v[1] = js_min(v[1], value);
+            v[2] = js_max(v[2], value);
         }
     }
 
@@ -163,11 +162,13 @@ impl KeyedAgg {
         };
         let mut cols = vec![("key".to_string(), key)];
         if self.with_values {
-            let mean: Vec<f64> = self.sum.iter().zip(&self.count).map(|(s, c)| s / c).collect();
+            let column = |i: usize| -> Vec<f64> { self.vals.iter().map(|v| v[i]).collect() };
+            let (sum, min, max) = (column(0), column(1), column(2));
+            let mean: Vec<f64> = sum.iter().zip(&self.count).map(|(s, c)| s / c).collect();
             cols.push(("count".to_string(), Col::F64(Cow::Owned(self.count))));
-            cols.push(("sum".to_string(), Col::F64(Cow::Owned(self.sum))));
-            cols.push(("min".to_string(), Col::F64(Cow::Owned(self.min))));
-            cols.push(("max".to_string(), Col::F64(Cow::Owned(self.max))));
+            cols.push(("sum".to_string(), Col::F64(Cow::Owned(sum))));
+            cols.push(("min".to_string(), Col::F64(Cow::Owned(min))));
+            cols.push(("max".to_string(), Col::F64(Cow::Owned(max))));
             cols.push(("mean".to_string(), Col::F64(Cow::Owned(mean))));
         } else {
             cols.push(("count".to_string(), Col::F64(Cow::Owned(self.count))));
