@@ -61,9 +61,9 @@ pub struct Windows {
     /// Index into `open` of the window the last row went to.
     hint: usize,
     /// Windows with `size <= slide` only: every time in `[lo, hi]` has been seen to fall into
-    /// exactly the one window starting at `start`, so a row in that range needs no division. This is exact, not an
-    /// approximation: `floor(t / slide)` is monotone in `t` (division rounds monotonically), so
-    /// every time between two times of one window maps to that window too.
+    /// exactly the one window starting at `start`, so a row in that range needs no division.
+    /// This is exact, not an approximation: `floor(t / slide)` is monotone in `t` (division
+    /// rounds monotonically), so every time between two times of one window maps to it too.
     known: Option<Known>,
 }
 
