@@ -135,6 +135,16 @@ impl KeyedAgg {
         }
     }
 
+    /// Adds row `row` of `keys` (of this state's kind) with `value`.
+    #[inline(always)]
+    pub fn add_row(&mut self, keys: &Col<'_>, row: usize, value: f64) {
+        let slot = match keys {
+            Col::Utf8(s) => self.slot_str(s.get(row)),
+            Col::F64(v) => self.slot_num(v[row]),
+        };
+        self.add(slot, value);
+    }
+
     /// Adds every row of a batch. `keys` must be of this state's kind and `values` as long.
     pub fn push(&mut self, keys: &Col<'_>, values: Option<&[f64]>) {
         let value = |i: usize| values.map(|v| v[i]).unwrap_or(0.0);

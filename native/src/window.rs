@@ -100,10 +100,14 @@ impl Windows {
     /// Validates a batch's event times before anything is aggregated.
     pub fn check_times(&self, column: &str, times: &[f64]) -> NResult<()> {
         // One pass for the common case, one division for the whole batch: `|t| / slide` grows
-        // with `|t|`, so only the largest `|t|` can be out of range. NaN fails `<=` and falls
-        // through to the row-by-row pass, which names the first bad row.
-        let largest = times.iter().fold(0.0_f64, |m, &t| if t.abs() <= m { m } else { t.abs() });
-        if largest <= MAX_TIME && largest / self.slide <= MAX_TIME && times.iter().all(|t| t.is_finite()) {
+        // with `|t|`, so only the largest `|t|` can be out of range. NaN and infinities fail
+        // `<= MAX_TIME` and fall through to the row-by-row pass, which names the first bad row.
+        let (mut in_range, mut largest) = (true, 0.0_f64);
+        for &t in times {
+            in_range &= t.abs() <= MAX_TIME;
+            largest = largest.max(t.abs());
+        }
+        if in_range && largest / self.slide <= MAX_TIME {
             return Ok(());
         }
         for (i, &t) in times.iter().enumerate() {
@@ -131,12 +135,7 @@ impl Windows {
             if let Some(known) = self.known {
                 if known.lo <= t && t <= known.hi {
                     let at = self.window_at(known.start, kind);
-                    let agg = &mut self.open[at].agg;
-                    let slot = match keys {
-                        Col::Utf8(s) => agg.slot_str(s.get(row)),
-                        Col::F64(v) => agg.slot_num(v[row]),
-                    };
-                    agg.add(slot, value);
+                    self.open[at].agg.add_row(keys, row, value);
                     continue;
                 }
             }
@@ -153,12 +152,7 @@ impl Windows {
                 }
                 let at = self.window_at(start, kind);
                 windows += 1;
-                let agg = &mut self.open[at].agg;
-                let slot = match keys {
-                    Col::Utf8(s) => agg.slot_str(s.get(row)),
-                    Col::F64(v) => agg.slot_num(v[row]),
-                };
-                agg.add(slot, value);
+                self.open[at].agg.add_row(keys, row, value);
             }
             // Remember the range of times seen to fall into this one window.
             if self.max_per_event == 1 && windows == 1 {
