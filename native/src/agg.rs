@@ -36,9 +36,59 @@ pub fn norm_key(x: f64) -> f64 {
     }
 }
 
+/// Smallest direct-index table for small integer keys, and how sparse it may get: the table covers
+/// keys `0..len` with `len` at most `max(DENSE_MIN, DENSE_SPREAD × distinct keys)` rounded up to a
+/// power of two, so its memory stays proportional to the number of keys however they are spread.
+const DENSE_MIN: usize = 1024;
+const DENSE_SPREAD: usize = 4;
+
+/// Numeric keys: a direct-index table for the non-negative integers below its length (the common
+/// case of ids, looked up without hashing, as in DuckDB's "perfect hash" aggregate over small
+/// integer ranges) and a hash table for every other key. A key lives in exactly one of the two.
+struct NumKeys {
+    /// `dense[k]` is the slot of integer key `k` plus one, or 0 when `k` has not been seen.
+    dense: Vec<u32>,
+    index: FxHashMap<u64, u32>,
+    /// Keys by slot, in first-seen order.
+    keys: Vec<f64>,
+}
+
+impl NumKeys {
+    /// `x` as an index into a table of length `len`, when it is an integer in `0..len` (`-0`
+    /// included: SameValueZero makes it key 0; NaN and negatives cast to 0 and fail the check).
+    #[inline(always)]
+    fn dense_at(x: f64, len: usize) -> Option<usize> {
+        let i = x as usize;
+        (i < len && i as f64 == x).then_some(i)
+    }
+
+    /// Grows the direct-index table to cover `i` if that keeps it within its bound, moving the
+    /// keys it now covers out of the hash table. Returns whether `i` is covered.
+    fn grow_dense(&mut self, i: usize) -> bool {
+        let bound = DENSE_MIN.max(DENSE_SPREAD * (self.keys.len() + 1));
+        if i >= bound {
+            return false;
+        }
+        let len = (i + 1).next_power_of_two().clamp(64, bound.next_power_of_two());
+        let old = self.dense.len();
+        self.dense.resize(len, 0);
+        if !self.index.is_empty() {
+            let dense = &mut self.dense;
+            self.index.retain(|&id, &mut slot| match Self::dense_at(f64::from_bits(id.swap_bytes()), len) {
+                Some(k) if k >= old => {
+                    dense[k] = slot + 1;
+                    false
+                }
+                _ => true,
+            });
+        }
+        true
+    }
+}
+
 enum Keys {
     Str(StrIndex),
-    Num { index: FxHashMap<u64, u32>, keys: Vec<f64> },
+    Num(NumKeys),
 }
 
 /// Per-key aggregate state.
@@ -56,7 +106,7 @@ impl KeyedAgg {
     pub fn new(kind: ColKind, with_values: bool) -> Self {
         let keys = match kind {
             ColKind::Utf8 => Keys::Str(StrIndex::new()),
-            ColKind::F64 => Keys::Num { index: FxHashMap::default(), keys: Vec::new() },
+            ColKind::F64 => Keys::Num(NumKeys { dense: Vec::new(), index: FxHashMap::default(), keys: Vec::new() }),
         };
         KeyedAgg { keys, with_values, count: Vec::new(), vals: Vec::new() }
     }
@@ -65,7 +115,7 @@ impl KeyedAgg {
     pub fn key_kind(&self) -> ColKind {
         match self.keys {
             Keys::Str(_) => ColKind::Utf8,
-            Keys::Num { .. } => ColKind::F64,
+            Keys::Num(_) => ColKind::F64,
         }
     }
 
@@ -108,19 +158,44 @@ impl KeyedAgg {
     /// The slot of numeric key `x`, created on first sight.
     #[inline]
     pub fn slot_num(&mut self, x: f64) -> usize {
-        let x = norm_key(x);
-        let id = num_id(x);
-        if let Keys::Num { index, .. } = &self.keys {
-            if let Some(&i) = index.get(&id) {
-                return i as usize;
+        let Keys::Num(num) = &mut self.keys else {
+            unreachable!("a numeric key in string-key state (callers check the key kind)")
+        };
+        if let Some(i) = NumKeys::dense_at(x, num.dense.len()) {
+            let s = num.dense[i];
+            if s != 0 {
+                return s as usize - 1;
             }
         }
-        let slot = self.new_slot();
-        if let Keys::Num { index, keys } = &mut self.keys {
-            index.insert(id, slot as u32);
-            keys.push(x);
+        self.new_num_slot(x)
+    }
+
+    /// Looks `x` up in the hash table, or gives it a new slot (out of line: most rows hit).
+    #[inline(never)]
+    fn new_num_slot(&mut self, x: f64) -> usize {
+        let x = norm_key(x);
+        let Keys::Num(num) = &mut self.keys else {
+            unreachable!("a numeric key in string-key state (callers check the key kind)")
+        };
+        let small = NumKeys::dense_at(x, usize::MAX).filter(|&i| i < num.dense.len() || num.grow_dense(i));
+        let id = num_id(x);
+        // A key seen before may have just moved from the hash table into a grown dense table.
+        let seen = match small {
+            Some(i) => num.dense[i].checked_sub(1),
+            None => num.index.get(&id).copied(),
+        };
+        if let Some(slot) = seen {
+            return slot as usize;
         }
-        slot
+        let slot = self.count.len() as u32;
+        match small {
+            Some(i) => num.dense[i] = slot + 1,
+            None => {
+                num.index.insert(id, slot);
+            }
+        }
+        num.keys.push(x);
+        self.new_slot()
     }
 
     /// Adds one row to `slot`.
@@ -168,7 +243,7 @@ impl KeyedAgg {
     pub fn finish(self) -> NResult<Vec<(String, Col<'static>)>> {
         let key = match self.keys {
             Keys::Str(index) => Col::Utf8(index.finish("key")?),
-            Keys::Num { keys, .. } => Col::F64(Cow::Owned(keys)),
+            Keys::Num(num) => Col::F64(Cow::Owned(num.keys)),
         };
         let mut cols = vec![("key".to_string(), key)];
         if self.with_values {
@@ -195,5 +270,63 @@ pub fn check_key_kind(expected: Option<ColKind>, column: &str, col: &Col<'_>) ->
             format!("key column changed kind: earlier batches had {}, this one has {}", k.describe(), col.kind().describe()),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys of every kind the two tables split between, in an order that makes the direct-index
+    /// table grow several times past keys already in the hash table.
+    fn keys(n: usize) -> Vec<f64> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        (0..n)
+            .map(|i| {
+                let r = next();
+                match r % 10 {
+                    // Spread grows with i, so large integers come first as hashed keys and are
+                    // covered by the dense table later.
+                    0..=5 => ((r >> 8) % (64 + i as u64 / 2)) as f64,
+                    6 => 20_000.0 + (r >> 8) as f64 % 50_000.0,
+                    7 => -(((r >> 8) % 100) as f64),
+                    8 => ((r >> 8) % 50) as f64 + 0.5,
+                    _ => [f64::NAN, -0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, 1e300][(r >> 8) as usize % 6],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn numeric_keys_count_like_a_js_map() {
+        let ks = keys(40_000);
+        let mut agg = KeyedAgg::new(ColKind::F64, false);
+        for chunk in ks.chunks(1000) {
+            agg.push(&Col::F64(Cow::Borrowed(chunk)), None);
+        }
+        // The reference: first-seen order and counts under SameValueZero, by normalized bits.
+        let mut order: Vec<f64> = Vec::new();
+        let mut counts: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+        for &k in &ks {
+            let k = norm_key(k);
+            let c = counts.entry(k.to_bits()).or_insert_with(|| {
+                order.push(k);
+                0.0
+            });
+            *c += 1.0;
+        }
+        let cols = agg.finish().unwrap();
+        let (Col::F64(got_keys), Col::F64(got_counts)) = (&cols[0].1, &cols[1].1) else { panic!("numeric columns") };
+        assert_eq!(got_keys.len(), order.len());
+        for (i, (&g, &want)) in got_keys.iter().zip(&order).enumerate() {
+            assert_eq!(g.to_bits(), want.to_bits(), "key {i}");
+            assert_eq!(got_counts[i], counts[&want.to_bits()], "count of key {want}");
+        }
     }
 }

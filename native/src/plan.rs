@@ -235,14 +235,15 @@ impl Plan {
         )
     }
 
-    /// Moves the event-time watermark; returns the windows it closed (window chains only).
+    /// Moves the event-time watermark; returns the windows it closed (window chains only), as one
+    /// batch, or no batch when none closed.
     pub fn advance(&mut self, watermark: f64) -> NResult<Vec<Out>> {
         self.check_usable("advance")?;
         if watermark.is_nan() {
             return Err(NativeError::BadArg("the watermark must be a number, got NaN".to_string()));
         }
         match &mut self.sink {
-            Sink::Window { state, .. } => Ok(vec![batch_out(state.advance(watermark)?)]),
+            Sink::Window { state, .. } => Ok(state.advance(watermark)?.map(batch_out).into_iter().collect()),
             _ => Ok(vec![]),
         }
     }

@@ -103,9 +103,12 @@ impl Windows {
         // with `|t|`, so only the largest `|t|` can be out of range. NaN and infinities fail
         // `<= MAX_TIME` and fall through to the row-by-row pass, which names the first bad row.
         let (mut in_range, mut largest) = (true, 0.0_f64);
+        // `if a > largest` rather than `f64::max`, whose NaN rule kept the loop from vectorizing
+        // (NaN is caught by `in_range` anyway).
         for &t in times {
-            in_range &= t.abs() <= MAX_TIME;
-            largest = largest.max(t.abs());
+            let a = t.abs();
+            in_range &= a <= MAX_TIME;
+            largest = if a > largest { a } else { largest };
         }
         if in_range && largest / self.slide <= MAX_TIME {
             return Ok(());
@@ -196,8 +199,9 @@ impl Windows {
         at
     }
 
-    /// Moves the watermark to `w` (if later) and returns the windows that closed.
-    pub fn advance(&mut self, w: f64) -> NResult<Vec<(String, Col<'static>)>> {
+    /// Moves the watermark to `w` (if later) and returns the windows that closed, or `None` when
+    /// none did (most watermarks close nothing, and an empty batch costs eight typed arrays).
+    pub fn advance(&mut self, w: f64) -> NResult<Option<Vec<(String, Col<'static>)>>> {
         if w > self.watermark {
             self.watermark = w;
         }
@@ -205,9 +209,12 @@ impl Windows {
         while self.open.front().is_some_and(|w| w.start + self.size <= self.watermark) {
             closed.extend(self.open.pop_front());
         }
+        if closed.is_empty() {
+            return Ok(None);
+        }
         self.hint = 0;
         self.known = None;
-        self.emit(closed)
+        self.emit(closed).map(Some)
     }
 
     /// Emits every open window (end of input).

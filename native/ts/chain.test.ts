@@ -195,7 +195,7 @@ describe('windows', () => {
   it('emits a window when the watermark reaches its end, and counts late rows', () => {
     const c = nativeEngine.compile([{ op: 'window', size: 10 }])
     c.push({ s: utf8Column(['a', 'b', 'a']), t: Float64Array.from([1, 5, 12]) })
-    expect(canonicalAll(c.advance(9.9))).toEqual([{ key: ['utf8'], start: ['f64'], end: ['f64'], count: ['f64'] }])
+    expect(c.advance(9.9)).toEqual([])
     expect(canonicalAll(c.advance(10))).toEqual([{ key: ['utf8', 'a', 'b'], start: ['f64', '0', '0'], end: ['f64', '10', '10'], count: ['f64', '1', '1'] }])
     c.push({ s: utf8Column(['late', 'a']), t: Float64Array.from([3, 15]) })
     expect(c.late).toBe(1)

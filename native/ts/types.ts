@@ -83,7 +83,8 @@ export type StepSpec = TokenizeStep | FilterStep | MapStep | PartitionStep | Cou
 /**
  * A compiled chain with its state. Every call returns the batches it produced: a chain without a
  * sink gives one batch per `push`; `partition` gives `n` per `push`; `count`/`aggregate` give one on
- * `finish`; `window` gives one on each `advance` and on `finish`. A failing call changes no state.
+ * `finish`; `window` gives one on each `advance` that closes a window (none when no window closes)
+ * and one on `finish`. A failing call changes no state.
  */
 export interface Chain {
   push(batch: Batch): Batch[]

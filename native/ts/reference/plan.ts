@@ -237,7 +237,9 @@ export class ReferenceChain implements Chain {
     const k = kindOf(watermark)
     if (k !== 'number') throw new NativeArgError(`watermark must be a number, got ${describeKind(k)}`)
     if (Number.isNaN(watermark)) throw new NativeArgError('the watermark must be a number, got NaN')
-    return this.sink.k === 'window' ? [encodeBatch(toBatch(this.sink.state.advance(watermark)))] : []
+    if (this.sink.k !== 'window') return []
+    const closed = toBatch(this.sink.state.advance(watermark))
+    return closed.rows === 0 ? [] : [encodeBatch(closed)]
   }
 
   finish(): Batch[] {
