@@ -24,6 +24,37 @@ fn num_id(x: f64) -> u64 {
     x.to_bits().swap_bytes()
 }
 
+/// [`js_min`] with the common case (distinct, neither NaN) as a select the compiler can make
+/// branch-free: the comparison of a running minimum with random values mispredicts often.
+#[inline(always)]
+fn min_of(acc: f64, v: f64) -> f64 {
+    let (lt, gt) = (v < acc, v > acc);
+    if lt | gt {
+        if lt {
+            v
+        } else {
+            acc
+        }
+    } else {
+        js_min(acc, v)
+    }
+}
+
+/// [`js_max`] the same way as [`min_of`].
+#[inline(always)]
+fn max_of(acc: f64, v: f64) -> f64 {
+    let (lt, gt) = (v < acc, v > acc);
+    if lt | gt {
+        if gt {
+            v
+        } else {
+            acc
+        }
+    } else {
+        js_max(acc, v)
+    }
+}
+
 /// Normalizes a numeric key to its SameValueZero class: -0 becomes +0, every NaN the same NaN.
 #[inline]
 pub fn norm_key(x: f64) -> f64 {
@@ -58,8 +89,10 @@ impl NumKeys {
     /// included: SameValueZero makes it key 0; NaN and negatives cast to 0 and fail the check).
     #[inline(always)]
     fn dense_at(x: f64, len: usize) -> Option<usize> {
-        let i = x as usize;
-        (i < len && i as f64 == x).then_some(i)
+        // Through i64, one instruction on x86-64 (a cast to usize takes a dozen); a negative `i`
+        // wraps to a huge u64 and fails the length check.
+        let i = x as i64;
+        ((i as u64) < len as u64 && i as f64 == x).then_some(i as usize)
     }
 
     /// Grows the direct-index table to cover `i` if that keeps it within its bound, moving the
@@ -205,19 +238,9 @@ impl KeyedAgg {
         if self.with_values {
             let v = &mut self.vals[slot];
             v[0] += value;
-            v[1] = js_min(v[1], value);
-            v[2] = js_max(v[2], value);
+            v[1] = min_of(v[1], value);
+            v[2] = max_of(v[2], value);
         }
-    }
-
-    /// Adds row `row` of `keys` (of this state's kind) with `value`.
-    #[inline(always)]
-    pub fn add_row(&mut self, keys: &Col<'_>, row: usize, value: f64) {
-        let slot = match keys {
-            Col::Utf8(s) => self.slot_str(s.get(row)),
-            Col::F64(v) => self.slot_num(v[row]),
-        };
-        self.add(slot, value);
     }
 
     /// Adds every row of a batch. `keys` must be of this state's kind and `values` as long.

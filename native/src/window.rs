@@ -31,17 +31,27 @@ fn floor(x: f64) -> f64 {
     }
 }
 
-/// A range of event times known to fall into exactly one window (see `Windows::known`).
-#[derive(Clone, Copy)]
-struct Known {
-    lo: f64,
-    hi: f64,
-    start: f64,
-}
+/// How many open windows, from the newest back, a row's time is checked against before the
+/// window is computed. Rows arrive nearly in time order, so a late row's window is almost always
+/// one of the last few.
+const SCAN: usize = 4;
 
 struct Win {
     start: f64,
+    /// Windows with `size <= slide` only: every time in `[lo, hi]` has been seen to fall into
+    /// this window (and no other), so a row in that range needs no division. This is exact, not an
+    /// approximation: `floor(t / slide)` is monotone in `t` (division rounds monotonically), so
+    /// every time between two times of one window maps to it too. Empty (`lo > hi`) at first.
+    lo: f64,
+    hi: f64,
     agg: KeyedAgg,
+}
+
+impl Win {
+    #[inline(always)]
+    fn knows(&self, t: f64) -> bool {
+        self.lo <= t && t <= self.hi
+    }
 }
 
 /// Window state of one keyed window aggregate.
@@ -60,11 +70,6 @@ pub struct Windows {
     open: VecDeque<Win>,
     /// Index into `open` of the window the last row went to.
     hint: usize,
-    /// Windows with `size <= slide` only: every time in `[lo, hi]` has been seen to fall into
-    /// exactly the one window starting at `start`, so a row in that range needs no division.
-    /// This is exact, not an approximation: `floor(t / slide)` is monotone in `t` (division
-    /// rounds monotonically), so every time between two times of one window maps to it too.
-    known: Option<Known>,
 }
 
 impl Windows {
@@ -93,7 +98,6 @@ impl Windows {
             late: 0.0,
             open: VecDeque::new(),
             hint: 0,
-            known: None,
         })
     }
 
@@ -129,16 +133,77 @@ impl Windows {
         check_key_kind(self.kind, key_name, keys)?;
         let kind = keys.kind();
         self.kind = Some(kind);
-        for (row, &t) in times.iter().enumerate() {
+        // One loop per key kind, so the row loop does not match on the column for every row.
+        match keys {
+            Col::F64(k) => self.push_rows(
+                kind,
+                values,
+                times,
+                #[inline(always)]
+                |agg, row, value| {
+                    let slot = agg.slot_num(k[row]);
+                    agg.add(slot, value)
+                },
+            ),
+            Col::Utf8(s) => self.push_rows(
+                kind,
+                values,
+                times,
+                #[inline(always)]
+                |agg, row, value| {
+                    let slot = agg.slot_str(s.get(row));
+                    agg.add(slot, value)
+                },
+            ),
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn push_rows(
+        &mut self,
+        kind: ColKind,
+        values: Option<&[f64]>,
+        times: &[f64],
+        mut add: impl FnMut(&mut KeyedAgg, usize, f64),
+    ) {
+        let value = |row: usize| values.map_or(0.0, |v| v[row]);
+        let ranges = self.max_per_event == 1;
+        let mut row = 0;
+        'rows: while row < times.len() {
+            let t = times[row];
             if t < self.watermark {
                 self.late += 1.0;
+                row += 1;
                 continue;
             }
-            let value = values.map(|v| v[row]).unwrap_or(0.0);
-            if let Some(known) = self.known {
-                if known.lo <= t && t <= known.hi {
-                    let at = self.window_at(known.start, kind);
-                    self.open[at].agg.add_row(keys, row, value);
+            if ranges {
+                // The window of the last row, then the newest few: a run of rows in one window's
+                // known range (nearly every row of in-order input) is added without looking the
+                // window up again.
+                let newest = self.open.len().saturating_sub(SCAN);
+                let found = if self.open.get(self.hint).is_some_and(|w| w.knows(t)) {
+                    Some(self.hint)
+                } else {
+                    (newest..self.open.len()).rev().find(|&at| self.open[at].knows(t))
+                };
+                if let Some(at) = found {
+                    self.hint = at;
+                    let watermark = self.watermark;
+                    let w = &mut self.open[at];
+                    // Rows below the watermark are late even inside the range (it may have risen
+                    // since the range was seen).
+                    let (lo, hi) = (w.lo.max(watermark), w.hi);
+                    add(&mut w.agg, row, value(row));
+                    row += 1;
+                    while row < times.len() {
+                        let t = times[row];
+                        if !(lo <= t && t <= hi) {
+                            continue 'rows;
+                        }
+                        add(&mut w.agg, row, value(row));
+                        row += 1;
+                    }
                     continue;
                 }
             }
@@ -155,18 +220,17 @@ impl Windows {
                 }
                 let at = self.window_at(start, kind);
                 windows += 1;
-                self.open[at].agg.add_row(keys, row, value);
+                add(&mut self.open[at].agg, row, value(row));
             }
-            // Remember the range of times seen to fall into this one window.
-            if self.max_per_event == 1 && windows == 1 {
-                let start = self.open[self.hint].start;
-                self.known = Some(match self.known {
-                    Some(k) if k.start == start => Known { lo: k.lo.min(t), hi: k.hi.max(t), start },
-                    _ => Known { lo: t, hi: t, start },
-                });
+            // Remember that `t` falls into this one window. With `size <= slide` that is nearly
+            // always so, but rounding can make neighbouring windows of a fractional size overlap.
+            if ranges && windows == 1 {
+                let w = &mut self.open[self.hint];
+                w.lo = w.lo.min(t);
+                w.hi = w.hi.max(t);
             }
+            row += 1;
         }
-        Ok(())
     }
 
     /// The index in `open` of the window starting at `start`, created in order if new.
@@ -180,17 +244,30 @@ impl Windows {
         let at = match self.open.back() {
             Some(last) if last.start == start => self.open.len() - 1,
             Some(last) if last.start < start => {
-                self.open.push_back(Win { start, agg: KeyedAgg::new(kind, self.with_values) });
+                self.open.push_back(Win {
+                    start,
+                    lo: f64::INFINITY,
+                    hi: f64::NEG_INFINITY,
+                    agg: KeyedAgg::new(kind, self.with_values),
+                });
                 self.open.len() - 1
             }
             None => {
-                self.open.push_back(Win { start, agg: KeyedAgg::new(kind, self.with_values) });
+                self.open.push_back(Win {
+                    start,
+                    lo: f64::INFINITY,
+                    hi: f64::NEG_INFINITY,
+                    agg: KeyedAgg::new(kind, self.with_values),
+                });
                 0
             }
             Some(_) => match self.open.binary_search_by(|w| w.start.total_cmp(&start)) {
                 Ok(at) => at,
                 Err(at) => {
-                    self.open.insert(at, Win { start, agg: KeyedAgg::new(kind, self.with_values) });
+                    self.open.insert(
+                        at,
+                        Win { start, lo: f64::INFINITY, hi: f64::NEG_INFINITY, agg: KeyedAgg::new(kind, self.with_values) },
+                    );
                     at
                 }
             },
@@ -213,7 +290,6 @@ impl Windows {
             return Ok(None);
         }
         self.hint = 0;
-        self.known = None;
         self.emit(closed).map(Some)
     }
 
@@ -221,7 +297,6 @@ impl Windows {
     pub fn finish(&mut self) -> NResult<Vec<(String, Col<'static>)>> {
         let all = std::mem::take(&mut self.open).into();
         self.hint = 0;
-        self.known = None;
         self.emit(all)
     }
 
