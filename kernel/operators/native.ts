@@ -160,12 +160,15 @@ const fusible: Fusible = {
 export function native<I extends AnyCodec, O extends AnyCodec>(definition: NativeDefinition<I, O>): Operator<{ in: I }, { out: O }> {
   // Fail at definition time on a bad chain (a typed NativePlanError), not on the first batch.
   new NativeChain(definition.steps)
-  const chains = new WeakMap<object, NativeChain>()
-  const chainOf = (ctx: AtomContext<{ out: O }, undefined>): NativeChain => {
-    let chain = chains.get(ctx)
-    if (chain === undefined) chains.set(ctx, (chain = new NativeChain(definition.steps)))
-    return chain
+  // Each instance's chain, and the chain's late count after the last push (read once a push: a
+  // getter on the chain is a call into native code).
+  const chains = new WeakMap<object, { chain: NativeChain; late: number }>()
+  const instanceOf = (ctx: AtomContext<{ out: O }, undefined>): { chain: NativeChain; late: number } => {
+    let instance = chains.get(ctx)
+    if (instance === undefined) chains.set(ctx, (instance = { chain: new NativeChain(definition.steps), late: 0 }))
+    return instance
   }
+  const chainOf = (ctx: AtomContext<{ out: O }, undefined>): NativeChain => instanceOf(ctx).chain
   const emit = (ctx: AtomContext<{ out: O }, undefined>, batches: readonly Columns[]): void => {
     for (const batch of batches) ctx.emitAll('out', definition.outputLayout.fromColumns(batch))
   }
@@ -180,11 +183,13 @@ export function native<I extends AnyCodec, O extends AnyCodec>(definition: Nativ
     onBatch: {
       in: (values, ctx) => {
         if (values.length === 0) return
-        const chain = chainOf(ctx)
-        const late = chain.late
-        emit(ctx, chain.push(definition.inputLayout.toColumns(values)))
-        if (chain.late > late)
-          ctx.reject({ lateRows: chain.late - late }, `${chain.late - late} of ${values.length} records are later than the watermark (ERR_LATE_RECORD): not aggregated`)
+        const instance = instanceOf(ctx)
+        emit(ctx, instance.chain.push(definition.inputLayout.toColumns(values)))
+        if (!windowed) return
+        const late = instance.chain.late
+        if (late > instance.late)
+          ctx.reject({ lateRows: late - instance.late }, `${late - instance.late} of ${values.length} records are later than the watermark (ERR_LATE_RECORD): not aggregated`)
+        instance.late = late
       },
     },
     ...(windowed ? { watermark: (time: number, ctx: AtomContext<{ out: O }, undefined>) => emit(ctx, chainOf(ctx).advance(time)) } : {}),
