@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 use crate::batch::{Col, ColKind, Strs};
 use crate::error::{NResult, NativeError};
 use crate::expr::{js_max, js_min};
+use crate::state::Rows;
 use crate::strindex::StrIndex;
 
 /// The index key of a numeric key: its bits with the bytes swapped, a bijection (so keys stay
@@ -263,6 +264,38 @@ impl KeyedAgg {
     }
 
     /// The result columns: `key`, `count`, and with values `sum`, `min`, `max`, `mean`.
+    /// The state as columns `key, count` (and `sum, min, max` with values), keys in slot order,
+    /// leaving it unchanged: what a checkpoint keeps (see [`crate::state::Rows`]).
+    pub fn snapshot(&self) -> NResult<Vec<(String, Col<'static>)>> {
+        let key = match &self.keys {
+            Keys::Str(index) => Col::Utf8(index.keys("key")?),
+            Keys::Num(num) => Col::F64(Cow::Owned(num.keys.clone())),
+        };
+        let mut cols = vec![("key".to_string(), key), ("count".to_string(), Col::F64(Cow::Owned(self.count.clone())))];
+        if self.with_values {
+            for (i, name) in ["sum", "min", "max"].into_iter().enumerate() {
+                cols.push((name.to_string(), Col::F64(Cow::Owned(self.vals.iter().map(|v| v[i]).collect()))));
+            }
+        }
+        Ok(cols)
+    }
+
+    /// Adds row `row` of a snapshot to the state: its key's count, sum, min and max combine with
+    /// what the key has (nothing, on a fresh state; another instance's part, after a rescale).
+    pub fn merge(&mut self, rows: &Rows<'_>, row: usize) {
+        let slot = match rows.keys {
+            Col::F64(k) => self.slot_num(k[row]),
+            Col::Utf8(s) => self.slot_str(s.get(row)),
+        };
+        self.count[slot] += rows.count[row];
+        if let (true, Some([sum, min, max])) = (self.with_values, rows.values) {
+            let v = &mut self.vals[slot];
+            v[0] += sum[row];
+            v[1] = min_of(v[1], min[row]);
+            v[2] = max_of(v[2], max[row]);
+        }
+    }
+
     pub fn finish(self) -> NResult<Vec<(String, Col<'static>)>> {
         let key = match self.keys {
             Keys::Str(index) => Col::Utf8(index.finish("key")?),

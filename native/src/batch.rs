@@ -137,6 +137,7 @@ impl<'a> Strs<'a> {
 }
 
 /// Appends rows to a new string column.
+#[derive(Clone)]
 pub struct StrBuilder {
     data: Vec<u8>,
     offsets: Vec<u32>,

@@ -15,6 +15,7 @@ mod join;
 mod js;
 mod partition;
 mod plan;
+mod state;
 mod strindex;
 mod tokenize;
 mod unicode;
@@ -247,6 +248,25 @@ impl NativePlan {
     #[napi(ts_return_type = "Array<Record<string, unknown>>")]
     pub fn finish(&mut self, env: Env) -> napi::Result<JsRaw> {
         plan_call(&env, &mut self.plan, |_, p| p.finish())
+    }
+
+    /// The keyed state of a count, aggregate or window chain as at most one batch of rows
+    /// (`key`, `start` for windows, `count`, and `sum`, `min`, `max` with values); the state is
+    /// unchanged. For checkpoints: `restore` takes it back.
+    #[napi(ts_return_type = "Array<Record<string, unknown>>")]
+    pub fn snapshot(&mut self, env: Env) -> napi::Result<JsRaw> {
+        plan_call(&env, &mut self.plan, |_, p| p.snapshot())
+    }
+
+    /// Adds a snapshot's rows (from `snapshot`, possibly split by key) to the chain's state.
+    #[napi(ts_args_type = "batch: Record<string, unknown>", ts_return_type = "Array<Record<string, unknown>>")]
+    pub fn restore(&mut self, env: Env, batch: Unknown) -> napi::Result<JsRaw> {
+        plan_call(&env, &mut self.plan, |e, p| {
+            p.check_usable("restore")?;
+            let b = unsafe { decode_batch(e, batch.raw(), "state")? };
+            p.restore(b)?;
+            Ok(vec![])
+        })
     }
 
     /// Rows of a window chain that arrived below the watermark and were not aggregated.

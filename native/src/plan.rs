@@ -15,6 +15,7 @@ use crate::error::{NResult, NativeError};
 use crate::expr::{self, Ast, Typed};
 use crate::js::{JsVal, Out};
 use crate::partition::{partition, MAX_PARTITIONS};
+use crate::state::Rows;
 use crate::tokenize::tokenize_column;
 use crate::window::Windows;
 
@@ -261,6 +262,41 @@ impl Plan {
         };
         self.finished = true;
         Ok(out)
+    }
+
+    /// The keyed state of a `count`, `aggregate` or `window` sink as one batch of rows (see
+    /// [`crate::state`]), leaving it unchanged. The batch may have no rows (its key column still
+    /// says the key kind seen); there is no batch before the sink has seen any input, and none
+    /// from chains without such a sink, which keep no state between calls.
+    pub fn snapshot(&self) -> NResult<Vec<Out>> {
+        self.check_usable("snapshot")?;
+        let cols = match &self.sink {
+            Sink::Agg { state: Some(state), .. } => state.snapshot()?,
+            Sink::Window { state, .. } if state.key_kind().is_some() => state.snapshot()?,
+            _ => return Ok(vec![]),
+        };
+        Ok(vec![batch_out(cols)])
+    }
+
+    /// Adds a snapshot's rows to the sink's state (see [`crate::state`]); rows of a key the state
+    /// has already combine with it. A failing call leaves the state unchanged.
+    pub fn restore(&mut self, batch: Batch<'_>) -> NResult<()> {
+        self.check_usable("restore")?;
+        match &mut self.sink {
+            Sink::Agg { value, state, .. } => {
+                let rows = Rows::read(&batch, value.is_some(), false)?;
+                check_key_kind(state.as_ref().map(KeyedAgg::key_kind), "key", rows.keys)?;
+                let st = state.get_or_insert_with(|| KeyedAgg::new(rows.keys.kind(), value.is_some()));
+                for row in 0..rows.len() {
+                    st.merge(&rows, row);
+                }
+                Ok(())
+            }
+            Sink::Window { value, state, .. } => state.restore(&Rows::read(&batch, value.is_some(), true)?),
+            _ => Err(NativeError::BadArg(
+                "restore: this chain keeps no state (it has no count, aggregate or window step)".to_string(),
+            )),
+        }
     }
 
     /// Rows that arrived below the watermark (window chains only).

@@ -266,6 +266,11 @@ impl StrIndex {
     pub fn finish(self, column: &str) -> NResult<Strs<'static>> {
         self.keys.finish(column)
     }
+
+    /// The keys, in slot order, as a string column, keeping the index (a snapshot).
+    pub fn keys(&self, column: &str) -> NResult<Strs<'static>> {
+        self.keys.clone().finish(column)
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use crate::agg::{check_key_kind, KeyedAgg};
 use crate::batch::{Col, ColKind};
 use crate::error::{NResult, NativeError};
+use crate::state::Rows;
 
 /// Largest number of windows one event may fall into (size / slide).
 pub const MAX_WINDOWS_PER_EVENT: f64 = 10_000.0;
@@ -313,6 +314,52 @@ impl Windows {
         self.emit(all)
     }
 
+    /// The kind of key column seen so far, if any input came.
+    pub fn key_kind(&self) -> Option<ColKind> {
+        self.kind
+    }
+
+    /// The open windows as state rows (`key, start, count` and `sum, min, max` with values), in
+    /// start order and first-seen key order within a window; the state is unchanged. The
+    /// watermark and the late count are not kept: a restored chain starts below every watermark.
+    pub fn snapshot(&self) -> NResult<Vec<(String, Col<'static>)>> {
+        let mut start = Vec::new();
+        let mut parts = Vec::with_capacity(self.open.len());
+        for w in &self.open {
+            start.extend(std::iter::repeat_n(w.start, w.agg.len()));
+            parts.push(w.agg.snapshot()?);
+        }
+        let names: &[&str] = if self.with_values { &["key", "count", "sum", "min", "max"] } else { &["key", "count"] };
+        let mut cols = concat_columns(parts, self.kind.unwrap_or(ColKind::Utf8), names)?;
+        cols.insert(1, ("start".to_string(), Col::F64(Cow::Owned(start))));
+        Ok(cols)
+    }
+
+    /// Adds checked state rows (see [`crate::state`]) to the open windows. Every row is checked
+    /// before the state changes: a key column of the other kind than earlier input, or a start
+    /// that is not one of this window's starts, fails the call with the state unchanged.
+    pub fn restore(&mut self, rows: &Rows<'_>) -> NResult<()> {
+        check_key_kind(self.kind, "key", rows.keys)?;
+        let starts = rows.start.ok_or_else(|| NativeError::batch("start", "missing column"))?;
+        for (i, &s) in starts.iter().enumerate() {
+            // Window starts are `k·slide + 0` for a whole `k` (see `push_rows`), computed the same way.
+            if (s / self.slide).round() * self.slide + 0.0 != s {
+                return Err(NativeError::batch_at(
+                    "start",
+                    i,
+                    format!("{s} is not the start of a window of slide {}", self.slide),
+                ));
+            }
+        }
+        let kind = rows.keys.kind();
+        self.kind = Some(kind);
+        for (row, &s) in starts.iter().enumerate() {
+            let at = self.window_at(s, kind);
+            self.open[at].agg.merge(rows, row);
+        }
+        Ok(())
+    }
+
     fn emit(&self, wins: Vec<Win>) -> NResult<Vec<(String, Col<'static>)>> {
         let mut start = Vec::new();
         let mut end = Vec::new();
@@ -323,23 +370,21 @@ impl Windows {
             end.extend(std::iter::repeat_n(w.start + self.size, n));
             parts.push(w.agg.finish()?);
         }
-        let mut cols = concat_columns(parts, self.kind.unwrap_or(ColKind::Utf8), self.with_values)?;
+        let names: &[&str] = if self.with_values { &["key", "count", "sum", "min", "max", "mean"] } else { &["key", "count"] };
+        let mut cols = concat_columns(parts, self.kind.unwrap_or(ColKind::Utf8), names)?;
         cols.insert(1, ("start".to_string(), Col::F64(Cow::Owned(start))));
         cols.insert(2, ("end".to_string(), Col::F64(Cow::Owned(end))));
         Ok(cols)
     }
 }
 
-/// Concatenates same-shaped aggregate results (or builds the empty shape when there are none).
+/// Concatenates same-shaped aggregate results whose columns are `names` (or builds the empty
+/// shape when there are none).
 fn concat_columns(
     parts: Vec<Vec<(String, Col<'static>)>>,
     kind: ColKind,
-    with_values: bool,
+    names: &[&str],
 ) -> NResult<Vec<(String, Col<'static>)>> {
-    let mut names = vec!["key", "count"];
-    if with_values {
-        names.extend(["sum", "min", "max", "mean"]);
-    }
     let mut out = Vec::with_capacity(names.len());
     for (ci, name) in names.iter().enumerate() {
         let col = if ci == 0 && kind == ColKind::Utf8 {

@@ -47,15 +47,37 @@ function toBatch(r: Rows): Batch {
 
 const batches = fc.array(rows.map(toBatch), { maxLength: 5 })
 
-/** Everything a chain produced, call by call, including typed errors. */
-function trace(engine: BatchEngine, steps: readonly StepSpec[], calls: ReadonlyArray<Batch | number | 'finish'>): Outcome[] {
+/** A call of a trace: push a batch, advance to a watermark, finish, or restart from a snapshot. */
+type Call = Batch | number | 'finish' | 'restart'
+
+/**
+ * Everything a chain produced, call by call, including typed errors. `restart` snapshots the
+ * chain, restores the snapshot into a new chain and re-delivers the last watermark, as the fault
+ * tolerance layer does when an instance is recovered.
+ */
+function trace(engine: BatchEngine, steps: readonly StepSpec[], calls: ReadonlyArray<Call>): Outcome[] {
   let chain: ReturnType<BatchEngine['compile']>
   const compiled = outcome(() => {
     chain = engine.compile(steps)
   })
   if ('error' in compiled) return [compiled]
   const out: Outcome[] = []
+  let watermark: number | undefined
   for (const c of calls) {
+    if (c === 'restart') {
+      out.push(
+        outcome(() => {
+          const snapshot = chain.snapshot()
+          const next = engine.compile(steps)
+          for (const batch of snapshot) next.restore(batch)
+          if (watermark !== undefined) next.advance(watermark)
+          chain = next
+          return snapshot
+        }, canonicalAll),
+      )
+      continue
+    }
+    if (typeof c === 'number' && !Number.isNaN(c)) watermark = Math.max(watermark ?? -Infinity, c)
     if (c === 'finish') out.push(outcome(() => chain.finish(), canonicalAll))
     else if (typeof c === 'number') out.push(outcome(() => chain.advance(c), canonicalAll))
     else out.push(outcome(() => chain.push(c), canonicalAll))
@@ -64,7 +86,7 @@ function trace(engine: BatchEngine, steps: readonly StepSpec[], calls: ReadonlyA
   return out
 }
 
-function same(steps: readonly StepSpec[], calls: ReadonlyArray<Batch | number | 'finish'>): void {
+function same(steps: readonly StepSpec[], calls: ReadonlyArray<Call>): void {
   expect(trace(nativeEngine, steps, calls)).toEqual(trace(referenceEngine, steps, calls))
 }
 
@@ -161,6 +183,18 @@ describe('keyed aggregates', () => {
     )
   })
 
+  it('count and aggregate restarted from snapshots agree with the reference and end as if never stopped', () => {
+    const calls = fc.array(fc.oneof({ arbitrary: rows.map(toBatch), weight: 3 }, { arbitrary: fc.constant<'restart'>('restart'), weight: 1 }), { maxLength: 8 })
+    fc.assert(
+      fc.property(fc.constantFrom<StepSpec>({ op: 'count' }, { op: 'count', key: 'k' }, { op: 'aggregate' }, { op: 'aggregate', key: 'k', value: 'y' }), calls, (step, cs) => {
+        same([step], [...cs, 'finish'])
+        const plain = trace(nativeEngine, [step], [...cs.filter((c) => c !== 'restart'), 'finish'])
+        expect(trace(nativeEngine, [step], [...cs, 'finish']).at(-2)).toEqual(plain.at(-2))
+      }),
+      { numRuns: 300 },
+    )
+  })
+
   it('rejects a key column that changes kind between batches, without losing state', () => {
     const a: Batch = { s: utf8Column(['a', 'b', 'a']) }
     const wrong: Batch = { s: Float64Array.from([1]) }
@@ -190,6 +224,75 @@ describe('windows', () => {
       fc.property(windowStep, fc.array(call, { maxLength: 8 }), (w, calls) => same([{ op: 'window', ...w }], [...calls, 'finish'])),
       { numRuns: 300 },
     )
+  })
+
+  it('snapshots and restores agree with the reference, and a restarted chain ends as if never stopped', () => {
+    const withRestarts = fc.array(fc.oneof({ arbitrary: call, weight: 4 }, { arbitrary: fc.constant<'restart'>('restart'), weight: 1 }), { maxLength: 10 })
+    fc.assert(
+      fc.property(windowStep, withRestarts, (w, calls) => {
+        const steps: StepSpec[] = [{ op: 'window', ...w }]
+        same(steps, [...calls, 'finish'])
+        // What finish gives equals an uninterrupted run's (the late count starts again at 0 in
+        // a restored chain: the kernel's operator keeps the running count).
+        const restarted = trace(nativeEngine, steps, [...calls, 'finish'])
+        const plain = trace(nativeEngine, steps, [...calls.filter((c) => c !== 'restart'), 'finish'])
+        expect(restarted.at(-2)).toEqual(plain.at(-2))
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('restores the rows of some keys into each of several chains, as a rescale splits them', () => {
+    const steps: StepSpec[] = [{ op: 'window', size: 10, slide: 5, key: 'k', value: 'x' }]
+    const rows = { k: Float64Array.from([1, 2, 3, 1, 2, 3, 4]), x: Float64Array.from([1, 2, 3, 4, 5, 6, 7]), t: Float64Array.from([1, 2, 7, 8, 12, 13, 14]) }
+    for (const engine of [nativeEngine, referenceEngine]) {
+      const whole = engine.compile(steps)
+      whole.push(rows)
+      const [snapshot] = whole.snapshot()
+      expect(snapshot).toBeDefined()
+      const keys = snapshot!.key as Float64Array
+      const part = (odd: boolean): Batch => {
+        const picked = [...keys.keys()].filter((i) => keys[i]! % 2 === (odd ? 1 : 0))
+        return Object.fromEntries(Object.entries(snapshot!).map(([name, col]) => [name, Float64Array.from(picked, (i) => (col as Float64Array)[i]!)]))
+      }
+      const [odd, even] = [engine.compile(steps), engine.compile(steps)]
+      odd.restore(part(true))
+      even.restore(part(false))
+      const sorted = (batches: Batch[]) => canonicalAll(batches)
+      const all = sorted(whole.finish())[0]!
+      const [o, e] = [sorted(odd.finish())[0]!, sorted(even.finish())[0]!]
+      // Every (key, window) row of the whole chain is in exactly one part, unchanged.
+      const rowsOf = (b: Record<string, unknown>) => {
+        const cols = Object.values(b) as string[][]
+        return cols[0]!.slice(1).map((_, i) => cols.map((c) => c[i + 1]).join('|'))
+      }
+      expect([...rowsOf(o), ...rowsOf(e)].sort()).toEqual(rowsOf(all).sort())
+      expect(rowsOf(all).length).toBe(12)
+      // Rows of a key restored into a chain that has the key already combine with it.
+      const twice = engine.compile(steps)
+      twice.restore(snapshot!)
+      twice.restore(snapshot!)
+      const doubled = canonicalAll(twice.finish())[0]!
+      for (const name of ['count', 'sum']) expect(doubled[name]!.slice(1).map(Number)).toEqual(all[name]!.slice(1).map((x) => 2 * Number(x)))
+      expect(doubled.min).toEqual(all.min)
+    }
+  })
+
+  it('refuses bad state rows with a typed error naming the column and row, state unchanged', () => {
+    for (const engine of [nativeEngine, referenceEngine]) {
+      const c = engine.compile([{ op: 'window', size: 10, key: 'k' }])
+      expect(outcome(() => c.restore({ key: Float64Array.from([1, 2]), start: Float64Array.from([0, 10]), count: Float64Array.from([1, 0]) }))).toEqual({
+        error: { code: 'ERR_NATIVE_BAD_BATCH', column: 'count', index: 1 },
+      })
+      expect(outcome(() => c.restore({ key: Float64Array.from([1]), start: Float64Array.from([5]), count: Float64Array.from([1]) }))).toEqual({
+        error: { code: 'ERR_NATIVE_BAD_BATCH', column: 'start', index: 0 },
+      })
+      expect(outcome(() => c.restore({ key: Float64Array.from([1]), start: Float64Array.from([0]), count: Float64Array.from([1]), sum: Float64Array.from([1]) }))).toEqual({
+        error: { code: 'ERR_NATIVE_BAD_BATCH', column: 'sum' },
+      })
+      expect(c.snapshot()).toEqual([])
+      expect(outcome(() => engine.compile([{ op: 'filter', expr: 'x > 1' }]).restore({}))).toMatchObject({ error: { code: 'ERR_NATIVE_BAD_ARG' } })
+    }
   })
 
   it('emits a window when the watermark reaches its end, and counts late rows', () => {

@@ -228,6 +228,14 @@ export class NativeChain implements Chain {
     return call(() => this.plan.finish())
   }
 
+  snapshot(): Batch[] {
+    return call(() => this.plan.snapshot())
+  }
+
+  restore(batch: Batch): void {
+    call(() => this.plan.restore(batch))
+  }
+
   get late(): number {
     return call(() => this.plan.late)
   }

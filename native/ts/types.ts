@@ -90,6 +90,20 @@ export interface Chain {
   push(batch: Batch): Batch[]
   advance(watermark: number): Batch[]
   finish(): Batch[]
+  /**
+   * The keyed state of a count, aggregate or window chain as at most one batch of rows (`key`,
+   * `start` for windows, `count`, and `sum`, `min`, `max` with values), leaving it unchanged. The
+   * batch may have no rows (its key column keeps the key kind); there is no batch before the
+   * chain's sink has seen input, or for a chain without such a sink. The watermark and the late
+   * count are not part of it.
+   */
+  snapshot(): Batch[]
+  /**
+   * Adds a snapshot's rows (all of them, or the rows of some keys after a rescale) to the chain's
+   * state; rows of a key the chain has already combine with it (counts and sums add). A bad row
+   * fails the call (a NativeBatchError naming the column and row) with the state unchanged.
+   */
+  restore(batch: Batch): void
   /** Rows of a window chain that arrived below the watermark. */
   readonly late: number
   readonly finished: boolean

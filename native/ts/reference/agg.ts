@@ -2,6 +2,7 @@
 
 import { NativeBatchError } from '../errors.js'
 import { colLen, f64Col, keyAt, type KeyValue, type RCol } from './batch.js'
+import type { Rows } from './state.js'
 
 /** Count, sum, min, max and mean per key, kept across batches in first-seen key order (keys compared as a `Map` does). */
 export class KeyedAgg {
@@ -20,7 +21,8 @@ export class KeyedAgg {
     return this.count.length
   }
 
-  add(key: KeyValue, value: number): void {
+  /** The slot of `key`, created (count 0, empty min/max) on first sight. */
+  private slotOf(key: KeyValue): number {
     let slot = this.index.get(key)
     if (slot === undefined) {
       slot = this.count.length
@@ -34,11 +36,32 @@ export class KeyedAgg {
         this.max.push(-Infinity)
       }
     }
+    return slot
+  }
+
+  add(key: KeyValue, value: number): void {
+    const slot = this.slotOf(key)
     this.count[slot] = (this.count[slot] as number) + 1
     if (this.withValues) {
       this.sum[slot] = (this.sum[slot] as number) + value
       this.min[slot] = Math.min(this.min[slot] as number, value)
       this.max[slot] = Math.max(this.max[slot] as number, value)
+    }
+  }
+
+  /** The state as columns `key, count` (and `sum, min, max` with values), leaving it unchanged. */
+  snapshot(): Array<[string, RCol]> {
+    return this.finish().filter(([name]) => name !== 'mean')
+  }
+
+  /** Adds row `row` of a snapshot: its count, sum, min and max combine with what the key has. */
+  merge(rows: Rows, row: number): void {
+    const slot = this.slotOf(keyAt(rows.keys, row))
+    this.count[slot] = (this.count[slot] as number) + (rows.count[row] as number)
+    if (this.withValues && rows.values !== undefined) {
+      this.sum[slot] = (this.sum[slot] as number) + (rows.values[0][row] as number)
+      this.min[slot] = Math.min(this.min[slot] as number, rows.values[1][row] as number)
+      this.max[slot] = Math.max(this.max[slot] as number, rows.values[2][row] as number)
     }
   }
 

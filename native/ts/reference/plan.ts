@@ -8,6 +8,7 @@ import { colLen, decodeBatch, encodeBatch, gather, gatherBatch, getCol, requireC
 import { describeKind, describeVal, kindOf, readJsVal, type JsVal } from './js.js'
 import { MAX_PARTITIONS, partitionBatch } from './partition.js'
 import { tokenizeStrings } from './tokenize.js'
+import { readRows } from './state.js'
 import { Windows } from './window.js'
 
 type Stage =
@@ -230,6 +231,25 @@ export class ReferenceChain implements Chain {
         return []
       }
     }
+  }
+
+  snapshot(): Batch[] {
+    this.usable('snapshot')
+    const sink = this.sink
+    const cols = sink.k === 'agg' && sink.state !== undefined ? sink.state.snapshot() : sink.k === 'window' && sink.state.keyKind !== undefined ? sink.state.snapshot() : undefined
+    return cols === undefined ? [] : [encodeBatch(toBatch(cols))]
+  }
+
+  restore(batch: Batch): void {
+    this.usable('restore')
+    const sink = this.sink
+    if (sink.k !== 'agg' && sink.k !== 'window') throw new NativeArgError('restore: this chain keeps no state (it has no count, aggregate or window step)')
+    const decoded = decodeBatch(batch, 'state')
+    if (sink.k === 'window') return sink.state.restore(readRows(decoded, sink.value !== undefined, true))
+    const rows = readRows(decoded, sink.value !== undefined, false)
+    checkKeyKind(sink.state?.kind, 'key', rows.keys)
+    sink.state ??= new KeyedAgg(rows.keys.kind, sink.value !== undefined)
+    for (let row = 0; row < rows.count.length; row++) sink.state.merge(rows, row)
   }
 
   advance(watermark: number): Batch[] {

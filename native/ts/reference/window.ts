@@ -2,7 +2,8 @@
 
 import { NativeBatchError } from '../errors.js'
 import { KeyedAgg, checkKeyKind } from './agg.js'
-import { f64Col, keyAt, type KeyValue, type RCol } from './batch.js'
+import { colLen, f64Col, keyAt, type KeyValue, type RCol } from './batch.js'
+import type { Rows } from './state.js'
 
 /** Most windows one event may fall in (size / slide). */
 export const MAX_WINDOWS_PER_EVENT = 10_000
@@ -70,6 +71,55 @@ export class Windows {
 
   finish(): Array<[string, RCol]> {
     return this.emit(() => true)
+  }
+
+  /** The kind of key column seen so far, if any input came. */
+  get keyKind(): 'f64' | 'utf8' | undefined {
+    return this.kind
+  }
+
+  /** The open windows as state rows (`key, start, count` and `sum, min, max` with values), leaving them open. */
+  snapshot(): Array<[string, RCol]> {
+    const keys: KeyValue[] = []
+    const start: number[] = []
+    const stats: number[][] = this.withValues ? [[], [], [], []] : [[]]
+    for (const s of [...this.open.keys()].sort((a, b) => a - b)) {
+      const cols = (this.open.get(s) as KeyedAgg).snapshot()
+      const keyCol = (cols[0] as [string, RCol])[1]
+      const n = colLen(keyCol)
+      for (let i = 0; i < n; i++) {
+        keys.push(keyAt(keyCol, i))
+        start.push(s)
+      }
+      cols.slice(1).forEach(([, c], j) => (stats[j] as number[]).push(...(c as { values: Float64Array }).values))
+    }
+    const kind = this.kind ?? 'utf8'
+    const out: Array<[string, RCol]> = [
+      ['key', kind === 'utf8' ? { kind: 'utf8', strings: keys as string[] } : f64Col(keys as number[])],
+      ['start', f64Col(start)],
+    ]
+    const names = this.withValues ? ['count', 'sum', 'min', 'max'] : ['count']
+    names.forEach((name, j) => out.push([name, f64Col(stats[j] as number[])]))
+    return out
+  }
+
+  /** Adds checked state rows to the open windows; a bad row fails the call with the state unchanged. */
+  restore(rows: Rows): void {
+    checkKeyKind(this.kind, 'key', rows.keys)
+    const starts = rows.start
+    if (starts === undefined) throw new NativeBatchError('start', undefined, 'missing column')
+    starts.forEach((s, i) => {
+      if (Math.round(s / this.slide) * this.slide + 0 !== s) throw new NativeBatchError('start', i, `${s} is not the start of a window of slide ${this.slide}`)
+    })
+    this.kind = rows.keys.kind
+    starts.forEach((s, row) => {
+      let agg = this.open.get(s)
+      if (agg === undefined) {
+        agg = new KeyedAgg(rows.keys.kind, this.withValues)
+        this.open.set(s, agg)
+      }
+      agg.merge(rows, row)
+    })
   }
 
   private emit(closes: (start: number) => boolean): Array<[string, RCol]> {
