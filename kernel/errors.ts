@@ -252,8 +252,9 @@ export class StateRestoreError extends LaminaError {
   constructor(
     readonly operator: string,
     details: string,
+    options?: { cause?: unknown },
   ) {
-    super(`${operator}: cannot restore state: ${details}`)
+    super(`${operator}: cannot restore state: ${details}`, options)
   }
 }
 

@@ -52,6 +52,20 @@ export interface AtomDefinition<I extends PortCodecs, O extends PortCodecs, S> {
    * `ctx.state.of(key)`, `setOf`, `deleteOf` and `entries()`.
    */
   readonly watermark?: (time: number, ctx: AtomContext<O, S>) => unknown
+  /**
+   * For state kept outside `ctx.state` (the native core keeps its windows and aggregates in Rust):
+   * called, synchronously, just before the instance's state is snapshotted (a checkpoint, a
+   * savepoint before a rescale), to write that state into `ctx.state` so that the snapshot holds
+   * it. No key is in scope: use `setOf`, `deleteOf` and `entries()`. Keyed state written here
+   * moves by key group like any other.
+   */
+  readonly saveState?: (ctx: AtomContext<O, S>) => void
+  /**
+   * The other half of `saveState`: called, synchronously, after the instance's state was restored
+   * from a snapshot (a recovery, a rescale: then only the keys of the groups this instance owns),
+   * to read `ctx.state` back into wherever the operator keeps it.
+   */
+  readonly loadState?: (ctx: AtomContext<O, S>) => void
   /** Lets the kernel chain this operator with the next (see Fusible). */
   readonly fusible?: Fusible
   /**
@@ -100,6 +114,8 @@ export function atom<I extends PortCodecs = Record<never, never>, O extends Port
     run: definition.run,
     end: definition.end,
     watermark: definition.watermark,
+    saveState: definition.saveState,
+    loadState: definition.loadState,
     key: definition.key,
     state: definition.state,
     fusible: definition.fusible,

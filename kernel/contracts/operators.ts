@@ -183,6 +183,10 @@ export interface AtomBody {
   readonly end?: (ctx: AtomContext<PortCodecs, unknown>) => unknown
   /** Called when the instance's watermark rises (event time; see kernel/time.ts), before it moves on downstream. */
   readonly watermark?: (time: number, ctx: AtomContext<PortCodecs, unknown>) => unknown
+  /** Called before the instance's state is snapshotted: writes state kept outside `ctx.state` into it. */
+  readonly saveState?: (ctx: AtomContext<PortCodecs, unknown>) => void
+  /** Called after the instance's state was restored from a snapshot: reads `ctx.state` back. */
+  readonly loadState?: (ctx: AtomContext<PortCodecs, unknown>) => void
   readonly key?: (value: unknown, port: string) => Key
   readonly state?: StateSpec<unknown>
   readonly fusible?: Fusible

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { kernel, link, program, sink, source, t } from 'lamina'
+import { kernel, link, program, sink, source, t, type Layer, type StateSnapshot } from 'lamina'
 import { native, recordLayout, stringLayout, utf8ChunkLayout, Utf8Bytes } from './native.js'
 
 const Count = t.type({ word: t.string, count: t.number })
@@ -8,6 +8,60 @@ const words = stringLayout()
 const counts = recordLayout<Count>({ word: { column: 'key', type: 'string' }, count: { column: 'count', type: 'number' } })
 
 describe('native operators', () => {
+  it('keep their native state in snapshots (saveState) and take it back on restore (loadState)', async () => {
+    // Keyed by the word, as the count step keys its state, so each key's rows move with its group.
+    const counter = () => native({ name: 'count', input: t.string, output: Count, steps: [{ op: 'count' }], inputLayout: words, outputLayout: counts, key: (w: string) => w })
+    const run = async (input: string[], restoreFrom?: StateSnapshot) => {
+      let taken: StateSnapshot | undefined
+      let restoreError: unknown
+      // A layer snapshots the instance before it ends and restores a given snapshot when it is
+      // made, through the public instance hooks, as fault tolerance does.
+      const snapshots: Layer = {
+        name: 'snapshots',
+        instance: (spec, next) => {
+          const inner = next(spec)
+          if (spec.operator.name !== 'count') return inner
+          if (restoreFrom !== undefined)
+            try {
+              inner.restore(restoreFrom)
+            } catch (error) {
+              restoreError = error
+            }
+          return {
+            info: inner.info,
+            start: () => inner.start(),
+            process: (port, batch) => inner.process(port, batch),
+            run: () => inner.run(),
+            snapshot: () => inner.snapshot(),
+            restore: (snapshot) => inner.restore(snapshot),
+            marker: (marker) => inner.marker?.(marker),
+            dispose: () => inner.dispose?.(),
+            end: () => ((taken = inner.snapshot()), inner.end()),
+          }
+        },
+      }
+      const out: Count[] = []
+      const c = counter()
+      const from = source('words', t.string, input)
+      const into = sink('out', Count, out)
+      await kernel.with(snapshots).run(program('p', { operators: [from, c, into], links: [link(from.outputs.out, c.inputs.in), link(c.outputs.out, into.inputs.in)] })).done
+      return { counts: Object.fromEntries(out.map((x) => [x.word, x.count])), taken, restoreError }
+    }
+    const first = await run(['a', 'b', 'a'])
+    expect(first.counts).toEqual({ a: 2, b: 1 })
+    expect(first.taken?.entries).toEqual([
+      ['a', [[2]]],
+      ['b', [[1]]],
+    ])
+    const second = await run(['a', 'c'], first.taken)
+    expect(second.restoreError).toBeUndefined()
+    expect(second.counts).toEqual({ a: 3, b: 1, c: 1 })
+    // Rows that do not fit the chain (a count row is one number) fail the restore with a typed error.
+    const bad = await run(['a'], { operator: 'count', entries: [['a', [[1, 2]]]] })
+    expect(bad.restoreError).toMatchObject({ code: 'ERR_STATE_RESTORE' })
+    expect(String((bad.restoreError as Error).message)).toContain('each state row must be [count]')
+  })
+
   const lines = ['The cat sat on the mat', 'the CAT', 'Été été 東京']
 
   it('run a native chain per batch and emit what it produces at the end', async () => {

@@ -4,7 +4,7 @@
 import * as t from 'io-ts'
 import type { Batch as Columns, StepSpec, Utf8Column } from '../../native/ts/native.js'
 import { NativeChain, utf8Column, utf8Strings } from '../../native/ts/native.js'
-import type { Annotations, AnyCodec, AtomContext, Fusible, Key, Operator } from '../contracts.js'
+import type { Annotations, AnyCodec, AtomContext, Fusible, Key, Operator, StateAccess } from '../contracts.js'
 import { atom } from '../operator.js'
 
 export type { StepSpec } from '../../native/ts/native.js'
@@ -113,10 +113,19 @@ export interface NativeDefinition<I extends AnyCodec, O extends AnyCodec> {
   readonly steps: readonly StepSpec[]
   readonly inputLayout: NativeLayout<t.TypeOf<I>>
   readonly outputLayout: NativeLayout<t.TypeOf<O>>
-  /** Makes the operator keyed: links into it hash-partition by this key. */
+  /**
+   * Makes the operator keyed: links into it hash-partition by this key. With a `count`,
+   * `aggregate` or `window` step, return the value of that step's key column (as in
+   * `(order) => order.customer` for `key: 'customer'`): checkpoints keep the chain's state per
+   * value of that column, and a rescale moves each value's state to the instance its records now
+   * go to. Without a key the state is one unkeyed slot, which a rescale cannot split.
+   */
   readonly key?: (value: t.TypeOf<I>) => Key
   readonly annotations?: Annotations
 }
+
+/** Steps that keep keyed state between batches, which checkpoints take (see saveChainState). */
+const STATEFUL = new Set(['count', 'aggregate', 'window'])
 
 /** Steps after which a chain produces only at `finish` (or in n parts): nothing can follow them. */
 const TERMINAL = new Set(['count', 'aggregate', 'window', 'partition'])
@@ -163,23 +172,28 @@ export function native<I extends AnyCodec, O extends AnyCodec>(definition: Nativ
   // Each instance's chain, and the chain's late count after the last push (read once a push: a
   // getter on the chain is a call into native code).
   const chains = new WeakMap<object, { chain: NativeChain; late: number }>()
-  const instanceOf = (ctx: AtomContext<{ out: O }, undefined>): { chain: NativeChain; late: number } => {
+  const instanceOf = (ctx: AtomContext<{ out: O }, unknown>): { chain: NativeChain; late: number } => {
     let instance = chains.get(ctx)
     if (instance === undefined) chains.set(ctx, (instance = { chain: new NativeChain(definition.steps), late: 0 }))
     return instance
   }
-  const chainOf = (ctx: AtomContext<{ out: O }, undefined>): NativeChain => instanceOf(ctx).chain
-  const emit = (ctx: AtomContext<{ out: O }, undefined>, batches: readonly Columns[]): void => {
+  const chainOf = (ctx: AtomContext<{ out: O }, unknown>): NativeChain => instanceOf(ctx).chain
+  const emit = (ctx: AtomContext<{ out: O }, unknown>, batches: readonly Columns[]): void => {
     for (const batch of batches) ctx.emitAll('out', definition.outputLayout.fromColumns(batch))
   }
   // A chain with a window step fires at the watermark; rows it finds late are counted, and each
   // batch's count is recorded as a dead letter (the chain keeps no late row itself).
   const windowed = definition.steps.some((step) => step.op === 'window')
-  const op = atom<{ in: I }, { out: O }, undefined>({
+  const stateful = definition.steps.some((step) => STATEFUL.has(step.op))
+  const keyed = definition.key !== undefined
+  // The sink's state rows carry sum, min and max when it aggregates values.
+  const sinkStep = definition.steps.find((step) => STATEFUL.has(step.op))
+  const shape = { windowed, withValues: sinkStep?.op === 'aggregate' || (sinkStep?.op === 'window' && sinkStep['value'] !== undefined) }
+  const op = atom<{ in: I }, { out: O }, unknown>({
     name: definition.name,
     inputs: { in: definition.input },
     outputs: { out: definition.output },
-    ...(definition.key === undefined ? {} : { key: (value: t.TypeOf<I>) => definition.key!(value) }),
+    ...(keyed ? { key: (value: t.TypeOf<I>) => definition.key!(value) } : {}),
     onBatch: {
       in: (values, ctx) => {
         if (values.length === 0) return
@@ -192,11 +206,94 @@ export function native<I extends AnyCodec, O extends AnyCodec>(definition: Nativ
         instance.late = late
       },
     },
-    ...(windowed ? { watermark: (time: number, ctx: AtomContext<{ out: O }, undefined>) => emit(ctx, chainOf(ctx).advance(time)) } : {}),
+    ...(windowed ? { watermark: (time: number, ctx: AtomContext<{ out: O }, unknown>) => emit(ctx, chainOf(ctx).advance(time)) } : {}),
     end: (ctx) => emit(ctx, chainOf(ctx).finish()),
+    // The chain's keyed state lives in the native core: checkpoints take it as rows per key
+    // (keyed state, so a rescale moves it by key group) and a restore hands the rows back.
+    ...(stateful
+      ? {
+          state: { codec: (keyed ? KeyRows : SlotRows) as unknown as t.Type<unknown, unknown, unknown>, init: () => [] },
+          saveState: (ctx: AtomContext<{ out: O }, unknown>) => saveChainState(chains.get(ctx)?.chain, ctx.state, keyed),
+          loadState: (ctx: AtomContext<{ out: O }, unknown>) => {
+            const chain = new NativeChain(definition.steps)
+            loadChainState(chain, ctx.state, keyed, shape)
+            chains.set(ctx, { chain, late: 0 })
+          },
+        }
+      : {}),
     fusible,
     ...(definition.annotations === undefined ? {} : { annotations: definition.annotations }),
   })
   definitions.set(op.body, definition as unknown as NativeDefinition<AnyCodec, AnyCodec>)
   return op
+}
+
+// --- State of a chain in checkpoints ---------------------------------------------------------
+// A chain's snapshot (see Chain.snapshot in native/ts/types.ts) is one batch of rows: `key`, then
+// `start` for windows, `count`, and `sum`, `min`, `max` with values. As operator state each key
+// keeps its rows as arrays of numbers (`[start?, count, sum?, min?, max?]`); an unkeyed operator
+// keeps `[key, row]` pairs in its one slot. Snapshots are JSON, so non-finite numbers (a min of
+// Infinity, a NaN sum) are kept as the strings "Infinity", "-Infinity" and "NaN".
+
+/** A number that survives JSON: non-finite values are encoded as strings. */
+const Float = new t.Type<number, number | string, unknown>(
+  'Float',
+  (u): u is number => typeof u === 'number',
+  (u, c) => {
+    if (typeof u === 'number') return t.success(u)
+    if (u === 'Infinity' || u === '-Infinity' || u === 'NaN') return t.success(Number(u))
+    return t.failure(u, c, 'expected a number, or "Infinity", "-Infinity" or "NaN"')
+  },
+  (n) => (Number.isFinite(n) ? n : String(n)),
+)
+const Row = t.array(Float)
+/** Keyed state of a native chain: the rows of one key. */
+const KeyRows = t.array(Row)
+type KeyRows = t.TypeOf<typeof KeyRows>
+/** Unkeyed state of a native chain: every row with its key. */
+const SlotRows = t.array(t.tuple([t.union([t.string, t.number]), Row]))
+type SlotRows = t.TypeOf<typeof SlotRows>
+
+/** Writes the chain's state rows into `state` (replacing what an earlier checkpoint wrote). */
+function saveChainState(chain: NativeChain | undefined, state: StateAccess<unknown>, keyed: boolean): void {
+  const [batch] = chain === undefined || chain.finished ? [] : chain.snapshot()
+  const byKey = new Map<Key, number[][]>()
+  if (batch !== undefined) {
+    const { key, ...rest } = batch
+    const keys: readonly Key[] = key instanceof Float64Array ? Array.from(key) : utf8Strings(key as Utf8Column)
+    const columns = Object.values(rest) as Float64Array[]
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!
+      let rows = byKey.get(k)
+      if (rows === undefined) byKey.set(k, (rows = []))
+      rows.push(columns.map((c) => c[i]!))
+    }
+  }
+  if (!keyed) {
+    state.set([...byKey].flatMap(([k, rows]) => rows.map((row) => [k, row] as const)))
+    return
+  }
+  for (const [k] of [...state.entries()]) if (!byKey.has(k)) state.deleteOf(k)
+  for (const [k, rows] of byKey) state.setOf(k, rows)
+}
+
+/** Restores the rows in `state` into a fresh chain, then empties `state` (the chain holds them). */
+function loadChainState(chain: NativeChain, state: StateAccess<unknown>, keyed: boolean, shape: { windowed: boolean; withValues: boolean }): void {
+  const pairs: (readonly [Key, readonly number[]])[] = keyed
+    ? [...(state.entries() as IterableIterator<[Key, KeyRows]>)].flatMap(([k, rows]) => rows.map((row) => [k, row] as const))
+    : (state.get() as SlotRows)
+  if (pairs.length === 0) return
+  const names = [...(shape.windowed ? ['start'] : []), 'count', ...(shape.withValues ? ['sum', 'min', 'max'] : [])]
+  if (pairs.some(([, row]) => row.length !== names.length)) throw new TypeError(`each state row must be [${names.join(', ')}]`)
+  const strings = pairs.every(([k]) => typeof k === 'string')
+  if (!strings && !pairs.every(([k]) => typeof k === 'number')) throw new TypeError('state keys mix strings and numbers')
+  const batch: Record<string, Columns[string]> = {
+    key: strings ? utf8Column(pairs.map(([k]) => k as string)) : Float64Array.from(pairs, ([k]) => k as number),
+  }
+  names.forEach((name, j) => {
+    batch[name] = Float64Array.from(pairs, ([, row]) => row[j]!)
+  })
+  chain.restore(batch)
+  if (keyed) for (const [k] of [...state.entries()]) state.deleteOf(k)
+  else state.set([])
 }

@@ -22,7 +22,18 @@ import type {
   TimerHandle,
 } from '../contracts.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
-import { type CrashPhase, DecodeError, HandlerError, InstanceCrashedError, InvalidOptionError, JobAbortedError, LaminaError, RejectedError, UnknownOutputError } from '../errors.js'
+import {
+  type CrashPhase,
+  DecodeError,
+  HandlerError,
+  InstanceCrashedError,
+  InvalidOptionError,
+  JobAbortedError,
+  LaminaError,
+  RejectedError,
+  StateRestoreError,
+  UnknownOutputError,
+} from '../errors.js'
 import { WATERMARK } from '../time.js'
 import { replyError, replyOk, type AtomServices } from './services.js'
 import { StateStore } from './state.js'
@@ -232,11 +243,25 @@ export class AtomInstance implements Instance {
   }
 
   snapshot(): StateSnapshot {
+    // State kept outside ctx.state (the native core's) is written into it first; no key in scope.
+    const save = this.body.saveState
+    if (save !== undefined) {
+      this.ctx.key = this.state.current = undefined
+      save(this.ctx)
+    }
     return this.state.snapshot()
   }
 
   restore(snapshot: StateSnapshot): void {
     this.state.restore(snapshot)
+    const load = this.body.loadState
+    if (load === undefined) return
+    this.ctx.key = this.state.current = undefined
+    try {
+      load(this.ctx)
+    } catch (error) {
+      throw new StateRestoreError(this.services.info.operator, `loadState failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+    }
   }
 
   dispose(): void {

@@ -1,7 +1,8 @@
 // Event-time windows are keyed state: on a 3-peer cluster a windowed job gives exactly the windows
 // of a plain computation when a peer holding window instances is killed (the windows restore from
 // the last checkpoint) and when the window operator is rescaled while it runs (its windows move by
-// key group).
+// key group). Both for the kernel's window operator and for the native core's window step, whose
+// windows live in Rust and reach checkpoints through the operator's saveState/loadState.
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,7 +16,7 @@ const fixture = join(import.meta.dirname, 'fixtures', 'windowed-program.ts')
 const RECORDS = 200_000
 const expected = reference(RECORDS)
 
-describe('windows under checkpoints on a 3-peer cluster', () => {
+describe.each(['ts', 'native'])('%s windows under checkpoints on a 3-peer cluster', (engine) => {
   let dir: string
   let cluster: Cluster
 
@@ -30,7 +31,7 @@ describe('windows under checkpoints on a 3-peer cluster', () => {
 
   function submit(micros: number): Promise<SubmittedJob> {
     results.length = 0
-    return cluster.submit(fixture, { args: [String(RECORDS), '200', '2', String(micros)] })
+    return cluster.submit(fixture, { args: [String(RECORDS), '200', '2', String(micros), engine] })
   }
 
   it('fault-free: the windows equal a plain computation', async () => {

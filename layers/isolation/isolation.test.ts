@@ -23,7 +23,7 @@ import {
 } from 'lamina'
 import { supervision } from '../fault-tolerance/index.js'
 import { isolate, isolation, type IsolatedMode, type JsonValue } from './index.js'
-import { HERE, batchSum, counter, counting, doubler, scale, summer, syscalls, whereAmI } from './fixtures/operators.js'
+import { HERE, batchSum, counter, counting, doubler, nativeCounter, scale, summer, syscalls, whereAmI } from './fixtures/operators.js'
 
 const range = (n: number, from = 0): number[] => Array.from({ length: n }, (_, i) => from + i)
 
@@ -111,6 +111,53 @@ describe.each(['worker', 'process'] as const)('an operator isolated in a %s', (m
     expected.set('mango', 7)
     expect(new Map(out.map((c) => [c.word, c.count]))).toEqual(expected)
     expect(sorted(layer.finals.get('counter')!.entries)).toEqual(sorted([...expected]))
+  })
+
+  it('a native operator: a restore before start reaches Rust, and its state in Rust reaches the host copy', async () => {
+    const input = words(20_000)
+    const out: { word: string; count: number }[] = []
+    const totals: number[] = []
+    const layer = probe({
+      restore: {
+        counter: {
+          operator: 'counter',
+          entries: [
+            ['apple', [[1000]]],
+            ['mango', [[7]]],
+          ],
+        },
+      },
+      // What a checkpoint would take at each marker: the host's copy of the state, rows per key.
+      markers: (info, _marker, snapshot) => {
+        if (info.operator === 'counter') totals.push(snapshot.entries.reduce((sum, [, rows]) => sum + (rows as number[][])[0]![0]!, 0))
+      },
+    })
+    const src = source(
+      'src',
+      t.string,
+      (async function* () {
+        for (let i = 0; i < input.length; i++) {
+          if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve))
+          yield input[i]!
+        }
+      })(),
+    )
+    const op = iso(nativeCounter(), 'nativeCounter')
+    const into = sink('out', t.unknown, out)
+    const p = program('p', { operators: [src, op, into], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in)] })
+    const job = kernel.with(layer, isolation()).run(p, { batchSize: 100 })
+    let id = 0
+    const injector = setInterval(() => job.inject({ kind: 'probe', id: ++id }), 3)
+    await job.done.finally(() => clearInterval(injector))
+    const expected = wordCounts(input)
+    expected.set('apple', (expected.get('apple') ?? 0) + 1000)
+    expected.set('mango', 7)
+    expect(new Map(out.map((c) => [c.word, c.count]))).toEqual(expected)
+    // Mid-stream copies hold the restored rows plus what Rust counted so far, never less.
+    const mid = totals.filter((n) => n > 1007 && n < 1007 + input.length)
+    expect(mid.length).toBeGreaterThan(0)
+    expect(totals.every((n) => n >= 1007 && n <= 1007 + input.length)).toBe(true)
+    expect(totals).toEqual([...totals].sort((x, y) => x - y))
   })
 
   it('refuses a snapshot that does not fit the state codec, at once, with StateRestoreError', async () => {

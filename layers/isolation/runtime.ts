@@ -192,6 +192,12 @@ export class IsolateRuntime implements AtomServices {
   private readonly abort = new AbortController()
   private readonly rejected: { value: unknown; reason: string }[] = []
   private readonly instance: Instance
+  /**
+   * The operator keeps state outside ctx.state (the native core's) and writes it there in
+   * `saveState`: the host snapshots its mirror of the state without asking this side, so every
+   * sync runs `saveState` first (a cost per batch of the state's size, paid only by such operators).
+   */
+  private readonly savesState: boolean
   private readonly state: StateStore<unknown>
   private readonly outputs: Emissions
   private readonly recordPorts: ReadonlySet<string>
@@ -237,6 +243,7 @@ export class IsolateRuntime implements AtomServices {
     // The host decides whether a failure crashes the instance: the annotated operator's onError, not the module's.
     const spec = { info, operator: operator.annotate({ onError: crashes ? 'crash' : 'dead-letter' }), outputs, observer: { batch: () => this.hook } }
     this.instance = atomInstance(spec, this, { state: this.state })
+    this.savesState = body.saveState !== undefined
   }
 
   get stopSignal(): AbortSignal {
@@ -395,6 +402,7 @@ export class IsolateRuntime implements AtomServices {
   /** Everything the operator did since the last sync: emissions (encoded), the trail, touched state, rejected values. */
   private sync(): Sync {
     const { out, trail } = this.outputs.take(this.rejected)
+    if (this.savesState) this.instance.snapshot()
     const delta = this.state.takeChanges()
     const rejected = this.rejected.length === 0 ? undefined : this.rejected.splice(0)
     const record = this.record
