@@ -32,6 +32,22 @@ fn floor(x: f64) -> f64 {
     }
 }
 
+/// `x` as an integer in the order of the doubles (-0 just below +0): consecutive integers are
+/// consecutive doubles, so a binary search over them visits every double in a range.
+fn ordered(x: f64) -> i64 {
+    let i = x.to_bits() as i64;
+    if i < 0 {
+        i ^ i64::MAX
+    } else {
+        i
+    }
+}
+
+/// The inverse of [`ordered`].
+fn unordered(i: i64) -> f64 {
+    f64::from_bits((if i < 0 { i ^ i64::MAX } else { i }) as u64)
+}
+
 /// How many open windows, from the newest back, a row's time is checked against before the
 /// window is computed. Rows arrive nearly in time order, so a late row's window is almost always
 /// one of the last few.
@@ -39,10 +55,11 @@ const SCAN: usize = 4;
 
 struct Win {
     start: f64,
-    /// Windows with `size <= slide` only: every time in `[lo, hi]` has been seen to fall into
-    /// this window (and no other), so a row in that range needs no division. This is exact, not an
-    /// approximation: `floor(t / slide)` is monotone in `t` (division rounds monotonically), so
-    /// every time between two times of one window maps to it too. Empty (`lo > hi`) at first.
+    /// Windows with `size <= slide` only: every time in `[lo, hi]` falls into this window and no
+    /// other, so a row in that range needs no division. Computed when the window opens (see
+    /// [`Windows::exact_range`]) and widened by times seen to fall into it alone. This is exact, not
+    /// an approximation: `floor(t / slide)` is monotone in `t` (division rounds monotonically), so
+    /// every time between two times of one window maps to it too.
     lo: f64,
     hi: f64,
     agg: KeyedAgg,
@@ -258,36 +275,75 @@ impl Windows {
         let at = match self.open.back() {
             Some(last) if last.start == start => self.open.len() - 1,
             Some(last) if last.start < start => {
-                self.open.push_back(Win {
-                    start,
-                    lo: f64::INFINITY,
-                    hi: f64::NEG_INFINITY,
-                    agg: KeyedAgg::new(kind, self.with_values),
-                });
+                let w = self.new_window(start, kind);
+                self.open.push_back(w);
                 self.open.len() - 1
             }
             None => {
-                self.open.push_back(Win {
-                    start,
-                    lo: f64::INFINITY,
-                    hi: f64::NEG_INFINITY,
-                    agg: KeyedAgg::new(kind, self.with_values),
-                });
+                let w = self.new_window(start, kind);
+                self.open.push_back(w);
                 0
             }
             Some(_) => match self.open.binary_search_by(|w| w.start.total_cmp(&start)) {
                 Ok(at) => at,
                 Err(at) => {
-                    self.open.insert(
-                        at,
-                        Win { start, lo: f64::INFINITY, hi: f64::NEG_INFINITY, agg: KeyedAgg::new(kind, self.with_values) },
-                    );
+                    let w = self.new_window(start, kind);
+                    self.open.insert(at, w);
                     at
                 }
             },
         };
         self.hint = at;
         at
+    }
+
+    /// An empty window starting at `start`, with its exact range when `size <= slide`.
+    fn new_window(&self, start: f64, kind: ColKind) -> Win {
+        let (lo, hi) = if self.max_per_event == 1 { self.exact_range(start) } else { (f64::INFINITY, f64::NEG_INFINITY) };
+        Win { start, lo, hi, agg: KeyedAgg::new(kind, self.with_values) }
+    }
+
+    /// With `size <= slide`: the times `[lo, hi]` that the row loop of `push_rows` puts into the
+    /// window starting at `start` and into no other, found by applying its own tests at the
+    /// boundaries. Each test is a threshold in `t` (`floor(t / slide)` is monotone, the others are
+    /// comparisons), so the set is an interval: from the first time whose window number is `k`,
+    /// that is at or after `start` and after the previous window's end, up to the last time before
+    /// the next window number and before `start + size`. In-order input then adds row after row
+    /// to one window without a division. Empty (`lo > hi`) when a boundary cannot be found.
+    fn exact_range(&self, start: f64) -> (f64, f64) {
+        let k = (start / self.slide).round();
+        let (first, next) = (self.first_time_of(k), self.first_time_of(k + 1.0));
+        let previous_end = (k - 1.0) * self.slide + 0.0 + self.size;
+        let lo = first.max(start).max(previous_end);
+        let end = next.min(start + self.size);
+        if first.is_nan() || next.is_nan() || lo >= end || lo.is_nan() {
+            return (f64::INFINITY, f64::NEG_INFINITY);
+        }
+        (lo, end.next_down())
+    }
+
+    /// The smallest time `t` with `floor(t / slide) >= k`: a binary search, over the representable
+    /// times in their order, of a small interval around `k * slide` (rounding puts the boundary
+    /// within a few units in the last place of it, or among the subnormals near 0, where `t / slide`
+    /// underflows). NaN if the boundary is not in that interval.
+    fn first_time_of(&self, k: f64) -> f64 {
+        let at = |t: f64| floor(t / self.slide) >= k;
+        let guess = k * self.slide;
+        let spread = guess.abs() * f64::EPSILON * 64.0 + 1e-300;
+        let (lo, hi) = (guess - spread, guess + spread);
+        if at(lo) || !at(hi) {
+            return f64::NAN;
+        }
+        let (mut below, mut above) = (ordered(lo), ordered(hi));
+        while above - below > 1 {
+            let mid = below + (above - below) / 2;
+            if at(unordered(mid)) {
+                above = mid;
+            } else {
+                below = mid;
+            }
+        }
+        unordered(above)
     }
 
     /// Moves the watermark to `w` (if later) and returns the windows that closed, or `None` when
@@ -409,4 +465,58 @@ fn concat_columns(
         out.push((name.to_string(), col));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The windows the row loop's formula puts `t` into (the starts), as `push_rows` computes them.
+    fn formula(w: &Windows, t: f64) -> Vec<f64> {
+        let kmax = floor(t / w.slide);
+        let mut starts = Vec::new();
+        for i in 0..=w.max_per_event {
+            let start = (kmax - i as f64) * w.slide + 0.0;
+            if start + w.size <= t {
+                break;
+            }
+            if start > t {
+                continue;
+            }
+            starts.push(start);
+        }
+        starts
+    }
+
+    #[test]
+    fn a_window_range_holds_exactly_the_times_the_formula_gives_it_alone() {
+        for (size, slide) in [(1000.0, 1000.0), (0.7, 0.7), (0.1, 0.3), (2.5, 2.5), (0.3, 0.3), (1e-3, 7e-3), (3.0, 3.0)] {
+            let w = Windows::new(size, slide, false).unwrap();
+            for k in [-1e6, -3.0, -1.0, 0.0, 1.0, 2.0, 7.0, 123_456.0, 9e9] {
+                let start = k * slide + 0.0;
+                let (lo, hi) = w.exact_range(start);
+                assert!(lo <= hi, "size {size} slide {slide} k {k}: empty range");
+                // Every time at and near both ends: inside, the formula gives this window alone.
+                let mut probes = vec![lo, hi, (lo + hi) / 2.0];
+                let (mut a, mut b) = (lo, hi);
+                for _ in 0..4 {
+                    a = a.next_down();
+                    b = b.next_up();
+                    probes.extend([a, b]);
+                }
+                for t in probes {
+                    let inside = lo <= t && t <= hi;
+                    let alone = formula(&w, t) == vec![start];
+                    assert!(
+                        !inside || alone,
+                        "size {size} slide {slide} k {k} t {t}: in [{lo}, {hi}] but formula gives {:?}",
+                        formula(&w, t)
+                    );
+                }
+                // Nearly the whole window (the fast path's reach): rounding takes off a few units
+                // in the last place at most.
+                assert!(hi - lo >= 0.999 * size, "size {size} slide {slide} k {k}: [{lo}, {hi}] is narrow");
+            }
+        }
+    }
 }
