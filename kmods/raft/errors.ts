@@ -1,0 +1,41 @@
+// The consensus core's error classes, each with a stable `code`.
+
+import { LaminaError } from '../../kernel/index.js'
+
+/** Thrown when a node is created with an option out of range; names the node and the option. */
+export class RaftArgumentError extends LaminaError {
+  readonly code = 'ERR_RAFT_ARGUMENT'
+  override readonly name = 'RaftArgumentError'
+  constructor(
+    readonly node: string,
+    readonly option: string,
+    reason: string,
+  ) {
+    super(`raft node ${JSON.stringify(node)}: ${option} ${reason}`)
+  }
+}
+
+/** Thrown by `propose` on a node that is not the leader; `leader` is the one it knows of, if any. Retryable there. */
+export class RaftNotLeaderError extends LaminaError {
+  readonly code = 'ERR_RAFT_NOT_LEADER'
+  override readonly name = 'RaftNotLeaderError'
+  readonly retryable = true
+  constructor(
+    readonly node: string,
+    readonly leader: string | undefined,
+  ) {
+    super(`raft node ${JSON.stringify(node)} is not the leader${leader === undefined ? ' and knows of none yet' : `: ask ${JSON.stringify(leader)}`}`)
+  }
+}
+
+/** A broken safety invariant (a leader overwriting a committed entry): a bug or a corrupted store, never normal operation. */
+export class RaftInvariantError extends LaminaError {
+  readonly code = 'ERR_RAFT_INVARIANT'
+  override readonly name = 'RaftInvariantError'
+  constructor(
+    readonly node: string,
+    details: string,
+  ) {
+    super(`raft node ${JSON.stringify(node)}: safety invariant broken: ${details}`)
+  }
+}

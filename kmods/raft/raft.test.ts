@@ -1,0 +1,303 @@
+// The Raft core under a simulated network (seeded: message order, loss, partitions, crashes and
+// restarts from what each node persisted), checking the safety properties of the paper's
+// Figure 3 after every round: one leader per term, and every node applies a prefix of one sequence.
+
+import { describe, expect, it } from 'vitest'
+import { RaftArgumentError, RaftNode, RaftNotLeaderError, type Entry, type HardState, type Message, type NodeId } from './index.js'
+
+function seeded(seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = s
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** What a node made durable, as its storage would hold it. */
+interface Disk {
+  hardState: HardState
+  entries: Entry[]
+}
+
+class Sim {
+  readonly nodes = new Map<NodeId, RaftNode>()
+  readonly disks = new Map<NodeId, Disk>()
+  /** What each node applied since it last started, in order. */
+  readonly applied = new Map<NodeId, Entry[]>()
+  /** Every entry any node applied, by index: a second, different one breaks State Machine Safety. */
+  private readonly committedAt = new Map<number, string>()
+  private readonly leaders = new Map<number, NodeId>()
+  private inFlight: Message[] = []
+  readonly down = new Set<NodeId>()
+  /** Nodes on different sides of a partition cannot talk; undefined: no partition. */
+  side: Map<NodeId, number> | undefined
+  drop = 0
+
+  constructor(
+    readonly ids: readonly NodeId[],
+    readonly rng: () => number,
+  ) {
+    for (const id of ids) {
+      this.disks.set(id, { hardState: { term: 0, votedFor: null, commit: 0 }, entries: [] })
+      this.start(id)
+    }
+  }
+
+  private start(id: NodeId): void {
+    const disk = this.disks.get(id)!
+    this.nodes.set(id, new RaftNode({ id, members: this.ids, random: this.rng, restore: { hardState: disk.hardState, entries: [...disk.entries] } }))
+    this.applied.set(id, [])
+  }
+
+  crash(id: NodeId): void {
+    this.down.add(id)
+  }
+
+  restart(id: NodeId): void {
+    this.down.delete(id)
+    this.start(id)
+  }
+
+  private connected(a: NodeId, b: NodeId): boolean {
+    return !this.down.has(a) && !this.down.has(b) && (this.side === undefined || this.side.get(a) === this.side.get(b))
+  }
+
+  /** One round: every live node ticks, what it must persist is persisted, then its messages go out and a shuffled batch is delivered. */
+  round(): void {
+    for (const id of this.ids) if (!this.down.has(id)) this.nodes.get(id)!.tick()
+    this.drain()
+    const batch = this.inFlight
+    this.inFlight = []
+    for (let i = batch.length - 1; i > 0; i--) {
+      const j = Math.floor(this.rng() * (i + 1))
+      ;[batch[i], batch[j]] = [batch[j]!, batch[i]!]
+    }
+    for (const m of batch) {
+      if (!this.connected(m.from, m.to) || this.rng() < this.drop) continue
+      this.nodes.get(m.to)!.step(m)
+    }
+    this.drain()
+    this.check()
+  }
+
+  private drain(): void {
+    for (const id of this.ids) {
+      if (this.down.has(id)) continue
+      const ready = this.nodes.get(id)!.ready()
+      const disk = this.disks.get(id)!
+      // Persist before sending: what a message promises is on disk first.
+      if (ready.hardState !== undefined) disk.hardState = ready.hardState
+      if (ready.persist !== undefined) disk.entries = [...disk.entries.slice(0, ready.persist.from - 1), ...ready.persist.entries]
+      this.inFlight.push(...ready.messages)
+      this.applied.get(id)!.push(...ready.committed)
+    }
+  }
+
+  private check(): void {
+    for (const id of this.ids) {
+      const node = this.nodes.get(id)!
+      if (this.down.has(id) || node.role !== 'leader') continue
+      const known = this.leaders.get(node.term)
+      if (known !== undefined && known !== id) throw new Error(`two leaders in term ${node.term}: ${known} and ${id}`)
+      this.leaders.set(node.term, id)
+    }
+    for (const [id, entries] of this.applied) {
+      entries.forEach((e, i) => {
+        if (e.index !== i + 1) throw new Error(`${id} applied index ${e.index} at position ${i + 1}`)
+        const seen = this.committedAt.get(e.index)
+        const mine = `${e.term}:${e.data}`
+        if (seen !== undefined && seen !== mine) throw new Error(`${id} applied ${mine} at ${e.index}, another node ${seen}`)
+        this.committedAt.set(e.index, mine)
+      })
+    }
+  }
+
+  leader(): RaftNode | undefined {
+    const leaders = this.ids.filter((id) => !this.down.has(id) && this.nodes.get(id)!.role === 'leader').map((id) => this.nodes.get(id)!)
+    return leaders.sort((a, b) => b.term - a.term)[0]
+  }
+
+  /** Rounds until `done` holds; fails after `limit` rounds. */
+  until(done: () => boolean, limit: number, what: string): void {
+    for (let r = 0; r < limit; r++) {
+      if (done()) return
+      this.round()
+    }
+    if (!done()) throw new Error(`not within ${limit} rounds: ${what}`)
+  }
+
+  /** The commands (no-ops left out) `id` applied. */
+  commands(id: NodeId): string[] {
+    return this.applied
+      .get(id)!
+      .map((e) => e.data)
+      .filter((d): d is string => d !== null)
+  }
+}
+
+const ids = (n: number): NodeId[] => Array.from({ length: n }, (_, i) => `n${i}`)
+
+describe('the Raft core', () => {
+  it.each([3, 5])('elects one leader among %i members and commits proposals on every member in one order', (n) => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const sim = new Sim(ids(n), seeded(seed))
+      sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+      for (let i = 0; i < 30; i++) {
+        sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+        sim.leader()!.propose(`c${i}`)
+        sim.round()
+      }
+      sim.until(() => sim.ids.every((id) => sim.commands(id).length === 30), 200, 'every command applied everywhere')
+      for (const id of sim.ids) expect(sim.commands(id)).toEqual(Array.from({ length: 30 }, (_, i) => `c${i}`))
+    }
+  })
+
+  it("a leader cut off from the majority: a new leader is elected, and on healing the old one's uncommitted entries are replaced", () => {
+    const sim = new Sim(ids(5), seeded(7))
+    sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+    const old = sim.leader()!
+    old.propose('before')
+    sim.until(() => sim.ids.every((id) => sim.commands(id).includes('before')), 100, '"before" applied everywhere')
+    // The old leader and one follower on one side, three on the other.
+    const follower = sim.ids.find((id) => id !== old.id)!
+    sim.side = new Map(sim.ids.map((id) => [id, id === old.id || id === follower ? 0 : 1]))
+    old.propose('lost-1')
+    old.propose('lost-2')
+    sim.until(() => sim.ids.some((id) => id !== old.id && id !== follower && sim.nodes.get(id)!.role === 'leader'), 300, 'a leader in the majority')
+    const fresh = sim.ids.map((id) => sim.nodes.get(id)!).find((x) => x.role === 'leader' && x.id !== old.id)!
+    expect(fresh.term).toBeGreaterThan(old.term)
+    fresh.propose('after')
+    sim.until(() => sim.commands(fresh.id).includes('after'), 100, '"after" committed in the majority')
+    // The minority cannot commit its entries.
+    expect(sim.commands(old.id)).toEqual(['before'])
+    expect(old.entries().map((e) => e.data)).toContain('lost-1')
+    sim.side = undefined
+    sim.until(() => sim.ids.every((id) => sim.commands(id).includes('after')), 300, 'the old leader repaired')
+    for (const id of sim.ids) {
+      expect(sim.commands(id)).toEqual(['before', 'after'])
+      expect(
+        sim.nodes
+          .get(id)!
+          .entries()
+          .map((e) => e.data),
+      ).not.toContain('lost-1')
+    }
+  })
+
+  it('50 seeded schedules of loss, reordering, partitions, crashes and restarts from disk: safety always, and the group recovers', () => {
+    for (let seed = 1; seed <= 50; seed++) {
+      const rng = seeded(seed * 7919)
+      const sim = new Sim(ids(5), rng)
+      sim.drop = 0.1
+      const proposed: string[] = []
+      for (let r = 0; r < 600; r++) {
+        const roll = rng()
+        if (roll < 0.01 && sim.down.size < 2) sim.crash(sim.ids[Math.floor(rng() * 5)]!)
+        else if (roll < 0.03 && sim.down.size > 0) sim.restart([...sim.down][0]!)
+        else if (roll < 0.035) sim.side = new Map(sim.ids.map((id) => [id, rng() < 0.5 ? 0 : 1]))
+        else if (roll < 0.05) sim.side = undefined
+        const leader = sim.leader()
+        if (leader !== undefined && rng() < 0.3) {
+          const command = `s${seed}-${r}`
+          leader.propose(command)
+          proposed.push(command)
+        }
+        sim.round()
+      }
+      // Heal everything: every node ends with the same applied commands, all of them proposed.
+      sim.side = undefined
+      sim.drop = 0
+      for (const id of [...sim.down]) sim.restart(id)
+      sim.until(() => sim.leader() !== undefined, 300, `seed ${seed}: a leader after healing`)
+      // A client retries a proposal its leader lost (deposed before a quorum had it).
+      sim.until(
+        () => {
+          const leader = sim.leader()
+          if (leader !== undefined && !leader.entries().some((e) => e.data === 'final')) leader.propose('final')
+          return sim.ids.every((id) => sim.commands(id).at(-1) === 'final')
+        },
+        600,
+        `seed ${seed}: "final" applied everywhere`,
+      )
+      const first = sim.commands(sim.ids[0]!)
+      for (const id of sim.ids) expect(sim.commands(id)).toEqual(first)
+      for (const c of first) expect(c === 'final' || proposed.includes(c)).toBe(true)
+    }
+  })
+
+  it("a new leader does not commit an earlier term's entry by counting replicas (the paper's Figure 8)", () => {
+    // S1 held entry 2 of term 2 and is elected in term 4; entry 2 then reaches a majority (S1, S2,
+    // S3) before any entry of term 4 does. Committing it then would be unsafe: S5, holding a term-3
+    // entry at index 2, could still be elected and overwrite it.
+    const members = ['s1', 's2', 's3', 's4', 's5']
+    const s1 = new RaftNode({
+      id: 's1',
+      members,
+      electionTicks: 2,
+      random: () => 0,
+      maxEntriesPerMessage: 1,
+      restore: {
+        hardState: { term: 3, votedFor: null, commit: 1 },
+        entries: [
+          { index: 1, term: 1, data: 'a' },
+          { index: 2, term: 2, data: 'b' },
+        ],
+      },
+    })
+    s1.tick()
+    s1.tick()
+    expect(s1.role).toBe('candidate')
+    for (const from of ['s2', 's3']) s1.step({ type: 'vote-reply', from, to: 's1', term: 4, granted: true })
+    expect(s1.role).toBe('leader')
+    s1.ready()
+    // S2 has entry 2 and takes the no-op (3); S3 lacks entry 2, gets it, and nothing more yet.
+    s1.step({ type: 'append-reply', from: 's2', to: 's1', term: 4, success: true, index: 3 })
+    s1.step({ type: 'append-reply', from: 's3', to: 's1', term: 4, success: false, index: 2 })
+    s1.step({ type: 'append-reply', from: 's3', to: 's1', term: 4, success: true, index: 2 })
+    expect(s1.commitIndex).toBe(1)
+    // Once the term-4 entry is on a majority, it and everything before it commit.
+    s1.step({ type: 'append-reply', from: 's3', to: 's1', term: 4, success: true, index: 3 })
+    expect(s1.commitIndex).toBe(3)
+    // (Entry 1, committed before the restart, was handed out again by the first ready().)
+    expect(s1.ready().committed.map((e) => e.data)).toEqual(['b', null])
+  })
+
+  it('a node restarted from disk keeps its vote: it grants no second vote in the same term', () => {
+    const node = new RaftNode({ id: 'a', members: ['a', 'b', 'c'], random: seeded(1) })
+    node.step({ type: 'vote', from: 'b', to: 'a', term: 1, lastIndex: 0, lastTerm: 0 })
+    const ready = node.ready()
+    expect(ready.messages).toEqual([{ type: 'vote-reply', from: 'a', to: 'b', term: 1, granted: true }])
+    expect(ready.hardState).toEqual({ term: 1, votedFor: 'b', commit: 0 })
+    const restarted = new RaftNode({ id: 'a', members: ['a', 'b', 'c'], restore: { hardState: ready.hardState!, entries: [] } })
+    restarted.step({ type: 'vote', from: 'c', to: 'a', term: 1, lastIndex: 0, lastTerm: 0 })
+    expect(restarted.ready().messages).toEqual([{ type: 'vote-reply', from: 'a', to: 'c', term: 1, granted: false }])
+  })
+
+  it('refuses a vote to a candidate whose log is behind (the election restriction)', () => {
+    const node = new RaftNode({
+      id: 'a',
+      members: ['a', 'b', 'c'],
+      restore: { hardState: { term: 2, votedFor: null, commit: 0 }, entries: [{ index: 1, term: 2, data: 'x' }] },
+    })
+    node.step({ type: 'vote', from: 'b', to: 'a', term: 3, lastIndex: 5, lastTerm: 1 })
+    expect(node.ready().messages).toEqual([{ type: 'vote-reply', from: 'a', to: 'b', term: 3, granted: false }])
+  })
+
+  it('says what is wrong: bad options, and a proposal to a follower names the leader it knows', () => {
+    expect(() => new RaftNode({ id: 'a', members: ['b', 'c'] })).toThrow(RaftArgumentError)
+    expect(() => new RaftNode({ id: 'a', members: ['a'], heartbeatTicks: 10 })).toThrow(/heartbeatTicks must be an integer in \[1, electionTicks\), got 10/)
+    const node = new RaftNode({ id: 'a', members: ['a', 'b', 'c'] })
+    node.step({ type: 'append', from: 'b', to: 'a', term: 1, prevIndex: 0, prevTerm: 0, entries: [], commit: 0 })
+    let error: unknown
+    try {
+      node.propose('x')
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(RaftNotLeaderError)
+    expect(error).toMatchObject({ code: 'ERR_RAFT_NOT_LEADER', leader: 'b', retryable: true })
+  })
+})

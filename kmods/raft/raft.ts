@@ -1,0 +1,389 @@
+// The consensus core of the replicated log: one Raft node as a deterministic state machine.
+//
+// It follows "In Search of an Understandable Consensus Algorithm" (Ongaro and Ousterhout, 2014),
+// section 5: leader election with randomized timeouts (5.2), log replication with the consistency
+// check on the previous entry (5.3), and the election restriction plus the rule that a leader
+// commits only entries of its own term by counting replicas (5.4). As in etcd's raft package, the
+// node does no I/O and keeps no clock: its owner calls `tick()` at a fixed interval, feeds it the
+// messages that arrive with `step()`, and drains `ready()`, which says what to persist, what to
+// send and what is committed. The owner must make `ready().persist` and `ready().hardState`
+// durable before it sends `ready().messages` (a vote or an acknowledgement promises that the state
+// behind it survives a crash).
+//
+// Not here yet: snapshots and log compaction, membership changes, ReadIndex reads, pre-vote and
+// check-quorum; the transport and the SQLite storage around the node.
+
+import { RaftArgumentError, RaftInvariantError, RaftNotLeaderError } from './errors.js'
+
+/** A member of a group, by its stable name (the peer id of its libp2p peer in a cluster). */
+export type NodeId = string
+
+/** One entry of the replicated log. Indexes start at 1; `data` is opaque to the core. */
+export interface Entry {
+  readonly index: number
+  readonly term: number
+  /** The command, or `null` for the no-op entry a new leader appends to commit earlier entries. */
+  readonly data: string | null
+}
+
+/** The messages nodes exchange; `from` and `to` are node ids, `term` the sender's term. */
+export type Message =
+  | { readonly type: 'vote'; readonly from: NodeId; readonly to: NodeId; readonly term: number; readonly lastIndex: number; readonly lastTerm: number }
+  | { readonly type: 'vote-reply'; readonly from: NodeId; readonly to: NodeId; readonly term: number; readonly granted: boolean }
+  | {
+      readonly type: 'append'
+      readonly from: NodeId
+      readonly to: NodeId
+      readonly term: number
+      readonly prevIndex: number
+      readonly prevTerm: number
+      readonly entries: readonly Entry[]
+      readonly commit: number
+    }
+  | {
+      readonly type: 'append-reply'
+      readonly from: NodeId
+      readonly to: NodeId
+      readonly term: number
+      readonly success: boolean
+      /** On success, the last index the follower now holds from the leader; on failure, where the leader should try next. */
+      readonly index: number
+    }
+
+/** What a node must keep across restarts besides its log: the term, its vote in it, the commit index. */
+export interface HardState {
+  readonly term: number
+  readonly votedFor: NodeId | null
+  readonly commit: number
+}
+
+/** Entries to make durable: delete every stored entry at `from` or later, then store `entries` (which start at `from`). */
+export interface Persist {
+  readonly from: number
+  readonly entries: readonly Entry[]
+}
+
+/** What the owner has to do since the last `ready()`, in this order: persist, then send; apply `committed` in order. */
+export interface Ready {
+  readonly hardState: HardState | undefined
+  readonly persist: Persist | undefined
+  readonly messages: readonly Message[]
+  readonly committed: readonly Entry[]
+}
+
+/** Options of a node. */
+export interface RaftOptions {
+  readonly id: NodeId
+  /** Every member of the group, this node included. */
+  readonly members: readonly NodeId[]
+  /** Ticks without hearing from a leader before a follower stands for election: a random number in [electionTicks, 2 × electionTicks). @default 10 */
+  readonly electionTicks?: number
+  /** Ticks between a leader's heartbeats. Must be less than electionTicks. @default 1 */
+  readonly heartbeatTicks?: number
+  /** Uniform in [0, 1): randomizes election timeouts (seed it in tests). @default Math.random */
+  readonly random?: () => number
+  /** Entries per append message at most. @default 256 */
+  readonly maxEntriesPerMessage?: number
+  /** State recovered from storage after a restart. */
+  readonly restore?: { readonly hardState: HardState; readonly entries: readonly Entry[] }
+}
+
+/** A node's role in its current term. */
+export type Role = 'follower' | 'candidate' | 'leader'
+
+/** One member of a Raft group: see the module comment for how its owner drives it. */
+export class RaftNode {
+  readonly id: NodeId
+  private readonly members: readonly NodeId[]
+  private readonly electionTicks: number
+  private readonly heartbeatTicks: number
+  private readonly random: () => number
+  private readonly maxEntries: number
+
+  private currentTerm = 0
+  private votedFor: NodeId | null = null
+  private commit = 0
+  private applied = 0
+  /** The log; `log[i]` holds index `i + 1`. */
+  private readonly log: Entry[] = []
+  private roleNow: Role = 'follower'
+  private leaderNow: NodeId | undefined
+
+  private elapsed = 0
+  private timeout = 0
+  private votes = new Set<NodeId>()
+  /** Leader only: the next index to send each follower, and the highest index known replicated there. */
+  private readonly next = new Map<NodeId, number>()
+  private readonly match = new Map<NodeId, number>()
+
+  private outbox: Message[] = []
+  private hardDirty = false
+  private persistFrom: number | undefined
+
+  constructor(options: RaftOptions) {
+    this.id = options.id
+    this.members = [...new Set(options.members)]
+    this.electionTicks = options.electionTicks ?? 10
+    this.heartbeatTicks = options.heartbeatTicks ?? 1
+    this.random = options.random ?? Math.random
+    this.maxEntries = options.maxEntriesPerMessage ?? 256
+    if (!this.members.includes(this.id)) throw new RaftArgumentError(this.id, 'members', `must include the node itself (${JSON.stringify(this.id)})`)
+    if (!Number.isInteger(this.electionTicks) || this.electionTicks < 2) throw new RaftArgumentError(this.id, 'electionTicks', `must be an integer >= 2, got ${this.electionTicks}`)
+    if (!Number.isInteger(this.heartbeatTicks) || this.heartbeatTicks < 1 || this.heartbeatTicks >= this.electionTicks)
+      throw new RaftArgumentError(this.id, 'heartbeatTicks', `must be an integer in [1, electionTicks), got ${this.heartbeatTicks}`)
+    const restore = options.restore
+    if (restore !== undefined) {
+      restore.entries.forEach((e, i) => {
+        if (e.index !== i + 1) throw new RaftArgumentError(this.id, `restore.entries[${i}].index`, `must be ${i + 1}, got ${e.index}`)
+      })
+      this.log.push(...restore.entries)
+      this.currentTerm = restore.hardState.term
+      this.votedFor = restore.hardState.votedFor
+      // What was committed stays committed; it is applied again (the owner's state machine restarts empty).
+      this.commit = Math.min(restore.hardState.commit, this.lastIndex())
+    }
+    this.resetTimeout()
+  }
+
+  get role(): Role {
+    return this.roleNow
+  }
+
+  get term(): number {
+    return this.currentTerm
+  }
+
+  /** The leader of the current term as far as this node knows. */
+  get leader(): NodeId | undefined {
+    return this.leaderNow
+  }
+
+  get commitIndex(): number {
+    return this.commit
+  }
+
+  /** The entries this node holds (a copy), for tests and inspection. */
+  entries(): Entry[] {
+    return [...this.log]
+  }
+
+  /** Advances the logical clock by one tick: followers may stand for election, leaders send heartbeats. */
+  tick(): void {
+    this.elapsed++
+    if (this.roleNow === 'leader') {
+      if (this.elapsed >= this.heartbeatTicks) {
+        this.elapsed = 0
+        for (const peer of this.others()) this.sendAppend(peer)
+      }
+      return
+    }
+    if (this.elapsed >= this.timeout) this.campaign()
+  }
+
+  /** Appends a command to the log (leaders only); returns its index. Committed once `ready().committed` includes it. */
+  propose(data: string): number {
+    if (this.roleNow !== 'leader') throw new RaftNotLeaderError(this.id, this.leaderNow)
+    const index = this.appendLocal(data)
+    for (const peer of this.others()) this.sendAppend(peer)
+    this.advanceCommit()
+    return index
+  }
+
+  /** Takes a message from another member of the group. Messages from a stale term are answered or ignored, never applied. */
+  step(m: Message): void {
+    if (m.to !== this.id || !this.members.includes(m.from)) return
+    if (m.term > this.currentTerm) this.becomeFollower(m.term, m.type === 'append' ? m.from : undefined)
+    switch (m.type) {
+      case 'vote':
+        return this.onVote(m)
+      case 'vote-reply':
+        return this.onVoteReply(m)
+      case 'append':
+        return this.onAppend(m)
+      case 'append-reply':
+        return this.onAppendReply(m)
+    }
+  }
+
+  /** Drains what happened since the last call. */
+  ready(): Ready {
+    const hardState = this.hardDirty ? { term: this.currentTerm, votedFor: this.votedFor, commit: this.commit } : undefined
+    const persist = this.persistFrom === undefined ? undefined : { from: this.persistFrom, entries: this.log.slice(this.persistFrom - 1) }
+    const committed = this.log.slice(this.applied, this.commit)
+    this.applied = this.commit
+    const messages = this.outbox
+    this.outbox = []
+    this.hardDirty = false
+    this.persistFrom = undefined
+    return { hardState, persist, messages, committed }
+  }
+
+  // --- Elections (section 5.2) -------------------------------------------------------------
+
+  private campaign(): void {
+    this.roleNow = 'candidate'
+    this.leaderNow = undefined
+    this.currentTerm++
+    this.votedFor = this.id
+    this.hardDirty = true
+    this.votes = new Set([this.id])
+    this.resetTimeout()
+    if (this.isQuorum(this.votes.size)) return this.becomeLeader()
+    for (const peer of this.others()) this.send({ type: 'vote', from: this.id, to: peer, term: this.currentTerm, lastIndex: this.lastIndex(), lastTerm: this.lastTerm() })
+  }
+
+  private onVote(m: Extract<Message, { type: 'vote' }>): void {
+    // The election restriction (5.4.1): vote only for a candidate whose log is at least as up to date.
+    const upToDate = m.lastTerm > this.lastTerm() || (m.lastTerm === this.lastTerm() && m.lastIndex >= this.lastIndex())
+    const granted = m.term === this.currentTerm && (this.votedFor === null || this.votedFor === m.from) && upToDate
+    if (granted) {
+      this.votedFor = m.from
+      this.hardDirty = true
+      this.elapsed = 0
+    }
+    this.send({ type: 'vote-reply', from: this.id, to: m.from, term: this.currentTerm, granted })
+  }
+
+  private onVoteReply(m: Extract<Message, { type: 'vote-reply' }>): void {
+    if (this.roleNow !== 'candidate' || m.term !== this.currentTerm || !m.granted) return
+    this.votes.add(m.from)
+    if (this.isQuorum(this.votes.size)) this.becomeLeader()
+  }
+
+  private becomeFollower(term: number, leader: NodeId | undefined): void {
+    this.roleNow = 'follower'
+    this.leaderNow = leader
+    if (term !== this.currentTerm) {
+      this.currentTerm = term
+      this.votedFor = null
+      this.hardDirty = true
+    }
+    this.elapsed = 0
+    this.resetTimeout()
+  }
+
+  private becomeLeader(): void {
+    this.roleNow = 'leader'
+    this.leaderNow = this.id
+    this.elapsed = 0
+    for (const peer of this.others()) {
+      this.next.set(peer, this.lastIndex() + 1)
+      this.match.set(peer, 0)
+    }
+    // A no-op of the new term: entries of earlier terms commit once it does (5.4.2).
+    this.appendLocal(null)
+    for (const peer of this.others()) this.sendAppend(peer)
+    this.advanceCommit()
+  }
+
+  // --- Replication (section 5.3) -----------------------------------------------------------
+
+  private sendAppend(peer: NodeId): void {
+    const next = this.next.get(peer) ?? this.lastIndex() + 1
+    const prevIndex = next - 1
+    const entries = this.log.slice(prevIndex, prevIndex + this.maxEntries)
+    this.send({ type: 'append', from: this.id, to: peer, term: this.currentTerm, prevIndex, prevTerm: this.termAt(prevIndex), entries, commit: this.commit })
+  }
+
+  private onAppend(m: Extract<Message, { type: 'append' }>): void {
+    if (m.term < this.currentTerm) {
+      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: 0 })
+      return
+    }
+    // Same term: the sender is the leader (one per term); a candidate of this term steps back.
+    if (this.roleNow !== 'follower' || this.leaderNow !== m.from) this.becomeFollower(m.term, m.from)
+    this.elapsed = 0
+    if (m.prevIndex > this.lastIndex()) {
+      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: this.lastIndex() + 1 })
+      return
+    }
+    if (m.prevIndex > 0 && this.termAt(m.prevIndex) !== m.prevTerm) {
+      // Skip back over the whole conflicting term at once instead of one entry per round trip.
+      const conflict = this.termAt(m.prevIndex)
+      let first = m.prevIndex
+      while (first > 1 && this.termAt(first - 1) === conflict && first - 1 > this.commit) first--
+      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: Math.max(1, first) })
+      return
+    }
+    for (const e of m.entries) {
+      if (e.index <= this.lastIndex()) {
+        if (this.termAt(e.index) === e.term) continue
+        // A conflicting entry and all after it go; committed entries never conflict (Log Matching).
+        if (e.index <= this.commit) throw new RaftInvariantError(this.id, `leader ${m.from} overwrites committed entry ${e.index}`)
+        this.log.length = e.index - 1
+      }
+      this.log.push(e)
+      this.persistFrom = Math.min(this.persistFrom ?? e.index, e.index)
+    }
+    const last = m.prevIndex + m.entries.length
+    const commit = Math.min(m.commit, last)
+    if (commit > this.commit) {
+      this.commit = commit
+      this.hardDirty = true
+    }
+    this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: true, index: last })
+  }
+
+  private onAppendReply(m: Extract<Message, { type: 'append-reply' }>): void {
+    if (this.roleNow !== 'leader' || m.term !== this.currentTerm) return
+    if (m.success) {
+      if (m.index > (this.match.get(m.from) ?? 0)) this.match.set(m.from, m.index)
+      this.next.set(m.from, Math.max(this.next.get(m.from) ?? 1, m.index + 1))
+      this.advanceCommit()
+      if ((this.next.get(m.from) ?? 1) <= this.lastIndex()) this.sendAppend(m.from)
+      return
+    }
+    const next = Math.max(1, Math.min(m.index, (this.next.get(m.from) ?? 1) - 1, this.lastIndex() + 1))
+    this.next.set(m.from, Math.max(next, (this.match.get(m.from) ?? 0) + 1))
+    this.sendAppend(m.from)
+  }
+
+  /** The largest index replicated on a quorum whose entry is of the current term becomes the commit index (5.4.2). */
+  private advanceCommit(): void {
+    const indexes = [this.lastIndex(), ...this.others().map((p) => this.match.get(p) ?? 0)].sort((a, b) => b - a)
+    const quorumIndex = indexes[Math.floor(this.members.length / 2)]!
+    if (quorumIndex > this.commit && this.termAt(quorumIndex) === this.currentTerm) {
+      this.commit = quorumIndex
+      this.hardDirty = true
+    }
+  }
+
+  // --- Helpers -----------------------------------------------------------------------------
+
+  private appendLocal(data: string | null): number {
+    const entry: Entry = { index: this.lastIndex() + 1, term: this.currentTerm, data }
+    this.log.push(entry)
+    this.persistFrom = Math.min(this.persistFrom ?? entry.index, entry.index)
+    return entry.index
+  }
+
+  private send(m: Message): void {
+    this.outbox.push(m)
+  }
+
+  private others(): NodeId[] {
+    return this.members.filter((p) => p !== this.id)
+  }
+
+  private isQuorum(n: number): boolean {
+    return n > this.members.length / 2
+  }
+
+  private lastIndex(): number {
+    return this.log.length
+  }
+
+  private lastTerm(): number {
+    return this.termAt(this.log.length)
+  }
+
+  private termAt(index: number): number {
+    return index === 0 ? 0 : (this.log[index - 1]?.term ?? 0)
+  }
+
+  /** Restarts the election clock with a new random timeout. */
+  private resetTimeout(): void {
+    this.elapsed = 0
+    this.timeout = this.electionTicks + Math.floor(this.random() * this.electionTicks)
+  }
+}
