@@ -39,3 +39,16 @@ export class RaftInvariantError extends LaminaError {
     super(`raft node ${JSON.stringify(node)}: safety invariant broken: ${details}`)
   }
 }
+
+/** Thrown when a group's stored state cannot be read back (a gap in the log, a record that is not JSON): names the group. */
+export class RaftStorageError extends LaminaError {
+  readonly code = 'ERR_RAFT_STORAGE'
+  override readonly name = 'RaftStorageError'
+  constructor(
+    readonly group: string,
+    details: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`raft group ${JSON.stringify(group)}: stored state unreadable: ${details}`, options)
+  }
+}
