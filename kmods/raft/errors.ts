@@ -52,3 +52,25 @@ export class RaftStorageError extends LaminaError {
     super(`raft group ${JSON.stringify(group)}: stored state unreadable: ${details}`, options)
   }
 }
+
+/** A proposal's entry was replaced by another leader's before it committed: propose it again (to the new leader). */
+export class RaftProposalLostError extends LaminaError {
+  readonly code = 'ERR_RAFT_PROPOSAL_LOST'
+  override readonly name = 'RaftProposalLostError'
+  readonly retryable = true
+  constructor(
+    readonly group: string,
+    readonly index: number,
+  ) {
+    super(`raft group ${JSON.stringify(group)}: the proposal at index ${index} was lost to a change of leader before it committed; propose it again`)
+  }
+}
+
+/** A call on a member that was stopped. */
+export class RaftStoppedError extends LaminaError {
+  readonly code = 'ERR_RAFT_STOPPED'
+  override readonly name = 'RaftStoppedError'
+  constructor(readonly group: string) {
+    super(`raft group ${JSON.stringify(group)}: this member was stopped`)
+  }
+}

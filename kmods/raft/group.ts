@@ -1,0 +1,326 @@
+// A Raft group over libp2p: drives a RaftNode with a clock, its SQLite storage and streams to the
+// other members, and applies what commits.
+//
+// Each member keeps one outbound stream per other member (protocol /lamina/raft/1.0.0), carrying
+// length-prefixed JSON frames `{ group, message }`. Raft tolerates lost messages, so a broken
+// stream drops what was queued on it and the next message dials again. Every inbound frame is
+// checked before the node sees it: its size, its shape, that its group runs here, and that its
+// `from` is the peer the stream comes from. A frame that fails is refused with a log line naming
+// the peer, and the stream goes on: one bad message costs nothing else.
+
+import '../transport/polyfill.js'
+import type { Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import * as t from 'io-ts'
+import type { Logger, PeerNode } from '../transport/index.js'
+import { RaftArgumentError, RaftNotLeaderError, RaftProposalLostError, RaftStoppedError } from './errors.js'
+import { RaftNode, type Entry, type Message, type NodeId } from './raft.js'
+import type { RaftStorage } from './storage.js'
+
+/** The libp2p protocol of Raft messages. */
+export const RAFT_PROTOCOL = '/lamina/raft/1.0.0'
+
+/** Largest frame accepted (an append of at most `maxEntriesPerMessage` entries must fit). */
+export const MAX_RAFT_FRAME_BYTES = 4 * 1024 * 1024
+
+const WireEntry = t.type({ index: t.number, term: t.number, data: t.union([t.string, t.null]) })
+const WireMessage = t.union([
+  t.type({ type: t.literal('vote'), from: t.string, to: t.string, term: t.number, lastIndex: t.number, lastTerm: t.number }),
+  t.type({ type: t.literal('vote-reply'), from: t.string, to: t.string, term: t.number, granted: t.boolean }),
+  t.type({
+    type: t.literal('append'),
+    from: t.string,
+    to: t.string,
+    term: t.number,
+    prevIndex: t.number,
+    prevTerm: t.number,
+    entries: t.array(WireEntry),
+    commit: t.number,
+  }),
+  t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }),
+])
+const WireFrame = t.type({ group: t.string, message: WireMessage })
+
+/** Options of `startRaftGroup`. */
+export interface RaftGroupOptions {
+  /** This peer's node; its peer id is this member's id. */
+  readonly node: PeerNode
+  /** The group's name: the same on every member, one storage namespace per group. */
+  readonly group: string
+  /** Every member, this one included: peer id → an address to dial it at. */
+  readonly members: Readonly<Record<NodeId, string>>
+  readonly storage: RaftStorage
+  /** Called with each committed command, in log order, once per start (a restart applies from the first entry). */
+  readonly apply: (data: string, entry: Entry) => void
+  /** Milliseconds per tick. Elections start after 10 to 19 ticks without a leader. @default 50 */
+  readonly tickMs?: number
+  /** @default the node's logger */
+  readonly logger?: Logger
+}
+
+/** A running member of a Raft group. */
+export interface RaftGroup {
+  readonly id: NodeId
+  readonly group: string
+  /** The leader as this member knows it. */
+  readonly leader: NodeId | undefined
+  readonly term: number
+  readonly isLeader: boolean
+  /**
+   * Replicates `data` and resolves with its index once it is committed (durable on a majority) and
+   * applied here. Rejects with RaftNotLeaderError (retryable, names the leader) on a follower, and
+   * with RaftProposalLostError (retryable) if leadership moved before the entry committed.
+   */
+  propose(data: string): Promise<number>
+  /** Frames refused since start (malformed, oversized, spoofed, unknown group). */
+  readonly refused: number
+  stop(): Promise<void>
+}
+
+/** Groups running on each peer node, by name: one protocol handler serves them all. */
+const registries = new WeakMap<PeerNode, Map<string, Group>>()
+
+/** Starts this peer's member of a group: recovers its state from storage and joins in. */
+export async function startRaftGroup(options: RaftGroupOptions): Promise<RaftGroup> {
+  const { node, group } = options
+  if (!(node.peerId in options.members)) throw new RaftArgumentError(node.peerId, 'members', `must include this peer (${node.peerId})`)
+  let registry = registries.get(node)
+  if (registry === undefined) {
+    registry = new Map()
+    registries.set(node, registry)
+    const groups = registry
+    await node.libp2p.handle(RAFT_PROTOCOL, (stream, connection) => void serve(stream, connection.remotePeer.toString(), groups, node.logger), {
+      maxInboundStreams: 256,
+      maxOutboundStreams: 256,
+    })
+  }
+  if (registry.has(group)) throw new RaftArgumentError(node.peerId, 'group', `${JSON.stringify(group)} already runs on this peer`)
+  const g = new Group(options)
+  registry.set(group, g)
+  g.start()
+  return g
+}
+
+/** Reads frames from one inbound stream until it ends; refuses bad frames one by one. */
+async function serve(stream: Stream, peer: string, groups: Map<string, Group>, logger: Logger): Promise<void> {
+  const lp = lpStream(stream, { maxDataLength: MAX_RAFT_FRAME_BYTES })
+  for (;;) {
+    let bytes: Uint8Array
+    try {
+      bytes = (await lp.read()).subarray()
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error)
+      // The end of a stream is how a member stops or reconnects; anything else is worth a line.
+      if (!/end|closed|reset|abort/i.test(message)) logger.warn(`raft: stream from ${peer} ended: ${message}`)
+      stream.abort(error instanceof Error ? error : new Error(message))
+      return
+    }
+    const refuse = (reason: string, group?: Group): void => {
+      if (group !== undefined) group.refusedCount++
+      else for (const g of groups.values()) g.refusedCount++
+      logger.warn(`raft: refused a message from ${peer}: ${reason}`)
+    }
+    let frame: unknown
+    try {
+      frame = JSON.parse(new TextDecoder().decode(bytes))
+    } catch {
+      refuse(`not JSON (${bytes.length} bytes)`)
+      continue
+    }
+    const decoded = WireFrame.decode(frame)
+    if (decoded._tag === 'Left') {
+      const paths = decoded.left.slice(0, 3).map((e) =>
+        e.context
+          .map((c) => c.key)
+          .filter((k) => k !== '')
+          .join('.'),
+      )
+      refuse(`not a Raft message (bad field ${[...new Set(paths)].join(', ') || 'frame'})`)
+      continue
+    }
+    const { group: name, message } = decoded.right
+    const g = groups.get(name)
+    if (g === undefined) {
+      refuse(`group ${JSON.stringify(name)} does not run here`)
+      continue
+    }
+    if (message.from !== peer) {
+      refuse(`it claims to come from ${message.from}`, g)
+      continue
+    }
+    g.receive(message)
+  }
+}
+
+class Group implements RaftGroup {
+  readonly id: NodeId
+  readonly group: string
+  refusedCount = 0
+  private readonly raft: RaftNode
+  private readonly logger: Logger
+  private readonly timer: NodeJS.Timeout
+  private readonly outbound = new Map<NodeId, Outbound>()
+  /** Proposals waiting for their index to commit, with the term they were made in. */
+  private readonly waiting = new Map<number, { term: number; resolve: (index: number) => void; reject: (error: Error) => void }>()
+  private scheduled = false
+  private stopped = false
+
+  constructor(private readonly options: RaftGroupOptions) {
+    this.id = options.node.peerId
+    this.group = options.group
+    this.logger = options.logger ?? options.node.logger
+    this.raft = new RaftNode({ id: this.id, members: Object.keys(options.members), restore: options.storage.load() })
+    this.timer = setInterval(() => {
+      this.raft.tick()
+      this.drain()
+    }, options.tickMs ?? 50)
+    this.timer.unref()
+  }
+
+  start(): void {
+    this.drain()
+  }
+
+  get leader(): NodeId | undefined {
+    return this.raft.leader
+  }
+
+  get term(): number {
+    return this.raft.term
+  }
+
+  get isLeader(): boolean {
+    return this.raft.role === 'leader'
+  }
+
+  get refused(): number {
+    return this.refusedCount
+  }
+
+  propose(data: string): Promise<number> {
+    if (this.stopped) return Promise.reject(new RaftStoppedError(this.group))
+    if (this.raft.role !== 'leader') return Promise.reject(new RaftNotLeaderError(this.id, this.raft.leader))
+    const index = this.raft.propose(data)
+    const term = this.raft.term
+    this.drain()
+    return new Promise((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
+  }
+
+  receive(message: Message): void {
+    if (this.stopped) return
+    this.raft.step(message)
+    this.schedule()
+  }
+
+  /** Drains once per turn of the event loop: many messages arriving together share one fsync. */
+  private schedule(): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      this.drain()
+    })
+  }
+
+  private drain(): void {
+    if (this.stopped) return
+    const ready = this.raft.ready()
+    // Durable first (one transaction, one fsync), then the messages that promise it.
+    this.options.storage.save(ready)
+    for (const m of ready.messages) this.outboundTo(m.to).send({ group: this.group, message: m })
+    for (const entry of ready.committed) {
+      if (entry.data !== null) this.options.apply(entry.data, entry)
+      const waiter = this.waiting.get(entry.index)
+      if (waiter === undefined) continue
+      this.waiting.delete(entry.index)
+      if (waiter.term === entry.term) waiter.resolve(entry.index)
+      else waiter.reject(new RaftProposalLostError(this.group, entry.index))
+    }
+    // A proposal whose index is now held by another term's entry was overwritten: it is lost.
+    if (this.waiting.size > 0 && this.raft.role !== 'leader') {
+      for (const [index, waiter] of this.waiting) {
+        const held = this.raft.entries()[index - 1]
+        if (held === undefined || held.term !== waiter.term) {
+          this.waiting.delete(index)
+          waiter.reject(new RaftProposalLostError(this.group, index))
+        }
+      }
+    }
+  }
+
+  private outboundTo(peer: NodeId): Outbound {
+    let out = this.outbound.get(peer)
+    if (out === undefined) {
+      out = new Outbound(this.options.node, this.options.members[peer]!, this.logger)
+      this.outbound.set(peer, out)
+    }
+    return out
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    clearInterval(this.timer)
+    registries.get(this.options.node)?.delete(this.group)
+    for (const waiter of this.waiting.values()) waiter.reject(new RaftStoppedError(this.group))
+    this.waiting.clear()
+    await Promise.all([...this.outbound.values()].map((o) => o.close()))
+  }
+}
+
+/** One member's stream to another: frames queue while it dials, and are dropped if it fails. */
+class Outbound {
+  private stream: Promise<ReturnType<typeof lpStream>> | undefined
+  private queue: Uint8Array[] = []
+  private writing = false
+  private closed = false
+  private failures = 0
+
+  constructor(
+    private readonly node: PeerNode,
+    private readonly address: string,
+    private readonly logger: Logger,
+  ) {}
+
+  send(frame: unknown): void {
+    if (this.closed) return
+    // Bounded: a member that cannot be reached does not make the queue grow without end.
+    if (this.queue.length >= 1024) this.queue.shift()
+    this.queue.push(new TextEncoder().encode(JSON.stringify(frame)))
+    void this.flush()
+  }
+
+  private async flush(): Promise<void> {
+    if (this.writing) return
+    this.writing = true
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        this.stream ??= this.node.dialProtocol(this.address, RAFT_PROTOCOL, { signal: AbortSignal.timeout(2000) }).then((s) => lpStream(s, { maxDataLength: MAX_RAFT_FRAME_BYTES }))
+        const lp = await this.stream
+        const batch = this.queue
+        this.queue = []
+        for (const frame of batch) await lp.write(frame)
+        this.failures = 0
+      }
+    } catch (error) {
+      // Raft retries by itself (heartbeats, elections): drop what was queued and dial again later.
+      this.stream = undefined
+      this.queue = []
+      if (this.failures++ === 0) this.logger.info(`raft: cannot reach ${this.address}: ${error instanceof Error ? error.message : String(error)}`)
+    } finally {
+      this.writing = false
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    const stream = this.stream
+    this.stream = undefined
+    if (stream === undefined) return
+    try {
+      await (await stream).unwrap().close()
+    } catch {
+      // already broken: nothing to close
+    }
+  }
+}
