@@ -80,6 +80,10 @@ describe('a Raft group over libp2p', () => {
     await expect(follower.group.propose('x')).rejects.toBeInstanceOf(RaftNotLeaderError)
     for (let i = 0; i < 20; i++) await leader.group.propose(`a${i}`)
     const first = Array.from({ length: 20 }, (_, i) => `a${i}`)
+    // A linearizable read on the leader sees every acknowledged write; a follower refuses one.
+    await leader.group.read()
+    expect(leader.applied).toEqual(first)
+    await expect(follower.group.read()).rejects.toBeInstanceOf(RaftNotLeaderError)
     await until(() => members.every((m) => m.applied.length === 20), 10_000, 'every member applied 20 commands')
     for (const m of members) expect(m.applied).toEqual(first)
     // The leader stops; the other two elect one of themselves and go on.

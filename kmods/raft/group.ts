@@ -27,17 +27,20 @@ const WireEntry = t.type({ index: t.number, term: t.number, data: t.union([t.str
 const WireMessage = t.union([
   t.type({ type: t.literal('vote'), from: t.string, to: t.string, term: t.number, lastIndex: t.number, lastTerm: t.number }),
   t.type({ type: t.literal('vote-reply'), from: t.string, to: t.string, term: t.number, granted: t.boolean }),
-  t.type({
-    type: t.literal('append'),
-    from: t.string,
-    to: t.string,
-    term: t.number,
-    prevIndex: t.number,
-    prevTerm: t.number,
-    entries: t.array(WireEntry),
-    commit: t.number,
-  }),
-  t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }),
+  t.intersection([
+    t.type({
+      type: t.literal('append'),
+      from: t.string,
+      to: t.string,
+      term: t.number,
+      prevIndex: t.number,
+      prevTerm: t.number,
+      entries: t.array(WireEntry),
+      commit: t.number,
+    }),
+    t.partial({ read: t.number }),
+  ]),
+  t.intersection([t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }), t.partial({ read: t.number })]),
 ])
 const WireFrame = t.type({ group: t.string, message: WireMessage })
 
@@ -72,6 +75,13 @@ export interface RaftGroup {
    * with RaftProposalLostError (retryable) if leadership moved before the entry committed.
    */
   propose(data: string): Promise<number>
+  /**
+   * A linearizable read barrier (ReadIndex): resolves once a quorum has confirmed this member
+   * still leads and it has applied every command committed before the call, so its state then
+   * answers a read as of a moment between the call and the resolution. Rejects with
+   * RaftNotLeaderError (retryable) on a follower, or if leadership moves before confirmation.
+   */
+  read(): Promise<void>
   /** Frames refused since start (malformed, oversized, spoofed, unknown group). */
   readonly refused: number
   stop(): Promise<void>
@@ -164,6 +174,11 @@ class Group implements RaftGroup {
   private readonly waiting = new Map<number, { term: number; resolve: (index: number) => void; reject: (error: Error) => void }>()
   private scheduled = false
   private stopped = false
+  private appliedIndex = 0
+  private readCounter = 0
+  private readonly reads = new Map<string, { resolve: () => void; reject: (error: Error) => void }>()
+  /** Confirmed reads waiting for the state to catch up to their index. */
+  private readonly catchingUp: { index: number; resolve: () => void }[] = []
 
   constructor(private readonly options: RaftGroupOptions) {
     this.id = options.node.peerId
@@ -206,6 +221,16 @@ class Group implements RaftGroup {
     return new Promise((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
   }
 
+  read(): Promise<void> {
+    if (this.stopped) return Promise.reject(new RaftStoppedError(this.group))
+    if (this.raft.role !== 'leader') return Promise.reject(new RaftNotLeaderError(this.id, this.raft.leader))
+    const id = String(++this.readCounter)
+    this.raft.readIndex(id)
+    const done = new Promise<void>((resolve, reject) => this.reads.set(id, { resolve, reject }))
+    this.drain()
+    return done
+  }
+
   receive(message: Message): void {
     if (this.stopped) return
     this.raft.step(message)
@@ -230,11 +255,28 @@ class Group implements RaftGroup {
     for (const m of ready.messages) this.outboundTo(m.to).send({ group: this.group, message: m })
     for (const entry of ready.committed) {
       if (entry.data !== null) this.options.apply(entry.data, entry)
+      this.appliedIndex = entry.index
       const waiter = this.waiting.get(entry.index)
       if (waiter === undefined) continue
       this.waiting.delete(entry.index)
       if (waiter.term === entry.term) waiter.resolve(entry.index)
       else waiter.reject(new RaftProposalLostError(this.group, entry.index))
+    }
+    for (const { id, index } of ready.reads) {
+      const waiter = this.reads.get(id)
+      if (waiter === undefined) continue
+      this.reads.delete(id)
+      if (index <= this.appliedIndex) waiter.resolve()
+      else this.catchingUp.push({ index, resolve: waiter.resolve })
+    }
+    for (let i = this.catchingUp.length - 1; i >= 0; i--) {
+      if (this.catchingUp[i]!.index > this.appliedIndex) continue
+      this.catchingUp[i]!.resolve()
+      this.catchingUp.splice(i, 1)
+    }
+    for (const id of ready.lostReads) {
+      this.reads.get(id)?.reject(new RaftNotLeaderError(this.id, this.raft.leader))
+      this.reads.delete(id)
     }
     // A proposal whose index is now held by another term's entry was overwritten: it is lost.
     if (this.waiting.size > 0 && this.raft.role !== 'leader') {
@@ -262,8 +304,9 @@ class Group implements RaftGroup {
     this.stopped = true
     clearInterval(this.timer)
     registries.get(this.options.node)?.delete(this.group)
-    for (const waiter of this.waiting.values()) waiter.reject(new RaftStoppedError(this.group))
+    for (const waiter of [...this.waiting.values(), ...this.reads.values()]) waiter.reject(new RaftStoppedError(this.group))
     this.waiting.clear()
+    this.reads.clear()
     await Promise.all([...this.outbound.values()].map((o) => o.close()))
   }
 }

@@ -25,6 +25,9 @@ interface Disk {
 class Sim {
   readonly nodes = new Map<NodeId, RaftNode>()
   readonly disks = new Map<NodeId, Disk>()
+  /** Reads each node confirmed, and the ids of reads it lost. */
+  readonly reads = new Map<NodeId, { id: string; index: number }[]>()
+  readonly lostReads = new Map<NodeId, string[]>()
   /** What each node applied since it last started, in order. */
   readonly applied = new Map<NodeId, Entry[]>()
   /** Every entry any node applied, by index: a second, different one breaks State Machine Safety. */
@@ -50,6 +53,8 @@ class Sim {
     const disk = this.disks.get(id)!
     this.nodes.set(id, new RaftNode({ id, members: this.ids, random: this.rng, restore: { hardState: disk.hardState, entries: [...disk.entries] } }))
     this.applied.set(id, [])
+    this.reads.set(id, [])
+    this.lostReads.set(id, [])
   }
 
   crash(id: NodeId): void {
@@ -93,6 +98,8 @@ class Sim {
       if (ready.persist !== undefined) disk.entries = [...disk.entries.slice(0, ready.persist.from - 1), ...ready.persist.entries]
       this.inFlight.push(...ready.messages)
       this.applied.get(id)!.push(...ready.committed)
+      this.reads.get(id)!.push(...ready.reads)
+      this.lostReads.get(id)!.push(...ready.lostReads)
     }
   }
 
@@ -263,6 +270,56 @@ describe('the Raft core', () => {
     expect(s1.commitIndex).toBe(3)
     // (Entry 1, committed before the restart, was handed out again by the first ready().)
     expect(s1.ready().committed.map((e) => e.data)).toEqual(['b', null])
+  })
+
+  it('ReadIndex: a leader cut off in a minority never confirms a read (it could miss a newer write); the majority leader does', () => {
+    const sim = new Sim(ids(5), seeded(11))
+    sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+    const old = sim.leader()!
+    old.propose('w1')
+    sim.until(() => sim.ids.every((id) => sim.commands(id).includes('w1')), 100, 'w1 everywhere')
+    const follower = sim.ids.find((id) => id !== old.id)!
+    sim.side = new Map(sim.ids.map((id) => [id, id === old.id || id === follower ? 0 : 1]))
+    old.readIndex('stale?')
+    sim.until(() => sim.ids.some((id) => id !== old.id && id !== follower && sim.nodes.get(id)!.role === 'leader'), 300, 'a majority leader')
+    const fresh = sim.ids.map((id) => sim.nodes.get(id)!).find((n) => n.role === 'leader' && n.id !== old.id)!
+    fresh.propose('w2')
+    sim.until(() => sim.commands(fresh.id).includes('w2'), 100, 'w2 committed')
+    fresh.readIndex('fresh')
+    sim.until(() => sim.reads.get(fresh.id)!.length > 0, 50, 'the majority read confirmed')
+    const w2 = fresh.entries().find((e) => e.data === 'w2')!.index
+    expect(sim.reads.get(fresh.id)).toEqual([{ id: 'fresh', index: expect.any(Number) }])
+    expect(sim.reads.get(fresh.id)![0]!.index).toBeGreaterThanOrEqual(w2)
+    for (let r = 0; r < 100; r++) sim.round()
+    expect(sim.reads.get(old.id)).toEqual([])
+    // Healed, the old leader steps down, and says its read is lost (to be asked again).
+    sim.side = undefined
+    sim.until(() => sim.lostReads.get(old.id)!.includes('stale?'), 100, 'the stale read reported lost')
+    expect(sim.reads.get(old.id)).toEqual([])
+  })
+
+  it('ReadIndex: a new leader confirms reads only after it commits an entry of its own term', () => {
+    const node = new RaftNode({ id: 's1', members: ['s1', 's2', 's3'], electionTicks: 2, random: () => 0 })
+    node.tick()
+    node.tick()
+    node.step({ type: 'vote-reply', from: 's2', to: 's1', term: 1, granted: true })
+    expect(node.role).toBe('leader')
+    node.readIndex('r')
+    node.ready()
+    // A heartbeat's acknowledgement alone does not confirm it: the no-op of term 1 is not committed.
+    node.step({ type: 'append-reply', from: 's2', to: 's1', term: 1, success: false, index: 1 })
+    expect(node.ready().reads).toEqual([])
+    // The no-op commits; the read starts with its sequence number and a quorum confirms it.
+    node.step({ type: 'append-reply', from: 's2', to: 's1', term: 1, success: true, index: 1 })
+    const started = node.ready()
+    expect(started.reads).toEqual([])
+    const seq = (started.messages.find((m) => m.type === 'append') as { read?: number }).read
+    expect(seq).toBe(1)
+    node.step({ type: 'append-reply', from: 's3', to: 's1', term: 1, success: true, index: 1, read: seq! })
+    expect(node.ready().reads).toEqual([{ id: 'r', index: 1 }])
+    // On a follower, a read is refused with the leader it knows.
+    const follower = new RaftNode({ id: 's2', members: ['s1', 's2', 's3'] })
+    expect(() => follower.readIndex('x')).toThrow(RaftNotLeaderError)
   })
 
   it('a node restarted from disk keeps its vote: it grants no second vote in the same term', () => {

@@ -10,8 +10,8 @@
 // durable before it sends `ready().messages` (a vote or an acknowledgement promises that the state
 // behind it survives a crash).
 //
-// Not here yet: snapshots and log compaction, membership changes, ReadIndex reads, pre-vote and
-// check-quorum; the transport and the SQLite storage around the node.
+// Linearizable reads use ReadIndex (the Raft thesis, section 6.4). Not here yet: snapshots and log
+// compaction, membership changes, pre-vote and check-quorum.
 
 import { RaftArgumentError, RaftInvariantError, RaftNotLeaderError } from './errors.js'
 
@@ -39,6 +39,8 @@ export type Message =
       readonly prevTerm: number
       readonly entries: readonly Entry[]
       readonly commit: number
+      /** The leader's latest read sequence number (ReadIndex): the reply echoes it. */
+      readonly read?: number
     }
   | {
       readonly type: 'append-reply'
@@ -48,6 +50,8 @@ export type Message =
       readonly success: boolean
       /** On success, the last index the follower now holds from the leader; on failure, where the leader should try next. */
       readonly index: number
+      /** The `read` of the append answered: this member still followed the sender in `term`. */
+      readonly read?: number
     }
 
 /** What a node must keep across restarts besides its log: the term, its vote in it, the commit index. */
@@ -63,12 +67,22 @@ export interface Persist {
   readonly entries: readonly Entry[]
 }
 
+/** A linearizable read that may now be served: once the owner has applied up to `index`, local state answers it. */
+export interface ReadState {
+  readonly id: string
+  readonly index: number
+}
+
 /** What the owner has to do since the last `ready()`, in this order: persist, then send; apply `committed` in order. */
 export interface Ready {
   readonly hardState: HardState | undefined
   readonly persist: Persist | undefined
   readonly messages: readonly Message[]
   readonly committed: readonly Entry[]
+  /** Reads (see `readIndex`) confirmed by a quorum. */
+  readonly reads: readonly ReadState[]
+  /** Reads that will never be confirmed here: this node stopped being leader. Ask the new one. */
+  readonly lostReads: readonly string[]
 }
 
 /** Options of a node. */
@@ -115,6 +129,14 @@ export class RaftNode {
   /** Leader only: the next index to send each follower, and the highest index known replicated there. */
   private readonly next = new Map<NodeId, number>()
   private readonly match = new Map<NodeId, number>()
+
+  /** ReadIndex (Raft thesis, section 6.4): reads waiting for a quorum to confirm this leader. */
+  private readSeq = 0
+  private pendingReads: { id: string; index: number; seq: number; acks: Set<NodeId> }[] = []
+  /** Reads asked before this leader committed an entry of its term (its commit index may be stale until then). */
+  private deferredReads: string[] = []
+  private confirmedReads: ReadState[] = []
+  private lost: string[] = []
 
   private outbox: Message[] = []
   private hardDirty = false
@@ -189,6 +211,30 @@ export class RaftNode {
     return index
   }
 
+  /**
+   * Asks for a linearizable read (ReadIndex, Raft thesis section 6.4; leaders only). The leader
+   * notes its commit index, then confirms it still leads by a round of heartbeats acknowledged by
+   * a quorum; `ready().reads` then gives `{ id, index }`, and state applied up to `index` answers
+   * the read. No clock is trusted. A new leader first commits an entry of its own term, so that
+   * its commit index covers every write acknowledged before it. If the node stops being leader,
+   * the read comes out in `ready().lostReads` instead.
+   */
+  readIndex(id: string): void {
+    if (this.roleNow !== 'leader') throw new RaftNotLeaderError(this.id, this.leaderNow)
+    if (this.termAt(this.commit) !== this.currentTerm) this.deferredReads.push(id)
+    else this.startRead(id)
+  }
+
+  private startRead(id: string): void {
+    if (this.isQuorum(1)) {
+      this.confirmedReads.push({ id, index: this.commit })
+      return
+    }
+    const seq = ++this.readSeq
+    this.pendingReads.push({ id, index: this.commit, seq, acks: new Set([this.id]) })
+    for (const peer of this.others()) this.sendAppend(peer)
+  }
+
   /** Takes a message from another member of the group. Messages from a stale term are answered or ignored, never applied. */
   step(m: Message): void {
     if (m.to !== this.id || !this.members.includes(m.from)) return
@@ -215,7 +261,11 @@ export class RaftNode {
     this.outbox = []
     this.hardDirty = false
     this.persistFrom = undefined
-    return { hardState, persist, messages, committed }
+    const reads = this.confirmedReads
+    this.confirmedReads = []
+    const lostReads = this.lost
+    this.lost = []
+    return { hardState, persist, messages, committed, reads, lostReads }
   }
 
   // --- Elections (section 5.2) -------------------------------------------------------------
@@ -251,6 +301,11 @@ export class RaftNode {
   }
 
   private becomeFollower(term: number, leader: NodeId | undefined): void {
+    if (this.roleNow === 'leader') {
+      this.lost.push(...this.deferredReads, ...this.pendingReads.map((r) => r.id))
+      this.deferredReads = []
+      this.pendingReads = []
+    }
     this.roleNow = 'follower'
     this.leaderNow = leader
     if (term !== this.currentTerm) {
@@ -282,7 +337,8 @@ export class RaftNode {
     const next = this.next.get(peer) ?? this.lastIndex() + 1
     const prevIndex = next - 1
     const entries = this.log.slice(prevIndex, prevIndex + this.maxEntries)
-    this.send({ type: 'append', from: this.id, to: peer, term: this.currentTerm, prevIndex, prevTerm: this.termAt(prevIndex), entries, commit: this.commit })
+    const read = this.readSeq > 0 ? { read: this.readSeq } : {}
+    this.send({ type: 'append', from: this.id, to: peer, term: this.currentTerm, prevIndex, prevTerm: this.termAt(prevIndex), entries, commit: this.commit, ...read })
   }
 
   private onAppend(m: Extract<Message, { type: 'append' }>): void {
@@ -292,9 +348,10 @@ export class RaftNode {
     }
     // Same term: the sender is the leader (one per term); a candidate of this term steps back.
     if (this.roleNow !== 'follower' || this.leaderNow !== m.from) this.becomeFollower(m.term, m.from)
+    const read = m.read === undefined ? {} : { read: m.read }
     this.elapsed = 0
     if (m.prevIndex > this.lastIndex()) {
-      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: this.lastIndex() + 1 })
+      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: this.lastIndex() + 1, ...read })
       return
     }
     if (m.prevIndex > 0 && this.termAt(m.prevIndex) !== m.prevTerm) {
@@ -302,7 +359,7 @@ export class RaftNode {
       const conflict = this.termAt(m.prevIndex)
       let first = m.prevIndex
       while (first > 1 && this.termAt(first - 1) === conflict && first - 1 > this.commit) first--
-      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: Math.max(1, first) })
+      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: Math.max(1, first), ...read })
       return
     }
     for (const e of m.entries) {
@@ -321,11 +378,12 @@ export class RaftNode {
       this.commit = commit
       this.hardDirty = true
     }
-    this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: true, index: last })
+    this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: true, index: last, ...read })
   }
 
   private onAppendReply(m: Extract<Message, { type: 'append-reply' }>): void {
     if (this.roleNow !== 'leader' || m.term !== this.currentTerm) return
+    if (m.read !== undefined) this.ackReads(m.from, m.read)
     if (m.success) {
       if (m.index > (this.match.get(m.from) ?? 0)) this.match.set(m.from, m.index)
       this.next.set(m.from, Math.max(this.next.get(m.from) ?? 1, m.index + 1))
@@ -345,7 +403,22 @@ export class RaftNode {
     if (quorumIndex > this.commit && this.termAt(quorumIndex) === this.currentTerm) {
       this.commit = quorumIndex
       this.hardDirty = true
+      const deferred = this.deferredReads
+      this.deferredReads = []
+      for (const id of deferred) this.startRead(id)
     }
+  }
+
+  /** `peer` answered an append carrying read sequence `seq`: it followed this leader then. */
+  private ackReads(peer: NodeId, seq: number): void {
+    if (this.pendingReads.length === 0) return
+    const still: typeof this.pendingReads = []
+    for (const r of this.pendingReads) {
+      if (r.seq <= seq) r.acks.add(peer)
+      if (this.isQuorum(r.acks.size)) this.confirmedReads.push({ id: r.id, index: r.index })
+      else still.push(r)
+    }
+    this.pendingReads = still
   }
 
   // --- Helpers -----------------------------------------------------------------------------
