@@ -33,7 +33,7 @@ interface Member {
   logger: ReturnType<typeof memoryLogger>
 }
 
-async function startMembers(n: number): Promise<{ members: Member[]; addresses: Record<string, string>; restart: (i: number) => Promise<Member> }> {
+async function startMembers(n: number, compactEvery = 0): Promise<{ members: Member[]; addresses: Record<string, string>; restart: (i: number) => Promise<Member> }> {
   dir = mkdtempSync(join(tmpdir(), 'lamina-raft-group-'))
   const started: PeerNode[] = []
   const loggers = Array.from({ length: n }, () => memoryLogger())
@@ -44,7 +44,17 @@ async function startMembers(n: number): Promise<{ members: Member[]; addresses: 
     const store = openStore(join(dir, `p${i}`, 'raft.db'))
     stores.push(store)
     const applied: string[] = []
-    const group = await startRaftGroup({ node, group: 'g', members: addresses, storage: new RaftStorage(store, 'g'), apply: (data) => void applied.push(data), tickMs: 20 })
+    // The state machine is the list of applied commands; its snapshot is that list as JSON.
+    const snapshot = { every: compactEvery, take: () => JSON.stringify(applied), load: (data: string) => void applied.splice(0, applied.length, ...(JSON.parse(data) as string[])) }
+    const group = await startRaftGroup({
+      node,
+      group: 'g',
+      members: addresses,
+      storage: new RaftStorage(store, 'g'),
+      apply: (data) => void applied.push(data),
+      tickMs: 20,
+      ...(compactEvery > 0 ? { snapshot } : {}),
+    })
     groups.push(group)
     return { node, group, applied, logger: loggers[i]! }
   }
@@ -106,6 +116,24 @@ describe('a Raft group over libp2p', () => {
     for (let i = 10; i < 15; i++) await (await leaderOf(members)).group.propose(`c${i}`)
     await until(() => again.applied.length === 15, 10_000, 'the restarted member applied all 15')
     expect(again.applied).toEqual(Array.from({ length: 15 }, (_, i) => `c${i}`))
+  }, 60_000)
+
+  it("with compaction, a member stopped while the log moves on rejoins from the leader's snapshot, and restarts from its own", async () => {
+    const { members, restart } = await startMembers(3, 5)
+    const leader = await leaderOf(members)
+    const index = members.findIndex((m) => m !== leader)
+    await members[index]!.group.stop()
+    for (let i = 0; i < 30; i++) await leader.group.propose(`d${i}`)
+    const all = Array.from({ length: 30 }, (_, i) => `d${i}`)
+    const again = await restart(index)
+    await until(() => again.applied.length === 30, 10_000, 'the returning member caught up')
+    expect(again.applied).toEqual(all)
+    // Its own snapshot is on disk now: a second restart loads it and applies only what follows.
+    await (await leaderOf(members)).group.propose('d30')
+    await until(() => again.applied.at(-1) === 'd30', 10_000, 'd30 applied')
+    const third = await restart(index)
+    await until(() => third.applied.length === 31, 10_000, 'restarted from its snapshot')
+    expect(third.applied).toEqual([...all, 'd30'])
   }, 60_000)
 
   it('refuses malformed, spoofed and unknown-group frames with a line naming the peer, and keeps serving', async () => {

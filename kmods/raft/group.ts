@@ -40,6 +40,13 @@ const WireMessage = t.union([
     }),
     t.partial({ read: t.number }),
   ]),
+  t.type({
+    type: t.literal('snapshot'),
+    from: t.string,
+    to: t.string,
+    term: t.number,
+    snapshot: t.type({ index: t.number, term: t.number, data: t.string }),
+  }),
   t.intersection([t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }), t.partial({ read: t.number })]),
 ])
 const WireFrame = t.type({ group: t.string, message: WireMessage })
@@ -55,6 +62,13 @@ export interface RaftGroupOptions {
   readonly storage: RaftStorage
   /** Called with each committed command, in log order, once per start (a restart applies from the first entry). */
   readonly apply: (data: string, entry: Entry) => void
+  /**
+   * Log compaction: once `every` entries were applied past the last snapshot, `take()` gives the
+   * state machine's state, which replaces the log up to there (in storage too); `load(data)`
+   * replaces the state machine's state with a snapshot's, at start (from storage) and when the
+   * leader sends one to a member too far behind. Without it the log grows without bound.
+   */
+  readonly snapshot?: { readonly every: number; readonly take: () => string; readonly load: (data: string) => void }
   /** Milliseconds per tick. Elections start after 10 to 19 ticks without a leader. @default 50 */
   readonly tickMs?: number
   /** @default the node's logger */
@@ -184,7 +198,13 @@ class Group implements RaftGroup {
     this.id = options.node.peerId
     this.group = options.group
     this.logger = options.logger ?? options.node.logger
-    this.raft = new RaftNode({ id: this.id, members: Object.keys(options.members), restore: options.storage.load() })
+    const stored = options.storage.load()
+    if (stored.snapshot !== undefined) {
+      if (options.snapshot === undefined) throw new RaftArgumentError(this.id, 'snapshot', `is needed: group ${JSON.stringify(options.group)} has a stored snapshot to load`)
+      options.snapshot.load(stored.snapshot.data)
+      this.appliedIndex = stored.snapshot.index
+    }
+    this.raft = new RaftNode({ id: this.id, members: Object.keys(options.members), restore: stored })
     this.timer = setInterval(() => {
       this.raft.tick()
       this.drain()
@@ -249,10 +269,17 @@ class Group implements RaftGroup {
 
   private drain(): void {
     if (this.stopped) return
+    const compaction = this.options.snapshot
+    if (compaction !== undefined && this.appliedIndex - this.raft.snapshotIndex >= compaction.every) this.raft.compact(this.appliedIndex, compaction.take())
     const ready = this.raft.ready()
     // Durable first (one transaction, one fsync), then the messages that promise it.
     this.options.storage.save(ready)
     for (const m of ready.messages) this.outboundTo(m.to).send({ group: this.group, message: m })
+    if (ready.snapshot?.install === true) {
+      if (this.options.snapshot === undefined) this.logger.warn(`raft: group ${this.group} was sent a snapshot but has no snapshot.load: its state is behind`)
+      else this.options.snapshot.load(ready.snapshot.data)
+      this.appliedIndex = ready.snapshot.index
+    }
     for (const entry of ready.committed) {
       if (entry.data !== null) this.options.apply(entry.data, entry)
       this.appliedIndex = entry.index

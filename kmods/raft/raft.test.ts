@@ -3,7 +3,7 @@
 // Figure 3 after every round: one leader per term, and every node applies a prefix of one sequence.
 
 import { describe, expect, it } from 'vitest'
-import { RaftArgumentError, RaftNode, RaftNotLeaderError, type Entry, type HardState, type Message, type NodeId } from './index.js'
+import { RaftArgumentError, RaftNode, RaftNotLeaderError, type Entry, type HardState, type Message, type NodeId, type Snapshot } from './index.js'
 
 function seeded(seed: number): () => number {
   let s = seed >>> 0
@@ -20,6 +20,7 @@ function seeded(seed: number): () => number {
 interface Disk {
   hardState: HardState
   entries: Entry[]
+  snapshot?: Snapshot
 }
 
 class Sim {
@@ -38,6 +39,10 @@ class Sim {
   /** Nodes on different sides of a partition cannot talk; undefined: no partition. */
   side: Map<NodeId, number> | undefined
   drop = 0
+  /** Compact a node's log once it applied this many entries past its snapshot (0: never). */
+  compactEvery = 0
+  /** Snapshots installed from a leader, per node. */
+  readonly installs = new Map<NodeId, number>()
 
   constructor(
     readonly ids: readonly NodeId[],
@@ -51,8 +56,9 @@ class Sim {
 
   private start(id: NodeId): void {
     const disk = this.disks.get(id)!
-    this.nodes.set(id, new RaftNode({ id, members: this.ids, random: this.rng, restore: { hardState: disk.hardState, entries: [...disk.entries] } }))
-    this.applied.set(id, [])
+    this.nodes.set(id, new RaftNode({ id, members: this.ids, random: this.rng, restore: { hardState: disk.hardState, entries: [...disk.entries], snapshot: disk.snapshot } }))
+    // The state machine (the applied entries) starts from the snapshot, as an owner's would.
+    this.applied.set(id, disk.snapshot === undefined ? [] : (JSON.parse(disk.snapshot.data) as Entry[]))
     this.reads.set(id, [])
     this.lostReads.set(id, [])
   }
@@ -95,9 +101,32 @@ class Sim {
       const disk = this.disks.get(id)!
       // Persist before sending: what a message promises is on disk first.
       if (ready.hardState !== undefined) disk.hardState = ready.hardState
-      if (ready.persist !== undefined) disk.entries = [...disk.entries.slice(0, ready.persist.from - 1), ...ready.persist.entries]
+      const base = () => disk.snapshot?.index ?? 0
+      if (ready.snapshot !== undefined) {
+        disk.snapshot = ready.snapshot
+        disk.entries = disk.entries.filter((e) => e.index > ready.snapshot!.index)
+        if (ready.snapshot.install) {
+          this.applied.set(id, JSON.parse(ready.snapshot.data) as Entry[])
+          this.installs.set(id, (this.installs.get(id) ?? 0) + 1)
+        }
+      }
+      if (ready.persist !== undefined) disk.entries = [...disk.entries.filter((e) => e.index < ready.persist!.from), ...ready.persist.entries]
+      expect(disk.entries.every((e, i) => e.index === base() + i + 1)).toBe(true)
       this.inFlight.push(...ready.messages)
       this.applied.get(id)!.push(...ready.committed)
+      const node = this.nodes.get(id)!
+      const done = this.applied.get(id)!.length
+      if (this.compactEvery > 0 && done - node.snapshotIndex >= this.compactEvery) node.compact(done, JSON.stringify(this.applied.get(id)))
+      if (this.compactEvery > 0) {
+        const r2 = node.ready()
+        if (r2.snapshot !== undefined) {
+          disk.snapshot = r2.snapshot
+          disk.entries = disk.entries.filter((e) => e.index > r2.snapshot!.index)
+        }
+        if (r2.hardState !== undefined) disk.hardState = r2.hardState
+        // Nothing else can have happened between the two calls.
+        expect([r2.persist, r2.committed, r2.messages, r2.reads, r2.lostReads]).toEqual([undefined, [], [], [], []])
+      }
       this.reads.get(id)!.push(...ready.reads)
       this.lostReads.get(id)!.push(...ready.lostReads)
     }
@@ -199,6 +228,7 @@ describe('the Raft core', () => {
       const rng = seeded(seed * 7919)
       const sim = new Sim(ids(5), rng)
       sim.drop = 0.1
+      sim.compactEvery = seed % 2 === 0 ? 8 : 0
       const proposed: string[] = []
       for (let r = 0; r < 600; r++) {
         const roll = rng()
@@ -270,6 +300,27 @@ describe('the Raft core', () => {
     expect(s1.commitIndex).toBe(3)
     // (Entry 1, committed before the restart, was handed out again by the first ready().)
     expect(s1.ready().committed.map((e) => e.data)).toEqual(['b', null])
+  })
+
+  it("a member down while the others compact their logs catches up from the leader's snapshot, then from its log", () => {
+    const sim = new Sim(ids(3), seeded(5))
+    sim.compactEvery = 10
+    sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+    const away = sim.ids.find((id) => id !== sim.leader()!.id)!
+    sim.crash(away)
+    for (let i = 0; i < 40; i++) {
+      sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+      sim.leader()!.propose(`c${i}`)
+      sim.round()
+    }
+    sim.until(() => sim.ids.filter((id) => id !== away).every((id) => sim.commands(id).length === 40), 200, 'the two applied 40')
+    expect(sim.leader()!.snapshotIndex).toBeGreaterThan(10)
+    sim.restart(away)
+    sim.until(() => sim.commands(away).length === 40, 200, 'the returning member applied 40')
+    expect(sim.installs.get(away)).toBeGreaterThanOrEqual(1)
+    sim.leader()!.propose('after')
+    sim.until(() => sim.ids.every((id) => sim.commands(id).at(-1) === 'after'), 200, 'everyone applied "after"')
+    for (const id of sim.ids) expect(sim.commands(id)).toEqual([...Array.from({ length: 40 }, (_, i) => `c${i}`), 'after'])
   })
 
   it('ReadIndex: a leader cut off in a minority never confirms a read (it could miss a newer write); the majority leader does', () => {

@@ -10,8 +10,9 @@
 // durable before it sends `ready().messages` (a vote or an acknowledgement promises that the state
 // behind it survives a crash).
 //
-// Linearizable reads use ReadIndex (the Raft thesis, section 6.4). Not here yet: snapshots and log
-// compaction, membership changes, pre-vote and check-quorum.
+// Linearizable reads use ReadIndex (the Raft thesis, section 6.4).
+// Snapshots: the owner compacts with `compact`; a follower too far behind gets the leader's
+// snapshot (section 7). Not here yet: membership changes, pre-vote and check-quorum.
 
 import { RaftArgumentError, RaftInvariantError, RaftNotLeaderError } from './errors.js'
 
@@ -43,6 +44,14 @@ export type Message =
       readonly read?: number
     }
   | {
+      /** The leader's snapshot, for a follower whose next entry was compacted away. */
+      readonly type: 'snapshot'
+      readonly from: NodeId
+      readonly to: NodeId
+      readonly term: number
+      readonly snapshot: Snapshot
+    }
+  | {
       readonly type: 'append-reply'
       readonly from: NodeId
       readonly to: NodeId
@@ -53,6 +62,13 @@ export type Message =
       /** The `read` of the append answered: this member still followed the sender in `term`. */
       readonly read?: number
     }
+
+/** A state machine's state as of log index `index` (whose entry had term `term`): `data` is the owner's, opaque here. */
+export interface Snapshot {
+  readonly index: number
+  readonly term: number
+  readonly data: string
+}
 
 /** What a node must keep across restarts besides its log: the term, its vote in it, the commit index. */
 export interface HardState {
@@ -79,6 +95,12 @@ export interface Ready {
   readonly persist: Persist | undefined
   readonly messages: readonly Message[]
   readonly committed: readonly Entry[]
+  /**
+   * A snapshot to make durable (the log up to its index may then be deleted). With `install`, it
+   * came from the leader: the owner's state machine must be replaced by `data` before it applies
+   * `committed`.
+   */
+  readonly snapshot: (Snapshot & { readonly install: boolean }) | undefined
   /** Reads (see `readIndex`) confirmed by a quorum. */
   readonly reads: readonly ReadState[]
   /** Reads that will never be confirmed here: this node stopped being leader. Ask the new one. */
@@ -98,8 +120,8 @@ export interface RaftOptions {
   readonly random?: () => number
   /** Entries per append message at most. @default 256 */
   readonly maxEntriesPerMessage?: number
-  /** State recovered from storage after a restart. */
-  readonly restore?: { readonly hardState: HardState; readonly entries: readonly Entry[] }
+  /** State recovered from storage after a restart: entries follow the snapshot, if there is one (the owner loads its data itself). */
+  readonly restore?: { readonly hardState: HardState; readonly entries: readonly Entry[]; readonly snapshot?: Snapshot | undefined }
 }
 
 /** A node's role in its current term. */
@@ -118,8 +140,11 @@ export class RaftNode {
   private votedFor: NodeId | null = null
   private commit = 0
   private applied = 0
-  /** The log; `log[i]` holds index `i + 1`. */
-  private readonly log: Entry[] = []
+  /** The log after the snapshot: `log[i]` holds index `snap.index + i + 1`. */
+  private log: Entry[] = []
+  /** Everything up to `snap.index` is in the snapshot (index 0: none yet). */
+  private snap: Snapshot = { index: 0, term: 0, data: '' }
+  private snapshotOut: (Snapshot & { install: boolean }) | undefined
   private roleNow: Role = 'follower'
   private leaderNow: NodeId | undefined
 
@@ -155,14 +180,17 @@ export class RaftNode {
       throw new RaftArgumentError(this.id, 'heartbeatTicks', `must be an integer in [1, electionTicks), got ${this.heartbeatTicks}`)
     const restore = options.restore
     if (restore !== undefined) {
+      if (restore.snapshot !== undefined) this.snap = restore.snapshot
+      const base = this.snap.index
       restore.entries.forEach((e, i) => {
-        if (e.index !== i + 1) throw new RaftArgumentError(this.id, `restore.entries[${i}].index`, `must be ${i + 1}, got ${e.index}`)
+        if (e.index !== base + i + 1) throw new RaftArgumentError(this.id, `restore.entries[${i}].index`, `must be ${base + i + 1}, got ${e.index}`)
       })
       this.log.push(...restore.entries)
+      this.applied = base
       this.currentTerm = restore.hardState.term
       this.votedFor = restore.hardState.votedFor
-      // What was committed stays committed; it is applied again (the owner's state machine restarts empty).
-      this.commit = Math.min(restore.hardState.commit, this.lastIndex())
+      // What was committed stays committed; what follows the snapshot is applied again.
+      this.commit = Math.max(base, Math.min(restore.hardState.commit, this.lastIndex()))
     }
     this.resetTimeout()
   }
@@ -184,7 +212,25 @@ export class RaftNode {
     return this.commit
   }
 
-  /** The entries this node holds (a copy), for tests and inspection. */
+  /** The index the snapshot covers (0: none). */
+  get snapshotIndex(): number {
+    return this.snap.index
+  }
+
+  /**
+   * The owner took a snapshot of its state machine as of `index` (at most what it applied): the
+   * log up to `index` goes, and followers that need it get the snapshot instead.
+   */
+  compact(index: number, data: string): void {
+    if (!Number.isInteger(index) || index <= this.snap.index || index > this.applied)
+      throw new RaftArgumentError(this.id, 'compact index', `must be an applied index after the snapshot's (${this.snap.index + 1} to ${this.applied}), got ${index}`)
+    const term = this.termAt(index)
+    this.log = this.log.slice(index - this.snap.index)
+    this.snap = { index, term, data }
+    this.snapshotOut = { ...this.snap, install: false }
+  }
+
+  /** The entries this node holds after its snapshot (a copy), for tests and inspection. */
   entries(): Entry[] {
     return [...this.log]
   }
@@ -240,6 +286,8 @@ export class RaftNode {
     if (m.to !== this.id || !this.members.includes(m.from)) return
     if (m.term > this.currentTerm) this.becomeFollower(m.term, m.type === 'append' ? m.from : undefined)
     switch (m.type) {
+      case 'snapshot':
+        return this.onSnapshot(m)
       case 'vote':
         return this.onVote(m)
       case 'vote-reply':
@@ -254,8 +302,13 @@ export class RaftNode {
   /** Drains what happened since the last call. */
   ready(): Ready {
     const hardState = this.hardDirty ? { term: this.currentTerm, votedFor: this.votedFor, commit: this.commit } : undefined
-    const persist = this.persistFrom === undefined ? undefined : { from: this.persistFrom, entries: this.log.slice(this.persistFrom - 1) }
-    const committed = this.log.slice(this.applied, this.commit)
+    const base = this.snap.index
+    const snapshot = this.snapshotOut
+    this.snapshotOut = undefined
+    // Entries the snapshot now covers are not persisted as entries (the snapshot holds them).
+    const from = this.persistFrom === undefined ? undefined : Math.max(this.persistFrom, base + 1)
+    const persist = from === undefined ? undefined : { from, entries: this.log.slice(from - base - 1) }
+    const committed = this.log.slice(this.applied - base, this.commit - base)
     this.applied = this.commit
     const messages = this.outbox
     this.outbox = []
@@ -265,7 +318,7 @@ export class RaftNode {
     this.confirmedReads = []
     const lostReads = this.lost
     this.lost = []
-    return { hardState, persist, messages, committed, reads, lostReads }
+    return { hardState, persist, snapshot, messages, committed, reads, lostReads }
   }
 
   // --- Elections (section 5.2) -------------------------------------------------------------
@@ -336,7 +389,13 @@ export class RaftNode {
   private sendAppend(peer: NodeId): void {
     const next = this.next.get(peer) ?? this.lastIndex() + 1
     const prevIndex = next - 1
-    const entries = this.log.slice(prevIndex, prevIndex + this.maxEntries)
+    if (prevIndex < this.snap.index) {
+      // The entries it needs are compacted away: it gets the snapshot (resent until it answers).
+      this.send({ type: 'snapshot', from: this.id, to: peer, term: this.currentTerm, snapshot: this.snap })
+      return
+    }
+    const base = this.snap.index
+    const entries = this.log.slice(prevIndex - base, prevIndex - base + this.maxEntries)
     const read = this.readSeq > 0 ? { read: this.readSeq } : {}
     this.send({ type: 'append', from: this.id, to: peer, term: this.currentTerm, prevIndex, prevTerm: this.termAt(prevIndex), entries, commit: this.commit, ...read })
   }
@@ -354,20 +413,22 @@ export class RaftNode {
       this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: this.lastIndex() + 1, ...read })
       return
     }
-    if (m.prevIndex > 0 && this.termAt(m.prevIndex) !== m.prevTerm) {
+    // Entries up to the snapshot are committed, so they match the leader's (Log Matching).
+    if (m.prevIndex > this.snap.index && this.termAt(m.prevIndex) !== m.prevTerm) {
       // Skip back over the whole conflicting term at once instead of one entry per round trip.
       const conflict = this.termAt(m.prevIndex)
       let first = m.prevIndex
-      while (first > 1 && this.termAt(first - 1) === conflict && first - 1 > this.commit) first--
+      while (first > this.snap.index + 1 && this.termAt(first - 1) === conflict && first - 1 > this.commit) first--
       this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: Math.max(1, first), ...read })
       return
     }
     for (const e of m.entries) {
+      if (e.index <= this.snap.index) continue
       if (e.index <= this.lastIndex()) {
         if (this.termAt(e.index) === e.term) continue
         // A conflicting entry and all after it go; committed entries never conflict (Log Matching).
         if (e.index <= this.commit) throw new RaftInvariantError(this.id, `leader ${m.from} overwrites committed entry ${e.index}`)
-        this.log.length = e.index - 1
+        this.log.length = e.index - 1 - this.snap.index
       }
       this.log.push(e)
       this.persistFrom = Math.min(this.persistFrom ?? e.index, e.index)
@@ -379,6 +440,30 @@ export class RaftNode {
       this.hardDirty = true
     }
     this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: true, index: last, ...read })
+  }
+
+  /** Installs the leader's snapshot unless this node has everything in it committed already. */
+  private onSnapshot(m: Extract<Message, { type: 'snapshot' }>): void {
+    if (m.term < this.currentTerm) {
+      this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: false, index: 0 })
+      return
+    }
+    if (this.roleNow !== 'follower' || this.leaderNow !== m.from) this.becomeFollower(m.term, m.from)
+    this.elapsed = 0
+    const s = m.snapshot
+    if (s.index > this.commit) {
+      // Keep the entries after the snapshot if this log agrees with it there; else start over.
+      const keep = s.index <= this.lastIndex() && this.termAt(s.index) === s.term
+      this.log = keep ? this.log.slice(s.index - this.snap.index) : []
+      this.snap = s
+      this.snapshotOut = { ...s, install: true }
+      this.commit = s.index
+      this.applied = s.index
+      this.hardDirty = true
+      // A log replaced entirely: the stored entries after the snapshot go too.
+      if (!keep) this.persistFrom = s.index + 1
+    }
+    this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: true, index: Math.max(s.index, this.commit) })
   }
 
   private onAppendReply(m: Extract<Message, { type: 'append-reply' }>): void {
@@ -443,15 +528,17 @@ export class RaftNode {
   }
 
   private lastIndex(): number {
-    return this.log.length
+    return this.snap.index + this.log.length
   }
 
   private lastTerm(): number {
-    return this.termAt(this.log.length)
+    return this.termAt(this.lastIndex())
   }
 
+  /** The term of entry `index`: the snapshot's at its index, 0 before it (compacted) or past the end. */
   private termAt(index: number): number {
-    return index === 0 ? 0 : (this.log[index - 1]?.term ?? 0)
+    if (index === this.snap.index) return this.snap.term
+    return this.log[index - this.snap.index - 1]?.term ?? 0
   }
 
   /** Restarts the election clock with a new random timeout. */

@@ -95,18 +95,27 @@ describe('Raft storage in SQLite', () => {
     storage.save({ hardState: undefined, persist: { from: 2, entries: [{ index: 2, term: 2, data: 'B' }] } })
     expect(new RaftStorage(store, 'g1').load()).toEqual({
       hardState: { term: 2, votedFor: 'b', commit: 1 },
+      snapshot: undefined,
       entries: [
         { index: 1, term: 1, data: 'a' },
         { index: 2, term: 2, data: 'B' },
       ],
     })
+    // A snapshot through index 1 replaces entry 1, in the same transaction.
+    storage.save({ snapshot: { index: 1, term: 1, data: '["a"]', install: false } })
+    expect(new RaftStorage(store, 'g1').load()).toEqual({
+      hardState: { term: 2, votedFor: 'b', commit: 1 },
+      snapshot: { index: 1, term: 1, data: '["a"]' },
+      entries: [{ index: 2, term: 2, data: 'B' }],
+    })
+    expect(store.keys('raft/g1', 'e/')).toEqual(['e/0000000000000002'])
     // Another group in the same file is separate.
     expect(new RaftStorage(store, 'g2').load().entries).toEqual([])
     store.put('raft/g1', 'e/0000000000000002', 'not json')
     expect(() => new RaftStorage(store, 'g1')).toThrow(RaftStorageError)
     expect(() => new RaftStorage(store, 'g1')).toThrow(/raft group "g1": stored state unreadable: record e\/0000000000000002 is not JSON/)
     store.delete('raft/g1', 'e/0000000000000002')
-    store.put('raft/g1', 'e/0000000000000003', JSON.stringify({ term: 2, data: 'c' }))
-    expect(() => new RaftStorage(store, 'g1')).toThrow(/entry 2 is missing \(found e\/0000000000000003 in its place\)/)
+    store.put('raft/g1', 'e/0000000000000004', JSON.stringify({ term: 2, data: 'c' }))
+    expect(() => new RaftStorage(store, 'g1')).toThrow(/entry 2 is missing \(found e\/0000000000000004 in its place\)/)
   })
 })
