@@ -3,18 +3,10 @@
 // Figure 3 after every round: one leader per term, and every node applies a prefix of one sequence.
 
 import { describe, expect, it } from 'vitest'
+import { seededRandom } from '../../kernel/index.js'
 import { RaftArgumentError, RaftNode, RaftNotLeaderError, type Entry, type HardState, type Message, type NodeId, type Snapshot } from './index.js'
 
-function seeded(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+const seeded = seededRandom
 
 /** What a node made durable, as its storage would hold it. */
 interface Disk {
