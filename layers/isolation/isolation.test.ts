@@ -68,6 +68,20 @@ function probe(
   }
 }
 
+/** A source of `input` that yields to the event loop every 500 records, so that markers injected on a timer land mid-stream. */
+function yieldingSource(input: readonly string[]) {
+  return source(
+    'src',
+    t.string,
+    (async function* () {
+      for (let i = 0; i < input.length; i++) {
+        if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve))
+        yield input[i]!
+      }
+    })(),
+  )
+}
+
 const sorted = (entries: readonly (readonly [unknown, unknown])[]): [unknown, unknown][] =>
   [...entries].map(([k, v]): [unknown, unknown] => [k, v]).sort((a, b) => String(a[0]).localeCompare(String(b[0])))
 
@@ -132,16 +146,7 @@ describe.each(['worker', 'process'] as const)('an operator isolated in a %s', (m
         if (info.operator === 'counter') totals.push(snapshot.entries.reduce((sum, [, rows]) => sum + (rows as number[][])[0]![0]!, 0))
       },
     })
-    const src = source(
-      'src',
-      t.string,
-      (async function* () {
-        for (let i = 0; i < input.length; i++) {
-          if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve))
-          yield input[i]!
-        }
-      })(),
-    )
+    const src = yieldingSource(input)
     const op = iso(nativeCounter(), 'nativeCounter')
     const into = sink('out', t.unknown, out)
     const p = program('p', { operators: [src, op, into], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in)] })
@@ -300,16 +305,7 @@ describe('isolated state across the boundary', () => {
         if (info.operator === 'out') sinkSeen.set(marker.id, seen)
       },
     })
-    const src = source(
-      'src',
-      t.string,
-      (async function* () {
-        for (let i = 0; i < input.length; i++) {
-          if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve))
-          yield input[i]!
-        }
-      })(),
-    )
+    const src = yieldingSource(input)
     const op = isolate(counter({ running: true }), { from: { module: HERE, export: 'counter', args: { running: true } } })
     const out: unknown[] = []
     const into = sink('out', t.unknown, out)
