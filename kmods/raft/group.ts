@@ -25,6 +25,8 @@ export const MAX_RAFT_FRAME_BYTES = 4 * 1024 * 1024
 
 const WireEntry = t.type({ index: t.number, term: t.number, data: t.union([t.string, t.null]) })
 const WireMessage = t.union([
+  t.type({ type: t.literal('pre-vote'), from: t.string, to: t.string, term: t.number, lastIndex: t.number, lastTerm: t.number }),
+  t.type({ type: t.literal('pre-vote-reply'), from: t.string, to: t.string, term: t.number, granted: t.boolean }),
   t.type({ type: t.literal('vote'), from: t.string, to: t.string, term: t.number, lastIndex: t.number, lastTerm: t.number }),
   t.type({ type: t.literal('vote-reply'), from: t.string, to: t.string, term: t.number, granted: t.boolean }),
   t.intersection([
@@ -50,6 +52,9 @@ const WireMessage = t.union([
   t.intersection([t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }), t.partial({ read: t.number })]),
 ])
 const WireFrame = t.type({ group: t.string, message: WireMessage })
+// Every message type of the core has a wire form: a type error here names one that does not.
+const everyTypeOnTheWire: Exclude<Message['type'], t.TypeOf<typeof WireMessage>['type']> extends never ? true : never = true
+void everyTypeOnTheWire
 
 /** Options of `startRaftGroup`. */
 export interface RaftGroupOptions {

@@ -268,6 +268,7 @@ describe('the Raft core', () => {
       electionTicks: 2,
       random: () => 0,
       maxEntriesPerMessage: 1,
+      preVote: false,
       restore: {
         hardState: { term: 3, votedFor: null, commit: 1 },
         entries: [
@@ -315,6 +316,30 @@ describe('the Raft core', () => {
     for (const id of sim.ids) expect(sim.commands(id)).toEqual([...Array.from({ length: 40 }, (_, i) => `c${i}`), 'after'])
   })
 
+  it('pre-vote: a member cut off and back raised no term while away, and the leader stays', () => {
+    const sim = new Sim(ids(3), seeded(21))
+    sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+    const leader = sim.leader()!
+    const term = leader.term
+    const away = sim.ids.find((id) => id !== leader.id)!
+    sim.side = new Map(sim.ids.map((id) => [id, id === away ? 1 : 0]))
+    for (let r = 0; r < 300; r++) sim.round()
+    expect(sim.nodes.get(away)!.term).toBe(term)
+    sim.side = undefined
+    for (let r = 0; r < 100; r++) sim.round()
+    expect(sim.leader()).toBe(leader)
+    expect(leader.term).toBe(term)
+  })
+
+  it('check-quorum: a leader cut off from every other member steps down within two election timeouts', () => {
+    const sim = new Sim(ids(3), seeded(22))
+    sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+    const leader = sim.leader()!
+    sim.side = new Map(sim.ids.map((id) => [id, id === leader.id ? 1 : 0]))
+    sim.until(() => leader.role !== 'leader', 20, 'the cut-off leader to step down')
+    expect(leader.leader).toBeUndefined()
+  })
+
   it('ReadIndex: a leader cut off in a minority never confirms a read (it could miss a newer write); the majority leader does', () => {
     const sim = new Sim(ids(5), seeded(11))
     sim.until(() => sim.leader() !== undefined, 200, 'a leader')
@@ -342,7 +367,7 @@ describe('the Raft core', () => {
   })
 
   it('ReadIndex: a new leader confirms reads only after it commits an entry of its own term', () => {
-    const node = new RaftNode({ id: 's1', members: ['s1', 's2', 's3'], electionTicks: 2, random: () => 0 })
+    const node = new RaftNode({ id: 's1', members: ['s1', 's2', 's3'], electionTicks: 2, random: () => 0, preVote: false })
     node.tick()
     node.tick()
     node.step({ type: 'vote-reply', from: 's2', to: 's1', term: 1, granted: true })

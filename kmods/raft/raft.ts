@@ -12,7 +12,9 @@
 //
 // Linearizable reads use ReadIndex (the Raft thesis, section 6.4).
 // Snapshots: the owner compacts with `compact`; a follower too far behind gets the leader's
-// snapshot (section 7). Not here yet: membership changes, pre-vote and check-quorum.
+// snapshot (section 7). Pre-vote (9.6) and check-quorum
+// (6.2) keep a member that was cut off from deposing a working leader. Not here yet: membership
+// changes.
 
 import { RaftArgumentError, RaftInvariantError, RaftNotLeaderError } from './errors.js'
 
@@ -29,6 +31,10 @@ export interface Entry {
 
 /** The messages nodes exchange; `from` and `to` are node ids, `term` the sender's term. */
 export type Message =
+  /** Pre-vote (thesis 9.6): "would you vote for me in `term`?", asked before a real election; changes no one's term. */
+  | { readonly type: 'pre-vote'; readonly from: NodeId; readonly to: NodeId; readonly term: number; readonly lastIndex: number; readonly lastTerm: number }
+  /** `term`: the term asked about when granted, the voter's own term when refused. */
+  | { readonly type: 'pre-vote-reply'; readonly from: NodeId; readonly to: NodeId; readonly term: number; readonly granted: boolean }
   | { readonly type: 'vote'; readonly from: NodeId; readonly to: NodeId; readonly term: number; readonly lastIndex: number; readonly lastTerm: number }
   | { readonly type: 'vote-reply'; readonly from: NodeId; readonly to: NodeId; readonly term: number; readonly granted: boolean }
   | {
@@ -120,12 +126,24 @@ export interface RaftOptions {
   readonly random?: () => number
   /** Entries per append message at most. @default 256 */
   readonly maxEntriesPerMessage?: number
+  /**
+   * Pre-vote (thesis 9.6): a member whose election timer fires first asks whether a quorum would
+   * vote for it, and only then raises its term. A member cut off and coming back then cannot
+   * depose a working leader. @default true
+   */
+  readonly preVote?: boolean
+  /**
+   * Check-quorum (thesis 6.2): a leader that has not heard from a quorum within an election timeout
+   * steps down, and a member that hears from its leader ignores vote requests until an election
+   * timeout passes. A leader cut off in a minority then stops serving. @default true
+   */
+  readonly checkQuorum?: boolean
   /** State recovered from storage after a restart: entries follow the snapshot, if there is one (the owner loads its data itself). */
   readonly restore?: { readonly hardState: HardState; readonly entries: readonly Entry[]; readonly snapshot?: Snapshot | undefined }
 }
 
 /** A node's role in its current term. */
-export type Role = 'follower' | 'candidate' | 'leader'
+export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader'
 
 /** One member of a Raft group: see the module comment for how its owner drives it. */
 export class RaftNode {
@@ -135,6 +153,11 @@ export class RaftNode {
   private readonly heartbeatTicks: number
   private readonly random: () => number
   private readonly maxEntries: number
+  private readonly preVote: boolean
+  private readonly checkQuorum: boolean
+  /** Leader with check-quorum: members heard from in this election timeout, and the ticks into it. */
+  private heard = new Set<NodeId>()
+  private quorumTicks = 0
 
   private currentTerm = 0
   private votedFor: NodeId | null = null
@@ -174,6 +197,8 @@ export class RaftNode {
     this.heartbeatTicks = options.heartbeatTicks ?? 1
     this.random = options.random ?? Math.random
     this.maxEntries = options.maxEntriesPerMessage ?? 256
+    this.preVote = options.preVote ?? true
+    this.checkQuorum = options.checkQuorum ?? true
     if (!this.members.includes(this.id)) throw new RaftArgumentError(this.id, 'members', `must include the node itself (${JSON.stringify(this.id)})`)
     if (!Number.isInteger(this.electionTicks) || this.electionTicks < 2) throw new RaftArgumentError(this.id, 'electionTicks', `must be an integer >= 2, got ${this.electionTicks}`)
     if (!Number.isInteger(this.heartbeatTicks) || this.heartbeatTicks < 1 || this.heartbeatTicks >= this.electionTicks)
@@ -239,13 +264,22 @@ export class RaftNode {
   tick(): void {
     this.elapsed++
     if (this.roleNow === 'leader') {
+      if (this.checkQuorum && ++this.quorumTicks >= this.electionTicks) {
+        this.quorumTicks = 0
+        const heard = this.heard.size + 1
+        this.heard = new Set()
+        if (!this.isQuorum(heard)) return this.becomeFollower(this.currentTerm, undefined)
+      }
       if (this.elapsed >= this.heartbeatTicks) {
         this.elapsed = 0
         for (const peer of this.others()) this.sendAppend(peer)
       }
       return
     }
-    if (this.elapsed >= this.timeout) this.campaign()
+    if (this.elapsed >= this.timeout) {
+      if (this.preVote) this.preCampaign()
+      else this.campaign()
+    }
   }
 
   /** Appends a command to the log (leaders only); returns its index. Committed once `ready().committed` includes it. */
@@ -284,7 +318,13 @@ export class RaftNode {
   /** Takes a message from another member of the group. Messages from a stale term are answered or ignored, never applied. */
   step(m: Message): void {
     if (m.to !== this.id || !this.members.includes(m.from)) return
-    if (m.term > this.currentTerm) this.becomeFollower(m.term, m.type === 'append' ? m.from : undefined)
+    if (m.type === 'pre-vote') return this.onPreVote(m)
+    if (m.type === 'pre-vote-reply') return this.onPreVoteReply(m)
+    // Check-quorum's other half: while its leader is alive, a member ignores vote requests (a
+    // member cut off and back must not depose it).
+    if (m.type === 'vote' && m.term > this.currentTerm && this.checkQuorum && this.inLease()) return
+    if (m.term > this.currentTerm) this.becomeFollower(m.term, m.type === 'append' || m.type === 'snapshot' ? m.from : undefined)
+    if (this.roleNow === 'leader' && m.term === this.currentTerm) this.heard.add(m.from)
     switch (m.type) {
       case 'snapshot':
         return this.onSnapshot(m)
@@ -322,6 +362,37 @@ export class RaftNode {
   }
 
   // --- Elections (section 5.2) -------------------------------------------------------------
+
+  /** True while this member heard from a leader less than an election timeout ago. */
+  private inLease(): boolean {
+    return this.leaderNow !== undefined && this.roleNow !== 'leader' && this.elapsed < this.electionTicks
+  }
+
+  private preCampaign(): void {
+    this.roleNow = 'pre-candidate'
+    this.leaderNow = undefined
+    this.votes = new Set([this.id])
+    this.resetTimeout()
+    if (this.isQuorum(this.votes.size)) return this.campaign()
+    for (const peer of this.others()) this.send({ type: 'pre-vote', from: this.id, to: peer, term: this.currentTerm + 1, lastIndex: this.lastIndex(), lastTerm: this.lastTerm() })
+  }
+
+  private onPreVote(m: Extract<Message, { type: 'pre-vote' }>): void {
+    // Granted as a vote would be, but without a leader heard from recently; nothing is recorded.
+    const upToDate = m.lastTerm > this.lastTerm() || (m.lastTerm === this.lastTerm() && m.lastIndex >= this.lastIndex())
+    const granted = m.term > this.currentTerm && upToDate && !this.inLease() && this.roleNow !== 'leader'
+    this.send({ type: 'pre-vote-reply', from: this.id, to: m.from, term: granted ? m.term : this.currentTerm, granted })
+  }
+
+  private onPreVoteReply(m: Extract<Message, { type: 'pre-vote-reply' }>): void {
+    if (!m.granted) {
+      if (m.term > this.currentTerm) this.becomeFollower(m.term, undefined)
+      return
+    }
+    if (this.roleNow !== 'pre-candidate' || m.term !== this.currentTerm + 1) return
+    this.votes.add(m.from)
+    if (this.isQuorum(this.votes.size)) this.campaign()
+  }
 
   private campaign(): void {
     this.roleNow = 'candidate'
@@ -374,6 +445,8 @@ export class RaftNode {
     this.roleNow = 'leader'
     this.leaderNow = this.id
     this.elapsed = 0
+    this.heard = new Set()
+    this.quorumTicks = 0
     for (const peer of this.others()) {
       this.next.set(peer, this.lastIndex() + 1)
       this.match.set(peer, 0)
