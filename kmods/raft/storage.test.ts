@@ -1,9 +1,11 @@
 // A Raft node's state in a real SQLite file: saved per ready(), read back after the store is
 // closed and opened again, with conflicting suffixes replaced and unreadable records named.
 
+import { fork } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openStore, type Store } from '../store/index.js'
 import { RaftNode, RaftStorage, RaftStorageError, type Message } from './index.js'
@@ -76,6 +78,40 @@ describe('Raft storage in SQLite', () => {
     const commands = Array.from({ length: 21 }, (_, i) => `c${i}`)
     for (const id of members) expect(applied.get(id)!.filter((d) => d !== null)).toEqual(commands)
   })
+
+  it('what save() returned from survives a SIGKILL of the process, 3 times over', async () => {
+    const dir = tempDir()
+    const path = join(dir, 'killed.db')
+    let acknowledged = 0
+    for (let round = 0; round < 3; round++) {
+      const child = fork(fileURLToPath(new URL('./fixtures/saver.ts', import.meta.url)), [path], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)))
+      // Killed at a different point each round, mid-stream.
+      const target = acknowledged + 50 + round * 37
+      try {
+        await new Promise<void>((resolve, reject) => {
+          child.on('message', (m: { saved: number }) => {
+            acknowledged = Math.max(acknowledged, m.saved)
+            if (m.saved >= target) resolve()
+          })
+          void exited.then((signal) => reject(new Error(`the saver exited (${signal}) before index ${target}`)))
+        })
+        child.kill('SIGKILL')
+        expect(await exited).toBe('SIGKILL')
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+      }
+      const store = open(dir, 'killed')
+      const { hardState, entries } = new RaftStorage(store, 'g').load()
+      store.close()
+      // Everything acknowledged is there, contiguous, with the hard state of the last round saved.
+      // (A SIGKILL leaves the OS's page cache: this checks that a returned save is committed and
+      // whole, not that it reached the disk, which SQLite's synchronous=FULL is there for.)
+      expect(entries.length).toBeGreaterThanOrEqual(acknowledged)
+      expect(entries.every((e, i) => e.index === i + 1 && e.term === i + 1)).toBe(true)
+      expect(hardState.term).toBe(entries.length)
+    }
+  }, 60_000)
 
   it('replaces a conflicting suffix, and names the group when a record cannot be read', () => {
     const dir = tempDir()
