@@ -68,9 +68,12 @@ function probe(
   }
 }
 
-/** A source of `input` that yields to the event loop every 500 records, so that markers injected on a timer land mid-stream. */
-function yieldingSource(input: readonly string[]) {
-  return source(
+/**
+ * Runs `src -> op -> out` under `layer` and isolation, the source yielding to the event loop every
+ * 500 records while a probe marker is injected every 3 ms, so that markers land mid-stream.
+ */
+async function runProbed(layer: Layer, op: Operator, input: readonly string[], out: unknown[]): Promise<void> {
+  const src = source(
     'src',
     t.string,
     (async function* () {
@@ -80,6 +83,12 @@ function yieldingSource(input: readonly string[]) {
       }
     })(),
   )
+  const into = sink('out', t.unknown, out)
+  const p = program('p', { operators: [src, op, into], links: [link(src.outputs.out, op.inputs['in']!), link(op.outputs['out']!, into.inputs.in)] })
+  const job = kernel.with(layer, isolation()).run(p, { batchSize: 100 })
+  let id = 0
+  const injector = setInterval(() => job.inject({ kind: 'probe', id: ++id }), 3)
+  await job.done.finally(() => clearInterval(injector))
 }
 
 const sorted = (entries: readonly (readonly [unknown, unknown])[]): [unknown, unknown][] =>
@@ -146,14 +155,7 @@ describe.each(['worker', 'process'] as const)('an operator isolated in a %s', (m
         if (info.operator === 'counter') totals.push(snapshot.entries.reduce((sum, [, rows]) => sum + (rows as number[][])[0]![0]!, 0))
       },
     })
-    const src = yieldingSource(input)
-    const op = iso(nativeCounter(), 'nativeCounter')
-    const into = sink('out', t.unknown, out)
-    const p = program('p', { operators: [src, op, into], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in)] })
-    const job = kernel.with(layer, isolation()).run(p, { batchSize: 100 })
-    let id = 0
-    const injector = setInterval(() => job.inject({ kind: 'probe', id: ++id }), 3)
-    await job.done.finally(() => clearInterval(injector))
+    await runProbed(layer, iso(nativeCounter(), 'nativeCounter'), input, out)
     const expected = wordCounts(input)
     expected.set('apple', (expected.get('apple') ?? 0) + 1000)
     expected.set('mango', 7)
@@ -305,15 +307,8 @@ describe('isolated state across the boundary', () => {
         if (info.operator === 'out') sinkSeen.set(marker.id, seen)
       },
     })
-    const src = yieldingSource(input)
-    const op = isolate(counter({ running: true }), { from: { module: HERE, export: 'counter', args: { running: true } } })
     const out: unknown[] = []
-    const into = sink('out', t.unknown, out)
-    const p = program('p', { operators: [src, op, into], links: [link(src.outputs.out, op.inputs.in), link(op.outputs.out, into.inputs.in)] })
-    const job = kernel.with(layer, isolation()).run(p, { batchSize: 100 })
-    let id = 0
-    const injector = setInterval(() => job.inject({ kind: 'probe', id: ++id }), 3)
-    await job.done.finally(() => clearInterval(injector))
+    await runProbed(layer, isolate(counter({ running: true }), { from: { module: HERE, export: 'counter', args: { running: true } } }), input, out)
     expect(out).toHaveLength(input.length)
     const compared = [...sinkSeen.keys()].filter((markerId) => counterSnapshots.has(markerId))
     expect(compared.length).toBeGreaterThan(2)
