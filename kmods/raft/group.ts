@@ -325,7 +325,7 @@ class Group implements RaftGroup {
   private outboundTo(peer: NodeId): Outbound {
     let out = this.outbound.get(peer)
     if (out === undefined) {
-      out = new Outbound(this.options.node, this.options.members[peer]!, this.logger)
+      out = new Outbound(this.options.node, peer, this.options.members[peer]!, this.logger)
       this.outbound.set(peer, out)
     }
     return out
@@ -343,7 +343,11 @@ class Group implements RaftGroup {
   }
 }
 
-/** One member's stream to another: frames queue while it dials, and are dropped if it fails. */
+/**
+ * One member's stream to another: frames queue while it dials, and are dropped if it fails. It
+ * dials the member's address, and after a failure its peer id: a member restarted on a new port is
+ * found at the addresses libp2p learned from it since (identify), as soon as it has connected.
+ */
 class Outbound {
   private stream: Promise<ReturnType<typeof lpStream>> | undefined
   private queue: Uint8Array[] = []
@@ -353,6 +357,7 @@ class Outbound {
 
   constructor(
     private readonly node: PeerNode,
+    private readonly peer: NodeId,
     private readonly address: string,
     private readonly logger: Logger,
   ) {}
@@ -370,7 +375,9 @@ class Outbound {
     this.writing = true
     try {
       while (this.queue.length > 0 && !this.closed) {
-        this.stream ??= this.node.dialProtocol(this.address, RAFT_PROTOCOL, { signal: AbortSignal.timeout(2000) }).then((s) => lpStream(s, { maxDataLength: MAX_RAFT_FRAME_BYTES }))
+        this.stream ??= this.node
+          .dialProtocol(this.failures % 2 === 0 ? this.address : this.peer, RAFT_PROTOCOL, { signal: AbortSignal.timeout(2000) })
+          .then((s) => lpStream(s, { maxDataLength: MAX_RAFT_FRAME_BYTES }))
         const lp = await this.stream
         const batch = this.queue
         this.queue = []

@@ -4,7 +4,10 @@ import '../../kmods/transport/polyfill.js'
 import { readFileSync, statSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
+import { join } from 'node:path'
+import { openStore } from '../../kmods/store/index.js'
 import { readOrCreatePskFile, readPskFile } from '../../kmods/transport/psk.js'
+import { startKvHost } from '../kv/index.js'
 import { Peer } from './peer.js'
 import { reportReady, watchParent } from '../../kmods/nursery/nursery.js'
 
@@ -81,6 +84,10 @@ export async function runPeer(command: PeerCommand): Promise<Peer> {
     ...(allowed === undefined ? {} : { allowlist: allowed }),
     ...(submitters === undefined ? {} : { submitters }),
   })
+  // The services every peer hosts: the KV store's replicas (they come back from the store on restart).
+  const kvStore = openStore(join(command.workdir, 'kv.db'))
+  peer.attach({ stop: () => kvStore.close() })
+  peer.attach(await startKvHost({ node: peer.node, store: kvStore }))
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => (stopping ??= peer.stop())
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stop().finally(() => process.exit(0)))

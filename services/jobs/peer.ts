@@ -148,8 +148,17 @@ export class Peer {
     return job
   }
 
-  /** Stops every job share, the channel registry and the node. Idempotent. */
+  /** Services running on this peer (a KV host …), stopped before it, newest first. */
+  private readonly attached: { stop(): Promise<void> | void }[] = []
+
+  /** Ties a service's life to the peer's: `stop()` stops it first (newest first), before the node. */
+  attach(service: { stop(): Promise<void> | void }): void {
+    this.attached.push(service)
+  }
+
+  /** Stops the attached services, every job share, the channel registry and the node. Idempotent. */
   async stop(): Promise<void> {
+    for (const service of this.attached.splice(0).reverse()) await Promise.resolve(service.stop()).catch(() => undefined)
     this.shares.abort('the peer is stopping')
     await this.membership.leave().catch(() => this.membership.stop())
     await this.registry.stop()

@@ -41,3 +41,60 @@ export class KvCompactedError extends LaminaError {
     super(`kv: revision ${revision} is compacted; the oldest revision kept is ${oldest}`)
   }
 }
+
+/** A put, cas or keep-alive named a lease the shard does not hold (it expired, was revoked, or never was granted there). */
+export class KvLeaseNotFoundError extends LaminaError {
+  readonly code = 'ERR_KV_LEASE_NOT_FOUND'
+  override readonly name = 'KvLeaseNotFoundError'
+  readonly retryable = false
+  constructor(
+    readonly shard: string,
+    readonly lease: string,
+  ) {
+    super(`kv shard ${shard}: no lease ${JSON.stringify(lease)} (expired, revoked, or never granted)`)
+  }
+}
+
+/**
+ * A call that did not get an answer in time, from any replica of its shard (no leader, peers
+ * unreachable). Retryable. A write's outcome is unknown then; retrying it with the same client is
+ * safe, since writes carry request ids and a shard applies each id once.
+ */
+export class KvUnavailableError extends LaminaError {
+  readonly code = 'ERR_KV_UNAVAILABLE'
+  override readonly name = 'KvUnavailableError'
+  readonly retryable = true
+  constructor(
+    readonly shard: string,
+    readonly call: string,
+    reason: string,
+  ) {
+    super(`kv shard ${shard}: ${call} got no answer: ${reason}`)
+  }
+}
+
+/** A request or answer on the KV protocol that does not fit it (names the field), or an answer with an error the client does not know. */
+export class KvProtocolError extends LaminaError {
+  readonly code = 'ERR_KV_PROTOCOL'
+  override readonly name = 'KvProtocolError'
+  readonly retryable = false
+  constructor(
+    readonly peer: string,
+    reason: string,
+  ) {
+    super(`kv protocol, peer ${peer}: ${reason}`)
+  }
+}
+
+/** An error a KV replica answered with, as the client sees it: the remote `code`, message, and whether it is retryable. */
+export class KvRemoteError extends LaminaError {
+  override readonly name = 'KvRemoteError'
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryable: boolean,
+    readonly peer: string,
+  ) {
+    super(`${message} (from ${peer})`)
+  }
+}

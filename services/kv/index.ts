@@ -1,5 +1,10 @@
-// services/kv: the distributed key-value store (issue 13). So far: its replicated state machine.
+// services/kv: the distributed key-value store (issue 13): shards replicated by Raft groups
+// (kmods/raft), hosted on every peer, started by `startKv(cluster, { shards, replicas })`.
 
-export { KvState, KV_LIMITS, type KvCommand, type KvEntry, type KvEvent, type KvResult, type KvScan } from './state.js'
-export { KvCommandError, KvCompactedError, KvLimitError } from './errors.js'
-export { startKvReplica, type KvConsistency, type KvReplica, type KvReplicaOptions } from './replica.js'
+export { KvState, KV_LIMITS, type KvCommand, type KvEntry, type KvEvent, type KvLease as KvLeaseState, type KvResult, type KvScan } from './state.js'
+export { KvCommandError, KvCompactedError, KvLeaseNotFoundError, KvLimitError, KvProtocolError, KvRemoteError, KvUnavailableError } from './errors.js'
+export { startKvReplica, type KvConsistency, type KvReplica, type KvReplicaOptions, type KvReplicaWatch } from './replica.js'
+export { startKvHost, type KvHost, type KvHostOptions } from './host.js'
+export { KvClient, type KvClientOptions, type KvLease, type KvShardLayout, type KvWatchEvent, type KvWatchOptions } from './client.js'
+export { KV_PROTOCOL, MAX_KV_FRAME_BYTES, type KvShardStatus } from './protocol.js'
+export { startKv, type Kv, type KvCluster, type StartKvOptions } from './service.js'

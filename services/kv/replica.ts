@@ -1,11 +1,18 @@
 // One replica of one KV shard: the state machine (state.ts) driven by a Raft group (kmods/raft).
 // Writes go through the log; a linearizable read waits for ReadIndex, a serializable one reads
 // the local state at once.
+//
+// Leases follow etcd's design: granting and revoking go through the log, but the countdown is the
+// leader's alone (keep-alives are not logged). A new leader restarts every lease's countdown at
+// its full TTL, so a lease never ends earlier than TTL after its last acknowledged keep-alive; it
+// may last longer, by up to an election. The only clock assumption is that each peer's monotonic
+// clock runs at about the right rate; no clocks are compared between peers.
 
 import { RaftStorage, startRaftGroup } from '../../kmods/raft/index.js'
 import type { Store } from '../../kmods/store/index.js'
 import type { PeerNode } from '../../kmods/transport/index.js'
-import { type KvCommand, type KvEntry, type KvResult, type KvScan, KvState } from './state.js'
+import { KvLeaseNotFoundError } from './errors.js'
+import { type KvCommand, type KvEntry, type KvEvent, type KvResult, type KvScan, KvState } from './state.js'
 
 /** Options of `startKvReplica`. */
 export interface KvReplicaOptions {
@@ -20,6 +27,15 @@ export interface KvReplicaOptions {
   readonly compactEvery?: number
   /** @default 50 */
   readonly tickMs?: number
+  /** Watch-history events kept for watches to resume from. @default 10000 */
+  readonly history?: number
+}
+
+/** A watch on one replica: `cancel()` ends it. */
+export interface KvReplicaWatch {
+  /** The revision the watch started after (`after`, or this replica's revision when `after` was negative). */
+  readonly after: number
+  cancel(): void
 }
 
 /** How a read is served: `linearizable` (ReadIndex on the leader) or `serializable` (this replica's state, possibly behind). */
@@ -36,13 +52,61 @@ export interface KvReplica {
   cas(key: string, value: string, compare: { readonly ifValue?: string; readonly ifModRevision?: number }): Promise<KvResult>
   get(key: string, options?: { readonly consistency?: KvConsistency }): Promise<KvEntry | undefined>
   scan(scan: KvScan, options?: { readonly consistency?: KvConsistency }): Promise<KvEntry[]>
+  /** This replica's revision (applied writes). */
+  readonly revision: number
+  /** The term of the replica's Raft group, as it knows it. */
+  readonly term: number
+  /**
+   * Proposes any write command (put with a lease, a request id: see KvCommand) and resolves with
+   * its result once applied. Rejects with KvLeaseNotFoundError when it names a lease the shard
+   * does not hold.
+   */
+  write(command: KvCommand): Promise<KvResult>
+  /** Grants (or re-grants, with a new TTL) lease `id` on this shard. */
+  grant(id: string, ttlMs: number): Promise<void>
+  /** Restarts the countdown of lease `id` on the leader; rejects with KvLeaseNotFoundError once it expired or was revoked. */
+  keepAlive(id: string): Promise<{ readonly ttlMs: number }>
+  /** Revokes lease `id`: its keys are deleted. Resolves with whether the lease existed. */
+  revoke(id: string): Promise<boolean>
+  /**
+   * Calls `onEvents` with every event of keys under `prefix` after revision `after` (negative: from
+   * now), in order, as this replica applies them (it may be behind the leader, never out of
+   * order), with the revision it has caught up to. `onError` gets
+   * KvCompactedError if events after `after` were compacted away; the watch ends then.
+   */
+  watch(prefix: string, after: number, onEvents: (events: KvEvent[], revision: number) => void, onError: (error: Error) => void): KvReplicaWatch
   stop(): Promise<void>
 }
 
 /** Starts this peer's replica of a shard, recovering its state from `store`. */
 export async function startKvReplica(options: KvReplicaOptions): Promise<KvReplica> {
   const shard = options.shard ?? 'kv-0'
-  const state = new KvState()
+  const state = new KvState(options.history)
+  const watchers = new Set<{ prefix: string; after: number; onEvents: (events: KvEvent[], revision: number) => void; onError: (error: Error) => void }>()
+  // Watchers catch up once per turn of the event loop, with everything applied since.
+  let notifying = false
+  const notify = (): void => {
+    if (notifying || watchers.size === 0) return
+    notifying = true
+    setImmediate(() => {
+      notifying = false
+      for (const w of watchers) deliver(w)
+    })
+  }
+  const deliver = (w: typeof watchers extends Set<infer W> ? W : never): void => {
+    if (state.revision <= w.after) return
+    let events: KvEvent[]
+    try {
+      events = state.eventsAfter(w.after)
+    } catch (error) {
+      watchers.delete(w)
+      w.onError(error instanceof Error ? error : new Error(String(error)))
+      return
+    }
+    w.after = state.revision
+    const mine = events.filter((e) => e.key.startsWith(w.prefix))
+    if (mine.length > 0) w.onEvents(mine, w.after)
+  }
   // Results of applied commands by log index, for the proposer to pick up (it does so as soon as
   // its proposal commits; the newest 10,000 are kept, for proposals on this replica).
   const results = new Map<number, KvResult>()
@@ -58,17 +122,57 @@ export async function startKvReplica(options: KvReplicaOptions): Promise<KvRepli
       try {
         results.set(entry.index, state.apply(JSON.parse(data)))
         if (results.size > 10_000) results.delete(results.keys().next().value!)
+        notify()
       } catch (error) {
         options.node.logger.warn(`kv ${shard}: entry ${entry.index} refused by every replica: ${error instanceof Error ? error.message : String(error)}`)
       }
     },
-    snapshot: { every: options.compactEvery ?? 10_000, take: () => state.snapshot(), load: (data) => state.load(data) },
+    snapshot: {
+      every: options.compactEvery ?? 10_000,
+      take: () => state.snapshot(),
+      load: (data) => {
+        state.load(data)
+        notify()
+      },
+    },
   })
+  // The leader's lease countdowns: deadline by lease id, restarted whenever leadership (the term) changes.
+  const deadlines = new Map<string, number>()
+  let countingTerm = -1
+  const revoking = new Set<string>()
+  const leaseTimer = setInterval(
+    () => {
+      if (!group.isLeader) {
+        countingTerm = -1
+        return
+      }
+      const now = performance.now()
+      if (countingTerm !== group.term) {
+        countingTerm = group.term
+        deadlines.clear()
+      }
+      for (const lease of state.leases()) {
+        const deadline = deadlines.get(lease.id)
+        if (deadline === undefined) deadlines.set(lease.id, now + lease.ttlMs)
+        else if (deadline <= now && !revoking.has(lease.id)) {
+          revoking.add(lease.id)
+          group
+            .propose(JSON.stringify({ op: 'revoke', lease: lease.id } satisfies KvCommand))
+            .catch(() => undefined) // a lost revoke is proposed again by whoever leads next
+            .finally(() => revoking.delete(lease.id))
+        }
+      }
+      for (const id of deadlines.keys()) if (state.lease(id) === undefined) deadlines.delete(id)
+    },
+    Math.max(20, options.tickMs ?? 50),
+  )
+  leaseTimer.unref()
   const write = async (command: KvCommand): Promise<KvResult> => {
     KvState.check(command)
     const index = await group.propose(JSON.stringify(command))
     const result = results.get(index)
     results.delete(index)
+    if (result?.missingLease !== undefined) throw new KvLeaseNotFoundError(shard, result.missingLease)
     // The entry committed and was applied before propose resolved; a refusal there was logged.
     return result ?? { ok: false, revision: state.revision, prev: undefined }
   }
@@ -83,7 +187,33 @@ export async function startKvReplica(options: KvReplicaOptions): Promise<KvRepli
     get leader() {
       return group.leader
     },
+    get revision() {
+      return state.revision
+    },
+    get term() {
+      return group.term
+    },
     put: (key, value) => write({ op: 'put', key, value }),
+    write,
+    grant: async (id, ttlMs) => {
+      await write({ op: 'grant', lease: id, ttlMs })
+    },
+    keepAlive: async (id) => {
+      // On the leader only (its countdown is the one that counts), after a barrier that proves it still leads.
+      await group.read()
+      const lease = state.lease(id)
+      if (lease === undefined || revoking.has(id)) throw new KvLeaseNotFoundError(shard, id)
+      deadlines.set(id, performance.now() + lease.ttlMs)
+      return { ttlMs: lease.ttlMs }
+    },
+    revoke: async (id) => (await write({ op: 'revoke', lease: id })).ok,
+    watch: (prefix, after, onEvents, onError) => {
+      const w = { prefix, after: after < 0 ? state.revision : after, onEvents, onError }
+      const from = w.after
+      watchers.add(w)
+      deliver(w)
+      return { after: from, cancel: () => watchers.delete(w) }
+    },
     delete: (key) => write({ op: 'delete', key }),
     cas: (key, value, compare) => write({ op: 'cas', key, value, ...compare }),
     get: async (key, opts) => {
@@ -94,6 +224,10 @@ export async function startKvReplica(options: KvReplicaOptions): Promise<KvRepli
       await consistent(opts)
       return state.scan(scan)
     },
-    stop: () => group.stop(),
+    stop: () => {
+      clearInterval(leaseTimer)
+      watchers.clear()
+      return group.stop()
+    },
   }
 }

@@ -86,4 +86,37 @@ describe('the KV state machine', () => {
     expect(c.snapshot()).toBe(a.snapshot())
     expect(c.eventsAfter(c.revision - 10)).toEqual(a.eventsAfter(a.revision - 10))
   })
+
+  it('leases: keys put with one go when it is revoked; an unknown lease writes nothing; snapshots keep them', () => {
+    const kv = new KvState()
+    expect(kv.apply({ op: 'put', key: 'x', value: '1', lease: 'L' })).toMatchObject({ ok: false, missingLease: 'L', revision: 0 })
+    expect(kv.get('x')).toBeUndefined()
+    kv.apply({ op: 'grant', lease: 'L', ttlMs: 5000 })
+    kv.apply({ op: 'put', key: 'lock/a', value: 'me', lease: 'L' })
+    kv.apply({ op: 'put', key: 'lock/b', value: 'me', lease: 'L' })
+    kv.apply({ op: 'put', key: 'lock/b', value: 'plain' }) // a put without the lease detaches the key
+    expect(kv.lease('L')).toEqual({ id: 'L', ttlMs: 5000, keys: ['lock/a'] })
+    const copy = new KvState()
+    copy.load(kv.snapshot())
+    for (const s of [kv, copy]) {
+      expect(s.apply({ op: 'revoke', lease: 'L' })).toMatchObject({ ok: true, revision: 4 })
+      expect(s.get('lock/a')).toBeUndefined()
+      expect(s.get('lock/b')?.value).toBe('plain')
+      expect(s.eventsAfter(3)).toEqual([{ type: 'delete', key: 'lock/a', revision: 4 }])
+      expect(s.leases()).toEqual([])
+    }
+    expect(() => kv.apply({ op: 'grant', lease: 'M', ttlMs: 10 })).toThrow(/command field ttlMs/)
+  })
+
+  it('a command retried with the same request id is applied once, with the first answer', () => {
+    const kv = new KvState()
+    const first = kv.apply({ op: 'cas', key: 'a', value: '1', ifModRevision: 0, rid: 'c1:1' })
+    kv.apply({ op: 'put', key: 'a', value: '2', rid: 'c2:1' })
+    expect(kv.apply({ op: 'cas', key: 'a', value: '1', ifModRevision: 0, rid: 'c1:1' })).toEqual(first)
+    expect(kv.get('a')?.value).toBe('2')
+    const copy = new KvState()
+    copy.load(kv.snapshot())
+    expect(copy.apply({ op: 'put', key: 'a', value: '2', rid: 'c2:1' }).revision).toBe(2)
+    expect(copy.revision).toBe(2)
+  })
 })

@@ -19,6 +19,13 @@ export const KV_LIMITS = {
   valueBytes: 256 * 1024,
   /** Keys one scan returns at most. */
   scanLimit: 10_000,
+  /** Bytes of one request on the wire (a put of the largest key and value fits). */
+  requestBytes: 512 * 1024,
+  /** Shortest and longest lease TTL, in milliseconds. */
+  minLeaseTtlMs: 1000,
+  maxLeaseTtlMs: 24 * 3600 * 1000,
+  /** Request ids each shard remembers, so that a retried write is applied once. */
+  requestIds: 100_000,
 } as const
 
 /** A key's current value and its revisions. */
@@ -28,6 +35,8 @@ export interface KvEntry {
   readonly createRevision: number
   readonly modRevision: number
   readonly version: number
+  /** The lease the key is attached to: it is deleted when the lease expires or is revoked. */
+  readonly lease?: string
 }
 
 /** One change, as watches see it. */
@@ -39,14 +48,21 @@ export interface KvEvent {
   readonly revision: number
 }
 
-const Command = t.union([
-  t.type({ op: t.literal('put'), key: t.string, value: t.string }),
-  t.type({ op: t.literal('delete'), key: t.string }),
-  t.intersection([
-    t.type({ op: t.literal('cas'), key: t.string, value: t.string }),
-    // Compare on the current value, on the revision of its last change (0: the key must not exist), or both.
-    t.partial({ ifValue: t.string, ifModRevision: t.number }),
+const Command = t.intersection([
+  t.union([
+    t.intersection([t.type({ op: t.literal('put'), key: t.string, value: t.string }), t.partial({ lease: t.string })]),
+    t.type({ op: t.literal('delete'), key: t.string }),
+    t.intersection([
+      t.type({ op: t.literal('cas'), key: t.string, value: t.string }),
+      // Compare on the current value, on the revision of its last change (0: the key must not exist), or both.
+      t.partial({ ifValue: t.string, ifModRevision: t.number, lease: t.string }),
+    ]),
+    // Leases (as etcd's): a TTL the leader counts down; keys put with the lease go when it does.
+    t.type({ op: t.literal('grant'), lease: t.string, ttlMs: t.number }),
+    t.type({ op: t.literal('revoke'), lease: t.string }),
   ]),
+  // A request id: a command retried with the same one is applied once (the Raft thesis's client sessions, §6.3).
+  t.partial({ rid: t.string }),
 ])
 /** A write, as it travels through the log. */
 export type KvCommand = t.TypeOf<typeof Command>
@@ -59,6 +75,15 @@ export interface KvResult {
   readonly revision: number
   /** The key before the command, if it existed. */
   readonly prev: KvEntry | undefined
+  /** Set when a put or cas named a lease the shard does not hold (nothing was written). */
+  readonly missingLease?: string
+}
+
+/** A lease as the state machine keeps it: its TTL and the keys attached to it. */
+export interface KvLease {
+  readonly id: string
+  readonly ttlMs: number
+  readonly keys: readonly string[]
 }
 
 /** Options of a scan: a prefix, or a half-open key range `[from, to)`, and a page size. */
@@ -73,6 +98,9 @@ export class KvState {
   /** Events of revisions `oldest` .. `rev`, in order. */
   private events: KvEvent[] = []
   private oldestKept = 1
+  private readonly leaseKeys = new Map<string, { ttlMs: number; keys: Set<string> }>()
+  /** Results of the newest commands that carried a request id, oldest first (bounded: KV_LIMITS.requestIds). */
+  private readonly done = new Map<string, KvResult>()
 
   constructor(
     /** Events kept for watches to resume from. @default 10000 */
@@ -93,34 +121,85 @@ export class KvState {
           .map((c) => c.key)
           .filter((k) => k !== '' && !/^\d+$/.test(k))
           .join('.') || 'op'
-      throw new KvCommandError(path, `not a put, delete or cas command (got ${JSON.stringify(command)?.slice(0, 120)})`)
+      throw new KvCommandError(path, `not a put, delete, cas, grant or revoke command (got ${JSON.stringify(command)?.slice(0, 120)})`)
     }
     const c = decoded.right
+    if (c.op === 'grant' || c.op === 'revoke') {
+      checkLease(c.lease)
+      if (c.op === 'grant' && (!Number.isInteger(c.ttlMs) || c.ttlMs < KV_LIMITS.minLeaseTtlMs || c.ttlMs > KV_LIMITS.maxLeaseTtlMs))
+        throw new KvCommandError('ttlMs', `must be a whole number of milliseconds from ${KV_LIMITS.minLeaseTtlMs} to ${KV_LIMITS.maxLeaseTtlMs}, got ${c.ttlMs}`)
+      return c
+    }
     checkKey(c.key)
     if (c.op !== 'delete') checkValue(c.value)
+    if (c.op !== 'delete' && c.lease !== undefined) checkLease(c.lease)
     return c
   }
 
   /** Applies one committed command. A command that fails its check changes nothing (and throws). */
   apply(command: unknown): KvResult {
     const c = KvState.check(command)
+    if (c.rid === undefined) return this.applyOnce(c)
+    const seen = this.done.get(c.rid)
+    if (seen !== undefined) return seen
+    const result = this.applyOnce(c)
+    this.done.set(c.rid, result)
+    if (this.done.size > KV_LIMITS.requestIds) this.done.delete(this.done.keys().next().value!)
+    return result
+  }
+
+  private applyOnce(c: KvCommand): KvResult {
+    if (c.op === 'grant') {
+      const held = this.leaseKeys.get(c.lease)
+      if (held === undefined) this.leaseKeys.set(c.lease, { ttlMs: c.ttlMs, keys: new Set() })
+      else held.ttlMs = c.ttlMs
+      return { ok: true, revision: this.rev, prev: undefined }
+    }
+    if (c.op === 'revoke') {
+      const held = this.leaseKeys.get(c.lease)
+      this.leaseKeys.delete(c.lease)
+      for (const key of [...(held?.keys ?? [])].sort()) this.remove(key)
+      return { ok: held !== undefined, revision: this.rev, prev: undefined }
+    }
     const prev = this.entries.get(c.key)
+    if (c.op !== 'delete' && c.lease !== undefined && !this.leaseKeys.has(c.lease)) return { ok: false, revision: this.rev, prev, missingLease: c.lease }
     if (c.op === 'cas') {
       const valueOk = c.ifValue === undefined || prev?.value === c.ifValue
       const revOk = c.ifModRevision === undefined || (prev?.modRevision ?? 0) === c.ifModRevision
       if (!valueOk || !revOk) return { ok: false, revision: this.rev, prev }
     }
     if (c.op === 'delete') {
-      if (prev === undefined) return { ok: true, revision: this.rev, prev }
-      this.rev++
-      this.entries.delete(c.key)
-      this.record({ type: 'delete', key: c.key, revision: this.rev })
+      if (prev !== undefined) this.remove(c.key)
       return { ok: true, revision: this.rev, prev }
     }
     this.rev++
-    this.entries.set(c.key, { key: c.key, value: c.value, createRevision: prev?.createRevision ?? this.rev, modRevision: this.rev, version: (prev?.version ?? 0) + 1 })
+    if (prev?.lease !== undefined) this.leaseKeys.get(prev.lease)?.keys.delete(c.key)
+    if (c.lease !== undefined) this.leaseKeys.get(c.lease)!.keys.add(c.key)
+    const entry: KvEntry = { key: c.key, value: c.value, createRevision: prev?.createRevision ?? this.rev, modRevision: this.rev, version: (prev?.version ?? 0) + 1 }
+    this.entries.set(c.key, c.lease === undefined ? entry : { ...entry, lease: c.lease })
     this.record({ type: 'put', key: c.key, value: c.value, revision: this.rev })
     return { ok: true, revision: this.rev, prev }
+  }
+
+  /** The leases the shard holds, with their keys. */
+  leases(): KvLease[] {
+    return [...this.leaseKeys].map(([id, l]) => ({ id, ttlMs: l.ttlMs, keys: [...l.keys] }))
+  }
+
+  /** The lease `id`, if the shard holds it. */
+  lease(id: string): KvLease | undefined {
+    const l = this.leaseKeys.get(id)
+    return l === undefined ? undefined : { id, ttlMs: l.ttlMs, keys: [...l.keys] }
+  }
+
+  /** Deletes a key that exists: one revision, one event, detached from its lease. */
+  private remove(key: string): void {
+    const prev = this.entries.get(key)
+    if (prev === undefined) return
+    if (prev.lease !== undefined) this.leaseKeys.get(prev.lease)?.keys.delete(key)
+    this.rev++
+    this.entries.delete(key)
+    this.record({ type: 'delete', key, revision: this.rev })
   }
 
   get(key: string): KvEntry | undefined {
@@ -149,14 +228,28 @@ export class KvState {
 
   /** The whole state as text (for Raft snapshots). */
   snapshot(): string {
-    return JSON.stringify({ rev: this.rev, oldest: this.oldestKept, entries: [...this.entries.values()], events: this.events })
+    return JSON.stringify({
+      rev: this.rev,
+      oldest: this.oldestKept,
+      entries: [...this.entries.values()],
+      events: this.events,
+      leases: this.leases().map(({ id, ttlMs }) => ({ id, ttlMs })),
+      done: [...this.done],
+    })
   }
 
   /** Replaces the state with a snapshot's. */
   load(data: string): void {
-    const parsed = JSON.parse(data) as { rev: number; oldest: number; entries: KvEntry[]; events: KvEvent[] }
+    const parsed = JSON.parse(data) as { rev: number; oldest: number; entries: KvEntry[]; events: KvEvent[]; leases?: { id: string; ttlMs: number }[]; done?: [string, KvResult][] }
     this.entries.clear()
-    for (const e of parsed.entries) this.entries.set(e.key, e)
+    this.leaseKeys.clear()
+    this.done.clear()
+    for (const [rid, result] of parsed.done ?? []) this.done.set(rid, result)
+    for (const l of parsed.leases ?? []) this.leaseKeys.set(l.id, { ttlMs: l.ttlMs, keys: new Set() })
+    for (const e of parsed.entries) {
+      this.entries.set(e.key, e)
+      if (e.lease !== undefined) this.leaseKeys.get(e.lease)?.keys.add(e.key)
+    }
     this.rev = parsed.rev
     this.oldestKept = parsed.oldest
     this.events = parsed.events
@@ -164,7 +257,8 @@ export class KvState {
 
   private record(event: KvEvent): void {
     this.events.push(event)
-    if (this.events.length > this.history) {
+    // Trimmed in batches (a quarter of the history at a time), so a write costs O(1) amortized.
+    if (this.events.length > this.history + Math.max(1, this.history >> 2)) {
       const drop = this.events.length - this.history
       this.events = this.events.slice(drop)
       this.oldestKept += drop
@@ -176,6 +270,10 @@ function checkKey(key: string): void {
   if (key.length === 0) throw new KvCommandError('key', 'must not be empty')
   const bytes = utf8.encode(key).length
   if (bytes > KV_LIMITS.keyBytes) throw new KvLimitError('key', KV_LIMITS.keyBytes, bytes)
+}
+
+function checkLease(lease: string): void {
+  if (lease.length === 0 || lease.length > 64) throw new KvCommandError('lease', `must be 1 to 64 characters, got ${lease.length}`)
 }
 
 function checkValue(value: string): void {

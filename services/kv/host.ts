@@ -1,0 +1,255 @@
+// The KV host: the part of the KV service that runs on every peer. It runs this peer's replicas of
+// KV shards (replica.ts), remembers which in its store so that a restarted peer brings them back
+// by itself, and serves the KV protocol (protocol.ts) to clients and to `startKv`.
+//
+// Bad input costs only itself: a frame that is not JSON or does not fit the protocol is answered
+// with ERR_KV_PROTOCOL naming the field, logged with the peer that sent it and counted, and the
+// stream goes on. A frame over the size limit cannot be skipped (its length is all there is), so
+// that one stream is closed, with a log line; the peer and its other streams go on.
+
+import '../../kmods/transport/polyfill.js'
+import type { Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { LaminaError } from '../../kernel/index.js'
+import type { Store } from '../../kmods/store/index.js'
+import type { Logger, PeerNode } from '../../kmods/transport/index.js'
+import { RaftNotLeaderError } from '../../kmods/raft/index.js'
+import { KvCommandError, KvProtocolError } from './errors.js'
+import { KV_PROTOCOL, type KvAnswer, KvRequest, type KvShardStatus, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
+import { type KvReplica, type KvReplicaWatch, startKvReplica } from './replica.js'
+import type { KvCommand, KvScan } from './state.js'
+
+/** Options of `startKvHost`. */
+export interface KvHostOptions {
+  readonly node: PeerNode
+  /** Where the shards' logs, snapshots and the list of shards live. */
+  readonly store: Store
+  /** Raft tick of the shards. @default 50 */
+  readonly tickMs?: number
+  /** @default the node's logger */
+  readonly logger?: Logger
+}
+
+/** The KV host of one peer. */
+export interface KvHost {
+  /** The replicas this peer runs, by shard. */
+  readonly replicas: ReadonlyMap<string, KvReplica>
+  /** Frames refused since start (malformed, oversized). */
+  readonly refused: number
+  /** Starts (or keeps) this peer's replica of `shard` and remembers it across restarts. */
+  open(shard: string, members: Readonly<Record<string, string>>, compactEvery?: number): Promise<void>
+  /** Stops this peer's replica of `shard` and forgets it (its data stays in the store). */
+  close(shard: string): Promise<void>
+  status(): KvShardStatus[]
+  stop(): Promise<void>
+}
+
+/** The store namespace of the list of shards a host runs. */
+const SHARDS_NS = 'kv/shards'
+
+interface ShardSpec {
+  readonly members: Record<string, string>
+  readonly compactEvery?: number
+}
+
+/** Starts the KV host on `node`: reopens the shards it ran before, and serves the KV protocol. */
+export async function startKvHost(options: KvHostOptions): Promise<KvHost> {
+  const host = new Host(options)
+  for (const { key, value } of options.store.list(SHARDS_NS)) {
+    const spec = JSON.parse(String(value)) as ShardSpec
+    await host.open(key, spec.members, spec.compactEvery)
+  }
+  await options.node.libp2p.handle(KV_PROTOCOL, (stream, connection) => void host.serve(stream, connection.remotePeer.toString()), {
+    maxInboundStreams: 1024,
+    maxOutboundStreams: 1024,
+  })
+  return host
+}
+
+class Host implements KvHost {
+  readonly replicas = new Map<string, KvReplica>()
+  refused = 0
+  private readonly logger: Logger
+  private readonly opening = new Map<string, Promise<void>>()
+  private readonly streams = new Set<Stream>()
+  private stopped = false
+
+  constructor(private readonly options: KvHostOptions) {
+    this.logger = options.logger ?? options.node.logger
+  }
+
+  open(shard: string, members: Readonly<Record<string, string>>, compactEvery?: number): Promise<void> {
+    if (this.replicas.has(shard)) return Promise.resolve()
+    let opening = this.opening.get(shard)
+    if (opening === undefined) {
+      opening = (async () => {
+        const spec: ShardSpec = compactEvery === undefined ? { members: { ...members } } : { members: { ...members }, compactEvery }
+        this.options.store.put(SHARDS_NS, shard, JSON.stringify(spec))
+        const replica = await startKvReplica({
+          node: this.options.node,
+          members,
+          store: this.options.store,
+          shard,
+          tickMs: this.options.tickMs ?? 50,
+          ...(compactEvery === undefined ? {} : { compactEvery }),
+        })
+        this.replicas.set(shard, replica)
+      })().finally(() => this.opening.delete(shard))
+      this.opening.set(shard, opening)
+    }
+    return opening
+  }
+
+  async close(shard: string): Promise<void> {
+    this.options.store.delete(SHARDS_NS, shard)
+    const replica = this.replicas.get(shard)
+    this.replicas.delete(shard)
+    await replica?.stop()
+  }
+
+  status(): KvShardStatus[] {
+    return [...this.replicas.values()].map((r) => ({
+      shard: r.shard,
+      members: Object.keys((JSON.parse(String(this.options.store.get(SHARDS_NS, r.shard) ?? '{"members":{}}')) as ShardSpec).members),
+      leader: r.leader,
+      isLeader: r.isLeader,
+      term: r.term,
+      revision: r.revision,
+    }))
+  }
+
+  /** Serves one stream: answers calls as they come (concurrently), until it ends. */
+  async serve(stream: Stream, peer: string): Promise<void> {
+    if (this.stopped) {
+      stream.abort(new Error('the KV host stopped'))
+      return
+    }
+    this.streams.add(stream)
+    const lp = lpStream(stream, { maxDataLength: MAX_KV_FRAME_BYTES })
+    const watches = new Map<number, KvReplicaWatch>()
+    // Answers go out one at a time, in the order they are ready.
+    let sending = Promise.resolve()
+    const send = (answer: KvAnswer): void => {
+      sending = sending.then(() => lp.write(new TextEncoder().encode(JSON.stringify(answer)))).catch(() => undefined)
+    }
+    try {
+      for (;;) {
+        let bytes: Uint8Array
+        try {
+          bytes = (await lp.read()).subarray()
+        } catch (error) {
+          const message = error instanceof Error ? error.message : String(error)
+          if (/too long|length/i.test(message)) {
+            this.refused++
+            this.logger.warn(`kv: refused a frame from ${peer} over ${MAX_KV_FRAME_BYTES} bytes; closing that stream`)
+          }
+          return
+        }
+        let frame: unknown
+        try {
+          frame = JSON.parse(new TextDecoder().decode(bytes))
+        } catch {
+          this.refuse(peer, send, undefined, `not JSON (${bytes.length} bytes)`)
+          continue
+        }
+        const decoded = KvRequest.decode(frame)
+        if (decoded._tag === 'Left') {
+          const id = typeof (frame as { id?: unknown })?.id === 'number' ? (frame as { id: number }).id : undefined
+          this.refuse(peer, send, id, `not a KV call (bad field ${problemPath(decoded.left)})`)
+          continue
+        }
+        const request = decoded.right
+        if (request.type === 'watch') {
+          this.watch(request, watches, send)
+          continue
+        }
+        if (request.type === 'unwatch') {
+          watches.get(request.watch)?.cancel()
+          watches.delete(request.watch)
+          send({ id: request.id, ok: true, value: null })
+          continue
+        }
+        this.handle(request).then(
+          (value) => send({ id: request.id, ok: true, value: value ?? null }),
+          (error: unknown) => send(failure(request.id, error)),
+        )
+      }
+    } finally {
+      for (const w of watches.values()) w.cancel()
+      this.streams.delete(stream)
+    }
+  }
+
+  private refuse(peer: string, send: (answer: KvAnswer) => void, id: number | undefined, reason: string): void {
+    this.refused++
+    this.logger.warn(`kv: refused a frame from ${peer}: ${reason}`)
+    // A frame without an id cannot be answered; the log line and the count keep it.
+    if (id !== undefined) send(failure(id, new KvProtocolError(peer, reason)))
+  }
+
+  private watch(request: Extract<KvRequest, { type: 'watch' }>, watches: Map<number, KvReplicaWatch>, send: (answer: KvAnswer) => void): void {
+    const replica = this.replicas.get(request.shard)
+    if (replica === undefined) {
+      send(failure(request.id, new KvCommandError('shard', `${JSON.stringify(request.shard)} has no replica on this peer`)))
+      return
+    }
+    const w = replica.watch(
+      request.prefix,
+      request.after,
+      (events, revision) => send({ id: request.id, events, revision }),
+      (error) => {
+        watches.delete(request.id)
+        send(failure(request.id, error))
+      },
+    )
+    watches.set(request.id, w)
+    // The first frame says where the watch starts, so that a client resuming elsewhere starts there.
+    send({ id: request.id, events: [], revision: w.after })
+  }
+
+  private async handle(request: Exclude<KvRequest, { type: 'watch' | 'unwatch' }>): Promise<unknown> {
+    if (request.type === 'open') return this.open(request.shard, request.members, request.compactEvery)
+    if (request.type === 'close') return this.close(request.shard)
+    if (request.type === 'status') return this.status()
+    const replica = this.replicas.get(request.shard)
+    if (replica === undefined) throw new KvCommandError('shard', `${JSON.stringify(request.shard)} has no replica on this peer`)
+    const consistency = (c: 'linearizable' | 'serializable' | undefined) => ({ consistency: c ?? 'linearizable' })
+    switch (request.type) {
+      case 'get':
+        return replica.get(request.key, consistency(request.consistency))
+      case 'scan': {
+        const range: KvScan = request.prefix !== undefined ? { prefix: request.prefix } : { from: request.from ?? '', ...(request.to === undefined ? {} : { to: request.to }) }
+        return replica.scan(request.limit === undefined ? range : { ...range, limit: request.limit }, consistency(request.consistency))
+      }
+      case 'keepalive':
+        return replica.keepAlive(request.lease)
+      default:
+        return replica.write(toCommand(request))
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    await this.options.node.libp2p.unhandle(KV_PROTOCOL).catch(() => undefined)
+    for (const s of this.streams) s.abort(new Error('the KV host stopped'))
+    await Promise.allSettled([...this.opening.values()])
+    await Promise.all([...this.replicas.values()].map((r) => r.stop()))
+    this.replicas.clear()
+  }
+}
+
+/** The log command of a write call. */
+function toCommand(request: Extract<KvRequest, { type: 'put' | 'delete' | 'cas' | 'grant' | 'revoke' }>): KvCommand {
+  const { id: _id, shard: _shard, type, ...rest } = request
+  return { op: type, ...rest } as KvCommand
+}
+
+/** The error frame of a failed call: the error's code, and for not-leader refusals the leader to ask. */
+function failure(id: number, error: unknown): KvAnswer {
+  const message = error instanceof Error ? error.message : String(error)
+  const code = error instanceof LaminaError ? error.code : 'ERR_KV_INTERNAL'
+  const retryable = (error as { retryable?: unknown })?.retryable === true
+  const leader = error instanceof RaftNotLeaderError ? error.leader : undefined
+  return leader === undefined ? { id, ok: false, code, message, retryable } : { id, ok: false, code, message, retryable, leader }
+}

@@ -1,0 +1,96 @@
+// The KV service on a cluster of 3 real peer processes: startKv places shards and waits for
+// leaders; the client routes, follows leaders, scans across shards, watches, and holds leases;
+// bad frames are refused with a typed answer while the peer keeps serving; a restarted cluster on
+// the same work directories recovers the data.
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { lpStream } from '@libp2p/utils'
+import { firstValueFrom, take, toArray } from 'rxjs'
+import { startCluster, type Cluster } from 'lamina/cluster'
+import { memoryLogger } from 'lamina/transport'
+import { afterEach, describe, expect, it } from 'vitest'
+import { KV_PROTOCOL, KvLeaseNotFoundError, KvLimitError, startKv, type Kv } from './index.js'
+
+let dir = ''
+let cluster: Cluster | undefined
+let kv: Kv | undefined
+afterEach(async () => {
+  await kv?.stop()
+  await cluster?.stop()
+  kv = undefined
+  cluster = undefined
+  if (dir !== '') await rm(dir, { recursive: true, force: true })
+})
+
+const start = async (): Promise<{ cluster: Cluster; kv: Kv }> => {
+  cluster = await startCluster({ peers: 3, workdir: dir, logger: memoryLogger() })
+  kv = await startKv(cluster, { shards: 2, replicas: 3, readyTimeoutMs: 30_000 })
+  return { cluster, kv }
+}
+
+describe('startKv on 3 peer processes', () => {
+  it('serves reads, writes, scans, watches and leases, and recovers from disk', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-kv-service-'))
+    const { kv: store, cluster: c } = await start()
+    expect(store.layout.map((s) => Object.keys(s.members).length)).toEqual([3, 3])
+
+    // A watch from now sees every later change of its prefix, in order per shard.
+    const watched = firstValueFrom(store.watch('user/').pipe(take(4), toArray()))
+    const keys = ['user/ann', 'user/bob', 'user/cy', 'other']
+    for (const key of keys) expect(await store.put(key, `v-${key}`)).toMatchObject({ ok: true })
+    expect(new Set(keys.map((k) => store.shardOf(k))).size).toBe(2)
+    expect(await store.get('user/ann')).toMatchObject({ value: 'v-user/ann', version: 1 })
+    expect(await store.get('nobody')).toBeUndefined()
+    expect((await store.cas('user/ann', 'x', { ifValue: 'wrong' })).ok).toBe(false)
+    expect((await store.cas('user/ann', 'x', { ifValue: 'v-user/ann' })).ok).toBe(true)
+    expect((await store.scan({ prefix: 'user/' })).map((e) => [e.key, e.value])).toEqual([
+      ['user/ann', 'x'],
+      ['user/bob', 'v-user/bob'],
+      ['user/cy', 'v-user/cy'],
+    ])
+    expect((await store.scan({ from: 'a', limit: 2 })).map((e) => e.key)).toEqual(['other', 'user/ann'])
+    const events = await watched
+    expect(events.map((e) => `${e.type} ${e.key}`).sort()).toEqual(['put user/ann', 'put user/ann', 'put user/bob', 'put user/cy'])
+    // A watch resumed from revision 1 of every shard replays history, never skipping.
+    const replay = await firstValueFrom(store.watch('user/', { fromRevision: 1 }).pipe(take(4), toArray()))
+    expect(replay.map((e) => e.key).sort()).toEqual(['user/ann', 'user/ann', 'user/bob', 'user/cy'])
+
+    // Limits are typed errors, checked before anything is sent.
+    await expect(store.put('k'.repeat(2000), 'v')).rejects.toBeInstanceOf(KvLimitError)
+
+    // A lease: kept alive it holds its key; revoked, the key is gone.
+    const lease = await store.grant(1000)
+    await store.put('lock/a', 'me', { lease })
+    await lease.keepAlive()
+    expect((await store.get('lock/a'))?.lease).toBe(lease.id)
+    await lease.revoke()
+    expect(await store.get('lock/a')).toBeUndefined()
+    await expect(lease.keepAlive()).rejects.toBeInstanceOf(KvLeaseNotFoundError)
+    // Left alone, a lease expires after its TTL and takes its key with it.
+    const short = await store.grant(1000)
+    await store.put('lock/b', 'me', { lease: short })
+    const gone = await firstValueFrom(store.watch('lock/b').pipe(take(1)))
+    expect(gone).toMatchObject({ type: 'delete', key: 'lock/b' })
+
+    // A malformed frame from an admitted peer gets a typed refusal naming the field; the stream and the peer go on.
+    const host = c.members()[0]!
+    const lp = lpStream(await c.self.node.dialProtocol(host.multiaddrs[0]!, KV_PROTOCOL))
+    await lp.write(new TextEncoder().encode(JSON.stringify({ id: 7, type: 'put', shard: 'kv-0', key: 42 })))
+    const refusal = JSON.parse(new TextDecoder().decode((await lp.read()).subarray())) as Record<string, unknown>
+    expect(refusal).toMatchObject({ id: 7, ok: false, code: 'ERR_KV_PROTOCOL' })
+    expect(String(refusal.message)).toContain('key')
+    await lp.write(new TextEncoder().encode(JSON.stringify({ id: 8, type: 'get', shard: 'kv-0', key: 'user/ann', consistency: 'serializable' })))
+    expect(JSON.parse(new TextDecoder().decode((await lp.read()).subarray()))).toMatchObject({ id: 8, ok: true })
+    await lp.unwrap().close()
+
+    // Stopped and started again on the same work directories: the data is there.
+    await c.stop()
+    cluster = undefined
+    kv = undefined
+    const again = await start()
+    expect(await again.kv.get('user/ann')).toMatchObject({ value: 'x', version: 2 })
+    expect((await again.kv.scan({ prefix: '' })).length).toBe(4)
+  }, 120_000)
+})
