@@ -14,16 +14,16 @@ export function alive(pid: number): boolean {
 }
 
 /**
- * Waits until `condition` holds, checking every 25 ms; rejects with WaitTimeoutError naming `what`
+ * Waits until `condition` holds (it may be async), checking every 25 ms; rejects with WaitTimeoutError naming `what`
  * after `ms`. For conditions no event announces (a process gone, a file written by another process).
  *
  * ```ts
  * await until(() => !alive(pid), 5000, `process ${pid} to exit`)
  * ```
  */
-export async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+export async function until(condition: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new WaitTimeoutError(what, ms)
     await new Promise((resolve) => setTimeout(resolve, 25))
   }
