@@ -14,6 +14,7 @@ import { Observable } from 'rxjs'
 import { Ring } from '../../kmods/ring/index.js'
 import type { PeerNode } from '../../kmods/transport/index.js'
 import { KvCompactedError, KvLeaseNotFoundError, KvProtocolError, KvRemoteError, KvUnavailableError } from './errors.js'
+import { type LocalKvHost, localKvHost } from './local.js'
 import { KV_PROTOCOL, KvAnswer, type KvRequest, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
 import type { KvConsistency } from './replica.js'
 import { type KvCommand, type KvEntry, type KvEvent, type KvResult, type KvScan, KV_LIMITS, KvState } from './state.js'
@@ -67,7 +68,7 @@ export class KvClient {
   private readonly ring: Ring
   private readonly layouts: Map<string, KvShardLayout>
   private readonly leaders = new Map<string, string>()
-  private readonly connections = new Map<string, Connection>()
+  private readonly connections = new Map<string, Link>()
   private readonly timeoutMs: number
   private readonly consistency: KvConsistency
   private readonly clientId = randomBytes(8).toString('hex')
@@ -80,6 +81,11 @@ export class KvClient {
     this.ring = new Ring(this.layouts.keys())
     this.timeoutMs = options.timeoutMs ?? 10_000
     this.consistency = options.consistency ?? 'linearizable'
+  }
+
+  /** The node the client dials from. */
+  get node(): PeerNode {
+    return this.options.node
   }
 
   /** The shards, in name order. */
@@ -250,7 +256,7 @@ export class KvClient {
       const peer = this.leaders.get(shard) ?? peers[next++ % peers.length]!
       let answer: Extract<KvAnswer, { ok: boolean }>
       try {
-        answer = await this.connection(peer, layout.members[peer]!).call(request, Math.min(left, 2000))
+        answer = await this.connection(peer, layout.members[peer]!).call(request, Math.max(1, Math.min(left, 2000)))
       } catch (error) {
         last = `${peer}: ${error instanceof Error ? error.message : String(error)}`
         this.leaders.delete(shard)
@@ -312,9 +318,15 @@ export class KvClient {
     }
   }
 
-  private connection(peer: string, address: string): Connection {
+  private connection(peer: string, address: string): Link {
     let c = this.connections.get(peer)
     if (c === undefined || c.broken) {
+      const local = localKvHost(peer)
+      if (local !== undefined && peer === this.options.node.peerId) {
+        c = new LocalLink(local)
+        this.connections.set(peer, c)
+        return c
+      }
       // After a broken stream, dial the peer id: a replica restarted on a new port is found at the
       // addresses libp2p has learned for it since; the address given at start comes first.
       const failures = (this.dialFailures.get(peer) ?? -1) + 1
@@ -340,8 +352,47 @@ function pause(ms: number): Promise<void> {
 
 type Answered = Extract<KvAnswer, { ok: boolean }>
 
+/** How the client reaches one peer's KV host: a stream, or in-process when the host runs here. */
+interface Link {
+  readonly broken: boolean
+  call(request: Readonly<Record<string, unknown>>, timeoutMs: number): Promise<Answered>
+  watch(
+    request: Record<string, unknown>,
+    onEvents: (events: unknown[], revision: number) => void,
+    onEnd: (answer: Extract<KvAnswer, { ok: false }> | undefined) => void,
+  ): () => void
+  close(): void
+}
+
+/** The KV host of the client's own peer, called in-process. */
+class LocalLink implements Link {
+  broken = false
+  private ids = 0
+
+  constructor(private readonly host: LocalKvHost) {}
+
+  call(request: Readonly<Record<string, unknown>>): Promise<Answered> {
+    return this.host.call({ ...request, id: ++this.ids })
+  }
+
+  watch(
+    request: Record<string, unknown>,
+    onEvents: (events: unknown[], revision: number) => void,
+    onEnd: (answer: Extract<KvAnswer, { ok: false }> | undefined) => void,
+  ): () => void {
+    return this.host.watch({ ...request, id: ++this.ids }, (frame) => {
+      if ('events' in frame) onEvents(frame.events, frame.revision)
+      else if (!frame.ok) onEnd(frame)
+    })
+  }
+
+  close(): void {
+    this.broken = true
+  }
+}
+
 /** One stream to one peer's KV host, carrying many calls at once. */
-class Connection {
+class Connection implements Link {
   broken = false
   private stream: Promise<ReturnType<typeof lpStream>> | undefined
   private ids = 0

@@ -15,6 +15,7 @@ import type { Store } from '../../kmods/store/index.js'
 import type { Logger, PeerNode } from '../../kmods/transport/index.js'
 import { RaftNotLeaderError } from '../../kmods/raft/index.js'
 import { KvCommandError, KvProtocolError } from './errors.js'
+import { localKvHost, setLocalKvHost, setLocalKvNode } from './local.js'
 import { KV_PROTOCOL, type KvAnswer, KvRequest, type KvShardStatus, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
 import { type KvReplica, type KvReplicaWatch, startKvReplica } from './replica.js'
 import type { KvCommand, KvScan } from './state.js'
@@ -55,6 +56,12 @@ interface ShardSpec {
 /** Starts the KV host on `node`: reopens the shards it ran before, and serves the KV protocol. */
 export async function startKvHost(options: KvHostOptions): Promise<KvHost> {
   const host = new Host(options)
+  setLocalKvNode(options.node)
+  setLocalKvHost({
+    peerId: options.node.peerId,
+    call: (request) => host.local(request),
+    watch: (request, onFrame) => host.localWatch(request, onFrame),
+  })
   for (const { key, value } of options.store.list(SHARDS_NS)) {
     const spec = JSON.parse(String(value)) as ShardSpec
     await host.open(key, spec.members, spec.compactEvery)
@@ -169,14 +176,43 @@ class Host implements KvHost {
           send({ id: request.id, ok: true, value: null })
           continue
         }
-        this.handle(request).then(
-          (value) => send({ id: request.id, ok: true, value: value ?? null }),
-          (error: unknown) => send(failure(request.id, error)),
-        )
+        void this.answer(request).then(send)
       }
     } finally {
       for (const w of watches.values()) w.cancel()
       this.streams.delete(stream)
+    }
+  }
+
+  /** Answers one call: its value, or the error frame of what it threw. */
+  private answer(request: Exclude<KvRequest, { type: 'watch' | 'unwatch' }>): Promise<Extract<KvAnswer, { ok: boolean }>> {
+    return this.handle(request).then(
+      (value) => ({ id: request.id, ok: true as const, value: value ?? null }),
+      (error: unknown) => failure(request.id, error),
+    )
+  }
+
+  /** A call from this process (a client on this peer): checked like a frame, answered like one. */
+  local(request: Readonly<Record<string, unknown>>): Promise<Extract<KvAnswer, { ok: boolean }>> {
+    const decoded = KvRequest.decode(request)
+    const id = typeof request.id === 'number' ? request.id : 0
+    if (decoded._tag === 'Left') return Promise.resolve(failure(id, new KvProtocolError(this.options.node.peerId, `not a KV call (bad field ${problemPath(decoded.left)})`)))
+    const r = decoded.right
+    if (r.type === 'watch' || r.type === 'unwatch') return Promise.resolve(failure(id, new KvProtocolError(this.options.node.peerId, 'watch through localWatch')))
+    return this.answer(r)
+  }
+
+  /** A watch from this process: frames go to `onFrame`; returns its cancel. */
+  localWatch(request: Readonly<Record<string, unknown>>, onFrame: (frame: KvAnswer) => void): () => void {
+    const decoded = KvRequest.decode(request)
+    if (decoded._tag === 'Left' || decoded.right.type !== 'watch') {
+      onFrame(failure(typeof request.id === 'number' ? request.id : 0, new KvProtocolError(this.options.node.peerId, 'not a watch')))
+      return () => undefined
+    }
+    const watches = new Map<number, KvReplicaWatch>()
+    this.watch(decoded.right, watches, onFrame)
+    return () => {
+      for (const w of watches.values()) w.cancel()
     }
   }
 
@@ -231,6 +267,7 @@ class Host implements KvHost {
   async stop(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
+    if (localKvHost(this.options.node.peerId) !== undefined) setLocalKvHost(undefined)
     await this.options.node.libp2p.unhandle(KV_PROTOCOL).catch(() => undefined)
     for (const s of this.streams) s.abort(new Error('the KV host stopped'))
     await Promise.allSettled([...this.opening.values()])
@@ -246,7 +283,7 @@ function toCommand(request: Extract<KvRequest, { type: 'put' | 'delete' | 'cas' 
 }
 
 /** The error frame of a failed call: the error's code, and for not-leader refusals the leader to ask. */
-function failure(id: number, error: unknown): KvAnswer {
+function failure(id: number, error: unknown): Extract<KvAnswer, { ok: false }> {
   const message = error instanceof Error ? error.message : String(error)
   const code = error instanceof LaminaError ? error.code : 'ERR_KV_INTERNAL'
   const retryable = (error as { retryable?: unknown })?.retryable === true

@@ -11,7 +11,10 @@ import { firstValueFrom, take, toArray } from 'rxjs'
 import { startCluster, type Cluster } from 'lamina/cluster'
 import { memoryLogger } from 'lamina/transport'
 import { afterEach, describe, expect, it } from 'vitest'
-import { KV_PROTOCOL, KvLeaseNotFoundError, KvLimitError, startKv, type Kv } from './index.js'
+import { looked } from './fixtures/kv-program.js'
+import { KV_PROTOCOL, KvLeaseNotFoundError, KvLimitError, kvLayoutArg, startKv, type Kv } from './index.js'
+
+const program = join(import.meta.dirname, 'fixtures', 'kv-program.ts')
 
 let dir = ''
 let cluster: Cluster | undefined
@@ -85,12 +88,25 @@ describe('startKv on 3 peer processes', () => {
     expect(JSON.parse(new TextDecoder().decode((await lp.read()).subarray()))).toMatchObject({ id: 8, ok: true })
     await lp.unwrap().close()
 
+    // From a dataflow program on the peers: one operator writes, another looks up (with backpressure).
+    await store.put('seen/0', 'zero')
+    await store.put('seen/1', 'one')
+    const job = await c.submit(program, { args: [kvLayoutArg(store), '60'], workers: c.members().map((m) => m.peerId) })
+    const report = await job.done
+    expect(report.deadLetters).toEqual([])
+    expect((await store.scan({ prefix: 'order/' })).length).toBe(60)
+    expect((await store.get('order/42'))?.value).toBe('420')
+    expect(looked.length).toBe(60)
+    expect(looked.find((r) => r.id === 4)?.value).toBe('one')
+    expect(looked.find((r) => r.id === 5)?.value).toBeNull()
+
     // Stopped and started again on the same work directories: the data is there.
     await c.stop()
     cluster = undefined
     kv = undefined
     const again = await start()
     expect(await again.kv.get('user/ann')).toMatchObject({ value: 'x', version: 2 })
-    expect((await again.kv.scan({ prefix: '' })).length).toBe(4)
+    expect((await again.kv.scan({ prefix: 'user/' })).length).toBe(3)
+    expect((await again.kv.scan({ prefix: 'order/' })).length).toBe(60)
   }, 120_000)
 })

@@ -12,6 +12,7 @@ import { Ring } from '../../kmods/ring/index.js'
 import type { PeerNode } from '../../kmods/transport/index.js'
 import { KvClient, type KvShardLayout } from './client.js'
 import { KvCommandError, KvUnavailableError } from './errors.js'
+import { setLocalKvNode } from './local.js'
 import type { KvShardStatus } from './protocol.js'
 import type { KvConsistency } from './replica.js'
 
@@ -91,6 +92,7 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
     const owners = pinned ?? ring.owners(shard, replicas)
     layout.push({ shard, members: Object.fromEntries(owners.map((id) => [id, addresses.get(id)!])) })
   }
+  setLocalKvNode(cluster.self.node)
   const client = new KvClient({
     node: cluster.self.node,
     shards: layout,

@@ -1,0 +1,38 @@
+// What this process has of the KV service: the node its client atoms dial from, and the KV host
+// running here, if any. A client calls the host of its own peer in-process (libp2p cannot dial
+// itself), and atom instances find their node here.
+
+import type { PeerNode } from '../../kmods/transport/index.js'
+import type { KvAnswer } from './protocol.js'
+
+/** A KV host's calls, in-process: the same requests and answer frames as on the wire. */
+export interface LocalKvHost {
+  readonly peerId: string
+  /** Answers one call (not a watch). */
+  call(request: Readonly<Record<string, unknown>>): Promise<Extract<KvAnswer, { ok: boolean }>>
+  /** Starts a watch: `onFrame` gets its event frames, and its error frame if it ends; returns its cancel. */
+  watch(request: Readonly<Record<string, unknown>>, onFrame: (frame: KvAnswer) => void): () => void
+}
+
+let node: PeerNode | undefined
+let host: LocalKvHost | undefined
+
+/** Registers the node this process's KV client atoms dial from (the KV host and `startKv` do). */
+export function setLocalKvNode(given: PeerNode): void {
+  if (node === undefined || node.stopped) node = given
+}
+
+/** The node registered by `setLocalKvNode`, unless it stopped. */
+export function localKvNode(): PeerNode | undefined {
+  return node?.stopped === false ? node : undefined
+}
+
+/** Registers (or, with undefined, removes) the KV host running in this process. */
+export function setLocalKvHost(given: LocalKvHost | undefined): void {
+  host = given
+}
+
+/** The KV host of peer `peerId`, if it runs in this process. */
+export function localKvHost(peerId: string): LocalKvHost | undefined {
+  return host?.peerId === peerId ? host : undefined
+}
