@@ -16,6 +16,7 @@ import { loadProgram, packProgram, parsePeerCommand, ProgressDisplay, runPeer, s
 import { kernel, LaminaError, type PeerDescription, type Program } from '../kernel/index.js'
 import { CHECKPOINT_EVENTS, decodePeers, explain, placement, PlacementUnsatisfiableError, planOf, RETRIED, type PlacementPlan } from '../layers/index.js'
 import { OPERATOR_USAGE, operatorCommand } from './cluster-commands.js'
+import { KV_USAGE, kvCommand } from './kv-command.js'
 import { UsageError } from './errors.js'
 
 const RUN_USAGE = `usage: lamina run PROGRAM [--peers N] [--workdir DIR] [--quiet] [--console] [--] [ARGS…]
@@ -73,9 +74,10 @@ against a running cluster (--cluster ADDR --psk FILE, or --config FILE):
   cancel JOB          cancel a running job
   rescale JOB OP N    run operator OP of a job with N instances
   savepoint JOB       keep a checkpoint of a job to start another from
-  members             list the cluster's members`
+  members             list the cluster's members
+  kv get|put|del|scan|watch …   the cluster's KV store (started by startKv)`
 
-const COMMANDS = ['run', 'plan', 'peer', 'id', 'help', ...Object.keys(OPERATOR_USAGE)]
+const COMMANDS = ['run', 'plan', 'peer', 'id', 'help', 'kv', ...Object.keys(OPERATOR_USAGE)]
 
 /** The command closest to a mistyped one (at most two edits away), for the hint. */
 function closest(command: string): string | undefined {
@@ -407,6 +409,9 @@ async function main(argv: readonly string[]): Promise<void> {
   } else if (command === 'id') {
     if (wantsHelp(rest)) return void process.stdout.write(`${ID_USAGE}\n`)
     await id(rest)
+  } else if (command === 'kv') {
+    if (wantsHelp(rest)) return void process.stdout.write(`${KV_USAGE}\n`)
+    process.exit(await kvCommand(rest))
   } else if (command !== undefined && OPERATOR_USAGE[command] !== undefined) {
     if (wantsHelp(rest.slice(0, rest.includes('--') ? rest.indexOf('--') : rest.length))) return void process.stdout.write(`${OPERATOR_USAGE[command]}\n`)
     process.exit(await operatorCommand(command, rest))

@@ -13,7 +13,7 @@ import { lpStream } from '@libp2p/utils'
 import { Observable } from 'rxjs'
 import { Ring } from '../../kmods/ring/index.js'
 import type { PeerNode } from '../../kmods/transport/index.js'
-import { KvCompactedError, KvLeaseNotFoundError, KvProtocolError, KvRemoteError, KvUnavailableError } from './errors.js'
+import { KvCommandError, KvCompactedError, KvLeaseNotFoundError, KvProtocolError, KvRemoteError, KvUnavailableError } from './errors.js'
 import { type LocalKvHost, localKvHost } from './local.js'
 import { KV_PROTOCOL, KvAnswer, type KvRequest, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
 import type { KvConsistency } from './replica.js'
@@ -81,6 +81,46 @@ export class KvClient {
     this.ring = new Ring(this.layouts.keys())
     this.timeoutMs = options.timeoutMs ?? 10_000
     this.consistency = options.consistency ?? 'linearizable'
+  }
+
+  /**
+   * A client of the KV service `name` of a running cluster, from any member's address: asks it
+   * for the service's layout (every member keeps it), then talks to the shards' replicas.
+   *
+   * @throws KvCommandError when the member knows no service of that name.
+   */
+  static async connect(options: {
+    readonly node: PeerNode
+    readonly contact: string
+    readonly name?: string
+    readonly timeoutMs?: number
+    readonly consistency?: KvConsistency
+  }): Promise<KvClient> {
+    const name = options.name ?? 'kv'
+    const contact = options.contact.split('/p2p/').at(-1) ?? options.contact
+    const probe = new KvClient({ node: options.node, shards: [{ shard: '-', members: { [contact]: options.contact } }] })
+    let layouts: Record<string, KvShardLayout[]>
+    try {
+      layouts = (await probe.askPeer(contact, options.contact, { type: 'layouts' }, options.timeoutMs ?? 10_000)) as Record<string, KvShardLayout[]>
+    } finally {
+      probe.close()
+    }
+    const shards = layouts[name]
+    if (shards === undefined || shards.length === 0)
+      throw new KvCommandError(
+        'name',
+        `no KV service ${JSON.stringify(name)} on this cluster (${contact} knows ${
+          Object.keys(layouts)
+            .map((n) => JSON.stringify(n))
+            .join(', ') || 'none'
+        }): start one with startKv`,
+      )
+    return new KvClient({
+      node: options.node,
+      shards,
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
+    })
   }
 
   /** The node the client dials from. */

@@ -47,6 +47,8 @@ export interface KvHost {
 
 /** The store namespace of the list of shards a host runs. */
 const SHARDS_NS = 'kv/shards'
+/** The store namespace of the services' layouts (every shard of each, and where it runs), by service name. */
+const LAYOUTS_NS = 'kv/layouts'
 
 interface ShardSpec {
   readonly members: Record<string, string>
@@ -247,6 +249,8 @@ class Host implements KvHost {
     if (request.type === 'open') return this.open(request.shard, request.members, request.compactEvery)
     if (request.type === 'close') return this.close(request.shard)
     if (request.type === 'status') return this.status()
+    if (request.type === 'layout') return void this.options.store.put(LAYOUTS_NS, request.name, JSON.stringify(request.shards))
+    if (request.type === 'layouts') return Object.fromEntries(this.options.store.list(LAYOUTS_NS).map(({ key, value }) => [key, JSON.parse(String(value)) as unknown]))
     const replica = this.replicas.get(request.shard)
     if (replica === undefined) throw new KvCommandError('shard', `${JSON.stringify(request.shard)} has no replica on this peer`)
     const consistency = (c: 'linearizable' | 'serializable' | undefined) => ({ consistency: c ?? 'linearizable' })

@@ -26,6 +26,9 @@ export const KvRequest = t.intersection([
     t.intersection([t.type({ type: t.literal('open'), shard, members: t.record(t.string, t.string) }), t.partial({ compactEvery: t.number })]),
     t.type({ type: t.literal('close'), shard }),
     t.type({ type: t.literal('status') }),
+    // The layout of a service (where its shards are), kept by every host for clients that come later (the CLI).
+    t.type({ type: t.literal('layout'), name: t.string, shards: t.array(t.type({ shard, members: t.record(t.string, t.string) })) }),
+    t.type({ type: t.literal('layouts') }),
     t.intersection([t.type({ type: t.literal('get'), shard, key }), t.partial({ consistency: Consistency })]),
     t.intersection([t.type({ type: t.literal('scan'), shard }), t.partial({ prefix: t.string, from: t.string, to: t.string, limit: t.number, consistency: Consistency })]),
     t.intersection([t.type({ type: t.literal('put'), shard, key, value: t.string, rid: t.string }), t.partial({ lease: t.string })]),

@@ -3,18 +3,22 @@
 // bad frames are refused with a typed answer while the peer keeps serving; a restarted cluster on
 // the same work directories recovers the data.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { appendFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { lpStream } from '@libp2p/utils'
 import { firstValueFrom, take, toArray } from 'rxjs'
 import { startCluster, type Cluster } from 'lamina/cluster'
-import { memoryLogger } from 'lamina/transport'
+import { loadOrCreateIdentity, memoryLogger } from 'lamina/transport'
+import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { looked } from './fixtures/kv-program.js'
 import { KV_PROTOCOL, KvLeaseNotFoundError, KvLimitError, kvLayoutArg, startKv, type Kv } from './index.js'
 
 const program = join(import.meta.dirname, 'fixtures', 'kv-program.ts')
+const cliPath = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'lamina.js')
+const exec = promisify(execFile)
 
 let dir = ''
 let cluster: Cluster | undefined
@@ -99,6 +103,21 @@ describe('startKv on 3 peer processes', () => {
     expect(looked.length).toBe(60)
     expect(looked.find((r) => r.id === 4)?.value).toBe('one')
     expect(looked.find((r) => r.id === 5)?.value).toBeNull()
+
+    // The CLI, as a client of its own admitted by the peers' allowlist (they re-read it).
+    const cli = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+      exec(process.execPath, [cliPath, 'kv', ...args, '--cluster', host.multiaddrs[0]!, '--psk', join(dir, 'swarm.key'), '--workdir', join(dir, 'cli')]).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+      )
+    await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, 'cli'))).peerId}\n`)
+    expect(await cli('get', 'user/ann')).toMatchObject({ code: 0, stdout: 'x\n' })
+    expect(await cli('put', 'from-cli', 'hello')).toMatchObject({ code: 0, stdout: expect.stringMatching(/^kv-\d revision \d+\n$/) })
+    expect((await store.get('from-cli'))?.value).toBe('hello')
+    expect(await cli('scan', 'user/', '--limit', '2')).toMatchObject({ code: 0, stdout: 'user/ann=x\nuser/bob=v-user/bob\n' })
+    expect(await cli('get', 'nobody')).toMatchObject({ code: 1, stderr: expect.stringContaining('nobody does not exist') })
+    expect(await cli('frob', 'x')).toMatchObject({ code: 2, stderr: expect.stringContaining('unknown verb "frob"') })
+    await store.delete('from-cli')
 
     // Stopped and started again on the same work directories: the data is there.
     await c.stop()

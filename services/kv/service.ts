@@ -111,6 +111,8 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
       ),
     ),
   )
+  // Every member keeps the layout, so that a client started later (`lamina kv`) finds the shards.
+  await Promise.all([...addresses].map(([peer, address]) => client.askPeer(peer, address, { type: 'layout', name, shards: layout })))
   const status = async (): Promise<KvShardStatus[]> => {
     const hosts = [...new Set(layout.flatMap((s) => Object.keys(s.members)))]
     const answers = await Promise.allSettled(hosts.map((peer) => client.askPeer(peer, addresses.get(peer)!, { type: 'status' }) as Promise<KvShardStatus[]>))

@@ -1,0 +1,145 @@
+// `lamina kv get|put|del|scan|watch`: the KV store of a running cluster, from the shell. Connects
+// as a client (its own identity, admitted like `lamina jobs`), learns the service's layout from
+// the first member that answers, and talks to the shards' replicas.
+
+import { parseArgs } from 'node:util'
+import { createPeerNode, readPskFile } from '../kmods/transport/index.js'
+import { KvClient } from '../services/kv/index.js'
+import { connectionOf } from './cluster-commands.js'
+import { UsageError } from './errors.js'
+
+/** Usage of `lamina kv`. */
+export const KV_USAGE = `usage: lamina kv get KEY | put KEY VALUE | del KEY | scan PREFIX | watch PREFIX  [options] [connection…]
+  The KV store a program started with startKv(cluster, …), from any member of the cluster.
+  get KEY            prints the value (exit 1 when the key does not exist); --json prints the entry with its revisions
+  put KEY VALUE      sets the value; prints the shard's revision after the write
+  del KEY            deletes the key; prints the revision (exit 1 when it did not exist)
+  scan PREFIX        prints KEY=VALUE lines in key order; --limit N (default 1000)
+  watch PREFIX       prints every change under PREFIX until Ctrl-C; --from-revision N replays from there
+  --name NAME        the service (default kv)
+  --serializable     reads from any replica (may be behind) instead of linearizable reads
+  --json             one JSON object per line
+connection (flags, or a JSON config file with the same keys: {"cluster": [ADDR…], "psk": FILE, "workdir": DIR}):
+  --cluster ADDR   a member's multiaddr, ending in /p2p/<peer id>; repeatable (the first that answers is used)
+  --psk FILE       the cluster's swarm key file
+  --workdir DIR    this client's identity (default ~/.lamina/client)
+  --config FILE    read the above from FILE (default: $LAMINA_CONFIG, if set); flags take precedence
+  --timeout MS     how long a call keeps trying (default 10000)`
+
+const ARITY: Readonly<Record<string, number>> = { get: 1, put: 2, del: 1, scan: 1, watch: 1 }
+
+/** Runs `lamina kv …`; returns the exit status. */
+export async function kvCommand(argv: readonly string[]): Promise<number> {
+  let parsed: ReturnType<typeof parse>
+  try {
+    parsed = parse(argv)
+  } catch (error) {
+    throw new UsageError(`lamina kv: ${error instanceof Error ? error.message : String(error)}`, KV_USAGE)
+  }
+  const { verb, args, values, connection } = parsed
+  const node = await createPeerNode({
+    workdir: connection.workdir,
+    psk: await readPskFile(connection.psk),
+    listen: [],
+    logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+  })
+  let client: KvClient | undefined
+  try {
+    const failures: string[] = []
+    for (const contact of connection.cluster) {
+      try {
+        client = await KvClient.connect({
+          node,
+          contact,
+          timeoutMs: connection.timeoutMs,
+          ...(values.name === undefined ? {} : { name: values.name }),
+          ...(values.serializable === true ? { consistency: 'serializable' as const } : {}),
+        })
+        break
+      } catch (error) {
+        failures.push(`${contact}: ${error instanceof Error ? error.message : String(error)}`)
+      }
+    }
+    if (client === undefined) throw new Error(`no member answered:\n  ${failures.join('\n  ')}`)
+    const json = values.json === true
+    const print = (line: string): void => void process.stdout.write(`${line}\n`)
+    switch (verb) {
+      case 'get': {
+        const entry = await client.get(args[0]!)
+        if (entry === undefined) {
+          if (json) print('null')
+          else process.stderr.write(`lamina kv: ${args[0]} does not exist\n`)
+          return 1
+        }
+        print(json ? JSON.stringify(entry) : entry.value)
+        return 0
+      }
+      case 'put': {
+        const result = await client.put(args[0]!, args[1]!)
+        print(json ? JSON.stringify({ shard: client.shardOf(args[0]!), revision: result.revision }) : `${client.shardOf(args[0]!)} revision ${result.revision}`)
+        return 0
+      }
+      case 'del': {
+        const result = await client.delete(args[0]!)
+        print(
+          json
+            ? JSON.stringify({ shard: client.shardOf(args[0]!), revision: result.revision, existed: result.prev !== undefined })
+            : `${client.shardOf(args[0]!)} revision ${result.revision}`,
+        )
+        return result.prev === undefined ? 1 : 0
+      }
+      case 'scan': {
+        const limit = values.limit === undefined ? 1000 : Number(values.limit)
+        if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`lamina kv: --limit must be a whole number >= 1, got ${values.limit}`, KV_USAGE)
+        for (const entry of await client.scan({ prefix: args[0]!, limit })) print(json ? JSON.stringify(entry) : `${entry.key}=${entry.value}`)
+        return 0
+      }
+      default: {
+        const from = values['from-revision'] === undefined ? undefined : Number(values['from-revision'])
+        if (from !== undefined && (!Number.isInteger(from) || from < 1))
+          throw new UsageError(`lamina kv: --from-revision must be a whole number >= 1, got ${values['from-revision']}`, KV_USAGE)
+        const watching = client
+        await new Promise<void>((resolve, reject) => {
+          const subscription = watching.watch(args[0]!, from === undefined ? {} : { fromRevision: from }).subscribe({
+            next: (e) => print(json ? JSON.stringify(e) : `${e.shard}@${e.revision} ${e.type} ${e.key}${e.value === undefined ? '' : `=${e.value}`}`),
+            error: reject,
+          })
+          process.once('SIGINT', () => {
+            subscription.unsubscribe()
+            resolve()
+          })
+        })
+        return 0
+      }
+    }
+  } finally {
+    client?.close()
+    await node.stop()
+  }
+}
+
+function parse(argv: readonly string[]) {
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    options: {
+      cluster: { type: 'string', multiple: true },
+      psk: { type: 'string' },
+      workdir: { type: 'string' },
+      config: { type: 'string' },
+      timeout: { type: 'string' },
+      json: { type: 'boolean' },
+      name: { type: 'string' },
+      serializable: { type: 'boolean' },
+      limit: { type: 'string' },
+      'from-revision': { type: 'string' },
+    },
+    allowPositionals: true,
+    strict: true,
+  })
+  const [verb, ...args] = positionals
+  if (verb === undefined) throw new Error('a verb is missing: get, put, del, scan or watch')
+  const arity = ARITY[verb]
+  if (arity === undefined) throw new Error(`unknown verb "${verb}": get, put, del, scan or watch`)
+  if (args.length !== arity) throw new Error(`${verb} takes ${arity === 1 ? 'one argument' : 'two arguments'}, got ${args.length}`)
+  return { verb, args, values, connection: connectionOf(values) }
+}
