@@ -74,3 +74,16 @@ export class RaftStoppedError extends LaminaError {
     super(`raft group ${JSON.stringify(group)}: this member was stopped`)
   }
 }
+
+/** A membership change refused for now: an earlier change is not committed yet, or a new leader has not committed an entry of its term. Retryable. */
+export class RaftConfigChangeError extends LaminaError {
+  readonly code = 'ERR_RAFT_CONFIG_CHANGE'
+  override readonly name = 'RaftConfigChangeError'
+  readonly retryable = true
+  constructor(
+    readonly node: string,
+    reason: string,
+  ) {
+    super(`raft node ${JSON.stringify(node)}: cannot change the membership yet: ${reason}`)
+  }
+}

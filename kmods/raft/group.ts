@@ -23,7 +23,7 @@ export const RAFT_PROTOCOL = '/lamina/raft/1.0.0'
 /** Largest frame accepted (an append of at most `maxEntriesPerMessage` entries must fit). */
 export const MAX_RAFT_FRAME_BYTES = 4 * 1024 * 1024
 
-const WireEntry = t.type({ index: t.number, term: t.number, data: t.union([t.string, t.null]) })
+const WireEntry = t.intersection([t.type({ index: t.number, term: t.number, data: t.union([t.string, t.null]) }), t.partial({ config: t.record(t.string, t.string) })])
 const WireMessage = t.union([
   t.type({ type: t.literal('pre-vote'), from: t.string, to: t.string, term: t.number, lastIndex: t.number, lastTerm: t.number }),
   t.type({ type: t.literal('pre-vote-reply'), from: t.string, to: t.string, term: t.number, granted: t.boolean }),
@@ -47,7 +47,7 @@ const WireMessage = t.union([
     from: t.string,
     to: t.string,
     term: t.number,
-    snapshot: t.type({ index: t.number, term: t.number, data: t.string }),
+    snapshot: t.intersection([t.type({ index: t.number, term: t.number, data: t.string }), t.partial({ config: t.record(t.string, t.string) })]),
   }),
   t.intersection([t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }), t.partial({ read: t.number })]),
 ])
@@ -101,6 +101,15 @@ export interface RaftGroup {
    * RaftNotLeaderError (retryable) on a follower, or if leadership moves before confirmation.
    */
   read(): Promise<void>
+  /**
+   * Changes the group's members (leader only): adds or removes one member, given every member
+   * with its address. Resolves once the change is committed. Start a member being added first
+   * (`startRaftGroup` on its peer, with the new members): it catches up from the leader. Rejects
+   * with RaftConfigChangeError (retryable) while an earlier change is pending.
+   */
+  changeMembers(members: Readonly<Record<NodeId, string>>): Promise<void>
+  /** The members in force, with their addresses. */
+  readonly members: Readonly<Record<NodeId, string>>
   /** Frames refused since start (malformed, oversized, spoofed, unknown group). */
   readonly refused: number
   stop(): Promise<void>
@@ -210,6 +219,7 @@ class Group implements RaftGroup {
       this.appliedIndex = stored.snapshot.index
     }
     this.raft = new RaftNode({ id: this.id, members: Object.keys(options.members), restore: stored })
+    // The configuration from storage (a restart after a membership change) wins over the option.
     this.timer = setInterval(() => {
       this.raft.tick()
       this.drain()
@@ -235,6 +245,21 @@ class Group implements RaftGroup {
 
   get refused(): number {
     return this.refusedCount
+  }
+
+  get members(): Readonly<Record<NodeId, string>> {
+    const config = this.raft.config
+    // The initial configuration carries no addresses: those are the option's.
+    return Object.fromEntries(Object.keys(config).map((id) => [id, config[id] || this.options.members[id] || '']))
+  }
+
+  async changeMembers(members: Readonly<Record<NodeId, string>>): Promise<void> {
+    if (this.stopped) throw new RaftStoppedError(this.group)
+    if (this.raft.role !== 'leader') throw new RaftNotLeaderError(this.id, this.raft.leader)
+    const index = this.raft.proposeConfig(members)
+    const term = this.raft.term
+    this.drain()
+    await new Promise<number>((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
   }
 
   propose(data: string): Promise<number> {
@@ -287,6 +312,7 @@ class Group implements RaftGroup {
     }
     for (const entry of ready.committed) {
       if (entry.data !== null) this.options.apply(entry.data, entry)
+      if (entry.config !== undefined) this.logger.info(`raft: group ${this.group} members now ${Object.keys(entry.config).join(', ')} (entry ${entry.index})`)
       this.appliedIndex = entry.index
       const waiter = this.waiting.get(entry.index)
       if (waiter === undefined) continue
@@ -325,7 +351,9 @@ class Group implements RaftGroup {
   private outboundTo(peer: NodeId): Outbound {
     let out = this.outbound.get(peer)
     if (out === undefined) {
-      out = new Outbound(this.options.node, peer, this.options.members[peer]!, this.logger)
+      // The address in the configuration in force, else the option's, else the peer id (libp2p's peer store).
+      const address = this.raft.config[peer] || this.options.members[peer] || peer
+      out = new Outbound(this.options.node, peer, address, this.logger)
       this.outbound.set(peer, out)
     }
     return out

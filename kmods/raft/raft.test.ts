@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest'
 import { seededRandom } from '../../kernel/index.js'
-import { RaftArgumentError, RaftNode, RaftNotLeaderError, type Entry, type HardState, type Message, type NodeId, type Snapshot } from './index.js'
+import { RaftArgumentError, RaftConfigChangeError, RaftNode, RaftNotLeaderError, type Entry, type HardState, type Message, type NodeId, type Snapshot } from './index.js'
 
 const seeded = seededRandom
 
@@ -36,19 +36,34 @@ class Sim {
   /** Snapshots installed from a leader, per node. */
   readonly installs = new Map<NodeId, number>()
 
+  /** The members each node was first created with (a node added later starts with the new configuration). */
+  private readonly initial = new Map<NodeId, readonly NodeId[]>()
+
   constructor(
-    readonly ids: readonly NodeId[],
+    readonly ids: NodeId[],
     readonly rng: () => number,
   ) {
     for (const id of ids) {
       this.disks.set(id, { hardState: { term: 0, votedFor: null, commit: 0 }, entries: [] })
+      this.initial.set(id, [...ids])
       this.start(id)
     }
   }
 
+  /** Starts a new, empty node that knows `members` (the configuration it is being added with). */
+  add(id: NodeId, members: readonly NodeId[]): void {
+    this.ids.push(id)
+    this.disks.set(id, { hardState: { term: 0, votedFor: null, commit: 0 }, entries: [] })
+    this.initial.set(id, [...members])
+    this.start(id)
+  }
+
   private start(id: NodeId): void {
     const disk = this.disks.get(id)!
-    this.nodes.set(id, new RaftNode({ id, members: this.ids, random: this.rng, restore: { hardState: disk.hardState, entries: [...disk.entries], snapshot: disk.snapshot } }))
+    this.nodes.set(
+      id,
+      new RaftNode({ id, members: this.initial.get(id)!, random: this.rng, restore: { hardState: disk.hardState, entries: [...disk.entries], snapshot: disk.snapshot } }),
+    )
     // The state machine (the applied entries) starts from the snapshot, as an owner's would.
     this.applied.set(id, disk.snapshot === undefined ? [] : (JSON.parse(disk.snapshot.data) as Entry[]))
     this.reads.set(id, [])
@@ -65,7 +80,7 @@ class Sim {
   }
 
   private connected(a: NodeId, b: NodeId): boolean {
-    return !this.down.has(a) && !this.down.has(b) && (this.side === undefined || this.side.get(a) === this.side.get(b))
+    return this.nodes.has(b) && !this.down.has(a) && !this.down.has(b) && (this.side === undefined || this.side.get(a) === this.side.get(b))
   }
 
   /** One round: every live node ticks, what it must persist is persisted, then its messages go out and a shuffled batch is delivered. */
@@ -424,5 +439,98 @@ describe('the Raft core', () => {
     }
     expect(error).toBeInstanceOf(RaftNotLeaderError)
     expect(error).toMatchObject({ code: 'ERR_RAFT_NOT_LEADER', leader: 'b', retryable: true })
+  })
+
+  it('adds and removes members one at a time while serving, the leader included, and keeps the change across restarts', () => {
+    for (let seed = 1; seed <= 10; seed++) {
+      const sim = new Sim(ids(3), seeded(seed))
+      sim.drop = 0.05
+      const config = (members: readonly NodeId[]) => Object.fromEntries(members.map((m) => [m, `addr-${m}`]))
+      const propose = (command: string): void => {
+        sim.until(() => sim.leader() !== undefined, 400, 'a leader')
+        sim.leader()!.propose(command)
+        sim.round()
+      }
+      /** Proposes a change on the leader, retrying while it is refused for now; rounds until it is in force everywhere. */
+      const change = (members: readonly NodeId[]): void => {
+        sim.until(
+          () => {
+            const leader = sim.leader()
+            if (leader === undefined) return false
+            try {
+              leader.proposeConfig(config(members))
+              return true
+            } catch (error) {
+              if (error instanceof RaftConfigChangeError) return false
+              throw error
+            }
+          },
+          400,
+          'the change to be accepted',
+        )
+        sim.until(
+          () =>
+            sim.ids.filter((id) => members.includes(id) && !sim.down.has(id)).every((id) => Object.keys(sim.nodes.get(id)!.config).sort().join() === [...members].sort().join()),
+          400,
+          'the change in force on every member',
+        )
+      }
+      for (let i = 0; i < 5; i++) propose(`a${i}`)
+      // A fourth member: it starts empty and catches up.
+      sim.add('n3', ['n0', 'n1', 'n2', 'n3'])
+      change(['n0', 'n1', 'n2', 'n3'])
+      for (let i = 0; i < 5; i++) propose(`b${i}`)
+      sim.until(() => sim.commands('n3').length === 10, 400, 'the new member applied everything')
+      // Remove the leader itself: it steps down once the change commits; the others go on.
+      const old = sim.leader()!
+      change(sim.ids.filter((id) => id !== old.id))
+      sim.until(() => sim.leader() !== undefined && sim.leader()!.id !== old.id, 400, 'a leader among the remaining members')
+      for (let i = 0; i < 5; i++) propose(`c${i}`)
+      const remaining = sim.ids.filter((id) => id !== old.id)
+      sim.until(() => remaining.every((id) => sim.commands(id).length === 15), 400, 'the remaining members applied everything')
+      // The removed member never stands for election again.
+      const term = Math.max(...remaining.map((id) => sim.nodes.get(id)!.term))
+      for (let r = 0; r < 100; r++) sim.round()
+      expect(old.role).not.toBe('leader')
+      expect(old.role).not.toBe('candidate')
+      // Restarted from disk, every remaining member has the new configuration.
+      for (const id of remaining) {
+        sim.crash(id)
+        sim.restart(id)
+        expect(Object.keys(sim.nodes.get(id)!.config).sort()).toEqual([...remaining].sort())
+      }
+      propose('d')
+      sim.until(() => remaining.every((id) => sim.commands(id).includes('d')), 400, '"d" applied after the restart')
+      expect(Math.max(...remaining.map((id) => sim.nodes.get(id)!.term))).toBeGreaterThanOrEqual(term)
+      for (const id of remaining) expect(sim.commands(id)).toEqual(sim.commands(remaining[0]!))
+    }
+  })
+
+  it('refuses a second change before the first commits, and a change of two members at once', () => {
+    const sim = new Sim(ids(3), seeded(4))
+    sim.until(() => sim.leader() !== undefined && sim.leader()!.commitIndex > 0, 200, 'a leader with a committed entry')
+    const leader = sim.leader()!
+    expect(() => leader.proposeConfig({ n0: '', n1: '', n2: '', n3: '', n4: '' })).toThrow(RaftArgumentError)
+    expect(() => leader.proposeConfig({ n0: '', n1: '', n2: '', n3: '', n4: '' })).toThrow(/one member at a time/)
+    leader.proposeConfig({ n0: '', n1: '', n2: '', n3: '' })
+    expect(() => leader.proposeConfig({ n0: '', n1: '', n2: '' })).toThrow(RaftConfigChangeError)
+    expect(() => sim.nodes.get(sim.ids.find((id) => id !== leader.id)!)!.proposeConfig({ n0: '' })).toThrow(RaftNotLeaderError)
+  })
+
+  it('snapshots carry the configuration to a member that installs them', () => {
+    const sim = new Sim(ids(3), seeded(11))
+    sim.compactEvery = 5
+    sim.until(() => sim.leader() !== undefined && sim.leader()!.commitIndex > 0, 200, 'a leader')
+    sim.leader()!.proposeConfig({ n0: 'a', n1: 'b', n2: 'c', n3: 'd' })
+    for (let i = 0; i < 20; i++) {
+      sim.until(() => sim.leader() !== undefined, 200, 'a leader')
+      sim.leader()!.propose(`x${i}`)
+      sim.round()
+    }
+    // n3 joins late, with only itself known: the leader's snapshot tells it the members.
+    sim.add('n3', ['n3'])
+    sim.until(() => sim.commands('n3').length === 20, 400, 'n3 caught up by snapshot')
+    expect(sim.installs.get('n3')).toBeGreaterThan(0)
+    expect(sim.nodes.get('n3')!.config).toEqual({ n0: 'a', n1: 'b', n2: 'c', n3: 'd' })
   })
 })

@@ -13,10 +13,18 @@
 // Linearizable reads use ReadIndex (the Raft thesis, section 6.4).
 // Snapshots: the owner compacts with `compact`; a follower too far behind gets the leader's
 // snapshot (section 7). Pre-vote (9.6) and check-quorum
-// (6.2) keep a member that was cut off from deposing a working leader. Not here yet: membership
-// changes.
+// (6.2) keep a member that was cut off from deposing a working leader.
+//
+// Membership changes add or remove one member at a time (the thesis, section 4.1, as etcd and
+// TiKV do by default): a configuration entry in the log, in force on each member as soon as it is
+// in its log, committed or not. Any two majorities of configurations that differ by one member
+// overlap, so there is never a moment with two leaders. A leader proposes a change only once the
+// previous one committed and once it has committed an entry of its own term (the fix to the
+// single-server algorithm Ongaro posted in 2015). A leader that removes itself leads until the
+// change commits, without counting itself, then steps down; a member not in the configuration
+// never stands for election.
 
-import { RaftArgumentError, RaftInvariantError, RaftNotLeaderError } from './errors.js'
+import { RaftArgumentError, RaftConfigChangeError, RaftInvariantError, RaftNotLeaderError } from './errors.js'
 
 /** A member of a group, by its stable name (the peer id of its libp2p peer in a cluster). */
 export type NodeId = string
@@ -25,8 +33,13 @@ export type NodeId = string
 export interface Entry {
   readonly index: number
   readonly term: number
-  /** The command, or `null` for the no-op entry a new leader appends to commit earlier entries. */
+  /** The command, or `null` for the no-op entry a new leader appends to commit earlier entries (and for configuration entries). */
   readonly data: string | null
+  /**
+   * A configuration entry: the group's members from this entry on, each with what the owner keeps
+   * about it (its address, opaque here). In force once in the log.
+   */
+  readonly config?: Readonly<Record<NodeId, string>>
 }
 
 /** The messages nodes exchange; `from` and `to` are node ids, `term` the sender's term. */
@@ -74,6 +87,8 @@ export interface Snapshot {
   readonly index: number
   readonly term: number
   readonly data: string
+  /** The configuration in force at `index` (absent: the members the node was created with). */
+  readonly config?: Readonly<Record<NodeId, string>>
 }
 
 /** What a node must keep across restarts besides its log: the term, its vote in it, the commit index. */
@@ -148,7 +163,13 @@ export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader'
 /** One member of a Raft group: see the module comment for how its owner drives it. */
 export class RaftNode {
   readonly id: NodeId
-  private readonly members: readonly NodeId[]
+  /** The configuration the node was created with (used until the log or a snapshot has one). */
+  private readonly initial: Readonly<Record<NodeId, string>>
+  /** The configuration in force: the newest in the log, else the snapshot's, else `initial`. */
+  private configNow: Readonly<Record<NodeId, string>>
+  /** Index of the entry that set `configNow` (the snapshot's index when it came from there, 0 for `initial`). */
+  private configIndex = 0
+  private members: readonly NodeId[]
   private readonly electionTicks: number
   private readonly heartbeatTicks: number
   private readonly random: () => number
@@ -192,7 +213,9 @@ export class RaftNode {
 
   constructor(options: RaftOptions) {
     this.id = options.id
-    this.members = [...new Set(options.members)]
+    this.initial = Object.fromEntries([...new Set(options.members)].map((m) => [m, '']))
+    this.configNow = this.initial
+    this.members = Object.keys(this.initial)
     this.electionTicks = options.electionTicks ?? 10
     this.heartbeatTicks = options.heartbeatTicks ?? 1
     this.random = options.random ?? Math.random
@@ -216,8 +239,42 @@ export class RaftNode {
       this.votedFor = restore.hardState.votedFor
       // What was committed stays committed; what follows the snapshot is applied again.
       this.commit = Math.max(base, Math.min(restore.hardState.commit, this.lastIndex()))
+      this.recomputeConfig()
     }
     this.resetTimeout()
+  }
+
+  /** The members in force (the newest configuration in the log), with what the owner keeps about each. */
+  get config(): Readonly<Record<NodeId, string>> {
+    return this.configNow
+  }
+
+  /**
+   * Proposes a new configuration (leaders only): at most one member added or removed (changing
+   * what is kept about members is fine too). Returns the entry's index: the change is done once
+   * it is committed. Throws RaftConfigChangeError (retryable) while an earlier change is not
+   * committed or this leader has not committed an entry of its term yet, and RaftArgumentError
+   * for a change of more than one member.
+   */
+  proposeConfig(config: Readonly<Record<NodeId, string>>): number {
+    if (this.roleNow !== 'leader') throw new RaftNotLeaderError(this.id, this.leaderNow)
+    if (this.configIndex > this.commit) throw new RaftConfigChangeError(this.id, `the change at index ${this.configIndex} is not committed yet`)
+    if (this.termAt(this.commit) !== this.currentTerm) throw new RaftConfigChangeError(this.id, 'this leader has not committed an entry of its term yet')
+    const now = new Set(this.members)
+    const next = Object.keys(config)
+    if (next.length === 0) throw new RaftArgumentError(this.id, 'config', 'must name at least one member')
+    const added = next.filter((m) => !now.has(m))
+    const removed = this.members.filter((m) => !(m in config))
+    if (added.length + removed.length > 1)
+      throw new RaftArgumentError(this.id, 'config', `may add or remove one member at a time (adds ${added.join(', ') || 'none'}, removes ${removed.join(', ') || 'none'})`)
+    const index = this.lastIndex() + 1
+    const entry: Entry = { index, term: this.currentTerm, data: null, config: { ...config } }
+    this.log.push(entry)
+    this.persistFrom = Math.min(this.persistFrom ?? index, index)
+    this.useConfig(entry.config!, index)
+    for (const peer of this.others()) this.sendAppend(peer)
+    this.advanceCommit()
+    return index
   }
 
   get role(): Role {
@@ -250,8 +307,9 @@ export class RaftNode {
     if (!Number.isInteger(index) || index <= this.snap.index || index > this.applied)
       throw new RaftArgumentError(this.id, 'compact index', `must be an applied index after the snapshot's (${this.snap.index + 1} to ${this.applied}), got ${index}`)
     const term = this.termAt(index)
+    const config = this.configAt(index)
     this.log = this.log.slice(index - this.snap.index)
-    this.snap = { index, term, data }
+    this.snap = config === undefined ? { index, term, data } : { index, term, data, config }
     this.snapshotOut = { ...this.snap, install: false }
   }
 
@@ -266,7 +324,7 @@ export class RaftNode {
     if (this.roleNow === 'leader') {
       if (this.checkQuorum && ++this.quorumTicks >= this.electionTicks) {
         this.quorumTicks = 0
-        const heard = this.heard.size + 1
+        const heard = this.heard.add(this.id)
         this.heard = new Set()
         if (!this.isQuorum(heard)) return this.becomeFollower(this.currentTerm, undefined)
       }
@@ -277,6 +335,8 @@ export class RaftNode {
       return
     }
     if (this.elapsed >= this.timeout) {
+      // A member the configuration does not name never stands (it was removed, or is not added yet).
+      if (!this.members.includes(this.id)) return this.resetTimeout()
       if (this.preVote) this.preCampaign()
       else this.campaign()
     }
@@ -306,7 +366,7 @@ export class RaftNode {
   }
 
   private startRead(id: string): void {
-    if (this.isQuorum(1)) {
+    if (this.isQuorum(new Set([this.id]))) {
       this.confirmedReads.push({ id, index: this.commit })
       return
     }
@@ -317,7 +377,9 @@ export class RaftNode {
 
   /** Takes a message from another member of the group. Messages from a stale term are answered or ignored, never applied. */
   step(m: Message): void {
-    if (m.to !== this.id || !this.members.includes(m.from)) return
+    // A leader is heard even when this member's configuration does not name it yet (a member being
+    // added may have started with an older one): its entries bring the configuration.
+    if (m.to !== this.id || (!this.members.includes(m.from) && m.type !== 'append' && m.type !== 'snapshot')) return
     if (m.type === 'pre-vote') return this.onPreVote(m)
     if (m.type === 'pre-vote-reply') return this.onPreVoteReply(m)
     // Check-quorum's other half: while its leader is alive, a member ignores vote requests (a
@@ -373,7 +435,7 @@ export class RaftNode {
     this.leaderNow = undefined
     this.votes = new Set([this.id])
     this.resetTimeout()
-    if (this.isQuorum(this.votes.size)) return this.campaign()
+    if (this.isQuorum(this.votes)) return this.campaign()
     for (const peer of this.others()) this.send({ type: 'pre-vote', from: this.id, to: peer, term: this.currentTerm + 1, lastIndex: this.lastIndex(), lastTerm: this.lastTerm() })
   }
 
@@ -391,7 +453,7 @@ export class RaftNode {
     }
     if (this.roleNow !== 'pre-candidate' || m.term !== this.currentTerm + 1) return
     this.votes.add(m.from)
-    if (this.isQuorum(this.votes.size)) this.campaign()
+    if (this.isQuorum(this.votes)) this.campaign()
   }
 
   private campaign(): void {
@@ -402,7 +464,7 @@ export class RaftNode {
     this.hardDirty = true
     this.votes = new Set([this.id])
     this.resetTimeout()
-    if (this.isQuorum(this.votes.size)) return this.becomeLeader()
+    if (this.isQuorum(this.votes)) return this.becomeLeader()
     for (const peer of this.others()) this.send({ type: 'vote', from: this.id, to: peer, term: this.currentTerm, lastIndex: this.lastIndex(), lastTerm: this.lastTerm() })
   }
 
@@ -421,7 +483,7 @@ export class RaftNode {
   private onVoteReply(m: Extract<Message, { type: 'vote-reply' }>): void {
     if (this.roleNow !== 'candidate' || m.term !== this.currentTerm || !m.granted) return
     this.votes.add(m.from)
-    if (this.isQuorum(this.votes.size)) this.becomeLeader()
+    if (this.isQuorum(this.votes)) this.becomeLeader()
   }
 
   private becomeFollower(term: number, leader: NodeId | undefined): void {
@@ -502,8 +564,11 @@ export class RaftNode {
         // A conflicting entry and all after it go; committed entries never conflict (Log Matching).
         if (e.index <= this.commit) throw new RaftInvariantError(this.id, `leader ${m.from} overwrites committed entry ${e.index}`)
         this.log.length = e.index - 1 - this.snap.index
+        // A configuration entry that went with the suffix is no longer in force.
+        if (this.configIndex >= e.index) this.recomputeConfig()
       }
       this.log.push(e)
+      if (e.config !== undefined) this.useConfig(e.config, e.index)
       this.persistFrom = Math.min(this.persistFrom ?? e.index, e.index)
     }
     const last = m.prevIndex + m.entries.length
@@ -535,6 +600,7 @@ export class RaftNode {
       this.hardDirty = true
       // A log replaced entirely: the stored entries after the snapshot go too.
       if (!keep) this.persistFrom = s.index + 1
+      this.recomputeConfig()
     }
     this.send({ type: 'append-reply', from: this.id, to: m.from, term: this.currentTerm, success: true, index: Math.max(s.index, this.commit) })
   }
@@ -556,11 +622,14 @@ export class RaftNode {
 
   /** The largest index replicated on a quorum whose entry is of the current term becomes the commit index (5.4.2). */
   private advanceCommit(): void {
-    const indexes = [this.lastIndex(), ...this.others().map((p) => this.match.get(p) ?? 0)].sort((a, b) => b - a)
+    // Over the members in force; a leader that removed itself does not count its own log.
+    const indexes = this.members.map((p) => (p === this.id ? this.lastIndex() : (this.match.get(p) ?? 0))).sort((a, b) => b - a)
     const quorumIndex = indexes[Math.floor(this.members.length / 2)]!
     if (quorumIndex > this.commit && this.termAt(quorumIndex) === this.currentTerm) {
       this.commit = quorumIndex
       this.hardDirty = true
+      // Removed by a change that is now committed: lead no more (the others elect a leader).
+      if (!this.members.includes(this.id) && this.configIndex <= this.commit) return this.becomeFollower(this.currentTerm, undefined)
       const deferred = this.deferredReads
       this.deferredReads = []
       for (const id of deferred) this.startRead(id)
@@ -573,7 +642,7 @@ export class RaftNode {
     const still: typeof this.pendingReads = []
     for (const r of this.pendingReads) {
       if (r.seq <= seq) r.acks.add(peer)
-      if (this.isQuorum(r.acks.size)) this.confirmedReads.push({ id: r.id, index: r.index })
+      if (this.isQuorum(r.acks)) this.confirmedReads.push({ id: r.id, index: r.index })
       else still.push(r)
     }
     this.pendingReads = still
@@ -596,8 +665,44 @@ export class RaftNode {
     return this.members.filter((p) => p !== this.id)
   }
 
-  private isQuorum(n: number): boolean {
+  /** True when `nodes` hold a majority of the members in force. */
+  private isQuorum(nodes: ReadonlySet<NodeId>): boolean {
+    let n = 0
+    for (const m of this.members) if (nodes.has(m)) n++
     return n > this.members.length / 2
+  }
+
+  /** Puts `config` (from entry `index`) in force; a leader starts replicating to new members. */
+  private useConfig(config: Readonly<Record<NodeId, string>>, index: number): void {
+    this.configNow = config
+    this.configIndex = index
+    this.members = Object.keys(config)
+    if (this.roleNow !== 'leader') return
+    for (const peer of this.others()) {
+      if (!this.next.has(peer)) {
+        this.next.set(peer, this.lastIndex() + 1)
+        this.match.set(peer, 0)
+      }
+    }
+  }
+
+  /** The configuration from the log (its newest configuration entry), else the snapshot's, else the initial one. */
+  private recomputeConfig(): void {
+    for (let i = this.log.length - 1; i >= 0; i--) {
+      const e = this.log[i]!
+      if (e.config !== undefined) return this.useConfig(e.config, e.index)
+    }
+    if (this.snap.config !== undefined) this.useConfig(this.snap.config, this.snap.index)
+    else this.useConfig(this.initial, 0)
+  }
+
+  /** The configuration in force at `index` (for a snapshot there), or undefined for the initial one. */
+  private configAt(index: number): Readonly<Record<NodeId, string>> | undefined {
+    for (let i = index - this.snap.index - 1; i >= 0; i--) {
+      const e = this.log[i]
+      if (e?.config !== undefined) return e.config
+    }
+    return this.snap.config
   }
 
   private lastIndex(): number {
