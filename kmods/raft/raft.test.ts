@@ -50,6 +50,11 @@ class Sim {
     }
   }
 
+  /** Drops what a node stored (its data directory deleted): it restarts empty. */
+  wipe(id: NodeId): void {
+    this.disks.set(id, { hardState: { term: 0, votedFor: null, commit: 0 }, entries: [] })
+  }
+
   /** Starts a new, empty node that knows `members` (the configuration it is being added with). */
   add(id: NodeId, members: readonly NodeId[]): void {
     this.ids.push(id)
@@ -501,6 +506,28 @@ describe('the Raft core', () => {
       }
       propose('d')
       sim.until(() => remaining.every((id) => sim.commands(id).includes('d')), 400, '"d" applied after the restart')
+      // The removed member comes back, empty (its data was dropped): it catches up from scratch.
+      sim.crash(old.id)
+      sim.wipe(old.id)
+      sim.restart(old.id)
+      change([...remaining, old.id])
+      propose('e')
+      sim.until(() => sim.ids.every((id) => sim.commands(id).length === 17), 400, 'the member added again caught up, and the others applied "e"')
+      expect(sim.commands(old.id).join()).toEqual(sim.commands(remaining[0]!).join())
+      // One leader removes a follower and adds it back, empty: it must not trust what it knew of it.
+      sim.drop = 0
+      const leader = sim.leader()!
+      const follower = sim.ids.find((id) => id !== leader.id && !sim.down.has(id))!
+      const all = [...sim.ids].filter((id) => !sim.down.has(id))
+      change(all.filter((id) => id !== follower))
+      sim.crash(follower)
+      sim.wipe(follower)
+      sim.restart(follower)
+      change(all)
+      expect(sim.leader()).toBe(leader)
+      propose('f')
+      sim.until(() => sim.commands(follower).includes('f'), 400, 'the follower added back caught up')
+      expect(sim.commands(follower).join()).toEqual(sim.commands(leader.id).join())
       expect(Math.max(...remaining.map((id) => sim.nodes.get(id)!.term))).toBeGreaterThanOrEqual(term)
       for (const id of remaining) expect(sim.commands(id)).toEqual(sim.commands(remaining[0]!))
     }

@@ -677,6 +677,12 @@ export class RaftNode {
     this.configNow = config
     this.configIndex = index
     this.members = Object.keys(config)
+    // What the leader knew of members that are gone is forgotten: one added again later starts afresh.
+    for (const peer of [...this.next.keys()]) {
+      if (config[peer] !== undefined) continue
+      this.next.delete(peer)
+      this.match.delete(peer)
+    }
     if (this.roleNow !== 'leader') return
     for (const peer of this.others()) {
       if (!this.next.has(peer)) {

@@ -133,6 +133,29 @@ export class KvClient {
     return this.ring.nodes
   }
 
+  /** Where each shard's replicas run, as this client knows it. */
+  get layout(): readonly KvShardLayout[] {
+    return this.ring.nodes.map((shard) => this.layouts.get(shard)!)
+  }
+
+  /**
+   * Adds or removes one replica of `shard` (through its leader: see RaftGroup.changeMembers):
+   * `members` is every replica after the change, with its address. Resolves once the change is
+   * committed; the client routes by the new members from then on.
+   */
+  async reconfigure(shard: string, members: Readonly<Record<string, string>>): Promise<void> {
+    const layout = this.layouts.get(shard)
+    if (layout === undefined) throw new KvCommandError('shard', `${JSON.stringify(shard)} is not a shard of this service (${this.shards.join(', ')})`)
+    // The leader is among the old members; a member being added is reachable at its new address.
+    this.layouts.set(shard, { shard, members: { ...members, ...layout.members } })
+    try {
+      await this.call(shard, 'reconfigure', () => ({ type: 'reconfigure', shard, members }))
+    } finally {
+      this.layouts.set(shard, { shard, members: { ...members } })
+      if (this.leaders.get(shard) !== undefined && !(this.leaders.get(shard)! in members)) this.leaders.delete(shard)
+    }
+  }
+
   /** The shard a key lives in. */
   shardOf(key: string): string {
     return this.ring.owner(key)!

@@ -98,3 +98,16 @@ export class KvRemoteError extends LaminaError {
     super(`${message} (from ${peer})`)
   }
 }
+
+/** A call reached a peer that runs no replica of the shard (it moved away, or is not started there yet). Retryable on the shard's other replicas. */
+export class KvNotHereError extends LaminaError {
+  readonly code = 'ERR_KV_NOT_HERE'
+  override readonly name = 'KvNotHereError'
+  readonly retryable = true
+  constructor(
+    readonly shard: string,
+    readonly peer: string,
+  ) {
+    super(`kv: peer ${peer} runs no replica of shard ${shard}`)
+  }
+}

@@ -14,7 +14,7 @@ import { LaminaError } from '../../kernel/index.js'
 import type { Store } from '../../kmods/store/index.js'
 import type { Logger, PeerNode } from '../../kmods/transport/index.js'
 import { RaftNotLeaderError } from '../../kmods/raft/index.js'
-import { KvCommandError, KvProtocolError } from './errors.js'
+import { KvNotHereError, KvProtocolError } from './errors.js'
 import { localKvHost, setLocalKvHost, setLocalKvNode } from './local.js'
 import { KV_PROTOCOL, type KvAnswer, KvRequest, type KvShardStatus, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
 import { type KvReplica, type KvReplicaWatch, startKvReplica } from './replica.js'
@@ -39,8 +39,8 @@ export interface KvHost {
   readonly refused: number
   /** Starts (or keeps) this peer's replica of `shard` and remembers it across restarts. */
   open(shard: string, members: Readonly<Record<string, string>>, compactEvery?: number): Promise<void>
-  /** Stops this peer's replica of `shard` and forgets it (its data stays in the store). */
-  close(shard: string): Promise<void>
+  /** Stops this peer's replica of `shard` and forgets it; its data stays in the store unless `drop` (a replica moved away). */
+  close(shard: string, drop?: boolean): Promise<void>
   status(): KvShardStatus[]
   stop(): Promise<void>
 }
@@ -109,17 +109,18 @@ class Host implements KvHost {
     return opening
   }
 
-  async close(shard: string): Promise<void> {
+  async close(shard: string, drop = false): Promise<void> {
     this.options.store.delete(SHARDS_NS, shard)
     const replica = this.replicas.get(shard)
     this.replicas.delete(shard)
     await replica?.stop()
+    if (drop) this.options.store.deletePrefix(`raft/${shard}`, '')
   }
 
   status(): KvShardStatus[] {
     return [...this.replicas.values()].map((r) => ({
       shard: r.shard,
-      members: Object.keys((JSON.parse(String(this.options.store.get(SHARDS_NS, r.shard) ?? '{"members":{}}')) as ShardSpec).members),
+      members: Object.keys(r.members),
       leader: r.leader,
       isLeader: r.isLeader,
       term: r.term,
@@ -228,7 +229,7 @@ class Host implements KvHost {
   private watch(request: Extract<KvRequest, { type: 'watch' }>, watches: Map<number, KvReplicaWatch>, send: (answer: KvAnswer) => void): void {
     const replica = this.replicas.get(request.shard)
     if (replica === undefined) {
-      send(failure(request.id, new KvCommandError('shard', `${JSON.stringify(request.shard)} has no replica on this peer`)))
+      send(failure(request.id, new KvNotHereError(request.shard, this.options.node.peerId)))
       return
     }
     const w = replica.watch(
@@ -247,12 +248,12 @@ class Host implements KvHost {
 
   private async handle(request: Exclude<KvRequest, { type: 'watch' | 'unwatch' }>): Promise<unknown> {
     if (request.type === 'open') return this.open(request.shard, request.members, request.compactEvery)
-    if (request.type === 'close') return this.close(request.shard)
+    if (request.type === 'close') return this.close(request.shard, request.drop === true)
     if (request.type === 'status') return this.status()
     if (request.type === 'layout') return void this.options.store.put(LAYOUTS_NS, request.name, JSON.stringify(request.shards))
     if (request.type === 'layouts') return Object.fromEntries(this.options.store.list(LAYOUTS_NS).map(({ key, value }) => [key, JSON.parse(String(value)) as unknown]))
     const replica = this.replicas.get(request.shard)
-    if (replica === undefined) throw new KvCommandError('shard', `${JSON.stringify(request.shard)} has no replica on this peer`)
+    if (replica === undefined) throw new KvNotHereError(request.shard, this.options.node.peerId)
     const consistency = (c: 'linearizable' | 'serializable' | undefined) => ({ consistency: c ?? 'linearizable' })
     switch (request.type) {
       case 'get':
@@ -263,6 +264,8 @@ class Host implements KvHost {
       }
       case 'keepalive':
         return replica.keepAlive(request.lease)
+      case 'reconfigure':
+        return replica.changeMembers(request.members)
       default:
         return replica.write(toCommand(request))
     }

@@ -24,7 +24,9 @@ export const KvRequest = t.intersection([
   t.type({ id: t.number }),
   t.union([
     t.intersection([t.type({ type: t.literal('open'), shard, members: t.record(t.string, t.string) }), t.partial({ compactEvery: t.number })]),
-    t.type({ type: t.literal('close'), shard }),
+    t.intersection([t.type({ type: t.literal('close'), shard }), t.partial({ drop: t.boolean })]),
+    // A membership change of a shard's Raft group (to its leader): one replica added or removed.
+    t.type({ type: t.literal('reconfigure'), shard, members: t.record(t.string, t.string) }),
     t.type({ type: t.literal('status') }),
     // The layout of a service (where its shards are), kept by every host for clients that come later (the CLI).
     t.type({ type: t.literal('layout'), name: t.string, shards: t.array(t.type({ shard, members: t.record(t.string, t.string) })) }),

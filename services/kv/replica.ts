@@ -75,6 +75,10 @@ export interface KvReplica {
    * KvCompactedError if events after `after` were compacted away; the watch ends then.
    */
   watch(prefix: string, after: number, onEvents: (events: KvEvent[], revision: number) => void, onError: (error: Error) => void): KvReplicaWatch
+  /** The shard's replicas in force, with their addresses. */
+  readonly members: Readonly<Record<string, string>>
+  /** Adds or removes one replica (leader only; see RaftGroup.changeMembers). Resolves once committed. */
+  changeMembers(members: Readonly<Record<string, string>>): Promise<void>
   stop(): Promise<void>
 }
 
@@ -224,6 +228,10 @@ export async function startKvReplica(options: KvReplicaOptions): Promise<KvRepli
       await consistent(opts)
       return state.scan(scan)
     },
+    get members() {
+      return group.members
+    },
+    changeMembers: (members) => group.changeMembers(members),
     stop: () => {
       clearInterval(leaseTimer)
       watchers.clear()

@@ -8,6 +8,7 @@
 // shard where it was and the replicas recover their data from their stores.
 
 import '../../kmods/transport/polyfill.js'
+import type { Observable } from 'rxjs'
 import { Ring } from '../../kmods/ring/index.js'
 import type { PeerNode } from '../../kmods/transport/index.js'
 import { KvClient, type KvShardLayout } from './client.js'
@@ -18,8 +19,14 @@ import type { KvConsistency } from './replica.js'
 
 /** What `startKv` needs of a cluster (a `Cluster` of `lamina/cluster` is one). */
 export interface KvCluster {
-  /** The program's own peer: the client dials from its node. */
-  readonly self: { readonly node: PeerNode }
+  /** The program's own peer: the client dials from its node; with `elastic`, its membership says who joins and leaves. */
+  readonly self: {
+    readonly node: PeerNode
+    readonly membership?: {
+      readonly events: Observable<{ readonly type: string; readonly member: { readonly peerId: string } }>
+      members(): readonly { readonly peerId: string; readonly status: string }[]
+    }
+  }
   /** The peers that host replicas. */
   members(): readonly { readonly peerId: string; readonly multiaddrs: readonly string[] }[]
 }
@@ -45,14 +52,29 @@ export interface StartKvOptions {
   readonly consistency?: KvConsistency
   /** Compact each shard's log every this many writes. @default 10000 */
   readonly compactEvery?: number
+  /**
+   * Elasticity: when a member joins, leaves or is declared dead, move replicas so that each shard
+   * sits where the hash ring over the live members puts it (one replica at a time; see
+   * `rebalance`). Pinned shards stay. @default false
+   */
+  readonly elastic?: boolean
 }
 
 /** A running KV service: a client (get, put, delete, cas, scan, watch, grant) plus its layout and `stop()`. */
 export interface Kv extends KvClient {
-  /** Where each shard's replicas run. */
-  readonly layout: readonly KvShardLayout[]
   /** Every replica's view of its shard (leader, term, revision), from each hosting peer. */
   status(): Promise<KvShardStatus[]>
+  /**
+   * Moves one replica of `shard` from peer `from` to peer `to` while the shard serves: starts a
+   * replica on `to`, adds it to the shard's Raft group, removes `from`, and drops its data there.
+   * No acknowledged write is lost: every step is a committed membership change of one replica.
+   */
+  move(shard: string, from: string, to: string): Promise<void>
+  /**
+   * Moves replicas until every unpinned shard sits on the peers the hash ring over the cluster's
+   * live members (`members()`) chooses, one replica at a time. Resolves with the moves made.
+   */
+  rebalance(): Promise<{ readonly shard: string; readonly from: string; readonly to: string }[]>
   /** Stops the client and every replica of the service (their data stays on disk: a later `startKv` recovers it). */
   stop(): Promise<void>
 }
@@ -72,8 +94,16 @@ export interface Kv extends KvClient {
  * @throws KvUnavailableError when a shard has no leader within `readyTimeoutMs`.
  */
 export async function startKv(cluster: KvCluster, options: StartKvOptions = {}): Promise<Kv> {
-  const members = cluster.members()
-  const addresses = new Map(members.filter((m) => m.multiaddrs.length > 0).map((m) => [m.peerId, m.multiaddrs[0]!]))
+  // The members that have an id and an address (a peer still starting may be listed without them).
+  // A peer that left or died is not live, even while the cluster still lists it; gossip says which are alive.
+  const members = (): { readonly peerId: string; readonly multiaddrs: readonly string[] }[] => {
+    const gossip = cluster.self.membership?.members()
+    const alive = gossip === undefined ? undefined : new Set(gossip.filter((m) => m.status === 'alive').map((m) => m.peerId))
+    return cluster
+      .members()
+      .filter((m) => typeof m.peerId === 'string' && m.peerId !== '' && m.multiaddrs !== undefined && m.multiaddrs.length > 0 && (alive === undefined || alive.has(m.peerId)))
+  }
+  const addresses = new Map(members().map((m) => [m.peerId, m.multiaddrs[0]!]))
   const shards = options.shards ?? 1
   const replicas = options.replicas ?? Math.min(3, addresses.size)
   const name = options.name ?? 'kv'
@@ -91,6 +121,17 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
     if (pinned !== undefined && pinned.length !== replicas) throw new KvCommandError(`placement.pin.${i}`, `names ${pinned.length} peers; shard ${shard} has ${replicas} replicas`)
     const owners = pinned ?? ring.owners(shard, replicas)
     layout.push({ shard, members: Object.fromEntries(owners.map((id) => [id, addresses.get(id)!])) })
+  }
+  // A service started before on these work directories keeps the layout it had (replicas may
+  // have moved since the ring placed them): the members remember it.
+  const stored = await storedLayout(cluster.self.node, addresses, name)
+  if (stored !== undefined && stored.length !== shards)
+    throw new KvCommandError(
+      'shards',
+      `is ${shards}, but service ${JSON.stringify(name)} on these work directories has ${stored.length} shards (changing the number of shards is not supported): ask for ${stored.length}`,
+    )
+  if (stored !== undefined && stored.every((s) => Object.keys(s.members).every((peer) => addresses.has(peer)))) {
+    layout.splice(0, layout.length, ...stored.map((s) => ({ shard: s.shard, members: Object.fromEntries(Object.keys(s.members).map((peer) => [peer, addresses.get(peer)!])) })))
   }
   setLocalKvNode(cluster.self.node)
   const client = new KvClient({
@@ -114,9 +155,9 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
   // Every member keeps the layout, so that a client started later (`lamina kv`) finds the shards.
   await Promise.all([...addresses].map(([peer, address]) => client.askPeer(peer, address, { type: 'layout', name, shards: layout })))
   const status = async (): Promise<KvShardStatus[]> => {
-    const hosts = [...new Set(layout.flatMap((s) => Object.keys(s.members)))]
-    const answers = await Promise.allSettled(hosts.map((peer) => client.askPeer(peer, addresses.get(peer)!, { type: 'status' }) as Promise<KvShardStatus[]>))
-    const names = new Set(layout.map((s) => s.shard))
+    const hosts = new Map(client.layout.flatMap((s) => Object.entries(s.members)))
+    const answers = await Promise.allSettled([...hosts].map(([peer, address]) => client.askPeer(peer, address, { type: 'status' }, 3000) as Promise<KvShardStatus[]>))
+    const names = new Set(client.layout.map((s) => s.shard))
     return answers.flatMap((a) => (a.status === 'fulfilled' ? a.value.filter((s) => names.has(s.shard)) : []))
   }
   const deadline = performance.now() + (options.readyTimeoutMs ?? 30_000)
@@ -131,13 +172,96 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
   let stopping: Promise<void> | undefined
+  const addressOf = (peer: string): string | undefined => {
+    const member = members().find((m) => m.peerId === peer)
+    return member?.multiaddrs[0] ?? addresses.get(peer)
+  }
+  // One change of layout at a time: moves and rebalances queue behind each other.
+  let changing: Promise<unknown> = Promise.resolve()
+  const serially = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = changing.then(fn, fn)
+    changing = next.catch(() => undefined)
+    return next
+  }
+  const move = async (shard: string, from: string, to: string): Promise<void> => {
+    const current = client.layout.find((s) => s.shard === shard)
+    if (current === undefined) throw new KvCommandError('shard', `${JSON.stringify(shard)} is not a shard of ${name}`)
+    if (!(from in current.members)) throw new KvCommandError('from', `peer ${from} has no replica of ${shard}`)
+    if (to in current.members) throw new KvCommandError('to', `peer ${to} already has a replica of ${shard}`)
+    const toAddress = addressOf(to)
+    if (toAddress === undefined) throw new KvCommandError('to', `peer ${to} is not a member of the cluster`)
+    const grown = { ...current.members, [to]: toAddress }
+    await client.askPeer(to, toAddress, { type: 'open', shard, members: grown, ...(options.compactEvery === undefined ? {} : { compactEvery: options.compactEvery }) })
+    await client.reconfigure(shard, grown)
+    const shrunk = Object.fromEntries(Object.entries(grown).filter(([peer]) => peer !== from))
+    await client.reconfigure(shard, shrunk)
+    // The replica moved away stops and drops its copy (if its peer is still there to ask).
+    await client.askPeer(from, current.members[from]!, { type: 'close', shard, drop: true }, 3000).catch(() => undefined)
+    await saveLayout()
+  }
+  const saveLayout = async (): Promise<void> => {
+    await Promise.allSettled(members().map((m) => client.askPeer(m.peerId, m.multiaddrs[0]!, { type: 'layout', name, shards: client.layout }, 3000)))
+  }
+  const rebalance = async (): Promise<{ shard: string; from: string; to: string }[]> => {
+    const live = members().map((m) => m.peerId)
+    const moves: { shard: string; from: string; to: string }[] = []
+    if (live.length < replicas) return moves
+    const ring = new Ring(live)
+    for (const [i, s] of client.layout.entries()) {
+      if (options.placement?.pin?.[i] !== undefined) continue
+      const want = ring.owners(s.shard, replicas)
+      for (;;) {
+        const have = Object.keys(client.layout.find((x) => x.shard === s.shard)!.members)
+        const to = want.find((p) => !have.includes(p))
+        // Replicas on peers that are gone go first.
+        const from = have.find((p) => !live.includes(p)) ?? have.find((p) => !want.includes(p))
+        if (to === undefined || from === undefined) break
+        await move(s.shard, from, to)
+        moves.push({ shard: s.shard, from, to })
+      }
+    }
+    return moves
+  }
+  const events = options.elastic === true ? cluster.self.membership?.events : undefined
+  const subscription = events?.subscribe((event) => {
+    if (event.type === 'suspect') return
+    // Gossip may announce a peer before the cluster lists it (with its address): wait for that first.
+    const listed = async (): Promise<void> => {
+      const deadline = performance.now() + 20_000
+      const inList = (): boolean => members().some((m) => m.peerId === event.member.peerId)
+      while (performance.now() < deadline && inList() !== (event.type === 'join' || event.type === 'alive')) await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    void serially(async () => {
+      await listed()
+      return rebalance()
+    }).catch((error: unknown) =>
+      cluster.self.node.logger.warn(`kv ${name}: rebalancing after ${event.type} of ${event.member.peerId} failed: ${error instanceof Error ? error.message : String(error)}`),
+    )
+  })
   return Object.assign(client, {
-    layout,
     status,
+    move: (shard: string, from: string, to: string) => serially(() => move(shard, from, to)),
+    rebalance: () => serially(rebalance),
     stop: () =>
       (stopping ??= (async () => {
-        await Promise.allSettled(layout.flatMap((s) => Object.keys(s.members).map((peer) => client.askPeer(peer, s.members[peer]!, { type: 'close', shard: s.shard }))))
+        subscription?.unsubscribe()
+        await changing
+        await Promise.allSettled(client.layout.flatMap((s) => Object.keys(s.members).map((peer) => client.askPeer(peer, s.members[peer]!, { type: 'close', shard: s.shard }))))
         client.close()
       })()),
   })
+}
+
+/** The layout of service `name` as the members remember it (the first that answers with one), if any. */
+async function storedLayout(node: PeerNode, addresses: ReadonlyMap<string, string>, name: string): Promise<KvShardLayout[] | undefined> {
+  const probe = new KvClient({ node, shards: [{ shard: '-', members: Object.fromEntries(addresses) }] })
+  try {
+    const answers = await Promise.allSettled(
+      [...addresses].map(([peer, address]) => probe.askPeer(peer, address, { type: 'layouts' }, 3000) as Promise<Record<string, KvShardLayout[]>>),
+    )
+    for (const a of answers) if (a.status === 'fulfilled' && a.value[name] !== undefined) return a.value[name]
+    return undefined
+  } finally {
+    probe.close()
+  }
 }
