@@ -23,6 +23,8 @@ import { type KvCommand, type KvEntry, type KvEvent, type KvResult, type KvScan,
 export interface KvShardLayout {
   readonly shard: string
   readonly members: Readonly<Record<string, string>>
+  /** 'eventual': any replica answers at once and replicas converge (eventual.ts). @default linearizable (Raft) */
+  readonly mode?: 'eventual'
 }
 
 /** Options of a KV client. */
@@ -74,6 +76,7 @@ export class KvClient {
   private readonly clientId = randomBytes(8).toString('hex')
   private requests = 0
   private closed = false
+  private readonly offset = Math.floor(Math.random() * 1000)
 
   constructor(private readonly options: KvClientOptions) {
     if (options.shards.length === 0) throw new KvProtocolError(options.node.peerId, 'a client needs at least one shard')
@@ -147,11 +150,11 @@ export class KvClient {
     const layout = this.layouts.get(shard)
     if (layout === undefined) throw new KvCommandError('shard', `${JSON.stringify(shard)} is not a shard of this service (${this.shards.join(', ')})`)
     // The leader is among the old members; a member being added is reachable at its new address.
-    this.layouts.set(shard, { shard, members: { ...members, ...layout.members } })
+    this.layouts.set(shard, { ...layout, members: { ...members, ...layout.members } })
     try {
       await this.call(shard, 'reconfigure', () => ({ type: 'reconfigure', shard, members }))
     } finally {
-      this.layouts.set(shard, { shard, members: { ...members } })
+      this.layouts.set(shard, { ...layout, members: { ...members } })
       if (this.leaders.get(shard) !== undefined && !(this.leaders.get(shard)! in members)) this.leaders.delete(shard)
     }
   }
@@ -310,7 +313,8 @@ export class KvClient {
     const rid = `${this.clientId}:${++this.requests}`
     const request = make(rid)
     const deadline = performance.now() + this.timeoutMs
-    let next = Math.floor(Math.random() * peers.length)
+    // Each client starts at its own replica, and keeps to it while it answers (read-your-writes in the eventual mode).
+    let next = this.offset % peers.length
     let last = 'no replica answered'
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new KvUnavailableError(shard, what, 'the client was closed')

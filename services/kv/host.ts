@@ -14,7 +14,9 @@ import { LaminaError } from '../../kernel/index.js'
 import type { Store } from '../../kmods/store/index.js'
 import type { Logger, PeerNode } from '../../kmods/transport/index.js'
 import { RaftNotLeaderError } from '../../kmods/raft/index.js'
-import { KvNotHereError, KvProtocolError } from './errors.js'
+import { KvClient } from './client.js'
+import { KvCommandError, KvNotHereError, KvProtocolError } from './errors.js'
+import { type EventualEntry, type EventualPeers, EventualReplica } from './eventual.js'
 import { localKvHost, setLocalKvHost, setLocalKvNode } from './local.js'
 import { KV_PROTOCOL, type KvAnswer, KvRequest, type KvShardStatus, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
 import { type KvReplica, type KvReplicaWatch, startKvReplica } from './replica.js'
@@ -38,7 +40,7 @@ export interface KvHost {
   /** Frames refused since start (malformed, oversized). */
   readonly refused: number
   /** Starts (or keeps) this peer's replica of `shard` and remembers it across restarts. */
-  open(shard: string, members: Readonly<Record<string, string>>, compactEvery?: number): Promise<void>
+  open(shard: string, members: Readonly<Record<string, string>>, compactEvery?: number, mode?: 'eventual'): Promise<void>
   /** Stops this peer's replica of `shard` and forgets it; its data stays in the store unless `drop` (a replica moved away). */
   close(shard: string, drop?: boolean): Promise<void>
   status(): KvShardStatus[]
@@ -53,6 +55,7 @@ const LAYOUTS_NS = 'kv/layouts'
 interface ShardSpec {
   readonly members: Record<string, string>
   readonly compactEvery?: number
+  readonly mode?: 'eventual'
 }
 
 /** Starts the KV host on `node`: reopens the shards it ran before, and serves the KV protocol. */
@@ -66,7 +69,7 @@ export async function startKvHost(options: KvHostOptions): Promise<KvHost> {
   })
   for (const { key, value } of options.store.list(SHARDS_NS)) {
     const spec = JSON.parse(String(value)) as ShardSpec
-    await host.open(key, spec.members, spec.compactEvery)
+    await host.open(key, spec.members, spec.compactEvery, spec.mode)
   }
   await options.node.libp2p.handle(KV_PROTOCOL, (stream, connection) => void host.serve(stream, connection.remotePeer.toString()), {
     maxInboundStreams: 1024,
@@ -77,7 +80,11 @@ export async function startKvHost(options: KvHostOptions): Promise<KvHost> {
 
 class Host implements KvHost {
   readonly replicas = new Map<string, KvReplica>()
+  /** Replicas of shards in the eventual mode. */
+  readonly eventual = new Map<string, EventualReplica>()
   refused = 0
+  /** For the eventual replicas' calls to the others. */
+  private peerClient: KvClient | undefined
   private readonly logger: Logger
   private readonly opening = new Map<string, Promise<void>>()
   private readonly streams = new Set<Stream>()
@@ -87,8 +94,13 @@ class Host implements KvHost {
     this.logger = options.logger ?? options.node.logger
   }
 
-  open(shard: string, members: Readonly<Record<string, string>>, compactEvery?: number): Promise<void> {
-    if (this.replicas.has(shard)) return Promise.resolve()
+  open(shard: string, members: Readonly<Record<string, string>>, compactEvery?: number, mode?: 'eventual'): Promise<void> {
+    if (this.replicas.has(shard) || this.eventual.has(shard)) return Promise.resolve()
+    if (mode === 'eventual') {
+      this.options.store.put(SHARDS_NS, shard, JSON.stringify({ members: { ...members }, mode } satisfies ShardSpec))
+      this.eventual.set(shard, new EventualReplica(shard, this.options.node.peerId, this.options.store, this.eventualPeers(shard, members), this.logger))
+      return Promise.resolve()
+    }
     let opening = this.opening.get(shard)
     if (opening === undefined) {
       opening = (async () => {
@@ -111,6 +123,9 @@ class Host implements KvHost {
 
   async close(shard: string, drop = false): Promise<void> {
     this.options.store.delete(SHARDS_NS, shard)
+    this.eventual.get(shard)?.stop()
+    this.eventual.delete(shard)
+    if (drop) this.options.store.deletePrefix(`kv-eventual/${shard}`, '')
     const replica = this.replicas.get(shard)
     this.replicas.delete(shard)
     await replica?.stop()
@@ -118,14 +133,43 @@ class Host implements KvHost {
   }
 
   status(): KvShardStatus[] {
-    return [...this.replicas.values()].map((r) => ({
-      shard: r.shard,
-      members: Object.keys(r.members),
-      leader: r.leader,
-      isLeader: r.isLeader,
-      term: r.term,
-      revision: r.revision,
-    }))
+    const eventual = [...this.eventual.entries()].map(
+      ([shard, r]): KvShardStatus => ({
+        shard,
+        mode: 'eventual' as const,
+        members: Object.keys((JSON.parse(String(this.options.store.get(SHARDS_NS, shard) ?? '{"members":{}}')) as ShardSpec).members),
+        leader: undefined,
+        isLeader: false,
+        term: 0,
+        revision: r.revision,
+      }),
+    )
+    return [...this.replicas.values()]
+      .map(
+        (r): KvShardStatus => ({
+          shard: r.shard,
+          mode: 'linearizable',
+          members: Object.keys(r.members),
+          leader: r.leader,
+          isLeader: r.isLeader,
+          term: r.term,
+          revision: r.revision,
+        }),
+      )
+      .concat(eventual)
+  }
+
+  /** How an eventual replica of `shard` reaches the others: the KV protocol, peer to peer. */
+  private eventualPeers(shard: string, members: Readonly<Record<string, string>>): EventualPeers {
+    const others = Object.keys(members).filter((p) => p !== this.options.node.peerId)
+    const client = (): KvClient => (this.peerClient ??= new KvClient({ node: this.options.node, shards: [{ shard: '-', members: {} }] }))
+    return {
+      others: () => others,
+      push: async (peer, entries) => {
+        await client().askPeer(peer, members[peer]!, { type: 'ev-push', shard, entries }, 3000)
+      },
+      exchange: (peer, digest) => client().askPeer(peer, members[peer]!, { type: 'ev-digest', shard, digest }, 3000) as Promise<{ entries: EventualEntry[]; want: number[] }>,
+    }
   }
 
   /** Serves one stream: answers calls as they come (concurrently), until it ends. */
@@ -247,11 +291,14 @@ class Host implements KvHost {
   }
 
   private async handle(request: Exclude<KvRequest, { type: 'watch' | 'unwatch' }>): Promise<unknown> {
-    if (request.type === 'open') return this.open(request.shard, request.members, request.compactEvery)
+    if (request.type === 'open') return this.open(request.shard, request.members, request.compactEvery, request.mode)
     if (request.type === 'close') return this.close(request.shard, request.drop === true)
     if (request.type === 'status') return this.status()
     if (request.type === 'layout') return void this.options.store.put(LAYOUTS_NS, request.name, JSON.stringify(request.shards))
     if (request.type === 'layouts') return Object.fromEntries(this.options.store.list(LAYOUTS_NS).map(({ key, value }) => [key, JSON.parse(String(value)) as unknown]))
+    const eventual = this.eventual.get(request.shard)
+    if (eventual !== undefined) return this.handleEventual(eventual, request)
+    if (request.type === 'ev-push' || request.type === 'ev-digest' || request.type === 'ev-dump') throw new KvNotHereError(request.shard, this.options.node.peerId)
     const replica = this.replicas.get(request.shard)
     if (replica === undefined) throw new KvNotHereError(request.shard, this.options.node.peerId)
     const consistency = (c: 'linearizable' | 'serializable' | undefined) => ({ consistency: c ?? 'linearizable' })
@@ -271,9 +318,36 @@ class Host implements KvHost {
     }
   }
 
+  /** A call on a shard in the eventual mode: this replica answers from its own copy. */
+  private handleEventual(replica: EventualReplica, request: Exclude<KvRequest, { type: 'watch' | 'unwatch' | 'open' | 'close' | 'status' | 'layout' | 'layouts' }>): unknown {
+    switch (request.type) {
+      case 'get':
+        return replica.get(request.key)
+      case 'scan': {
+        const range: KvScan = request.prefix !== undefined ? { prefix: request.prefix } : { from: request.from ?? '', ...(request.to === undefined ? {} : { to: request.to }) }
+        return replica.scan(request.limit === undefined ? range : { ...range, limit: request.limit })
+      }
+      case 'put':
+        if (request.lease !== undefined) throw new KvCommandError('lease', 'leases need a shard in the linearizable mode')
+        return replica.put(request.key, request.value)
+      case 'delete':
+        return replica.delete(request.key)
+      case 'ev-push':
+        return replica.merge(request.entries)
+      case 'ev-digest':
+        return replica.answer(request.digest)
+      case 'ev-dump':
+        return replica.dump()
+      default:
+        throw new KvCommandError('type', `${request.type} needs a shard in the linearizable mode (shard ${replica.shard} is eventual)`)
+    }
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
+    for (const r of this.eventual.values()) r.stop()
+    this.peerClient?.close()
     if (localKvHost(this.options.node.peerId) !== undefined) setLocalKvHost(undefined)
     await this.options.node.libp2p.unhandle(KV_PROTOCOL).catch(() => undefined)
     for (const s of this.streams) s.abort(new Error('the KV host stopped'))

@@ -260,4 +260,53 @@ describe.skipIf(unavailable !== undefined)('the KV store under faults, checked b
       expect(result.linearizable, `schedule ${seed} (${faults.join(', ')}): see ${join(tmpdir(), `lamina-kv-schedule-${seed}.html`)}`).toBe(true)
     }, 120_000)
   }
+
+  it('the eventual mode: both sides of a partition take writes, and once healed every replica is equal, last writer winning', async () => {
+    const members = hosts.map((h, i) => ({ peerId: ids[i]!, multiaddrs: [`/ip4/${h.ip}/tcp/4201/p2p/${ids[i]}`] }))
+    const ev = await startKv({ self: { node }, members: () => members }, { name: 'ev', shards: 1, replicas: 3, consistency: 'eventual', timeoutMs: 2500 })
+    try {
+      const shard = ev.shards[0]!
+      const address = (i: number): string => members[i]!.multiaddrs[0]!
+      let rid = 0
+      const on = (i: number, request: Record<string, unknown>): Promise<unknown> => ev.askPeer(ids[i]!, address(i), { shard, rid: `ev-test-${++rid}`, ...request }, 3000)
+      await on(0, { type: 'put', key: 'both', value: 'before' })
+      await on(0, { type: 'put', key: 'gone', value: 'x' })
+      const dumps = async (): Promise<string[]> => Promise.all([0, 1, 2].map(async (i) => JSON.stringify(await on(i, { type: 'ev-dump' }))))
+      await until(async () => new Set(await dumps()).size === 1, 20_000, 'the first writes to reach every replica')
+      // Host 2 is cut off from the other hosts (blackhole routes both ways), not from this client; each side writes.
+      const partition = (verb: 'add' | 'del'): void => {
+        for (const i of [0, 1]) {
+          sh('ip', 'netns', 'exec', hosts[2]!.ns, 'ip', 'route', verb, 'blackhole', `${hosts[i]!.ip}/32`)
+          sh('ip', 'netns', 'exec', hosts[i]!.ns, 'ip', 'route', verb, 'blackhole', `${hosts[2]!.ip}/32`)
+        }
+      }
+      partition('add')
+      try {
+        await on(0, { type: 'put', key: 'both', value: 'majority' })
+        await on(0, { type: 'put', key: 'majority-only', value: 'm' })
+        await new Promise((resolve) => setTimeout(resolve, 5)) // a later wall-clock stamp for the minority's write
+        await on(2, { type: 'put', key: 'both', value: 'minority, later' })
+        await on(2, { type: 'delete', key: 'gone' })
+        await on(2, { type: 'put', key: 'minority-only', value: 'n' })
+        // Each side answers from its own copy meanwhile.
+        expect(await on(1, { type: 'get', key: 'both' })).toMatchObject({ value: 'majority' })
+        expect(await on(2, { type: 'get', key: 'both' })).toMatchObject({ value: 'minority, later' })
+        // Anti-entropy runs every second: with the partition up for a few rounds, the sides stay apart.
+        await new Promise((resolve) => setTimeout(resolve, 2500))
+        expect(new Set(await dumps()).size).toBeGreaterThan(1)
+      } finally {
+        partition('del')
+      }
+      await until(async () => new Set(await dumps()).size === 1, 30_000, 'every replica to hold the same entries after the partition healed')
+      for (const i of [0, 1, 2]) {
+        expect(await on(i, { type: 'get', key: 'both' })).toMatchObject({ value: 'minority, later' })
+        expect(await on(i, { type: 'get', key: 'gone' })).toBeNull()
+        expect((await on(i, { type: 'scan', prefix: '' })) as { key: string }[]).toHaveLength(3)
+      }
+      // What the eventual mode does not do is refused, typed.
+      await expect(ev.cas('both', 'x', { ifValue: 'y' })).rejects.toMatchObject({ code: 'ERR_KV_COMMAND' })
+    } finally {
+      await ev.stop()
+    }
+  }, 120_000)
 })

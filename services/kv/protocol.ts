@@ -23,7 +23,11 @@ const key = t.string
 export const KvRequest = t.intersection([
   t.type({ id: t.number }),
   t.union([
-    t.intersection([t.type({ type: t.literal('open'), shard, members: t.record(t.string, t.string) }), t.partial({ compactEvery: t.number })]),
+    t.intersection([t.type({ type: t.literal('open'), shard, members: t.record(t.string, t.string) }), t.partial({ compactEvery: t.number, mode: t.literal('eventual') })]),
+    // The eventual mode's replica-to-replica calls (eventual.ts): pushed writes, and anti-entropy digests.
+    t.type({ type: t.literal('ev-push'), shard, entries: t.array(t.type({ key: t.string, value: t.union([t.string, t.null]), hlc: t.tuple([t.number, t.number, t.string]) })) }),
+    t.type({ type: t.literal('ev-digest'), shard, digest: t.array(t.string) }),
+    t.type({ type: t.literal('ev-dump'), shard }),
     t.intersection([t.type({ type: t.literal('close'), shard }), t.partial({ drop: t.boolean })]),
     // A membership change of a shard's Raft group (to its leader): one replica added or removed.
     t.type({ type: t.literal('reconfigure'), shard, members: t.record(t.string, t.string) }),
@@ -59,6 +63,8 @@ export type KvAnswer = t.TypeOf<typeof KvAnswer>
 /** What `status` answers: each shard this host runs a replica of. */
 export interface KvShardStatus {
   readonly shard: string
+  /** 'eventual' for a shard in the eventual mode (no leader: any replica answers). */
+  readonly mode: 'linearizable' | 'eventual'
   readonly members: readonly string[]
   readonly leader: string | undefined
   readonly isLeader: boolean

@@ -48,8 +48,13 @@ export interface StartKvOptions {
   readonly timeoutMs?: number
   /** Milliseconds to wait for every shard to have a leader. @default 30000 */
   readonly readyTimeoutMs?: number
-  /** Reads' consistency unless a call says otherwise. @default 'linearizable' */
-  readonly consistency?: KvConsistency
+  /**
+   * `linearizable` (the default): each shard is a Raft group, and reads are linearizable unless a
+   * call asks for `serializable`. `eventual`: any replica answers at once from its own copy, last
+   * writer wins by a hybrid logical clock, and replicas converge by anti-entropy (eventual.ts);
+   * no cas, watch or leases then.
+   */
+  readonly consistency?: KvConsistency | 'eventual'
   /** Compact each shard's log every this many writes. @default 10000 */
   readonly compactEvery?: number
   /**
@@ -114,13 +119,15 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
     if (!addresses.has(id)) throw new KvCommandError('placement', `names peer ${id}, which is not a member of the cluster (members: ${[...addresses.keys()].join(', ')})`)
   if (replicas > spread.length) throw new KvCommandError('replicas', `is ${replicas}, but only ${spread.length} peers can host replicas`)
   const ring = new Ring(spread)
+  const eventual = options.consistency === 'eventual'
   const layout: KvShardLayout[] = []
   for (let i = 0; i < shards; i++) {
     const shard = `${name}-${i}`
     const pinned = options.placement?.pin?.[i]
     if (pinned !== undefined && pinned.length !== replicas) throw new KvCommandError(`placement.pin.${i}`, `names ${pinned.length} peers; shard ${shard} has ${replicas} replicas`)
     const owners = pinned ?? ring.owners(shard, replicas)
-    layout.push({ shard, members: Object.fromEntries(owners.map((id) => [id, addresses.get(id)!])) })
+    const members = Object.fromEntries(owners.map((id) => [id, addresses.get(id)!]))
+    layout.push(eventual ? { shard, members, mode: 'eventual' } : { shard, members })
   }
   // A service started before on these work directories keeps the layout it had (replicas may
   // have moved since the ring placed them): the members remember it.
@@ -131,14 +138,19 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
       `is ${shards}, but service ${JSON.stringify(name)} on these work directories has ${stored.length} shards (changing the number of shards is not supported): ask for ${stored.length}`,
     )
   if (stored !== undefined && stored.every((s) => Object.keys(s.members).every((peer) => addresses.has(peer)))) {
-    layout.splice(0, layout.length, ...stored.map((s) => ({ shard: s.shard, members: Object.fromEntries(Object.keys(s.members).map((peer) => [peer, addresses.get(peer)!])) })))
+    if (stored.some((s) => (s.mode === 'eventual') !== eventual))
+      throw new KvCommandError(
+        'consistency',
+        `service ${JSON.stringify(name)} on these work directories was started ${eventual ? 'linearizable' : 'eventual'}: the mode cannot change`,
+      )
+    layout.splice(0, layout.length, ...stored.map((s) => ({ ...s, members: Object.fromEntries(Object.keys(s.members).map((peer) => [peer, addresses.get(peer)!])) })))
   }
   setLocalKvNode(cluster.self.node)
   const client = new KvClient({
     node: cluster.self.node,
     shards: layout,
     ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
-    ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
+    ...(options.consistency === undefined || options.consistency === 'eventual' ? {} : { consistency: options.consistency }),
   })
   await Promise.all(
     layout.flatMap((s) =>
@@ -147,6 +159,7 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
           type: 'open',
           shard: s.shard,
           members: s.members,
+          ...(eventual ? { mode: 'eventual' } : {}),
           ...(options.compactEvery === undefined ? {} : { compactEvery: options.compactEvery }),
         }),
       ),
@@ -162,7 +175,8 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
   }
   const deadline = performance.now() + (options.readyTimeoutMs ?? 30_000)
   for (;;) {
-    const led = new Set((await status()).filter((s) => s.isLeader).map((s) => s.shard))
+    // A Raft shard is ready once it has a leader; an eventual one once its replicas run.
+    const led = new Set((await status()).filter((s) => s.isLeader || s.mode === 'eventual').map((s) => s.shard))
     const missing = layout.filter((s) => !led.has(s.shard)).map((s) => s.shard)
     if (missing.length === 0) break
     if (performance.now() > deadline) {
@@ -188,6 +202,7 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
     if (current === undefined) throw new KvCommandError('shard', `${JSON.stringify(shard)} is not a shard of ${name}`)
     if (!(from in current.members)) throw new KvCommandError('from', `peer ${from} has no replica of ${shard}`)
     if (to in current.members) throw new KvCommandError('to', `peer ${to} already has a replica of ${shard}`)
+    if (current.mode === 'eventual') throw new KvCommandError('shard', `${shard} is in the eventual mode: its replicas do not move (yet)`)
     const toAddress = addressOf(to)
     if (toAddress === undefined) throw new KvCommandError('to', `peer ${to} is not a member of the cluster`)
     const grown = { ...current.members, [to]: toAddress }
@@ -208,7 +223,7 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
     if (live.length < replicas) return moves
     const ring = new Ring(live)
     for (const [i, s] of client.layout.entries()) {
-      if (options.placement?.pin?.[i] !== undefined) continue
+      if (options.placement?.pin?.[i] !== undefined || s.mode === 'eventual') continue
       const want = ring.owners(s.shard, replicas)
       for (;;) {
         const have = Object.keys(client.layout.find((x) => x.shard === s.shard)!.members)
