@@ -258,8 +258,9 @@ class Group implements RaftGroup {
     if (this.raft.role !== 'leader') throw new RaftNotLeaderError(this.id, this.raft.leader)
     const index = this.raft.proposeConfig(members)
     const term = this.raft.term
-    this.drain()
-    await new Promise<number>((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
+    const done = new Promise<number>((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
+    this.schedule()
+    await done
   }
 
   propose(data: string): Promise<number> {
@@ -267,17 +268,20 @@ class Group implements RaftGroup {
     if (this.raft.role !== 'leader') return Promise.reject(new RaftNotLeaderError(this.id, this.raft.leader))
     const index = this.raft.propose(data)
     const term = this.raft.term
-    this.drain()
-    return new Promise((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
+    // Waiting before anything can commit (a group of one commits at once), and drained once per
+    // turn of the event loop: proposals made together share one append and one fsync.
+    const done = new Promise<number>((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
+    this.schedule()
+    return done
   }
 
   read(): Promise<void> {
     if (this.stopped) return Promise.reject(new RaftStoppedError(this.group))
     if (this.raft.role !== 'leader') return Promise.reject(new RaftNotLeaderError(this.id, this.raft.leader))
     const id = String(++this.readCounter)
-    this.raft.readIndex(id)
     const done = new Promise<void>((resolve, reject) => this.reads.set(id, { resolve, reject }))
-    this.drain()
+    this.raft.readIndex(id)
+    this.schedule()
     return done
   }
 

@@ -208,6 +208,12 @@ export class RaftNode {
   private lost: string[] = []
 
   private outbox: Message[] = []
+  /** Proposals since the last `ready()`: send appends then. */
+  private broadcast = false
+  /** Reads asked since the last `ready()`: a round of heartbeats then, with a new read sequence. */
+  private readRound = false
+  /** Followers whose last reply was a refusal: sent one append at a time until they match again. */
+  private readonly probing = new Set<NodeId>()
   private hardDirty = false
   private persistFrom: number | undefined
 
@@ -346,7 +352,8 @@ export class RaftNode {
   propose(data: string): number {
     if (this.roleNow !== 'leader') throw new RaftNotLeaderError(this.id, this.leaderNow)
     const index = this.appendLocal(data)
-    for (const peer of this.others()) this.sendAppend(peer)
+    // Sent once per `ready()`, however many proposals came since: one append per follower.
+    this.broadcast = true
     this.advanceCommit()
     return index
   }
@@ -370,9 +377,10 @@ export class RaftNode {
       this.confirmedReads.push({ id, index: this.commit })
       return
     }
-    const seq = ++this.readSeq
+    // Every read asked before the next `ready()` shares one round of heartbeats (etcd batches them so too).
+    const seq = this.readSeq + 1
     this.pendingReads.push({ id, index: this.commit, seq, acks: new Set([this.id]) })
-    for (const peer of this.others()) this.sendAppend(peer)
+    this.readRound = true
   }
 
   /** Takes a message from another member of the group. Messages from a stale term are answered or ignored, never applied. */
@@ -403,6 +411,12 @@ export class RaftNode {
 
   /** Drains what happened since the last call. */
   ready(): Ready {
+    if (this.roleNow === 'leader' && (this.broadcast || this.readRound)) {
+      if (this.readRound) this.readSeq++
+      for (const peer of this.others()) this.sendAppend(peer)
+    }
+    this.broadcast = false
+    this.readRound = false
     const hardState = this.hardDirty ? { term: this.currentTerm, votedFor: this.votedFor, commit: this.commit } : undefined
     const base = this.snap.index
     const snapshot = this.snapshotOut
@@ -509,9 +523,11 @@ export class RaftNode {
     this.elapsed = 0
     this.heard = new Set()
     this.quorumTicks = 0
+    this.probing.clear()
     for (const peer of this.others()) {
       this.next.set(peer, this.lastIndex() + 1)
       this.match.set(peer, 0)
+      this.probing.add(peer)
     }
     // A no-op of the new term: entries of earlier terms commit once it does (5.4.2).
     this.appendLocal(null)
@@ -533,6 +549,9 @@ export class RaftNode {
     const entries = this.log.slice(prevIndex - base, prevIndex - base + this.maxEntries)
     const read = this.readSeq > 0 ? { read: this.readSeq } : {}
     this.send({ type: 'append', from: this.id, to: peer, term: this.currentTerm, prevIndex, prevTerm: this.termAt(prevIndex), entries, commit: this.commit, ...read })
+    // A follower that matches gets the next entries pipelined, without waiting for this reply (as
+    // etcd's replicate state); a lost message is found by the refusal of the next one.
+    if (entries.length > 0 && !this.probing.has(peer)) this.next.set(peer, prevIndex + entries.length + 1)
   }
 
   private onAppend(m: Extract<Message, { type: 'append' }>): void {
@@ -609,12 +628,14 @@ export class RaftNode {
     if (this.roleNow !== 'leader' || m.term !== this.currentTerm) return
     if (m.read !== undefined) this.ackReads(m.from, m.read)
     if (m.success) {
+      this.probing.delete(m.from)
       if (m.index > (this.match.get(m.from) ?? 0)) this.match.set(m.from, m.index)
       this.next.set(m.from, Math.max(this.next.get(m.from) ?? 1, m.index + 1))
       this.advanceCommit()
       if ((this.next.get(m.from) ?? 1) <= this.lastIndex()) this.sendAppend(m.from)
       return
     }
+    this.probing.add(m.from)
     const next = Math.max(1, Math.min(m.index, (this.next.get(m.from) ?? 1) - 1, this.lastIndex() + 1))
     this.next.set(m.from, Math.max(next, (this.match.get(m.from) ?? 0) + 1))
     this.sendAppend(m.from)
@@ -688,6 +709,7 @@ export class RaftNode {
       if (!this.next.has(peer)) {
         this.next.set(peer, this.lastIndex() + 1)
         this.match.set(peer, 0)
+        this.probing.add(peer)
       }
     }
   }

@@ -137,7 +137,7 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
       'shards',
       `is ${shards}, but service ${JSON.stringify(name)} on these work directories has ${stored.length} shards (changing the number of shards is not supported): ask for ${stored.length}`,
     )
-  if (stored !== undefined && stored.every((s) => Object.keys(s.members).every((peer) => addresses.has(peer)))) {
+  if (stored?.every((s) => Object.keys(s.members).every((peer) => addresses.has(peer)))) {
     if (stored.some((s) => (s.mode === 'eventual') !== eventual))
       throw new KvCommandError(
         'consistency',
