@@ -560,4 +560,19 @@ describe('the Raft core', () => {
     expect(sim.installs.get('n3')).toBeGreaterThan(0)
     expect(sim.nodes.get('n3')!.config).toEqual({ n0: 'a', n1: 'b', n2: 'c', n3: 'd' })
   })
+
+  it('split votes: candidates standing at once split the vote and no one leads that term; randomized timeouts then elect one', () => {
+    // While `lockstep` holds, every node draws the same election timeout (and messages keep their order).
+    let lockstep = true
+    const seededRng = seeded(5)
+    const sim = new Sim(ids(4), () => (lockstep ? 0 : seededRng()))
+    sim.until(() => sim.ids.every((id) => sim.nodes.get(id)!.term >= 1), 100, 'every node to stand in term 1')
+    for (let r = 0; r < 5; r++) sim.round()
+    // Each voted for itself: no majority of 4 for anyone in term 1.
+    expect(sim.ids.map((id) => sim.nodes.get(id)!.role)).not.toContain('leader')
+    expect(new Set(sim.ids.map((id) => sim.nodes.get(id)!.term))).toEqual(new Set([1]))
+    lockstep = false
+    sim.until(() => sim.leader() !== undefined, 400, 'a leader once timeouts are random again')
+    expect(sim.leader()!.term).toBeGreaterThan(1)
+  })
 })
