@@ -136,6 +136,21 @@ describe('a Raft group over libp2p', () => {
     expect(third.applied).toEqual([...all, 'd30'])
   }, 60_000)
 
+  it('a snapshot bigger than a frame travels in chunks', async () => {
+    const { members, restart } = await startMembers(3, 5)
+    const leader = await leaderOf(members)
+    const index = members.findIndex((m) => m !== leader)
+    await members[index]!.group.stop()
+    // 12 commands of 256 KiB: a snapshot of about 3 MiB of data, 3 chunks.
+    const big = (i: number): string => `${i}:`.padEnd(256 * 1024, String(i % 10))
+    for (let i = 0; i < 12; i++) await leader.group.propose(big(i))
+    const again = await restart(index)
+    await until(() => again.applied.length === 12, 20_000, 'the returning member caught up from the chunked snapshot')
+    expect(again.applied.map((a) => a.length)).toEqual(Array.from({ length: 12 }, () => 256 * 1024))
+    expect(again.applied[11]).toBe(big(11))
+    expect(again.group.refused).toBe(0)
+  }, 60_000)
+
   it('refuses malformed, spoofed and unknown-group frames with a line naming the peer, and keeps serving', async () => {
     const { members } = await startMembers(3)
     const leader = await leaderOf(members)

@@ -51,7 +51,21 @@ const WireMessage = t.union([
   }),
   t.intersection([t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }), t.partial({ read: t.number })]),
 ])
-const WireFrame = t.type({ group: t.string, message: WireMessage })
+/**
+ * A snapshot too big for one frame travels in chunks of SNAPSHOT_CHUNK_CHARS characters of its
+ * data (`seq` of `count`); the receiver puts them together and hands the core one snapshot message.
+ */
+const WireChunk = t.intersection([
+  t.type({ from: t.string, to: t.string, term: t.number, index: t.number, snapTerm: t.number, seq: t.number, count: t.number, data: t.string }),
+  t.partial({ config: t.record(t.string, t.string) }),
+])
+const WireFrame = t.union([t.type({ group: t.string, message: WireMessage }), t.type({ group: t.string, chunk: WireChunk })])
+
+/** Characters of snapshot data per chunk (a chunk frame stays well under MAX_RAFT_FRAME_BYTES). */
+export const SNAPSHOT_CHUNK_CHARS = 1024 * 1024
+
+/** Largest snapshot a member puts together from chunks. */
+export const MAX_SNAPSHOT_CHARS = 512 * 1024 * 1024
 // Every message type of the core has a wire form: a type error here names one that does not.
 const everyTypeOnTheWire: Exclude<Message['type'], t.TypeOf<typeof WireMessage>['type']> extends never ? true : never = true
 void everyTypeOnTheWire
@@ -176,17 +190,23 @@ async function serve(stream: Stream, peer: string, groups: Map<string, Group>, l
       refuse(`not a Raft message (bad field ${[...new Set(paths)].join(', ') || 'frame'})`)
       continue
     }
-    const { group: name, message } = decoded.right
+    const { group: name } = decoded.right
     const g = groups.get(name)
     if (g === undefined) {
       refuse(`group ${JSON.stringify(name)} does not run here`)
       continue
     }
-    if (message.from !== peer) {
-      refuse(`it claims to come from ${message.from}`, g)
+    const from = 'message' in decoded.right ? decoded.right.message.from : decoded.right.chunk.from
+    if (from !== peer) {
+      refuse(`it claims to come from ${from}`, g)
       continue
     }
-    g.receive(message)
+    if ('message' in decoded.right) {
+      g.receive(decoded.right.message)
+      continue
+    }
+    const problem = g.receiveChunk(decoded.right.chunk)
+    if (problem !== undefined) refuse(problem, g)
   }
 }
 
@@ -198,6 +218,8 @@ class Group implements RaftGroup {
   private readonly logger: Logger
   private readonly timer: NodeJS.Timeout
   private readonly outbound = new Map<NodeId, Outbound>()
+  /** The last snapshot sent to each member, and when. */
+  private readonly snapshotsSent = new Map<NodeId, { index: number; at: number }>()
   /** Proposals waiting for their index to commit, with the term they were made in. */
   private readonly waiting = new Map<number, { term: number; resolve: (index: number) => void; reject: (error: Error) => void }>()
   private scheduled = false
@@ -291,6 +313,32 @@ class Group implements RaftGroup {
     this.schedule()
   }
 
+  /** Snapshots being put together from chunks, by sender: one at a time each. */
+  private readonly assembling = new Map<NodeId, { index: number; term: number; count: number; parts: string[]; chars: number }>()
+
+  /** Takes one chunk of a snapshot; the last one delivers the whole snapshot. Returns what is wrong with a bad chunk. */
+  receiveChunk(c: t.TypeOf<typeof WireChunk>): string | undefined {
+    if (!Number.isInteger(c.count) || c.count < 1 || !Number.isInteger(c.seq) || c.seq < 0 || c.seq >= c.count) return `snapshot chunk ${c.seq} of ${c.count} is out of range`
+    let a = this.assembling.get(c.from)
+    if (a === undefined || a.index !== c.index || a.term !== c.term || a.count !== c.count) {
+      a = { index: c.index, term: c.term, count: c.count, parts: [], chars: 0 }
+      this.assembling.set(c.from, a)
+    }
+    if (a.parts[c.seq] === undefined) {
+      a.chars += c.data.length
+      if (a.chars > MAX_SNAPSHOT_CHARS) {
+        this.assembling.delete(c.from)
+        return `a snapshot over ${MAX_SNAPSHOT_CHARS} characters`
+      }
+    }
+    a.parts[c.seq] = c.data
+    if (a.parts.filter((p) => p !== undefined).length < a.count) return undefined
+    this.assembling.delete(c.from)
+    const snapshot = { index: c.index, term: c.snapTerm, data: a.parts.join(''), ...(c.config === undefined ? {} : { config: c.config }) }
+    this.receive({ type: 'snapshot', from: c.from, to: c.to, term: c.term, snapshot })
+    return undefined
+  }
+
   /** Drains once per turn of the event loop: many messages arriving together share one fsync. */
   private schedule(): void {
     if (this.scheduled) return
@@ -308,7 +356,27 @@ class Group implements RaftGroup {
     const ready = this.raft.ready()
     // Durable first (one transaction, one fsync), then the messages that promise it.
     this.options.storage.save(ready)
-    for (const m of ready.messages) this.outboundTo(m.to).send({ group: this.group, message: m })
+    for (const m of ready.messages) {
+      if (m.type !== 'snapshot') {
+        this.outboundTo(m.to).send({ group: this.group, message: m })
+        continue
+      }
+      // The core resends a snapshot every heartbeat until the member answers: one copy every few seconds is enough.
+      const sent = this.snapshotsSent.get(m.to)
+      const now = performance.now()
+      if (sent !== undefined && sent.index === m.snapshot.index && now - sent.at < 3000) continue
+      this.snapshotsSent.set(m.to, { index: m.snapshot.index, at: now })
+      const { data, index, term: snapTerm, config } = m.snapshot
+      if (data.length <= SNAPSHOT_CHUNK_CHARS) {
+        this.outboundTo(m.to).send({ group: this.group, message: m })
+        continue
+      }
+      const count = Math.ceil(data.length / SNAPSHOT_CHUNK_CHARS)
+      for (let seq = 0; seq < count; seq++) {
+        const chunk = { from: m.from, to: m.to, term: m.term, index, snapTerm, seq, count, data: data.slice(seq * SNAPSHOT_CHUNK_CHARS, (seq + 1) * SNAPSHOT_CHUNK_CHARS) }
+        this.outboundTo(m.to).send({ group: this.group, chunk: config === undefined ? chunk : { ...chunk, config } })
+      }
+    }
     if (ready.snapshot?.install === true) {
       if (this.options.snapshot === undefined) this.logger.warn(`raft: group ${this.group} was sent a snapshot but has no snapshot.load: its state is behind`)
       else this.options.snapshot.load(ready.snapshot.data)
