@@ -112,7 +112,7 @@ describe('the KV state machine', () => {
     const kv = new KvState()
     const first = kv.apply({ op: 'cas', key: 'a', value: '1', ifModRevision: 0, rid: 'c1:1' })
     kv.apply({ op: 'put', key: 'a', value: '2', rid: 'c2:1' })
-    expect(kv.apply({ op: 'cas', key: 'a', value: '1', ifModRevision: 0, rid: 'c1:1' })).toEqual(first)
+    expect(kv.apply({ op: 'cas', key: 'a', value: '1', ifModRevision: 0, rid: 'c1:1' })).toEqual({ ok: first.ok, revision: first.revision, prev: undefined, duplicate: true })
     expect(kv.get('a')?.value).toBe('2')
     const copy = new KvState()
     copy.load(kv.snapshot())

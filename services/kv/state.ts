@@ -77,6 +77,11 @@ export interface KvResult {
   readonly prev: KvEntry | undefined
   /** Set when a put or cas named a lease the shard does not hold (nothing was written). */
   readonly missingLease?: string
+  /**
+   * Set on the answer to a command retried with a request id the shard had applied already: `ok`
+   * and `revision` are the first answer's; `prev` is not kept for retries (it is undefined).
+   */
+  readonly duplicate?: true
 }
 
 /** A lease as the state machine keeps it: its TTL and the keys attached to it. */
@@ -99,8 +104,12 @@ export class KvState {
   private events: KvEvent[] = []
   private oldestKept = 1
   private readonly leaseKeys = new Map<string, { ttlMs: number; keys: Set<string> }>()
-  /** Results of the newest commands that carried a request id, oldest first (bounded: KV_LIMITS.requestIds). */
-  private readonly done = new Map<string, KvResult>()
+  /**
+   * What the newest commands that carried a request id did, oldest first (bounded:
+   * KV_LIMITS.requestIds): `ok` and the revision, without `prev`, so that the table (which every
+   * snapshot holds) stays small.
+   */
+  private readonly done = new Map<string, { readonly ok: boolean; readonly revision: number; readonly missingLease?: string }>()
 
   constructor(
     /** Events kept for watches to resume from. @default 10000 */
@@ -141,9 +150,9 @@ export class KvState {
     const c = KvState.check(command)
     if (c.rid === undefined) return this.applyOnce(c)
     const seen = this.done.get(c.rid)
-    if (seen !== undefined) return seen
+    if (seen !== undefined) return { ...seen, prev: undefined, duplicate: true }
     const result = this.applyOnce(c)
-    this.done.set(c.rid, result)
+    this.done.set(c.rid, result.missingLease === undefined ? { ok: result.ok, revision: result.revision } : { ok: result.ok, revision: result.revision, missingLease: result.missingLease })
     if (this.done.size > KV_LIMITS.requestIds) this.done.delete(this.done.keys().next().value!)
     return result
   }
@@ -240,7 +249,7 @@ export class KvState {
 
   /** Replaces the state with a snapshot's. */
   load(data: string): void {
-    const parsed = JSON.parse(data) as { rev: number; oldest: number; entries: KvEntry[]; events: KvEvent[]; leases?: { id: string; ttlMs: number }[]; done?: [string, KvResult][] }
+    const parsed = JSON.parse(data) as { rev: number; oldest: number; entries: KvEntry[]; events: KvEvent[]; leases?: { id: string; ttlMs: number }[]; done?: [string, { ok: boolean; revision: number }][] }
     this.entries.clear()
     this.leaseKeys.clear()
     this.done.clear()
