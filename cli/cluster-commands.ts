@@ -52,7 +52,8 @@ ${CONNECTION_USAGE}`,
 ${CONNECTION_USAGE}`,
 }
 
-const CONNECTION_OPTIONS = {
+/** The flags every command against a running cluster takes (and `--json`). */
+export const CONNECTION_OPTIONS = {
   cluster: { type: 'string', multiple: true },
   psk: { type: 'string' },
   workdir: { type: 'string' },

@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util'
 import { createPeerNode, readPskFile } from '../kmods/transport/index.js'
 import { KvClient } from '../services/kv/index.js'
-import { connectionOf } from './cluster-commands.js'
+import { CONNECTION_OPTIONS, connectionOf } from './cluster-commands.js'
 import { UsageError } from './errors.js'
 
 /** Usage of `lamina kv`. */
@@ -122,12 +122,7 @@ function parse(argv: readonly string[]) {
   const { values, positionals } = parseArgs({
     args: [...argv],
     options: {
-      cluster: { type: 'string', multiple: true },
-      psk: { type: 'string' },
-      workdir: { type: 'string' },
-      config: { type: 'string' },
-      timeout: { type: 'string' },
-      json: { type: 'boolean' },
+      ...CONNECTION_OPTIONS,
       name: { type: 'string' },
       serializable: { type: 'boolean' },
       limit: { type: 'string' },

@@ -3,7 +3,7 @@
 // in its own mount namespace, where an empty tmpfs covers that directory, so the code it runs can
 // only be the bundle that travelled with the job. The test process (a fourth host) joins them
 // (joinCluster) and runs wordcount: the answer equals in-process.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -12,36 +12,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { kernel } from 'lamina'
 import { joinCluster, type Cluster } from 'lamina/cluster'
 import { loadOrCreateIdentity, memoryLogger, readOrCreatePskFile } from 'lamina/transport'
+import { createNetnsHosts, type NetnsHost, type NetnsHosts, netnsUnavailable } from 'lamina/testing'
 import { wordcount, type WordCount } from './wordcount.js'
 
 const root = join(import.meta.dirname, '..')
 const cli = join(root, 'dist', 'cli', 'lamina.js')
-const tag = `${process.pid % 10000}`
-const bridge = `lmbr${tag}`
-const subnet = `10.77.${process.pid % 200}`
-const hosts = [1, 2, 3].map((i) => ({ ns: `lamina-${tag}-${i}`, veth: `lmv${tag}h${i}`, ip: `${subnet}.${10 + i}` }))
-
-function sh(...args: string[]): void {
-  execFileSync(args[0]!, args.slice(1), { stdio: 'pipe' })
-}
-
-/** Why network namespaces cannot be used here, or undefined when they can. */
-function netnsUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not running as root'
-  try {
-    sh('ip', 'netns', 'add', `lamina-probe-${tag}`)
-    sh('ip', 'netns', 'del', `lamina-probe-${tag}`)
-    return undefined
-  } catch (error) {
-    return `ip netns failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`
-  }
-}
-
 const unavailable = netnsUnavailable()
 if (unavailable !== undefined) process.stderr.write(`multi-host test skipped: ${unavailable}\n`)
 
 describe.skipIf(unavailable !== undefined)('peers on three hosts (network namespaces)', () => {
   let dir: string
+  let network: NetnsHosts | undefined
+  let hosts: readonly NetnsHost[] = []
   const procs: ChildProcess[] = []
   let cluster: Cluster | undefined
   /** Peer ids of the three hosts, then the submitter's. */
@@ -51,18 +33,8 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lamina-hosts-'))
-    sh('ip', 'link', 'add', bridge, 'type', 'bridge')
-    sh('ip', 'addr', 'add', `${subnet}.1/24`, 'dev', bridge)
-    sh('ip', 'link', 'set', bridge, 'up')
-    for (const h of hosts) {
-      sh('ip', 'netns', 'add', h.ns)
-      sh('ip', 'link', 'add', h.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns)
-      sh('ip', 'link', 'set', h.veth, 'master', bridge)
-      sh('ip', 'link', 'set', h.veth, 'up')
-      sh('ip', 'netns', 'exec', h.ns, 'ip', 'addr', 'add', `${h.ip}/24`, 'dev', 'eth0')
-      sh('ip', 'netns', 'exec', h.ns, 'ip', 'link', 'set', 'eth0', 'up')
-      sh('ip', 'netns', 'exec', h.ns, 'ip', 'link', 'set', 'lo', 'up')
-    }
+    network = createNetnsHosts('lm', 3, 77)
+    hosts = network.hosts
     // The program and the local module it imports, in a project of their own that has lamina installed.
     programDir = join(dir, 'program')
     await mkdir(join(programDir, 'fixtures'), { recursive: true })
@@ -110,25 +82,21 @@ describe.skipIf(unavailable !== undefined)('peers on three hosts (network namesp
         proc.once('exit', (code) => reject(new Error(`peer in ${h.ns} exited with ${code}: ${err}`)))
       })
     }
-    cluster = await joinCluster({ bootstrap: addresses, psk: pskFile, workdir: join(dir, 'submitter'), allowlist: ids, listen: [`/ip4/${subnet}.1/tcp/0`], logger: memoryLogger() })
+    cluster = await joinCluster({
+      bootstrap: addresses,
+      psk: pskFile,
+      workdir: join(dir, 'submitter'),
+      allowlist: ids,
+      listen: [`/ip4/${network!.gateway}/tcp/0`],
+      logger: memoryLogger(),
+    })
   }, 60_000)
 
   afterAll(async () => {
     await cluster?.stop()
     for (const proc of procs) proc.kill('SIGTERM')
     await Promise.all(procs.map((p) => (p.exitCode === null ? new Promise((resolve) => p.once('exit', resolve)) : undefined)))
-    for (const h of hosts) {
-      try {
-        sh('ip', 'netns', 'del', h.ns)
-      } catch {
-        // already gone
-      }
-    }
-    try {
-      sh('ip', 'link', 'del', bridge)
-    } catch {
-      // already gone
-    }
+    network?.remove()
     await rm(dir, { recursive: true, force: true })
   })
 

@@ -2,6 +2,7 @@
 
 export * from './errors.js'
 export { alive, until, waitFor } from './processes.js'
+export { createNetnsHosts, netnsUnavailable, sh, type NetnsHost, type NetnsHosts } from './netns.js'
 export {
   memoryFrameChannel,
   type MemoryFrameChannel,

@@ -8,52 +8,24 @@
 // Once every fault is healed, a final read of every key joins the history, so an acknowledged
 // write that was lost shows up as a non-linearizable history. Every history must check.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createPeerNode, loadOrCreateIdentity, memoryLogger, readOrCreatePskFile, type PeerNode } from 'lamina/transport'
-import { until } from 'lamina/testing'
+import { seededRandom } from 'lamina'
+import { createNetnsHosts, type NetnsHost, type NetnsHosts, netnsUnavailable, sh, until } from 'lamina/testing'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { checkLinearizable, HistoryRecorder } from './fixtures/porcupine.js'
 import { startKv, type Kv } from './index.js'
 
 const root = join(import.meta.dirname, '..', '..')
 const cli = join(root, 'dist', 'cli', 'lamina.js')
-const tag = `${process.pid % 10000}`
-const bridge = `lkbr${tag}`
-const subnet = `10.78.${process.pid % 200}`
-const hosts = [1, 2, 3].map((i) => ({ ns: `lamina-kv-${tag}-${i}`, veth: `lkv${tag}h${i}`, ip: `${subnet}.${10 + i}` }))
 /** Seeded fault schedules run (CI runs all of them; LAMINA_KV_SCHEDULES=N runs N). */
 const SCHEDULES = Number(process.env.LAMINA_KV_SCHEDULES ?? 10)
 
-function sh(...args: string[]): void {
-  execFileSync(args[0]!, args.slice(1), { stdio: 'pipe' })
-}
-
-/** Why network namespaces cannot be used here, or undefined when they can. */
-function netnsUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not running as root'
-  try {
-    sh('ip', 'netns', 'add', `lamina-kvprobe-${tag}`)
-    sh('ip', 'netns', 'del', `lamina-kvprobe-${tag}`)
-    return undefined
-  } catch (error) {
-    return `ip netns failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`
-  }
-}
-
-/** A small seeded generator (mulberry32), so that a failing schedule can be run again. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Seeded, so that a failing schedule can be run again. */
+const seeded = seededRandom
 
 const unavailable = netnsUnavailable()
 if (unavailable !== undefined) process.stderr.write(`KV fault test skipped: ${unavailable}\n`)
@@ -63,6 +35,8 @@ const FAULTS: readonly Fault[] = ['kill-leader', 'stop-replica', 'partition-lead
 
 describe.skipIf(unavailable !== undefined)('the KV store under faults, checked by porcupine', () => {
   let dir: string
+  let network: NetnsHosts | undefined
+  let hosts: readonly NetnsHost[] = []
   let pskFile: string
   let allowFile: string
   let ids: string[] = []
@@ -115,25 +89,15 @@ describe.skipIf(unavailable !== undefined)('the KV store under faults, checked b
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lamina-kv-faults-'))
-    sh('ip', 'link', 'add', bridge, 'type', 'bridge')
-    sh('ip', 'addr', 'add', `${subnet}.1/24`, 'dev', bridge)
-    sh('ip', 'link', 'set', bridge, 'up')
-    for (const h of hosts) {
-      sh('ip', 'netns', 'add', h.ns)
-      sh('ip', 'link', 'add', h.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns)
-      sh('ip', 'link', 'set', h.veth, 'master', bridge)
-      sh('ip', 'link', 'set', h.veth, 'up')
-      sh('ip', 'netns', 'exec', h.ns, 'ip', 'addr', 'add', `${h.ip}/24`, 'dev', 'eth0')
-      sh('ip', 'netns', 'exec', h.ns, 'ip', 'link', 'set', 'eth0', 'up')
-      sh('ip', 'netns', 'exec', h.ns, 'ip', 'link', 'set', 'lo', 'up')
-    }
+    network = createNetnsHosts('lk', 3, 78)
+    hosts = network.hosts
     pskFile = join(dir, 'swarm.key')
     const psk = await readOrCreatePskFile(pskFile)
     ids = await Promise.all([0, 1, 2, 'client'].map(async (i) => (await loadOrCreateIdentity(join(dir, `host-${i}`))).peerId))
     allowFile = join(dir, 'allowlist')
     await writeFile(allowFile, ids.join('\n'))
     for (const i of [0, 1, 2]) await startPeer(i)
-    node = await createPeerNode({ workdir: join(dir, 'host-client'), psk, allowlist: () => new Set(ids), listen: [`/ip4/${subnet}.1/tcp/0`], logger: memoryLogger() })
+    node = await createPeerNode({ workdir: join(dir, 'host-client'), psk, allowlist: () => new Set(ids), listen: [`/ip4/${network.gateway}/tcp/0`], logger: memoryLogger() })
     const members = hosts.map((h, i) => ({ peerId: ids[i]!, multiaddrs: [`/ip4/${h.ip}/tcp/4201/p2p/${ids[i]}`] }))
     kv = await startKv({ self: { node }, members: () => members }, { shards: 2, replicas: 3, timeoutMs: 2500 })
   }, 90_000)
@@ -144,18 +108,7 @@ describe.skipIf(unavailable !== undefined)('the KV store under faults, checked b
     for (const proc of procs) proc?.kill('SIGCONT')
     for (const proc of procs) proc?.kill('SIGTERM')
     await Promise.all(procs.map((p) => (p !== undefined && p.exitCode === null && p.signalCode === null ? new Promise((resolve) => p.once('exit', resolve)) : undefined)))
-    for (const h of hosts) {
-      try {
-        sh('ip', 'netns', 'del', h.ns)
-      } catch {
-        // already gone
-      }
-    }
-    try {
-      sh('ip', 'link', 'del', bridge)
-    } catch {
-      // already gone
-    }
+    network?.remove()
     await rm(dir, { recursive: true, force: true })
   })
 

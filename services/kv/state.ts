@@ -152,7 +152,10 @@ export class KvState {
     const seen = this.done.get(c.rid)
     if (seen !== undefined) return { ...seen, prev: undefined, duplicate: true }
     const result = this.applyOnce(c)
-    this.done.set(c.rid, result.missingLease === undefined ? { ok: result.ok, revision: result.revision } : { ok: result.ok, revision: result.revision, missingLease: result.missingLease })
+    this.done.set(
+      c.rid,
+      result.missingLease === undefined ? { ok: result.ok, revision: result.revision } : { ok: result.ok, revision: result.revision, missingLease: result.missingLease },
+    )
     if (this.done.size > KV_LIMITS.requestIds) this.done.delete(this.done.keys().next().value!)
     return result
   }
@@ -249,7 +252,14 @@ export class KvState {
 
   /** Replaces the state with a snapshot's. */
   load(data: string): void {
-    const parsed = JSON.parse(data) as { rev: number; oldest: number; entries: KvEntry[]; events: KvEvent[]; leases?: { id: string; ttlMs: number }[]; done?: [string, { ok: boolean; revision: number }][] }
+    const parsed = JSON.parse(data) as {
+      rev: number
+      oldest: number
+      entries: KvEntry[]
+      events: KvEvent[]
+      leases?: { id: string; ttlMs: number }[]
+      done?: [string, { ok: boolean; revision: number }][]
+    }
     this.entries.clear()
     this.leaseKeys.clear()
     this.done.clear()
