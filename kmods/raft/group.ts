@@ -13,7 +13,7 @@ import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import * as t from 'io-ts'
 import type { Logger, PeerNode } from '../transport/index.js'
-import { RaftArgumentError, RaftNotLeaderError, RaftProposalLostError, RaftStoppedError } from './errors.js'
+import { RaftArgumentError, RaftConfigChangeError, RaftNotLeaderError, RaftProposalLostError, RaftStoppedError } from './errors.js'
 import { RaftNode, type Entry, type Message, type NodeId } from './raft.js'
 import type { RaftStorage } from './storage.js'
 
@@ -23,7 +23,10 @@ export const RAFT_PROTOCOL = '/lamina/raft/1.0.0'
 /** Largest frame accepted (an append of at most `maxEntriesPerMessage` entries must fit). */
 export const MAX_RAFT_FRAME_BYTES = 4 * 1024 * 1024
 
-const WireEntry = t.intersection([t.type({ index: t.number, term: t.number, data: t.union([t.string, t.null]) }), t.partial({ config: t.record(t.string, t.string) })])
+const WireEntry = t.intersection([
+  t.type({ index: t.number, term: t.number, data: t.union([t.string, t.null]) }),
+  t.partial({ config: t.record(t.string, t.string), learners: t.array(t.string) }),
+])
 const WireMessage = t.union([
   t.type({ type: t.literal('pre-vote'), from: t.string, to: t.string, term: t.number, lastIndex: t.number, lastTerm: t.number }),
   t.type({ type: t.literal('pre-vote-reply'), from: t.string, to: t.string, term: t.number, granted: t.boolean }),
@@ -47,7 +50,7 @@ const WireMessage = t.union([
     from: t.string,
     to: t.string,
     term: t.number,
-    snapshot: t.intersection([t.type({ index: t.number, term: t.number, data: t.string }), t.partial({ config: t.record(t.string, t.string) })]),
+    snapshot: t.intersection([t.type({ index: t.number, term: t.number, data: t.string }), t.partial({ config: t.record(t.string, t.string), learners: t.array(t.string) })]),
   }),
   t.intersection([t.type({ type: t.literal('append-reply'), from: t.string, to: t.string, term: t.number, success: t.boolean, index: t.number }), t.partial({ read: t.number })]),
 ])
@@ -57,7 +60,7 @@ const WireMessage = t.union([
  */
 const WireChunk = t.intersection([
   t.type({ from: t.string, to: t.string, term: t.number, index: t.number, snapTerm: t.number, seq: t.number, count: t.number, data: t.string }),
-  t.partial({ config: t.record(t.string, t.string) }),
+  t.partial({ config: t.record(t.string, t.string), learners: t.array(t.string) }),
 ])
 const WireFrame = t.union([t.type({ group: t.string, message: WireMessage }), t.type({ group: t.string, chunk: WireChunk })])
 
@@ -278,11 +281,44 @@ class Group implements RaftGroup {
   async changeMembers(members: Readonly<Record<NodeId, string>>): Promise<void> {
     if (this.stopped) throw new RaftStoppedError(this.group)
     if (this.raft.role !== 'leader') throw new RaftNotLeaderError(this.id, this.raft.leader)
-    const index = this.raft.proposeConfig(members)
+    const learners = [...this.raft.learners]
+    const voters = Object.keys(this.raft.config).filter((id) => !this.raft.learners.has(id))
+    const added = Object.keys(members).filter((id) => !voters.includes(id))
+    if (added.length === 1) {
+      // A new member joins as a learner (thesis 4.2.1): it gets the log but counts toward no
+      // quorum until it has caught up, so a slow copy never stalls writes. Then it votes.
+      const x = added[0]!
+      if (!this.raft.learners.has(x)) await this.commitConfig({ ...this.raft.config, [x]: members[x]! }, [...learners, x])
+      await this.untilCaughtUp(x)
+    }
+    await this.commitConfig(
+      members,
+      learners.filter((l) => l in members && !added.includes(l)),
+    )
+  }
+
+  /** Proposes a configuration and resolves once it is committed. */
+  private async commitConfig(config: Readonly<Record<NodeId, string>>, learners: readonly NodeId[]): Promise<void> {
+    if (this.raft.role !== 'leader') throw new RaftNotLeaderError(this.id, this.raft.leader)
+    const index = this.raft.proposeConfig(config, learners)
     const term = this.raft.term
     const done = new Promise<number>((resolve, reject) => this.waiting.set(index, { term, resolve, reject }))
     this.schedule()
     await done
+  }
+
+  /** Resolves once `peer` holds every committed entry (the leader's view); RaftConfigChangeError after 60 s. */
+  private async untilCaughtUp(peer: NodeId): Promise<void> {
+    const deadline = performance.now() + 60_000
+    for (;;) {
+      if (this.stopped) throw new RaftStoppedError(this.group)
+      const match = this.raft.matchOf(peer)
+      if (match === undefined) throw new RaftNotLeaderError(this.id, this.raft.leader)
+      if (match >= this.raft.commitIndex) return
+      if (performance.now() > deadline)
+        throw new RaftConfigChangeError(this.id, `learner ${peer} has not caught up in 60 s (it holds up to ${match}, the commit index is ${this.raft.commitIndex})`)
+      await new Promise((resolve) => setTimeout(resolve, this.options.tickMs ?? 50))
+    }
   }
 
   propose(data: string): Promise<number> {
@@ -334,7 +370,13 @@ class Group implements RaftGroup {
     a.parts[c.seq] = c.data
     if (a.parts.filter((p) => p !== undefined).length < a.count) return undefined
     this.assembling.delete(c.from)
-    const snapshot = { index: c.index, term: c.snapTerm, data: a.parts.join(''), ...(c.config === undefined ? {} : { config: c.config }) }
+    const snapshot = {
+      index: c.index,
+      term: c.snapTerm,
+      data: a.parts.join(''),
+      ...(c.config === undefined ? {} : { config: c.config }),
+      ...(c.learners === undefined ? {} : { learners: c.learners }),
+    }
     this.receive({ type: 'snapshot', from: c.from, to: c.to, term: c.term, snapshot })
     return undefined
   }
@@ -366,7 +408,7 @@ class Group implements RaftGroup {
       const now = performance.now()
       if (sent !== undefined && sent.index === m.snapshot.index && now - sent.at < 3000) continue
       this.snapshotsSent.set(m.to, { index: m.snapshot.index, at: now })
-      const { data, index, term: snapTerm, config } = m.snapshot
+      const { data, index, term: snapTerm, config, learners } = m.snapshot
       if (data.length <= SNAPSHOT_CHUNK_CHARS) {
         this.outboundTo(m.to).send({ group: this.group, message: m })
         continue
@@ -374,7 +416,7 @@ class Group implements RaftGroup {
       const count = Math.ceil(data.length / SNAPSHOT_CHUNK_CHARS)
       for (let seq = 0; seq < count; seq++) {
         const chunk = { from: m.from, to: m.to, term: m.term, index, snapTerm, seq, count, data: data.slice(seq * SNAPSHOT_CHUNK_CHARS, (seq + 1) * SNAPSHOT_CHUNK_CHARS) }
-        this.outboundTo(m.to).send({ group: this.group, chunk: config === undefined ? chunk : { ...chunk, config } })
+        this.outboundTo(m.to).send({ group: this.group, chunk: { ...chunk, ...(config === undefined ? {} : { config }), ...(learners === undefined ? {} : { learners }) } })
       }
     }
     if (ready.snapshot?.install === true) {

@@ -575,4 +575,31 @@ describe('the Raft core', () => {
     sim.until(() => sim.leader() !== undefined, 400, 'a leader once timeouts are random again')
     expect(sim.leader()!.term).toBeGreaterThan(1)
   })
+
+  it('a learner gets the log but counts toward no quorum and never stands; promoted, it votes', () => {
+    const sim = new Sim(ids(3), seeded(21))
+    sim.until(() => sim.leader() !== undefined && sim.leader()!.commitIndex > 0, 200, 'a leader with a committed entry')
+    sim.add('n3', ['n0', 'n1', 'n2', 'n3'])
+    const all = { n0: '', n1: '', n2: '', n3: '' }
+    sim.leader()!.proposeConfig(all, ['n3'])
+    sim.until(() => sim.ids.every((id) => sim.nodes.get(id)!.learners.has('n3')), 200, 'the learner in the configuration everywhere')
+    // The learner and one voter down: two of the three voters still commit (with n3 a voter, 2 of 4 could not).
+    const leader = sim.leader()!
+    const voter = ['n0', 'n1', 'n2'].find((id) => id !== leader.id)!
+    sim.crash('n3')
+    sim.crash(voter)
+    const before = sim.commands(leader.id).length
+    leader.propose('with-a-learner-down')
+    sim.until(() => sim.commands(leader.id).length === before + 1, 200, 'a commit without the learner')
+    sim.restart('n3')
+    sim.restart(voter)
+    sim.until(() => sim.commands('n3').includes('with-a-learner-down'), 400, 'the learner caught up')
+    for (let r = 0; r < 60; r++) sim.round()
+    expect(['leader', 'candidate', 'pre-candidate']).not.toContain(sim.nodes.get('n3')!.role)
+    expect(leader.matchOf('n3')).toBeGreaterThanOrEqual(leader.commitIndex)
+    // Promoted: one voter added.
+    sim.leader()!.proposeConfig(all)
+    sim.until(() => sim.ids.every((id) => sim.nodes.get(id)!.learners.size === 0), 200, 'n3 a voter everywhere')
+    expect(() => sim.leader()!.proposeConfig({ n0: '', n1: '', n2: '', n3: '', n4: '' }, ['n5'])).toThrow(RaftArgumentError)
+  })
 })

@@ -40,6 +40,8 @@ export interface Entry {
    * about it (its address, opaque here). In force once in the log.
    */
   readonly config?: Readonly<Record<NodeId, string>>
+  /** Members of `config` that are learners: they get the log but neither vote nor count toward a quorum (thesis 4.2.1). */
+  readonly learners?: readonly NodeId[]
 }
 
 /** The messages nodes exchange; `from` and `to` are node ids, `term` the sender's term. */
@@ -89,6 +91,8 @@ export interface Snapshot {
   readonly data: string
   /** The configuration in force at `index` (absent: the members the node was created with). */
   readonly config?: Readonly<Record<NodeId, string>>
+  /** Its learners. */
+  readonly learners?: readonly NodeId[]
 }
 
 /** What a node must keep across restarts besides its log: the term, its vote in it, the commit index. */
@@ -169,7 +173,11 @@ export class RaftNode {
   private configNow: Readonly<Record<NodeId, string>>
   /** Index of the entry that set `configNow` (the snapshot's index when it came from there, 0 for `initial`). */
   private configIndex = 0
+  /** The voters in force (the configuration's members that are not learners). */
   private members: readonly NodeId[]
+  /** Every member in force, learners included: who gets the log. */
+  private replicas: readonly NodeId[]
+  private learnerSet: ReadonlySet<NodeId> = new Set()
   private readonly electionTicks: number
   private readonly heartbeatTicks: number
   private readonly random: () => number
@@ -222,6 +230,7 @@ export class RaftNode {
     this.initial = Object.fromEntries([...new Set(options.members)].map((m) => [m, '']))
     this.configNow = this.initial
     this.members = Object.keys(this.initial)
+    this.replicas = this.members
     this.electionTicks = options.electionTicks ?? 10
     this.heartbeatTicks = options.heartbeatTicks ?? 1
     this.random = options.random ?? Math.random
@@ -250,9 +259,20 @@ export class RaftNode {
     this.resetTimeout()
   }
 
-  /** The members in force (the newest configuration in the log), with what the owner keeps about each. */
+  /** The members in force (the newest configuration in the log), with what the owner keeps about each; learners included. */
   get config(): Readonly<Record<NodeId, string>> {
     return this.configNow
+  }
+
+  /** The learners of the configuration in force. */
+  get learners(): ReadonlySet<NodeId> {
+    return this.learnerSet
+  }
+
+  /** Leader only: the highest index known to be on `peer` (0 if none), or undefined when this node does not lead. */
+  matchOf(peer: NodeId): number | undefined {
+    if (this.roleNow !== 'leader') return undefined
+    return peer === this.id ? this.lastIndex() : (this.match.get(peer) ?? 0)
   }
 
   /**
@@ -262,22 +282,27 @@ export class RaftNode {
    * committed or this leader has not committed an entry of its term yet, and RaftArgumentError
    * for a change of more than one member.
    */
-  proposeConfig(config: Readonly<Record<NodeId, string>>): number {
+  proposeConfig(config: Readonly<Record<NodeId, string>>, learners: readonly NodeId[] = []): number {
     if (this.roleNow !== 'leader') throw new RaftNotLeaderError(this.id, this.leaderNow)
-    if (this.configIndex > this.commit) throw new RaftConfigChangeError(this.id, `the change at index ${this.configIndex} is not committed yet`)
-    if (this.termAt(this.commit) !== this.currentTerm) throw new RaftConfigChangeError(this.id, 'this leader has not committed an entry of its term yet')
     const now = new Set(this.members)
-    const next = Object.keys(config)
-    if (next.length === 0) throw new RaftArgumentError(this.id, 'config', 'must name at least one member')
+    for (const l of learners) if (!(l in config)) throw new RaftArgumentError(this.id, 'learners', `names ${l}, which is not in the configuration`)
+    // One voter added or removed at a time; learners come and go freely (they count toward nothing).
+    const next = Object.keys(config).filter((m) => !learners.includes(m))
+    if (next.length === 0) throw new RaftArgumentError(this.id, 'config', 'must name at least one voting member')
     const added = next.filter((m) => !now.has(m))
-    const removed = this.members.filter((m) => !(m in config))
+    const removed = this.members.filter((m) => !next.includes(m))
     if (added.length + removed.length > 1)
       throw new RaftArgumentError(this.id, 'config', `may add or remove one member at a time (adds ${added.join(', ') || 'none'}, removes ${removed.join(', ') || 'none'})`)
+    if (this.configIndex > this.commit) throw new RaftConfigChangeError(this.id, `the change at index ${this.configIndex} is not committed yet`)
+    if (this.termAt(this.commit) !== this.currentTerm) throw new RaftConfigChangeError(this.id, 'this leader has not committed an entry of its term yet')
     const index = this.lastIndex() + 1
-    const entry: Entry = { index, term: this.currentTerm, data: null, config: { ...config } }
+    const entry: Entry =
+      learners.length === 0
+        ? { index, term: this.currentTerm, data: null, config: { ...config } }
+        : { index, term: this.currentTerm, data: null, config: { ...config }, learners: [...learners] }
     this.log.push(entry)
     this.persistFrom = Math.min(this.persistFrom ?? index, index)
-    this.useConfig(entry.config!, index)
+    this.useConfig(entry.config!, index, entry.learners)
     for (const peer of this.others()) this.sendAppend(peer)
     this.advanceCommit()
     return index
@@ -313,9 +338,9 @@ export class RaftNode {
     if (!Number.isInteger(index) || index <= this.snap.index || index > this.applied)
       throw new RaftArgumentError(this.id, 'compact index', `must be an applied index after the snapshot's (${this.snap.index + 1} to ${this.applied}), got ${index}`)
     const term = this.termAt(index)
-    const config = this.configAt(index)
+    const at = this.configAt(index)
     this.log = this.log.slice(index - this.snap.index)
-    this.snap = config === undefined ? { index, term, data } : { index, term, data, config }
+    this.snap = at === undefined ? { index, term, data } : { index, term, data, ...at }
     this.snapshotOut = { ...this.snap, install: false }
   }
 
@@ -387,7 +412,7 @@ export class RaftNode {
   step(m: Message): void {
     // A leader is heard even when this member's configuration does not name it yet (a member being
     // added may have started with an older one): its entries bring the configuration.
-    if (m.to !== this.id || (!this.members.includes(m.from) && m.type !== 'append' && m.type !== 'snapshot')) return
+    if (m.to !== this.id || (!this.replicas.includes(m.from) && m.type !== 'append' && m.type !== 'snapshot')) return
     if (m.type === 'pre-vote') return this.onPreVote(m)
     if (m.type === 'pre-vote-reply') return this.onPreVoteReply(m)
     // Check-quorum's other half: while its leader is alive, a member ignores vote requests (a
@@ -587,7 +612,7 @@ export class RaftNode {
         if (this.configIndex >= e.index) this.recomputeConfig()
       }
       this.log.push(e)
-      if (e.config !== undefined) this.useConfig(e.config, e.index)
+      if (e.config !== undefined) this.useConfig(e.config, e.index, e.learners)
       this.persistFrom = Math.min(this.persistFrom ?? e.index, e.index)
     }
     const last = m.prevIndex + m.entries.length
@@ -682,8 +707,9 @@ export class RaftNode {
     this.outbox.push(m)
   }
 
+  /** Every other member that gets the log (learners included). Only voters' answers count (isQuorum). */
   private others(): NodeId[] {
-    return this.members.filter((p) => p !== this.id)
+    return this.replicas.filter((p) => p !== this.id)
   }
 
   /** True when `nodes` hold a majority of the members in force. */
@@ -694,10 +720,12 @@ export class RaftNode {
   }
 
   /** Puts `config` (from entry `index`) in force; a leader starts replicating to new members. */
-  private useConfig(config: Readonly<Record<NodeId, string>>, index: number): void {
+  private useConfig(config: Readonly<Record<NodeId, string>>, index: number, learners: readonly NodeId[] = []): void {
     this.configNow = config
     this.configIndex = index
-    this.members = Object.keys(config)
+    this.learnerSet = new Set(learners)
+    this.replicas = Object.keys(config)
+    this.members = this.replicas.filter((m) => !this.learnerSet.has(m))
     // What the leader knew of members that are gone is forgotten: one added again later starts afresh.
     for (const peer of [...this.next.keys()]) {
       if (config[peer] !== undefined) continue
@@ -718,19 +746,20 @@ export class RaftNode {
   private recomputeConfig(): void {
     for (let i = this.log.length - 1; i >= 0; i--) {
       const e = this.log[i]!
-      if (e.config !== undefined) return this.useConfig(e.config, e.index)
+      if (e.config !== undefined) return this.useConfig(e.config, e.index, e.learners)
     }
-    if (this.snap.config !== undefined) this.useConfig(this.snap.config, this.snap.index)
+    if (this.snap.config !== undefined) this.useConfig(this.snap.config, this.snap.index, this.snap.learners)
     else this.useConfig(this.initial, 0)
   }
 
   /** The configuration in force at `index` (for a snapshot there), or undefined for the initial one. */
-  private configAt(index: number): Readonly<Record<NodeId, string>> | undefined {
+  private configAt(index: number): { readonly config: Readonly<Record<NodeId, string>>; readonly learners?: readonly NodeId[] } | undefined {
     for (let i = index - this.snap.index - 1; i >= 0; i--) {
       const e = this.log[i]
-      if (e?.config !== undefined) return e.config
+      if (e?.config !== undefined) return e.learners === undefined ? { config: e.config } : { config: e.config, learners: e.learners }
     }
-    return this.snap.config
+    if (this.snap.config === undefined) return undefined
+    return this.snap.learners === undefined ? { config: this.snap.config } : { config: this.snap.config, learners: this.snap.learners }
   }
 
   private lastIndex(): number {

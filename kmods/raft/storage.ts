@@ -50,8 +50,9 @@ export class RaftStorage {
     const entries = this.store.list(this.ns, 'e/').map(({ key, value }, i): Entry => {
       const index = Number(key.slice(2))
       if (index !== base + i + 1) throw new RaftStorageError(this.group, `entry ${base + i + 1} is missing (found ${key} in its place)`)
-      const { term, data, config } = this.parse(key, value) as { term: number; data: string | null; config?: Record<string, string> }
-      return config === undefined ? { index, term, data } : { index, term, data, config }
+      const { term, data, config, learners } = this.parse(key, value) as { term: number; data: string | null; config?: Record<string, string>; learners?: string[] }
+      if (config === undefined) return { index, term, data }
+      return learners === undefined ? { index, term, data, config } : { index, term, data, config, learners }
     })
     return { hardState, entries, snapshot }
   }
@@ -64,13 +65,13 @@ export class RaftStorage {
       if (hardState !== undefined) tx.put(this.ns, 'hard', JSON.stringify(hardState))
       if (snapshot !== undefined) {
         // The snapshot replaces the entries it covers, in the same transaction.
-        tx.put(this.ns, 'snap', JSON.stringify({ index: snapshot.index, term: snapshot.term, data: snapshot.data, config: snapshot.config }))
+        tx.put(this.ns, 'snap', JSON.stringify({ index: snapshot.index, term: snapshot.term, data: snapshot.data, config: snapshot.config, learners: snapshot.learners }))
         for (let i = this.first; i <= Math.min(snapshot.index, this.last); i++) tx.delete(this.ns, `e/${indexKey(i)}`)
       }
       if (persist === undefined) return
       // Entries from `from` on are replaced: a conflicting suffix goes (rare; appends skip this).
       for (let i = persist.from; i <= this.last; i++) tx.delete(this.ns, `e/${indexKey(i)}`)
-      for (const e of persist.entries) tx.put(this.ns, `e/${indexKey(e.index)}`, JSON.stringify({ term: e.term, data: e.data, config: e.config }))
+      for (const e of persist.entries) tx.put(this.ns, `e/${indexKey(e.index)}`, JSON.stringify({ term: e.term, data: e.data, config: e.config, learners: e.learners }))
     })
     if (snapshot !== undefined) {
       this.first = snapshot.index + 1
