@@ -101,7 +101,7 @@ export class KvClient {
   }): Promise<KvClient> {
     const name = options.name ?? 'kv'
     const contact = options.contact.split('/p2p/').at(-1) ?? options.contact
-    const probe = new KvClient({ node: options.node, shards: [{ shard: '-', members: { [contact]: options.contact } }] })
+    const probe = KvClient.direct(options.node)
     let layouts: Record<string, KvShardLayout[]>
     try {
       layouts = (await probe.askPeer(contact, options.contact, { type: 'layouts' }, options.timeoutMs ?? 10_000)) as Record<string, KvShardLayout[]>
@@ -124,6 +124,14 @@ export class KvClient {
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
     })
+  }
+
+  /**
+   * A client for `askPeer` alone (it knows no shard of its own): how hosts and `startKv` talk to
+   * one peer's KV host at a time.
+   */
+  static direct(node: PeerNode): KvClient {
+    return new KvClient({ node, shards: [{ shard: '-', members: {} }] })
   }
 
   /** The node the client dials from. */

@@ -162,7 +162,7 @@ class Host implements KvHost {
   /** How an eventual replica of `shard` reaches the others: the KV protocol, peer to peer. */
   private eventualPeers(shard: string, members: Readonly<Record<string, string>>): EventualPeers {
     const others = Object.keys(members).filter((p) => p !== this.options.node.peerId)
-    const client = (): KvClient => (this.peerClient ??= new KvClient({ node: this.options.node, shards: [{ shard: '-', members: {} }] }))
+    const client = (): KvClient => (this.peerClient ??= KvClient.direct(this.options.node))
     return {
       others: () => others,
       push: async (peer, entries) => {

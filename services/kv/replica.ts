@@ -155,18 +155,18 @@ export async function startKvReplica(options: KvReplicaOptions): Promise<KvRepli
         countingTerm = group.term
         deadlines.clear()
       }
-      for (const lease of state.leases()) {
-        const deadline = deadlines.get(lease.id)
-        if (deadline === undefined) deadlines.set(lease.id, now + lease.ttlMs)
-        else if (deadline <= now && !revoking.has(lease.id)) {
-          revoking.add(lease.id)
+      for (const [id, ttlMs] of state.leaseTtls()) {
+        const deadline = deadlines.get(id)
+        if (deadline === undefined) deadlines.set(id, now + ttlMs)
+        else if (deadline <= now && !revoking.has(id)) {
+          revoking.add(id)
           group
-            .propose(JSON.stringify({ op: 'revoke', lease: lease.id } satisfies KvCommand))
+            .propose(JSON.stringify({ op: 'revoke', lease: id } satisfies KvCommand))
             .catch(() => undefined) // a lost revoke is proposed again by whoever leads next
-            .finally(() => revoking.delete(lease.id))
+            .finally(() => revoking.delete(id))
         }
       }
-      for (const id of deadlines.keys()) if (state.lease(id) === undefined) deadlines.delete(id)
+      for (const id of deadlines.keys()) if (!state.hasLease(id)) deadlines.delete(id)
     },
     Math.max(20, options.tickMs ?? 50),
   )

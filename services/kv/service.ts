@@ -269,7 +269,7 @@ export async function startKv(cluster: KvCluster, options: StartKvOptions = {}):
 
 /** The layout of service `name` as the members remember it (the first that answers with one), if any. */
 async function storedLayout(node: PeerNode, addresses: ReadonlyMap<string, string>, name: string): Promise<KvShardLayout[] | undefined> {
-  const probe = new KvClient({ node, shards: [{ shard: '-', members: Object.fromEntries(addresses) }] })
+  const probe = KvClient.direct(node)
   try {
     const answers = await Promise.allSettled(
       [...addresses].map(([peer, address]) => probe.askPeer(peer, address, { type: 'layouts' }, 3000) as Promise<Record<string, KvShardLayout[]>>),

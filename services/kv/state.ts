@@ -198,6 +198,16 @@ export class KvState {
     return [...this.leaseKeys].map(([id, l]) => ({ id, ttlMs: l.ttlMs, keys: [...l.keys] }))
   }
 
+  /** Each lease's id and TTL, without copying its keys (the leader's countdown reads this every tick). */
+  *leaseTtls(): IterableIterator<[string, number]> {
+    for (const [id, l] of this.leaseKeys) yield [id, l.ttlMs]
+  }
+
+  /** True when the shard holds lease `id`. */
+  hasLease(id: string): boolean {
+    return this.leaseKeys.has(id)
+  }
+
   /** The lease `id`, if the shard holds it. */
   lease(id: string): KvLease | undefined {
     const l = this.leaseKeys.get(id)
