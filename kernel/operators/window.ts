@@ -111,42 +111,34 @@ export function window<C extends AnyCodec, A>(name: string, options: WindowOptio
   const toPort = options.lateRecords === 'port'
   const Windows = t.array(t.tuple([t.number, t.number, aggregate.codec, t.boolean]))
   type Ctx = AtomContext<{ out: ReturnType<typeof windowResult<A>>; late: C }, Open<A>[]>
+  const definition = {
+    name,
+    inputs: { in: options.input },
+    outputs: { out: windowResult(aggregate.codec), late: options.input },
+    key,
+    state: { codec: Windows as unknown as t.Type<Open<A>[], unknown, unknown>, init: (): Open<A>[] => [] },
+    annotations: { ...options.annotations, ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }) },
+  }
+  const late = (ctx: Ctx, value: t.TypeOf<C>, time: number, watermark: number): void => {
+    if (toPort) ctx.emit('late', value)
+    else ctx.reject(value, `late record (ERR_LATE_RECORD): event time ${time} is below the watermark ${watermark} less the allowed lateness ${lateness} ms`)
+  }
+  if (assigner.kind !== 'session') {
+    const size = assigner.size
+    const slide = assigner.kind === 'sliding' ? assigner.slide : size
+    return atom<{ in: C }, { out: ReturnType<typeof windowResult<A>>; late: C }, Open<A>[]>({
+      ...definition,
+      ...paneWindows<C, A>(size, slide, lateness, timestamp, aggregate, late),
+    })
+  }
+  const gap = assigner.gap
   // Per instance, in memory only: the watermark seen, and the earliest end of a window not fired
   // yet (a watermark below it has nothing to fire). A restored instance starts at -∞ and scans once.
-  // The last instance's clock is kept at hand: an instance handles a whole batch at a time, so
-  // most records skip the WeakMap lookup.
   const clocks = new WeakMap<object, { watermark: number; nextEnd: number }>()
-  let lastCtx: Ctx | undefined
-  let lastClock = { watermark: Number.NEGATIVE_INFINITY, nextEnd: Number.NEGATIVE_INFINITY }
   const clockOf = (ctx: Ctx): { watermark: number; nextEnd: number } => {
-    if (ctx === lastCtx) return lastClock
     let clock = clocks.get(ctx)
     if (clock === undefined) clocks.set(ctx, (clock = { watermark: Number.NEGATIVE_INFINITY, nextEnd: Number.NEGATIVE_INFINITY }))
-    lastCtx = ctx
-    lastClock = clock
     return clock
-  }
-  // The assigner's numbers, read once: `tumblingSize` is 0 unless tumbling (its fast path).
-  const size = assigner.kind === 'session' ? 0 : assigner.size
-  const slide = assigner.kind === 'sliding' ? assigner.slide : size
-  const tumblingSize = assigner.kind === 'tumbling' ? size : 0
-  /**
-   * The current key's window starting at `from`, opened if it is not there. A key's windows are
-   * kept sorted by start (fire keeps their order, snapshots hold them sorted), so the window, or
-   * its place, is found scanning back from the newest; only a new window can lower the earliest
-   * end not fired yet.
-   */
-  const windowAt = (ctx: Ctx, windows: Open<A>[], from: number, clock: { nextEnd: number }): Open<A> => {
-    let at = windows.length - 1
-    while (at >= 0 && windows[at]![0] > from) at--
-    const found = at >= 0 ? windows[at]! : undefined
-    if (found !== undefined && found[0] === from) return found
-    const w: Open<A> = [from, from + size, aggregate.init(), false]
-    if (at === windows.length - 1) windows.push(w)
-    else windows.splice(at + 1, 0, w)
-    if (w[1] < clock.nextEnd) clock.nextEnd = w[1]
-    ctx.state.set(windows)
-    return w
   }
   const fire = (ctx: Ctx, upTo: number): void => {
     let earliest = Number.POSITIVE_INFINITY
@@ -166,48 +158,21 @@ export function window<C extends AnyCodec, A>(name: string, options: WindowOptio
     }
     clockOf(ctx).nextEnd = earliest
   }
+  // Session windows are the keyed state itself: a key's sessions merge with each record.
   return atom<{ in: C }, { out: ReturnType<typeof windowResult<A>>; late: C }, Open<A>[]>({
-    name,
-    inputs: { in: options.input },
-    outputs: { out: windowResult(aggregate.codec), late: options.input },
-    key,
-    state: { codec: Windows as unknown as t.Type<Open<A>[], unknown, unknown>, init: () => [] },
-    annotations: { ...options.annotations, ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }) },
+    ...definition,
     on: {
       in: (value, ctx) => {
         const time = timestamp(value)
         if (!Number.isFinite(time)) return ctx.reject(value, `event time ${String(time)} is not a finite number`)
         const clock = clockOf(ctx)
         const watermark = clock.watermark
-        if (time < watermark - lateness) {
-          if (toPort) ctx.emit('late', value)
-          else ctx.reject(value, `late record (ERR_LATE_RECORD): event time ${time} is below the watermark ${watermark} less the allowed lateness ${lateness} ms`)
-          return
-        }
+        if (time < watermark - lateness) return late(ctx, value, time, watermark)
         const windows = ctx.state.get()
-        if (tumblingSize > 0) {
-          // Most records fall in their key's newest window: check it before anything else.
-          const from = Math.floor(time / tumblingSize) * tumblingSize
-          const newest = windows.length - 1
-          let w = newest >= 0 ? windows[newest]! : undefined
-          if (w === undefined || w[0] !== from) w = windowAt(ctx, windows, from, clock)
-          w[2] = aggregate.add(w[2], value)
-          if (w[3]) ctx.emit('out', { key: ctx.key!, start: w[0], end: w[1], value: w[2], late: true })
-          return
-        }
-        if (assigner.kind === 'session') {
-          const merged = addToSession(windows, time, value, assigner.gap, aggregate, watermark)
-          if (merged[3]) ctx.emit('out', { key: ctx.key!, start: merged[0], end: merged[1], value: merged[2], late: true })
-          ctx.state.set(windows)
-          for (const w of windows) if (!w[3] && w[1] < clock.nextEnd) clock.nextEnd = w[1]
-          return
-        }
-        // Every k with k·slide <= time < k·slide + size, newest first.
-        for (let from = Math.floor(time / slide) * slide; from > time - size; from -= slide) {
-          const w = windowAt(ctx, windows, from, clock)
-          w[2] = aggregate.add(w[2], value)
-          if (w[3]) ctx.emit('out', { key: ctx.key!, start: w[0], end: w[1], value: w[2], late: true })
-        }
+        const merged = addToSession(windows, time, value, gap, aggregate, watermark)
+        if (merged[3]) ctx.emit('out', { key: ctx.key!, start: merged[0], end: merged[1], value: merged[2], late: true })
+        ctx.state.set(windows)
+        for (const w of windows) if (!w[3] && w[1] < clock.nextEnd) clock.nextEnd = w[1]
       },
     },
     watermark: (time, ctx) => {
@@ -217,6 +182,191 @@ export function window<C extends AnyCodec, A>(name: string, options: WindowOptio
     },
     end: (ctx) => fire(ctx, Number.POSITIVE_INFINITY),
   })
+}
+
+/**
+ * The windows `[start, start + size)` of every key that share a start: they open, fire and close
+ * together, so tumbling and sliding windows are kept by start (as a hand-written loop keeps them),
+ * each pane holding the value of every key that has records in it. Firing takes the panes whose end
+ * the watermark passed, in start order, and emits each key's value in the order keys arrived.
+ */
+interface Pane<A> {
+  readonly start: number
+  readonly end: number
+  /** Every key's window in this pane fired (at the watermark, or before a restore). */
+  fired: boolean
+  /** After a restore only: keys whose window fired already in a pane that has not. */
+  firedKeys: Set<Key> | undefined
+  readonly values: Map<Key, A>
+  /** Changed since the last `saveState`: its keys' state is written again. */
+  dirty: boolean
+}
+
+/** One instance's tumbling or sliding windows, in memory (see `paneWindows`). */
+class Panes<A> {
+  watermark = Number.NEGATIVE_INFINITY
+  /** The earliest end of a pane not fired yet: a watermark below it has nothing to fire. */
+  nextEnd = Number.POSITIVE_INFINITY
+  readonly panes = new Map<number, Pane<A>>()
+  /** The pane the last record went to: most records go to the same one. */
+  last: Pane<A> | undefined
+  /** Once state was saved or loaded: keys of panes closed since, whose saved windows must go. */
+  closedKeys: Set<Key> | undefined
+
+  constructor(private readonly size: number) {}
+
+  /** The pane starting at `start`, opened if it is not there. */
+  at(start: number): Pane<A> {
+    let pane = this.panes.get(start)
+    if (pane === undefined) {
+      pane = { start, end: start + this.size, fired: false, firedKeys: undefined, values: new Map(), dirty: true }
+      this.panes.set(start, pane)
+      if (pane.end < this.nextEnd) this.nextEnd = pane.end
+    }
+    this.last = pane
+    return pane
+  }
+}
+
+/**
+ * Tumbling (`slide === size`) and sliding windows. They live in memory by start, not in `ctx.state`
+ * record by record: `saveState` writes each key's windows (`[start, end, value, fired]`, as session
+ * windows keep them) into its keyed state before a snapshot, only for keys of panes that changed or
+ * closed since the last one, and `loadState` reads them back after a restore or a rescale. The state
+ * a checkpoint takes, and how a rescale moves it, are those of any keyed operator.
+ */
+function paneWindows<C extends AnyCodec, A>(
+  size: number,
+  slide: number,
+  lateness: number,
+  timestamp: (value: t.TypeOf<C>) => number,
+  aggregate: WindowAggregate<t.TypeOf<C>, A>,
+  late: (ctx: AtomContext<{ out: ReturnType<typeof windowResult<A>>; late: C }, Open<A>[]>, value: t.TypeOf<C>, time: number, watermark: number) => void,
+) {
+  type Ctx = AtomContext<{ out: ReturnType<typeof windowResult<A>>; late: C }, Open<A>[]>
+  // Each instance's panes. The last instance's are kept at hand: an instance handles a whole batch
+  // at a time, so most records skip the WeakMap lookup.
+  const instances = new WeakMap<object, Panes<A>>()
+  let lastCtx: Ctx | undefined
+  let lastPanes: Panes<A> | undefined
+  const panesOf = (ctx: Ctx): Panes<A> => {
+    if (ctx === lastCtx) return lastPanes!
+    let panes = instances.get(ctx)
+    if (panes === undefined) instances.set(ctx, (panes = new Panes<A>(size)))
+    lastCtx = ctx
+    lastPanes = panes
+    return panes
+  }
+  const add = (ctx: Ctx, pane: Pane<A>, key: Key, value: t.TypeOf<C>): void => {
+    const values = pane.values
+    const acc = values.get(key)
+    const next = aggregate.add(acc === undefined ? aggregate.init() : acc, value)
+    if (next !== acc) values.set(key, next)
+    pane.dirty = true
+    if (pane.fired || pane.firedKeys?.has(key) === true) ctx.emit('out', { key, start: pane.start, end: pane.end, value: next, late: true })
+  }
+  const fire = (ctx: Ctx, upTo: number): void => {
+    const panes = panesOf(ctx)
+    const due: Pane<A>[] = []
+    let earliest = Number.POSITIVE_INFINITY
+    for (const pane of panes.panes.values()) {
+      if (pane.fired) continue
+      if (pane.end <= upTo) due.push(pane)
+      else if (pane.end < earliest) earliest = pane.end
+    }
+    due.sort((a, b) => a.start - b.start)
+    for (const pane of due) {
+      const { start, end, firedKeys } = pane
+      for (const [key, value] of pane.values) if (firedKeys === undefined || !firedKeys.has(key)) ctx.emit('out', { key, start, end, value, late: false })
+      pane.fired = true
+      pane.firedKeys = undefined
+      pane.dirty = true
+    }
+    // Fired panes past their lateness take no more records: gone.
+    for (const [start, pane] of panes.panes) {
+      if (!pane.fired || pane.end + lateness > upTo) continue
+      panes.panes.delete(start)
+      if (panes.last === pane) panes.last = undefined
+      if (panes.closedKeys !== undefined) for (const key of pane.values.keys()) panes.closedKeys.add(key)
+    }
+    panes.nextEnd = earliest
+  }
+  const tumblingSize = slide === size ? size : 0
+  return {
+    on: {
+      in: (value: t.TypeOf<C>, ctx: Ctx) => {
+        const time = timestamp(value)
+        if (!Number.isFinite(time)) return ctx.reject(value, `event time ${String(time)} is not a finite number`)
+        const panes = panesOf(ctx)
+        const watermark = panes.watermark
+        if (time < watermark - lateness) return late(ctx, value, time, watermark)
+        const key = ctx.key!
+        if (tumblingSize > 0) {
+          const start = Math.floor(time / tumblingSize) * tumblingSize
+          const last = panes.last
+          return add(ctx, last !== undefined && last.start === start ? last : panes.at(start), key, value)
+        }
+        // Every k with k·slide <= time < k·slide + size, newest first.
+        for (let start = Math.floor(time / slide) * slide; start > time - size; start -= slide) add(ctx, panes.at(start), key, value)
+      },
+    },
+    watermark: (time: number, ctx: Ctx) => {
+      const panes = panesOf(ctx)
+      panes.watermark = time
+      if (time >= panes.nextEnd) fire(ctx, time)
+    },
+    end: (ctx: Ctx) => fire(ctx, Number.POSITIVE_INFINITY),
+    saveState: (ctx: Ctx) => {
+      const panes = panesOf(ctx)
+      const keys = panes.closedKeys ?? new Set<Key>()
+      const sorted = [...panes.panes.values()].sort((a, b) => a.start - b.start)
+      for (const pane of sorted) if (pane.dirty) for (const key of pane.values.keys()) keys.add(key)
+      const rows = new Map<Key, Open<A>[]>()
+      for (const pane of sorted) {
+        pane.dirty = false
+        for (const [key, value] of pane.values) {
+          if (!keys.has(key)) continue
+          let windows = rows.get(key)
+          if (windows === undefined) rows.set(key, (windows = []))
+          windows.push([pane.start, pane.end, value, pane.fired || pane.firedKeys?.has(key) === true])
+        }
+      }
+      for (const key of keys) {
+        const windows = rows.get(key)
+        if (windows === undefined) ctx.state.deleteOf(key)
+        else ctx.state.setOf(key, windows)
+      }
+      panes.closedKeys = new Set()
+    },
+    loadState: (ctx: Ctx) => {
+      const panes = new Panes<A>(size)
+      instances.set(ctx, panes)
+      if (lastCtx === ctx) lastPanes = panes
+      // Windows of one start from several old instances (a rescale) fired or not at each one's
+      // own watermark: a pane counts as fired only when all did, else it remembers the keys that did.
+      const unfired = new Set<Pane<A>>()
+      for (const [key, windows] of ctx.state.entries()) {
+        for (const [start, , value, fired] of windows) {
+          const pane = panes.at(start)
+          pane.values.set(key, value)
+          pane.dirty = false
+          if (fired) (pane.firedKeys ??= new Set()).add(key)
+          else unfired.add(pane)
+        }
+      }
+      panes.last = undefined
+      panes.nextEnd = Number.POSITIVE_INFINITY
+      for (const pane of panes.panes.values()) {
+        if (unfired.has(pane)) {
+          if (pane.end < panes.nextEnd) panes.nextEnd = pane.end
+          continue
+        }
+        pane.fired = true
+        pane.firedKeys = undefined
+      }
+      panes.closedKeys = new Set()
+    },
+  }
 }
 
 /**
