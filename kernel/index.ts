@@ -20,7 +20,7 @@ export { fnv1a, hashKey, keyGroupOf, instanceOfKey, instanceOfKeyGroup, KEY_GROU
 export { source, type SourceInput, type SourceOptions, type SourcePart, type SourceReplay } from './operators/source.js'
 export { fileSource, type FileSourceOptions } from './operators/file-source.js'
 export { window, tumbling, sliding, session, windowResult, type WindowAssigner, type WindowAggregate, type WindowOptions, type WindowResult } from './operators/window.js'
-export { WATERMARK, watermarkOf, type EventTime, type WatermarkStrategy } from './time.js'
+export { WATERMARK, WATERMARK_IDLE, watermarkOf, type EventTime, type WatermarkStrategy } from './time.js'
 export { sink, type SinkTarget } from './operators/sink.js'
 export { map } from './operators/map.js'
 export { filter } from './operators/filter.js'

@@ -11,6 +11,15 @@
 /** The marker kind of watermarks. A watermark's `id` is its event time (whole milliseconds, rising). */
 export const WATERMARK = 'watermark'
 
+/**
+ * The marker kind of idleness (`id` 0): the sender emits nothing for now. An instance leaves an idle
+ * input out of the minimum until that input sends a record or a watermark again, and when every
+ * input is idle it passes idleness on. A source declares it after `idleMs` without a record (or by
+ * `ctx.markIdle()`); this is Flink's `withIdleness`. Records an input sends after idleness may be
+ * late: the watermark moved on without it.
+ */
+export const WATERMARK_IDLE = 'watermark-idle'
+
 /** How a source derives its watermark from the event times it emitted. */
 export type WatermarkStrategy =
   /** Bounded out-of-orderness: no record comes more than `outOfOrderMs` after a later one. */
@@ -19,7 +28,16 @@ export type WatermarkStrategy =
   | { readonly watermark: (maxTime: number, records: number) => number }
 
 /** Event time of a source: where a record's time is, and how the watermark follows it. */
-export type EventTime<T> = { readonly timestamp: (value: T) => number } & WatermarkStrategy
+export type EventTime<T> = {
+  readonly timestamp: (value: T) => number
+  /**
+   * Processing-time milliseconds without a record after which the source declares itself idle
+   * (WATERMARK_IDLE), so that a quiet input does not hold back the windows downstream. For inputs
+   * read asynchronously (async iterables, Observables); arrays and iterables are never idle.
+   * @default never idle
+   */
+  readonly idleMs?: number
+} & WatermarkStrategy
 
 /** The watermark `strategy` gives once the largest event time seen is `maxTime` after `records` records. */
 export function watermarkOf(strategy: WatermarkStrategy, maxTime: number, records: number): number {

@@ -148,6 +148,12 @@ export interface AtomContext<O extends PortCodecs = PortCodecs, S = unknown> {
    * that does not rise is ignored. Sources with `eventTime` call it themselves.
    */
   emitWatermark(time: number): void
+  /**
+   * Sources only: declares that this source emits nothing for now (WATERMARK_IDLE), so operators
+   * downstream stop waiting for its watermark until it emits a record or a watermark again. Sources
+   * with `eventTime.idleMs` call it themselves after that long without a record.
+   */
+  markIdle(): void
 }
 
 /** A handler of one input port. A returned value is the reply when the record was a request. */

@@ -3,7 +3,7 @@
 import * as t from 'io-ts'
 import { isObservable, type Observable } from 'rxjs'
 import type { Annotations, AnyCodec, AtomContext, Operator } from '../contracts.js'
-import { SourceError } from '../errors.js'
+import { InvalidOptionError, SourceError } from '../errors.js'
 import { atom } from '../operator.js'
 import { type EventTime, watermarkOf } from '../time.js'
 
@@ -83,6 +83,9 @@ export function source<C extends AnyCodec>(
   options: SourceOptions<t.TypeOf<C>> = {},
 ): Operator<Record<never, never>, { out: C }> {
   const lingerMs = options.lingerMs ?? 5
+  const idleMs = options.eventTime?.idleMs
+  if (idleMs !== undefined && !(Number.isFinite(idleMs) && idleMs > 0))
+    throw new InvalidOptionError(`operator ${name}`, 'eventTime.idleMs', `must be a positive number of milliseconds, got ${idleMs}`)
   const replay = options.replay ?? replayOf(from)
   return atom<Record<never, never>, { out: C }, number>({
     name,
@@ -103,7 +106,7 @@ export function source<C extends AnyCodec>(
         else input = from as Iterable<unknown> | AsyncIterable<unknown> | Observable<unknown>
         const skip = replay === 'skip' ? offset : 0
         if (isObservable(input)) input = observableValues(input)
-        if (Symbol.asyncIterator in input) await emitAsync(ctx, input as AsyncIterable<unknown>, lingerMs, skip)
+        if (Symbol.asyncIterator in input) await emitAsync(ctx, input as AsyncIterable<unknown>, lingerMs, skip, idleMs)
         else await emitIterable(ctx, input as Iterable<unknown>, skip)
       } catch (error) {
         throw new SourceError(name, error)
@@ -211,9 +214,39 @@ async function emitIterable(ctx: SourceContext, values: Iterable<unknown>, skip:
 }
 
 const LINGER = Symbol('linger')
+const IDLE = Symbol('idle')
 
-/** Pulls an async iterable; a partial batch waits at most `lingerMs` for more before it is sent. */
-async function emitAsync(ctx: SourceContext, values: AsyncIterable<unknown>, lingerMs: number, skip: number): Promise<void> {
+/**
+ * The next value of an iterator with nothing left to send; after `idleMs` without one the source is
+ * declared idle (once: `idle` says it was), then the value is awaited as usual.
+ */
+async function nextOrIdle(
+  ctx: SourceContext,
+  pending: Promise<IteratorResult<unknown>>,
+  idleMs: number | undefined,
+  idle: { declared: boolean },
+): Promise<IteratorResult<unknown>> {
+  if (idleMs === undefined || idle.declared) return pending
+  let timer: NodeJS.Timeout | undefined
+  const quiet = new Promise<typeof IDLE>((resolve) => {
+    timer = setTimeout(() => resolve(IDLE), idleMs)
+  })
+  try {
+    const first = await Promise.race([pending, quiet])
+    if (first !== IDLE) return first
+  } finally {
+    clearTimeout(timer)
+  }
+  idle.declared = true
+  ctx.markIdle()
+  return pending
+}
+
+/**
+ * Pulls an async iterable; a partial batch waits at most `lingerMs` for more before it is sent.
+ * With `idleMs` (event time), a wait of that long with nothing to send declares the source idle.
+ */
+async function emitAsync(ctx: SourceContext, values: AsyncIterable<unknown>, lingerMs: number, skip: number, idleMs?: number): Promise<void> {
   const batch = ctx.info.batchSize
   const iterator = values[Symbol.asyncIterator]()
   let n = 0
@@ -221,6 +254,7 @@ async function emitAsync(ctx: SourceContext, values: AsyncIterable<unknown>, lin
   let skipped = 0
   let timer: NodeJS.Timeout | undefined
   let deadline: Promise<typeof LINGER> | undefined
+  const idle = { declared: false }
   const clearDeadline = (): void => {
     clearTimeout(timer)
     deadline = undefined
@@ -242,10 +276,11 @@ async function emitAsync(ctx: SourceContext, values: AsyncIterable<unknown>, lin
           clearDeadline()
           n = 0
           await ctx.flush()
-          next = await pending
+          next = await nextOrIdle(ctx, pending, idleMs, idle)
         }
-      } else next = await pending
+      } else next = await nextOrIdle(ctx, pending, idleMs, idle)
       if (next.done === true) return
+      idle.declared = false
       if (skipped < skip) {
         skipped++
         continue

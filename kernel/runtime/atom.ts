@@ -143,6 +143,14 @@ class Context implements AtomContext {
       throw new InvalidOptionError(`operator ${info.operator}`, 'emitWatermark', 'this instance runs where watermarks cannot be emitted (an isolated atom)')
     this.services.watermark(time)
   }
+
+  markIdle(): void {
+    const info = this.services.info
+    if (this.hasInputs) throw new InvalidOptionError(`operator ${info.operator}`, 'markIdle', 'only sources declare idleness: an operator with inputs is idle when all of them are')
+    if (this.services.markIdle === undefined)
+      throw new InvalidOptionError(`operator ${info.operator}`, 'markIdle', 'this instance runs where watermarks cannot be emitted (an isolated atom)')
+    this.services.markIdle()
+  }
 }
 
 /** Options of `atomInstance`. All optional. */

@@ -31,7 +31,7 @@ import {
 } from '../errors.js'
 import type { Outlet } from './outlet.js'
 import { endOfSlice } from './slice.js'
-import { WATERMARK } from '../time.js'
+import { WATERMARK, WATERMARK_IDLE } from '../time.js'
 import type { AtomServices } from './services.js'
 
 /** What a driver needs from its job. */
@@ -183,6 +183,10 @@ export class Driver implements AtomServices {
   private readonly watermarks = new Map<InboxEntry, number>()
   /** The instance's watermark: the minimum over its open primary inputs, as passed on (or, at a source, as emitted). */
   private watermarkAt = Number.NEGATIVE_INFINITY
+  /** Primary inputs that declared themselves idle (WATERMARK_IDLE) and sent nothing since: the minimum leaves them out. */
+  private readonly idleInputs = new Set<InboxEntry>()
+  /** The instance passed on (or, at a source, declared) idleness, and has not sent anything since. */
+  private idleOut = false
 
   constructor(
     readonly info: InstanceInfo,
@@ -265,6 +269,7 @@ export class Driver implements AtomServices {
           if (this.complete(entry.port)) return this.aligned.shift()
           // Nor does it hold the watermark back any more.
           this.watermarks.delete(entry)
+          this.idleInputs.delete(entry)
           const advanced = this.advanceWatermark(entry.port)
           if (advanced !== undefined) return advanced
         }
@@ -273,9 +278,15 @@ export class Driver implements AtomServices {
       this.turn++
       if (batch.marker !== undefined) {
         if (entry.auxiliary) continue // Markers are not forwarded to spawned children; none come back.
-        if (batch.marker.kind === WATERMARK) {
-          // Watermarks are not aligned: each input's only rises, and the instance's is their minimum.
-          if (batch.marker.id > (this.watermarks.get(entry) ?? Number.NEGATIVE_INFINITY)) this.watermarks.set(entry, batch.marker.id)
+        const kind = batch.marker.kind
+        if (kind === WATERMARK || kind === WATERMARK_IDLE) {
+          // Watermarks are not aligned: each input's only rises, and the instance's is their minimum
+          // over the inputs that are not idle. An idle input is active again once it sends anything.
+          if (kind === WATERMARK_IDLE) this.idleInputs.add(entry)
+          else {
+            if (this.idleInputs.size > 0) this.activate(entry)
+            if (batch.marker.id > (this.watermarks.get(entry) ?? Number.NEGATIVE_INFINITY)) this.watermarks.set(entry, batch.marker.id)
+          }
           const advanced = this.advanceWatermark(entry.port)
           if (advanced !== undefined) return advanced
           // Nothing to pass on, but a batch was taken: every input gets a new turn (the loop must
@@ -288,9 +299,15 @@ export class Driver implements AtomServices {
         tries = entries.length + 1
         continue
       }
+      if (this.idleInputs.size > 0 && !entry.auxiliary) this.activate(entry)
       return { port: entry.port, batch }
     }
     return undefined
+  }
+
+  /** An idle input sent data or a watermark: it holds the watermark back again, and so may this instance. */
+  private activate(entry: InboxEntry): void {
+    if (this.idleInputs.delete(entry)) this.idleOut = false
   }
 
   /**
@@ -299,10 +316,25 @@ export class Driver implements AtomServices {
    * minimum rose, else undefined. When no input is open the stream's end says the rest.
    */
   private advanceWatermark(port: string): { port: string; batch: Batch } | undefined {
-    if (this.primaryOpen === 0 || this.watermarks.size < this.primaryOpen) return undefined
+    if (this.primaryOpen === 0) return undefined
+    const idle = this.idleInputs
+    const active = this.primaryOpen - idle.size
+    if (active === 0) {
+      // Every open input is idle: so is this instance, downstream.
+      if (this.idleOut) return undefined
+      this.idleOut = true
+      return { port, batch: { values: [], marker: { kind: WATERMARK_IDLE, id: 0 } } }
+    }
+    if (this.watermarks.size < active) return undefined
     let low = Number.POSITIVE_INFINITY
-    for (const time of this.watermarks.values()) if (time < low) low = time
-    if (low <= this.watermarkAt) return undefined
+    let counted = 0
+    for (const [entry, time] of this.watermarks) {
+      if (idle.size > 0 && idle.has(entry)) continue
+      counted++
+      if (time < low) low = time
+    }
+    if (counted < active || low <= this.watermarkAt) return undefined
+    this.idleOut = false
     this.watermarkAt = low
     return { port, batch: { values: [], marker: { kind: WATERMARK, id: low } } }
   }
@@ -430,6 +462,8 @@ export class Driver implements AtomServices {
     const outputs = this.outputs
     if (outputs.pending === 0) return undefined
     outputs.pending = 0
+    // Records sent: whatever idleness was passed on no longer holds.
+    this.idleOut = false
     const full: ChannelSender[] = []
     for (const [port, buffer] of outputs.ports) {
       const values = buffer.values
@@ -549,7 +583,18 @@ export class Driver implements AtomServices {
     const at = Math.floor(time)
     if (at <= this.watermarkAt) return
     this.watermarkAt = at
+    this.idleOut = false
     this.inject({ values: [], marker: { kind: WATERMARK, id: at } })
+  }
+
+  /**
+   * A source's idleness: it emits nothing for now, so operators downstream leave it out of their
+   * watermark until it emits again (a record or a watermark). Declared once until then.
+   */
+  markIdle(): void {
+    if (this.idleOut) return
+    this.idleOut = true
+    this.inject({ values: [], marker: { kind: WATERMARK_IDLE, id: 0 } })
   }
 
   deadLetter(where: Where, error: LaminaError, value: unknown): void {

@@ -31,6 +31,8 @@ export interface AtomServices {
   emitted(): void
   /** A source's watermark (event time), passed on after what it emitted so far; absent where atoms cannot emit one. */
   watermark?(time: number): void
+  /** A source's idleness (see AtomContext.markIdle); absent where atoms cannot emit watermarks. */
+  markIdle?(): void
 }
 
 /** Reply to a request's header, if the record was one. */
