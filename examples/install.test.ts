@@ -252,6 +252,7 @@ describe('Lamina installed from its tarball into a new project', () => {
       'package.json',
       'README.md',
       'CHANGELOG.md',
+      'LICENSE',
       'dist/kernel/index.js',
       'dist/kernel/index.d.ts',
       'dist/cli/lamina.js',
@@ -270,6 +271,8 @@ describe('Lamina installed from its tarball into a new project', () => {
       /\.test\.ts$|(^|\/)(fixtures|__snapshots__)\/|^(dist\/)?(bench|examples|test|\.ci)\/|^native\/(target|generated)\/|\.node$|^native\/binding\.d\.ts$/.test(f),
     )
     expect(unwanted).toEqual([])
+    const manifestLicense = (JSON.parse(await readFile(join(repo, 'package.json'), 'utf8')) as { license: string }).license
+    expect(manifestLicense).toBe('Apache-2.0')
     // Every path package.json's exports name is in the package (the `source` condition's too).
     const manifest = JSON.parse(await readFile(join(repo, 'package.json'), 'utf8')) as { exports: Record<string, Record<string, string>>; bin: Record<string, string> }
     const targets = [...Object.values(manifest.exports).flatMap((conditions) => Object.values(conditions)), ...Object.values(manifest.bin)]
