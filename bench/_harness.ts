@@ -107,3 +107,54 @@ export function runMain(name: string, main: () => Promise<void>): void {
     process.exitCode = code
   })
 }
+
+/** What one timed run gives the rounds: when it started and how many milliseconds it took. */
+export interface TimedRun {
+  readonly start: number
+  readonly ms: number
+}
+
+/** Each variant's milliseconds and garbage-collector pauses over the rounds, in run order. */
+export interface RoundSamples<V extends string> {
+  readonly ms: ReadonlyMap<V, readonly number[]>
+  readonly gcMs: ReadonlyMap<V, readonly number[]>
+}
+
+/**
+ * Runs every variant once per round for `rounds` rounds, taking turns: the order rotates each
+ * round so that no variant always runs right after the same other one (the machine is noisy and a
+ * run leaves caches and the heap to the next). Garbage is collected before each run; `after` sees
+ * each outcome with the pauses inside it, to check its result and print progress.
+ */
+export async function rotatingRounds<V extends string, O extends TimedRun>(
+  variants: readonly V[],
+  rounds: number,
+  run: (variant: V) => Promise<O>,
+  after: (variant: V, outcome: O, round: number, gcMs: number) => void,
+): Promise<RoundSamples<V>> {
+  const gc = new GcPauses()
+  const ms = new Map<V, number[]>(variants.map((v) => [v, []]))
+  const gcMs = new Map<V, number[]>(variants.map((v) => [v, []]))
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const order = variants.map((_, i) => variants[(i + round) % variants.length]!)
+      for (const variant of order) {
+        collectGarbage()
+        const outcome = await run(variant)
+        await gc.settle()
+        const paused = gc.within(outcome.start, outcome.ms)
+        ms.get(variant)!.push(outcome.ms)
+        gcMs.get(variant)!.push(paused)
+        after(variant, outcome, round, paused)
+      }
+    }
+  } finally {
+    gc.stop()
+  }
+  return { ms, gcMs }
+}
+
+/** `x` rounded to three decimals (ratios in result lines). */
+export function round3(x: number): number {
+  return Math.round(x * 1000) / 1000
+}

@@ -28,7 +28,7 @@ import { Worker } from 'node:worker_threads'
 import { kernel, link, program, sink, source, t, type Operator, type Program } from 'lamina'
 import { isolate, isolation } from '../layers/isolation/index.js'
 import { crunch, work } from './_isolation-ops.js'
-import { BenchCheckError, BenchUsageError, collectGarbage, humanRate, median, positiveInteger, progress, runMain, timed } from './_harness.js'
+import { BenchCheckError, BenchUsageError, collectGarbage, humanRate, median, positiveInteger, progress, round3, runMain, timed } from './_harness.js'
 
 type Variant = 'in-process' | 'worker' | 'worker-p2'
 const VARIANTS: readonly Variant[] = ['in-process', 'worker', 'worker-p2']
@@ -186,10 +186,6 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   progress(`in-process ${humanRate(inProcess)}/s, worker ${humanRate(worker)}/s (ratio ${figures.ratio}), two workers ${humanRate(worker2)}/s (ratio ${figures.ratio_p2})`)
   process.stdout.write(`${JSON.stringify(figures)}\n`)
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000
 }
 
 runMain('isolation', () => main(process.argv.slice(2)))

@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util'
 import { atom, flatMap, kernel, link, program, sink, source, t, type Kernel, type Program, type RunOptions } from 'lamina'
 import { metadata, type MetadataInit, type MetadataLayer } from '../layers/metadata/index.js'
 import { generatedText, words } from '../examples/wordcount.js'
-import { BenchCheckError, BenchUsageError, collectGarbage, humanRate, median, positiveInteger, progress, runMain, timed } from './_harness.js'
+import { BenchCheckError, BenchUsageError, collectGarbage, humanRate, median, positiveInteger, progress, round3, runMain, timed } from './_harness.js'
 
 /** Lines of 12 words with Zipf-like frequencies, by a seeded generator: the example's own text. */
 function generate(count: number, seed: number): string[] {
@@ -172,10 +172,6 @@ async function main(argv: readonly string[]): Promise<void> {
     node: process.version,
   }
   process.stdout.write(`${JSON.stringify(result)}\n`)
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000
 }
 
 runMain('metadata', () => main(process.argv.slice(2)))

@@ -42,7 +42,20 @@ import { from, lastValueFrom, mergeMap, reduce } from 'rxjs'
 import { kernel, link, native, program, recordLayout, sink, source, stringLayout, t, utf8ChunkLayout, Utf8Bytes, type Program, type RunOptions } from 'lamina'
 import { utf8Strings, wordcount, type Batch, type WordCounts } from '../native/ts/native.js'
 import { ReferenceChain } from '../native/ts/reference.js'
-import { BenchCheckError, BenchUsageError, collectGarbage, GcPauses, median, peakRssMiB, positiveInteger, progress, runMain, seededRandom, timed } from './_harness.js'
+import {
+  BenchCheckError,
+  BenchUsageError,
+  collectGarbage,
+  median,
+  peakRssMiB,
+  positiveInteger,
+  progress,
+  rotatingRounds,
+  round3,
+  runMain,
+  seededRandom,
+  timed,
+} from './_harness.js'
 
 /** One word and how often it occurs (the records the native count emits). */
 const WordCount = t.type({ word: t.string, count: t.number })
@@ -390,28 +403,19 @@ async function main(argv: readonly string[]): Promise<void> {
   progress(`warm-up on ${(small.bytes.length / 1e6).toFixed(1)} MB: ${variants.map((v) => `${v} ${warm.get(v)!.ms.toFixed(0)} ms`).join(', ')}`)
   warm.clear()
 
-  const gc = new GcPauses()
-  const samples = new Map<Variant, number[]>(variants.map((v) => [v, []]))
-  const gcSamples = new Map<Variant, number[]>(variants.map((v) => [v, []]))
   let expected: { variant: Variant; counts: Counts } | undefined
-  for (let round = 0; round < rounds; round++) {
-    // Rotate the order so no variant always runs right after the same other one.
-    const order = variants.map((_, i) => variants[(i + round) % variants.length]!)
-    for (const variant of order) {
-      collectGarbage()
-      const outcome = await run(variant, text, batches)
-      samples.get(variant)!.push(outcome.ms)
-      await gc.settle()
-      const gcMs = gc.within(outcome.start, outcome.ms)
-      gcSamples.get(variant)!.push(gcMs)
+  const { ms: samples, gcMs: gcSamples } = await rotatingRounds(
+    variants,
+    rounds,
+    (variant) => run(variant, text, batches),
+    (variant, outcome, round, gcMs) => {
       // Every result is checked against the first one of the run, so one count map is kept alive.
       if (expected === undefined) expected = { variant, counts: outcome.counts }
       else sameCounts(variant, outcome.counts, expected.counts, expected.variant)
       const rate = megabytes / (outcome.ms / 1000)
       progress(`round ${round + 1}/${rounds} ${variant.padEnd(12)} ${outcome.ms.toFixed(0).padStart(6)} ms  ${rate.toFixed(1).padStart(7)} MB/s  (gc ${gcMs.toFixed(0)} ms)`)
-    }
-  }
-  gc.stop()
+    },
+  )
 
   // Figures of a variant left out by --only are null.
   const rate = (variant: Variant): number | null => (samples.has(variant) ? megabytes / (median(samples.get(variant)!) / 1000) : null)
@@ -456,10 +460,6 @@ async function main(argv: readonly string[]): Promise<void> {
 
 function round1<T extends number | null>(x: T): T {
   return (x === null ? null : Math.round(x * 10) / 10) as T
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000
 }
 
 runMain('native', () => main(process.argv.slice(2)))

@@ -26,6 +26,7 @@ import {
   peakRssMiB,
   positiveInteger,
   progress,
+  round3,
   rssMiB,
   runMain,
   seededRandom,
@@ -256,10 +257,6 @@ async function main(argv: readonly string[]): Promise<void> {
     node: process.version,
   }
   process.stdout.write(`${JSON.stringify(result)}\n`)
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000
 }
 
 runMain('pipeline', () => main(process.argv.slice(2)))

@@ -13,7 +13,7 @@
 import { parseArgs } from 'node:util'
 import { link, map, program, sink, source, t, type Operator, type PeerDescription, type Program } from 'lamina'
 import { applyPlan, avoid, colocate, explain, pin, requireTags, resources, solve, spread, type PlacementPlan } from '../layers/placement/index.js'
-import { BenchCheckError, BenchUsageError, collectGarbage, median, peakRssMiB, positiveInteger, progress, runMain, seededRandom, timed } from './_harness.js'
+import { BenchCheckError, BenchUsageError, collectGarbage, median, peakRssMiB, positiveInteger, progress, round3, runMain, seededRandom, timed } from './_harness.js'
 
 const REGIONS = ['eu', 'us', 'ap'] as const
 
@@ -203,10 +203,6 @@ async function main(argv: readonly string[]): Promise<void> {
     node: process.version,
   }
   process.stdout.write(`${JSON.stringify(result)}\n`)
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000
 }
 
 runMain('placement', () => main(process.argv.slice(2)))

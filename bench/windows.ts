@@ -49,7 +49,21 @@ import { availableParallelism, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { kernel, link, native, program, recordLayout, sink, source, t, tumbling, window, type NativeLayout, type Program, type RunOptions } from 'lamina'
 import type { Batch } from '../native/ts/native.js'
-import { BenchCheckError, BenchUsageError, collectGarbage, GcPauses, humanRate, median, peakRssMiB, positiveInteger, progress, runMain, seededRandom, timed } from './_harness.js'
+import {
+  BenchCheckError,
+  BenchUsageError,
+  collectGarbage,
+  humanRate,
+  median,
+  peakRssMiB,
+  positiveInteger,
+  progress,
+  rotatingRounds,
+  round3,
+  runMain,
+  seededRandom,
+  timed,
+} from './_harness.js'
 
 /** One input record: an event of a key at a time (ms), with a value to sum. */
 const Event = t.type({ key: t.number, time: t.number, value: t.number })
@@ -469,20 +483,12 @@ async function main(argv: readonly string[]): Promise<void> {
   )
   warm.clear()
 
-  const gc = new GcPauses()
-  const samples = new Map<Variant, number[]>(variants.map((v) => [v, []]))
-  const gcSamples = new Map<Variant, number[]>(variants.map((v) => [v, []]))
   let expected: { variant: Variant; outcome: Outcome } | undefined
-  for (let round = 0; round < rounds; round++) {
-    // Rotate the order so no variant always runs right after the same other one.
-    const order = variants.map((_, i) => variants[(i + round) % variants.length]!)
-    for (const variant of order) {
-      collectGarbage()
-      const outcome = await run(variant, events, columns, false)
-      samples.get(variant)!.push(outcome.ms)
-      await gc.settle()
-      const gcMs = gc.within(outcome.start, outcome.ms)
-      gcSamples.get(variant)!.push(gcMs)
+  const { ms: samples, gcMs: gcSamples } = await rotatingRounds(
+    variants,
+    rounds,
+    (variant) => run(variant, events, columns, false),
+    (variant, outcome, round, gcMs) => {
       if (expected === undefined) {
         sameWindows(variant, outcome, variant, outcome)
         expected = { variant, outcome }
@@ -491,9 +497,8 @@ async function main(argv: readonly string[]): Promise<void> {
         `round ${round + 1}/${rounds} ${variant.padEnd(14)} ${outcome.ms.toFixed(0).padStart(6)} ms  ${humanRate(p.records / (outcome.ms / 1000))}records/s  ` +
           `${((outcome.ms * 1e6) / p.records).toFixed(1)} ns/record  (gc ${gcMs.toFixed(0)} ms, load ${loadavg()[0]!.toFixed(2)})`,
       )
-    }
-  }
-  gc.stop()
+    },
+  )
 
   // Figures of a variant left out by --only are null.
   const rate = (variant: Variant): number | null => (samples.has(variant) ? p.records / (median(samples.get(variant)!) / 1000) : null)
@@ -543,10 +548,6 @@ async function main(argv: readonly string[]): Promise<void> {
     node: process.version,
   }
   process.stdout.write(`${JSON.stringify(result)}\n`)
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000
 }
 
 runMain('windows', () => main(process.argv.slice(2)))
