@@ -10,6 +10,7 @@
 
 import * as t from 'io-ts'
 import { KvCommandError, KvCompactedError, KvLimitError } from './errors.js'
+import { type TxCommand, TxCommand as TxCommandCodec, type TxConflict, type TxOutcome, TxnTable } from './txn.js'
 
 /** Limits, enforced on every command and call (documented in services/kv/README.md). */
 export const KV_LIMITS = {
@@ -67,6 +68,9 @@ const Command = t.intersection([
 /** A write, as it travels through the log. */
 export type KvCommand = t.TypeOf<typeof Command>
 
+/** A transaction command (services/kv/txn.ts), as it travels through the log. */
+type TxShardCommand = TxCommand & { readonly rid?: string }
+
 /** What a write did. */
 export interface KvResult {
   /** False only for a cas whose comparison failed (nothing was written). */
@@ -82,6 +86,10 @@ export interface KvResult {
    * and `revision` are the first answer's; `prev` is not kept for retries (it is undefined).
    */
   readonly duplicate?: true
+  /** Set when a put, delete or cas found its key locked by a transaction in progress (nothing was written). */
+  readonly locked?: TxConflict
+  /** What a transaction command (`tx-…`) did. */
+  readonly tx?: TxOutcome
 }
 
 /** A lease as the state machine keeps it: its TTL and the keys attached to it. */
@@ -109,7 +117,20 @@ export class KvState {
    * KV_LIMITS.requestIds): `ok` and the revision, without `prev`, so that the table (which every
    * snapshot holds) stays small.
    */
-  private readonly done = new Map<string, { readonly ok: boolean; readonly revision: number; readonly missingLease?: string }>()
+  private readonly done = new Map<string, { readonly ok: boolean; readonly revision: number; readonly missingLease?: string; readonly tx?: TxOutcome }>()
+  /** Transactions prepared here, their locks, and the status records of those whose primary this shard is. */
+  private readonly txns = new TxnTable({
+    modRevision: (key) => this.entries.get(key)?.modRevision ?? 0,
+    range: (from, to) =>
+      [...this.entries.keys()]
+        .filter((k) => k >= from && (to === undefined || k < to))
+        .sort()
+        .map((key) => ({ key, modRevision: this.entries.get(key)!.modRevision })),
+    write: (key, value) => {
+      if (value === undefined) this.remove(key)
+      else this.put(key, value, undefined)
+    },
+  })
 
   constructor(
     /** Events kept for watches to resume from. @default 10000 */
@@ -122,14 +143,24 @@ export class KvState {
   }
 
   /** Checks a command before it is proposed (and again when applied): throws KvCommandError or KvLimitError. */
-  static check(command: unknown): KvCommand {
+  static check(command: unknown): KvCommand | TxShardCommand {
+    const op = typeof command === 'object' && command !== null ? (command as { op?: unknown }).op : undefined
+    if (typeof op === 'string' && op.startsWith('tx-')) {
+      const decoded = t.intersection([TxCommandCodec, t.partial({ rid: t.string })]).decode(command)
+      if (decoded._tag === 'Left') throw new KvCommandError(fieldPath(decoded.left) || 'op', `not a transaction command (got ${JSON.stringify(command)?.slice(0, 120)})`)
+      TxnTable.check(decoded.right)
+      if (decoded.right.op === 'tx-prepare') {
+        for (const r of decoded.right.reads) checkKey(r.key)
+        for (const w of decoded.right.writes) {
+          checkKey(w.key)
+          if (w.value !== undefined) checkValue(w.value)
+        }
+      }
+      return decoded.right
+    }
     const decoded = Command.decode(command)
     if (decoded._tag === 'Left') {
-      const path =
-        decoded.left[0]?.context
-          .map((c) => c.key)
-          .filter((k) => k !== '' && !/^\d+$/.test(k))
-          .join('.') || 'op'
+      const path = fieldPath(decoded.left) || 'op'
       throw new KvCommandError(path, `not a put, delete, cas, grant or revoke command (got ${JSON.stringify(command)?.slice(0, 120)})`)
     }
     const c = decoded.right
@@ -152,15 +183,22 @@ export class KvState {
     const seen = this.done.get(c.rid)
     if (seen !== undefined) return { ...seen, prev: undefined, duplicate: true }
     const result = this.applyOnce(c)
-    this.done.set(
-      c.rid,
-      result.missingLease === undefined ? { ok: result.ok, revision: result.revision } : { ok: result.ok, revision: result.revision, missingLease: result.missingLease },
-    )
+    this.done.set(c.rid, {
+      ok: result.ok,
+      revision: result.revision,
+      ...(result.missingLease === undefined ? {} : { missingLease: result.missingLease }),
+      ...(result.tx === undefined ? {} : { tx: result.tx }),
+    })
     if (this.done.size > KV_LIMITS.requestIds) this.done.delete(this.done.keys().next().value!)
     return result
   }
 
-  private applyOnce(c: KvCommand): KvResult {
+  private applyOnce(c: KvCommand | TxShardCommand): KvResult {
+    if (c.op.startsWith('tx-')) {
+      const tx = this.txns.apply(c as TxShardCommand)
+      return { ok: tx.ok, revision: this.rev, prev: undefined, tx }
+    }
+    c = c as KvCommand
     if (c.op === 'grant') {
       const held = this.leaseKeys.get(c.lease)
       if (held === undefined) this.leaseKeys.set(c.lease, { ttlMs: c.ttlMs, keys: new Set() })
@@ -174,6 +212,8 @@ export class KvState {
       return { ok: held !== undefined, revision: this.rev, prev: undefined }
     }
     const prev = this.entries.get(c.key)
+    const locked = this.txns.lockOn(c.key)
+    if (locked !== undefined) return { ok: false, revision: this.rev, prev, locked }
     if (c.op !== 'delete' && c.lease !== undefined && !this.leaseKeys.has(c.lease)) return { ok: false, revision: this.rev, prev, missingLease: c.lease }
     if (c.op === 'cas') {
       const valueOk = c.ifValue === undefined || prev?.value === c.ifValue
@@ -184,13 +224,29 @@ export class KvState {
       if (prev !== undefined) this.remove(c.key)
       return { ok: true, revision: this.rev, prev }
     }
-    this.rev++
-    if (prev?.lease !== undefined) this.leaseKeys.get(prev.lease)?.keys.delete(c.key)
-    if (c.lease !== undefined) this.leaseKeys.get(c.lease)!.keys.add(c.key)
-    const entry: KvEntry = { key: c.key, value: c.value, createRevision: prev?.createRevision ?? this.rev, modRevision: this.rev, version: (prev?.version ?? 0) + 1 }
-    this.entries.set(c.key, c.lease === undefined ? entry : { ...entry, lease: c.lease })
-    this.record({ type: 'put', key: c.key, value: c.value, revision: this.rev })
+    this.put(c.key, c.value, c.lease)
     return { ok: true, revision: this.rev, prev }
+  }
+
+  /** Writes a key: one revision, one event, attached to `lease` (which the shard holds) if given. */
+  private put(key: string, value: string, lease: string | undefined): void {
+    const prev = this.entries.get(key)
+    this.rev++
+    if (prev?.lease !== undefined) this.leaseKeys.get(prev.lease)?.keys.delete(key)
+    if (lease !== undefined) this.leaseKeys.get(lease)!.keys.add(key)
+    const entry: KvEntry = { key, value, createRevision: prev?.createRevision ?? this.rev, modRevision: this.rev, version: (prev?.version ?? 0) + 1 }
+    this.entries.set(key, lease === undefined ? entry : { ...entry, lease })
+    this.record({ type: 'put', key, value, revision: this.rev })
+  }
+
+  /** The transaction whose pending writes hold `key` (a reader resolves it before trusting the value), if any. */
+  writerOf(key: string): TxConflict | undefined {
+    return this.txns.writerOf(key)
+  }
+
+  /** The status record of transaction `tx`, if this shard is its primary and keeps it. */
+  txRecord(tx: string): { readonly status: string; readonly startedAtMs: number; readonly ttlMs: number; readonly participants: readonly string[] } | undefined {
+    return this.txns.record(tx)
   }
 
   /** The leases the shard holds, with their keys. */
@@ -257,6 +313,7 @@ export class KvState {
       events: this.events,
       leases: this.leases().map(({ id, ttlMs }) => ({ id, ttlMs })),
       done: [...this.done],
+      txns: this.txns.snapshot(),
     })
   }
 
@@ -269,6 +326,7 @@ export class KvState {
       events: KvEvent[]
       leases?: { id: string; ttlMs: number }[]
       done?: [string, { ok: boolean; revision: number }][]
+      txns?: Parameters<TxnTable['load']>[0]
     }
     this.entries.clear()
     this.leaseKeys.clear()
@@ -282,6 +340,7 @@ export class KvState {
     this.rev = parsed.rev
     this.oldestKept = parsed.oldest
     this.events = parsed.events
+    this.txns.load(parsed.txns)
   }
 
   private record(event: KvEvent): void {
@@ -293,6 +352,16 @@ export class KvState {
       this.oldestKept += drop
     }
   }
+}
+
+/** The field path of the first decoding error (`reads.0.key`), without io-ts's union and index noise. */
+function fieldPath(errors: t.Errors): string {
+  return (
+    errors[0]?.context
+      .map((c) => c.key)
+      .filter((k) => k !== '' && !/^\d+$/.test(k))
+      .join('.') ?? ''
+  )
 }
 
 function checkKey(key: string): void {
