@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { kernel, link, program, sink, source, t, type Layer, type StateSnapshot } from 'lamina'
-import { native, recordLayout, stringLayout, utf8ChunkLayout, Utf8Bytes } from './native.js'
+import { native, recordLayout, stringLayout, utf8ChunkLayout, Utf8Bytes, type StepSpec } from './native.js'
 
 const Count = t.type({ word: t.string, count: t.number })
 type Count = t.TypeOf<typeof Count>
@@ -60,6 +60,127 @@ describe('native operators', () => {
     const bad = await run(['a'], { operator: 'count', entries: [['a', [[1, 2]]]] })
     expect(bad.restoreError).toMatchObject({ code: 'ERR_STATE_RESTORE' })
     expect(String((bad.restoreError as Error).message)).toContain('each state row must be [count]')
+  })
+
+  /** A layer that snapshots operator `name` just before it ends and restores `restoreFrom` into it when it is made (as fault tolerance does). */
+  const snapshotsOf = (name: string, restoreFrom?: StateSnapshot) => {
+    const seen: { taken?: StateSnapshot; restoreError?: unknown } = {}
+    const layer: Layer = {
+      name: 'snapshots',
+      instance: (spec, next) => {
+        const inner = next(spec)
+        if (spec.operator.name !== name) return inner
+        if (restoreFrom !== undefined)
+          try {
+            inner.restore(restoreFrom)
+          } catch (error) {
+            seen.restoreError = error
+          }
+        return {
+          info: inner.info,
+          start: () => inner.start(),
+          process: (port, batch) => inner.process(port, batch),
+          run: () => inner.run(),
+          snapshot: () => inner.snapshot(),
+          restore: (snapshot) => inner.restore(snapshot),
+          marker: (marker) => inner.marker?.(marker),
+          dispose: () => inner.dispose?.(),
+          end: () => ((seen.taken = inner.snapshot()), inner.end()),
+        }
+      },
+    }
+    return { layer, seen }
+  }
+
+  const Timed = t.type({ k: t.string, time: t.number })
+  type Timed = t.TypeOf<typeof Timed>
+  const Fired = t.type({ key: t.string, start: t.number, end: t.number, count: t.number, late: t.number })
+  type Fired = t.TypeOf<typeof Fired>
+  const timedLayout = recordLayout<Timed>({ k: { column: 'k', type: 'string' }, time: { column: 't', type: 'number' } })
+  const firedLayout = recordLayout<Fired>({
+    key: { column: 'key', type: 'string' },
+    start: { column: 'start', type: 'number' },
+    end: { column: 'end', type: 'number' },
+    count: { column: 'count', type: 'number' },
+    late: { column: 'late', type: 'number' },
+  })
+  /** Runs `records` (no watermarks: every window fires at the end) through a window step, snapshotting it at the end. */
+  const runWindows = async (step: StepSpec, records: Timed[], restoreFrom?: StateSnapshot) => {
+    const { layer, seen } = snapshotsOf('w', restoreFrom)
+    const w = native({ name: 'w', input: Timed, output: Fired, steps: [step], inputLayout: timedLayout, outputLayout: firedLayout, key: (r: Timed) => r.k })
+    const out: Fired[] = []
+    const from = source('records', Timed, records)
+    const into = sink('out', Fired, out)
+    await kernel.with(layer).run(program('p', { operators: [from, w, into], links: [link(from.outputs.out, w.inputs.in), link(w.outputs.out, into.inputs.in)] })).done
+    return { out: out.map((f) => `${f.key} ${f.start} ${f.end} ${f.count} ${f.late}`).sort(), ...seen }
+  }
+
+  it('keep session windows with their end and fired flag in snapshots, and take them back', async () => {
+    const step: StepSpec = { op: 'window', gap: 10, key: 'k', allowedLatenessMs: 5 }
+    const first = await runWindows(step, [
+      { k: 'a', time: 0 },
+      { k: 'a', time: 5 },
+      { k: 'b', time: 100 },
+    ])
+    expect(first.out).toEqual(['a 0 15 2 0', 'b 100 110 1 0'])
+    // Rows `[start, count, end, fired]` per key.
+    expect(first.taken?.entries).toEqual([
+      ['a', [[0, 2, 15, 0]]],
+      ['b', [[100, 1, 110, 0]]],
+    ])
+    // Restored, a's session takes a record that overlaps it and merges: [0, 15) and [12, 22).
+    const second = await runWindows(step, [{ k: 'a', time: 12 }], first.taken)
+    expect(second.restoreError).toBeUndefined()
+    expect(second.out).toEqual(['a 0 22 3 0', 'b 100 110 1 0'])
+  })
+
+  it('restore window rows of an older checkpoint, without end and fired', async () => {
+    const restored = await runWindows({ op: 'window', size: 10, key: 'k' }, [{ k: 'a', time: 3 }], { operator: 'w', entries: [['a', [[0, 2]]]] })
+    expect(restored.restoreError).toBeUndefined()
+    expect(restored.out).toEqual(['a 0 10 3 0'])
+    // Saved again in the current shape, `[start, count, end, fired]`.
+    expect(restored.taken?.entries).toEqual([['a', [[0, 3, 10, 0]]]])
+  })
+
+  it('refuse a late port on a chain without a window step', () => {
+    expect(() => native({ name: 'bad', input: t.string, output: Count, steps: [{ op: 'count' }], inputLayout: words, outputLayout: counts, lateRecords: 'port' })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_OPTION' }),
+    )
+  })
+
+  it('send late records to the late port, or make each a dead letter naming it', async () => {
+    const records: Timed[] = [
+      { k: 'a', time: 100 },
+      { k: 'a', time: 5 },
+      { k: 'b', time: 7 },
+    ]
+    const step: StepSpec = { op: 'window', size: 10, key: 'k' }
+    const definition = { name: 'w', input: Timed, output: Fired, steps: [step], inputLayout: timedLayout, outputLayout: firedLayout }
+    // A batch of one record at a time: the watermark (the record's time) follows each.
+    const eventTime = { eventTime: { timestamp: (r: Timed) => r.time, outOfOrderMs: 0 } }
+    const toPort = native({ ...definition, lateRecords: 'port' })
+    const late: Timed[] = []
+    const from = source('records', Timed, records, eventTime)
+    const into = sink('out', Fired, [])
+    const aside = sink('late', Timed, late)
+    const report = await kernel.run(
+      program('p', {
+        operators: [from, toPort, into, aside],
+        links: [link(from.outputs.out, toPort.inputs.in), link(toPort.outputs.out, into.inputs.in), link(toPort.outputs.late, aside.inputs.in)],
+      }),
+      { batchSize: 1 },
+    ).done
+    expect(report.deadLetters).toEqual([])
+    expect(late).toEqual(records.slice(1))
+    const asDead = native(definition)
+    const from2 = source('records', Timed, records, eventTime)
+    const into2 = sink('out', Fired, [])
+    const report2 = await kernel.run(
+      program('p', { operators: [from2, asDead, into2], links: [link(from2.outputs.out, asDead.inputs.in), link(asDead.outputs.out, into2.inputs.in)] }),
+      { batchSize: 1 },
+    ).done
+    expect(report2.deadLetters.map((d) => d.value)).toEqual(records.slice(1))
+    expect(report2.deadLetters[0]!.message).toContain('late record (ERR_LATE_RECORD): event time 5 is below the watermark 100 less the allowed lateness 0 ms')
   })
 
   const lines = ['The cat sat on the mat', 'the CAT', 'Été été 東京']

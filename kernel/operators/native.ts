@@ -2,9 +2,10 @@
 // Consecutive native operators on one peer are fused by the kernel's operator chaining.
 
 import * as t from 'io-ts'
-import type { Batch as Columns, StepSpec, Utf8Column } from '../../native/ts/native.js'
+import type { Batch as Columns, StepSpec, Utf8Column, WindowStep } from '../../native/ts/native.js'
 import { NativeChain, utf8Column, utf8Strings } from '../../native/ts/native.js'
 import type { Annotations, AnyCodec, AtomContext, Fusible, Key, Operator, StateAccess } from '../contracts.js'
+import { InvalidOptionError } from '../errors.js'
 import { atom } from '../operator.js'
 
 export type { StepSpec } from '../../native/ts/native.js'
@@ -121,6 +122,16 @@ export interface NativeDefinition<I extends AnyCodec, O extends AnyCodec> {
    * go to. Without a key the state is one unkeyed slot, which a rescale cannot split.
    */
   readonly key?: (value: t.TypeOf<I>) => Key
+  /**
+   * With a `window` step: where records later than the step's `allowedLatenessMs` go. `'port'`
+   * gives the operator a `late` output port (records in the `input` codec); `'dead-letter'` makes
+   * each one a dead letter (code `ERR_REJECTED`, message `late record (ERR_LATE_RECORD): …`), as
+   * the `window` operator does. Late rows are decoded with `inputLayout` from the columns that
+   * reached the window step (steps before it that keep the input's columns, such as `filter`,
+   * keep them decodable); rows it cannot decode become one dead letter `{ lateRows, columns }`.
+   * @default 'dead-letter'
+   */
+  readonly lateRecords?: 'port' | 'dead-letter'
   readonly annotations?: Annotations
 }
 
@@ -147,16 +158,22 @@ const fusible: Fusible = {
       inputLayout: a.inputLayout,
       outputLayout: b.outputLayout,
       ...(a.key === undefined ? {} : { key: a.key }),
+      ...(b.lateRecords === undefined ? {} : { lateRecords: b.lateRecords }),
       annotations: { ...b.annotations, ...a.annotations },
     })
   },
 }
 
+/** The ports of a native operator whose late records go to a port (`lateRecords: 'port'`). */
+export type NativeLatePorts<I extends AnyCodec, O extends AnyCodec> = { out: O; late: I }
+
 /**
  * An operator that runs a chain of native batch operators on each input batch, in one native call:
  * port `in` takes records, converted by `inputLayout`; the chain's output batches (per push, or at
  * the end for aggregates) leave on `out` through `outputLayout`. Consecutive native operators
- * linked forward on one peer are fused into one chain automatically.
+ * linked forward on one peer are fused into one chain automatically. With a `window` step it fires
+ * at the watermark, and its late records go to dead letters or, with `lateRecords: 'port'`, to a
+ * `late` port.
  *
  * ```ts
  * const counts = native({
@@ -166,33 +183,76 @@ const fusible: Fusible = {
  * })
  * ```
  */
-export function native<I extends AnyCodec, O extends AnyCodec>(definition: NativeDefinition<I, O>): Operator<{ in: I }, { out: O }> {
+export function native<I extends AnyCodec, O extends AnyCodec>(definition: NativeDefinition<I, O> & { readonly lateRecords: 'port' }): Operator<{ in: I }, NativeLatePorts<I, O>>
+export function native<I extends AnyCodec, O extends AnyCodec>(definition: NativeDefinition<I, O>): Operator<{ in: I }, { out: O }>
+export function native<I extends AnyCodec, O extends AnyCodec>(definition: NativeDefinition<I, O>): Operator<{ in: I }, { out: O }> | Operator<{ in: I }, NativeLatePorts<I, O>> {
   // Fail at definition time on a bad chain (a typed NativePlanError), not on the first batch.
   new NativeChain(definition.steps)
-  // Each instance's chain, and the chain's late count after the last push (read once a push: a
-  // getter on the chain is a call into native code).
-  const chains = new WeakMap<object, { chain: NativeChain; late: number }>()
-  const instanceOf = (ctx: AtomContext<{ out: O }, unknown>): { chain: NativeChain; late: number } => {
+  type Ctx = AtomContext<NativeLatePorts<I, O>, unknown>
+  // A chain with a window step fires at the watermark; the rows it finds late are taken back from
+  // the chain after each push that had some (the late count, read once a push, says so: a getter on
+  // the chain is a call into native code) and sent to the late port or to dead letters.
+  const windowStep = definition.steps.find((step): step is WindowStep => step.op === 'window')
+  const windowed = windowStep !== undefined
+  const toPort = definition.lateRecords === 'port'
+  if (toPort && !windowed) throw new InvalidOptionError(`operator ${definition.name}`, 'lateRecords', "is 'port', but the chain has no window step to find late records")
+  const lateness = windowStep?.allowedLatenessMs ?? 0
+  const timeColumn = windowStep?.time ?? 't'
+  // Each instance's chain, the chain's late count after the last push, and the last watermark.
+  interface Instance {
+    chain: NativeChain
+    late: number
+    watermark: number
+  }
+  const chains = new WeakMap<object, Instance>()
+  const instanceOf = (ctx: Ctx): Instance => {
     let instance = chains.get(ctx)
-    if (instance === undefined) chains.set(ctx, (instance = { chain: new NativeChain(definition.steps), late: 0 }))
+    if (instance === undefined) chains.set(ctx, (instance = { chain: new NativeChain(definition.steps), late: 0, watermark: Number.NEGATIVE_INFINITY }))
     return instance
   }
-  const chainOf = (ctx: AtomContext<{ out: O }, unknown>): NativeChain => instanceOf(ctx).chain
-  const emit = (ctx: AtomContext<{ out: O }, unknown>, batches: readonly Columns[]): void => {
+  const chainOf = (ctx: Ctx): NativeChain => instanceOf(ctx).chain
+  const emit = (ctx: Ctx, batches: readonly Columns[]): void => {
     for (const batch of batches) ctx.emitAll('out', definition.outputLayout.fromColumns(batch))
   }
-  // A chain with a window step fires at the watermark; rows it finds late are counted, and each
-  // batch's count is recorded as a dead letter (the chain keeps no late row itself).
-  const windowed = definition.steps.some((step) => step.op === 'window')
+  /** Sends the `n` late rows of the last push aside, each as a record, or all as one dead letter when the input layout cannot decode them. */
+  const sendLate = (ctx: Ctx, instance: Instance, n: number): void => {
+    const [columns] = instance.chain.takeLate()
+    let records: readonly t.TypeOf<I>[] | undefined
+    let reason = 'the chain kept no late rows'
+    if (columns !== undefined) {
+      try {
+        records = definition.inputLayout.fromColumns(columns)
+      } catch (error) {
+        reason = `the input layout cannot decode them: ${error instanceof Error ? error.message : String(error)}`
+      }
+    }
+    if (records === undefined || records.length !== n) {
+      ctx.reject(
+        { lateRows: n, ...(columns === undefined ? {} : { columns }) },
+        `${n} records are later than the watermark less the allowed lateness (ERR_LATE_RECORD), not aggregated; ${reason}`,
+      )
+      return
+    }
+    if (toPort) {
+      ctx.emitAll('late', records)
+      return
+    }
+    const times = columns?.[timeColumn]
+    records.forEach((record, i) => {
+      const time = times instanceof Float64Array ? times[i] : Number.NaN
+      ctx.reject(record, `late record (ERR_LATE_RECORD): event time ${time} is below the watermark ${instance.watermark} less the allowed lateness ${lateness} ms`)
+    })
+  }
   const stateful = definition.steps.some((step) => STATEFUL.has(step.op))
   const keyed = definition.key !== undefined
   // The sink's state rows carry sum, min and max when it aggregates values.
   const sinkStep = definition.steps.find((step) => STATEFUL.has(step.op))
   const shape = { windowed, withValues: sinkStep?.op === 'aggregate' || (sinkStep?.op === 'window' && sinkStep['value'] !== undefined) }
-  const op = atom<{ in: I }, { out: O }, unknown>({
+  const op = atom<{ in: I }, NativeLatePorts<I, O>, unknown>({
     name: definition.name,
     inputs: { in: definition.input },
-    outputs: { out: definition.output },
+    // The late port exists only when asked for: an operator with one output fuses with the next.
+    outputs: (toPort ? { out: definition.output, late: definition.input } : { out: definition.output }) as NativeLatePorts<I, O>,
     ...(keyed ? { key: (value: t.TypeOf<I>) => definition.key!(value) } : {}),
     onBatch: {
       in: (values, ctx) => {
@@ -201,23 +261,30 @@ export function native<I extends AnyCodec, O extends AnyCodec>(definition: Nativ
         emit(ctx, instance.chain.push(definition.inputLayout.toColumns(values)))
         if (!windowed) return
         const late = instance.chain.late
-        if (late > instance.late)
-          ctx.reject({ lateRows: late - instance.late }, `${late - instance.late} of ${values.length} records are later than the watermark (ERR_LATE_RECORD): not aggregated`)
+        if (late > instance.late) sendLate(ctx, instance, late - instance.late)
         instance.late = late
       },
     },
-    ...(windowed ? { watermark: (time: number, ctx: AtomContext<{ out: O }, unknown>) => emit(ctx, chainOf(ctx).advance(time)) } : {}),
+    ...(windowed
+      ? {
+          watermark: (time: number, ctx: Ctx) => {
+            const instance = instanceOf(ctx)
+            instance.watermark = time
+            emit(ctx, instance.chain.advance(time))
+          },
+        }
+      : {}),
     end: (ctx) => emit(ctx, chainOf(ctx).finish()),
     // The chain's keyed state lives in the native core: checkpoints take it as rows per key
     // (keyed state, so a rescale moves it by key group) and a restore hands the rows back.
     ...(stateful
       ? {
           state: { codec: (keyed ? KeyRows : SlotRows) as unknown as t.Type<unknown, unknown, unknown>, init: () => [] },
-          saveState: (ctx: AtomContext<{ out: O }, unknown>) => saveChainState(chains.get(ctx)?.chain, ctx.state, keyed),
-          loadState: (ctx: AtomContext<{ out: O }, unknown>) => {
+          saveState: (ctx: Ctx) => saveChainState(chains.get(ctx)?.chain, ctx.state, keyed),
+          loadState: (ctx: Ctx) => {
             const chain = new NativeChain(definition.steps)
             loadChainState(chain, ctx.state, keyed, shape)
-            chains.set(ctx, { chain, late: 0 })
+            chains.set(ctx, { chain, late: 0, watermark: Number.NEGATIVE_INFINITY })
           },
         }
       : {}),
@@ -230,8 +297,10 @@ export function native<I extends AnyCodec, O extends AnyCodec>(definition: Nativ
 
 // --- State of a chain in checkpoints ---------------------------------------------------------
 // A chain's snapshot (see Chain.snapshot in native/ts/types.ts) is one batch of rows: `key`, then
-// `start` for windows, `count`, and `sum`, `min`, `max` with values. As operator state each key
-// keeps its rows as arrays of numbers (`[start?, count, sum?, min?, max?]`); an unkeyed operator
+// `start` for windows, `count`, `sum`, `min`, `max` with values, and `end`, `fired` for windows. As
+// operator state each key keeps its rows as arrays of numbers (`[start?, count, sum?, min?, max?,
+// end?, fired?]`; rows of fixed windows saved before `end` and `fired` existed restore as windows
+// that have not fired); an unkeyed operator
 // keeps `[key, row]` pairs in its one slot. Snapshots are JSON, so non-finite numbers (a min of
 // Infinity, a NaN sum) are kept as the strings "Infinity", "-Infinity" and "NaN".
 
@@ -283,7 +352,10 @@ function loadChainState(chain: NativeChain, state: StateAccess<unknown>, keyed: 
     ? [...(state.entries() as IterableIterator<[Key, KeyRows]>)].flatMap(([k, rows]) => rows.map((row) => [k, row] as const))
     : (state.get() as SlotRows)
   if (pairs.length === 0) return
-  const names = [...(shape.windowed ? ['start'] : []), 'count', ...(shape.withValues ? ['sum', 'min', 'max'] : [])]
+  const base = [...(shape.windowed ? ['start'] : []), 'count', ...(shape.withValues ? ['sum', 'min', 'max'] : [])]
+  const full = [...base, ...(shape.windowed ? ['end', 'fired'] : [])]
+  // Window rows of an older checkpoint have no end and fired: all rows must be of one shape.
+  const names = shape.windowed && pairs[0]![1].length === base.length ? base : full
   if (pairs.some(([, row]) => row.length !== names.length)) throw new TypeError(`each state row must be [${names.join(', ')}]`)
   const strings = pairs.every(([k]) => typeof k === 'string')
   if (!strings && !pairs.every(([k]) => typeof k === 'number')) throw new TypeError('state keys mix strings and numbers')

@@ -241,7 +241,7 @@ describe('event-time windows', () => {
 })
 
 describe('native windows agree with the TypeScript ones', () => {
-  const Row = t.type({ key: t.string, start: t.number, end: t.number, count: t.number, sum: t.number })
+  const Row = t.type({ key: t.string, start: t.number, end: t.number, count: t.number, sum: t.number, late: t.number })
   const layoutIn = recordLayout<Event>({ k: { column: 'k', type: 'string' }, time: { column: 't', type: 'number' }, v: { column: 'v', type: 'number' } })
   const layoutOut = recordLayout<t.TypeOf<typeof Row>>({
     key: { column: 'key', type: 'string' },
@@ -249,50 +249,76 @@ describe('native windows agree with the TypeScript ones', () => {
     end: { column: 'end', type: 'number' },
     count: { column: 'count', type: 'number' },
     sum: { column: 'sum', type: 'number' },
+    late: { column: 'late', type: 'number' },
   })
+  /** Fired windows as sorted lines `key start end count sum late`, late firings included. */
+  const firings = (
+    rows: readonly { key: string | number; start: number; end: number; value?: { count: number; sum: number }; count?: number; sum?: number; late: boolean | number }[],
+  ): string[] => rows.map((r) => `${r.key} ${r.start} ${r.end} ${r.value?.count ?? r.count} ${r.value?.sum ?? r.sum} ${r.late === true || r.late === 1 ? 1 : 0}`).sort()
 
-  it('on the same stream, watermarks and late records included (property)', async () => {
+  it('on the same stream, watermarks, allowed lateness, late firings and late records included (property)', async () => {
     await fc.assert(
       fc.asyncProperty(
         disordered,
         fc.oneof(
           fc.integer({ min: 1, max: 500 }).map((size) => tumbling(size)),
           fc.tuple(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 100 })).map(([k, slide]) => sliding(k * slide, slide)),
+          fc.integer({ min: 1, max: 300 }).map((gap) => session(gap)),
         ),
         fc.integer({ min: 0, max: 100 }),
         fc.integer({ min: 1, max: 32 }),
-        async ({ events }, assigner, bound, batchSize) => {
-          // The bound may be smaller than the disorder: both sides then find the same records late.
+        fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 300 })),
+        fc.constantFrom<'port' | 'dead-letter'>('port', 'dead-letter'),
+        async ({ events }, assigner, bound, batchSize, allowedLatenessMs, lateRecords) => {
+          // The bound may be smaller than the disorder: both sides then find the same records late,
+          // or within the allowed lateness, firing the same windows again.
           const events$ = source('events', Event, events, { eventTime: { timestamp: (e) => e.time, outOfOrderMs: bound } })
-          const ts = window('ts', { input: Event, key: (e) => e.k, timestamp: (e) => e.time, window: assigner, aggregate: stat })
-          const size = assigner.kind === 'session' ? 0 : assigner.size
-          const slide = assigner.kind === 'sliding' ? { slide: assigner.slide } : {}
-          const rust = native({
+          const ts = window('ts', {
+            input: Event,
+            key: (e) => e.k,
+            timestamp: (e) => e.time,
+            window: assigner,
+            aggregate: { ...stat, merge },
+            allowedLatenessMs,
+            lateRecords,
+          })
+          const shape = assigner.kind === 'session' ? { gap: assigner.gap } : { size: assigner.size, ...(assigner.kind === 'sliding' ? { slide: assigner.slide } : {}) }
+          const definition = {
             name: 'rust',
             input: Event,
             output: Row,
-            steps: [{ op: 'window', size, ...slide, key: 'k', value: 'v', time: 't' }],
+            steps: [{ op: 'window' as const, ...shape, key: 'k', value: 'v', time: 't', allowedLatenessMs }],
             inputLayout: layoutIn,
             outputLayout: layoutOut,
-          })
-          const tsOut: { key: string | number; start: number; end: number; value: { count: number; sum: number } }[] = []
+          }
+          const tsOut: { key: string | number; start: number; end: number; value: { count: number; sum: number }; late: boolean }[] = []
           const rustOut: t.TypeOf<typeof Row>[] = []
+          const tsLate: Event[] = []
+          const rustLate: Event[] = []
           const a = sink('a', ts.outputs.out.codec, tsOut)
           const b = sink('b', Row, rustOut)
-          const report = await kernel.run(
-            program('agree', {
-              operators: [events$, ts, rust, a, b],
-              links: [link(events$.outputs.out, ts.inputs.in), link(events$.outputs.out, rust.inputs.in), link(ts.outputs.out, a.inputs.in), link(rust.outputs.out, b.inputs.in)],
-            }),
-            { batchSize, fuse: false },
-          ).done
-          expect(lines(rustOut)).toEqual(lines(tsOut))
-          const tsLate = report.deadLetters.filter((d) => d.where.operator === 'ts').length
-          const rustLate = report.deadLetters.filter((d) => d.where.operator === 'rust').reduce((n, d) => n + (d.value as { lateRows: number }).lateRows, 0)
-          expect(rustLate).toBe(tsLate)
+          const la = sink('la', Event, tsLate)
+          const lb = sink('lb', Event, rustLate)
+          const links = [link(events$.outputs.out, ts.inputs.in), link(ts.outputs.out, a.inputs.in), link(ts.outputs.late, la.inputs.in)]
+          let rust: ReturnType<typeof native>
+          if (lateRecords === 'port') {
+            const withPort = native({ ...definition, lateRecords })
+            links.push(link(withPort.outputs.late, lb.inputs.in))
+            rust = withPort
+          } else rust = native(definition)
+          links.push(link(events$.outputs.out, rust.inputs.in), link(rust.outputs.out, b.inputs.in))
+          const operators = [events$, ts, rust, a, b, la, ...(lateRecords === 'port' ? [lb] : [])]
+          const report = await kernel.run(program('agree', { operators, links }), { batchSize, fuse: false }).done
+          expect(firings(rustOut)).toEqual(firings(tsOut))
+          // The same late records, in the same order: on the late ports, or as dead letters naming them.
+          expect(rustLate).toEqual(tsLate)
+          const dead = (operator: string) =>
+            report.deadLetters.filter((d) => d.where.operator === operator).map((d) => ({ value: d.value, message: d.message.replace(`${operator} `, '') }))
+          expect(dead('rust')).toEqual(dead('ts'))
+          if (lateRecords === 'port') expect(report.deadLetters).toEqual([])
         },
       ),
-      { numRuns: 100 },
+      { numRuns: 150 },
     )
   })
 })

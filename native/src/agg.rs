@@ -282,7 +282,8 @@ impl KeyedAgg {
 
     /// Adds row `row` of a snapshot to the state: its key's count, sum, min and max combine with
     /// what the key has (nothing, on a fresh state; another instance's part, after a rescale).
-    pub fn merge(&mut self, rows: &Rows<'_>, row: usize) {
+    /// Returns the key's slot.
+    pub fn merge(&mut self, rows: &Rows<'_>, row: usize) -> usize {
         let slot = match rows.keys {
             Col::F64(k) => self.slot_num(k[row]),
             Col::Utf8(s) => self.slot_str(s.get(row)),
@@ -294,6 +295,20 @@ impl KeyedAgg {
             v[1] = min_of(v[1], min[row]);
             v[2] = max_of(v[2], max[row]);
         }
+        slot
+    }
+
+    /// The key of `slot`.
+    pub fn key_at(&self, slot: usize) -> KeyRef<'_> {
+        match &self.keys {
+            Keys::Str(index) => KeyRef::Str(index.key(slot)),
+            Keys::Num(num) => KeyRef::Num(num.keys[slot]),
+        }
+    }
+
+    /// The count of `slot` and its `[sum, min, max]` (zero, +∞, -∞ without values).
+    pub fn stats(&self, slot: usize) -> (f64, [f64; 3]) {
+        (self.count[slot], self.vals.get(slot).copied().unwrap_or([0.0, f64::INFINITY, f64::NEG_INFINITY]))
     }
 
     pub fn finish(self) -> NResult<Vec<(String, Col<'static>)>> {
@@ -316,6 +331,13 @@ impl KeyedAgg {
         }
         Ok(cols)
     }
+}
+
+/// A key of keyed state, borrowed: a number, or a string's UTF-8 bytes.
+#[derive(Clone, Copy)]
+pub enum KeyRef<'a> {
+    Num(f64),
+    Str(&'a [u8]),
 }
 
 /// Checks that a key column keeps the kind the state was created with.

@@ -251,8 +251,8 @@ impl NativePlan {
     }
 
     /// The keyed state of a count, aggregate or window chain as at most one batch of rows
-    /// (`key`, `start` for windows, `count`, and `sum`, `min`, `max` with values); the state is
-    /// unchanged. For checkpoints: `restore` takes it back.
+    /// (`key`, `start` for windows, `count`, `sum`, `min`, `max` with values, and `end`, `fired`
+    /// for windows); the state is unchanged. For checkpoints: `restore` takes it back.
     #[napi(ts_return_type = "Array<Record<string, unknown>>")]
     pub fn snapshot(&mut self, env: Env) -> napi::Result<JsRaw> {
         plan_call(&env, &mut self.plan, |_, p| p.snapshot())
@@ -269,7 +269,15 @@ impl NativePlan {
         })
     }
 
-    /// Rows of a window chain that arrived below the watermark and were not aggregated.
+    /// The late rows of the last `push` of a window chain (rows later than the allowed lateness,
+    /// not aggregated), with the columns that reached the window step, as at most one batch. A
+    /// push replaces them; taking them clears them.
+    #[napi(ts_return_type = "Array<Record<string, unknown>>")]
+    pub fn take_late(&mut self, env: Env) -> napi::Result<JsRaw> {
+        plan_call(&env, &mut self.plan, |_, p| Ok(p.take_late()))
+    }
+
+    /// Rows of a window chain that arrived later than the allowed lateness and were not aggregated.
     #[napi(getter)]
     pub fn late(&self, env: Env) -> napi::Result<f64> {
         let raw = env.raw();

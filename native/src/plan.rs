@@ -4,8 +4,10 @@
 //! Steps, in order: any number of `tokenize`, `filter`, `map`; then optionally one sink, which
 //! must be last: `partition`, `count`, `aggregate` or `window`. Outputs of every call are a list
 //! of batches: a chain without a sink gives one batch per `push`; `partition` gives `n` per
-//! `push`; `count`/`aggregate` give their result on `finish`; `window` gives closed windows on
-//! `advance(watermark)` and the rest on `finish`.
+//! `push`; `count`/`aggregate` give their result on `finish`; `window` gives fired windows on
+//! `advance(watermark)`, the rest on `finish`, and on `push` the windows that rows within the
+//! allowed lateness fired again. The late rows of the last `push` of a window chain, as they
+//! reached the window step, are kept for `take_late`.
 
 use std::borrow::Cow;
 
@@ -17,7 +19,7 @@ use crate::js::{JsVal, Out};
 use crate::partition::{partition, MAX_PARTITIONS};
 use crate::state::Rows;
 use crate::tokenize::tokenize_column;
-use crate::window::Windows;
+use crate::window::{Sessions, Windows};
 
 enum Stage {
     Tokenize { input: String, output: String },
@@ -29,7 +31,23 @@ enum Sink {
     Pass,
     Partition { key: String, n: u32 },
     Agg { key: String, value: Option<String>, state: Option<KeyedAgg> },
-    Window { key: String, value: Option<String>, time: String, state: Windows },
+    Window { key: String, value: Option<String>, time: String, state: WindowState },
+}
+
+/// The state of a window step: fixed windows (`size`, `slide`) or session windows (`gap`).
+enum WindowState {
+    Fixed(Windows),
+    Session(Sessions),
+}
+
+/// Calls the same method on either kind of window state.
+macro_rules! each_window {
+    ($state:expr, $w:ident => $call:expr) => {
+        match $state {
+            WindowState::Fixed($w) => $call,
+            WindowState::Session($w) => $call,
+        }
+    };
 }
 
 /// A compiled chain with its state.
@@ -37,6 +55,8 @@ pub struct Plan {
     stages: Vec<Stage>,
     sink: Sink,
     finished: bool,
+    /// The late rows of the last `push` (window chains), until `take_late` takes them.
+    late_rows: Option<Batch<'static>>,
     /// Set when a panic interrupted a call: state may be half-updated, so the plan refuses work.
     pub poisoned: bool,
 }
@@ -144,14 +164,28 @@ impl Plan {
                     };
                 }
                 "window" => {
-                    f.allow(&["key", "value", "time", "size", "slide"])?;
-                    let size = f.number("size")?.ok_or_else(|| f.bad("missing field \"size\"".to_string()))?;
-                    let slide = f.number("slide")?.unwrap_or(size);
+                    f.allow(&["key", "value", "time", "size", "slide", "gap", "allowedLatenessMs"])?;
+                    let gap = f.number("gap")?;
+                    let size = f.number("size")?;
+                    let slide = f.number("slide")?;
+                    let lateness = f.number("allowedLatenessMs")?.unwrap_or(0.0);
                     let value = f.string("value")?;
-                    let state = Windows::new(size, slide, value.is_some()).map_err(|e| match e {
+                    let bad = |e| match e {
                         NativeError::BadPlan(m) => f.bad(m),
                         other => other,
-                    })?;
+                    };
+                    let state = match (gap, size) {
+                        (Some(_), _) if size.is_some() || slide.is_some() => {
+                            return Err(
+                                f.bad("\"gap\" (session windows) cannot be combined with \"size\" or \"slide\"".to_string())
+                            )
+                        }
+                        (Some(gap), _) => WindowState::Session(Sessions::new(gap, lateness, value.is_some()).map_err(bad)?),
+                        (None, None) => return Err(f.bad("missing field \"size\" (or \"gap\" for session windows)".to_string())),
+                        (None, Some(size)) => {
+                            WindowState::Fixed(Windows::new(size, slide.unwrap_or(size), lateness, value.is_some()).map_err(bad)?)
+                        }
+                    };
                     sink = Sink::Window {
                         key: f.string("key")?.unwrap_or_else(|| "s".to_string()),
                         value,
@@ -162,7 +196,7 @@ impl Plan {
                 other => return Err(f.bad(format!("unknown op {other:?}"))),
             }
         }
-        Ok(Plan { stages, sink, finished: false, poisoned: false })
+        Ok(Plan { stages, sink, finished: false, late_rows: None, poisoned: false })
     }
 
     /// Fails if the plan is finished or poisoned; every call checks this before reading its arguments.
@@ -221,9 +255,11 @@ impl Plan {
                     None => None,
                 };
                 let times = f64_column(&cur, time)?;
-                state.check_times(time, times)?;
-                state.push(key, keys, values, times)?;
-                Ok(vec![])
+                each_window!(&*state, w => w.check_times(time, times))?;
+                let refired = each_window!(state, w => w.push(key, keys, values, times))?;
+                let late = each_window!(state, w => w.take_late_rows());
+                self.late_rows = if late.is_empty() { None } else { Some(cur.gather(&late)?) };
+                Ok(refired.map(batch_out).into_iter().collect())
             }
         }
     }
@@ -244,7 +280,9 @@ impl Plan {
             return Err(NativeError::BadArg("the watermark must be a number, got NaN".to_string()));
         }
         match &mut self.sink {
-            Sink::Window { state, .. } => Ok(state.advance(watermark)?.map(batch_out).into_iter().collect()),
+            Sink::Window { state, .. } => {
+                Ok(each_window!(state, w => w.advance(watermark))?.map(batch_out).into_iter().collect())
+            }
             _ => Ok(vec![]),
         }
     }
@@ -257,7 +295,7 @@ impl Plan {
                 let st = state.take().unwrap_or_else(|| KeyedAgg::new(ColKind::Utf8, value.is_some()));
                 vec![batch_out(st.finish()?)]
             }
-            Sink::Window { state, .. } => vec![batch_out(state.finish()?)],
+            Sink::Window { state, .. } => vec![batch_out(each_window!(state, w => w.finish())?)],
             _ => vec![],
         };
         self.finished = true;
@@ -272,7 +310,9 @@ impl Plan {
         self.check_usable("snapshot")?;
         let cols = match &self.sink {
             Sink::Agg { state: Some(state), .. } => state.snapshot()?,
-            Sink::Window { state, .. } if state.key_kind().is_some() => state.snapshot()?,
+            Sink::Window { state, .. } if each_window!(state, w => w.key_kind()).is_some() => {
+                each_window!(state, w => w.snapshot())?
+            }
             _ => return Ok(vec![]),
         };
         Ok(vec![batch_out(cols)])
@@ -292,19 +332,28 @@ impl Plan {
                 }
                 Ok(())
             }
-            Sink::Window { value, state, .. } => state.restore(&Rows::read(&batch, value.is_some(), true)?),
+            Sink::Window { value, state, .. } => {
+                let rows = Rows::read(&batch, value.is_some(), true)?;
+                each_window!(state, w => w.restore(&rows))
+            }
             _ => Err(NativeError::BadArg(
                 "restore: this chain keeps no state (it has no count, aggregate or window step)".to_string(),
             )),
         }
     }
 
-    /// Rows that arrived below the watermark (window chains only).
+    /// Rows that arrived later than the allowed lateness (window chains only).
     pub fn late(&self) -> f64 {
         match &self.sink {
-            Sink::Window { state, .. } => state.late,
+            Sink::Window { state, .. } => each_window!(state, w => w.late),
             _ => 0.0,
         }
+    }
+
+    /// The late rows of the last `push` of a window chain, in the columns that reached the window
+    /// step, as one batch (none when no row of it was late); they are not kept afterwards.
+    pub fn take_late(&mut self) -> Vec<Out> {
+        self.late_rows.take().map(Batch::into_out).into_iter().collect()
     }
 
     pub fn finished(&self) -> bool {
@@ -458,5 +507,28 @@ mod tests {
             stepwise.push(batch(&rows, pad)).unwrap();
         }
         assert_eq!(fused.finish().unwrap(), stepwise.finish().unwrap());
+    }
+
+    #[test]
+    fn window_steps_refuse_bad_session_and_lateness_options() {
+        let step = |fields: &[(&str, JsVal)]| {
+            let mut obj = vec![("op".to_string(), JsVal::Str("window".to_string()))];
+            obj.extend(fields.iter().map(|(k, v)| (k.to_string(), v.clone())));
+            Plan::compile(&JsVal::Arr(vec![JsVal::Obj(obj)])).err().map(|e| e.code())
+        };
+        let n = JsVal::Num;
+        assert_eq!(step(&[("gap", n(5.0))]), None);
+        assert_eq!(step(&[("size", n(5.0)), ("allowedLatenessMs", n(3.0))]), None);
+        for bad in [
+            vec![("gap", n(0.0))],
+            vec![("gap", n(-2.0))],
+            vec![("gap", n(5.0)), ("size", n(10.0))],
+            vec![("gap", n(5.0)), ("slide", n(10.0))],
+            vec![("size", n(10.0)), ("allowedLatenessMs", n(-1.0))],
+            vec![("gap", n(5.0)), ("allowedLatenessMs", JsVal::Str("1".to_string()))],
+            vec![],
+        ] {
+            assert_eq!(step(&bad), Some("ERR_NATIVE_BAD_PLAN"), "{bad:?}");
+        }
     }
 }

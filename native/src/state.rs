@@ -4,24 +4,29 @@
 //! combine).
 //!
 //! Columns: `key` (strings or numbers, the sink's key column), `start` (window chains only: the
-//! window's start), `count`, and with values `sum`, `min`, `max`. A window's end and a mean are
-//! derived, so they are not kept.
+//! window's start), `count`, with values `sum`, `min`, `max`, and for window chains `end` (the
+//! window's end: derived for fixed windows, kept for session windows) and `fired` (1 when the
+//! key's window has fired and is kept for the allowed lateness, else 0). Window snapshots always
+//! have `end` and `fired`; rows without them (an older snapshot of fixed windows) restore as
+//! windows that have not fired. A mean is derived, so it is not kept.
 
 use crate::batch::{Batch, Col, ColKind};
 use crate::error::{NResult, NativeError};
 
 /// A snapshot's rows, checked: every column present with its kind and length, counts whole and
-/// positive, starts finite.
+/// positive, starts and ends finite, fired 0 or 1.
 pub struct Rows<'a> {
     pub keys: &'a Col<'a>,
     pub start: Option<&'a [f64]>,
     pub count: &'a [f64],
     pub values: Option<[&'a [f64]; 3]>,
+    pub end: Option<&'a [f64]>,
+    pub fired: Option<&'a [f64]>,
 }
 
 impl<'a> Rows<'a> {
     /// Reads `batch` as the rows of a sink with (`with_values`) or without sum, min and max, and
-    /// with window starts when `windowed`.
+    /// with window starts (and optionally ends and fired flags) when `windowed`.
     pub fn read(batch: &'a Batch<'a>, with_values: bool, windowed: bool) -> NResult<Rows<'a>> {
         let mut expected = vec!["key"];
         if windowed {
@@ -30,6 +35,9 @@ impl<'a> Rows<'a> {
         expected.push("count");
         if with_values {
             expected.extend(["sum", "min", "max"]);
+        }
+        if windowed {
+            expected.extend(["end", "fired"]);
         }
         if let Some((name, _)) = batch.cols.iter().find(|(name, _)| !expected.contains(&name.as_str())) {
             return Err(NativeError::batch(
@@ -57,7 +65,20 @@ impl<'a> Rows<'a> {
                 return Err(NativeError::batch_at("start", i, format!("must be a finite event time, got {}", start[i])));
             }
         }
-        Ok(Rows { keys, start, count, values })
+        let optional = |name: &str| if windowed && batch.get(name).is_some() { f64s(name).map(Some) } else { Ok(None) };
+        let end = optional("end")?;
+        if let Some(i) = end.and_then(|end| end.iter().position(|e| !e.is_finite())) {
+            return Err(NativeError::batch_at(
+                "end",
+                i,
+                format!("must be a finite event time, got {}", end.unwrap_or_default()[i]),
+            ));
+        }
+        let fired = optional("fired")?;
+        if let Some(i) = fired.and_then(|fired| fired.iter().position(|&f| f != 0.0 && f != 1.0)) {
+            return Err(NativeError::batch_at("fired", i, format!("must be 0 or 1, got {}", fired.unwrap_or_default()[i])));
+        }
+        Ok(Rows { keys, start, count, values, end, fired })
     }
 
     /// Number of rows.
@@ -99,19 +120,19 @@ mod tests {
     #[test]
     fn windows_restored_from_a_snapshot_finish_as_if_never_stopped() {
         for (size, slide) in [(10.0, 10.0), (25.0, 5.0), (0.7, 0.3)] {
-            let mut whole = Windows::new(size, slide, true).unwrap();
+            let mut whole = Windows::new(size, slide, 0.0, true).unwrap();
             push(&mut whole, 0, 500);
             whole.advance(60.0).unwrap();
             push(&mut whole, 500, 1000);
             let expected = whole.finish().unwrap();
             assert!(expected[0].1.len() > 50, "the test closes few windows");
 
-            let mut before = Windows::new(size, slide, true).unwrap();
+            let mut before = Windows::new(size, slide, 0.0, true).unwrap();
             push(&mut before, 0, 500);
             before.advance(60.0).unwrap();
             let snapshot = as_batch(before.snapshot().unwrap());
             // Split by key over two restores, as a rescale would: rows of one key merge.
-            let mut after = Windows::new(size, slide, true).unwrap();
+            let mut after = Windows::new(size, slide, 0.0, true).unwrap();
             let Col::F64(keys) = snapshot.get("key").unwrap() else { panic!("numeric keys") };
             for part in [0.0, 1.0] {
                 let rows: Vec<u32> = (0..keys.len() as u32).filter(|&i| (keys[i as usize] < 3.0) == (part == 0.0)).collect();
@@ -119,7 +140,7 @@ mod tests {
                 after.restore(&Rows::read(&half, true, true).unwrap()).unwrap();
             }
             // Restored twice, each window's counts and sums double: rows of a key merge.
-            let mut twice = Windows::new(size, slide, true).unwrap();
+            let mut twice = Windows::new(size, slide, 0.0, true).unwrap();
             for _ in 0..2 {
                 twice.restore(&Rows::read(&snapshot, true, true).unwrap()).unwrap();
             }
@@ -164,7 +185,7 @@ mod tests {
             ("count".to_string(), f64s(vec![1.0, 2.0])),
         ];
         let batch = as_batch(cols);
-        let mut w = Windows::new(10.0, 10.0, false).unwrap();
+        let mut w = Windows::new(10.0, 10.0, 0.0, false).unwrap();
         let err = w.restore(&Rows::read(&batch, false, true).unwrap()).err().unwrap();
         assert!(format!("{err:?}").contains("not the start of a window"), "{err:?}");
         assert_eq!(format!("{:?}", w.finish().unwrap()[3]), format!("{:?}", ("count".to_string(), f64s(vec![]))));

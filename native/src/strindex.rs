@@ -262,6 +262,11 @@ impl StrIndex {
         });
     }
 
+    /// The UTF-8 bytes of the key of `slot`.
+    pub fn key(&self, slot: usize) -> &[u8] {
+        self.keys.row(slot)
+    }
+
     /// The keys, in slot order, as a string column.
     pub fn finish(self, column: &str) -> NResult<Strs<'static>> {
         self.keys.finish(column)

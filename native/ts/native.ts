@@ -236,6 +236,10 @@ export class NativeChain implements Chain {
     call(() => this.plan.restore(batch))
   }
 
+  takeLate(): Batch[] {
+    return call(() => this.plan.takeLate())
+  }
+
   get late(): number {
     return call(() => this.plan.late)
   }

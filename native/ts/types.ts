@@ -62,20 +62,49 @@ export interface AggregateStep {
   readonly value?: string
 }
 
+/** What every window step has: key, value and time columns, and the allowed lateness. */
+export interface WindowStepBase {
+  readonly op: 'window'
+  /** The key column. @default 's' */
+  readonly key?: string
+  /** A number column to sum, min, max and mean besides the count. @default undefined (counts only) */
+  readonly value?: string
+  /** The event-time column (numbers, e.g. epoch ms). @default 't' */
+  readonly time?: string
+  /**
+   * How long after its end a window is kept for late rows: a row with `t < watermark -
+   * allowedLatenessMs` is late; one within it whose key's window fired updates it and fires it
+   * again (the row returned by `push`, with `late` 1). @default 0
+   */
+  readonly allowedLatenessMs?: number
+}
+
 /**
  * Keyed event-time windows `[k·slide, k·slide + size)` (tumbling when `slide` is omitted), with
  * times from `time` (default `t`). Counts per key, plus sum/min/max/mean when `value` is given.
- * `advance(watermark)` emits windows whose end is at or below the watermark; `finish` the rest.
- * Rows with a time below the current watermark are late: counted in `late`, not aggregated.
+ * `advance(watermark)` fires windows whose end is at or below the watermark (`late` 0); `finish`
+ * the rest. Rows with a time below the watermark less the allowed lateness are late: counted in
+ * `late`, kept for `takeLate`, not aggregated.
  */
-export interface WindowStep {
-  readonly op: 'window'
+export interface FixedWindowStep extends WindowStepBase {
   readonly size: number
   readonly slide?: number
-  readonly key?: string
-  readonly value?: string
-  readonly time?: string
+  readonly gap?: undefined
 }
+
+/**
+ * Keyed session windows: a row at `t` opens `[t, t + gap)` and merges with every window of its
+ * key that it overlaps (counts and sums add, min and max combine). Fires, keeps and refires as
+ * {@link FixedWindowStep} does.
+ */
+export interface SessionWindowStep extends WindowStepBase {
+  readonly gap: number
+  readonly size?: undefined
+  readonly slide?: undefined
+}
+
+/** A window step: fixed windows (`size`, `slide`) or session windows (`gap`). Output columns: `key, start, end, count`, with `value` also `sum, min, max, mean`, then `late` (1 for a window fired again by a row within the allowed lateness, else 0). */
+export type WindowStep = FixedWindowStep | SessionWindowStep
 
 /** One step of a fused chain. */
 export type StepSpec = TokenizeStep | FilterStep | MapStep | PartitionStep | CountStep | AggregateStep | WindowStep
@@ -83,8 +112,9 @@ export type StepSpec = TokenizeStep | FilterStep | MapStep | PartitionStep | Cou
 /**
  * A compiled chain with its state. Every call returns the batches it produced: a chain without a
  * sink gives one batch per `push`; `partition` gives `n` per `push`; `count`/`aggregate` give one on
- * `finish`; `window` gives one on each `advance` that closes a window (none when no window closes)
- * and one on `finish`. A failing call changes no state.
+ * `finish`; `window` gives one on each `advance` that fires a window (none when none fires), one on
+ * `finish`, and one on a `push` whose rows within the allowed lateness fired windows again. A
+ * failing call changes no state.
  */
 export interface Chain {
   push(batch: Batch): Batch[]
@@ -92,7 +122,8 @@ export interface Chain {
   finish(): Batch[]
   /**
    * The keyed state of a count, aggregate or window chain as at most one batch of rows (`key`,
-   * `start` for windows, `count`, and `sum`, `min`, `max` with values), leaving it unchanged. The
+   * `start` for windows, `count`, `sum`, `min`, `max` with values, then `end` and `fired` (0 or 1)
+   * for windows), leaving it unchanged. The
    * batch may have no rows (its key column keeps the key kind); there is no batch before the
    * chain's sink has seen input, or for a chain without such a sink. The watermark and the late
    * count are not part of it.
@@ -104,7 +135,13 @@ export interface Chain {
    * fails the call (a NativeBatchError naming the column and row) with the state unchanged.
    */
   restore(batch: Batch): void
-  /** Rows of a window chain that arrived below the watermark. */
+  /**
+   * The late rows of the last `push` of a window chain, with the columns that reached the window
+   * step (the input's, after any filter or map), as at most one batch; taking them clears them,
+   * and the next push replaces them.
+   */
+  takeLate(): Batch[]
+  /** Rows of a window chain that arrived later than the allowed lateness (all pushes so far). */
   readonly late: number
   readonly finished: boolean
 }

@@ -39,7 +39,8 @@ export class KeyedAgg {
     return slot
   }
 
-  add(key: KeyValue, value: number): void {
+  /** Adds one row; returns the key's slot. */
+  add(key: KeyValue, value: number): number {
     const slot = this.slotOf(key)
     this.count[slot] = (this.count[slot] as number) + 1
     if (this.withValues) {
@@ -47,6 +48,7 @@ export class KeyedAgg {
       this.min[slot] = Math.min(this.min[slot] as number, value)
       this.max[slot] = Math.max(this.max[slot] as number, value)
     }
+    return slot
   }
 
   /** The state as columns `key, count` (and `sum, min, max` with values), leaving it unchanged. */
@@ -54,8 +56,8 @@ export class KeyedAgg {
     return this.finish().filter(([name]) => name !== 'mean')
   }
 
-  /** Adds row `row` of a snapshot: its count, sum, min and max combine with what the key has. */
-  merge(rows: Rows, row: number): void {
+  /** Adds row `row` of a snapshot: its count, sum, min and max combine with what the key has. Returns the key's slot. */
+  merge(rows: Rows, row: number): number {
     const slot = this.slotOf(keyAt(rows.keys, row))
     this.count[slot] = (this.count[slot] as number) + (rows.count[row] as number)
     if (this.withValues && rows.values !== undefined) {
@@ -63,6 +65,7 @@ export class KeyedAgg {
       this.min[slot] = Math.min(this.min[slot] as number, rows.values[1][row] as number)
       this.max[slot] = Math.max(this.max[slot] as number, rows.values[2][row] as number)
     }
+    return slot
   }
 
   push(keys: RCol, values: Float64Array | undefined): void {

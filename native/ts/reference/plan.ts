@@ -9,7 +9,7 @@ import { describeKind, describeVal, kindOf, readJsVal, type JsVal } from './js.j
 import { MAX_PARTITIONS, partitionBatch } from './partition.js'
 import { tokenizeStrings } from './tokenize.js'
 import { readRows } from './state.js'
-import { Windows } from './window.js'
+import { Sessions, Windows } from './window.js'
 
 type Stage =
   | { readonly k: 'tokenize'; readonly input: string; readonly output: string }
@@ -20,7 +20,7 @@ type Sink =
   | { readonly k: 'pass' }
   | { readonly k: 'partition'; readonly key: string; readonly n: number }
   | { readonly k: 'agg'; readonly key: string; readonly value: string | undefined; state: KeyedAgg | undefined }
-  | { readonly k: 'window'; readonly key: string; readonly value: string | undefined; readonly time: string; readonly state: Windows }
+  | { readonly k: 'window'; readonly key: string; readonly value: string | undefined; readonly time: string; readonly state: Windows | Sessions }
 
 class StepFields {
   constructor(
@@ -109,12 +109,21 @@ function compile(spec: JsVal): { stages: Stage[]; sink: Sink } {
         sink = { k: 'agg', key: f.string('key') ?? 's', value: f.string('value') ?? 'x', state: undefined }
         break
       case 'window': {
-        f.allow(['key', 'value', 'time', 'size', 'slide'])
+        f.allow(['key', 'value', 'time', 'size', 'slide', 'gap', 'allowedLatenessMs'])
+        const gap = f.number('gap')
         const size = f.number('size')
-        if (size === undefined) throw f.bad('missing field "size"')
-        const slide = f.number('slide') ?? size
+        const slide = f.number('slide')
+        const lateness = f.number('allowedLatenessMs') ?? 0
         const value = f.string('value')
-        const state = new Windows(size, slide, value !== undefined, (m) => f.bad(m))
+        const bad = (m: string) => f.bad(m)
+        let state: Windows | Sessions
+        if (gap !== undefined) {
+          if (size !== undefined || slide !== undefined) throw f.bad('"gap" (session windows) cannot be combined with "size" or "slide"')
+          state = new Sessions(gap, lateness, value !== undefined, bad)
+        } else {
+          if (size === undefined) throw f.bad('missing field "size" (or "gap" for session windows)')
+          state = new Windows(size, slide ?? size, lateness, value !== undefined, bad)
+        }
         sink = { k: 'window', key: f.string('key') ?? 's', value, time: f.string('time') ?? 't', state }
         break
       }
@@ -183,6 +192,7 @@ export class ReferenceChain implements Chain {
   private readonly stages: Stage[]
   private readonly sink: Sink
   private done = false
+  private lateRows: RBatch | undefined
 
   constructor(steps: readonly StepSpec[]) {
     const plan = compile(readJsVal(steps, 4))
@@ -227,10 +237,18 @@ export class ReferenceChain implements Chain {
         const values = sink.value === undefined ? undefined : f64Column(cur, sink.value)
         const times = f64Column(cur, sink.time)
         sink.state.checkTimes(sink.time, times)
-        sink.state.push(sink.key, keys, values, times)
-        return []
+        const refired = sink.state.push(sink.key, keys, values, times)
+        const late = sink.state.takeLateRows()
+        this.lateRows = late.length === 0 ? undefined : gatherBatch(cur, late)
+        return refired === undefined ? [] : [encodeBatch(toBatch(refired))]
       }
     }
+  }
+
+  takeLate(): Batch[] {
+    const rows = this.lateRows
+    this.lateRows = undefined
+    return rows === undefined ? [] : [encodeBatch(rows)]
   }
 
   snapshot(): Batch[] {

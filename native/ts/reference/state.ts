@@ -4,17 +4,19 @@ import { NativeBatchError } from '../errors.js'
 import { getCol, requireCol, type RBatch, type RCol } from './batch.js'
 import { MAX_TIME } from './window.js'
 
-/** A snapshot's rows, checked: columns `key`, `start` (windows), `count`, and `sum`, `min`, `max` with values. */
+/** A snapshot's rows, checked: columns `key`, `start` (windows), `count`, `sum`, `min`, `max` with values, and optionally `end`, `fired` (windows). */
 export interface Rows {
   readonly keys: RCol
   readonly start: Float64Array | undefined
   readonly count: Float64Array
   readonly values: readonly [Float64Array, Float64Array, Float64Array] | undefined
+  readonly end: Float64Array | undefined
+  readonly fired: Float64Array | undefined
 }
 
 /** Reads `batch` as the rows of a sink with or without values, with window starts when `windowed`. */
 export function readRows(batch: RBatch, withValues: boolean, windowed: boolean): Rows {
-  const expected = ['key', ...(windowed ? ['start'] : []), 'count', ...(withValues ? ['sum', 'min', 'max'] : [])]
+  const expected = ['key', ...(windowed ? ['start'] : []), 'count', ...(withValues ? ['sum', 'min', 'max'] : []), ...(windowed ? ['end', 'fired'] : [])]
   const extra = batch.cols.find(([name]) => !expected.includes(name))
   if (extra !== undefined) throw new NativeBatchError(extra[0], undefined, `is not a column of this chain's state (its columns: ${expected.join(', ')})`)
   const keys = getCol(batch, 'key')
@@ -28,5 +30,12 @@ export function readRows(batch: RBatch, withValues: boolean, windowed: boolean):
   })
   const bad = start?.findIndex((s) => !Number.isFinite(s) || Math.abs(s) > MAX_TIME) ?? -1
   if (bad >= 0) throw new NativeBatchError('start', bad, `must be a finite event time, got ${start![bad]}`)
-  return { keys, start, count, values }
+  const optional = (name: string): Float64Array | undefined => (windowed && getCol(batch, name) !== undefined ? f64s(name) : undefined)
+  const end = optional('end')
+  const badEnd = end?.findIndex((e) => !Number.isFinite(e)) ?? -1
+  if (badEnd >= 0) throw new NativeBatchError('end', badEnd, `must be a finite event time, got ${end![badEnd]}`)
+  const fired = optional('fired')
+  const badFired = fired?.findIndex((f) => f !== 0 && f !== 1) ?? -1
+  if (badFired >= 0) throw new NativeBatchError('fired', badFired, `must be 0 or 1, got ${fired![badFired]}`)
+  return { keys, start, count, values, end, fired }
 }
