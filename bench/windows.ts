@@ -35,7 +35,11 @@
 //   timing), with the source's event time the batch's largest time and a kernel batch of one such
 //   value, so the watermark still follows every `--batch` records; the results stay columns up to
 //   the sink. This is the fastest honest path: the same query through the kernel with watermarks,
-//   no per-record conversion at the boundary.
+//   no per-record conversion at the boundary;
+// - `native-raw`: no kernel at all, the ceiling of the native paths: a loop that hands the same
+//   batches to a NativeChain of the same step (`push`), computes each batch's largest time and calls
+//   `advance` with the same watermark, and digests the windows it returns. It is not a way to run
+//   Lamina; it says how much of a native path's time is the native core's own.
 //
 // Every variant feeds each window it fires (key, start, end, count, sum) into the same
 // order-independent digest; the digests and the number of late records must agree (and no record
@@ -43,12 +47,13 @@
 // window exactly. Each variant is warmed up once on a smaller input, then the variants take turns
 // for several rounds (the order rotates each round) and medians are reported. Progress goes to
 // stderr; the last line of stdout is one JSON object: `ratio` is lamina ÷ handwritten records/s,
-// `native_ratio` the faster of the two native paths ÷ handwritten (which one is `native_path`).
+// `native_ratio` the faster of the two native paths ÷ handwritten (which one is `native_path`), and
+// `native_raw_ratio` the native core alone ÷ handwritten (the most any native path could reach).
 
 import { availableParallelism, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { kernel, link, native, program, recordLayout, sink, source, t, tumbling, window, type NativeLayout, type Program, type RunOptions } from 'lamina'
-import type { Batch } from '../native/ts/native.js'
+import { type Batch, NativeChain } from '../native/ts/native.js'
 import {
   BenchCheckError,
   BenchUsageError,
@@ -330,6 +335,36 @@ async function runProgram(variant: string, built: Program, digest: Digest, optio
   return { digest, late, start, ms }
 }
 
+/** The native core alone (see the header): the same batches, step and watermarks, no kernel. */
+async function runNativeRaw(batches: readonly EventColumns[], p: Parameters, digest: Digest): Promise<Outcome> {
+  const take = (out: readonly Batch[]): void => {
+    for (const w of out as unknown as WindowColumns[]) {
+      const { key, start, end, count, sum } = w
+      for (let i = 0; i < key.length; i++) digest.add(key[i]!, start[i]!, end[i]!, count[i]!, sum[i]!)
+    }
+  }
+  const {
+    result: late,
+    start,
+    ms,
+  } = await timed(async () => {
+    const chain = new NativeChain(windowStep(p))
+    let watermark = Number.NEGATIVE_INFINITY
+    let maxTime = Number.NEGATIVE_INFINITY
+    for (const batch of batches) {
+      take(chain.push(batch as unknown as Batch))
+      const max = maxTimeOf(batch)
+      if (max > maxTime) maxTime = max
+      const next = maxTime - p.outOfOrderMs
+      if (next > watermark) take(chain.advance((watermark = next)))
+    }
+    const late = chain.late
+    take(chain.finish())
+    return late
+  })
+  return { digest, late, start, ms }
+}
+
 /** An accumulator of the hand-written loop. */
 interface Acc {
   count: number
@@ -394,8 +429,8 @@ async function runHandwritten(events: readonly Event[], p: Parameters, digest: D
 
 // --- the run ------------------------------------------------------------------------------------------
 
-type Variant = 'lamina' | 'handwritten' | 'native' | 'native-columns'
-const VARIANTS: readonly Variant[] = ['handwritten', 'lamina', 'native', 'native-columns']
+type Variant = 'lamina' | 'handwritten' | 'native' | 'native-columns' | 'native-raw'
+const VARIANTS: readonly Variant[] = ['handwritten', 'lamina', 'native', 'native-columns', 'native-raw']
 
 const USAGE =
   'usage: windows [--records N] [--keys N] [--window-ms N] [--events-per-ms N] [--disorder-pct N] [--out-of-order-ms N] [--batch N] ' +
@@ -464,6 +499,8 @@ async function main(argv: readonly string[]): Promise<void> {
       case 'native-columns':
         // One value is a batch of `batchSize` records: a kernel batch of one keeps the watermark after each.
         return runProgram(variant, nativeColumnsProgram(batches, p, digest), digest, { batchSize: 1 })
+      case 'native-raw':
+        return runNativeRaw(batches, p, digest)
     }
   }
 
@@ -508,13 +545,14 @@ async function main(argv: readonly string[]): Promise<void> {
   const lamina = rate('lamina')
   const nativeRecords = rate('native')
   const nativeColumns = rate('native-columns')
+  const nativeRaw = rate('native-raw')
   const nativePath: Variant | null = nativeRecords === null && nativeColumns === null ? null : (nativeColumns ?? 0) >= (nativeRecords ?? 0) ? 'native-columns' : 'native'
   const nativeRate = nativePath === null ? null : rate(nativePath)
   const show = (x: number | null): string => (x === null ? '-' : `${humanRate(x)}records/s`)
   progress(
     `median of ${rounds}: ${variants.map((v) => `${v} ${show(rate(v))}`).join(', ')}; ` +
       `ratio ${over(lamina, handwritten) ?? '-'} (target >= 0.5), native_ratio ${over(nativeRate, handwritten) ?? '-'} (${nativePath ?? '-'}, target >= 3), ` +
-      `native over records ${over(nativeRecords, handwritten) ?? '-'}; gc pauses (median ms) ${variants.map((v) => `${v} ${gcMs(v) ?? '-'}`).join(', ')}; ` +
+      `native over records ${over(nativeRecords, handwritten) ?? '-'}, the native core alone ${over(nativeRaw, handwritten) ?? '-'}; gc pauses (median ms) ${variants.map((v) => `${v} ${gcMs(v) ?? '-'}`).join(', ')}; ` +
       `peak rss ${peakRssMiB().toFixed(0)} MiB; load average ${loadavg()[0]!.toFixed(2)}`,
   )
   const round = (x: number | null): number | null => (x === null ? null : Math.round(x))
@@ -531,6 +569,8 @@ async function main(argv: readonly string[]): Promise<void> {
     native_records_ratio: over(nativeRecords, handwritten),
     native_columns_records_per_s: round(nativeColumns),
     native_columns_ratio: over(nativeColumns, handwritten),
+    native_raw_records_per_s: round(nativeRaw),
+    native_raw_ratio: over(nativeRaw, handwritten),
     windows: expected?.outcome.digest.windows ?? null,
     late_records: expected?.outcome.late ?? null,
     keys: p.keys,
@@ -544,6 +584,7 @@ async function main(argv: readonly string[]): Promise<void> {
     handwritten_gc_ms: gcMs('handwritten'),
     native_gc_ms: gcMs('native'),
     native_columns_gc_ms: gcMs('native-columns'),
+    native_raw_gc_ms: gcMs('native-raw'),
     peak_rss_mb: Math.round(peakRssMiB()),
     node: process.version,
   }
