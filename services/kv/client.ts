@@ -15,9 +15,10 @@ import { Ring } from '../../kmods/ring/index.js'
 import type { PeerNode } from '../../kmods/transport/index.js'
 import { KvCommandError, KvCompactedError, KvLeaseNotFoundError, KvProtocolError, KvRemoteError, KvUnavailableError } from './errors.js'
 import { type LocalKvHost, localKvHost } from './local.js'
-import { KV_PROTOCOL, KvAnswer, type KvRequest, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
+import { KV_PROTOCOL, KvAnswer, type KvRequest, type KvTxRead, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
 import type { KvConsistency } from './replica.js'
 import { type KvCommand, type KvEntry, type KvEvent, type KvResult, type KvScan, KV_LIMITS, KvState } from './state.js'
+import type { TxCommand } from './txn.js'
 
 /** Where one shard's replicas run: peer id → an address to dial it at. */
 export interface KvShardLayout {
@@ -273,6 +274,31 @@ export class KvClient {
     }
     this.leaseShards.set(id, granted)
     return lease
+  }
+
+  /**
+   * Applies a transaction command (`tx-prepare`, `tx-commit` …; services/kv/txn.ts) on `shard`
+   * through its log, retried with one request id until the deadline. For services/txkv.
+   */
+  async tx(shard: string, command: TxCommand): Promise<KvResult> {
+    KvState.check(command)
+    return (await this.call(shard, command.op, (rid) => ({ type: 'tx', shard, command, rid }))) as KvResult
+  }
+
+  /**
+   * A linearizable read of keys, ranges and transaction status records on `shard`, with the
+   * pending transactional writes on them (services/kv/txn.ts). For services/txkv.
+   */
+  async txRead(
+    shard: string,
+    read: { readonly keys?: readonly string[]; readonly ranges?: readonly { readonly from: string; readonly to?: string }[]; readonly records?: readonly string[] },
+  ): Promise<KvTxRead> {
+    return (await this.call(shard, 'txread', () => ({ type: 'txread', shard, keys: read.keys ?? [], ranges: read.ranges ?? [], records: read.records ?? [] }))) as KvTxRead
+  }
+
+  /** The shards of this client's store, in ring order. */
+  get shardIds(): readonly string[] {
+    return this.shards
   }
 
   /** Shards each lease of this client was granted on (a lease is granted on a shard when first used there). */

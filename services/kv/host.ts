@@ -18,9 +18,9 @@ import { KvClient } from './client.js'
 import { KvCommandError, KvNotHereError, KvProtocolError } from './errors.js'
 import { type EventualEntry, type EventualPeers, EventualReplica } from './eventual.js'
 import { localKvHost, setLocalKvHost, setLocalKvNode } from './local.js'
-import { KV_PROTOCOL, type KvAnswer, KvRequest, type KvShardStatus, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
+import { KV_PROTOCOL, type KvAnswer, KvRequest, type KvShardStatus, type KvTxRead, MAX_KV_FRAME_BYTES, problemPath } from './protocol.js'
 import { type KvReplica, type KvReplicaWatch, startKvReplica } from './replica.js'
-import type { KvCommand, KvScan } from './state.js'
+import { type KvCommand, type KvScan, KvState } from './state.js'
 
 /** Options of `startKvHost`. */
 export interface KvHostOptions {
@@ -313,6 +313,26 @@ class Host implements KvHost {
         return replica.keepAlive(request.lease)
       case 'reconfigure':
         return replica.changeMembers(request.members)
+      case 'tx': {
+        const command = KvState.check({ ...request.command, rid: request.rid })
+        if (!command.op.startsWith('tx-')) throw new KvCommandError('command.op', `must be a transaction command (tx-…), got ${JSON.stringify(command.op)}`)
+        return replica.write(command)
+      }
+      case 'txread': {
+        const { keys, ranges = [], records = [] } = request
+        return replica.inspect(
+          (state): KvTxRead => ({
+            entries: keys.map((key) => state.get(key) ?? null),
+            writers: keys.map((key) => state.writerOf(key) ?? null),
+            ranges: ranges.map(({ from, to }) => {
+              const entries = state.scan(to === undefined ? { from } : { from, to })
+              return { entries, writers: state.writersIn(from, to) }
+            }),
+            records: records.map((tx) => state.txRecord(tx) ?? null),
+          }),
+          consistency('linearizable'),
+        )
+      }
       default:
         return replica.write(toCommand(request))
     }

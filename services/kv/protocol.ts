@@ -7,7 +7,9 @@
 // against the codecs below before anything acts on it.
 
 import * as t from 'io-ts'
+import type { KvEntry } from './state.js'
 import { KV_LIMITS } from './state.js'
+import type { TxConflict, TxRecord } from './txn.js'
 
 /** The libp2p protocol id. */
 export const KV_PROTOCOL = '/lamina/kv/1.0.0'
@@ -44,6 +46,13 @@ export const KvRequest = t.intersection([
     t.type({ type: t.literal('keepalive'), shard, lease: t.string }),
     t.type({ type: t.literal('revoke'), shard, lease: t.string, rid: t.string }),
     t.type({ type: t.literal('watch'), shard, prefix: t.string, after: t.number }),
+    // Transactions (services/kv/txn.ts): a tx-… command through the shard's log, and a linearizable
+    // read of keys, ranges and status records together with the locks on them.
+    t.type({ type: t.literal('tx'), shard, command: t.UnknownRecord, rid: t.string }),
+    t.intersection([
+      t.type({ type: t.literal('txread'), shard, keys: t.array(t.string) }),
+      t.partial({ ranges: t.array(t.intersection([t.type({ from: t.string }), t.partial({ to: t.string })])), records: t.array(t.string) }),
+    ]),
     t.type({ type: t.literal('unwatch'), watch: t.number }),
   ]),
 ])
@@ -85,3 +94,11 @@ export function problemPath(errors: t.Errors): string {
 
 /** The request size limit, in bytes (KV_LIMITS.requestBytes), re-exported for the client's check. */
 export const REQUEST_BYTES = KV_LIMITS.requestBytes
+
+/** What `txread` answers: each key's entry and pending writer, each range's entries and writers, each record asked for. */
+export interface KvTxRead {
+  readonly entries: readonly (KvEntry | null)[]
+  readonly writers: readonly (TxConflict | null)[]
+  readonly ranges: readonly { readonly entries: readonly KvEntry[]; readonly writers: readonly TxConflict[] }[]
+  readonly records: readonly (TxRecord | null)[]
+}

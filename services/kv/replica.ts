@@ -12,7 +12,7 @@ import { RaftStorage, startRaftGroup } from '../../kmods/raft/index.js'
 import type { Store } from '../../kmods/store/index.js'
 import type { PeerNode } from '../../kmods/transport/index.js'
 import { KvLeaseNotFoundError } from './errors.js'
-import { type KvCommand, type KvEntry, type KvEvent, type KvResult, type KvScan, KvState } from './state.js'
+import { type KvCommand, type KvEntry, type KvEvent, type KvResult, type KvScan, KvState, type TxShardCommand } from './state.js'
 
 /** Options of `startKvReplica`. */
 export interface KvReplicaOptions {
@@ -61,7 +61,9 @@ export interface KvReplica {
    * its result once applied. Rejects with KvLeaseNotFoundError when it names a lease the shard
    * does not hold.
    */
-  write(command: KvCommand): Promise<KvResult>
+  write(command: KvCommand | TxShardCommand): Promise<KvResult>
+  /** Reads the shard's state through `read` once it is current (linearizable: after ReadIndex). */
+  inspect<T>(read: (state: KvState) => T, options?: { readonly consistency?: KvConsistency }): Promise<T>
   /** Grants (or re-grants, with a new TTL) lease `id` on this shard. */
   grant(id: string, ttlMs: number): Promise<void>
   /** Restarts the countdown of lease `id` on the leader; rejects with KvLeaseNotFoundError once it expired or was revoked. */
@@ -171,7 +173,7 @@ export async function startKvReplica(options: KvReplicaOptions): Promise<KvRepli
     Math.max(20, options.tickMs ?? 50),
   )
   leaseTimer.unref()
-  const write = async (command: KvCommand): Promise<KvResult> => {
+  const write = async (command: KvCommand | TxShardCommand): Promise<KvResult> => {
     KvState.check(command)
     const index = await group.propose(JSON.stringify(command))
     const result = results.get(index)
@@ -227,6 +229,10 @@ export async function startKvReplica(options: KvReplicaOptions): Promise<KvRepli
     scan: async (scan, opts) => {
       await consistent(opts)
       return state.scan(scan)
+    },
+    inspect: async (read, opts) => {
+      await consistent(opts)
+      return read(state)
     },
     get members() {
       return group.members

@@ -10,7 +10,7 @@
 
 import * as t from 'io-ts'
 import { KvCommandError, KvCompactedError, KvLimitError } from './errors.js'
-import { type TxCommand, TxCommand as TxCommandCodec, type TxConflict, type TxOutcome, TxnTable } from './txn.js'
+import { type TxCommand, TxCommand as TxCommandCodec, type TxConflict, type TxOutcome, type TxRecord, TxnTable } from './txn.js'
 
 /** Limits, enforced on every command and call (documented in services/kv/README.md). */
 export const KV_LIMITS = {
@@ -69,7 +69,7 @@ const Command = t.intersection([
 export type KvCommand = t.TypeOf<typeof Command>
 
 /** A transaction command (services/kv/txn.ts), as it travels through the log. */
-type TxShardCommand = TxCommand & { readonly rid?: string }
+export type TxShardCommand = TxCommand & { readonly rid?: string }
 
 /** What a write did. */
 export interface KvResult {
@@ -244,9 +244,15 @@ export class KvState {
     return this.txns.writerOf(key)
   }
 
+  /** Every pending transactional write into `[from, to)` (`to` absent: to the end), existing key or not. */
+  writersIn(from: string, to: string | undefined): TxConflict[] {
+    return this.txns.writersIn(from, to)
+  }
+
   /** The status record of transaction `tx`, if this shard is its primary and keeps it. */
-  txRecord(tx: string): { readonly status: string; readonly startedAtMs: number; readonly ttlMs: number; readonly participants: readonly string[] } | undefined {
-    return this.txns.record(tx)
+  txRecord(tx: string): TxRecord | undefined {
+    const record = this.txns.record(tx)
+    return record === undefined ? undefined : { ...record }
   }
 
   /** The leases the shard holds, with their keys. */

@@ -152,6 +152,13 @@ export class TxnTable {
     return holder === undefined ? undefined : this.conflict(key, holder)
   }
 
+  /** Every pending write by a prepared transaction into `[from, to)`. */
+  writersIn(from: string, to: string | undefined): TxConflict[] {
+    const out: TxConflict[] = []
+    for (const [key, tx] of this.writers) if (key >= from && (to === undefined || key < to)) out.push(this.conflict(key, tx))
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  }
+
   /** The status record of `tx`, if this shard is its primary and still keeps it. */
   record(tx: string): TxRecord | undefined {
     return this.records.get(tx)

@@ -1,0 +1,183 @@
+// Transactions on 3 real peer processes: concurrent transfers between accounts on different shards
+// keep the bank's total (and read-only snapshots see it whole), a dead coordinator's locks are
+// resolved by whoever finds them, and limits and conflicts fail with typed errors.
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startCluster, type Cluster } from 'lamina/cluster'
+import { memoryLogger } from 'lamina/transport'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startTxKv, TxClosedError, TxLimitError, TXKV_LIMITS, type TxAttempt, type TxKvStore } from './index.js'
+
+let dir = ''
+let cluster: Cluster | undefined
+let db: TxKvStore | undefined
+const attempts: TxAttempt[] = []
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'lamina-txkv-'))
+  cluster = await startCluster({ peers: 3, workdir: dir, logger: memoryLogger() })
+  db = await startTxKv(cluster, { shards: 2, replicas: 3, readyTimeoutMs: 30_000, onAttempt: (a) => void attempts.push(a) })
+}, 60_000)
+
+afterAll(async () => {
+  await db?.stop()
+  await cluster?.stop()
+  if (dir !== '') await rm(dir, { recursive: true, force: true })
+})
+
+const accounts = Array.from({ length: 6 }, (_, i) => `acct/${i}`)
+
+describe('startTxKv on 3 peer processes', () => {
+  it('concurrent transfers across shards keep the total; read-only snapshots always see it whole', async () => {
+    const store = db!
+    expect(new Set(accounts.map((a) => store.kv.shardOf(a))).size).toBe(2)
+    await store.transact(async (tx) => {
+      for (const a of accounts) tx.put(a, '100')
+    })
+    let seed = 7
+    const random = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) | 0
+      return (seed >>> 8) % n
+    }
+    const transfers = async (): Promise<number> => {
+      let done = 0
+      for (let i = 0; i < 12; i++) {
+        const from = accounts[random(accounts.length)]!
+        const to = accounts[(accounts.indexOf(from) + 1 + random(accounts.length - 1)) % accounts.length]!
+        const amount = 1 + random(30)
+        const moved = await store.transact(async (tx) => {
+          const a = Number(await tx.get(from))
+          const b = Number(await tx.get(to))
+          if (a < amount) return false
+          tx.put(from, String(a - amount))
+          tx.put(to, String(b + amount))
+          return true
+        })
+        if (moved) done++
+      }
+      return done
+    }
+    const totals: number[] = []
+    let stop = false
+    const audit = (async () => {
+      while (!stop) {
+        totals.push(
+          await store.transact(async (tx) => {
+            const all = await tx.scan({ prefix: 'acct/' })
+            return all.reduce((sum, e) => sum + Number(e.value), 0)
+          }),
+        )
+      }
+    })()
+    await Promise.all([0, 1, 2, 3].map(() => transfers()))
+    stop = true
+    await audit
+    const final = await store.transact(async (tx) => Promise.all(accounts.map(async (a) => Number(await tx.get(a)))))
+    expect(final.reduce((s, x) => s + x, 0)).toBe(600)
+    expect(final.every((x) => x >= 0)).toBe(true)
+    expect(totals.length).toBeGreaterThan(0)
+    expect(totals.every((t) => t === 600)).toBe(true)
+    // Contention happened and was retried, not lost: 48 transfers + 1 setup + audits committed.
+    const committed = attempts.filter((a) => a.outcome === 'committed').length
+    expect(committed).toBeGreaterThanOrEqual(49 + totals.length + 1)
+    expect(attempts.filter((a) => a.outcome === 'failed' || a.outcome === 'indeterminate')).toEqual([])
+  }, 120_000)
+
+  it('reads its own writes, scans with them, and deletes', async () => {
+    const store = db!
+    const seen = await store.transact(async (tx) => {
+      tx.put('user/ann', 'a')
+      tx.put('user/bob', 'b')
+      const mine = await tx.get('user/ann')
+      tx.delete('user/bob')
+      return { mine, scan: await tx.scan({ prefix: 'user/' }) }
+    })
+    expect(seen).toEqual({ mine: 'a', scan: [{ key: 'user/ann', value: 'a' }] })
+    expect(await store.transact(async (tx) => [await tx.get('user/ann'), await tx.get('user/bob')])).toEqual(['a', undefined])
+  })
+
+  it("resolves a dead coordinator's locks: an expired pending transaction is aborted, a committed one applied", async () => {
+    const store = db!
+    const kv = store.kv
+    // A coordinator prepared "orphan/x" long ago (its record is past its time limit) and died.
+    const shard = kv.shardOf('orphan/x')
+    const primary = { shard, key: 'orphan/x' }
+    await kv.tx(shard, {
+      op: 'tx-prepare',
+      tx: 'dead-1',
+      primary,
+      reads: [],
+      writes: [{ key: 'orphan/x', value: 'never' }],
+      record: { startedAtMs: Date.now() - 60_000, ttlMs: 1000, participants: [shard] },
+    })
+    // Another coordinator reached its commit point for "orphan/y" but died before resolving.
+    const yShard = kv.shardOf('orphan/y')
+    await kv.tx(yShard, {
+      op: 'tx-prepare',
+      tx: 'dead-2',
+      primary: { shard: yShard, key: 'orphan/y' },
+      reads: [],
+      writes: [{ key: 'orphan/y', value: 'committed' }],
+      record: { startedAtMs: Date.now(), ttlMs: 5000, participants: [yShard] },
+    })
+    await kv.tx(yShard, { op: 'tx-commit', tx: 'dead-2' })
+    // A plain read of the KV store does not see the unresolved commit; a transaction does.
+    expect((await kv.get('orphan/y'))?.value).toBeUndefined()
+    const read = await store.transact(async (tx) => {
+      const y = await tx.get('orphan/y')
+      tx.put('orphan/x', 'mine')
+      return y
+    })
+    expect(read).toBe('committed')
+    expect((await kv.get('orphan/x'))?.value).toBe('mine')
+    expect((await kv.txRead(shard, { records: ['dead-1'] })).records[0]?.status).toBe('aborted')
+    expect((await kv.txRead(yShard, { keys: ['orphan/y'] })).writers[0]).toBeNull()
+  })
+
+  it('a live transaction holding a lock makes others wait by retrying, then give up with the conflict as the cause', async () => {
+    const store = db!
+    const kv = store.kv
+    const shard = kv.shardOf('busy')
+    await kv.tx(shard, {
+      op: 'tx-prepare',
+      tx: 'live-1',
+      primary: { shard, key: 'busy' },
+      reads: [],
+      writes: [{ key: 'busy', value: 'held' }],
+      record: { startedAtMs: Date.now(), ttlMs: 60_000, participants: [shard] },
+    })
+    const failed = await store
+      .transact(
+        async (tx) => {
+          tx.put('busy', 'me')
+        },
+        { attempts: 3 },
+      )
+      .catch((error: unknown) => error)
+    expect(failed).toMatchObject({ code: 'ERR_TXKV_RETRIES', attempts: 3, cause: { code: 'ERR_TXKV_CONFLICT', key: 'busy', holder: 'live-1', retryable: true } })
+    await kv.tx(shard, { op: 'tx-abort', tx: 'live-1' })
+    await kv.tx(shard, { op: 'tx-resolve', tx: 'live-1', commit: false })
+    await store.transact(async (tx) => tx.put('busy', 'me'))
+    expect((await kv.get('busy'))?.value).toBe('me')
+  })
+
+  it('enforces its limits with typed errors, and a transaction cannot be used after it ended', async () => {
+    const store = db!
+    const tooMany = await store
+      .transact(async (tx) => {
+        for (let i = 0; i <= TXKV_LIMITS.keys; i++) tx.put(`many/${i}`, 'x')
+      })
+      .catch((error: unknown) => error)
+    expect(tooMany).toBeInstanceOf(TxLimitError)
+    expect(tooMany).toMatchObject({ code: 'ERR_TXKV_LIMIT', limit: 'keys', max: TXKV_LIMITS.keys, retryable: false })
+    const big = await store.transact(async (tx) => tx.put('big', 'x'.repeat(TXKV_LIMITS.bytes + 1))).catch((error: unknown) => error)
+    expect(big).toMatchObject({ code: 'ERR_TXKV_LIMIT', limit: 'bytes' })
+    let kept: { put(key: string, value: string): void } | undefined
+    await store.transact(async (tx) => {
+      kept = tx
+    })
+    expect(() => kept!.put('late', 'x')).toThrow(TxClosedError)
+  })
+})

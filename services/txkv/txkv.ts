@@ -1,0 +1,426 @@
+// The transactional KV store: interactive transactions over any keys of any shards of a KV store,
+// strictly serializable, with the coordinator's half of the protocol in services/kv/txn.ts.
+//
+// A transaction reads through linearizable `txread`s (no locks), keeping each key's modRevision
+// and each range's keys, and buffers its writes. Commit:
+// - read-only: the reads are read again; if nothing changed (and no transaction committed writes
+//   to them meanwhile) the transaction held a consistent snapshot the whole time between the two
+//   reads (the double-collect argument), and commits without writing anything: it never blocks a
+//   writer;
+// - otherwise every shard it touched is prepared, the primary (the shard of its first written
+//   key, in key order) first, which creates the status record; then the commit point is `tx-commit`
+//   on the primary; then each participant resolves (applies the writes, drops the locks) and the
+//   record is forgotten. A prepare refused for a conflict aborts the transaction (no-wait: nothing
+//   waits for a lock, so there is no deadlock) and transact runs it again after a randomized,
+//   growing pause (against livelock), within a budget of attempts and time.
+// Whoever finds another transaction's lock (a read, a prepare) resolves it from that transaction's
+// record: applies it if committed, drops it if aborted, and aborts it first if it stayed pending
+// past its time limit (its coordinator died). So no transaction stays half-applied.
+
+import { randomBytes } from 'node:crypto'
+import type { KvClient } from '../kv/client.js'
+import { KvCommandError } from '../kv/errors.js'
+import type { KvTxRead } from '../kv/protocol.js'
+import type { KvEntry, KvResult } from '../kv/state.js'
+import type { TxConflict, TxOutcome, TxPrepare } from '../kv/txn.js'
+import { TxAbortedError, TxClosedError, TxConflictError, TxIndeterminateError, TxLimitError, TxRetriesExhaustedError } from './errors.js'
+
+/** Limits of one transaction, enforced with TxLimitError (services/txkv/README.md). */
+export const TXKV_LIMITS = {
+  /** Keys read or written (each key of a range read counts). */
+  keys: 1_000,
+  /** Bytes of keys and values written. */
+  bytes: 1024 * 1024,
+  /** From the first read to the commit point. A transaction pending longer may be aborted by anyone. */
+  durationMs: 5_000,
+} as const
+
+/** How transact retries a transaction that lost to another. */
+export interface TxRetryOptions {
+  /** Attempts at most (the first included). @default 20 */
+  readonly attempts?: number
+  /** Milliseconds from the first attempt after which no new one starts. @default 10000 */
+  readonly budgetMs?: number
+  /** The first pause; each next one doubles, up to `maxDelayMs`, each drawn at random below that. @default 4 */
+  readonly baseDelayMs?: number
+  /** @default 250 */
+  readonly maxDelayMs?: number
+}
+
+/** What one attempt of a transaction did, for tests and history recorders. */
+export interface TxAttempt {
+  readonly tx: string
+  readonly attempt: number
+  readonly outcome: 'committed' | 'conflict' | 'aborted' | 'indeterminate' | 'failed'
+  readonly error?: Error
+}
+
+/** Options of a TxKv. */
+export interface TxKvOptions {
+  readonly retry?: TxRetryOptions
+  /** Called after every attempt (a history recorder, metrics). */
+  readonly onAttempt?: (attempt: TxAttempt) => void
+  /** Milliseconds a peer's clock may be off another's when deciding that a transaction expired. @default 1000 */
+  readonly clockSkewMs?: number
+}
+
+/** A scan of a transaction: a prefix, or the half-open range `[from, to)`. */
+export type TxScan = { readonly prefix: string } | { readonly from: string; readonly to?: string }
+
+/** A key's value as a transaction sees it. */
+export interface TxEntry {
+  readonly key: string
+  readonly value: string
+}
+
+/**
+ * One transaction: reads see the store as of a consistent point plus the transaction's own writes;
+ * writes are applied at commit, all or nothing. Made by `TxKv.transact`; not used after it ends.
+ */
+export class Transaction {
+  /** Keys read: their modRevision when read (0: absent), by shard. */
+  private readonly reads = new Map<string, { shard: string; modRevision: number }>()
+  private readonly ranges: { shard: string; from: string; to: string | undefined; keys: { key: string; modRevision: number }[] }[] = []
+  /** Writes in order of first write: a value, or undefined for a delete. */
+  private readonly writes = new Map<string, string | undefined>()
+  private ended = false
+  private bytes = 0
+  readonly startedAtMs = Date.now()
+
+  constructor(
+    /** The transaction's id: its locks and record are named by it. */
+    readonly id: string,
+    private readonly store: TxKv,
+  ) {}
+
+  /** The key's value (this transaction's own write, if any), or undefined. */
+  async get(key: string): Promise<string | undefined> {
+    this.open()
+    if (this.writes.has(key)) return this.writes.get(key)
+    const entry = await this.read(key)
+    return entry?.value
+  }
+
+  /** Keys of a prefix or range in key order with their values, this transaction's writes included. */
+  async scan(scan: TxScan): Promise<TxEntry[]> {
+    this.open()
+    const from = 'prefix' in scan ? scan.prefix : scan.from
+    const to = 'prefix' in scan ? prefixEnd(scan.prefix) : scan.to
+    const found = new Map<string, string>()
+    await Promise.all(
+      this.store.kv.shardIds.map(async (shard) => {
+        const range = await this.store.readRange(shard, from, to)
+        this.ranges.push({ shard, from, to, keys: range.map((e) => ({ key: e.key, modRevision: e.modRevision })) })
+        for (const e of range) found.set(e.key, e.value)
+      }),
+    )
+    this.count()
+    for (const [key, value] of this.writes) {
+      if (key < from || (to !== undefined && key >= to)) continue
+      if (value === undefined) found.delete(key)
+      else found.set(key, value)
+    }
+    return [...found].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([key, value]) => ({ key, value }))
+  }
+
+  /** Sets the key's value, at commit. */
+  put(key: string, value: string): void {
+    this.open()
+    this.write(key, value)
+  }
+
+  /** Deletes the key, at commit. */
+  delete(key: string): void {
+    this.open()
+    this.write(key, undefined)
+  }
+
+  private write(key: string, value: string | undefined): void {
+    if (key.length === 0) throw new KvCommandError('key', 'must not be empty')
+    this.bytes += byteLength(key) + (value === undefined ? 0 : byteLength(value))
+    this.writes.set(key, value)
+    if (this.bytes > TXKV_LIMITS.bytes) throw new TxLimitError('bytes', TXKV_LIMITS.bytes, this.bytes)
+    this.count()
+  }
+
+  private async read(key: string): Promise<KvEntry | undefined> {
+    const shard = this.store.kv.shardOf(key)
+    const entry = await this.store.readKey(shard, key)
+    const seen = this.reads.get(key)
+    const modRevision = entry?.modRevision ?? 0
+    // Reading a key twice and seeing it change is a conflict already.
+    if (seen !== undefined && seen.modRevision !== modRevision) throw new TxConflictError(key, undefined)
+    this.reads.set(key, { shard, modRevision })
+    this.count()
+    return entry
+  }
+
+  private count(): void {
+    const keys = new Set([...this.reads.keys(), ...this.writes.keys(), ...this.ranges.flatMap((r) => r.keys.map((k) => k.key))]).size
+    if (keys > TXKV_LIMITS.keys) throw new TxLimitError('keys', TXKV_LIMITS.keys, keys)
+    const elapsed = Date.now() - this.startedAtMs
+    if (elapsed > TXKV_LIMITS.durationMs) throw new TxLimitError('durationMs', TXKV_LIMITS.durationMs, elapsed)
+  }
+
+  private open(): void {
+    if (this.ended) throw new TxClosedError(this.id)
+  }
+
+  /** Commits (see the header). Called once, by transact. */
+  async commit(): Promise<void> {
+    this.open()
+    this.ended = true
+    this.count()
+    if (this.writes.size === 0) return this.validateReadOnly()
+    const byShard = new Map<string, Omit<TxPrepare, 'op' | 'tx' | 'primary'> & { reads: { key: string; modRevision: number }[]; writes: { key: string; value?: string }[] }>()
+    const part = (shard: string) => {
+      let p = byShard.get(shard)
+      if (p === undefined) byShard.set(shard, (p = { reads: [], writes: [], ranges: [] }))
+      return p
+    }
+    for (const [key, { shard, modRevision }] of this.reads) part(shard).reads.push({ key, modRevision })
+    for (const r of this.ranges) part(r.shard).ranges!.push(r.to === undefined ? { from: r.from, keys: r.keys } : { from: r.from, to: r.to, keys: r.keys })
+    const written = [...this.writes.keys()].sort()
+    for (const key of written) {
+      const value = this.writes.get(key)
+      part(this.store.kv.shardOf(key)).writes.push(value === undefined ? { key } : { key, value })
+    }
+    const primary = { shard: this.store.kv.shardOf(written[0]!), key: written[0]! }
+    const participants = [...byShard.keys()]
+    const prepare = (shard: string): TxPrepare => {
+      const p = byShard.get(shard)!
+      return {
+        op: 'tx-prepare',
+        tx: this.id,
+        primary,
+        reads: p.reads,
+        writes: p.writes,
+        ...(p.ranges!.length === 0 ? {} : { ranges: p.ranges }),
+        ...(shard === primary.shard ? { record: { startedAtMs: this.startedAtMs, ttlMs: TXKV_LIMITS.durationMs, participants } } : {}),
+      }
+    }
+    const kv = this.store.kv
+    const prepared: string[] = []
+    const abort = async (error: Error): Promise<never> => {
+      // Abort at the primary first (so that nobody can commit it), then drop the locks taken.
+      await kv.tx(primary.shard, { op: 'tx-abort', tx: this.id }).catch(() => undefined)
+      await Promise.all(prepared.map((shard) => kv.tx(shard, { op: 'tx-resolve', tx: this.id, commit: false }).catch(() => undefined)))
+      throw error
+    }
+    const refused = async (shard: string, result: KvResult): Promise<never> => {
+      const tx = result.tx
+      if (tx?.conflict !== undefined) {
+        // Help the holder along (it may be a dead coordinator's), so that the retry can win.
+        await this.store.resolve(shard, tx.conflict).catch(() => undefined)
+        return abort(new TxConflictError(tx.conflict.key, tx.conflict.holder))
+      }
+      if (tx?.stale !== undefined) return abort(new TxConflictError(tx.stale, undefined))
+      return abort(new TxAbortedError(this.id, `shard ${shard} refused the prepare (${tx?.status ?? 'no record'})`))
+    }
+    // The primary first: its prepare creates the record that every other lock points to.
+    const first = await kv.tx(primary.shard, prepare(primary.shard)).catch((error: unknown) => abort(asError(error)))
+    if (!first.ok) return refused(primary.shard, first)
+    prepared.push(primary.shard)
+    const rest = participants.filter((s) => s !== primary.shard)
+    const results = await Promise.all(
+      rest.map((shard) =>
+        kv.tx(shard, prepare(shard)).then(
+          (r) => ({ shard, r }),
+          (error: unknown) => ({ shard, error: asError(error) }),
+        ),
+      ),
+    )
+    for (const one of results) if ('r' in one && one.r.ok) prepared.push(one.shard)
+    for (const one of results) {
+      if ('error' in one) return abort(one.error)
+      if (!one.r.ok) return refused(one.shard, one.r)
+    }
+    // The commit point.
+    let outcome: TxOutcome | undefined
+    try {
+      outcome = (await kv.tx(primary.shard, { op: 'tx-commit', tx: this.id })).tx
+    } catch (error) {
+      const record = await kv.txRead(primary.shard, { records: [this.id] }).catch(() => undefined)
+      const status = record?.records[0]?.status
+      if (status === 'committed') outcome = { ok: true, status }
+      else if (status === 'aborted') outcome = { ok: false, status }
+      else throw new TxIndeterminateError(this.id, asError(error).message)
+    }
+    if (outcome?.ok !== true) return abort(new TxAbortedError(this.id, `its record is ${outcome?.status ?? 'gone'} (it ran past its time limit)`))
+    await this.store.finish(this.id, primary.shard, participants)
+  }
+
+  private async validateReadOnly(): Promise<void> {
+    const kv = this.store.kv
+    const byShard = new Map<string, string[]>()
+    for (const [key, { shard }] of this.reads) byShard.set(shard, [...(byShard.get(shard) ?? []), key])
+    const shards = new Set([...byShard.keys(), ...this.ranges.map((r) => r.shard)])
+    await Promise.all(
+      [...shards].map(async (shard) => {
+        const keys = byShard.get(shard) ?? []
+        const ranges = this.ranges.filter((r) => r.shard === shard)
+        const again = await kv.txRead(shard, { keys, ranges: ranges.map((r) => (r.to === undefined ? { from: r.from } : { from: r.from, to: r.to })) })
+        keys.forEach((key, i) => {
+          const now = again.entries[i]?.modRevision ?? 0
+          if (now !== this.reads.get(key)!.modRevision) throw new TxConflictError(key, undefined)
+          // A transaction that committed a write here but has not resolved it yet changed it too.
+          const writer = again.writers[i]
+          if (writer !== null && writer !== undefined) throw new TxConflictError(key, writer.holder)
+        })
+        ranges.forEach((r, i) => {
+          const now = again.ranges[i]!
+          const same = now.entries.length === r.keys.length && now.entries.every((e, j) => e.key === r.keys[j]!.key && e.modRevision === r.keys[j]!.modRevision)
+          if (!same) throw new TxConflictError(r.from, undefined)
+          const writer = now.writers[0]
+          if (writer !== undefined) throw new TxConflictError(writer.key, writer.holder)
+        })
+      }),
+    )
+  }
+}
+
+/**
+ * A transactional KV store over the shards of a KV store (a KvClient of `startKv`):
+ *
+ * ```ts
+ * const db = new TxKv(kv)
+ * await db.transact(async (tx) => {
+ *   const a = Number((await tx.get('acct/a')) ?? 0)
+ *   const b = Number((await tx.get('acct/b')) ?? 0)
+ *   tx.put('acct/a', String(a - 10))
+ *   tx.put('acct/b', String(b + 10))
+ * })
+ * ```
+ */
+export class TxKv {
+  private readonly clientId = randomBytes(6).toString('hex')
+  private transactions = 0
+
+  constructor(
+    /** The KV store's client: routing, retries and leaders are its business. */
+    readonly kv: KvClient,
+    private readonly options: TxKvOptions = {},
+  ) {}
+
+  /**
+   * Runs `fn` in a transaction and commits it; on a retryable failure (a conflict, an abort) runs
+   * it again after a randomized pause, within the retry budget. Resolves with `fn`'s result once a
+   * run committed. `fn` may run more than once: keep its side effects in the transaction.
+   *
+   * @throws TxRetriesExhaustedError when every attempt lost (its cause is the last error).
+   * @throws TxLimitError, TxIndeterminateError, or what `fn` throws, without retrying.
+   */
+  async transact<T>(fn: (tx: Transaction) => Promise<T>, options: TxRetryOptions = {}): Promise<T> {
+    const retry = { ...this.options.retry, ...options }
+    const attempts = retry.attempts ?? 20
+    const budgetMs = retry.budgetMs ?? 10_000
+    const base = retry.baseDelayMs ?? 4
+    const max = retry.maxDelayMs ?? 250
+    const started = performance.now()
+    for (let attempt = 1; ; attempt++) {
+      const tx = new Transaction(`${this.clientId}-${++this.transactions}`, this)
+      try {
+        const result = await fn(tx)
+        await tx.commit()
+        this.options.onAttempt?.({ tx: tx.id, attempt, outcome: 'committed' })
+        return result
+      } catch (error) {
+        const e = asError(error)
+        const retryable = (e as { retryable?: unknown }).retryable === true && !(e instanceof TxIndeterminateError)
+        this.options.onAttempt?.({
+          tx: tx.id,
+          attempt,
+          outcome: e instanceof TxConflictError ? 'conflict' : e instanceof TxAbortedError ? 'aborted' : e instanceof TxIndeterminateError ? 'indeterminate' : 'failed',
+          error: e,
+        })
+        const elapsed = performance.now() - started
+        if (!retryable) throw e
+        if (attempt >= attempts || elapsed >= budgetMs) throw new TxRetriesExhaustedError(attempt, elapsed, { cause: e })
+        await pause(Math.random() * Math.min(max, base * 2 ** (attempt - 1)))
+      }
+    }
+  }
+
+  /** A key's committed value, resolving a transaction that committed a write to it first. */
+  async readKey(shard: string, key: string): Promise<KvEntry | undefined> {
+    for (let round = 0; ; round++) {
+      const read = await this.kv.txRead(shard, { keys: [key] })
+      const writer = read.writers[0]
+      if (writer === null || writer === undefined || !(await this.resolve(shard, writer))) return read.entries[0] ?? undefined
+      if (round >= 3) throw new TxConflictError(key, writer.holder)
+    }
+  }
+
+  /** A range's committed entries on one shard, resolving committed transactions' writes into it first. */
+  async readRange(shard: string, from: string, to: string | undefined): Promise<KvEntry[]> {
+    for (let round = 0; ; round++) {
+      const read: KvTxRead = await this.kv.txRead(shard, { ranges: [to === undefined ? { from } : { from, to }] })
+      const range = read.ranges[0]!
+      let changed = false
+      for (const writer of range.writers) changed = (await this.resolve(shard, writer)) || changed
+      if (!changed) return [...range.entries]
+      if (round >= 3) throw new TxConflictError(range.writers[0]!.key, range.writers[0]!.holder)
+    }
+  }
+
+  /**
+   * Settles the lock `found` on `shard` from its transaction's record: applies it if the
+   * transaction committed, drops it if it aborted, and aborts it first if it stayed pending past
+   * its time limit. Resolves with whether the lock is gone (a pending, live transaction's stays).
+   */
+  async resolve(shard: string, found: TxConflict): Promise<boolean> {
+    const { holder, primary } = found
+    if (primary.shard === '') return false
+    const read = await this.kv.txRead(primary.shard, { records: [holder] })
+    let status = read.records[0]?.status
+    const record = read.records[0]
+    if (status === 'pending' && record !== null && record !== undefined) {
+      const expired = Date.now() > record.startedAtMs + record.ttlMs + (this.options.clockSkewMs ?? 1000)
+      if (!expired) return false
+      status = (await this.kv.tx(primary.shard, { op: 'tx-abort', tx: holder })).tx?.status
+    } else if (status === undefined) {
+      // No record: the holder's primary prepare never applied (or it was forgotten after every
+      // participant resolved). An aborted record forbids it from appearing later.
+      status = (await this.kv.tx(primary.shard, { op: 'tx-abort', tx: holder })).tx?.status
+    }
+    if (status !== 'committed' && status !== 'aborted') return false
+    await this.kv.tx(shard, { op: 'tx-resolve', tx: holder, commit: status === 'committed' })
+    return true
+  }
+
+  /** After the commit point: every participant applies its writes, then the record goes. */
+  async finish(tx: string, primary: string, participants: readonly string[]): Promise<void> {
+    const resolved = await Promise.all(
+      participants.map((shard) =>
+        this.kv.tx(shard, { op: 'tx-resolve', tx, commit: true }).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    )
+    // A participant that did not answer keeps its locks until a reader resolves them from the record, which stays.
+    if (resolved.every(Boolean)) await this.kv.tx(primary, { op: 'tx-forget', tx }).catch(() => undefined)
+  }
+}
+
+/** The first string after every string that starts with `prefix` (the end of a prefix scan). */
+function prefixEnd(prefix: string): string | undefined {
+  for (let i = prefix.length - 1; i >= 0; i--) {
+    const code = prefix.charCodeAt(i)
+    if (code < 0xffff) return prefix.slice(0, i) + String.fromCharCode(code + 1)
+  }
+  return undefined
+}
+
+const utf8 = new TextEncoder()
+function byteLength(s: string): number {
+  return utf8.encode(s).length
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
