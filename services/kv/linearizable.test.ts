@@ -8,19 +8,15 @@
 // Once every fault is healed, a final read of every key joins the history, so an acknowledged
 // write that was lost shows up as a non-linearizable history. Every history must check.
 
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createPeerNode, loadOrCreateIdentity, memoryLogger, readOrCreatePskFile, type PeerNode } from 'lamina/transport'
 import { seededRandom } from 'lamina'
-import { createNetnsHosts, type NetnsHost, type NetnsHosts, netnsUnavailable, sh, until } from 'lamina/testing'
+import { netnsUnavailable, sh, until } from 'lamina/testing'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { FAULTS, type FaultCluster, startFaultCluster } from './fixtures/fault-cluster.js'
 import { checkLinearizable, HistoryRecorder } from './fixtures/porcupine.js'
 import { startKv, type Kv } from './index.js'
 
-const root = join(import.meta.dirname, '..', '..')
-const cli = join(root, 'dist', 'cli', 'lamina.js')
 /** Seeded fault schedules run (CI runs all of them; LAMINA_KV_SCHEDULES=N runs N). */
 const SCHEDULES = Number(process.env.LAMINA_KV_SCHEDULES ?? 10)
 
@@ -30,86 +26,24 @@ const seeded = seededRandom
 const unavailable = netnsUnavailable()
 if (unavailable !== undefined) process.stderr.write(`KV fault test skipped: ${unavailable}\n`)
 
-type Fault = 'kill-leader' | 'kill-all' | 'stop-replica' | 'partition-leader' | 'partition-follower'
-const FAULTS: readonly Fault[] = ['kill-leader', 'stop-replica', 'partition-leader', 'partition-follower', 'kill-all']
-
 describe.skipIf(unavailable !== undefined)('the KV store under faults, checked by porcupine', () => {
-  let dir: string
-  let network: NetnsHosts | undefined
-  let hosts: readonly NetnsHost[] = []
-  let pskFile: string
-  let allowFile: string
-  let ids: string[] = []
-  const procs: (ChildProcess | undefined)[] = [undefined, undefined, undefined]
-  const logs: string[] = ['', '', '']
-  let node: PeerNode
+  let cluster: FaultCluster
   let kv: Kv
 
-  /** Starts (or restarts, from its disk) the peer of host `i`, and waits until it listens. */
-  const startPeer = async (i: number): Promise<void> => {
-    const h = hosts[i]!
-    const args = [
-      'netns',
-      'exec',
-      h.ns,
-      process.execPath,
-      cli,
-      'peer',
-      '--workdir',
-      join(dir, `host-${i}`),
-      '--psk',
-      pskFile,
-      '--allow',
-      allowFile,
-      '--listen',
-      `/ip4/${h.ip}/tcp/4201`,
-    ]
-    const proc = spawn('ip', args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] })
-    procs[i] = proc
-    let err = ''
-    proc.stderr!.on('data', (chunk: Buffer) => {
-      err += chunk.toString()
-      logs[i] += chunk.toString()
-    })
-    await until(() => err.includes('listening on') || proc.exitCode !== null, 30_000, `peer ${i} to listen`)
-    if (proc.exitCode !== null) throw new Error(`peer in ${h.ns} exited with ${proc.exitCode}: ${err}`)
-  }
-  const killPeer = async (i: number): Promise<void> => {
-    const proc = procs[i]
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return
-    const exited = new Promise((resolve) => proc.once('exit', resolve))
-    proc.kill('SIGKILL')
-    await exited
-  }
   /** Host index of the peer leading `shard` now, as the replicas report it. */
   const leaderOf = async (shard: string): Promise<number | undefined> => {
     const leader = (await kv.status()).find((s) => s.shard === shard && s.isLeader)
-    return leader === undefined ? undefined : ids.indexOf(leader.leader ?? '')
+    return leader === undefined ? undefined : cluster.ids.indexOf(leader.leader ?? '')
   }
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'lamina-kv-faults-'))
-    network = createNetnsHosts('lk', 3, 78)
-    hosts = network.hosts
-    pskFile = join(dir, 'swarm.key')
-    const psk = await readOrCreatePskFile(pskFile)
-    ids = await Promise.all([0, 1, 2, 'client'].map(async (i) => (await loadOrCreateIdentity(join(dir, `host-${i}`))).peerId))
-    allowFile = join(dir, 'allowlist')
-    await writeFile(allowFile, ids.join('\n'))
-    for (const i of [0, 1, 2]) await startPeer(i)
-    node = await createPeerNode({ workdir: join(dir, 'host-client'), psk, allowlist: () => new Set(ids), listen: [`/ip4/${network.gateway}/tcp/0`], logger: memoryLogger() })
-    const members = hosts.map((h, i) => ({ peerId: ids[i]!, multiaddrs: [`/ip4/${h.ip}/tcp/4201/p2p/${ids[i]}`] }))
-    kv = await startKv({ self: { node }, members: () => members }, { shards: 2, replicas: 3, timeoutMs: 2500 })
+    cluster = await startFaultCluster('lk', 78)
+    kv = await startKv({ self: { node: cluster.node }, members: () => cluster.members }, { shards: 2, replicas: 3, timeoutMs: 2500 })
   }, 90_000)
 
   afterAll(async () => {
     await kv?.stop()
-    await node?.stop()
-    for (const proc of procs) proc?.kill('SIGCONT')
-    for (const proc of procs) proc?.kill('SIGTERM')
-    await Promise.all(procs.map((p) => (p !== undefined && p.exitCode === null && p.signalCode === null ? new Promise((resolve) => p.once('exit', resolve)) : undefined)))
-    network?.remove()
-    await rm(dir, { recursive: true, force: true })
+    await cluster?.stop()
   })
 
   for (let seed = 1; seed <= SCHEDULES; seed++) {
@@ -175,23 +109,7 @@ describe.skipIf(unavailable !== undefined)('the KV store under faults, checked b
           const other = (leader + 1 + Math.floor(random() * 2)) % 3
           const hold = 1200 + random() * 1300
           faults.push(`${fault}(${fault.endsWith('leader') ? leader : other}, ${Math.round(hold)} ms)`)
-          if (fault === 'kill-leader') {
-            await killPeer(leader)
-            await new Promise((resolve) => setTimeout(resolve, hold))
-            await startPeer(leader)
-          } else if (fault === 'kill-all') {
-            await Promise.all([0, 1, 2].map(killPeer))
-            await Promise.all([0, 1, 2].map(startPeer))
-          } else if (fault === 'stop-replica') {
-            procs[other]!.kill('SIGSTOP')
-            await new Promise((resolve) => setTimeout(resolve, hold))
-            procs[other]!.kill('SIGCONT')
-          } else {
-            const cut = hosts[fault === 'partition-leader' ? leader : other]!
-            sh('ip', 'link', 'set', cut.veth, 'down')
-            await new Promise((resolve) => setTimeout(resolve, hold))
-            sh('ip', 'link', 'set', cut.veth, 'up')
-          }
+          await cluster.inject(fault, fault.endsWith('leader') ? leader : other, hold)
         }
         // Healed: every shard gets a leader again, and the clients run on a little.
         await until(async () => (await kv.status()).filter((s) => s.isLeader).length === kv.shards.length, 20_000, 'every shard to have a leader after the faults')
@@ -215,8 +133,8 @@ describe.skipIf(unavailable !== undefined)('the KV store under faults, checked b
   }
 
   it('the eventual mode: both sides of a partition take writes, and once healed every replica is equal, last writer winning', async () => {
-    const members = hosts.map((h, i) => ({ peerId: ids[i]!, multiaddrs: [`/ip4/${h.ip}/tcp/4201/p2p/${ids[i]}`] }))
-    const ev = await startKv({ self: { node }, members: () => members }, { name: 'ev', shards: 1, replicas: 3, consistency: 'eventual', timeoutMs: 2500 })
+    const { hosts, ids, members } = cluster
+    const ev = await startKv({ self: { node: cluster.node }, members: () => members }, { name: 'ev', shards: 1, replicas: 3, consistency: 'eventual', timeoutMs: 2500 })
     try {
       const shard = ev.shards[0]!
       const address = (i: number): string => members[i]!.multiaddrs[0]!
