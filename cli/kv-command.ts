@@ -3,7 +3,7 @@
 // the first member that answers, and talks to the shards' replicas.
 
 import { parseArgs } from 'node:util'
-import { createPeerNode, readPskFile } from '../kmods/transport/index.js'
+import { createPeerNode, type PeerNode, readPskFile } from '../kmods/transport/index.js'
 import { KvClient } from '../services/kv/index.js'
 import { CONNECTION_OPTIONS, connectionOf } from './cluster-commands.js'
 import { UsageError } from './errors.js'
@@ -28,6 +28,39 @@ connection (flags, or a JSON config file with the same keys: {"cluster": [ADDRâ€
 
 const ARITY: Readonly<Record<string, number>> = { get: 1, put: 2, del: 1, scan: 1, watch: 1 }
 
+/**
+ * A client peer node (no listening address) and a KvClient of service `name`, from the first member
+ * of `connection.cluster` that answers. Throws naming every member that did not.
+ */
+export async function connectKv(
+  connection: ReturnType<typeof connectionOf>,
+  options: { readonly name?: string | undefined; readonly serializable?: boolean },
+): Promise<{ node: PeerNode; client: KvClient }> {
+  const node = await createPeerNode({
+    workdir: connection.workdir,
+    psk: await readPskFile(connection.psk),
+    listen: [],
+    logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+  })
+  const failures: string[] = []
+  for (const contact of connection.cluster) {
+    try {
+      const client = await KvClient.connect({
+        node,
+        contact,
+        timeoutMs: connection.timeoutMs,
+        ...(options.name === undefined ? {} : { name: options.name }),
+        ...(options.serializable === true ? { consistency: 'serializable' as const } : {}),
+      })
+      return { node, client }
+    } catch (error) {
+      failures.push(`${contact}: ${error instanceof Error ? error.message : String(error)}`)
+    }
+  }
+  await node.stop()
+  throw new Error(`no member answered:\n  ${failures.join('\n  ')}`)
+}
+
 /** Runs `lamina kv â€¦`; returns the exit status. */
 export async function kvCommand(argv: readonly string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>
@@ -37,30 +70,8 @@ export async function kvCommand(argv: readonly string[]): Promise<number> {
     throw new UsageError(`lamina kv: ${error instanceof Error ? error.message : String(error)}`, KV_USAGE)
   }
   const { verb, args, values, connection } = parsed
-  const node = await createPeerNode({
-    workdir: connection.workdir,
-    psk: await readPskFile(connection.psk),
-    listen: [],
-    logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
-  })
-  let client: KvClient | undefined
+  const { node, client } = await connectKv(connection, { name: values.name, serializable: values.serializable === true })
   try {
-    const failures: string[] = []
-    for (const contact of connection.cluster) {
-      try {
-        client = await KvClient.connect({
-          node,
-          contact,
-          timeoutMs: connection.timeoutMs,
-          ...(values.name === undefined ? {} : { name: values.name }),
-          ...(values.serializable === true ? { consistency: 'serializable' as const } : {}),
-        })
-        break
-      } catch (error) {
-        failures.push(`${contact}: ${error instanceof Error ? error.message : String(error)}`)
-      }
-    }
-    if (client === undefined) throw new Error(`no member answered:\n  ${failures.join('\n  ')}`)
     const json = values.json === true
     const print = (line: string): void => void process.stdout.write(`${line}\n`)
     switch (verb) {
@@ -113,7 +124,7 @@ export async function kvCommand(argv: readonly string[]): Promise<number> {
       }
     }
   } finally {
-    client?.close()
+    client.close()
     await node.stop()
   }
 }

@@ -2,13 +2,16 @@
 // keep the bank's total (and read-only snapshots see it whole), a dead coordinator's locks are
 // resolved by whoever finds them, and limits and conflicts fail with typed errors.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { appendFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startCluster, type Cluster } from 'lamina/cluster'
-import { memoryLogger } from 'lamina/transport'
+import { loadOrCreateIdentity, memoryLogger } from 'lamina/transport'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startTxKv, TxClosedError, TxLimitError, TXKV_LIMITS, type TxAttempt, type TxKvStore } from './index.js'
+
+const cliPath = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'lamina.js')
 
 let dir = ''
 let cluster: Cluster | undefined
@@ -180,4 +183,41 @@ describe('startTxKv on 3 peer processes', () => {
     })
     expect(() => kept!.put('late', 'x')).toThrow(TxClosedError)
   })
+
+  it('`lamina txkv` runs one transaction from the shell; a coordinator SIGKILLed before or after its commit point leaves nothing half-applied', async () => {
+    const store = db!
+    const host = cluster!.members()[0]!
+    await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, 'cli'))).peerId}\n`)
+    const cli = (args: readonly string[], failpoint?: string) =>
+      new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>((resolve) => {
+        execFile(
+          process.execPath,
+          [cliPath, 'txkv', ...args, '--cluster', host.multiaddrs![0]!, '--psk', join(dir, 'swarm.key'), '--workdir', join(dir, 'cli')],
+          { env: { ...process.env, ...(failpoint === undefined ? {} : { LAMINA_TXKV_FAILPOINT: failpoint }) } },
+          (error, stdout, stderr) => resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, signal: error?.signal ?? null, stdout, stderr }),
+        )
+      })
+    expect(await cli(['put', 'cli/a=100', 'put', 'cli/b=100', 'if-absent', 'cli/a'])).toMatchObject({ code: 0 })
+    expect(await cli(['get', 'cli/a', 'get', 'cli/b', 'get', 'cli/none'])).toMatchObject({ code: 0, stdout: 'cli/a=100\ncli/b=100\ncli/none absent\n' })
+    // A compare that fails writes nothing.
+    const refused = await cli(['if', 'cli/a=7', 'put', 'cli/a=0'])
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('cli/a is "100", not "7"') })
+    expect(await cli(['get', 'cli/a', '--json'])).toMatchObject({ code: 0, stdout: '{"committed":true,"reads":{"cli/a":"100"}}\n' })
+
+    // Killed after preparing both shards, before the commit point: the locks stay until the
+    // transaction's time limit passes; then the next transaction aborts it and goes on.
+    const c = Array.from({ length: 64 }, (_, i) => `cli/c${i}`).find((k) => store.kv.shardOf(k) !== store.kv.shardOf('cli/a'))!
+    const dead = await cli(['put', 'cli/a=0', 'put', `${c}=1`], 'after-prepare')
+    expect(dead.signal).toBe('SIGKILL')
+    const locked = await store.kv.txRead(store.kv.shardOf('cli/a'), { keys: ['cli/a'] })
+    expect(locked.writers[0]).toMatchObject({ key: 'cli/a' })
+    await store.transact(async (tx) => tx.put('cli/a', String(Number(await tx.get('cli/a')) + 1)), { budgetMs: 20_000, attempts: 100, maxDelayMs: 500 })
+    expect(await store.transact(async (tx) => [await tx.get('cli/a'), await tx.get(c)])).toEqual(['101', undefined])
+
+    // Killed after the commit point, before resolving: the transaction is committed, and whoever reads next applies it.
+    const committed = await cli(['put', 'cli/a=5', 'put', `${c}=6`], 'after-commit')
+    expect(committed.signal).toBe('SIGKILL')
+    expect(await store.transact(async (tx) => [await tx.get('cli/a'), await tx.get(c)])).toEqual(['5', '6'])
+    for (const key of ['cli/a', c]) expect((await store.kv.txRead(store.kv.shardOf(key), { keys: [key] })).writers[0]).toBeNull()
+  }, 60_000)
 })

@@ -235,6 +235,7 @@ export class Transaction {
       if ('error' in one) return abort(one.error)
       if (!one.r.ok) return refused(one.shard, one.r)
     }
+    failpoint('after-prepare')
     // The commit point.
     let outcome: TxOutcome | undefined
     try {
@@ -247,6 +248,7 @@ export class Transaction {
       else throw new TxIndeterminateError(this.id, asError(error).message)
     }
     if (outcome?.ok !== true) return abort(new TxAbortedError(this.id, `its record is ${outcome?.status ?? 'gone'} (it ran past its time limit)`))
+    failpoint('after-commit')
     await this.store.finish(this.id, primary.shard, participants)
   }
 
@@ -401,6 +403,15 @@ export class TxKv {
     // A participant that did not answer keeps its locks until a reader resolves them from the record, which stays.
     if (resolved.every(Boolean)) await this.kv.tx(primary, { op: 'tx-forget', tx }).catch(() => undefined)
   }
+}
+
+/**
+ * A coordinator's death where it hurts most, for fault tests (as etcd's gofail failpoints): with
+ * LAMINA_TXKV_FAILPOINT=after-prepare (every shard prepared, no commit point yet) or after-commit
+ * (committed, nothing resolved), the process SIGKILLs itself there. Unset, this does nothing.
+ */
+function failpoint(at: 'after-prepare' | 'after-commit'): void {
+  if (process.env['LAMINA_TXKV_FAILPOINT'] === at) process.kill(process.pid, 'SIGKILL')
 }
 
 /** The first string after every string that starts with `prefix` (the end of a prefix scan). */
