@@ -10,7 +10,8 @@
 //   Nothing waits for a lock: a conflict refuses the prepare (no-wait), so there is no deadlock;
 // - the transaction's status record lives on its primary shard (the shard of its first written
 //   key), created `pending` by that shard's prepare. The commit point is `tx-commit` on the
-//   primary (pending -> committed); `tx-abort` (pending -> aborted) is what a coordinator that
+//   primary (pending -> committed, applying the primary's own writes); `tx-abort` (pending ->
+//   aborted) is what a coordinator that
 //   failed, or anyone finding an expired transaction's locks, applies instead. Both go through the
 //   primary's log, so exactly one of them wins;
 // - `tx-resolve` on each participant then applies the writes (commit) or drops them (abort) and
@@ -173,6 +174,8 @@ export class TxnTable {
         const record = this.records.get(c.tx)
         if (record === undefined) return { ok: false }
         if (record.status === 'pending') record.status = 'committed'
+        // The primary's own writes apply with the commit point (one log entry, not two).
+        if (record.status === 'committed') this.resolve(c.tx, true)
         return { ok: record.status === 'committed', status: record.status }
       }
       case 'tx-abort': {

@@ -38,5 +38,11 @@ export async function startTxKv(cluster: KvCluster, options: StartTxKvOptions = 
     ...(onAttempt === undefined ? {} : { onAttempt }),
     ...(clockSkewMs === undefined ? {} : { clockSkewMs }),
   })
-  return Object.assign(store, { kv, stop: () => kv.stop() }) as TxKvStore
+  return Object.assign(store, {
+    kv,
+    stop: async () => {
+      await store.settled()
+      await kv.stop()
+    },
+  }) as TxKvStore
 }

@@ -115,17 +115,16 @@ describe('startTxKv on 3 peer processes', () => {
       writes: [{ key: 'orphan/x', value: 'never' }],
       record: { startedAtMs: Date.now() - 60_000, ttlMs: 1000, participants: [shard] },
     })
-    // Another coordinator reached its commit point for "orphan/y" but died before resolving.
+    // Another coordinator reached its commit point (on its primary, "orphan/p", which applies the
+    // primary's writes) but died before resolving "orphan/y", on the other shard.
     const yShard = kv.shardOf('orphan/y')
-    await kv.tx(yShard, {
-      op: 'tx-prepare',
-      tx: 'dead-2',
-      primary: { shard: yShard, key: 'orphan/y' },
-      reads: [],
-      writes: [{ key: 'orphan/y', value: 'committed' }],
-      record: { startedAtMs: Date.now(), ttlMs: 5000, participants: [yShard] },
-    })
-    await kv.tx(yShard, { op: 'tx-commit', tx: 'dead-2' })
+    const p = Array.from({ length: 64 }, (_, i) => `orphan/p${i}`).find((k) => kv.shardOf(k) !== yShard)!
+    const pShard = kv.shardOf(p)
+    const dead2 = { tx: 'dead-2', primary: { shard: pShard, key: p }, reads: [] }
+    await kv.tx(pShard, { op: 'tx-prepare', ...dead2, writes: [{ key: p, value: 'primary' }], record: { startedAtMs: Date.now(), ttlMs: 5000, participants: [pShard, yShard] } })
+    await kv.tx(yShard, { op: 'tx-prepare', ...dead2, writes: [{ key: 'orphan/y', value: 'committed' }] })
+    await kv.tx(pShard, { op: 'tx-commit', tx: 'dead-2' })
+    expect((await kv.get(p))?.value).toBe('primary')
     // A plain read of the KV store does not see the unresolved commit; a transaction does.
     expect((await kv.get('orphan/y'))?.value).toBeUndefined()
     const read = await store.transact(async (tx) => {
@@ -134,7 +133,7 @@ describe('startTxKv on 3 peer processes', () => {
       return y
     })
     expect(read).toBe('committed')
-    expect((await kv.get('orphan/x'))?.value).toBe('mine')
+    expect(await store.transact(async (tx) => tx.get('orphan/x'))).toBe('mine')
     expect((await kv.txRead(shard, { records: ['dead-1'] })).records[0]?.status).toBe('aborted')
     expect((await kv.txRead(yShard, { keys: ['orphan/y'] })).writers[0]).toBeNull()
   })
@@ -163,7 +162,7 @@ describe('startTxKv on 3 peer processes', () => {
     await kv.tx(shard, { op: 'tx-abort', tx: 'live-1' })
     await kv.tx(shard, { op: 'tx-resolve', tx: 'live-1', commit: false })
     await store.transact(async (tx) => tx.put('busy', 'me'))
-    expect((await kv.get('busy'))?.value).toBe('me')
+    expect(await store.transact(async (tx) => tx.get('busy'))).toBe('me')
   })
 
   it('enforces its limits with typed errors, and a transaction cannot be used after it ended', async () => {

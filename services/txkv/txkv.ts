@@ -7,12 +7,13 @@
 //   to them meanwhile) the transaction held a consistent snapshot the whole time between the two
 //   reads (the double-collect argument), and commits without writing anything: it never blocks a
 //   writer;
-// - otherwise every shard it touched is prepared, the primary (the shard of its first written
-//   key, in key order) first, which creates the status record; then the commit point is `tx-commit`
-//   on the primary; then each participant resolves (applies the writes, drops the locks) and the
-//   record is forgotten. A prepare refused for a conflict aborts the transaction (no-wait: nothing
-//   waits for a lock, so there is no deadlock) and transact runs it again after a randomized,
-//   growing pause (against livelock), within a budget of attempts and time.
+// - otherwise every shard it touched is prepared at once; the primary (the shard of its first
+//   written key, in key order) creates the status record. The commit point is `tx-commit` on the
+//   primary, which applies the primary's writes too. After the answer, each other participant
+//   resolves (applies its writes, drops the locks) and the record is forgotten. A prepare refused
+//   for a conflict aborts the transaction (no-wait: nothing waits for a lock, so there is no
+//   deadlock) and transact runs it again after a randomized, growing pause (against livelock),
+//   within a budget of attempts and time.
 // Whoever finds another transaction's lock (a read, a prepare) resolves it from that transaction's
 // record: applies it if committed, drops it if aborted, and aborts it first if it stayed pending
 // past its time limit (its coordinator died). So no transaction stays half-applied.
@@ -217,24 +218,21 @@ export class Transaction {
       if (tx?.stale !== undefined) return abort(new TxConflictError(tx.stale, undefined))
       return abort(new TxAbortedError(this.id, `shard ${shard} refused the prepare (${tx?.status ?? 'no record'})`))
     }
-    // The primary first: its prepare creates the record that every other lock points to.
-    const first = await kv.tx(primary.shard, prepare(primary.shard)).catch((error: unknown) => abort(asError(error)))
-    if (!first.ok) return refused(primary.shard, first)
-    prepared.push(primary.shard)
-    const rest = participants.filter((s) => s !== primary.shard)
+    // Every participant at once. The primary's prepare creates the record every lock points to; a
+    // reader who finds another participant's lock before that record exists writes an aborted one
+    // (see TxKv.resolve), which makes the primary refuse the prepare: the transaction aborts, safely.
     const results = await Promise.all(
-      rest.map((shard) =>
+      participants.map((shard) =>
         kv.tx(shard, prepare(shard)).then(
           (r) => ({ shard, r }),
           (error: unknown) => ({ shard, error: asError(error) }),
         ),
       ),
     )
-    for (const one of results) if ('r' in one && one.r.ok) prepared.push(one.shard)
-    for (const one of results) {
-      if ('error' in one) return abort(one.error)
-      if (!one.r.ok) return refused(one.shard, one.r)
-    }
+    for (const one of results) if (!('r' in one) || one.r.ok) prepared.push(one.shard)
+    // A prepare with no answer may have applied: its locks are dropped with the others.
+    for (const one of results) if ('error' in one) return abort(one.error)
+    for (const one of results) if ('r' in one && !one.r.ok) return refused(one.shard, one.r)
     failpoint('after-prepare')
     // The commit point.
     let outcome: TxOutcome | undefined
@@ -249,7 +247,13 @@ export class Transaction {
     }
     if (outcome?.ok !== true) return abort(new TxAbortedError(this.id, `its record is ${outcome?.status ?? 'gone'} (it ran past its time limit)`))
     failpoint('after-commit')
-    await this.store.finish(this.id, primary.shard, participants)
+    // Committed: the other participants apply their writes after the answer (anyone who reads
+    // those keys first resolves them from the record).
+    this.store.finish(
+      this.id,
+      primary.shard,
+      participants.filter((s) => s !== primary.shard),
+    )
   }
 
   private async validateReadOnly(): Promise<void> {
@@ -390,18 +394,33 @@ export class TxKv {
     return true
   }
 
-  /** After the commit point: every participant applies its writes, then the record goes. */
-  async finish(tx: string, primary: string, participants: readonly string[]): Promise<void> {
-    const resolved = await Promise.all(
-      participants.map((shard) =>
-        this.kv.tx(shard, { op: 'tx-resolve', tx, commit: true }).then(
-          () => true,
-          () => false,
+  /** Resolves still in flight (see `finish`). */
+  private readonly finishing = new Set<Promise<void>>()
+
+  /**
+   * After the commit point, in the background: the other participants apply their writes, then the
+   * record goes. A participant that does not answer keeps its locks until a reader resolves them
+   * from the record, which then stays.
+   */
+  finish(tx: string, primary: string, others: readonly string[]): void {
+    const done = (async () => {
+      const resolved = await Promise.all(
+        others.map((shard) =>
+          this.kv.tx(shard, { op: 'tx-resolve', tx, commit: true }).then(
+            () => true,
+            () => false,
+          ),
         ),
-      ),
-    )
-    // A participant that did not answer keeps its locks until a reader resolves them from the record, which stays.
-    if (resolved.every(Boolean)) await this.kv.tx(primary, { op: 'tx-forget', tx }).catch(() => undefined)
+      )
+      if (resolved.every(Boolean)) await this.kv.tx(primary, { op: 'tx-forget', tx }).catch(() => undefined)
+    })()
+    this.finishing.add(done)
+    void done.finally(() => this.finishing.delete(done))
+  }
+
+  /** Resolves once every committed transaction's participants were told (or failed to answer). */
+  async settled(): Promise<void> {
+    while (this.finishing.size > 0) await Promise.all([...this.finishing])
   }
 }
 
