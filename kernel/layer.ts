@@ -15,6 +15,7 @@ import type {
   Program,
   Provided,
   Savepoints,
+  SinkBatch,
 } from './contracts.js'
 import { InvalidOptionError, LayerStackError } from './errors.js'
 import { isChannelReceiver, isChannelSender } from './runtime/channel.js'
@@ -253,5 +254,8 @@ export function wrapInstance(inner: Instance, overrides: Partial<Omit<Instance, 
     restore: overrides.restore ?? ((snapshot) => inner.restore(snapshot)),
     marker: overrides.marker ?? ((marker) => inner.marker?.(marker)),
     dispose: overrides.dispose ?? (() => inner.dispose?.()),
+    // A sink's own commit passes through every layer that wraps it.
+    ...(inner.commitStage === undefined ? {} : { commitStage: (id: number, batches: readonly SinkBatch[]) => inner.commitStage!(id, batches) }),
+    ...(inner.lastCommitted === undefined ? {} : { lastCommitted: () => inner.lastCommitted!() }),
   }
 }

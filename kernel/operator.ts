@@ -20,6 +20,7 @@ import type {
   PortValues,
   StateSpec,
   StreamBody,
+  SinkBatch,
 } from './contracts.js'
 import { InvalidOptionError } from './errors.js'
 
@@ -66,6 +67,11 @@ export interface AtomDefinition<I extends PortCodecs, O extends PortCodecs, S> {
    * to read `ctx.state` back into wherever the operator keeps it.
    */
   readonly loadState?: (ctx: AtomContext<O, S>) => void
+  /**
+   * Sinks only: commit each checkpoint's output yourself, atomically with the record of the
+   * checkpoint (see SinkCommit). Without the checkpoints layer the handlers see every record as usual.
+   */
+  readonly commit?: { write(id: number, batches: readonly SinkBatch[], ctx: AtomContext<O, S>): Promise<void>; committed(ctx: AtomContext<O, S>): Promise<number> }
   /** Lets the kernel chain this operator with the next (see Fusible). */
   readonly fusible?: Fusible
   /**
@@ -116,6 +122,7 @@ export function atom<I extends PortCodecs = Record<never, never>, O extends Port
     watermark: definition.watermark,
     saveState: definition.saveState,
     loadState: definition.loadState,
+    commit: definition.commit,
     key: definition.key,
     state: definition.state,
     fusible: definition.fusible,

@@ -2,7 +2,7 @@
 // This file imports no implementation.
 
 import type { Key } from './ports.js'
-import type { InstanceInfo, Operator } from './operators.js'
+import type { InstanceInfo, Operator, SinkBatch } from './operators.js'
 import type { Batch, ChannelEnd, Header, Marker } from './channels.js'
 import type { Program } from './programs.js'
 import type { JobView } from './jobs.js'
@@ -105,6 +105,10 @@ export interface Instance {
    * one): it cancels the timers it set, so they do not fire into its successor. Idempotent.
    */
   dispose?(): void
+  /** A sink with its own commit (SinkCommit): writes checkpoint `id`'s output and records it, atomically. */
+  commitStage?(id: number, batches: readonly SinkBatch[]): Promise<void>
+  /** A sink with its own commit: the newest checkpoint it committed (-1 when none). */
+  lastCommitted?(): Promise<number>
 }
 
 /** A message handler registered by a layer's control hook. */

@@ -177,6 +177,27 @@ export interface Fusible {
  */
 export type BatchHandler<T, O extends PortCodecs, S> = (values: readonly T[], ctx: AtomContext<O, S>) => unknown
 
+/** The records a sink received on one port, as a checkpoint's output holds them. */
+export interface SinkBatch {
+  readonly port: string
+  readonly values: readonly unknown[]
+}
+
+/**
+ * A sink that commits each checkpoint's output itself, atomically with the record of which
+ * checkpoint it committed (a transaction of an external store, say). The checkpoints layer then
+ * calls `write` once per completed checkpoint, in order, with everything the sink received up to it,
+ * instead of handing the records to its handlers, and asks `committed` after a restore which
+ * checkpoint the sink already holds, so a checkpoint's output is written exactly once even when a
+ * job dies between writing and recording.
+ */
+export interface SinkCommit {
+  /** Writes checkpoint `id`'s output and records `id` as committed, both or neither. */
+  write(id: number, batches: readonly SinkBatch[], ctx: AtomContext<PortCodecs, unknown>): Promise<void>
+  /** The newest checkpoint id `write` committed (-1 when none). */
+  committed(ctx: AtomContext<PortCodecs, unknown>): Promise<number>
+}
+
 /** The atom body form: handlers per input port (the interrupt table), with optional lifecycle hooks. */
 export interface AtomBody {
   readonly form: 'atom'
@@ -193,6 +214,8 @@ export interface AtomBody {
   readonly saveState?: (ctx: AtomContext<PortCodecs, unknown>) => void
   /** Called after the instance's state was restored from a snapshot: reads `ctx.state` back. */
   readonly loadState?: (ctx: AtomContext<PortCodecs, unknown>) => void
+  /** A sink's own commit of a checkpoint's output (see SinkCommit). */
+  readonly commit?: SinkCommit
   readonly key?: (value: unknown, port: string) => Key
   readonly state?: StateSpec<unknown>
   readonly fusible?: Fusible

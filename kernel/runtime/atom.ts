@@ -20,6 +20,7 @@ import type {
   SpawnOptions,
   StateSnapshot,
   TimerHandle,
+  SinkBatch,
 } from '../contracts.js'
 import { acceptsAll, check, guardOf, renderProblem } from '../codec.js'
 import {
@@ -193,6 +194,10 @@ export class AtomInstance implements Instance {
   /** The operator declares `onError: 'crash'`: a failure of its code ends the instance (InstanceCrashedError). */
   private readonly crashes: boolean
   private readonly observer: AtomObserver | undefined
+  /** A sink with its own commit (SinkCommit): checkpoint `id`'s output, written and recorded by the operator. */
+  readonly commitStage?: (id: number, batches: readonly SinkBatch[]) => Promise<void>
+  /** A sink with its own commit: the newest checkpoint it holds. */
+  readonly lastCommitted?: () => Promise<number>
 
   constructor(
     spec: InstanceSpec,
@@ -209,6 +214,14 @@ export class AtomInstance implements Instance {
     const stateKey = observer?.stateKey === undefined ? undefined : (key: Key | undefined) => observer.stateKey!(key)
     this.state = options.state ?? new StateStore(spec.operator.name, body.state, body.key !== undefined, stateKey === undefined ? {} : { stateKey })
     this.ctx = new Context(spec.outputs, services, this.state, new Set(Object.keys(spec.operator.outputs)), Object.keys(spec.operator.inputs).length > 0)
+    const commit = body.commit
+    if (commit !== undefined) {
+      this.commitStage = (id, batches) => {
+        this.ctx.key = this.state.current = undefined
+        return commit.write(id, batches, this.ctx)
+      }
+      this.lastCommitted = () => commit.committed(this.ctx)
+    }
     this.checks = new Map(
       Object.entries(spec.operator.inputs).map(([port, input]) => [port, acceptsAll(input.codec) ? undefined : { codec: input.codec, is: guardOf(input.codec) }]),
     )

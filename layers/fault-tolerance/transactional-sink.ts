@@ -53,15 +53,26 @@ export class TransactionalSink extends CheckpointedInstance {
     // everything: whatever this attempt replays must not reach it again. Asked once the earlier
     // attempt's writes here have settled.
     await this.share.sinkWrites.settled(this.queue)
-    if (this.share.committed(this.key) >= FINAL_COMMIT) this.finished = true
+    if ((await this.committed()) >= FINAL_COMMIT) this.finished = true
+  }
+
+  /**
+   * The newest checkpoint whose output this sink wrote: what this peer recorded, or, for a sink
+   * that commits its output itself (SinkCommit), what it says it holds (which counts even when
+   * the job died between its write and this peer's record).
+   */
+  private async committed(): Promise<number> {
+    const recorded = this.share.committed(this.key)
+    const own = this.inner.lastCommitted === undefined ? -1 : await this.inner.lastCommitted()
+    return Math.max(recorded, own)
   }
 
   protected override async started(pending: Stored['pending'], upTo: number): Promise<void> {
     // Output a restored sink staged for checkpoints that completed but were not yet committed here.
     // The last commit is read only once the attempt before has finished writing (the queue).
     const restored = pending ?? []
-    await this.write(() => {
-      const committed = this.share.committed(this.key)
+    await this.write(async () => {
+      const committed = await this.committed()
       return restored
         .filter((stage) => stage.id > committed && stage.id <= upTo)
         .map((stage) => ({ id: stage.id, batches: stage.batches.map(({ port, values }) => ({ port, batch: { values: values.map((v) => this.decode(port, v)) } })) }))
@@ -102,11 +113,18 @@ export class TransactionalSink extends CheckpointedInstance {
    * written; `through` is recorded at the end. An aborted attempt writes nothing: the next one
    * restores and writes instead. `stages` is evaluated when the write's turn comes.
    */
-  private write(stages: () => readonly Stage[], through: number): Promise<void> {
+  private write(stages: () => readonly Stage[] | Promise<readonly Stage[]>, through: number): Promise<void> {
     return this.share.sinkWrites.serial(this.queue, async () => {
       if (this.share.job.abortSignal.aborted) return
-      for (const stage of stages()) {
-        for (const { port, batch } of stage.batches) await this.inner.process(port, batch)
+      const commitStage = this.inner.commitStage
+      for (const stage of await stages()) {
+        // A sink with its own commit writes the stage and its record in one step (SinkCommit).
+        if (commitStage !== undefined)
+          await commitStage(
+            stage.id,
+            stage.batches.map(({ port, batch }) => ({ port, values: batch.values })),
+          )
+        else for (const { port, batch } of stage.batches) await this.inner.process(port, batch)
         this.share.recordCommit(this.key, stage.id)
       }
       this.share.recordCommit(this.key, through)

@@ -18,8 +18,8 @@ import type { KvEntry } from './state.js'
 
 const clients = new Map<string, KvClient>()
 
-/** The client of `layout` on this process's node, shared by the atom instances here. */
-function clientFor(layout: readonly KvShardLayout[], operator: string): KvClient {
+/** The client of `layout` on this process's node, shared by the atom instances here (and by services/txkv's sink). */
+export function clientFor(layout: readonly KvShardLayout[], operator: string): KvClient {
   const id = JSON.stringify(layout)
   let client = clients.get(id)
   const node = localKvNode()

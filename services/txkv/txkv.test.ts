@@ -9,7 +9,9 @@ import { join } from 'node:path'
 import { startCluster, type Cluster } from 'lamina/cluster'
 import { loadOrCreateIdentity, memoryLogger } from 'lamina/transport'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startTxKv, TxClosedError, TxLimitError, TXKV_LIMITS, type TxAttempt, type TxKvStore } from './index.js'
+import { type AtomBody, type AtomContext, kernel, link, program, source, t, type PortCodecs } from 'lamina'
+import { CHECKPOINT_EVENTS, checkpoints } from 'lamina/layers'
+import { sinkMarkerKey, startTxKv, TxClosedError, TxLimitError, TXKV_LIMITS, txkvSink, type TxAttempt, type TxKvStore } from './index.js'
 
 const cliPath = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'lamina.js')
 
@@ -218,5 +220,46 @@ describe('startTxKv on 3 peer processes', () => {
     expect(committed.signal).toBe('SIGKILL')
     expect(await store.transact(async (tx) => [await tx.get('cli/a'), await tx.get(c)])).toEqual(['5', '6'])
     for (const key of ['cli/a', c]) expect((await store.kv.txRead(store.kv.shardOf(key), { keys: [key] })).writers[0]).toBeNull()
+  }, 60_000)
+
+  it('a dataflow sink under checkpoints commits each checkpoint in one transaction with its record: every record once', async () => {
+    const store = db!
+    const Rec = t.type({ id: t.number })
+    // A replayable async input (it seeks to the offset a restore gives), slow enough for several checkpoints.
+    const records = (from: number) =>
+      (async function* () {
+        for (let i = from; i < 300; i++) {
+          if (i % 20 === 0) await new Promise((resolve) => setTimeout(resolve, 15))
+          yield { id: i }
+        }
+      })()
+    const from = source('recs', Rec, (part) => records(part.offset), { replay: 'seek' })
+    const into = txkvSink('orders-out', { store, input: Rec, key: (r) => `sink/${r.id}`, value: (r) => String(r.id * 2) })
+    const before = attempts.filter((a) => a.outcome === 'committed').length
+    const job = kernel
+      .with(checkpoints({ dir: join(dir, 'checkpoints'), intervalMs: 40 }))
+      .run(program('to-txkv', { operators: [from, into], links: [link(from.outputs.out, into.inputs.in)] }))
+    let completed = 0
+    job.events.subscribe((e) => {
+      if (CHECKPOINT_EVENTS.completed.is(e)) completed++
+    })
+    await job.done
+    await store.settled()
+    const written = attempts.filter((a) => a.outcome === 'committed').length - before
+    expect(completed).toBeGreaterThan(1)
+    // One transaction per checkpoint with output (plus the end), each with the marker; a read of the marker per restore.
+    expect(written).toBeGreaterThan(1)
+    expect(written).toBeLessThanOrEqual(completed + 2)
+    const entries = await Promise.all(Array.from({ length: 300 }, (_, i) => store.kv.get(`sink/${i}`)))
+    expect(entries.map((e) => e?.value)).toEqual(Array.from({ length: 300 }, (_, i) => String(i * 2)))
+    expect(entries.every((e) => e?.version === 1)).toBe(true)
+    expect((await store.kv.get(sinkMarkerKey('orders-out', 0)))?.value).toBe(String(Number.MAX_SAFE_INTEGER))
+
+    // Written again (the job died after the transaction, before its peer recorded the commit): nothing changes.
+    const commit = (into.body as AtomBody).commit!
+    const ctx = { info: { operator: 'orders-out', instance: 0 } } as unknown as AtomContext<PortCodecs, unknown>
+    await commit.write(Number.MAX_SAFE_INTEGER, [{ port: 'in', values: [{ id: 1 }, { id: 2 }] }], ctx)
+    expect((await store.kv.get('sink/1'))?.version).toBe(1)
+    expect(await commit.committed(ctx)).toBe(Number.MAX_SAFE_INTEGER)
   }, 60_000)
 })
