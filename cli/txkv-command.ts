@@ -79,6 +79,8 @@ export async function txkvCommand(argv: readonly string[]): Promise<number> {
       for (const [key, value] of Object.entries(outcome.reads)) process.stdout.write(value === null ? `${key} absent\n` : `${key}=${value}\n`)
       if (outcome.failed !== undefined) process.stderr.write(`lamina txkv: not committed: ${outcome.failed}\n`)
     }
+    // The committed transaction's other shards are told before the connection goes.
+    await db.settled()
     return outcome.committed ? 0 : 1
   } finally {
     client.close()

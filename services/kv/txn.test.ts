@@ -117,6 +117,63 @@ describe('shard transactions', () => {
     expect(s.apply({ op: 'tx-forget', tx: 'd' }).tx).toEqual({ ok: false, status: 'pending' })
   })
 
+  it('an abort on the primary drops its own locks with the record', () => {
+    const s = new KvState()
+    prepare(s, { tx: 'a', reads: [{ key: 'r', modRevision: 0 }], writes: [{ key: 'x', value: '1' }], record })
+    expect(s.writerOf('x')?.holder).toBe('a')
+    expect(s.apply({ op: 'tx-abort', tx: 'a' }).tx).toEqual({ ok: true, status: 'aborted' })
+    expect(s.writerOf('x')).toBeUndefined()
+    expect(s.apply({ op: 'put', key: 'r', value: 'free' }).ok).toBe(true)
+    expect(s.get('x')).toBeUndefined()
+  })
+
+  it('tx-finish: many resolves then forgets in one command; an empty or oversized one is refused by field', () => {
+    const s1 = new KvState()
+    const s2 = new KvState()
+    for (const tx of ['a', 'b', 'c']) {
+      prepare(s1, { tx, writes: [{ key: `p/${tx}`, value: tx }], record })
+      prepare(s2, { tx, writes: [{ key: `q/${tx}`, value: tx }] })
+    }
+    s1.apply({ op: 'tx-commit', tx: 'a' })
+    s1.apply({ op: 'tx-commit', tx: 'b' })
+    s1.apply({ op: 'tx-abort', tx: 'c' })
+    expect(
+      s2.apply({
+        op: 'tx-finish',
+        tx: 'f1',
+        resolve: [
+          { tx: 'a', commit: true },
+          { tx: 'b', commit: true },
+          { tx: 'c', commit: false },
+        ],
+        forget: [],
+      }).ok,
+    ).toBe(true)
+    expect(['a', 'b', 'c'].map((tx) => s2.get(`q/${tx}`)?.value)).toEqual(['a', 'b', undefined])
+    expect(['a', 'b', 'c'].map((tx) => s2.writerOf(`q/${tx}`))).toEqual([undefined, undefined, undefined])
+    // Forgetting a pending record is skipped; the finished ones go.
+    prepare(s1, { tx: 'd', writes: [{ key: 'p/d', value: 'd' }], record })
+    expect(s1.apply({ op: 'tx-finish', tx: 'f2', resolve: [], forget: ['a', 'b', 'd'] }).ok).toBe(true)
+    expect(['a', 'b', 'c', 'd'].map((tx) => s1.txRecord(tx)?.status)).toEqual([undefined, undefined, 'aborted', 'pending'])
+    expect(() => s1.apply({ op: 'tx-finish', tx: 'f3', resolve: [], forget: [] })).toThrow(/resolve.*1 to 256/)
+    const many = Array.from({ length: 257 }, (_, i) => `t${i}`)
+    expect(() => s1.apply({ op: 'tx-finish', tx: 'f4', resolve: [], forget: many })).toThrow(/got 257/)
+    expect(() => s1.apply({ op: 'tx-finish', tx: 'f5', resolve: [{ tx: '', commit: true }], forget: [] })).toThrow(/resolve\.0\.tx/)
+  })
+
+  it('tx-check: prepared here says so; not prepared is final (a later prepare is refused, also after a snapshot)', () => {
+    const s = new KvState()
+    prepare(s, { tx: 'p', writes: [{ key: 'x', value: '1' }] })
+    expect(s.apply({ op: 'tx-check', tx: 'p' }).tx).toEqual({ ok: true, status: 'pending' })
+    expect(s.apply({ op: 'tx-check', tx: 'late' }).tx).toEqual({ ok: false })
+    const copy = new KvState()
+    copy.load(s.snapshot())
+    for (const shard of [s, copy]) {
+      expect(prepare(shard, { tx: 'late', writes: [{ key: 'y', value: '1' }] }).tx).toEqual({ ok: false, status: 'aborted' })
+      expect(shard.writerOf('y')).toBeUndefined()
+    }
+  })
+
   it('a retried prepare or commit (same request id) is applied once', () => {
     const s = new KvState()
     const first = s.apply({ op: 'tx-prepare', tx: 'a', primary, reads: [], writes: [{ key: 'x', value: '1' }], record, rid: 'r1' })

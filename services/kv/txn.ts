@@ -9,13 +9,19 @@
 //   then locks the keys and ranges read (shared) and written (exclusive) and keeps the writes.
 //   Nothing waits for a lock: a conflict refuses the prepare (no-wait), so there is no deadlock;
 // - the transaction's status record lives on its primary shard (the shard of its first written
-//   key), created `pending` by that shard's prepare. The commit point is `tx-commit` on the
-//   primary (pending -> committed, applying the primary's own writes); `tx-abort` (pending ->
-//   aborted) is what a coordinator that
-//   failed, or anyone finding an expired transaction's locks, applies instead. Both go through the
-//   primary's log, so exactly one of them wins;
+//   key), created `pending` by that shard's prepare, with the list of participants. The
+//   transaction commits the moment its last participant is prepared (parallel commits, as in
+//   CockroachDB): a pending record whose participants are all prepared is committed, and
+//   `tx-commit` on the primary (pending -> committed, applying the primary's own writes) only
+//   records that afterwards. `tx-abort` (pending -> aborted, dropping the primary's own locks) is
+//   what a coordinator whose prepare was refused applies. Both go through the primary's log, so
+//   exactly one of them wins;
+// - whoever finds the locks of a transaction pending past its time limit (its coordinator died)
+//   asks every other participant `tx-check`: prepared here, or never (a later prepare is refused).
+//   All prepared -> `tx-commit`; any never -> `tx-abort`;
 // - `tx-resolve` on each participant then applies the writes (commit) or drops them (abort) and
 //   releases the locks. Anyone who finds a lock can resolve it from the record's status.
+//   Coordinators batch their resolves and forgets per shard (`tx-finish`, one log entry for many).
 // Locks held from prepare to resolve make the validated reads current at the commit point, which
 // is what makes committed transactions strictly serializable.
 //
@@ -57,6 +63,21 @@ export const TxCommand = t.union([
   t.type({ op: t.literal('tx-resolve'), tx: t.string, commit: t.boolean }),
   /** Primary: drop a finished record once every participant resolved. */
   t.type({ op: t.literal('tx-forget'), tx: t.string }),
+  /**
+   * Any other participant, for whoever recovers an expired transaction: is it prepared here? If
+   * not, it never will be (a later prepare is refused), so the answer stays true.
+   */
+  t.type({ op: t.literal('tx-check'), tx: t.string }),
+  /**
+   * Many transactions' resolves and forgets in one log entry, in that order (what coordinators do
+   * after their answers, batched per shard). `tx` names the batch.
+   */
+  t.type({
+    op: t.literal('tx-finish'),
+    tx: t.string,
+    resolve: t.array(t.type({ tx: t.string, commit: t.boolean })),
+    forget: t.array(t.string),
+  }),
 ])
 export type TxCommand = t.TypeOf<typeof TxCommand>
 
@@ -111,6 +132,9 @@ interface Intent {
   readonly ranges: readonly { readonly from: string; readonly to?: string }[]
 }
 
+/** Resolves and forgets one `tx-finish` carries at most. */
+export const TX_FINISH_MAX = 256
+
 /** Finished records kept at most (oldest dropped first) when coordinators die before forgetting them. */
 export const TX_RECORDS_KEPT = 100_000
 
@@ -123,12 +147,22 @@ export class TxnTable {
   private readonly readers = new Map<string, Set<string>>()
   /** Status records of transactions whose primary this shard is, in creation order. */
   private readonly records = new Map<string, TxRecord>()
+  /** Transactions a `tx-check` found unprepared here: their prepares are refused from then on (oldest first). */
+  private readonly refused = new Set<string>()
 
   constructor(private readonly store: TxStore) {}
 
   /** Checks a decoded command's fields beyond their types (a TxCommand): throws KvCommandError. */
   static check(c: TxCommand): void {
     if (c.tx.length === 0 || c.tx.length > 128) throw new KvCommandError('tx', `must be 1 to 128 characters, got ${c.tx.length}`)
+    if (c.op === 'tx-finish') {
+      const count = c.resolve.length + c.forget.length
+      if (count === 0 || count > TX_FINISH_MAX) throw new KvCommandError('resolve', `a tx-finish carries 1 to ${TX_FINISH_MAX} resolves and forgets, got ${count}`)
+      for (const [i, r] of c.resolve.entries())
+        if (r.tx.length === 0 || r.tx.length > 128) throw new KvCommandError(`resolve.${i}.tx`, `must be 1 to 128 characters, got ${r.tx.length}`)
+      for (const [i, tx] of c.forget.entries()) if (tx.length === 0 || tx.length > 128) throw new KvCommandError(`forget.${i}`, `must be 1 to 128 characters, got ${tx.length}`)
+      return
+    }
     if (c.op !== 'tx-prepare') return
     const written = new Set<string>()
     for (const [i, w] of c.writes.entries()) {
@@ -185,22 +219,40 @@ export class TxnTable {
           return { ok: true, status: 'aborted' }
         }
         if (record.status === 'pending') record.status = 'aborted'
+        // The primary's own locks go with the abort (one log entry, not two), as its writes go with the commit.
+        if (record.status === 'aborted') this.resolve(c.tx, false)
         return { ok: record.status === 'aborted', status: record.status }
       }
       case 'tx-resolve':
         return this.resolve(c.tx, c.commit)
-      case 'tx-forget': {
-        const record = this.records.get(c.tx)
-        if (record === undefined || record.status === 'pending') return { ok: false, ...(record === undefined ? {} : { status: record.status }) }
-        this.records.delete(c.tx)
-        return { ok: true, status: record.status }
+      case 'tx-finish': {
+        for (const r of c.resolve) this.resolve(r.tx, r.commit)
+        for (const tx of c.forget) this.forget(tx)
+        return { ok: true }
+      }
+      case 'tx-forget':
+        return this.forget(c.tx)
+      case 'tx-check': {
+        if (this.intents.has(c.tx)) return { ok: true, status: 'pending' }
+        this.refused.add(c.tx)
+        if (this.refused.size > TX_RECORDS_KEPT) this.refused.delete(this.refused.values().next().value!)
+        return { ok: false }
       }
     }
+  }
+
+  private forget(tx: string): TxOutcome {
+    const record = this.records.get(tx)
+    if (record === undefined || record.status === 'pending') return { ok: false, ...(record === undefined ? {} : { status: record.status }) }
+    this.records.delete(tx)
+    return { ok: true, status: record.status }
   }
 
   private prepare(c: TxPrepare): TxOutcome {
     // A retried prepare (same transaction) finds its intent: it succeeded the first time.
     if (this.intents.has(c.tx)) return { ok: true, status: 'pending' }
+    // A recovering reader found it unprepared here and decided so (tx-check): too late now.
+    if (this.refused.has(c.tx)) return { ok: false, status: 'aborted' }
     const record = this.records.get(c.tx)
     if (record !== undefined && record.status !== 'pending') return { ok: false, status: record.status }
     const tx = c.tx
@@ -295,16 +347,18 @@ export class TxnTable {
   }
 
   /** The table as plain data, for the shard's snapshots. */
-  snapshot(): { intents: Intent[]; records: TxRecord[] } {
-    return { intents: [...this.intents.values()], records: [...this.records.values()] }
+  snapshot(): { intents: Intent[]; records: TxRecord[]; refused: string[] } {
+    return { intents: [...this.intents.values()], records: [...this.records.values()], refused: [...this.refused] }
   }
 
   /** Replaces the table with a snapshot's. */
-  load(data: { intents?: Intent[]; records?: TxRecord[] } | undefined): void {
+  load(data: { intents?: Intent[]; records?: TxRecord[]; refused?: string[] } | undefined): void {
     this.intents.clear()
     this.writers.clear()
     this.readers.clear()
     this.records.clear()
+    this.refused.clear()
+    for (const tx of data?.refused ?? []) this.refused.add(tx)
     for (const record of data?.records ?? []) this.records.set(record.tx, { ...record })
     for (const intent of data?.intents ?? []) {
       this.intents.set(intent.tx, intent)

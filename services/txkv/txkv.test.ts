@@ -103,19 +103,21 @@ describe('startTxKv on 3 peer processes', () => {
     expect(await store.transact(async (tx) => [await tx.get('user/ann'), await tx.get('user/bob')])).toEqual(['a', undefined])
   })
 
-  it("resolves a dead coordinator's locks: an expired pending transaction is aborted, a committed one applied", async () => {
+  it("resolves a dead coordinator's locks: expired and unprepared somewhere -> aborted; prepared everywhere or committed -> applied", async () => {
     const store = db!
     const kv = store.kv
-    // A coordinator prepared "orphan/x" long ago (its record is past its time limit) and died.
+    // A coordinator prepared "orphan/x" long ago (its record is past its time limit) and died
+    // before preparing its other shard.
     const shard = kv.shardOf('orphan/x')
     const primary = { shard, key: 'orphan/x' }
+    const elsewhere = kv.shardIds.find((s) => s !== shard)!
     await kv.tx(shard, {
       op: 'tx-prepare',
       tx: 'dead-1',
       primary,
       reads: [],
       writes: [{ key: 'orphan/x', value: 'never' }],
-      record: { startedAtMs: Date.now() - 60_000, ttlMs: 1000, participants: [shard] },
+      record: { startedAtMs: Date.now() - 60_000, ttlMs: 1000, participants: [shard, elsewhere] },
     })
     // Another coordinator reached its commit point (on its primary, "orphan/p", which applies the
     // primary's writes) but died before resolving "orphan/y", on the other shard.
@@ -138,6 +140,26 @@ describe('startTxKv on 3 peer processes', () => {
     expect(await store.transact(async (tx) => tx.get('orphan/x'))).toBe('mine')
     expect((await kv.txRead(shard, { records: ['dead-1'] })).records[0]?.status).toBe('aborted')
     expect((await kv.txRead(yShard, { keys: ['orphan/y'] })).writers[0]).toBeNull()
+    // The recovery forbade dead-1's prepare on the other shard: arriving late, it is refused.
+    expect((await kv.tx(elsewhere, { op: 'tx-prepare', tx: 'dead-1', primary, reads: [], writes: [{ key: 'orphan/late', value: 'no' }] })).tx).toEqual({
+      ok: false,
+      status: 'aborted',
+    })
+
+    // A third prepared both its shards (its commit point) and died with nothing recorded: past its
+    // time limit, the next reader finds every participant prepared and commits it.
+    const q = Array.from({ length: 64 }, (_, i) => `orphan/q${i}`).find((k) => kv.shardOf(k) !== yShard)!
+    const dead3 = { tx: 'dead-3', primary: { shard: kv.shardOf(q), key: q }, reads: [] }
+    await kv.tx(kv.shardOf(q), {
+      op: 'tx-prepare',
+      ...dead3,
+      writes: [{ key: q, value: 'q' }],
+      record: { startedAtMs: Date.now() - 60_000, ttlMs: 1000, participants: [kv.shardOf(q), yShard] },
+    })
+    const z = Array.from({ length: 64 }, (_, i) => `orphan/z${i}`).find((k) => kv.shardOf(k) === yShard)!
+    await kv.tx(yShard, { op: 'tx-prepare', ...dead3, writes: [{ key: z, value: 'z' }] })
+    expect(await store.transact(async (tx) => [await tx.get(z), await tx.get(q)])).toEqual(['z', 'q'])
+    expect((await kv.txRead(kv.shardOf(q), { records: ['dead-3'] })).records[0]?.status).toBe('committed')
   })
 
   it('a live transaction holding a lock makes others wait by retrying, then give up with the conflict as the cause', async () => {
@@ -185,7 +207,7 @@ describe('startTxKv on 3 peer processes', () => {
     expect(() => kept!.put('late', 'x')).toThrow(TxClosedError)
   })
 
-  it('`lamina txkv` runs one transaction from the shell; a coordinator SIGKILLed before or after its commit point leaves nothing half-applied', async () => {
+  it('`lamina txkv` runs one transaction from the shell; a coordinator SIGKILLed before, at or after its commit point leaves nothing half-applied', async () => {
     const store = db!
     const host = cluster!.members()[0]!
     await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, 'cli'))).peerId}\n`)
@@ -205,15 +227,22 @@ describe('startTxKv on 3 peer processes', () => {
     expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('cli/a is "100", not "7"') })
     expect(await cli(['get', 'cli/a', '--json'])).toMatchObject({ code: 0, stdout: '{"committed":true,"reads":{"cli/a":"100"}}\n' })
 
-    // Killed after preparing both shards, before the commit point: the locks stay until the
-    // transaction's time limit passes; then the next transaction aborts it and goes on.
+    // Killed after preparing the primary only, before its other prepare went out: its locks stay
+    // until the time limit passes; then the next transaction recovers it, finds the other shard
+    // unprepared (and forbids that prepare from then on), aborts it and goes on.
     const c = Array.from({ length: 64 }, (_, i) => `cli/c${i}`).find((k) => store.kv.shardOf(k) !== store.kv.shardOf('cli/a'))!
-    const dead = await cli(['put', 'cli/a=0', 'put', `${c}=1`], 'after-prepare')
-    expect(dead.signal).toBe('SIGKILL')
+    const early = await cli(['put', 'cli/a=0', 'put', `${c}=1`], 'after-prepare-primary')
+    expect(early.signal).toBe('SIGKILL')
     const locked = await store.kv.txRead(store.kv.shardOf('cli/a'), { keys: ['cli/a'] })
     expect(locked.writers[0]).toMatchObject({ key: 'cli/a' })
     await store.transact(async (tx) => tx.put('cli/a', String(Number(await tx.get('cli/a')) + 1)), { budgetMs: 20_000, attempts: 100, maxDelayMs: 500 })
     expect(await store.transact(async (tx) => [await tx.get('cli/a'), await tx.get(c)])).toEqual(['101', undefined])
+
+    // Killed once every shard prepared (the commit point) with nothing recorded: the transaction
+    // committed; once its time limit passes, the next reader recovers it and applies it everywhere.
+    const implicit = await cli(['put', 'cli/a=7', 'put', `${c}=8`], 'after-prepare')
+    expect(implicit.signal).toBe('SIGKILL')
+    expect(await store.transact(async (tx) => [await tx.get('cli/a'), await tx.get(c)], { budgetMs: 20_000, attempts: 100, maxDelayMs: 500 })).toEqual(['7', '8'])
 
     // Killed after the commit point, before resolving: the transaction is committed, and whoever reads next applies it.
     const committed = await cli(['put', 'cli/a=5', 'put', `${c}=6`], 'after-commit')

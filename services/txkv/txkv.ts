@@ -8,22 +8,27 @@
 //   reads (the double-collect argument), and commits without writing anything: it never blocks a
 //   writer;
 // - otherwise every shard it touched is prepared at once; the primary (the shard of its first
-//   written key, in key order) creates the status record. The commit point is `tx-commit` on the
-//   primary, which applies the primary's writes too. After the answer, each other participant
-//   resolves (applies its writes, drops the locks) and the record is forgotten. A prepare refused
-//   for a conflict aborts the transaction (no-wait: nothing waits for a lock, so there is no
-//   deadlock) and transact runs it again after a randomized, growing pause (against livelock),
-//   within a budget of attempts and time.
+//   written key, in key order) creates the status record, listing the participants. The commit
+//   point is the last participant's prepare (parallel commits, after CockroachDB's): transact
+//   answers then, claiming it only within the transaction's time limit. In the background, the
+//   primary records the commit (`tx-commit`, applying its writes), each other participant resolves
+//   (applies its writes, drops the locks) and the record is forgotten, batched per shard with
+//   other transactions' (finisher.ts). A prepare refused for a conflict aborts the transaction
+//   (no-wait: nothing waits for a lock, so there is no deadlock) and transact runs it again after
+//   a randomized, growing pause (against livelock), within a budget of attempts and time.
 // Whoever finds another transaction's lock (a read, a prepare) resolves it from that transaction's
-// record: applies it if committed, drops it if aborted, and aborts it first if it stayed pending
-// past its time limit (its coordinator died). So no transaction stays half-applied.
+// record: applies it if committed, drops it if aborted, and, if it stayed pending past its time
+// limit (its coordinator died), recovers it: asks every other participant whether it is prepared
+// (`tx-check`, which also forbids a later prepare), then commits it if all are, aborts it if not.
+// So no transaction stays half-applied.
 
 import { randomBytes } from 'node:crypto'
 import type { KvClient } from '../kv/client.js'
 import { KvCommandError } from '../kv/errors.js'
 import type { KvTxRead } from '../kv/protocol.js'
-import type { KvEntry, KvResult } from '../kv/state.js'
-import type { TxConflict, TxOutcome, TxPrepare } from '../kv/txn.js'
+import type { KvEntry } from '../kv/state.js'
+import type { TxConflict, TxPrepare, TxStatus } from '../kv/txn.js'
+import { Finisher } from './finisher.js'
 import { TxAbortedError, TxClosedError, TxConflictError, TxIndeterminateError, TxLimitError, TxRetriesExhaustedError } from './errors.js'
 
 /** Limits of one transaction, enforced with TxLimitError (services/txkv/README.md). */
@@ -201,59 +206,62 @@ export class Transaction {
       }
     }
     const kv = this.store.kv
-    const prepared: string[] = []
-    const abort = async (error: Error): Promise<never> => {
-      // Abort at the primary first (so that nobody can commit it), then drop the locks taken.
-      await kv.tx(primary.shard, { op: 'tx-abort', tx: this.id }).catch(() => undefined)
-      await Promise.all(prepared.map((shard) => kv.tx(shard, { op: 'tx-resolve', tx: this.id, commit: false }).catch(() => undefined)))
-      throw error
-    }
-    const refused = async (shard: string, result: KvResult): Promise<never> => {
-      const tx = result.tx
-      if (tx?.conflict !== undefined) {
-        // Help the holder along (it may be a dead coordinator's), so that the retry can win.
-        await this.store.resolve(shard, tx.conflict).catch(() => undefined)
-        return abort(new TxConflictError(tx.conflict.key, tx.conflict.holder))
-      }
-      if (tx?.stale !== undefined) return abort(new TxConflictError(tx.stale, undefined))
-      return abort(new TxAbortedError(this.id, `shard ${shard} refused the prepare (${tx?.status ?? 'no record'})`))
-    }
+    const deadline = this.startedAtMs + TXKV_LIMITS.durationMs
     // Every participant at once. The primary's prepare creates the record every lock points to; a
     // reader who finds another participant's lock before that record exists writes an aborted one
     // (see TxKv.resolve), which makes the primary refuse the prepare: the transaction aborts, safely.
+    const targets = failpointAt('after-prepare-primary') ? [primary.shard] : participants
     const results = await Promise.all(
-      participants.map((shard) =>
+      targets.map((shard) =>
         kv.tx(shard, prepare(shard)).then(
           (r) => ({ shard, r }),
           (error: unknown) => ({ shard, error: asError(error) }),
         ),
       ),
     )
-    for (const one of results) if (!('r' in one) || one.r.ok) prepared.push(one.shard)
-    // A prepare with no answer may have applied: its locks are dropped with the others.
-    for (const one of results) if ('error' in one) return abort(one.error)
-    for (const one of results) if ('r' in one && !one.r.ok) return refused(one.shard, one.r)
-    failpoint('after-prepare')
-    // The commit point.
-    let outcome: TxOutcome | undefined
-    try {
-      outcome = (await kv.tx(primary.shard, { op: 'tx-commit', tx: this.id })).tx
-    } catch (error) {
-      const record = await kv.txRead(primary.shard, { records: [this.id] }).catch(() => undefined)
-      const status = record?.records[0]?.status
-      if (status === 'committed') outcome = { ok: true, status }
-      else if (status === 'aborted') outcome = { ok: false, status }
-      else throw new TxIndeterminateError(this.id, asError(error).message)
+    if (targets.length < participants.length) failpoint('after-prepare-primary')
+    // The commit point: the last participant prepared (parallel commits). Claimed only within the
+    // time limit, before which nobody may recover the transaction (TxKv.resolve).
+    if (results.every((one) => 'r' in one && one.r.ok) && Date.now() < deadline) {
+      failpoint('after-prepare')
+      this.store.finish(this.id, primary.shard, participants)
+      return
     }
-    if (outcome?.ok !== true) return abort(new TxAbortedError(this.id, `its record is ${outcome?.status ?? 'gone'} (it ran past its time limit)`))
-    failpoint('after-commit')
-    // Committed: the other participants apply their writes after the answer (anyone who reads
-    // those keys first resolves them from the record).
-    this.store.finish(
-      this.id,
-      primary.shard,
-      participants.filter((s) => s !== primary.shard),
-    )
+    // Not committed, or not within the limit. A prepare with no answer may have applied: its locks
+    // are dropped with the others'. A primary that refused created no record, and a late copy of
+    // its prepare is answered from the same request id: nobody can commit the transaction then.
+    const prepared = results.flatMap((one) => (!('r' in one) || one.r.ok ? [one.shard] : []))
+    const primaryRefused = results.some((one) => one.shard === primary.shard && 'r' in one && !one.r.ok)
+    let status: string | undefined = primaryRefused ? 'aborted' : undefined
+    if (!primaryRefused) {
+      try {
+        // Wins over a recovery's tx-commit, or loses to it (every participant prepared after all).
+        status = (await kv.tx(primary.shard, { op: 'tx-abort', tx: this.id })).tx?.status
+      } catch (error) {
+        throw new TxIndeterminateError(this.id, asError(error).message)
+      }
+    }
+    if (status === 'committed') {
+      this.store.finish(this.id, primary.shard, participants)
+      return
+    }
+    // Aborted (the abort dropped the primary's own locks): drop the others'.
+    const release = prepared.filter((shard) => primaryRefused || shard !== primary.shard)
+    await Promise.all(release.map((shard) => this.store.finisher.resolve(shard, this.id, false).catch(() => undefined)))
+    const failed = results.find((one) => 'error' in one)
+    if (failed !== undefined && 'error' in failed) throw failed.error
+    const refusal = results.find((one) => 'r' in one && !one.r.ok)
+    if (refusal !== undefined && 'r' in refusal) {
+      const tx = refusal.r.tx
+      if (tx?.conflict !== undefined) {
+        // Help the holder along (it may be a dead coordinator's), so that the retry can win.
+        await this.store.resolve(refusal.shard, tx.conflict).catch(() => undefined)
+        throw new TxConflictError(tx.conflict.key, tx.conflict.holder)
+      }
+      if (tx?.stale !== undefined) throw new TxConflictError(tx.stale, undefined)
+      throw new TxAbortedError(this.id, `shard ${refusal.shard} refused the prepare (${tx?.status ?? 'no record'})`)
+    }
+    throw new TxAbortedError(this.id, `its prepares took past its time limit of ${TXKV_LIMITS.durationMs} ms`)
   }
 
   private async validateReadOnly(): Promise<void> {
@@ -301,12 +309,16 @@ export class Transaction {
 export class TxKv {
   private readonly clientId = randomBytes(6).toString('hex')
   private transactions = 0
+  /** Resolves and forgets, batched per shard (finisher.ts). */
+  readonly finisher: Finisher
 
   constructor(
     /** The KV store's client: routing, retries and leaders are its business. */
     readonly kv: KvClient,
     private readonly options: TxKvOptions = {},
-  ) {}
+  ) {
+    this.finisher = new Finisher(kv)
+  }
 
   /**
    * Runs `fn` in a transaction and commits it; on a retryable failure (a conflict, an abort) runs
@@ -383,36 +395,53 @@ export class TxKv {
     if (status === 'pending' && record !== null && record !== undefined) {
       const expired = Date.now() > record.startedAtMs + record.ttlMs + (this.options.clockSkewMs ?? 1000)
       if (!expired) return false
-      status = (await this.kv.tx(primary.shard, { op: 'tx-abort', tx: holder })).tx?.status
+      status = await this.recover(holder, primary.shard, record.participants)
     } else if (status === undefined) {
       // No record: the holder's primary prepare never applied (or it was forgotten after every
       // participant resolved). An aborted record forbids it from appearing later.
       status = (await this.kv.tx(primary.shard, { op: 'tx-abort', tx: holder })).tx?.status
     }
     if (status !== 'committed' && status !== 'aborted') return false
-    await this.kv.tx(shard, { op: 'tx-resolve', tx: holder, commit: status === 'committed' })
+    await this.finisher.resolve(shard, holder, status === 'committed')
     return true
+  }
+
+  /**
+   * Decides a transaction whose coordinator stopped short (pending past its time limit): it
+   * committed if every participant is prepared (parallel commits), else it never will be. Each
+   * other participant is asked `tx-check`, which also forbids a prepare from arriving later; the
+   * answer is recorded on the primary, where a commit and an abort have one winner.
+   */
+  private async recover(tx: string, primary: string, participants: readonly string[]): Promise<TxStatus | undefined> {
+    const checks = await Promise.all(participants.filter((shard) => shard !== primary).map((shard) => this.kv.tx(shard, { op: 'tx-check', tx })))
+    const all = checks.every((c) => c.tx?.ok === true)
+    return (await this.kv.tx(primary, all ? { op: 'tx-commit', tx } : { op: 'tx-abort', tx })).tx?.status
   }
 
   /** Resolves still in flight (see `finish`). */
   private readonly finishing = new Set<Promise<void>>()
 
   /**
-   * After the commit point, in the background: the other participants apply their writes, then the
-   * record goes. A participant that does not answer keeps its locks until a reader resolves them
-   * from the record, which then stays.
+   * After the commit point (every participant prepared), in the background: the primary records
+   * the commit and applies its writes, then the other participants apply theirs, then the record
+   * goes. A participant that does not answer keeps its locks until a reader resolves them from the
+   * record (or recovers the transaction, when even the primary did not answer), which then stays.
    */
-  finish(tx: string, primary: string, others: readonly string[]): void {
+  finish(tx: string, primary: string, participants: readonly string[]): void {
+    const others = participants.filter((shard) => shard !== primary)
     const done = (async () => {
+      const status = (await this.kv.tx(primary, { op: 'tx-commit', tx }).catch(() => undefined))?.tx?.status
+      if (status !== 'committed') return
+      failpoint('after-commit')
       const resolved = await Promise.all(
         others.map((shard) =>
-          this.kv.tx(shard, { op: 'tx-resolve', tx, commit: true }).then(
+          this.finisher.resolve(shard, tx, true).then(
             () => true,
             () => false,
           ),
         ),
       )
-      if (resolved.every(Boolean)) await this.kv.tx(primary, { op: 'tx-forget', tx }).catch(() => undefined)
+      if (resolved.every(Boolean)) await this.finisher.forget(primary, tx).catch(() => undefined)
     })()
     this.finishing.add(done)
     void done.finally(() => this.finishing.delete(done))
@@ -426,11 +455,19 @@ export class TxKv {
 
 /**
  * A coordinator's death where it hurts most, for fault tests (as etcd's gofail failpoints): with
- * LAMINA_TXKV_FAILPOINT=after-prepare (every shard prepared, no commit point yet) or after-commit
- * (committed, nothing resolved), the process SIGKILLs itself there. Unset, this does nothing.
+ * LAMINA_TXKV_FAILPOINT=after-prepare-primary (it prepares the primary only, as if it died before
+ * its other prepares went out: recovery aborts), after-prepare (every shard prepared, which is the
+ * commit point, and nothing recorded: recovery commits) or after-commit (the primary recorded the
+ * commit, nothing else resolved), the process SIGKILLs itself there. Unset, this does nothing.
  */
-function failpoint(at: 'after-prepare' | 'after-commit'): void {
-  if (process.env['LAMINA_TXKV_FAILPOINT'] === at) process.kill(process.pid, 'SIGKILL')
+function failpoint(at: Failpoint): void {
+  if (failpointAt(at)) process.kill(process.pid, 'SIGKILL')
+}
+
+type Failpoint = 'after-prepare-primary' | 'after-prepare' | 'after-commit'
+
+function failpointAt(at: Failpoint): boolean {
+  return process.env['LAMINA_TXKV_FAILPOINT'] === at
 }
 
 /** The first string after every string that starts with `prefix` (the end of a prefix scan). */
