@@ -5,7 +5,7 @@ import { TxKv, type TxKvOptions } from './txkv.js'
 
 export { TxAbortedError, TxClosedError, TxConflictError, TxIndeterminateError, TxLimitError, TxRetriesExhaustedError } from './errors.js'
 export { sinkMarkerKey, txkvSink, type TxKvSinkOptions } from './sink.js'
-export { Transaction, TxKv, TXKV_LIMITS, type TxAttempt, type TxEntry, type TxKvOptions, type TxRetryOptions, type TxScan } from './txkv.js'
+export { Transaction, TxKv, TXKV_LIMITS, type TxAttempt, type TxEntry, type TxIsolation, type TxKvOptions, type TxOptions, type TxRetryOptions, type TxScan } from './txkv.js'
 
 /** Options of `startTxKv`: the KV store's (shards, replicas, placement …) and the transactions'. */
 export interface StartTxKvOptions extends Omit<StartKvOptions, 'consistency'>, TxKvOptions {}

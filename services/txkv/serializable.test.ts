@@ -7,7 +7,9 @@
 // of a shard's leader (restarted from its disk), SIGKILL of every peer, SIGSTOP of a replica past
 // the election timeout, a partition of the leader's or a follower's host. Once healed, a final
 // transaction reads every key. Every history must be strictly serializable for adya (no G0, G1a-c,
-// G-single, G2, nor their real-time variants), and the bank's total must not change.
+// G-single, G2, nor their real-time variants), and the bank's total must not change. Two more
+// schedules run every transaction under snapshot isolation and are checked for that (adya's
+// snapshot-isolation: no G0, G1, lost update and the like; write skew allowed).
 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,6 +22,8 @@ import { startTxKv, TxIndeterminateError, TxRetriesExhaustedError, type Transact
 
 /** Seeded fault schedules run (CI runs all of them; LAMINA_TXKV_SCHEDULES=N runs N). */
 const SCHEDULES = Number(process.env.LAMINA_TXKV_SCHEDULES ?? 10)
+/** More schedules after those, with every transaction under snapshot isolation, checked for it. */
+const SNAPSHOT_SCHEDULES = Number(process.env.LAMINA_TXKV_SNAPSHOT_SCHEDULES ?? 2)
 
 const unavailable = netnsUnavailable()
 if (unavailable !== undefined) process.stderr.write(`transaction fault test skipped: ${unavailable}\n`)
@@ -64,8 +68,12 @@ describe.skipIf(unavailable !== undefined)('transactions under faults, checked b
     await cluster?.stop()
   })
 
-  for (let seed = 1; seed <= SCHEDULES; seed++) {
-    it(`schedule ${seed}: the history is strictly serializable and the bank keeps its total`, async () => {
+  const runs = [
+    ...Array.from({ length: SCHEDULES }, (_, i) => ({ seed: i + 1, isolation: 'strict-serializable' as const, model: 'strict-serializable' })),
+    ...Array.from({ length: SNAPSHOT_SCHEDULES }, (_, i) => ({ seed: SCHEDULES + i + 1, isolation: 'snapshot' as const, model: 'snapshot-isolation' })),
+  ]
+  for (const { seed, isolation, model } of runs) {
+    it(`schedule ${seed}: the history is ${model} for adya (transactions under ${isolation}) and the bank keeps its total`, async () => {
       const random = seededRandom(seed)
       const keys = spread(db, `s${seed}/l`, 5)
       const accounts = spread(db, `s${seed}/acct/`, 4)
@@ -82,7 +90,7 @@ describe.skipIf(unavailable !== undefined)('transactions under faults, checked b
       const record = async (process: number, ops: readonly MicroOp[]): Promise<boolean> => {
         const op = history.invoke(process, ops)
         try {
-          op.ok(await db.transact((tx) => listAppend(tx, ops)))
+          op.ok(await db.transact((tx) => listAppend(tx, ops), { isolation }))
           return true
         } catch (error) {
           if (error instanceof TxRetriesExhaustedError) op.fail()
@@ -114,13 +122,16 @@ describe.skipIf(unavailable !== undefined)('transactions under faults, checked b
           const to = accounts[(accounts.indexOf(from) + 1 + Math.floor(mine() * (accounts.length - 1))) % accounts.length]!
           const amount = 1 + Math.floor(mine() * 20)
           try {
-            await db.transact(async (tx) => {
-              const a = Number(await tx.get(from))
-              const b = Number(await tx.get(to))
-              if (a < amount) return
-              tx.put(from, String(a - amount))
-              tx.put(to, String(b + amount))
-            })
+            await db.transact(
+              async (tx) => {
+                const a = Number(await tx.get(from))
+                const b = Number(await tx.get(to))
+                if (a < amount) return
+                tx.put(from, String(a - amount))
+                tx.put(to, String(b + amount))
+              },
+              { isolation },
+            )
             transfers++
           } catch (error) {
             if (!(error instanceof TxRetriesExhaustedError || error instanceof TxIndeterminateError)) throw error
@@ -158,11 +169,11 @@ describe.skipIf(unavailable !== undefined)('transactions under faults, checked b
 
       const file = join(tmpdir(), `lamina-txkv-schedule-${seed}.jsonl`)
       await history.write(file)
-      const verdict = await checkHistory(file, 'list-append', 'strict-serializable')
+      const verdict = await checkHistory(file, 'list-append', model)
       const outcomes = history.outcomes()
       process.stderr.write(
         `schedule ${seed}: ${faults.join(', ')}; ${history.transactions} transactions (${outcomes.ok} ok, ${outcomes.fail} failed, ${outcomes.info} unknown), ` +
-          `${transfers} transfers, balances ${balances.join('+')}; strictly serializable: ${verdict.valid}\n`,
+          `${transfers} transfers, balances ${balances.join('+')}; ${model}: ${verdict.valid}\n`,
       )
       expect(outcomes.ok).toBeGreaterThan(10)
       expect(verdict.valid, `schedule ${seed} (${faults.join(', ')}): ${file}\n${verdict.report.slice(0, 2000)}`).toBe(true)

@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startCluster, type Cluster } from 'lamina/cluster'
 import { loadOrCreateIdentity, memoryLogger } from 'lamina/transport'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type AtomBody, type AtomContext, kernel, link, program, source, t, type PortCodecs } from 'lamina'
 import { CHECKPOINT_EVENTS, checkpoints } from 'lamina/layers'
-import { sinkMarkerKey, startTxKv, TxClosedError, TxLimitError, TXKV_LIMITS, txkvSink, type TxAttempt, type TxKvStore } from './index.js'
+import { sinkMarkerKey, startTxKv, type Transaction, TxClosedError, TxLimitError, TXKV_LIMITS, txkvSink, type TxAttempt, type TxKvStore } from './index.js'
 
 const cliPath = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'lamina.js')
 
@@ -160,6 +160,54 @@ describe('startTxKv on 3 peer processes', () => {
     await kv.tx(yShard, { op: 'tx-prepare', ...dead3, writes: [{ key: z, value: 'z' }] })
     expect(await store.transact(async (tx) => [await tx.get(z), await tx.get(q)])).toEqual(['z', 'q'])
     expect((await kv.txRead(kv.shardOf(q), { records: ['dead-3'] })).records[0]?.status).toBe('committed')
+  })
+
+  it('snapshot isolation: shards only read are not prepared nor locked, a concurrent write to what was read still aborts, lost updates cannot happen', async () => {
+    const store = db!
+    const kv = store.kv
+    const [a, b] = kv.shardIds
+    const onA = Array.from({ length: 64 }, (_, i) => `si/a${i}`).find((k) => kv.shardOf(k) === a)!
+    const onB = Array.from({ length: 64 }, (_, i) => `si/b${i}`).find((k) => kv.shardOf(k) === b)!
+    await store.transact(async (tx) => {
+      tx.put(onA, '0')
+      tx.put(onB, 'seen')
+    })
+    const prepared: string[] = []
+    const tx = kv.tx.bind(kv)
+    const spy = vi.spyOn(kv, 'tx').mockImplementation((shard, command) => {
+      if (command.op === 'tx-prepare') prepared.push(shard)
+      return tx(shard, command)
+    })
+    try {
+      const readAndWrite = async (t: Transaction) => {
+        const seen = await t.get(onB)
+        t.put(onA, `${seen}-${await t.get(onA)}`)
+      }
+      await store.transact(readAndWrite, { isolation: 'snapshot' })
+      expect(prepared).toEqual([a])
+      prepared.length = 0
+      await store.transact(readAndWrite)
+      expect(prepared.sort()).toEqual([a, b].sort())
+    } finally {
+      spy.mockRestore()
+    }
+    // What it read changed before it committed: refused, and the retry sees the new value.
+    let runs = 0
+    await store.transact(
+      async (t) => {
+        const seen = await t.get(onB)
+        if (runs++ === 0) await store.transact(async (other) => other.put(onB, 'changed'))
+        t.put(onA, String(seen))
+      },
+      { isolation: 'snapshot' },
+    )
+    expect([runs, (await kv.get(onA))?.value]).toEqual([2, 'changed'])
+    // 20 concurrent increments of one counter under snapshot isolation: first committer wins, no update is lost.
+    await store.transact(async (t) => t.put(onA, '0'))
+    await Promise.all(
+      Array.from({ length: 20 }, () => store.transact(async (t) => t.put(onA, String(Number(await t.get(onA)) + 1)), { isolation: 'snapshot', attempts: 200, budgetMs: 30_000 })),
+    )
+    expect((await kv.get(onA))?.value).toBe('20')
   })
 
   it('a live transaction holding a lock makes others wait by retrying, then give up with the conflict as the cause', async () => {

@@ -53,6 +53,25 @@ export interface TxRetryOptions {
   readonly maxDelayMs?: number
 }
 
+/**
+ * The isolation a transaction gets (services/txkv/README.md):
+ * - `strict-serializable` (the default): as if transactions ran one at a time, in an order that
+ *   respects real time. Every read is validated and locked at prepare.
+ * - `snapshot`: snapshot isolation. Reads see one consistent snapshot, taken during the
+ *   transaction; two transactions that write the same key do not both commit (first committer
+ *   wins); write skew is allowed (two transactions that each read what the other writes may both
+ *   commit). Cheaper where a transaction reads keys it does not write: those are checked by reading
+ *   them again, without a lock, so writers of them are not refused, and shards only read are not
+ *   prepared. Blind writes are checked as if read (a concurrent committed write refuses them).
+ */
+export type TxIsolation = 'strict-serializable' | 'snapshot'
+
+/** Options of one `transact`: its retries and its isolation. */
+export interface TxOptions extends TxRetryOptions {
+  /** @default the TxKv's `isolation`, else 'strict-serializable' */
+  readonly isolation?: TxIsolation
+}
+
 /** What one attempt of a transaction did, for tests and history recorders. */
 export interface TxAttempt {
   readonly tx: string
@@ -64,6 +83,8 @@ export interface TxAttempt {
 /** Options of a TxKv. */
 export interface TxKvOptions {
   readonly retry?: TxRetryOptions
+  /** The isolation of every transaction that does not ask for one. @default 'strict-serializable' */
+  readonly isolation?: TxIsolation
   /** Called after every attempt (a history recorder, metrics). */
   readonly onAttempt?: (attempt: TxAttempt) => void
   /** Milliseconds a peer's clock may be off another's when deciding that a transaction expired. @default 1000 */
@@ -97,6 +118,8 @@ export class Transaction {
     /** The transaction's id: its locks and record are named by it. */
     readonly id: string,
     private readonly store: TxKv,
+    /** The isolation it commits with. */
+    readonly isolation: TxIsolation = 'strict-serializable',
   ) {}
 
   /** The key's value (this transaction's own write, if any), or undefined. */
@@ -177,15 +200,19 @@ export class Transaction {
     this.open()
     this.ended = true
     this.count()
-    if (this.writes.size === 0) return this.validateReadOnly()
+    if (this.writes.size === 0) return this.validateReadOnly(new Set())
+    if (this.isolation === 'snapshot') await this.takeSnapshot()
     const byShard = new Map<string, Omit<TxPrepare, 'op' | 'tx' | 'primary'> & { reads: { key: string; modRevision: number }[]; writes: { key: string; value?: string }[] }>()
     const part = (shard: string) => {
       let p = byShard.get(shard)
       if (p === undefined) byShard.set(shard, (p = { reads: [], writes: [], ranges: [] }))
       return p
     }
-    for (const [key, { shard, modRevision }] of this.reads) part(shard).reads.push({ key, modRevision })
-    for (const r of this.ranges) part(r.shard).ranges!.push(r.to === undefined ? { from: r.from, keys: r.keys } : { from: r.from, to: r.to, keys: r.keys })
+    // Under snapshot isolation only the written keys are validated at prepare (the rest was checked
+    // by takeSnapshot), so shards that were only read take no part.
+    const snapshot = this.isolation === 'snapshot'
+    for (const [key, { shard, modRevision }] of this.reads) if (!snapshot || this.writes.has(key)) part(shard).reads.push({ key, modRevision })
+    if (!snapshot) for (const r of this.ranges) part(r.shard).ranges!.push(r.to === undefined ? { from: r.from, keys: r.keys } : { from: r.from, to: r.to, keys: r.keys })
     const written = [...this.writes.keys()].sort()
     for (const key of written) {
       const value = this.writes.get(key)
@@ -264,10 +291,25 @@ export class Transaction {
     throw new TxAbortedError(this.id, `its prepares took past its time limit of ${TXKV_LIMITS.durationMs} ms`)
   }
 
-  private async validateReadOnly(): Promise<void> {
+  /**
+   * Snapshot isolation, before the prepares: the blind writes' keys are read (their revisions are
+   * checked at prepare, as if read at the start), then everything read but not written is read
+   * again. Unchanged, it was all current at one moment between the two reads: the snapshot. The
+   * written keys are checked at prepare, later, so they were current at that moment too.
+   */
+  private async takeSnapshot(): Promise<void> {
+    await Promise.all([...this.writes.keys()].filter((key) => !this.reads.has(key)).map((key) => this.read(key)))
+    await this.validateReadOnly(new Set(this.writes.keys()))
+  }
+
+  /**
+   * Reads again every key and range read, except `written`: throws TxConflictError if any changed,
+   * or has a prepared write, since it was read.
+   */
+  private async validateReadOnly(written: ReadonlySet<string>): Promise<void> {
     const kv = this.store.kv
     const byShard = new Map<string, string[]>()
-    for (const [key, { shard }] of this.reads) byShard.set(shard, [...(byShard.get(shard) ?? []), key])
+    for (const [key, { shard }] of this.reads) if (!written.has(key)) byShard.set(shard, [...(byShard.get(shard) ?? []), key])
     const shards = new Set([...byShard.keys(), ...this.ranges.map((r) => r.shard)])
     await Promise.all(
       [...shards].map(async (shard) => {
@@ -328,7 +370,7 @@ export class TxKv {
    * @throws TxRetriesExhaustedError when every attempt lost (its cause is the last error).
    * @throws TxLimitError, TxIndeterminateError, or what `fn` throws, without retrying.
    */
-  async transact<T>(fn: (tx: Transaction) => Promise<T>, options: TxRetryOptions = {}): Promise<T> {
+  async transact<T>(fn: (tx: Transaction) => Promise<T>, options: TxOptions = {}): Promise<T> {
     const retry = { ...this.options.retry, ...options }
     const attempts = retry.attempts ?? 20
     const budgetMs = retry.budgetMs ?? 10_000
@@ -336,7 +378,7 @@ export class TxKv {
     const max = retry.maxDelayMs ?? 250
     const started = performance.now()
     for (let attempt = 1; ; attempt++) {
-      const tx = new Transaction(`${this.clientId}-${++this.transactions}`, this)
+      const tx = new Transaction(`${this.clientId}-${++this.transactions}`, this, options.isolation ?? this.options.isolation ?? 'strict-serializable')
       try {
         const result = await fn(tx)
         await tx.commit()
