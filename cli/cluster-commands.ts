@@ -7,7 +7,7 @@ import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { readPskFile } from '../kmods/transport/index.js'
-import { AdminClient, type JobStatus, type JobSummary, loadProgram, packProgram, ProgressDisplay } from '../services/jobs/index.js'
+import { AdminClient, type JobStatus, type JobSummary, loadProgram, packProgram, type PackedProgram, ProgressDisplay } from '../services/jobs/index.js'
 import { UsageError } from './errors.js'
 
 const CONNECTION_USAGE = `connection (flags, or a JSON config file with the same keys: {"cluster": [ADDR…], "psk": FILE, "workdir": DIR}):
@@ -42,6 +42,13 @@ ${CONNECTION_USAGE}`,
   rescale: `usage: lamina rescale JOB OPERATOR N [connection…]
   Runs OPERATOR of a running job with N instances: a savepoint, then the job runs again with its
   keyed state moved by key group (needs the checkpoints layer).
+${CONNECTION_USAGE}`,
+  upgrade: `usage: lamina upgrade JOB PROGRAM [connection…] [--] [ARGS…]
+  Replaces a running job's program with PROGRAM, a new version of it, without losing or repeating
+  a record: a savepoint, then the new version runs from it. Each operator takes over the state of
+  the operator of the same name; one whose state codec changed needs a migration in PROGRAM
+  (state: { …, migrate: migration(OldCodec, (old) => …) }), or the upgrade is refused before
+  anything stops. ARGS default to the job's. Needs the checkpoints layer.
 ${CONNECTION_USAGE}`,
   savepoint: `usage: lamina savepoint JOB [connection…]
   Takes a checkpoint of a running job and keeps it as a savepoint (it is not collected when the
@@ -149,6 +156,7 @@ export function parseSavepoint(id: string): { lineage: string; checkpoint: numbe
 /** Runs an operator command; returns the exit status. */
 export async function operatorCommand(command: string, argv: readonly string[]): Promise<number> {
   if (command === 'submit') return submit(argv)
+  if (command === 'upgrade') return upgrade(argv)
   const shape: Record<string, readonly string[]> = { jobs: [], members: [], status: ['JOB'], cancel: ['JOB'], savepoint: ['JOB'], rescale: ['JOB', 'OPERATOR', 'N'] }
   const { values, positionals, connection } = parse(command, argv, {}, shape[command]!)
   if (command === 'rescale' && !(Number.isInteger(Number(positionals[2])) && Number(positionals[2]) >= 1))
@@ -223,7 +231,7 @@ function renderStatus(s: JobStatus): string {
     `job ${s.id} (${s.program}): ${s.state}${s.error === null ? '' : ` [${s.error.code}] ${s.error.message}`}`,
     `  coordinator ${s.coordinator}, submitted by ${s.submittedBy} ${age(Date.now() - s.submittedAt)} ago${s.endedAt === null ? '' : `, ended after ${age(s.endedAt - s.submittedAt)}`}`,
     `  code ${s.code}`,
-    `  attempts ${s.attempts} (recoveries ${s.recoveries}, rescales ${s.rescales}); records from sources ${s.records}; dead letters ${s.deadLetters}`,
+    `  attempts ${s.attempts} (recoveries ${s.recoveries}, rescales ${s.rescales}, upgrades ${s.upgrades}); records from sources ${s.records}; dead letters ${s.deadLetters}`,
     `  checkpoints ${s.checkpoints.completed}${s.checkpoints.last === null ? '' : ` (last: ${s.checkpoints.last})`}`,
     '  operators:',
     ...s.operators.map((o) => `    ${o.operator.padEnd(24)} x${o.instances}  in ${o.recordsIn}  out ${o.recordsOut}${o.deadLetters > 0 ? `  dead letters ${o.deadLetters}` : ''}`),
@@ -234,6 +242,40 @@ function renderStatus(s: JobStatus): string {
   if (s.events.length > 0) lines.push('  events:', ...s.events.slice(-10).map((e) => `    ${new Date(e.at).toISOString()}  ${e.message}`))
   if (s.deadLetterSamples.length > 0) lines.push('  dead letters:', ...s.deadLetterSamples.map((d) => `    [${d.code}] ${d.message}`))
   return lines.join('\n')
+}
+
+/** Bundles a program module and checks that it builds a program, before anything is sent. */
+async function packChecked(module: string, args: readonly string[], peer: string): Promise<PackedProgram> {
+  const code = await packProgram(module)
+  const { register } = await import('tsx/esm/api')
+  register()
+  const built = await loadProgram(module, args, { submitter: true, peer })
+  err(`${built.program.name}: ${built.program.operators.length} operators, code ${code.manifest.hash.slice(0, 12)} (${code.manifest.size} bytes)`)
+  return code
+}
+
+async function upgrade(argv: readonly string[]): Promise<number> {
+  const dashes = argv.indexOf('--')
+  const own = dashes < 0 ? argv : argv.slice(0, dashes)
+  const { positionals, connection } = parse('upgrade', own, {}, ['JOB', 'PROGRAM'])
+  const [job, program, ...rest] = positionals as [string, string, ...string[]]
+  const given = [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))]
+  const client = await connect(connection)
+  try {
+    const code = await packChecked(resolve(program), given, 'lamina upgrade')
+    const report = await client.upgrade(job, code, given.length === 0 ? {} : { args: given })
+    const { kept, migrated, added, removed } = report.state
+    err(
+      `state: kept ${kept.join(', ') || 'none'}; migrated ${migrated.map((m) => `${m.operator} (${m.from} -> ${m.to})`).join(', ') || 'none'}; ` +
+        `added ${added.join(', ') || 'none'}; removed ${removed.join(', ') || 'none'}`,
+    )
+    out(
+      `${job}: code ${report.from.hash.slice(0, 12)} -> ${report.to.hash.slice(0, 12)} from checkpoint ${report.checkpoint}, paused ${report.pauseMs} ms (attempt ${report.attempt})`,
+    )
+    return 0
+  } finally {
+    await client.close()
+  }
 }
 
 async function submit(argv: readonly string[]): Promise<number> {
@@ -248,13 +290,8 @@ async function submit(argv: readonly string[]): Promise<number> {
   } catch (error) {
     throw new UsageError(`lamina submit: ${error instanceof Error ? error.message : String(error)}`, OPERATOR_USAGE.submit!)
   }
-  const module = resolve(program)
   // Check before sending: the module bundles, and its default export builds a program.
-  const code = await packProgram(module)
-  const { register } = await import('tsx/esm/api')
-  register()
-  const built = await loadProgram(module, args, { submitter: true, peer: 'lamina submit' })
-  err(`${built.program.name}: ${built.program.operators.length} operators, code ${code.manifest.hash.slice(0, 12)} (${code.manifest.size} bytes)`)
+  const code = await packChecked(resolve(program), args, 'lamina submit')
   const client = await connect(connection)
   try {
     // A savepoint lives with the peer that coordinated its job: the new job starts there.

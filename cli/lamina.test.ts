@@ -159,7 +159,7 @@ describe('lamina run', () => {
   })
 
   it('has --help for every command, and exits 2 with a hint on a missing or unknown command', async () => {
-    for (const command of ['run', 'peer', 'id', 'submit', 'jobs', 'status', 'cancel', 'rescale', 'savepoint', 'members']) {
+    for (const command of ['run', 'peer', 'id', 'submit', 'jobs', 'status', 'cancel', 'rescale', 'upgrade', 'savepoint', 'members']) {
       const help = await exec(process.execPath, [cli, command, '--help'], { cwd: root })
       expect(help.stdout).toContain(`usage: lamina ${command}`)
     }

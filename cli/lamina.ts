@@ -74,6 +74,7 @@ against a running cluster (--cluster ADDR --psk FILE, or --config FILE):
   status JOB          show a job in detail
   cancel JOB          cancel a running job
   rescale JOB OP N    run operator OP of a job with N instances
+  upgrade JOB PROGRAM replace a running job's program with a new version, from a savepoint
   savepoint JOB       keep a checkpoint of a job to start another from
   members             list the cluster's members
   kv get|put|del|scan|watch …   the cluster's KV store (started by startKv)

@@ -16,6 +16,8 @@ const exec = promisify(execFile)
 const count = join(root, 'services', 'jobs', 'fixtures', 'count-program.ts')
 const endless = join(root, 'services', 'jobs', 'fixtures', 'endless-program.ts')
 const totals = join(import.meta.dirname, 'fixtures', 'resumable-totals.ts')
+const upgradeV1 = join(root, 'services', 'jobs', 'fixtures', 'upgrade-v1.ts')
+const upgradeV2 = join(root, 'services', 'jobs', 'fixtures', 'upgrade-v2.ts')
 
 interface Run {
   readonly code: number
@@ -113,6 +115,33 @@ describe('the operator CLI against a running cluster', () => {
     const status = await lamina(['status', id, '--json'])
     expect(JSON.parse(status.stdout)).toMatchObject({ state: 'cancelled', error: { code: 'ERR_JOB_ABORTED' } })
     expect(logs[0]).toContain(`job ${id}: cancelled by ${ids.client}`)
+  })
+
+  it('`lamina upgrade` refuses a version whose state codec changed without a migration, then upgrades to one with it', async () => {
+    const records = 200_000
+    const file = join(dir, 'upgraded.jsonl')
+    const submitted = await lamina(['submit', upgradeV1, '--detach', '--', String(records), file])
+    expect(submitted.code, submitted.stderr).toBe(0)
+    const id = submitted.stdout.trim()
+    const refused = await lamina(['upgrade', id, upgradeV2, '--', String(records), file, 'unmigrated'])
+    expect(refused.code).not.toBe(0)
+    expect(refused.stderr).toContain('ERR_UPGRADE_STATE')
+    expect(refused.stderr).toContain('count: cannot upgrade its state from { count: number } to { count: number, doubled: number }')
+    const upgraded = await lamina(['upgrade', id, upgradeV2, '--', String(records), file])
+    expect(upgraded.code, upgraded.stderr).toBe(0)
+    expect(upgraded.stdout).toMatch(new RegExp(`^${id}: code [0-9a-f]{12} -> [0-9a-f]{12} from checkpoint \\d+, paused \\d+ ms \\(attempt 1\\)$`, 'm'))
+    expect(upgraded.stderr).toContain('migrated count ({ count: number } -> { count: number, doubled: number }); added tag')
+    await until(async () => JSON.parse((await lamina(['status', id, '--json'])).stdout).state !== 'running', 60_000, 'the upgraded job to end')
+    const status = JSON.parse((await lamina(['status', id, '--json'])).stdout) as { state: string; upgrades: number }
+    expect(status).toMatchObject({ state: 'finished', upgrades: 1 })
+    const finals = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { final: boolean; count: number; doubled?: number; tag?: string })
+      .filter((o) => o.final)
+    expect(finals.length).toBe(16)
+    expect(finals.reduce((n, o) => n + o.count, 0)).toBe(records)
+    expect(finals.every((o) => o.doubled === o.count * 2 && o.tag === 'v2')).toBe(true)
   })
 
   it('rescales a running job, takes a savepoint of it, and a new job started from that resumes there and computes the same totals', async () => {

@@ -382,3 +382,23 @@ export class SourceFileFormatError extends LaminaError {
     super(`${path}: line ${line} (byte ${position}): ${reason}`)
   }
 }
+
+/**
+ * Thrown before anything stops when a new version of a program cannot take over a running job's
+ * state (`checkUpgrade`): an operator's state codec changed and the new version has no migration
+ * from the old codec, or its state changed between keyed and not keyed.
+ */
+export class UpgradeStateError extends LaminaError {
+  readonly code = 'ERR_UPGRADE_STATE'
+  override readonly name = 'UpgradeStateError'
+  constructor(
+    readonly operator: string,
+    /** The running version's state codec (its name; "none" for no state). */
+    readonly fromCodec: string,
+    /** The new version's. */
+    readonly toCodec: string,
+    details: string,
+  ) {
+    super(`${operator}: cannot upgrade its state from ${fromCodec} to ${toCodec}: ${details}`)
+  }
+}

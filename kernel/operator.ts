@@ -18,6 +18,7 @@ import type {
   OutputPort,
   PortCodecs,
   PortValues,
+  StateMigration,
   StateSpec,
   StreamBody,
   SinkBatch,
@@ -228,4 +229,18 @@ export function parallelismOf(operator: Operator): number {
 /** True when the operator keeps keyed state. */
 export function isKeyed(operator: Operator): boolean {
   return operator.body.form === 'atom' && operator.body.key !== undefined
+}
+
+/**
+ * A state migration for an upgrade (StateSpec.migrate): state encoded under `from` (the previous
+ * version's state codec) becomes state of the current version through `to`.
+ *
+ * ```ts
+ * const V1 = t.type({ count: t.number })
+ * const V2 = t.type({ count: t.number, total: t.number })
+ * state: { codec: V2, init: () => ({ count: 0, total: 0 }), migrate: migration(V1, (old) => ({ ...old, total: 0 })) }
+ * ```
+ */
+export function migration<O, S>(from: t.Type<O, unknown, unknown>, to: (old: O) => S): StateMigration<S> {
+  return { from: from as t.Type<unknown, unknown, unknown>, to: (old) => to(old as O) }
 }

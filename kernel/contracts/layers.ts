@@ -75,6 +75,8 @@ export interface AtomObserver {
 export interface StateSnapshot {
   readonly operator: string
   readonly entries: readonly (readonly [Key | null, unknown])[]
+  /** The name of the state codec the entries were encoded with (absent: none, or an older snapshot). */
+  readonly codec?: string
 }
 
 /**

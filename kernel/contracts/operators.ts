@@ -40,6 +40,20 @@ export interface StateSpec<S> {
   readonly codec: t.Type<S, unknown, unknown>
   /** The initial value for a key (or for the single slot) seen for the first time. */
   readonly init: () => S
+  /**
+   * How state of the program's previous version becomes this state, when an upgrade changed the
+   * codec (`migration(from, to)`): a snapshot taken under the codec named like `from` is decoded
+   * with it and converted value by value. Without it, an upgrade that changes the codec is refused.
+   */
+  readonly migrate?: StateMigration<S>
+}
+
+/** How state under an earlier codec becomes state under the current one (see StateSpec.migrate). */
+export interface StateMigration<S> {
+  /** The earlier state codec: its `name` identifies snapshots taken under it. */
+  readonly from: t.Type<unknown, unknown, unknown>
+  /** The current state from an earlier value (already decoded by `from`). */
+  readonly to: (old: unknown) => S
 }
 
 /** Options for `ctx.request`. */

@@ -144,6 +144,7 @@ describe('atomInstance', () => {
         ['fig', 2],
         ['pear', 0],
       ],
+      codec: 'number',
     })
   })
 

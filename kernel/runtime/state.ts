@@ -162,10 +162,11 @@ export class StateStore<S> implements StateAccess<S> {
     const codec = this.spec?.codec
     const entries: [Key | null, unknown][] = []
     for (const [key, value] of this.values) entries.push([key === SLOT ? null : key, codec === undefined ? value : codec.encode(value)])
-    return { operator: this.operator, entries }
+    return codec === undefined ? { operator: this.operator, entries } : { operator: this.operator, entries, codec: codec.name }
   }
 
   restore(snapshot: StateSnapshot): void {
+    if (this.spec !== undefined && snapshot.codec !== undefined && snapshot.codec !== this.spec.codec.name) return this.migrate(snapshot)
     const decoded = new Map<Key, S>()
     // A value the codec's compiled guard accepts is already decoded (the kernel's port check does
     // the same): restoring 100,000 keys then costs a guard call each, not a full decode.
@@ -187,5 +188,40 @@ export class StateStore<S> implements StateAccess<S> {
     this.values.clear()
     this.touched?.clear()
     for (const [key, value] of decoded) this.values.set(key, value)
+  }
+
+  /** Restores a snapshot taken under another codec through the spec's migration (an upgrade). */
+  private migrate(snapshot: StateSnapshot): void {
+    const spec = this.spec!
+    const migration = spec.migrate
+    if (migration === undefined || migration.from.name !== snapshot.codec)
+      throw new StateRestoreError(
+        this.operator,
+        `the snapshot's state codec is ${snapshot.codec} and the operator's is ${spec.codec.name}, with ${migration === undefined ? 'no migration' : `a migration from ${migration.from.name}`}`,
+      )
+    const converted: [Key | null, unknown][] = []
+    for (const [key, encoded] of snapshot.entries) {
+      const old = migration.from.decode(encoded)
+      if (old._tag === 'Left') {
+        const problems = check(migration.from, encoded) ?? []
+        throw new StateRestoreError(this.operator, `key ${JSON.stringify(key)} under ${migration.from.name}: ${problems.map(renderProblem).join('; ')}`)
+      }
+      let value: S
+      try {
+        value = migration.to(old.right)
+      } catch (error) {
+        throw new StateRestoreError(
+          this.operator,
+          `key ${JSON.stringify(key)}: the migration from ${migration.from.name} threw: ${error instanceof Error ? error.message : String(error)}`,
+          { cause: error },
+        )
+      }
+      if (!spec.codec.is(value)) {
+        const problems = check(spec.codec, spec.codec.encode(value)) ?? []
+        throw new StateRestoreError(this.operator, `key ${JSON.stringify(key)}: the migration made a value ${spec.codec.name} refuses: ${problems.map(renderProblem).join('; ')}`)
+      }
+      converted.push([key, spec.codec.encode(value)])
+    }
+    this.restore({ operator: snapshot.operator, entries: converted, codec: spec.codec.name })
   }
 }

@@ -9,7 +9,7 @@ import { check, renderProblem } from '../../kernel/index.js'
 import { createPeerNode, type PeerNode } from '../../kmods/transport/node.js'
 import type { Logger } from '../../kmods/transport/logger.js'
 import type { Psk } from '../../kmods/transport/psk.js'
-import { ADMIN_PROTOCOL, type AdminRequest, JobStatus, JobSummary, MAX_ADMIN_MESSAGE, MemberRow, RescaleAnswer, SavepointAnswer } from './admin.js'
+import { ADMIN_PROTOCOL, type AdminRequest, JobStatus, JobSummary, MAX_ADMIN_MESSAGE, MemberRow, RescaleAnswer, SavepointAnswer, UpgradeAnswer } from './admin.js'
 import type { PackedProgram } from './code.js'
 import { AdminCallError, ClusterUnreachableError } from './errors.js'
 import { ask } from './exchange.js'
@@ -135,6 +135,21 @@ export class AdminClient {
   /** Changes the parallelism of a running job's operator (a savepoint, then the job runs again reshaped). */
   async rescale(job: string, operator: string, n: number): Promise<t.TypeOf<typeof RescaleAnswer>> {
     return this.call(await this.coordinatorOf(job), { command: 'rescale', job, operator, n }, RescaleAnswer, 120_000)
+  }
+
+  /**
+   * Replaces a running job's program with a new version (packed code): a savepoint, then the new
+   * version runs from it (SubmittedJob.upgrade). Resolves once every instance of it restored.
+   */
+  async upgrade(job: string, code: PackedProgram, options: { readonly args?: readonly string[] } = {}): Promise<t.TypeOf<typeof UpgradeAnswer>> {
+    const request: AdminRequest = {
+      command: 'upgrade',
+      job,
+      code: { ...code.manifest, dependencies: { ...code.manifest.dependencies } },
+      bundle: Buffer.from(code.bundle).toString('base64'),
+      args: [...(options.args ?? [])],
+    }
+    return this.call(await this.coordinatorOf(job), request, UpgradeAnswer, 120_000)
   }
 
   /** Takes a savepoint of a running job: another job can start from it (`submit(…, { fromSavepoint })`). */

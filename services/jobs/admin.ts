@@ -32,6 +32,7 @@ export const AdminRequest = t.union([
   t.type({ command: t.literal('cancel'), job: t.string }),
   t.type({ command: t.literal('rescale'), job: t.string, operator: t.string, n: t.number }),
   t.type({ command: t.literal('savepoint'), job: t.string }),
+  t.type({ command: t.literal('upgrade'), job: t.string, code: CodeManifestCodec, bundle: t.string, args: t.array(t.string) }),
 ])
 export type AdminRequest = t.TypeOf<typeof AdminRequest>
 
@@ -56,6 +57,8 @@ export const JobSummary = t.type({
   attempts: t.number,
   recoveries: t.number,
   rescales: t.number,
+  /** Attempts started by an upgrade (a new version of the program). */
+  upgrades: t.number,
   /** Records the sources emitted (in the current attempt while running). */
   records: t.number,
   deadLetters: t.number,
@@ -85,6 +88,21 @@ export type JobStatus = t.TypeOf<typeof JobStatus>
 /** What a rescale through the admin protocol answers. */
 export const RescaleAnswer = t.type({ changes: t.record(t.string, t.type({ from: t.number, to: t.number })), checkpoint: t.number, pauseMs: t.number, attempt: t.number })
 
+/** What an upgrade through the admin protocol answers (UpgradeReport). */
+export const UpgradeAnswer = t.type({
+  from: t.type({ hash: t.string, name: t.string }),
+  to: t.type({ hash: t.string, name: t.string }),
+  checkpoint: t.number,
+  state: t.type({
+    kept: t.array(t.string),
+    migrated: t.array(t.type({ operator: t.string, from: t.string, to: t.string })),
+    added: t.array(t.string),
+    removed: t.array(t.string),
+  }),
+  pauseMs: t.number,
+  attempt: t.number,
+})
+
 /** What a savepoint through the admin protocol answers. */
 export const SavepointAnswer = t.type({ lineage: t.string, checkpoint: t.number, at: t.number })
 
@@ -104,6 +122,7 @@ interface JobRecord {
   cancelledBy: string | undefined
   recoveries: number
   rescales: number
+  upgrades: number
   checkpoints: number
   lastCheckpoint: string | null
   readonly events: { at: number; message: string }[]
@@ -130,6 +149,7 @@ export class JobRegistry {
       cancelledBy: undefined,
       recoveries: 0,
       rescales: 0,
+      upgrades: 0,
       checkpoints: 0,
       lastCheckpoint: null,
       events: [],
@@ -159,6 +179,9 @@ export class JobRegistry {
       } else if (event.type === 'rescaling') {
         record.rescales++
         note(`attempt ${event.attempt}: ${event.reason}, from checkpoint ${event.checkpoint}`)
+      } else if (event.type === 'upgrading') {
+        record.upgrades++
+        note(`attempt ${event.attempt}: upgraded to code ${event.code.hash.slice(0, 12)}, from checkpoint ${event.checkpoint}`)
       } else if (event.type === 'layer') {
         if (CHECKPOINT_EVENTS.completed.is(event)) {
           record.checkpoints++
@@ -239,9 +262,10 @@ export class JobRegistry {
       state: record.state,
       submittedAt: record.submittedAt,
       endedAt: record.endedAt,
-      attempts: record.report?.attempts ?? 1 + record.recoveries + record.rescales,
+      attempts: record.report?.attempts ?? 1 + record.recoveries + record.rescales + record.upgrades,
       recoveries: record.recoveries,
       rescales: record.rescales,
+      upgrades: record.upgrades,
       records: operators.filter((o) => sources.has(o.operator)).reduce((n, o) => n + o.recordsOut, 0),
       deadLetters: record.report?.deadLetters.length ?? operators.reduce((n, o) => n + o.deadLetters, 0),
       code: record.job.code.hash,
@@ -299,5 +323,10 @@ async function handle(request: AdminRequest, remote: string, c: AdminComponents)
     return c.jobs.cancel(request.job, remote)
   }
   if (request.command === 'rescale') return c.jobs.running(request.job).rescale(request.operator, request.n)
+  if (request.command === 'upgrade') {
+    const report = await c.jobs.running(request.job).upgradePacked({ manifest: request.code, bundle: Buffer.from(request.bundle, 'base64') }, { args: request.args })
+    c.logger.info(`job ${request.job}: upgraded by ${remote} to code ${request.code.hash.slice(0, 12)} (from checkpoint ${report.checkpoint})`)
+    return report
+  }
   return c.jobs.savepoint(request.job)
 }

@@ -4,9 +4,9 @@
 import { setMaxListeners } from 'node:events'
 import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
-import type { Attempt, JobEvent, JobStats, Kernel, Layer, LayerNotice, Program, RescaleReport, RescaleRequest, Savepoints } from '../../kernel/index.js'
+import type { Attempt, JobEvent, JobStats, Kernel, Layer, LayerNotice, Program, RescaleReport, RescaleRequest, Savepoints, UpgradePlan } from '../../kernel/index.js'
 import type { Deployment } from '../../kernel/internal.js'
-import { InvalidOptionError, JOB_SUCCEEDED, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
+import { checkUpgrade, InvalidOptionError, JOB_SUCCEEDED, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
 import type { Membership } from '../../kmods/membership/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
 import { type CodeCache, type CodeManifest, packProgram, type PackedProgram } from './code.js'
@@ -63,6 +63,8 @@ export interface ClusterReport {
   readonly recoveries: number
   /** Attempts started by a rescale (or a peer moved off). */
   readonly rescales: number
+  /** Attempts started by an upgrade. */
+  readonly upgrades: number
 }
 
 /** Events of a submitted job. */
@@ -82,6 +84,32 @@ export type ClusterJobEvent =
       readonly checkpoint: number
       readonly plan: Plan
     }
+  /** The job runs again from a savepoint with a new version of its program (an upgrade). */
+  | {
+      readonly type: 'upgrading'
+      readonly attempt: number
+      /** The new code's manifest: its hash names it. */
+      readonly code: CodeManifest
+      readonly checkpoint: number
+      /** What happens to each operator's state. */
+      readonly state: UpgradePlan
+      readonly plan: Plan
+    }
+
+/** What an upgrade did (SubmittedJob.upgrade). */
+export interface UpgradeReport {
+  /** The code now running, and the code before. */
+  readonly from: CodeManifest
+  readonly to: CodeManifest
+  /** The savepoint the new version started from. */
+  readonly checkpoint: number
+  /** What happened to each operator's state. */
+  readonly state: UpgradePlan
+  /** Milliseconds from stopping the old version to the last instance of the new one restored. */
+  readonly pauseMs: number
+  /** The new attempt's number. */
+  readonly attempt: number
+}
 
 /** A job submitted to the cluster. */
 export interface SubmittedJob {
@@ -106,7 +134,18 @@ export interface SubmittedJob {
    * `SubmitOptions.fromSavepoint` starts another job from it. Needs the checkpoints layer.
    */
   savepoint(): Promise<Savepoint>
-  /** The code the peers run (its hash names it). */
+  /**
+   * Replaces the running program with a new version of it (`module`, another program module)
+   * without losing or repeating a record: a savepoint, then the new version runs from it, each
+   * operator restoring the state of the operator of the same name (migrated where its state codec
+   * changed; see `checkUpgrade`). Refused before anything stops, with UpgradeStateError, when
+   * state cannot carry over; with InvalidOptionError when the new version has other layers (an
+   * upgrade keeps the job's layer stack) or the job has no savepoints. Needs the checkpoints layer.
+   */
+  upgrade(module: string, options?: { readonly args?: readonly string[] }): Promise<UpgradeReport>
+  /** `upgrade` with code packed elsewhere (by `lamina upgrade`). */
+  upgradePacked(code: PackedProgram, options?: { readonly args?: readonly string[] }): Promise<UpgradeReport>
+  /** The code the peers run (its hash names it); a new one after an upgrade. */
   readonly code: CodeManifest
 }
 
@@ -153,14 +192,19 @@ export class Submitter {
    * any peer, builds the program from it, and coordinates the job (sources and sinks run here).
    */
   async submitPacked(code: PackedProgram, options: SubmitOptions = {}): Promise<SubmittedJob> {
+    return this.start(await this.loadPacked(code, options.args ?? []), code, options)
+  }
+
+  /** Loads packed code on this peer (checking its hash), as the program of the job it names. */
+  private async loadPacked(code: PackedProgram, args: readonly string[]): Promise<LoadedProgram> {
     const url = await this.components.code.load(code.manifest, async () => code.bundle)
-    const loaded = await loadProgram(url, options.args ?? [], { submitter: true, peer: this.id }, `${code.manifest.name} (code ${code.manifest.hash.slice(0, 12)})`)
-    return this.start(loaded, code, options)
+    return loadProgram(url, args, { submitter: true, peer: this.id }, `${code.manifest.name} (code ${code.manifest.hash.slice(0, 12)})`)
   }
 
   private async start(loaded: LoadedProgram, code: PackedProgram, options: SubmitOptions): Promise<SubmittedJob> {
-    const args = options.args ?? []
-    const { program, layers, planned: onPlanned } = loaded
+    let args = options.args ?? []
+    const { layers, planned: onPlanned } = loaded
+    let program = loaded.program
     // The program's layers over this peer's kernel: one named like a kernel layer takes its place.
     const kernel = this.components.kernel.withOverrides(layers, (old) =>
       this.components.node.logger.info(`${program.name}: the program's layer "${old.name}" replaces the peer kernel's`),
@@ -191,12 +235,21 @@ export class Submitter {
     let current: Attempting | undefined
     let currentJob = id
     let attemptNumber = 0
-    const context: AttemptContext = { id, kernel, code, args, events, stats, deadLetters, signal: abort.signal }
+    let context: AttemptContext = { id, kernel, code, args, events, stats, deadLetters, signal: abort.signal }
     // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
     const parallelism: Record<string, number> = {}
     const excluded = new Set<string>()
     let change:
-      | { request: RescaleRequest; stoppedAt: number; checkpoint: number; resolve: (report: RescaleReport) => void; reject: (error: unknown) => void; from: Record<string, number> }
+      | {
+          request: RescaleRequest
+          stoppedAt: number
+          checkpoint: number
+          resolve: (report: RescaleReport) => void
+          reject: (error: unknown) => void
+          from: Record<string, number>
+          /** An upgrade: the new version, and what happens to the state. */
+          upgrade?: { loaded: LoadedProgram; code: PackedProgram; args: readonly string[]; state: UpgradePlan; done: (report: UpgradeReport) => void }
+        }
       | undefined
     const rescale = async (request: RescaleRequest): Promise<RescaleReport> => {
       if (change !== undefined) throw new InvalidOptionError('rescale', 'request', `a rescale (${change.request.reason}) is in progress`)
@@ -218,9 +271,47 @@ export class Submitter {
         current!.abort(`rescaling: ${request.reason}`)
       })
     }
+    const upgrade = async (load: () => Promise<LoadedProgram>, nextCode: PackedProgram, nextArgs: readonly string[]): Promise<UpgradeReport> => {
+      // Everything that can refuse does so before anything stops.
+      if (change !== undefined)
+        throw new InvalidOptionError('upgrade', 'request', `a ${change.upgrade === undefined ? 'rescale' : 'upgrade'} (${change.request.reason}) is in progress`)
+      if (savepoints === undefined) throw new InvalidOptionError('upgrade', 'layers', 'needs a layer that provides savepoints (checkpoints())')
+      const next = await load()
+      const names = (list: readonly { readonly name: string }[]) => list.map((l) => l.name).join(', ') || 'none'
+      if (names(next.layers) !== names(layers))
+        throw new InvalidOptionError(
+          'upgrade',
+          'layers',
+          `an upgrade keeps the job's layers (${names(layers)}); the new version declares ${names(next.layers)}: submit it from a savepoint instead`,
+        )
+      const state = checkUpgrade(program, next.program)
+      withParallelism(next.program, parallelism) // the rescales so far must still name its operators
+      const control = await this.components.shares.control(currentJob)
+      if (control === undefined || current === undefined) throw new InvalidOptionError('upgrade', 'job', `job ${id} is not running here`)
+      let checkpoint: number
+      try {
+        checkpoint = await savepoints.take(currentJob)
+      } catch (error) {
+        throw new InvalidOptionError('upgrade', 'layers', `needs a savepoint to start from, which failed: ${error instanceof Error ? error.message : String(error)}`)
+      }
+      return new Promise<UpgradeReport>((resolve, reject) => {
+        const reason = `upgrade to code ${nextCode.manifest.hash.slice(0, 12)}`
+        change = {
+          request: { reason },
+          stoppedAt: Date.now(),
+          checkpoint,
+          resolve: () => undefined,
+          reject,
+          from: {},
+          upgrade: { loaded: next, code: nextCode, args: nextArgs, state, done: resolve },
+        }
+        current!.abort(reason)
+      })
+    }
     const done = (async (): Promise<ClusterReport> => {
       let recoveries = 0
       let rescales = 0
+      let upgrades = 0
       /** Peers lost by a failure, with their membership generation then. */
       const lostAt = new Map<string, number>()
       try {
@@ -241,6 +332,7 @@ export class Submitter {
               attempts: attemptNumber + 1,
               recoveries,
               rescales,
+              upgrades,
             }
           }
           for (const letter of deadLetters.splice(0)) abandoned.push({ ...letter, attempt: attemptNumber })
@@ -248,9 +340,18 @@ export class Submitter {
           // The stats of the next attempt start afresh (peers may differ).
           for (const peer of Object.keys(stats)) delete stats[peer]
           if (change !== undefined && !abort.signal.aborted) {
-            rescales++
+            if (change.upgrade === undefined) rescales++
+            else upgrades++
             // A rescale (or a peer leaving): the same job, reshaped, from the savepoint.
             const pending = change
+            const upgrading = pending.upgrade
+            const before = context.code.manifest
+            if (upgrading !== undefined) {
+              // The new version from here on: its program, its code (shipped to the peers by hash), its arguments.
+              program = upgrading.loaded.program
+              args = upgrading.args
+              context = { ...context, code: upgrading.code, args }
+            }
             Object.assign(parallelism, pending.request.parallelism)
             for (const peer of pending.request.exclude ?? []) excluded.add(peer)
             const alive = this.components.members
@@ -267,6 +368,24 @@ export class Submitter {
             shipped = shipPlan(program, planned)
             plan = roundRobinPlan(planned, workers, this.id)
             const restored = firstRestored(events, savepoints)
+            if (upgrading !== undefined) {
+              upgrading.loaded.planned?.(planned)
+              events.next({ type: 'upgrading', attempt: attemptNumber, code: upgrading.code.manifest, checkpoint: pending.checkpoint, state: upgrading.state, plan })
+              change = undefined
+              restored.then(
+                (at) =>
+                  upgrading.done({
+                    from: before,
+                    to: upgrading.code.manifest,
+                    checkpoint: pending.checkpoint,
+                    state: upgrading.state,
+                    pauseMs: at - pending.stoppedAt,
+                    attempt: attemptNumber,
+                  }),
+                pending.reject,
+              )
+              continue
+            }
             events.next({ type: 'rescaling', attempt: attemptNumber, reason: pending.request.reason, parallelism: { ...parallelism }, checkpoint: pending.checkpoint, plan })
             change = undefined
             restored.then(
@@ -342,7 +461,18 @@ export class Submitter {
         if (savepoints === undefined) throw new InvalidOptionError('savepoint', 'layers', 'needs a layer that provides savepoints (checkpoints())')
         return { lineage: id, checkpoint: await savepoints.take(currentJob, { retain: true }) }
       },
-      code: code.manifest,
+      upgrade: async (module, upgradeOptions = {}) => {
+        const nextArgs = upgradeOptions.args ?? args
+        // As `submit` does: this process runs the module itself; the other peers get its bundle.
+        return upgrade(() => loadProgram(module, nextArgs, { submitter: true, peer: this.id }), await packProgram(module), nextArgs)
+      },
+      upgradePacked: (next, upgradeOptions = {}) => {
+        const nextArgs = upgradeOptions.args ?? args
+        return upgrade(() => this.loadPacked(next, nextArgs), next, nextArgs)
+      },
+      get code() {
+        return context.code.manifest
+      },
     }
   }
 
