@@ -4,18 +4,21 @@
 
 import { parseArgs } from 'node:util'
 import { createPeerNode, type PeerNode, readPskFile } from '../kmods/transport/index.js'
-import { KvClient } from '../services/kv/index.js'
+import { campaign, KvClient, type Leadership } from '../services/kv/index.js'
 import { CONNECTION_OPTIONS, connectionOf } from './cluster-commands.js'
 import { UsageError } from './errors.js'
 
 /** Usage of `lamina kv`. */
-export const KV_USAGE = `usage: lamina kv get KEY | put KEY VALUE | del KEY | scan PREFIX | watch PREFIX  [options] [connection…]
+export const KV_USAGE = `usage: lamina kv get KEY | put KEY VALUE | del KEY | scan PREFIX | watch PREFIX | elect ROLE NAME  [options] [connection…]
   The KV store a program started with startKv(cluster, …), from any member of the cluster.
   get KEY            prints the value (exit 1 when the key does not exist); --json prints the entry with its revisions
   put KEY VALUE      sets the value; prints the shard's revision after the write
   del KEY            deletes the key; prints the revision (exit 1 when it did not exist)
   scan PREFIX        prints KEY=VALUE lines in key order; --limit N (default 1000)
   watch PREFIX       prints every change under PREFIX until Ctrl-C; --from-revision N replays from there
+  elect ROLE NAME    campaigns for ROLE as NAME; once held prints "ROLE NAME TOKEN" (the fencing token)
+                     and holds it until Ctrl-C or SIGTERM (then resigns; exit 0) or until it is lost
+                     (exit 1); --ttl MS (default 3000): how long the role outlives this process
   --name NAME        the service (default kv)
   --serializable     reads from any replica (may be behind) instead of linearizable reads
   --json             one JSON object per line
@@ -26,7 +29,7 @@ connection (flags, or a JSON config file with the same keys: {"cluster": [ADDR�
   --config FILE    read the above from FILE (default: $LAMINA_CONFIG, if set); flags take precedence
   --timeout MS     how long a call keeps trying (default 10000)`
 
-const ARITY: Readonly<Record<string, number>> = { get: 1, put: 2, del: 1, scan: 1, watch: 1 }
+const ARITY: Readonly<Record<string, number>> = { get: 1, put: 2, del: 1, scan: 1, watch: 1, elect: 2 }
 
 /**
  * A client peer node (no listening address) and a KvClient of service `name`, from the first member
@@ -105,6 +108,32 @@ export async function kvCommand(argv: readonly string[]): Promise<number> {
         for (const entry of await client.scan({ prefix: args[0]!, limit })) print(json ? JSON.stringify(entry) : `${entry.key}=${entry.value}`)
         return 0
       }
+      case 'elect': {
+        const ttl = values.ttl === undefined ? 3000 : Number(values.ttl)
+        if (!Number.isInteger(ttl) || ttl < 1000) throw new UsageError(`lamina kv: --ttl must be a whole number of milliseconds >= 1000, got ${values.ttl}`, KV_USAGE)
+        const stop = new AbortController()
+        const quit = (): void => stop.abort(new Error('interrupted'))
+        process.once('SIGINT', quit)
+        process.once('SIGTERM', quit)
+        let role: Leadership
+        try {
+          role = await campaign(client, args[0]!, args[1]!, { ttlMs: ttl, signal: stop.signal })
+        } catch (error) {
+          if (stop.signal.aborted) return 0
+          throw error
+        }
+        print(json ? JSON.stringify({ role: role.role, holder: role.holder, token: role.token }) : `${role.role} ${role.holder} ${role.token}`)
+        const ended = await Promise.race([
+          role.lost.then((error) => ({ lost: error })),
+          new Promise<{ lost?: undefined }>((resolve) => stop.signal.addEventListener('abort', () => resolve({}), { once: true })),
+        ])
+        if (ended.lost !== undefined) {
+          process.stderr.write(`lamina kv: lost ${role.role}: ${ended.lost.message}\n`)
+          return 1
+        }
+        await role.resign()
+        return 0
+      }
       default: {
         const from = values['from-revision'] === undefined ? undefined : Number(values['from-revision'])
         if (from !== undefined && (!Number.isInteger(from) || from < 1))
@@ -138,14 +167,15 @@ function parse(argv: readonly string[]) {
       serializable: { type: 'boolean' },
       limit: { type: 'string' },
       'from-revision': { type: 'string' },
+      ttl: { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
   })
   const [verb, ...args] = positionals
-  if (verb === undefined) throw new Error('a verb is missing: get, put, del, scan or watch')
+  if (verb === undefined) throw new Error('a verb is missing: get, put, del, scan, watch or elect')
   const arity = ARITY[verb]
-  if (arity === undefined) throw new Error(`unknown verb "${verb}": get, put, del, scan or watch`)
+  if (arity === undefined) throw new Error(`unknown verb "${verb}": get, put, del, scan, watch or elect`)
   if (args.length !== arity) throw new Error(`${verb} takes ${arity === 1 ? 'one argument' : 'two arguments'}, got ${args.length}`)
   return { verb, args, values, connection: connectionOf(values) }
 }

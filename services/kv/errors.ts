@@ -111,3 +111,17 @@ export class KvNotHereError extends LaminaError {
     super(`kv: peer ${peer} runs no replica of shard ${shard}`)
   }
 }
+
+/** A message stamped with a fencing token older than one already admitted (`Fence.admit`): it comes from a holder that lost its role. */
+export class KvFencedError extends LaminaError {
+  readonly code = 'ERR_KV_FENCED'
+  override readonly name = 'KvFencedError'
+  readonly retryable = false
+  constructor(
+    readonly role: string,
+    readonly token: number,
+    readonly newest: number,
+  ) {
+    super(`kv: role ${JSON.stringify(role)}: token ${token} is older than token ${newest}, already admitted: its holder lost the role`)
+  }
+}

@@ -2,7 +2,18 @@
 // (kmods/raft), hosted on every peer, started by `startKv(cluster, { shards, replicas })`.
 
 export { KvState, KV_LIMITS, type KvCommand, type KvEntry, type KvEvent, type KvLease as KvLeaseState, type KvResult, type KvScan } from './state.js'
-export { KvCommandError, KvCompactedError, KvLeaseNotFoundError, KvLimitError, KvNotHereError, KvProtocolError, KvRemoteError, KvUnavailableError } from './errors.js'
+export { campaign, Fence, holderOf, isHolder, roleKey, type CampaignOptions, type Leadership } from './election.js'
+export {
+  KvCommandError,
+  KvCompactedError,
+  KvFencedError,
+  KvLeaseNotFoundError,
+  KvLimitError,
+  KvNotHereError,
+  KvProtocolError,
+  KvRemoteError,
+  KvUnavailableError,
+} from './errors.js'
 export { startKvReplica, type KvConsistency, type KvReplica, type KvReplicaOptions, type KvReplicaWatch } from './replica.js'
 export { startKvHost, type KvHost, type KvHostOptions } from './host.js'
 export { KvClient, type KvClientOptions, type KvLease, type KvShardLayout, type KvWatchEvent, type KvWatchOptions } from './client.js'
