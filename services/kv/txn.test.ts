@@ -11,6 +11,7 @@ type Prepare = {
   writes?: { key: string; value?: string }[]
   ranges?: { from: string; to?: string; keys: { key: string; modRevision: number }[] }[]
   record?: typeof record
+  onePhase?: boolean
 }
 const prepare = (shard: KvState, p: Prepare) => shard.apply({ op: 'tx-prepare', primary, reads: [], writes: [], ...p })
 
@@ -172,6 +173,29 @@ describe('shard transactions', () => {
       expect(prepare(shard, { tx: 'late', writes: [{ key: 'y', value: '1' }] }).tx).toEqual({ ok: false, status: 'aborted' })
       expect(shard.writerOf('y')).toBeUndefined()
     }
+  })
+
+  it('one-phase commit: the only participant applies at once, locks nothing, and its record says committed', () => {
+    const s = new KvState()
+    s.apply({ op: 'put', key: 'x', value: '1' })
+    const seen = s.get('x')!.modRevision
+    const only = { ...record, participants: ['s1'] }
+    expect(prepare(s, { tx: 'p', reads: [{ key: 'x', modRevision: seen }], writes: [{ key: 'x', value: '2' }, { key: 'y' }], record: only, onePhase: true } as Prepare).tx).toEqual(
+      { ok: true, status: 'committed' },
+    )
+    expect([s.get('x')?.value, s.writerOf('x'), s.txRecord('p')?.status]).toEqual(['2', undefined, 'committed'])
+    // A coordinator that got no answer aborts: the record says it committed.
+    expect(s.apply({ op: 'tx-abort', tx: 'p' }).tx).toEqual({ ok: false, status: 'committed' })
+    // Refused like any prepare: a stale read, another's lock.
+    expect(prepare(s, { tx: 'q', reads: [{ key: 'x', modRevision: seen }], writes: [{ key: 'x', value: '3' }], record: only, onePhase: true } as Prepare).tx).toEqual({
+      ok: false,
+      stale: 'x',
+    })
+    prepare(s, { tx: 'holder', writes: [{ key: 'z', value: 'h' }], record })
+    expect(prepare(s, { tx: 'r', writes: [{ key: 'z', value: 'r' }], record: only, onePhase: true } as Prepare).tx?.conflict?.holder).toBe('holder')
+    expect(s.get('x')?.value).toBe('2')
+    expect(() => s.apply({ op: 'tx-prepare', tx: 'bad', primary, reads: [], writes: [{ key: 'w', value: '1' }], onePhase: true })).toThrow(/onePhase/)
+    expect(() => s.apply({ op: 'tx-prepare', tx: 'bad', primary, reads: [], writes: [{ key: 'w', value: '1' }], record, onePhase: true })).toThrow(/only participant/)
   })
 
   it('a retried prepare or commit (same request id) is applied once', () => {

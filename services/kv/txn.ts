@@ -48,6 +48,11 @@ export const TxPrepare = t.intersection([
     ranges: t.array(t.intersection([t.type({ from: t.string, keys: t.array(t.type({ key: t.string, modRevision: t.number })) }), t.partial({ to: t.string })])),
     /** On the primary shard only: the status record to create, pending. */
     record: t.type({ startedAtMs: t.number, ttlMs: t.number, participants: t.array(t.string) }),
+    /**
+     * The transaction's only participant (one-phase commit): checked as any prepare, then its
+     * writes apply at once and its record is created committed; no lock is taken.
+     */
+    onePhase: t.boolean,
   }),
 ])
 export type TxPrepare = t.TypeOf<typeof TxPrepare>
@@ -169,6 +174,8 @@ export class TxnTable {
       if (written.has(w.key)) throw new KvCommandError(`writes.${i}.key`, `writes ${JSON.stringify(w.key)} twice`)
       written.add(w.key)
     }
+    if (c.onePhase === true && (c.record === undefined || c.record.participants.length !== 1))
+      throw new KvCommandError('onePhase', "a one-phase prepare is its transaction's only participant and carries its record (record.participants: one shard)")
     if (c.record !== undefined) {
       if (!Number.isFinite(c.record.ttlMs) || c.record.ttlMs <= 0) throw new KvCommandError('record.ttlMs', `must be a positive number of milliseconds, got ${c.record.ttlMs}`)
       if (c.writes.length === 0) throw new KvCommandError('record', 'a transaction that writes nothing on its primary has no record there')
@@ -280,7 +287,13 @@ export class TxnTable {
       const ranged = this.rangeHolder(w.key, tx)
       if (ranged !== undefined) return { ok: false, conflict: this.conflict(w.key, ranged) }
     }
-    // Every check passed: lock, and keep the writes (and, on the primary, the pending record).
+    // Every check passed. The only participant commits at once: no lock, the record committed.
+    if (c.onePhase === true) {
+      for (const w of c.writes) this.store.write(w.key, w.value)
+      if (c.record !== undefined && record === undefined) this.keep({ tx, status: 'committed', ...c.record })
+      return { ok: true, status: 'committed' }
+    }
+    // Lock, and keep the writes (and, on the primary, the pending record).
     const intent: Intent = {
       tx,
       primary: c.primary,

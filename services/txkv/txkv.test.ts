@@ -173,8 +173,10 @@ describe('startTxKv on 3 peer processes', () => {
       tx.put(onB, 'seen')
     })
     const prepared: string[] = []
+    const ops: string[] = []
     const tx = kv.tx.bind(kv)
     const spy = vi.spyOn(kv, 'tx').mockImplementation((shard, command) => {
+      ops.push(command.op)
       if (command.op === 'tx-prepare') prepared.push(shard)
       return tx(shard, command)
     })
@@ -184,10 +186,15 @@ describe('startTxKv on 3 peer processes', () => {
         t.put(onA, `${seen}-${await t.get(onA)}`)
       }
       await store.transact(readAndWrite, { isolation: 'snapshot' })
+      // It writes one shard only: one-phase commit, one prepare and no separate commit.
       expect(prepared).toEqual([a])
+      expect(ops.filter((op) => op === 'tx-commit')).toEqual([])
       prepared.length = 0
+      ops.length = 0
       await store.transact(readAndWrite)
       expect(prepared.sort()).toEqual([a, b].sort())
+      await store.settled()
+      expect(ops).toContain('tx-commit')
     } finally {
       spy.mockRestore()
     }

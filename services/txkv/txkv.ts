@@ -230,8 +230,12 @@ export class Transaction {
         writes: p.writes,
         ...(p.ranges!.length === 0 ? {} : { ranges: p.ranges }),
         ...(shard === primary.shard ? { record: { startedAtMs: this.startedAtMs, ttlMs: TXKV_LIMITS.durationMs, participants } } : {}),
+        ...(onePhase ? { onePhase } : {}),
       }
     }
+    // One shard only: one-phase commit (the prepare applies the writes; nothing else to do but
+    // forget the record, in the background).
+    const onePhase = participants.length === 1
     const kv = this.store.kv
     const deadline = this.startedAtMs + TXKV_LIMITS.durationMs
     // Every participant at once. The primary's prepare creates the record every lock points to; a
@@ -247,6 +251,11 @@ export class Transaction {
       ),
     )
     if (targets.length < participants.length) failpoint('after-prepare-primary')
+    const only = results[0]
+    if (onePhase && only !== undefined && 'r' in only && (only.r.ok || only.r.tx?.status === 'committed')) {
+      this.store.forgetLater(primary.shard, this.id)
+      return
+    }
     // The commit point: the last participant prepared (parallel commits). Claimed only within the
     // time limit, before which nobody may recover the transaction (TxKv.resolve).
     if (results.every((one) => 'r' in one && one.r.ok) && Date.now() < deadline) {
@@ -485,6 +494,13 @@ export class TxKv {
       )
       if (resolved.every(Boolean)) await this.finisher.forget(primary, tx).catch(() => undefined)
     })()
+    this.finishing.add(done)
+    void done.finally(() => this.finishing.delete(done))
+  }
+
+  /** Drops a one-phase transaction's committed record, in the background (batched; `settled` waits for it). */
+  forgetLater(shard: string, tx: string): void {
+    const done = this.finisher.forget(shard, tx).catch(() => undefined)
     this.finishing.add(done)
     void done.finally(() => this.finishing.delete(done))
   }
