@@ -32,9 +32,11 @@ ${CONNECTION_USAGE}`,
   jobs: `usage: lamina jobs [--json] [connection…]
   Lists the jobs every live member coordinates, running and recently ended, newest first.
 ${CONNECTION_USAGE}`,
-  status: `usage: lamina status JOB [--json] [connection…]
+  status: `usage: lamina status JOB [--json] [--follow] [connection…]
   Shows a job: state, attempts, records per operator, where its instances run, savepoints, and
-  what happened lately (recoveries, rescales, layer events).
+  what happened lately (recoveries, rescales, upgrades, layer events).
+  --follow   follow the job's progress and events until it ends, as lamina submit does (exit 0
+             when it finished with no dead letters, 1 otherwise; Ctrl-C stops following)
 ${CONNECTION_USAGE}`,
   cancel: `usage: lamina cancel JOB [connection…]
   Cancels a running job and waits until it has stopped on every peer.
@@ -158,7 +160,7 @@ export async function operatorCommand(command: string, argv: readonly string[]):
   if (command === 'submit') return submit(argv)
   if (command === 'upgrade') return upgrade(argv)
   const shape: Record<string, readonly string[]> = { jobs: [], members: [], status: ['JOB'], cancel: ['JOB'], savepoint: ['JOB'], rescale: ['JOB', 'OPERATOR', 'N'] }
-  const { values, positionals, connection } = parse(command, argv, {}, shape[command]!)
+  const { values, positionals, connection } = parse(command, argv, command === 'status' ? { follow: { type: 'boolean' } } : {}, shape[command]!)
   if (command === 'rescale' && !(Number.isInteger(Number(positionals[2])) && Number(positionals[2]) >= 1))
     throw new UsageError(`lamina rescale: N must be a positive integer, got ${positionals[2]}`, OPERATOR_USAGE.rescale!)
   const client = await connect(connection)
@@ -198,6 +200,8 @@ export async function operatorCommand(command: string, argv: readonly string[]):
     }
     const job = positionals[0]!
     if (command === 'status') {
+      // Reattach to a job (one submitted with --detach, or by another client): follow it to its end.
+      if ((values as { follow?: boolean }).follow === true) return await follow(client, await client.status(job))
       const status = await client.status(job)
       if (json) return (out(JSON.stringify(status, null, 2)), 0)
       out(renderStatus(status))

@@ -118,7 +118,8 @@ describe('the operator CLI against a running cluster', () => {
   })
 
   it('`lamina upgrade` refuses a version whose state codec changed without a migration, then upgrades to one with it', async () => {
-    const records = 200_000
+    // Paced to about 12 s: long enough for two CLI runs (each bundles and loads the program first).
+    const records = 600_000
     const file = join(dir, 'upgraded.jsonl')
     const submitted = await lamina(['submit', upgradeV1, '--detach', '--', String(records), file])
     expect(submitted.code, submitted.stderr).toBe(0)
@@ -128,10 +129,14 @@ describe('the operator CLI against a running cluster', () => {
     expect(refused.stderr).toContain('ERR_UPGRADE_STATE')
     expect(refused.stderr).toContain('count: cannot upgrade its state from { count: number } to { count: number, doubled: number }')
     const upgraded = await lamina(['upgrade', id, upgradeV2, '--', String(records), file])
-    expect(upgraded.code, upgraded.stderr).toBe(0)
+    expect(upgraded.code, `${upgraded.stderr}\n${upgraded.stdout}`).toBe(0)
     expect(upgraded.stdout).toMatch(new RegExp(`^${id}: code [0-9a-f]{12} -> [0-9a-f]{12} from checkpoint \\d+, paused \\d+ ms \\(attempt 1\\)$`, 'm'))
     expect(upgraded.stderr).toContain('migrated count ({ count: number } -> { count: number, doubled: number }); added tag')
-    await until(async () => JSON.parse((await lamina(['status', id, '--json'])).stdout).state !== 'running', 60_000, 'the upgraded job to end')
+    // Reattached: follows the job to its end.
+    const followed = await lamina(['status', id, '--follow'])
+    expect(followed.code, followed.stderr).toBe(0)
+    expect(followed.stdout.trim()).toBe(`${id} finished`)
+    expect(followed.stderr).toContain('upgraded to code')
     const status = JSON.parse((await lamina(['status', id, '--json'])).stdout) as { state: string; upgrades: number }
     expect(status).toMatchObject({ state: 'finished', upgrades: 1 })
     const finals = readFileSync(file, 'utf8')
