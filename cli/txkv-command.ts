@@ -2,7 +2,7 @@
 // the shell: reads, compares and writes over any keys of any shards, all applied or none.
 
 import { parseArgs } from 'node:util'
-import { TxKv } from '../services/txkv/index.js'
+import { TxKv, type TxOp } from '../services/txkv/index.js'
 import { CONNECTION_OPTIONS, connectionOf } from './cluster-commands.js'
 import { UsageError } from './errors.js'
 import { connectKv } from './kv-command.js'
@@ -53,31 +53,19 @@ export async function txkvCommand(argv: readonly string[]): Promise<number> {
   const { node, client } = await connectKv(connection, { name: parsed.name ?? 'txkv' })
   try {
     const db = new TxKv(client)
-    const outcome = await db.transact(async (tx) => {
-      const reads: Record<string, string | null> = {}
-      for (const op of ops) {
-        if (op.verb === 'get') reads[op.key] = (await tx.get(op.key)) ?? null
-        else if (op.verb === 'if' || op.verb === 'if-absent') {
-          const now = await tx.get(op.key)
-          const expected = op.verb === 'if' ? op.value : undefined
-          if (now !== expected)
-            return {
-              committed: false,
-              reads,
-              failed: `${op.key} is ${now === undefined ? 'absent' : JSON.stringify(now)}, not ${expected === undefined ? 'absent' : JSON.stringify(expected)}`,
-            }
-        }
-      }
-      for (const op of ops) {
-        if (op.verb === 'put') tx.put(op.key, op.value)
-        else if (op.verb === 'del') tx.delete(op.key)
-      }
-      return { committed: true, reads }
-    })
+    const run = await db.run(
+      ops.map((op): TxOp => {
+        if (op.verb === 'put' || op.verb === 'if') return { op: op.verb, key: op.key, value: op.value }
+        return op.verb === 'get' ? { op: 'get', key: op.key } : op.verb === 'del' ? { op: 'delete', key: op.key } : { op: 'if', key: op.key, value: undefined }
+      }),
+    )
+    const shown = (v: string | undefined): string => (v === undefined ? 'absent' : JSON.stringify(v))
+    const failed = run.failed === undefined ? undefined : `${run.failed.key} is ${shown(run.failed.actual)}, not ${shown(run.failed.expected)}`
+    const outcome = { committed: run.committed, reads: run.reads, ...(failed === undefined ? {} : { failed }) }
     if (json) process.stdout.write(`${JSON.stringify(outcome)}\n`)
     else {
       for (const [key, value] of Object.entries(outcome.reads)) process.stdout.write(value === null ? `${key} absent\n` : `${key}=${value}\n`)
-      if (outcome.failed !== undefined) process.stderr.write(`lamina txkv: not committed: ${outcome.failed}\n`)
+      if (failed !== undefined) process.stderr.write(`lamina txkv: not committed: ${failed}\n`)
     }
     // The committed transaction's other shards are told before the connection goes.
     await db.settled()

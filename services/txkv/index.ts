@@ -5,7 +5,20 @@ import { TxKv, type TxKvOptions } from './txkv.js'
 
 export { TxAbortedError, TxClosedError, TxConflictError, TxIndeterminateError, TxLimitError, TxRetriesExhaustedError } from './errors.js'
 export { sinkMarkerKey, txkvSink, type TxKvSinkOptions } from './sink.js'
-export { Transaction, TxKv, TXKV_LIMITS, type TxAttempt, type TxEntry, type TxIsolation, type TxKvOptions, type TxOptions, type TxRetryOptions, type TxScan } from './txkv.js'
+export {
+  Transaction,
+  TxKv,
+  TXKV_LIMITS,
+  type TxAttempt,
+  type TxEntry,
+  type TxIsolation,
+  type TxKvOptions,
+  type TxOp,
+  type TxOptions,
+  type TxRetryOptions,
+  type TxRunResult,
+  type TxScan,
+} from './txkv.js'
 
 /** Options of `startTxKv`: the KV store's (shards, replicas, placement …) and the transactions'. */
 export interface StartTxKvOptions extends Omit<StartKvOptions, 'consistency'>, TxKvOptions {}
@@ -32,10 +45,11 @@ export interface TxKvStore extends TxKv {
  * ```
  */
 export async function startTxKv(cluster: KvCluster, options: StartTxKvOptions = {}): Promise<TxKvStore> {
-  const { retry, onAttempt, clockSkewMs, ...kvOptions } = options
+  const { retry, onAttempt, clockSkewMs, isolation, ...kvOptions } = options
   const kv = await startKv(cluster, { name: 'txkv', ...kvOptions })
   const store = new TxKv(kv, {
     ...(retry === undefined ? {} : { retry }),
+    ...(isolation === undefined ? {} : { isolation }),
     ...(onAttempt === undefined ? {} : { onAttempt }),
     ...(clockSkewMs === undefined ? {} : { clockSkewMs }),
   })

@@ -217,6 +217,28 @@ describe('startTxKv on 3 peer processes', () => {
     expect((await kv.get(onA))?.value).toBe('20')
   })
 
+  it('one-shot transactions: every compare first, then the writes, all or none', async () => {
+    const store = db!
+    const claim = [
+      { op: 'if', key: 'os/lock', value: undefined },
+      { op: 'put', key: 'os/lock', value: 'me' },
+      { op: 'put', key: 'os/other', value: '1' },
+    ] as const
+    expect(await store.run(claim)).toEqual({ committed: true, reads: { 'os/lock': null } })
+    const again = await store.run([
+      { op: 'if', key: 'os/lock', value: undefined },
+      { op: 'put', key: 'os/lock', value: 'you' },
+      { op: 'delete', key: 'os/other' },
+    ])
+    expect(again).toEqual({ committed: false, reads: { 'os/lock': 'me' }, failed: { key: 'os/lock', expected: undefined, actual: 'me' } })
+    expect(
+      await store.run([
+        { op: 'get', key: 'os/lock' },
+        { op: 'get', key: 'os/other' },
+      ]),
+    ).toEqual({ committed: true, reads: { 'os/lock': 'me', 'os/other': '1' } })
+  })
+
   it('a live transaction holding a lock makes others wait by retrying, then give up with the conflict as the cause', async () => {
     const store = db!
     const kv = store.kv

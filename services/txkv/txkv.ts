@@ -91,6 +91,26 @@ export interface TxKvOptions {
   readonly clockSkewMs?: number
 }
 
+/**
+ * One operation of a one-shot transaction (`TxKv.run`): read a key, compare it (`if`: its value
+ * must be `value`, or absent when `value` is undefined), write or delete it.
+ */
+export type TxOp =
+  | { readonly op: 'get'; readonly key: string }
+  | { readonly op: 'if'; readonly key: string; readonly value: string | undefined }
+  | { readonly op: 'put'; readonly key: string; readonly value: string }
+  | { readonly op: 'delete'; readonly key: string }
+
+/** What a one-shot transaction did. */
+export interface TxRunResult {
+  /** False when a compare failed: nothing was written. */
+  readonly committed: boolean
+  /** The value of every key read (`get` and `if`), null when absent. */
+  readonly reads: Readonly<Record<string, string | null>>
+  /** The compare that failed, with the value found (undefined: absent). */
+  readonly failed?: { readonly key: string; readonly expected: string | undefined; readonly actual: string | undefined }
+}
+
 /** A scan of a transaction: a prefix, or the half-open range `[from, to)`. */
 export type TxScan = { readonly prefix: string } | { readonly from: string; readonly to?: string }
 
@@ -408,6 +428,32 @@ export class TxKv {
         await pause(Math.random() * Math.min(max, base * 2 ** (attempt - 1)))
       }
     }
+  }
+
+  /**
+   * A one-shot transaction over any keys: every `get` and `if` is read first; if every compare
+   * holds, every `put` and `delete` is applied, all in one transaction (all or none). A failed
+   * compare writes nothing and says which (`committed: false`). Retried as `transact` is.
+   *
+   * ```ts
+   * await db.run([{ op: 'if', key: 'lock', value: undefined }, { op: 'put', key: 'lock', value: 'me' }])
+   * ```
+   */
+  async run(ops: readonly TxOp[], options: TxOptions = {}): Promise<TxRunResult> {
+    return this.transact(async (tx) => {
+      const reads: Record<string, string | null> = {}
+      for (const o of ops) {
+        if (o.op !== 'get' && o.op !== 'if') continue
+        const actual = await tx.get(o.key)
+        reads[o.key] = actual ?? null
+        if (o.op === 'if' && actual !== o.value) return { committed: false, reads, failed: { key: o.key, expected: o.value, actual } }
+      }
+      for (const o of ops) {
+        if (o.op === 'put') tx.put(o.key, o.value)
+        else if (o.op === 'delete') tx.delete(o.key)
+      }
+      return { committed: true, reads }
+    }, options)
   }
 
   /** A key's committed value, resolving a transaction that committed a write to it first. */
