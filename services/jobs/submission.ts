@@ -239,17 +239,12 @@ export class Submitter {
     // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
     const parallelism: Record<string, number> = {}
     const excluded = new Set<string>()
+    /** The change the next attempt makes: a rescale (or a peer moved off), or an upgrade to a new version. */
     let change:
-      | {
-          request: RescaleRequest
-          stoppedAt: number
-          checkpoint: number
-          resolve: (report: RescaleReport) => void
-          reject: (error: unknown) => void
-          from: Record<string, number>
-          /** An upgrade: the new version, and what happens to the state. */
-          upgrade?: { loaded: LoadedProgram; code: PackedProgram; args: readonly string[]; state: UpgradePlan; done: (report: UpgradeReport) => void }
-        }
+      | ({ request: RescaleRequest; stoppedAt: number; checkpoint: number; reject: (error: unknown) => void } & (
+          | { kind: 'rescale'; resolve: (report: RescaleReport) => void; from: Record<string, number> }
+          | { kind: 'upgrade'; resolve: (report: UpgradeReport) => void; loaded: LoadedProgram; code: PackedProgram; args: readonly string[]; state: UpgradePlan }
+        ))
       | undefined
     const rescale = async (request: RescaleRequest): Promise<RescaleReport> => {
       if (change !== undefined) throw new InvalidOptionError('rescale', 'request', `a rescale (${change.request.reason}) is in progress`)
@@ -267,14 +262,13 @@ export class Submitter {
       }
       const from = Object.fromEntries(Object.keys(request.parallelism ?? {}).map((name) => [name, planned.operators.find((o) => o.name === name)?.annotations.parallelism ?? 1]))
       return new Promise<RescaleReport>((resolve, reject) => {
-        change = { request, stoppedAt: Date.now(), checkpoint, resolve, reject, from }
+        change = { kind: 'rescale', request, stoppedAt: Date.now(), checkpoint, resolve, reject, from }
         current!.abort(`rescaling: ${request.reason}`)
       })
     }
     const upgrade = async (load: () => Promise<LoadedProgram>, nextCode: PackedProgram, nextArgs: readonly string[]): Promise<UpgradeReport> => {
       // Everything that can refuse does so before anything stops.
-      if (change !== undefined)
-        throw new InvalidOptionError('upgrade', 'request', `a ${change.upgrade === undefined ? 'rescale' : 'upgrade'} (${change.request.reason}) is in progress`)
+      if (change !== undefined) throw new InvalidOptionError('upgrade', 'request', `a ${change.kind} (${change.request.reason}) is in progress`)
       if (savepoints === undefined) throw new InvalidOptionError('upgrade', 'layers', 'needs a layer that provides savepoints (checkpoints())')
       const next = await load()
       const names = (list: readonly { readonly name: string }[]) => list.map((l) => l.name).join(', ') || 'none'
@@ -296,15 +290,7 @@ export class Submitter {
       }
       return new Promise<UpgradeReport>((resolve, reject) => {
         const reason = `upgrade to code ${nextCode.manifest.hash.slice(0, 12)}`
-        change = {
-          request: { reason },
-          stoppedAt: Date.now(),
-          checkpoint,
-          resolve: () => undefined,
-          reject,
-          from: {},
-          upgrade: { loaded: next, code: nextCode, args: nextArgs, state, done: resolve },
-        }
+        change = { kind: 'upgrade', request: { reason }, stoppedAt: Date.now(), checkpoint, resolve, reject, loaded: next, code: nextCode, args: nextArgs, state }
         current!.abort(reason)
       })
     }
@@ -321,7 +307,7 @@ export class Submitter {
           current = this.attempt(context, attempt, plan, workers, descriptions, planned, shipped, rescale)
           const outcome = await current.outcome
           if (outcome.ok) {
-            change?.reject(new InvalidOptionError('rescale', 'job', 'the job finished before the rescale took effect'))
+            change?.reject(new InvalidOptionError(change.kind, 'job', `the job finished before the ${change.kind} took effect`))
             return {
               job: id,
               plan,
@@ -340,17 +326,16 @@ export class Submitter {
           // The stats of the next attempt start afresh (peers may differ).
           for (const peer of Object.keys(stats)) delete stats[peer]
           if (change !== undefined && !abort.signal.aborted) {
-            if (change.upgrade === undefined) rescales++
+            if (change.kind === 'rescale') rescales++
             else upgrades++
-            // A rescale (or a peer leaving): the same job, reshaped, from the savepoint.
+            // A rescale (or a peer leaving): the same job, reshaped, from the savepoint. An upgrade:
+            // the new version from here on (its program, its code shipped to the peers by hash, its arguments).
             const pending = change
-            const upgrading = pending.upgrade
             const before = context.code.manifest
-            if (upgrading !== undefined) {
-              // The new version from here on: its program, its code (shipped to the peers by hash), its arguments.
-              program = upgrading.loaded.program
-              args = upgrading.args
-              context = { ...context, code: upgrading.code, args }
+            if (pending.kind === 'upgrade') {
+              program = pending.loaded.program
+              args = pending.args
+              context = { ...context, code: pending.code, args }
             }
             Object.assign(parallelism, pending.request.parallelism)
             for (const peer of pending.request.exclude ?? []) excluded.add(peer)
@@ -368,17 +353,17 @@ export class Submitter {
             shipped = shipPlan(program, planned)
             plan = roundRobinPlan(planned, workers, this.id)
             const restored = firstRestored(events, savepoints)
-            if (upgrading !== undefined) {
-              upgrading.loaded.planned?.(planned)
-              events.next({ type: 'upgrading', attempt: attemptNumber, code: upgrading.code.manifest, checkpoint: pending.checkpoint, state: upgrading.state, plan })
+            if (pending.kind === 'upgrade') {
+              pending.loaded.planned?.(planned)
+              events.next({ type: 'upgrading', attempt: attemptNumber, code: pending.code.manifest, checkpoint: pending.checkpoint, state: pending.state, plan })
               change = undefined
               restored.then(
                 (at) =>
-                  upgrading.done({
+                  pending.resolve({
                     from: before,
-                    to: upgrading.code.manifest,
+                    to: pending.code.manifest,
                     checkpoint: pending.checkpoint,
-                    state: upgrading.state,
+                    state: pending.state,
                     pauseMs: at - pending.stoppedAt,
                     attempt: attemptNumber,
                   }),
