@@ -118,6 +118,17 @@ describe('shard transactions', () => {
     expect(s.apply({ op: 'tx-forget', tx: 'd' }).tx).toEqual({ ok: false, status: 'pending' })
   })
 
+  it("a reader's abort `ifAbsent` forbids a record that does not exist yet, and leaves one created since (it may be committed)", () => {
+    const s = new KvState()
+    // The race it closes: a reader found no record, then the primary's prepare created it and every
+    // prepare succeeded (the transaction committed); the reader's abort must not undo that.
+    prepare(s, { tx: 'p', writes: [{ key: 'x', value: '1' }], record })
+    expect(s.apply({ op: 'tx-abort', tx: 'p', ifAbsent: true }).tx).toEqual({ ok: false, status: 'pending' })
+    expect([s.txRecord('p')?.status, s.writerOf('x')?.holder]).toEqual(['pending', 'p'])
+    expect(s.apply({ op: 'tx-abort', tx: 'q', ifAbsent: true }).tx).toEqual({ ok: true, status: 'aborted' })
+    expect(prepare(s, { tx: 'q', writes: [{ key: 'y', value: '1' }], record }).tx).toEqual({ ok: false, status: 'aborted' })
+  })
+
   it('an abort on the primary drops its own locks with the record', () => {
     const s = new KvState()
     prepare(s, { tx: 'a', reads: [{ key: 'r', modRevision: 0 }], writes: [{ key: 'x', value: '1' }], record })

@@ -62,8 +62,13 @@ export const TxCommand = t.union([
   TxPrepare,
   /** Primary: the commit point (pending -> committed). */
   t.type({ op: t.literal('tx-commit'), tx: t.string }),
-  /** Primary: pending -> aborted; with no record yet, an aborted one, so a late prepare cannot create it. */
-  t.type({ op: t.literal('tx-abort'), tx: t.string }),
+  /**
+   * Primary: pending -> aborted; with no record yet, an aborted one, so a late prepare cannot
+   * create it. With `ifAbsent`, only the latter: a record that exists is left as it is (a reader
+   * that found no record must not abort one created since, which may be committed already: its
+   * prepares may all have succeeded).
+   */
+  t.intersection([t.type({ op: t.literal('tx-abort'), tx: t.string }), t.partial({ ifAbsent: t.boolean })]),
   /** Any participant: apply (commit) or drop the transaction's writes here, and release its locks. */
   t.type({ op: t.literal('tx-resolve'), tx: t.string, commit: t.boolean }),
   /** Primary: drop a finished record once every participant resolved. */
@@ -225,6 +230,7 @@ export class TxnTable {
           this.keep({ tx: c.tx, status: 'aborted', startedAtMs: 0, ttlMs: 0, participants: [] })
           return { ok: true, status: 'aborted' }
         }
+        if (c.ifAbsent === true) return { ok: record.status === 'aborted', status: record.status }
         if (record.status === 'pending') record.status = 'aborted'
         // The primary's own locks go with the abort (one log entry, not two), as its writes go with the commit.
         if (record.status === 'aborted') this.resolve(c.tx, false)

@@ -494,9 +494,11 @@ export class TxKv {
       if (!expired) return false
       status = await this.recover(holder, primary.shard, record.participants)
     } else if (status === undefined) {
-      // No record: the holder's primary prepare never applied (or it was forgotten after every
-      // participant resolved). An aborted record forbids it from appearing later.
-      status = (await this.kv.tx(primary.shard, { op: 'tx-abort', tx: holder })).tx?.status
+      // No record: the holder's primary prepare had not applied (or it was forgotten after every
+      // participant resolved). An aborted record forbids it from appearing later; but a record
+      // created since is left alone (`ifAbsent`): its transaction may have committed already, at
+      // its last prepare, and only a recovery past its time limit may decide it.
+      status = (await this.kv.tx(primary.shard, { op: 'tx-abort', tx: holder, ifAbsent: true })).tx?.status
     }
     if (status !== 'committed' && status !== 'aborted') return false
     await this.finisher.resolve(shard, holder, status === 'committed')
