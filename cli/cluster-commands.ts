@@ -20,7 +20,7 @@ const CONNECTION_USAGE = `connection (flags, or a JSON config file with the same
 
 /** Usage of each operator command. */
 export const OPERATOR_USAGE: Readonly<Record<string, string>> = {
-  submit: `usage: lamina submit PROGRAM [--on PEER] [--detach] [--from-savepoint ID] [connection…] [--] [ARGS…]
+  submit: `usage: lamina submit PROGRAM [--on PEER] [--detach] [--failover] [--from-savepoint ID] [connection…] [--] [ARGS…]
   Bundles PROGRAM and the local files it imports, checks that it builds a program, and submits it
   to a member (the one answering first, or --on PEER), which coordinates the job: its sources and
   sinks run there. Follows the job's progress until it ends (exit 0 when it finished with no dead
@@ -28,6 +28,9 @@ export const OPERATOR_USAGE: Readonly<Record<string, string>> = {
   --on PEER            the member to coordinate the job (a peer id, or its last characters)
   --detach             print the job id and exit once the job started
   --from-savepoint ID  start from a savepoint (LINEAGE@CHECKPOINT, printed by lamina savepoint)
+  --failover           the job outlives its coordinator: its state is kept in the cluster's KV
+                       service, sources and sinks are placed like any operator, and when the
+                       coordinator dies another peer takes the job over from its last checkpoint
 ${CONNECTION_USAGE}`,
   jobs: `usage: lamina jobs [--json] [connection…]
   Lists the jobs every live member coordinates, running and recently ended, newest first.
@@ -285,7 +288,12 @@ async function upgrade(argv: readonly string[]): Promise<number> {
 async function submit(argv: readonly string[]): Promise<number> {
   const dashes = argv.indexOf('--')
   const own = dashes < 0 ? argv : argv.slice(0, dashes)
-  const { values, positionals, connection } = parse('submit', own, { on: { type: 'string' }, detach: { type: 'boolean' }, 'from-savepoint': { type: 'string' } }, ['PROGRAM'])
+  const { values, positionals, connection } = parse(
+    'submit',
+    own,
+    { on: { type: 'string' }, detach: { type: 'boolean' }, failover: { type: 'boolean' }, 'from-savepoint': { type: 'string' } },
+    ['PROGRAM'],
+  )
   const [program, ...rest] = positionals as [string, ...string[]]
   const args = [...rest, ...(dashes < 0 ? [] : argv.slice(dashes + 1))]
   let fromSavepoint: { lineage: string; checkpoint: number } | undefined
@@ -301,7 +309,12 @@ async function submit(argv: readonly string[]): Promise<number> {
     // A savepoint lives with the peer that coordinated its job: the new job starts there.
     let on = values.on === undefined ? undefined : String(values.on)
     if (on === undefined && fromSavepoint !== undefined) on = (await client.jobs()).jobs.find((j) => j.id === fromSavepoint.lineage)?.coordinator
-    const summary = await client.submit(code, { args, ...(fromSavepoint === undefined ? {} : { fromSavepoint }), ...(on === undefined ? {} : { on }) })
+    const summary = await client.submit(code, {
+      args,
+      ...(fromSavepoint === undefined ? {} : { fromSavepoint }),
+      ...(on === undefined ? {} : { on }),
+      ...(values.failover === true ? { failover: true } : {}),
+    })
     err(`job ${summary.id} submitted to ${summary.coordinator}`)
     if (values.detach === true) return (out(summary.id), 0)
     return await follow(client, summary)
@@ -321,8 +334,22 @@ async function follow(client: AdminClient, summary: JobSummary): Promise<number>
   process.once('SIGINT', onSignal)
   try {
     let seen = 0
+    let lostSince: number | undefined
     for (;;) {
-      const status = await client.status(summary.id)
+      let status: JobStatus
+      try {
+        status = await client.status(summary.id)
+        lostSince = undefined
+      } catch (error) {
+        // A failover job's coordinator died: another peer takes it over within seconds; ask again.
+        if (lostSince === undefined) {
+          lostSince = Date.now()
+          err(`no answer about job ${summary.id} (${error instanceof Error ? error.message : String(error)}); asking the members again for 30 s`)
+        }
+        if (Date.now() - lostSince > 30_000) throw error
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        continue
+      }
       for (const event of status.events.filter((e) => e.at > seen)) err(event.message)
       seen = Math.max(seen, ...status.events.map((e) => e.at))
       if (status.state !== 'running') {

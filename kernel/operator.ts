@@ -212,6 +212,7 @@ class OperatorValue implements Operator {
       outputs: Object.fromEntries(outputs.map((p) => [p, this.outputCodecs[p]!.name])),
       keyed: body.form === 'atom' && body.key !== undefined,
       ...(body.form === 'atom' && body.state !== undefined ? { state: body.state.codec.name } : {}),
+      ...(body.form === 'atom' && body.commit !== undefined ? { commits: true as const } : {}),
       annotations: this.annotations,
     }
   }

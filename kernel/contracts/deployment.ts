@@ -48,4 +48,6 @@ export interface Deployment {
   readonly workDir?: string
   /** On the submitting peer: runs the job again with a new shape (see JobCluster.rescale). */
   rescale?(change: RescaleRequest): Promise<RescaleReport>
+  /** On the coordinating peer of a failover job: records a complete checkpoint durably (see JobCluster.recordCheckpoint). */
+  recordCheckpoint?(checkpoint: { readonly id: number; readonly record: unknown }): Promise<void>
 }

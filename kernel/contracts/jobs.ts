@@ -88,7 +88,9 @@ export interface Attempt {
   /**
    * What the layers need to resume, JSON. A job started from a savepoint has
    * `{ savepoint: { lineage, checkpoint } }` in every attempt (the checkpoints layer restores it
-   * until the job has a checkpoint of its own).
+   * until the job has a checkpoint of its own). An attempt started by a failover job's new
+   * coordinator has `{ checkpoint }`: the record of the newest complete checkpoint, as its old
+   * coordinator's layer recorded it (`JobCluster.recordCheckpoint`).
    */
   readonly resume?: unknown
 }

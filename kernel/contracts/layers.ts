@@ -22,6 +22,12 @@ export interface PlanContext {
   readonly peers: readonly PeerDescription[]
   /** The peer planning the job (the submitter). */
   readonly self: string
+  /**
+   * Where sources and sinks go when no annotation says: on the submitter (`submitter`, the
+   * default: its files, arrays and callbacks are there), or placed like any other operator
+   * (`placed`: a failover job, whose coordinator may die and be succeeded by another peer).
+   */
+  readonly endpoints?: 'submitter' | 'placed'
 }
 
 /**
@@ -171,6 +177,13 @@ export interface JobCluster {
    * instance of the new attempt has restored its state.
    */
   rescale?(change: RescaleRequest): Promise<RescaleReport>
+  /**
+   * On the coordinating peer of a job whose coordination outlives it (a failover job): records a
+   * complete checkpoint (`record`, the layer's JSON) where a successor finds it, before any of its
+   * output is committed. A successor's attempt gets the record back in `Attempt.resume.checkpoint`.
+   * A rejection leaves the checkpoint incomplete (the next one supersedes it).
+   */
+  recordCheckpoint?(checkpoint: { readonly id: number; readonly record: unknown }): Promise<void>
 }
 
 /** A change of a running job's shape (see JobCluster.rescale). */

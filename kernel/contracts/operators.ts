@@ -108,7 +108,10 @@ export interface SpawnOptions {
 
 /** Identity of one operator instance. */
 export interface InstanceInfo {
+  /** The job (attempt) id. */
   readonly job: string
+  /** The id of the job's first attempt: the same in every attempt (durable state outside the job is kept under it). */
+  readonly lineage: string
   readonly operator: string
   readonly instance: number
   readonly parallelism: number
@@ -253,6 +256,8 @@ export interface OperatorDescription {
   readonly outputs: { readonly [port: string]: string }
   readonly keyed: boolean
   readonly state?: string
+  /** A sink that commits each checkpoint's output itself, with the record of it (SinkCommit): its output survives the loss of its peer. */
+  readonly commits?: true
   readonly annotations: Annotations
 }
 

@@ -184,6 +184,7 @@ export class RunningJob implements Job, DriverJob {
       },
       ...(deployment?.workDir === undefined ? {} : { workDir: deployment.workDir }),
       ...(deployment?.rescale === undefined ? {} : { rescale: deployment.rescale.bind(deployment) }),
+      ...(deployment?.recordCheckpoint === undefined ? {} : { recordCheckpoint: deployment.recordCheckpoint.bind(deployment) }),
     }
   }
 
@@ -221,6 +222,7 @@ export class RunningJob implements Job, DriverJob {
   spawn<I extends PortCodecs>(parent: Driver, operator: Operator<I, PortCodecs>, options: SpawnOptions | undefined): Spawned<I> {
     const info: InstanceInfo = {
       job: this.id,
+      lineage: this.attempt.lineage,
       operator: `${parent.info.operator}/${operator.name}`,
       instance: this.spawned++,
       parallelism: 1,
@@ -498,7 +500,7 @@ export class RunningJob implements Job, DriverJob {
       const parallelism = parallelismOf(operator)
       for (let i = 0; i < parallelism; i++) {
         if (!this.isHere(operator.name, i)) continue
-        const info: InstanceInfo = { job: this.id, operator: operator.name, instance: i, parallelism, batchSize: this.batchSize, ...this.peerField }
+        const info: InstanceInfo = { job: this.id, lineage: this.attempt.lineage, operator: operator.name, instance: i, parallelism, batchSize: this.batchSize, ...this.peerField }
         const outlets = new Map<string, Outlet>()
         for (const port of Object.keys(operator.outputs)) {
           const portRoutes = routes.get(`${operator.name}#${i}.${port}`)

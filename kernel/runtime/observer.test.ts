@@ -111,7 +111,7 @@ function services(info: InstanceInfo): AtomServices & { letters: { code: string;
 }
 
 describe('atomInstance', () => {
-  const info: InstanceInfo = { job: 'j', operator: 'count', instance: 0, parallelism: 1, batchSize: 16 }
+  const info: InstanceInfo = { job: 'j', lineage: 'j', operator: 'count', instance: 0, parallelism: 1, batchSize: 16 }
 
   it('runs an atom on services of its own: the same loop, ctx, state and dead letters as in a job', async () => {
     const emitted: [string, unknown, Header | undefined][] = []

@@ -52,8 +52,8 @@ export interface CheckpointOptions {
 
 /** What `guaranteeOf` says a program gets under this layer. */
 export interface Guarantee {
-  readonly level: 'exactly-once' | 'at-most-once'
-  /** Why the guarantee is weaker, one line per source that cannot replay. */
+  readonly level: 'exactly-once' | 'at-least-once' | 'at-most-once'
+  /** Why the guarantee is weaker, one line per source or sink that makes it so. */
   readonly because: readonly string[]
 }
 
@@ -61,12 +61,29 @@ export interface Guarantee {
  * The guarantee a program gets under checkpoints: exactly-once for deterministic operators when
  * every source can replay; at-most-once for records read since the last checkpoint from a source
  * that cannot (`replay: 'none'`: async iterables, Observables, one-shot iterators).
+ *
+ * With `failover` (a job whose coordinator may die and be succeeded by another peer, so that
+ * sinks run wherever placement puts them), a sink that does not commit its output itself
+ * (SinkCommit: the transactional KV's `txkvSink`) keeps the record of what it wrote on the peer
+ * running it: when that peer dies, output it wrote since the checkpoint before may be written
+ * again by its successor (at-least-once), and an array or callback sink writes into whichever
+ * process runs it.
  */
-export function guaranteeOf(program: Program): Guarantee {
-  const because = program.operators
+export function guaranteeOf(program: Program, options: { readonly failover?: boolean } = {}): Guarantee {
+  const lost = program.operators
     .filter((o) => Object.keys(o.inputs).length === 0 && o.annotations.replay === 'none')
     .map((o) => `source ${o.name} cannot replay its input: after a failure, records it read since the last checkpoint are lost`)
-  return { level: because.length === 0 ? 'exactly-once' : 'at-most-once', because }
+  const repeated =
+    options.failover === true
+      ? program.operators
+          .filter((o) => Object.keys(o.outputs).length === 0 && o.describe().commits !== true)
+          .map(
+            (o) =>
+              `sink ${o.name} does not commit its output itself (SinkCommit): if the peer running it dies, output it wrote may be written again, by the peer that runs it next`,
+          )
+      : []
+  const level = lost.length > 0 ? 'at-most-once' : repeated.length > 0 ? 'at-least-once' : 'exactly-once'
+  return { level, because: [...lost, ...repeated] }
 }
 
 /**
@@ -127,8 +144,8 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
         share.coordinator = new Coordinator(share, settings)
         // The job succeeded (the cluster says so while every share is still there): collect its lineage.
         registry.onSucceeded(() => share.collectLineage())
-        const guarantee = guaranteeOf(job.program)
-        if (guarantee.level !== 'exactly-once') registry.notify(CHECKPOINT_EVENTS.guarantee.kind, `at-most-once: ${guarantee.because.join('; ')}`, guarantee)
+        const guarantee = guaranteeOf(job.program, { failover: registry.cluster.recordCheckpoint !== undefined })
+        if (guarantee.level !== 'exactly-once') registry.notify(CHECKPOINT_EVENTS.guarantee.kind, `${guarantee.level}: ${guarantee.because.join('; ')}`, guarantee)
         share.coordinator.start()
       }
       const forget = (): void => {
@@ -137,12 +154,21 @@ export function checkpoints(options: CheckpointOptions = {}): Layer {
       }
       // A job in one process has no cluster to say it succeeded: its end is its success.
       const alone = registry.cluster.self === registry.cluster.submitter && registry.cluster.peers().length === 1
+      // A failover job's coordinator may run no instance, or finish its own before the others:
+      // it coordinates checkpoints until the attempt ends (the cluster aborts the share then).
+      const coordinating = share.coordinator !== undefined && registry.cluster.recordCheckpoint !== undefined
+      if (coordinating) {
+        if (job.abortSignal.aborted) forget()
+        else job.abortSignal.addEventListener('abort', forget, { once: true })
+      }
       job.events.subscribe({
         next: (event) => {
           if (event.type === 'finished' && alone) void share.collectLineage().catch(() => undefined)
-          if (event.type === 'finished' || event.type === 'failed') forget()
+          if ((event.type === 'finished' && !coordinating) || event.type === 'failed') forget()
         },
-        complete: forget,
+        complete: () => {
+          if (!coordinating) forget()
+        },
       })
     },
     instance(spec: InstanceSpec, next) {

@@ -29,7 +29,7 @@ export class Coordinator {
     this.expected = new Set(share.job.program.operators.flatMap((o) => Array.from({ length: o.annotations.parallelism ?? 1 }, (_, i) => instanceKey(o.name, i))))
     // The newest complete checkpoint of this job (from earlier attempts), else the savepoint it
     // started from, and ids past every one used.
-    this.latest = share.store.latest(share.lineage) ?? savepointFrom(share)
+    this.latest = newest(share.store.latest(share.lineage), checkpointFrom(share)) ?? savepointFrom(share)
     for (const [key, located] of Object.entries(this.latest?.snapshots ?? {})) if (located.final) this.finals.set(key, located)
     this.nextId = (this.latest?.id ?? 0) + 1 + share.job.attempt.number * 1_000_000
   }
@@ -157,14 +157,37 @@ export class Coordinator {
       snapshots[key] = located
     }
     const completed: Completed = { id: inflight.id, snapshots, time: Date.now() }
-    this.share.store.recordCompleted(this.share.lineage, completed)
-    this.latest = completed
     this.inflight = undefined
+    const record = this.share.cluster.recordCheckpoint
+    if (record === undefined) return this.completed(completed, inflight)
+    // A failover job: the checkpoint is complete once a successor could find it (recorded in the
+    // replicated store), and only then may any of its output be committed. Records go in order.
+    this.recording = this.recording
+      .then(() => record({ id: completed.id, record: completed }))
+      .then(
+        () => {
+          if (!this.share.job.abortSignal.aborted) this.completed(completed, inflight)
+        },
+        (error: unknown) =>
+          this.share.notify(
+            CHECKPOINT_EVENTS.failed.kind,
+            `checkpoint ${completed.id} could not be recorded for a successor: ${error instanceof Error ? error.message : String(error)}`,
+          ),
+      )
+  }
+
+  /** Records in the replicated store, in order (failover jobs). */
+  private recording: Promise<void> = Promise.resolve()
+
+  /** Checkpoint `completed` is complete: recorded here, reported, and its output committed everywhere. */
+  private completed(completed: Completed, inflight: { readonly id: number; readonly started: number; readonly bytes: number }): void {
+    this.share.store.recordCompleted(this.share.lineage, completed)
+    if (this.latest === undefined || completed.id > this.latest.id) this.latest = completed
     this.completedCount++
     this.lastDuration = completed.time - inflight.started
     this.share.notify(
       CHECKPOINT_EVENTS.completed.kind,
-      `checkpoint ${inflight.id} complete: ${Object.keys(snapshots).length} snapshots, ${inflight.bytes} bytes, ${this.lastDuration} ms`,
+      `checkpoint ${inflight.id} complete: ${Object.keys(completed.snapshots).length} snapshots, ${inflight.bytes} bytes, ${this.lastDuration} ms`,
       {
         id: inflight.id,
         bytes: inflight.bytes,
@@ -178,6 +201,32 @@ export class Coordinator {
     this.waiters = []
     for (const waiter of waiters) waiter.wake(inflight.id)
   }
+}
+
+/** The newer of two complete checkpoints. */
+function newest(a: Completed | undefined, b: Completed | undefined): Completed | undefined {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  return b.id > a.id ? b : a
+}
+
+/**
+ * The checkpoint a failover job's new coordinator resumes from (`attempt.resume.checkpoint`, what
+ * the old coordinator recorded through `JobCluster.recordCheckpoint`), checked for its shape.
+ */
+function checkpointFrom(share: Share): Completed | undefined {
+  const resume = share.job.attempt.resume
+  const given = typeof resume === 'object' && resume !== null ? (resume as { checkpoint?: unknown }).checkpoint : undefined
+  if (given === undefined || given === null) return undefined
+  const c = given as Partial<Completed>
+  const valid =
+    typeof c.id === 'number' &&
+    typeof c.time === 'number' &&
+    typeof c.snapshots === 'object' &&
+    c.snapshots !== null &&
+    Object.values(c.snapshots).every((l) => Array.isArray(l?.peers) && typeof l.final === 'boolean')
+  if (!valid) throw new CheckpointProtocolError('resume', `attempt.resume.checkpoint is not a complete checkpoint's record: ${JSON.stringify(given).slice(0, 200)}`)
+  return c as Completed
 }
 
 /**

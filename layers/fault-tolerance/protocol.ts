@@ -74,7 +74,7 @@ export const CHECKPOINT_EVENTS = {
     layer: CHECKPOINTS_LAYER,
   }),
   /** The program gets a weaker guarantee than exactly-once (see `guaranteeOf`). */
-  guarantee: layerEvent<{ readonly level: 'exactly-once' | 'at-most-once'; readonly because: readonly string[] }>('guarantee', { layer: CHECKPOINTS_LAYER }),
+  guarantee: layerEvent<{ readonly level: 'exactly-once' | 'at-least-once' | 'at-most-once'; readonly because: readonly string[] }>('guarantee', { layer: CHECKPOINTS_LAYER }),
 } as const
 
 /** A checkpoint's id, or `final`: the snapshot an instance leaves when it finished. */

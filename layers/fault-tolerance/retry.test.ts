@@ -3,7 +3,7 @@ import { atom, kernel, link, map, program, seededRandom, sink, source, t, type I
 import { backoffDelay, retry, RetryBudget, retrying, type RetryContext, type RetryEvent, type RetryPolicy } from './retry.js'
 import { supervision } from './supervision.js'
 
-const info: InstanceInfo = { job: 'j', operator: 'enrich', instance: 0, parallelism: 1, batchSize: 1024 }
+const info: InstanceInfo = { job: 'j', lineage: 'j', operator: 'enrich', instance: 0, parallelism: 1, batchSize: 1024 }
 
 /** A context whose `sleep` records the delay and returns at once: delays are checked, not waited for. */
 function fakeContext(): RetryContext & { slept: number[] } {

@@ -234,6 +234,7 @@ export class IsolateHost {
           from: this.options.from,
           info: {
             job: this.info.job,
+            lineage: this.info.lineage,
             operator: this.info.operator,
             instance: this.info.instance,
             parallelism: this.info.parallelism,

@@ -34,6 +34,8 @@ export interface SolveContext {
   readonly self: string
   /** The job, recorded in the plan. @default '' */
   readonly job?: string
+  /** `placed`: sources and sinks are placed like transforms instead of staying on the submitter (a failover job). @default 'submitter' */
+  readonly endpoints?: 'submitter' | 'placed'
 }
 
 /** The tag on which `pin` and `avoid` match a peer when no peer has that id. */
@@ -226,7 +228,7 @@ function checkedPlacement(operator: Operator): PlacementAnnotation {
 }
 
 /** Groups the program's operators by co-location, each group's members in program order; groups ordered by their first member. */
-export function buildGroups(program: Program, spareSubmitter: boolean): Group[] {
+export function buildGroups(program: Program, spareSubmitter: boolean, endpointsPlaced = false): Group[] {
   const operators = program.operators
   const position = new Map(operators.map((o, i) => [o.name, i]))
   const parent = operators.map((_, i) => i)
@@ -257,11 +259,11 @@ export function buildGroups(program: Program, spareSubmitter: boolean): Group[] 
     else list.push(m)
   }
   const groups: Group[] = []
-  for (const list of byRoot.values()) groups.push(makeGroup(groups.length, list, spareSubmitter))
+  for (const list of byRoot.values()) groups.push(makeGroup(groups.length, list, spareSubmitter, endpointsPlaced))
   return groups
 }
 
-function makeGroup(id: number, members: readonly Member[], spareSubmitter: boolean): Group {
+function makeGroup(id: number, members: readonly Member[], spareSubmitter: boolean, endpointsPlaced: boolean): Group {
   const aligned = members.every((m) => m.parallelism === members[0]!.parallelism)
   const slots = aligned ? members[0]!.parallelism : 1
   const slotSize = aligned ? members.length : members.reduce((n, m) => n + m.parallelism, 0)
@@ -288,7 +290,7 @@ function makeGroup(id: number, members: readonly Member[], spareSubmitter: boole
     if (p.spread === true && spread === undefined) spread = m.name
   }
   const bound = pins.length > 0 || tags.length > 0 || avoid.length > 0 || spread !== undefined
-  const submitter = bound ? undefined : members.find((m) => m.role !== 'transform')?.name
+  const submitter = bound || endpointsPlaced ? undefined : members.find((m) => m.role !== 'transform')?.name
   return {
     id,
     members,
@@ -687,7 +689,7 @@ export function inProgramOrder(groups: readonly Group[], instances: readonly Pla
 export function solve(program: Program, context: SolveContext, options: PlacementOptions = {}): PlacementPlan {
   const spareSubmitter = options.spareSubmitter ?? true
   const peers = new PeerTable(context.peers, context.self)
-  const groups = buildGroups(program, spareSubmitter)
+  const groups = buildGroups(program, spareSubmitter, context.endpoints === 'placed')
   const solver = new Solver(peers, groups)
   for (const group of placementOrder(groups))
     solver.placeSlots(

@@ -99,16 +99,28 @@ export class AdminClient {
     return { jobs, unreachable }
   }
 
-  /** A job in detail, from the peer that coordinates it. */
+  /**
+   * A job in detail, from the peer that coordinates it. When that peer does not answer (a failover
+   * job whose coordinator died), the live members are asked again who coordinates it now.
+   */
   async status(job: string): Promise<JobStatus> {
-    return this.call(await this.coordinatorOf(job), { command: 'status', job }, JobStatus)
+    try {
+      return await this.call(await this.coordinatorOf(job), { command: 'status', job }, JobStatus)
+    } catch (error) {
+      if (!this.coordinators.has(job)) throw error
+      this.coordinators.delete(job)
+      return this.call(await this.coordinatorOf(job), { command: 'status', job }, JobStatus)
+    }
   }
 
   /**
    * Submits packed code to the member `on` (by peer id; default: the contact), which coordinates
    * the job: sources and sinks run there. Resolves once the job started, with its summary.
    */
-  async submit(code: PackedProgram, options: { readonly args?: readonly string[]; readonly fromSavepoint?: Savepoint; readonly on?: string } = {}): Promise<JobSummary> {
+  async submit(
+    code: PackedProgram,
+    options: { readonly args?: readonly string[]; readonly fromSavepoint?: Savepoint; readonly on?: string; readonly failover?: boolean } = {},
+  ): Promise<JobSummary> {
     let target = this.contact
     if (options.on !== undefined) {
       const member = (await this.members()).find((m) => m.peerId === options.on || m.peerId.endsWith(options.on ?? ''))
@@ -121,6 +133,7 @@ export class AdminClient {
       bundle: Buffer.from(code.bundle).toString('base64'),
       args: [...(options.args ?? [])],
       ...(options.fromSavepoint === undefined ? {} : { fromSavepoint: { ...options.fromSavepoint } }),
+      ...(options.failover === true ? { failover: true } : {}),
     }
     const summary = await this.call(target, request, JobSummary)
     this.coordinators.set(summary.id, summary.coordinator)

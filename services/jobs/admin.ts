@@ -28,7 +28,10 @@ export const AdminRequest = t.union([
   t.type({ command: t.literal('members') }),
   t.type({ command: t.literal('jobs') }),
   t.type({ command: t.literal('status'), job: t.string }),
-  t.intersection([t.type({ command: t.literal('submit'), code: CodeManifestCodec, bundle: t.string, args: t.array(t.string) }), t.partial({ fromSavepoint: SavepointCodec })]),
+  t.intersection([
+    t.type({ command: t.literal('submit'), code: CodeManifestCodec, bundle: t.string, args: t.array(t.string) }),
+    t.partial({ fromSavepoint: SavepointCodec, failover: t.boolean }),
+  ]),
   t.type({ command: t.literal('cancel'), job: t.string }),
   t.type({ command: t.literal('rescale'), job: t.string, operator: t.string, n: t.number }),
   t.type({ command: t.literal('savepoint'), job: t.string }),
@@ -312,7 +315,11 @@ async function handle(request: AdminRequest, remote: string, c: AdminComponents)
     throw new NotAuthorizedError(remote, c.self, request.command)
   }
   if (request.command === 'submit') {
-    const options: SubmitOptions = { args: request.args, ...(request.fromSavepoint === undefined ? {} : { fromSavepoint: request.fromSavepoint }) }
+    const options: SubmitOptions = {
+      args: request.args,
+      ...(request.fromSavepoint === undefined ? {} : { fromSavepoint: request.fromSavepoint }),
+      ...(request.failover === true ? { failover: true } : {}),
+    }
     const job = await c.submitter.submitPacked({ manifest: request.code, bundle: Buffer.from(request.bundle, 'base64') }, options)
     c.jobs.track(job, remote)
     c.logger.info(`job ${job.id} (${request.code.name}, code ${request.code.hash.slice(0, 12)}) submitted by ${remote}`)

@@ -137,6 +137,14 @@ export class CodeCache {
     return HASH.test(hash) && existsSync(join(this.dir, `${hash}.bundle.js`))
   }
 
+  /** The code of `manifest` as cached here (checked against its hash), to ship to other peers; undefined when not cached. */
+  async packed(manifest: CodeManifest): Promise<PackedProgram | undefined> {
+    if (!HASH.test(manifest.hash)) return undefined
+    const bundle = await readFile(join(this.dir, `${manifest.hash}.bundle.js`)).catch(() => undefined)
+    if (bundle === undefined || sha256(bundle) !== manifest.hash) return undefined
+    return { manifest, bundle: new Uint8Array(bundle) }
+  }
+
   /**
    * The file URL of the program of `manifest`, linked to this peer's installation: from the cache,
    * or from `fetch` (the submitter) when it is not cached or the cached copy does not match its hash.

@@ -68,17 +68,20 @@ export interface ShareLayout {
   readonly members: readonly string[]
   /** How a layer reshapes the job (the submitter's share only). */
   readonly rescale?: (change: RescaleRequest) => Promise<RescaleReport>
+  /** How a complete checkpoint is recorded for a successor (a failover job's coordinator only). */
+  readonly recordCheckpoint?: (checkpoint: { readonly id: number; readonly record: unknown }) => Promise<void>
 }
 
 /** The deployment of one share of a job on this peer: what `kernel.run` gets. */
 export function deployment(components: DeploymentComponents, share: ShareLayout): Deployment {
   const { node, registry, addressBook, workdir } = components
-  const { job, plan, submitter, addresses, signal, members, rescale } = share
+  const { job, plan, submitter, addresses, signal, members, rescale, recordCheckpoint } = share
   const peers = [...new Set([submitter, ...Object.values(plan), ...members])]
   return {
     self: node.peerId,
     submitter,
     ...(rescale === undefined ? {} : { rescale }),
+    ...(recordCheckpoint === undefined ? {} : { recordCheckpoint }),
     workDir: workdir,
     peers: () => peers,
     call: (peer, kind, payload, options) =>

@@ -256,3 +256,33 @@ export class ClusterUnreachableError extends LaminaError {
     )
   }
 }
+
+/**
+ * A failover job's coordinator lost its role (its lease could not be kept alive, or another peer
+ * holds the role with a newer fencing token): it stops coordinating, and its orders are refused.
+ */
+export class CoordinatorFencedError extends LaminaError {
+  readonly code = 'ERR_COORDINATOR_FENCED'
+  override readonly name = 'CoordinatorFencedError'
+  constructor(
+    readonly job: string,
+    readonly peer: string,
+    readonly token: number,
+    reason: string,
+  ) {
+    super(`job ${job}: peer ${peer} no longer coordinates it (fencing token ${token}): ${reason}`)
+  }
+}
+
+/** A failover job's record in the KV store is missing or does not have the record's shape. */
+export class JobRecordError extends LaminaError {
+  readonly code = 'ERR_JOB_RECORD'
+  override readonly name = 'JobRecordError'
+  constructor(
+    readonly job: string,
+    readonly key: string,
+    reason: string,
+  ) {
+    super(`job ${job}: its record at ${key} ${reason}`)
+  }
+}

@@ -49,7 +49,12 @@ export const JobMessage = t.union([
       peers: t.array(t.type({ id: t.string, tags: t.record(t.string, t.string) })),
     }),
     // A restart after a failure: which attempt of which job (see Attempt).
-    t.partial({ attempt: t.intersection([t.type({ lineage: t.string, number: t.number }), t.partial({ resume: t.unknown })]), members: t.array(t.string) }),
+    // A failover job's attempt: the fencing token its coordinator holds the role with (failover.ts).
+    t.partial({
+      attempt: t.intersection([t.type({ lineage: t.string, number: t.number }), t.partial({ resume: t.unknown })]),
+      members: t.array(t.string),
+      failover: t.type({ token: t.number }),
+    }),
   ]),
   /** A peer does not have the code of the submission cached: the submitter sends it (`code`) on the same stream. */
   t.type({ type: t.literal('need-code'), peer: t.string, hash: t.string }),

@@ -15,7 +15,10 @@ import { CodeCache } from './code.js'
 import { CONTROL_PROTOCOL, serveControl } from './control-protocol.js'
 import { AddressBook, deployment, type Members, type ShareLayout } from './deployment.js'
 import { JOB_PROTOCOL, JobChannel } from './job-protocol.js'
-import { Shares } from './share.js'
+import { KvClient } from '../kv/client.js'
+import { localKvHost } from '../kv/local.js'
+import { Coordination } from './failover.js'
+import { type CoordinatorLost, Shares } from './share.js'
 import { Submitter, type SubmitOptions, type SubmittedJob } from './submission.js'
 
 export type { Members } from './deployment.js'
@@ -67,9 +70,79 @@ export class Peer {
     const addressBook = new AddressBook(members)
     const deploy = (share: ShareLayout): Deployment => deployment({ node, registry, addressBook, workdir }, share)
     const code = new CodeCache(workdir, node.peerId, (message) => node.logger.warn(message))
-    this.shares = new Shares({ node, kernel, progressMs, deploy, code, ...(submitters === undefined ? {} : { submitters }) })
-    this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy, code })
+    this.addressBook = addressBook
+    this.shares = new Shares({
+      node,
+      kernel,
+      progressMs,
+      deploy,
+      code,
+      membership,
+      onCoordinatorLost: (lost) => void this.succeed(lost),
+      ...(submitters === undefined ? {} : { submitters }),
+    })
+    this.submitter = new Submitter({ node, kernel, progressMs, members, membership, addressBook, shares: this.shares, deploy, code, kv: () => this.kv() })
     this.jobs = new JobRegistry(node.peerId)
+  }
+
+  private readonly addressBook: AddressBook
+  private kvClient: Promise<KvClient> | undefined
+  /** Failover jobs this peer is trying to take over, by lineage. */
+  private readonly succeeding = new Set<string>()
+  private stopping = false
+
+  /**
+   * A client of the cluster's KV service `kv` (started by `startKv`): asked of this peer's own KV
+   * host when it runs one, else of the live members in turn. Cached once connected.
+   *
+   * @throws KvCommandError when no member knows a KV service of that name.
+   */
+  kv(): Promise<KvClient> {
+    this.kvClient ??= (async () => {
+      const contacts = [
+        ...(localKvHost(this.id) === undefined ? [] : [this.id]),
+        ...this.members
+          .list()
+          .map((m) => m.peerId)
+          .filter((p) => p !== this.id)
+          .map((p) => this.addressBook.addressOf(p)),
+      ]
+      let failure: unknown = new Error('no member to ask for the KV service')
+      for (const contact of contacts) {
+        try {
+          return await KvClient.connect({ node: this.node, contact })
+        } catch (error) {
+          failure = error
+        }
+      }
+      throw failure
+    })()
+    this.kvClient.catch(() => (this.kvClient = undefined))
+    return this.kvClient
+  }
+
+  /**
+   * The coordinator of a failover job this peer runs a share of went away: campaign for its role
+   * and, on winning it, take the job over (Submitter.takeOver); every other peer that ran a share
+   * does the same, and one wins. Returns once this peer coordinates the job or has nothing to do.
+   */
+  private async succeed(lost: CoordinatorLost): Promise<void> {
+    if (this.succeeding.has(lost.lineage) || this.stopping) return
+    this.succeeding.add(lost.lineage)
+    try {
+      const kv = await this.kv()
+      const coordination = await Coordination.takeOver(kv, lost.lineage, this.id, lost.token, {
+        wanted: () => !this.stopping && (this.shares.newestAttempt(lost.lineage) ?? -1) <= lost.attempt,
+      })
+      if (coordination === undefined) return
+      this.node.logger.info(`job ${lost.lineage}: ${lost.coordinator} is gone; this peer coordinates it now (token ${coordination.token})`)
+      const job = await this.submitter.takeOver(coordination, [lost.coordinator])
+      this.jobs.track(job, coordination.record.submittedBy)
+    } catch (error) {
+      this.node.logger.warn(`job ${lost.lineage}: could not take over from ${lost.coordinator}: ${error instanceof Error ? error.message : String(error)}`)
+    } finally {
+      this.succeeding.delete(lost.lineage)
+    }
   }
 
   /** Starts the node, the channel registry and the job protocol. */
@@ -158,6 +231,7 @@ export class Peer {
 
   /** Stops the attached services, every job share, the channel registry and the node. Idempotent. */
   async stop(): Promise<void> {
+    this.stopping = true
     for (const service of this.attached.splice(0).reverse()) await Promise.resolve(service.stop()).catch(() => undefined)
     this.shares.abort('the peer is stopping')
     await this.membership.leave().catch(() => this.membership.stop())

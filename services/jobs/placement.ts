@@ -11,11 +11,12 @@ export function instanceKey(operator: string, instance: number): string {
 }
 
 /**
- * Spreads operator instances over `peers` in turn. Sources and sinks run on the submitter: its
- * files are read there and results stream back to it. Deterministic for the same program and
- * peers (peers are taken in sorted order), so every peer can check the plan it is given.
+ * Spreads operator instances over `peers` in turn. Sources and sinks run on the submitter (its
+ * files are read there and results stream back to it), unless `endpoints` is `placed` (a failover
+ * job): then they take their turn like transforms. Deterministic for the same program and peers
+ * (peers are taken in sorted order), so every peer can check the plan it is given.
  */
-export function roundRobinPlan(program: Program, peers: readonly string[], submitter: string): Plan {
+export function roundRobinPlan(program: Program, peers: readonly string[], submitter: string, endpoints: 'submitter' | 'placed' = 'submitter'): Plan {
   const sorted = [...new Set(peers)].sort()
   const plan: Record<string, string> = {}
   let turn = 0
@@ -24,7 +25,7 @@ export function roundRobinPlan(program: Program, peers: readonly string[], submi
     const assigned = operator.annotations.assignment?.peers
     for (let i = 0; i < (operator.annotations.parallelism ?? 1); i++) {
       // A placement layer's assignment decides; round robin fills in where there is none.
-      plan[instanceKey(operator.name, i)] = assigned?.[i] ?? (role === 'transform' && sorted.length > 0 ? sorted[turn++ % sorted.length]! : submitter)
+      plan[instanceKey(operator.name, i)] = assigned?.[i] ?? ((role === 'transform' || endpoints === 'placed') && sorted.length > 0 ? sorted[turn++ % sorted.length]! : submitter)
     }
   }
   return plan

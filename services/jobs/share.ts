@@ -8,7 +8,10 @@ import { LaminaError } from '../../kernel/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
 import type { ShareLayout } from './deployment.js'
 import type { CodeCache } from './code.js'
+import type { Membership } from '../../kmods/membership/index.js'
+import { Fence } from '../kv/election.js'
 import { NOT_AUTHORIZED, RemoteJobError } from './errors.js'
+import { jobRole } from './failover.js'
 import { type JobChannel, statsToWire, toWire } from './job-protocol.js'
 import { loadProgram, type LoadedProgram } from './program-module.js'
 import { applyPlan } from './shipped-plan.js'
@@ -27,6 +30,23 @@ export interface ShareComponents {
   readonly code: CodeCache
   /** Peer ids that may submit jobs to this peer; undefined: every admitted peer. */
   readonly submitters?: () => ReadonlySet<string>
+  /** Gossip membership: a failover job's coordinator declared dead ends its shares here at once. */
+  readonly membership?: Pick<Membership, 'events'>
+  /**
+   * Called when the coordinator of a failover job this peer runs a share of went away (its job
+   * stream broke, or membership declared it dead): the peer may take the coordination over.
+   */
+  readonly onCoordinatorLost?: (lost: CoordinatorLost) => void
+}
+
+/** A failover job whose coordinator went away, as a peer running a share of it saw it. */
+export interface CoordinatorLost {
+  readonly lineage: string
+  /** The coordinator, and the fencing token it coordinated with. */
+  readonly coordinator: string
+  readonly token: number
+  /** The attempt the share was of. */
+  readonly attempt: number
 }
 
 /** The job shares running on this peer. */
@@ -36,6 +56,10 @@ export class Shares {
   /** Job shares running here, by job id (attempt ids included): control calls reach them. */
   private readonly shares = new Map<string, Job>()
   private readonly waiters = new Map<string, (() => void)[]>()
+  /** Failover jobs: the newest coordinator token admitted, by lineage (attempts of older ones are refused). */
+  private readonly fences = new Map<string, Fence>()
+  /** Failover jobs: the newest attempt that reached this peer, and how to abort its share, by lineage. */
+  private readonly newest = new Map<string, { attempt: number; token: number; abort(reason: string): void }>()
 
   constructor(private readonly components: ShareComponents) {}
 
@@ -85,6 +109,26 @@ export class Shares {
         await channel.send({ type: 'refused', peer: this.id, code: NOT_AUTHORIZED, message: `${channel.remotePeer} may not submit jobs to ${this.id}` })
         return
       }
+      // A failover job's attempt comes from the holder of its coordinator role: one stamped with an
+      // older token than one admitted here comes from a coordinator that lost the role.
+      const lineage = submit.attempt?.lineage ?? submit.job
+      const attemptNumber = submit.attempt?.number ?? 0
+      if (submit.failover !== undefined) {
+        const fence = this.fences.get(lineage) ?? new Fence(jobRole(lineage))
+        this.fences.set(lineage, fence)
+        try {
+          fence.admit(submit.failover.token)
+        } catch (error) {
+          this.components.node.logger.warn(
+            `refused attempt ${attemptNumber} of job ${lineage} from ${channel.remotePeer}: ${error instanceof Error ? error.message : String(error)}`,
+          )
+          await channel.send({ type: 'refused', peer: this.id, code: 'ERR_COORDINATOR_FENCED', message: error instanceof Error ? error.message : String(error) })
+          return
+        }
+        const before = this.newest.get(lineage)
+        if (before !== undefined && before.token < submit.failover.token) before.abort(`a newer coordinator (token ${submit.failover.token}) runs job ${lineage}`)
+        this.newest.set(lineage, { attempt: attemptNumber, token: submit.failover.token, abort: (reason) => abort.abort(reason) })
+      }
       let loaded: LoadedProgram
       try {
         // Only code whose hash the submission names: cached here, or sent by the submitter on this stream.
@@ -132,10 +176,25 @@ export class Shares {
         })
       // The submitter may abort us; a broken job stream means it is gone: abort then too. The share
       // stays reachable by control calls until then, even once its own instances are done.
+      const failover = submit.failover
       const submitterGone = channel.receive().then(
         (message) => void (message.type === 'abort' && abort.abort(message.reason)),
-        () => abort.abort('the submitter went away'),
+        () => {
+          abort.abort('the submitter went away')
+          // A failover job goes on without its coordinator: this peer may take the role over.
+          if (failover !== undefined && this.newest.get(lineage)?.attempt === attemptNumber)
+            this.components.onCoordinatorLost?.({ lineage, coordinator: submit.submitter, token: failover.token, attempt: attemptNumber })
+        },
       )
+      // A coordinator that membership declares dead (frozen, cut off: its stream may stay open) is gone too.
+      const deaths =
+        failover === undefined
+          ? undefined
+          : this.components.membership?.events.subscribe((event) => {
+              if (event.type === 'dead' && event.member.peerId === submit.submitter)
+                channel.abort(new RemoteJobError(submit.submitter, 'ERR_PEER_DEAD', 'membership declared it dead'))
+            })
+      void submitterGone.finally(() => deaths?.unsubscribe())
       this.add(job, submitterGone)
       job.events.subscribe((event) => {
         if (event.type === 'layer')
@@ -169,6 +228,11 @@ export class Shares {
     } finally {
       await channel.close()
     }
+  }
+
+  /** The newest attempt of failover job `lineage` that reached this peer, if any. */
+  newestAttempt(lineage: string): number | undefined {
+    return this.newest.get(lineage)?.attempt
   }
 
   /** Aborts every share served here. */

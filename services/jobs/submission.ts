@@ -6,7 +6,7 @@ import type { Stream } from '@libp2p/interface'
 import { Subject, type Observable } from 'rxjs'
 import type { Attempt, JobEvent, JobStats, Kernel, Layer, LayerNotice, Program, RescaleReport, RescaleRequest, Savepoints, UpgradePlan } from '../../kernel/index.js'
 import type { Deployment } from '../../kernel/internal.js'
-import { checkUpgrade, InvalidOptionError, JOB_SUCCEEDED, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
+import { checkUpgrade, InvalidOptionError, JOB_SUCCEEDED, LaminaError, JobAbortedError, JobFailedError, SAVEPOINTS } from '../../kernel/index.js'
 import type { Membership } from '../../kmods/membership/index.js'
 import type { PeerNode } from '../../kmods/transport/node.js'
 import { type CodeCache, type CodeManifest, packProgram, type PackedProgram } from './code.js'
@@ -17,6 +17,8 @@ import { roundRobinPlan, type Plan } from './placement.js'
 import { type LoadedProgram, loadProgram } from './program-module.js'
 import type { Shares } from './share.js'
 import { shipPlan, type ShippedPlan } from './shipped-plan.js'
+import type { KvClient } from '../kv/client.js'
+import { Coordination } from './failover.js'
 
 /** Options of a submission. */
 export interface SubmitOptions {
@@ -30,6 +32,15 @@ export interface SubmitOptions {
    * checkpoints layer, and the savepoint's snapshots on reachable peers.
    */
   readonly fromSavepoint?: Savepoint
+  /**
+   * The job outlives this peer: its coordinator's state is kept in the cluster's KV service (a
+   * service named `kv`, started by `startKv`), sources and sinks are placed like any operator, and
+   * when this peer dies a peer that runs a share of the job takes the coordinator's role over
+   * (fenced by a token) and resumes the job from its last complete checkpoint (failover.ts).
+   * Needs the checkpoints layer. Exactly once whoever dies when sources replay and sinks commit
+   * their own output (see `guaranteeOf` and the `guarantee` event). @default false
+   */
+  readonly failover?: boolean
   readonly signal?: AbortSignal
 }
 
@@ -65,6 +76,8 @@ export interface ClusterReport {
   readonly rescales: number
   /** Attempts started by an upgrade. */
   readonly upgrades: number
+  /** Times another peer took over the coordination of a failover job (its coordinator died). */
+  readonly takeovers: number
 }
 
 /** Events of a submitted job. */
@@ -84,6 +97,11 @@ export type ClusterJobEvent =
       readonly checkpoint: number
       readonly plan: Plan
     }
+  /**
+   * This peer took over the coordination of a failover job from `from`, which died: the job runs
+   * again from its last complete checkpoint (`checkpoint`, null: from its start).
+   */
+  | { readonly type: 'taking-over'; readonly attempt: number; readonly from: string; readonly token: number; readonly checkpoint: number | null; readonly plan: Plan }
   /** The job runs again from a savepoint with a new version of its program (an upgrade). */
   | {
       readonly type: 'upgrading'
@@ -147,6 +165,8 @@ export interface SubmittedJob {
   upgradePacked(code: PackedProgram, options?: { readonly args?: readonly string[] }): Promise<UpgradeReport>
   /** The code the peers run (its hash names it); a new one after an upgrade. */
   readonly code: CodeManifest
+  /** For a failover job: the fencing token this peer coordinates it with (failover.ts). */
+  readonly token?: number
 }
 
 let jobCounter = 0
@@ -167,9 +187,18 @@ export interface SubmissionComponents {
   /** Where the own share runs: control calls and rescales find it there. */
   readonly shares: Pick<Shares, 'add' | 'control'>
   /** Where code submitted from elsewhere (the operator's CLI) is checked and linked before it runs here. */
-  readonly code: Pick<CodeCache, 'load'>
+  readonly code: Pick<CodeCache, 'load' | 'packed'>
   /** The deployment of the own share. */
   deploy(share: ShareLayout): Deployment
+  /** A client of the cluster's KV service (failover jobs keep their coordinator's state there). */
+  kv?(): Promise<KvClient>
+}
+
+/** What a peer taking over a failover job starts from (Submitter.takeOver). */
+interface Takeover {
+  readonly coordination: Coordination
+  /** The coordinator that died, and any peer lost with it. */
+  readonly lost: readonly string[]
 }
 
 /** Submits jobs from a peer and runs their attempts. */
@@ -195,13 +224,42 @@ export class Submitter {
     return this.start(await this.loadPacked(code, options.args ?? []), code, options)
   }
 
+  /**
+   * Takes over the coordination of a failover job whose coordinator died (Peer does, once it won
+   * the role): loads the job's code from this peer's cache and runs the job on from the last
+   * complete checkpoint its record names, as a new attempt.
+   */
+  async takeOver(coordination: Coordination, lost: readonly string[]): Promise<SubmittedJob> {
+    const record = coordination.record
+    try {
+      const code = await this.components.code.packed(record.code)
+      if (code === undefined) throw new InvalidOptionError('take over', 'code', `the code ${record.code.hash.slice(0, 12)} of job ${record.lineage} is not cached on ${this.id}`)
+      const loaded = await this.loadPacked(code, record.args)
+      return await this.start(
+        loaded,
+        code,
+        {
+          args: record.args,
+          failover: true,
+          ...(record.workers === null ? {} : { workers: record.workers }),
+          ...(record.fromSavepoint === null ? {} : { fromSavepoint: record.fromSavepoint }),
+        },
+        { coordination, lost },
+      )
+    } catch (error) {
+      // The job cannot go on here, and the other peers stopped waiting once this one won the role.
+      await coordination.end('failed', { code: error instanceof LaminaError ? error.code : 'ERR_TAKEOVER', message: error instanceof Error ? error.message : String(error) })
+      throw error
+    }
+  }
+
   /** Loads packed code on this peer (checking its hash), as the program of the job it names. */
   private async loadPacked(code: PackedProgram, args: readonly string[]): Promise<LoadedProgram> {
     const url = await this.components.code.load(code.manifest, async () => code.bundle)
     return loadProgram(url, args, { submitter: true, peer: this.id }, `${code.manifest.name} (code ${code.manifest.hash.slice(0, 12)})`)
   }
 
-  private async start(loaded: LoadedProgram, code: PackedProgram, options: SubmitOptions): Promise<SubmittedJob> {
+  private async start(loaded: LoadedProgram, code: PackedProgram, options: SubmitOptions, takeover?: Takeover): Promise<SubmittedJob> {
     let args = options.args ?? []
     const { layers, planned: onPlanned } = loaded
     let program = loaded.program
@@ -214,15 +272,48 @@ export class Submitter {
       .list()
       .map((m) => m.peerId)
       .filter((p) => p !== this.id)
-    let workers = options.workers ?? (others.length > 0 ? others : [this.id])
-    const id = `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
+    const record = takeover?.coordination.record
+    const gone = new Set(takeover?.lost ?? [])
+    let workers = (options.workers ?? (others.length > 0 ? others : [this.id])).filter((p) => !gone.has(p))
+    if (workers.length === 0) workers = [this.id]
+    const id = record?.lineage ?? `${program.name}-${this.id.slice(-6)}-${Date.now().toString(36)}-${++jobCounter}`
+    // The coordinator's state in the KV store (a failover job): the role, claimed first.
+    let coordination = takeover?.coordination
+    if (options.failover === true && coordination === undefined) {
+      if (savepoints === undefined)
+        throw new InvalidOptionError('submit', 'failover', 'needs a layer that provides savepoints (checkpoints()): a successor resumes from the last complete checkpoint')
+      if (this.components.kv === undefined) throw new InvalidOptionError('submit', 'failover', `peer ${this.id} has no client of the cluster's KV service`)
+      coordination = await Coordination.begin(
+        await this.components.kv(),
+        {
+          lineage: id,
+          program: program.name,
+          code: { ...code.manifest, dependencies: { ...code.manifest.dependencies } },
+          args: [...args],
+          submittedBy: this.id,
+          submittedAt: Date.now(),
+          parallelism: {},
+          excluded: [],
+          workers: options.workers === undefined ? null : [...options.workers],
+          fromSavepoint: options.fromSavepoint === undefined ? null : { ...options.fromSavepoint },
+        },
+        this.id,
+      )
+    }
+    const endpoints = coordination === undefined ? 'submitter' : 'placed'
+    // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
+    const parallelism: Record<string, number> = { ...(record?.parallelism ?? {}) }
+    const excluded = new Set<string>(record?.excluded ?? [])
     // The layers' plan hooks (placement) see the live members; every peer plans again alike.
-    let descriptions = this.components.members.list().map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
+    let descriptions = this.components.members
+      .list()
+      .filter((m) => !gone.has(m.peerId) && !excluded.has(m.peerId))
+      .map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
     // The layers' plan hooks (placement) run here, once per attempt; the other peers get the result.
-    let planned = await kernel.plan(program, { job: id, self: this.id, peers: descriptions })
+    let planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions, endpoints })
     let shipped = shipPlan(program, planned)
     onPlanned?.(planned)
-    let plan = roundRobinPlan(planned, workers, this.id)
+    let plan = roundRobinPlan(planned, workers, this.id, endpoints)
     const recovery = recoveryOf(kernel.layers)
     const abort = new AbortController()
     options.signal?.addEventListener('abort', () => abort.abort(options.signal?.reason), { once: true })
@@ -234,11 +325,14 @@ export class Submitter {
     const started = Date.now()
     let current: Attempting | undefined
     let currentJob = id
-    let attemptNumber = 0
-    let context: AttemptContext = { id, kernel, code, args, events, stats, deadLetters, signal: abort.signal }
-    // Parallelism set by rescales, and peers being moved off; applied from the next attempt on.
-    const parallelism: Record<string, number> = {}
-    const excluded = new Set<string>()
+    let attemptNumber = record === undefined ? 0 : record.attempt + 1
+    let context: AttemptContext = { id, kernel, code, args, events, stats, deadLetters, signal: abort.signal, ...(coordination === undefined ? {} : { coordination }) }
+    // A coordinator fenced out (another peer coordinates the job now) stops at once, and writes nothing more.
+    coordination?.whenFenced((error) => {
+      this.components.node.logger.warn(error.message)
+      abort.abort(error)
+      current?.abort(error.message)
+    })
     /** The change the next attempt makes: a rescale (or a peer moved off), or an upgrade to a new version. */
     let change:
       | ({ request: RescaleRequest; stoppedAt: number; checkpoint: number; reject: (error: unknown) => void } & (
@@ -295,19 +389,46 @@ export class Submitter {
       })
     }
     const done = (async (): Promise<ClusterReport> => {
-      let recoveries = 0
-      let rescales = 0
-      let upgrades = 0
+      let recoveries = record?.counts.recoveries ?? 0
+      let rescales = record?.counts.rescales ?? 0
+      let upgrades = record?.counts.upgrades ?? 0
+      const takeovers = record?.counts.takeovers ?? 0
       /** Peers lost by a failure, with their membership generation then. */
       const lostAt = new Map<string, number>()
+      const generationsNow = new Map(this.components.membership.members().map((m) => [m.peerId, m.generation] as const))
+      for (const peer of gone) lostAt.set(peer, generationsNow.get(peer) ?? 0)
+      // What every attempt resumes from: the savepoint the job started from, and for a peer that
+      // took the job over, the last complete checkpoint its record names (the layer picks the newest).
+      const resume = {
+        ...(options.fromSavepoint === undefined ? {} : { savepoint: { ...options.fromSavepoint } }),
+        ...(record === undefined || record.checkpoint === null ? {} : { checkpoint: record.checkpoint }),
+      }
+      if (record !== undefined) {
+        const checkpoint = (record.checkpoint as { id?: unknown } | null)?.id
+        events.next({
+          type: 'taking-over',
+          attempt: attemptNumber,
+          from: record.coordinator,
+          token: coordination!.token,
+          checkpoint: typeof checkpoint === 'number' ? checkpoint : null,
+          plan,
+        })
+      }
+      let ended: { state: 'finished' | 'failed' | 'cancelled'; error?: { code: string; message: string } } = { state: 'failed' }
       try {
         for (;;) {
-          const attempt: Attempt = { lineage: id, number: attemptNumber, ...(options.fromSavepoint === undefined ? {} : { resume: { savepoint: { ...options.fromSavepoint } } }) }
+          const attempt: Attempt = { lineage: id, number: attemptNumber, ...(Object.keys(resume).length === 0 ? {} : { resume }) }
           currentJob = attempt.number === 0 ? id : `${id}~${attempt.number}`
+          if (coordination !== undefined) {
+            await coordination.update({ parallelism: { ...parallelism }, excluded: [...excluded], counts: { recoveries, rescales, upgrades, takeovers } })
+            // One coordinator per attempt, ever: a fenced one stops here.
+            await coordination.claimAttempt(attempt.number)
+          }
           current = this.attempt(context, attempt, plan, workers, descriptions, planned, shipped, rescale)
           const outcome = await current.outcome
           if (outcome.ok) {
             change?.reject(new InvalidOptionError(change.kind, 'job', `the job finished before the ${change.kind} took effect`))
+            ended = { state: 'finished' }
             return {
               job: id,
               plan,
@@ -319,6 +440,7 @@ export class Submitter {
               recoveries,
               rescales,
               upgrades,
+              takeovers,
             }
           }
           for (const letter of deadLetters.splice(0)) abandoned.push({ ...letter, attempt: attemptNumber })
@@ -336,6 +458,8 @@ export class Submitter {
               program = pending.loaded.program
               args = pending.args
               context = { ...context, code: pending.code, args }
+              // A successor runs the new version (every peer that runs a share caches its code).
+              await coordination?.update({ code: { ...pending.code.manifest, dependencies: { ...pending.code.manifest.dependencies } }, args: [...args] })
             }
             Object.assign(parallelism, pending.request.parallelism)
             for (const peer of pending.request.exclude ?? []) excluded.add(peer)
@@ -349,9 +473,9 @@ export class Submitter {
               .list()
               .filter((m) => !excluded.has(m.peerId))
               .map((m) => ({ id: m.peerId, tags: { ...(m.tags ?? {}) } }))
-            planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
+            planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions, endpoints })
             shipped = shipPlan(program, planned)
-            plan = roundRobinPlan(planned, workers, this.id)
+            plan = roundRobinPlan(planned, workers, this.id, endpoints)
             const restored = firstRestored(events, savepoints)
             if (pending.kind === 'upgrade') {
               pending.loaded.planned?.(planned)
@@ -385,7 +509,7 @@ export class Submitter {
             )
             continue
           }
-          const error = outcome.error
+          const error = coordination?.fenced ?? outcome.error
           // A refusal is final: the next attempt would be refused the same way.
           if (abort.signal.aborted || recovery === undefined || error instanceof SubmissionRefusedError) throw error
           if (++recoveries > recovery.attempts) throw new RecoveryFailedError(id, attemptNumber, `the ${recovery.attempts} recovery attempt(s) the stack allows are used up`, error)
@@ -411,16 +535,24 @@ export class Submitter {
           // The first recovery starts at once; later ones back off (a peer that died may be restarting).
           if (recoveries > 1) await new Promise((resolve) => setTimeout(resolve, Math.min(4_000, 250 * 2 ** (recoveries - 2))))
           // Plan again over the survivors: placement re-solves, the lost instances move.
-          planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions })
+          planned = await kernel.plan(withParallelism(program, parallelism), { job: id, self: this.id, peers: descriptions, endpoints })
           shipped = shipPlan(program, planned)
-          plan = roundRobinPlan(planned, workers, this.id)
+          plan = roundRobinPlan(planned, workers, this.id, endpoints)
           const reason = error instanceof Error ? error.message : String(error)
           events.next({ type: 'recovering', attempt: attemptNumber, lost: [...dead], reason, plan })
         }
       } catch (error) {
         change?.reject(error)
+        ended = {
+          state: abort.signal.aborted && coordination?.fenced === undefined ? 'cancelled' : 'failed',
+          error: { code: error instanceof LaminaError ? error.code : 'ERR_JOB_FAILED', message: error instanceof Error ? error.message : String(error) },
+        }
         throw error
       } finally {
+        // A failover job's end is recorded, and its role given up (a fenced coordinator writes nothing).
+        await coordination
+          ?.end(ended.state, ended.error)
+          .catch((error: unknown) => this.components.node.logger.warn(`job ${id}: could not record its end: ${error instanceof Error ? error.message : String(error)}`))
         events.complete()
       }
     })()
@@ -458,6 +590,7 @@ export class Submitter {
       get code() {
         return context.code.manifest
       },
+      ...(coordination === undefined ? {} : { token: coordination.token }),
     }
   }
 
@@ -485,6 +618,8 @@ export class Submitter {
     else context.signal.addEventListener('abort', onOuterAbort, { once: true })
     const lost = new Set<string>()
     const channels: JobChannel[] = []
+    let over: () => void = () => undefined
+    const attemptOver = new Promise<void>((resolve) => (over = resolve))
     // The first failure of any share is the attempt's failure; the aborts it causes elsewhere are not.
     let firstFailure: unknown
     const failAll = (reason: string, cause?: unknown): void => {
@@ -537,6 +672,7 @@ export class Submitter {
               members: [this.id, ...peers],
               attempt: { lineage: attempt.lineage, number: attempt.number, ...(attempt.resume === undefined ? {} : { resume: attempt.resume }) },
               annotations: shipped,
+              ...(context.coordination === undefined ? {} : { failover: { token: context.coordination.token } }),
             })
             const receive = (): Promise<JobMessage> =>
               channel.receive({ signal: abort.signal }).catch((error: unknown) => {
@@ -607,11 +743,21 @@ export class Submitter {
         // the others were still being started), which must not be an unhandled rejection meanwhile.
         for (const remote of remoteDone) remote.catch(() => undefined)
         for (const channel of channels) await channel.send({ type: 'start' })
+        const recordTo = context.coordination
         const local = context.kernel.run(program, {
           id: job,
           peers: descriptions,
           planned: true,
-          deployment: this.components.deploy({ job, plan, submitter: this.id, addresses, signal: abort.signal, members: [this.id, ...peers], rescale }),
+          deployment: this.components.deploy({
+            job,
+            plan,
+            submitter: this.id,
+            addresses,
+            signal: abort.signal,
+            members: [this.id, ...peers],
+            rescale,
+            ...(recordTo === undefined ? {} : { recordCheckpoint: ({ record }) => recordTo.update({ checkpoint: record }) }),
+          }),
           signal: abort.signal,
           attempt,
           onDeadLetter: (letter) => {
@@ -620,7 +766,9 @@ export class Submitter {
             context.events.next({ type: 'dead-letter', letter: wire })
           },
         })
-        this.components.shares.add(local)
+        // Reachable by control calls until the attempt ends, even once its own instances are done
+        // (a failover job's coordinator may run none, yet coordinates every checkpoint).
+        this.components.shares.add(local, attemptOver)
         local.events.subscribe((event: JobEvent) => {
           if (event.type === 'layer')
             context.events.next({
@@ -639,7 +787,10 @@ export class Submitter {
         }, this.components.progressMs)
         // Fail fast: the first share to fail aborts the others.
         for (const remote of remoteDone) remote.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error), error))
-        local.done.catch((error: unknown) => failAll(error instanceof Error ? error.message : String(error), error))
+        local.done.catch((error: unknown) => {
+          if (!abort.signal.aborted) this.components.node.logger.info(`job ${job}: the share on this peer failed: ${error instanceof Error ? error.message : String(error)}`)
+          failAll(error instanceof Error ? error.message : String(error), error)
+        })
         const settled = await settleWithin([local.done, ...remoteDone], abort.signal, 15_000)
         const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
         // The submitter's own share holds the sinks: when it finished, the output is whole.
@@ -674,6 +825,9 @@ export class Submitter {
         clearInterval(progress)
         context.signal.removeEventListener('abort', onOuterAbort)
         await Promise.all(channels.map((c) => c.close()))
+        // The attempt is over: the own share's layers let go of it (as the other peers' do once their stream closes).
+        over()
+        if (!abort.signal.aborted) abort.abort('the attempt ended')
       }
     })()
     return { outcome, abort: (reason) => failAll(reason) }
@@ -718,6 +872,8 @@ interface AttemptContext {
   readonly stats: Record<string, JobStats>
   readonly deadLetters: WireDeadLetter[]
   readonly signal: AbortSignal
+  /** A failover job's hold on its coordinator role and record. */
+  readonly coordination?: Coordination
 }
 
 /** A running attempt. */

@@ -58,23 +58,35 @@ export async function isHolder(kv: KvClient, role: string, token: number): Promi
  */
 export async function campaign(kv: KvClient, role: string, holder: string, options: CampaignOptions = {}): Promise<Leadership> {
   const ttlMs = options.ttlMs ?? 3000
-  const key = roleKey(role)
   for (;;) {
     options.signal?.throwIfAborted()
-    const lease = await kv.grant(ttlMs)
-    let claimed = false
-    try {
-      const result = await kv.cas(key, holder, { ifModRevision: 0, lease })
-      if (result.ok) {
-        claimed = true
-        return held(role, holder, result.revision, lease)
-      }
-    } finally {
-      if (!claimed) await lease.revoke().catch(() => undefined)
-    }
+    const won = await claim(kv, role, holder, { ttlMs })
+    if (won !== undefined) return won
     // Held by another: wait until the key goes (a delete, or the lease's expiry), then claim again.
-    await vacated(kv, key, Math.max(250, ttlMs / 2), options.signal)
+    await vacated(kv, roleKey(role), Math.max(250, ttlMs / 2), options.signal)
   }
+}
+
+/** Claims `role` as `holder` once: the leadership when nobody held it, undefined when another does. */
+export async function claim(kv: KvClient, role: string, holder: string, options: { readonly ttlMs?: number } = {}): Promise<Leadership | undefined> {
+  const lease = await kv.grant(options.ttlMs ?? 3000)
+  let claimed = false
+  try {
+    const result = await kv.cas(roleKey(role), holder, { ifModRevision: 0, lease })
+    if (!result.ok) return undefined
+    claimed = true
+    return held(role, holder, result.revision, lease)
+  } finally {
+    if (!claimed) await lease.revoke().catch(() => undefined)
+  }
+}
+
+/**
+ * Resolves once `role` is free (its key deleted: resigned, or its lease expired), or after `pollMs`
+ * whichever is first: the caller looks again either way (a missed event costs a look, not a hang).
+ */
+export function roleVacated(kv: KvClient, role: string, pollMs: number, signal?: AbortSignal): Promise<void> {
+  return vacated(kv, roleKey(role), pollMs, signal)
 }
 
 function held(role: string, holder: string, token: number, lease: KvLease): Leadership {

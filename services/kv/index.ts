@@ -2,7 +2,7 @@
 // (kmods/raft), hosted on every peer, started by `startKv(cluster, { shards, replicas })`.
 
 export { KvState, KV_LIMITS, type KvCommand, type KvEntry, type KvEvent, type KvLease as KvLeaseState, type KvResult, type KvScan } from './state.js'
-export { campaign, Fence, holderOf, isHolder, roleKey, type CampaignOptions, type Leadership } from './election.js'
+export { campaign, claim, Fence, holderOf, isHolder, roleKey, roleVacated, type CampaignOptions, type Leadership } from './election.js'
 export {
   KvCommandError,
   KvCompactedError,

@@ -14,25 +14,29 @@ export interface LocalKvHost {
   watch(request: Readonly<Record<string, unknown>>, onFrame: (frame: KvAnswer) => void): () => void
 }
 
-let node: PeerNode | undefined
-let host: LocalKvHost | undefined
+/**
+ * The process's registry, on `globalThis`: a program's code may reach this module through another
+ * path than the peer's (a shipped bundle linked to lamina's dist/ in a process that runs lamina
+ * from its sources, as tests do), and both copies must see the same node and host.
+ */
+const registry = ((globalThis as { [key: symbol]: unknown })[Symbol.for('lamina.kv.local')] ??= {}) as { node?: PeerNode; host?: LocalKvHost | undefined }
 
 /** Registers the node this process's KV client atoms dial from (the KV host and `startKv` do). */
 export function setLocalKvNode(given: PeerNode): void {
-  if (node === undefined || node.stopped) node = given
+  if (registry.node === undefined || registry.node.stopped) registry.node = given
 }
 
 /** The node registered by `setLocalKvNode`, unless it stopped. */
 export function localKvNode(): PeerNode | undefined {
-  return node?.stopped === false ? node : undefined
+  return registry.node?.stopped === false ? registry.node : undefined
 }
 
 /** Registers (or, with undefined, removes) the KV host running in this process. */
 export function setLocalKvHost(given: LocalKvHost | undefined): void {
-  host = given
+  registry.host = given
 }
 
 /** The KV host of peer `peerId`, if it runs in this process. */
 export function localKvHost(peerId: string): LocalKvHost | undefined {
-  return host?.peerId === peerId ? host : undefined
+  return registry.host?.peerId === peerId ? registry.host : undefined
 }

@@ -20,9 +20,13 @@ export interface TxKvSinkOptions<I extends AnyCodec> {
   readonly annotations?: Annotations
 }
 
-/** The key where instance `instance` of sink `name` records the newest checkpoint it committed. */
-export function sinkMarkerKey(name: string, instance: number): string {
-  return `_lamina/sink/${name}/${instance}`
+/**
+ * The key where instance `instance` of sink `name` of job `lineage` (its first attempt's id, the
+ * same in every attempt: `InstanceInfo.lineage`) records the newest checkpoint it committed. Each
+ * job has its own: a later job with a sink of the same name starts from nothing.
+ */
+export function sinkMarkerKey(lineage: string, name: string, instance: number): string {
+  return `_lamina/sink/${lineage}/${name}/${instance}`
 }
 
 /**
@@ -41,7 +45,7 @@ export function txkvSink<I extends AnyCodec>(name: string, options: TxKvSinkOpti
     if (shared === undefined || shared.kv !== client) shared = new TxKv(client)
     return shared
   }
-  const markerOf = (ctx: AtomContext<PortCodecs, unknown>): string => sinkMarkerKey(name, ctx.info.instance)
+  const markerOf = (ctx: AtomContext<PortCodecs, unknown>): string => sinkMarkerKey(ctx.info.lineage, name, ctx.info.instance)
   return atom<{ in: I }, Record<never, never>>({
     name,
     inputs: { in: options.input } as { in: I },

@@ -359,7 +359,7 @@ describe('startTxKv on 3 peer processes', () => {
     const entries = await Promise.all(Array.from({ length: 300 }, (_, i) => store.kv.get(`sink/${i}`)))
     expect(entries.map((e) => e?.value)).toEqual(Array.from({ length: 300 }, (_, i) => String(i * 2)))
     expect(entries.every((e) => e?.version === 1)).toBe(true)
-    expect((await store.kv.get(sinkMarkerKey('orders-out', 0)))?.value).toBe(String(Number.MAX_SAFE_INTEGER))
+    expect((await store.kv.get(sinkMarkerKey(job.id, 'orders-out', 0)))?.value).toBe(String(Number.MAX_SAFE_INTEGER))
 
     // Written again (the job died after the transaction, before its peer recorded the commit): nothing changes.
     const commit = (into.body as AtomBody).commit!
