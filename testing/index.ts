@@ -46,5 +46,6 @@ export {
 export { restoreOffsets } from './restoring.js'
 /** A keyed aggregation over replayable events, for tests and benches of fault tolerance and elasticity: `keyedTotals.MODULE` is its path, `keyedTotals.reference(n)` what a fault-free run emits. */
 export * as keyedTotals from './keyed-totals.js'
+export * as failoverJob from './failover-job.js'
 export { startTransportPeer, type TransportPeerProcess } from './transport-peer-process.js'
 export type { TransportPeerCommand, TransportPeerReport } from './transport-peer.js'

@@ -42,12 +42,22 @@ export class AdminClient {
   /** Where each job is coordinated, as learned. */
   private readonly coordinators = new Map<string, string>()
 
+  /** Addresses of members to ask when the contact does not answer: the ones given, then the ones learned. */
+  private known: string[]
+
   private constructor(
     private readonly node: PeerNode,
-    /** The member that answered first (its address). */
-    readonly contact: string,
+    /** The member that answered last (its address). */
+    private current: string,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.known = []
+  }
+
+  /** The member the client asks first (the one that answered last), by address. */
+  get contact(): string {
+    return this.current
+  }
 
   /**
    * Starts the client's node and finds a member that answers.
@@ -61,6 +71,7 @@ export class AdminClient {
       const client = new AdminClient(node, address, timeoutMs)
       try {
         await client.members()
+        client.known = [...new Set([...client.known, ...options.cluster])]
         return client
       } catch (error) {
         failures.push({ address, reason: error instanceof Error ? error.message : String(error) })
@@ -75,9 +86,25 @@ export class AdminClient {
     return this.node.peerId
   }
 
-  /** The cluster's members as the contact sees them. */
+  /**
+   * The cluster's members as the contact sees them. When the contact does not answer (it died, or
+   * restarted at another address), the other members known are asked in turn, and the first that
+   * answers is the contact from then on.
+   */
   async members(): Promise<MemberRow[]> {
-    return this.call(this.contact, { command: 'members' }, t.array(MemberRow))
+    let failure: unknown
+    for (const target of [this.current, ...this.known.filter((a) => a !== this.current)]) {
+      try {
+        const rows = await this.call(target, { command: 'members' }, t.array(MemberRow))
+        this.current = target
+        const learned = rows.filter((m) => m.status === 'alive' && m.multiaddrs.length > 0).map(address)
+        this.known = [...new Set([...learned, ...this.known])]
+        return rows
+      } catch (error) {
+        failure ??= error
+      }
+    }
+    throw failure
   }
 
   /** Every job of every live member (each answers for the jobs it coordinates), newest first. */

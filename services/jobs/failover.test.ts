@@ -9,13 +9,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AdminClient, type Cluster, packProgram, type PackedProgram, startCluster } from 'lamina/cluster'
 import { kvLayoutArg, type Kv, startKv } from 'lamina/kv'
-import { untilMembersAlive, until } from 'lamina/testing'
+import { failoverJob, untilMembersAlive, until } from 'lamina/testing'
 import { loadOrCreateIdentity, memoryLogger, readPskFile } from 'lamina/transport'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { attemptClaims, jobRecordKey, readJobRecord } from './failover.js'
-import { expectedOutput } from './fixtures/failover-program.js'
 
-const programPath = new URL('./fixtures/failover-program.ts', import.meta.url).pathname
 const RECORDS = 120_000
 /** Runs of each kind (10 each by default; more with LAMINA_FAILOVER_RUNS). */
 const RUNS = Number(process.env.LAMINA_FAILOVER_RUNS ?? 10)
@@ -46,7 +44,7 @@ describe('failover jobs: the coordinating peer dies, another takes the job over'
     kv = await startKv(cluster, { shards: 2, replicas: 3, readyTimeoutMs: 30_000 })
     await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, 'admin'))).peerId}\n`)
     admin = await AdminClient.connect({ cluster: cluster.members().map((m) => `${m.multiaddrs[0]!}`), psk: await readPskFile(join(dir, 'swarm.key')), workdir: join(dir, 'admin') })
-    code = await packProgram(programPath)
+    code = await packProgram(failoverJob.MODULE)
   }, 90_000)
 
   afterAll(async () => {
@@ -100,7 +98,7 @@ describe('failover jobs: the coordinating peer dies, another takes the job over'
     expect(record.counts.takeovers).toBeGreaterThanOrEqual(1)
 
     // Exact output: every key the job writes, with its value, each written once (version 1).
-    const expected = expectedOutput(RECORDS, prefix)
+    const expected = failoverJob.expectedOutput(RECORDS, prefix)
     const written = await kv.scan({ prefix: `${prefix}/` })
     expect(new Map(written.map((e) => [e.key, e.value]))).toEqual(expected)
     expect(written.filter((e) => e.version !== 1).map((e) => `${e.key} v${e.version}`)).toEqual([])
