@@ -5,8 +5,13 @@
 // peer dead) can tell. Each round submits the same job, waits for a completed checkpoint, fails a
 // worker and measures the seconds from the signal to the first output of the recovered attempt;
 // every run's output is checked against the fault-free reference. Rounds alternate the signal.
+// Then, the same number of rounds without a master: a failover job (testing/failover-job.ts, into
+// the transactional KV) submitted to a peer process, whose coordinating peer is SIGKILLed after its
+// second recorded checkpoint; `coordinator_recovery_s` is the median of the seconds from the signal
+// to the first output committed under its successor (the first key the sink writes after the
+// successor claimed the job's record), each run's output checked key by key.
 // Run: npm run bench -- failover [rounds=3] [records=4000000]
-// Last line: {"bench":"failover","ratio":<SIGKILL recovery s ÷ SIGSTOP recovery s>,"stop_recovery_s":…,"kill_recovery_s":…,…}
+// Last line: {"bench":"failover","ratio":<SIGKILL recovery s ÷ SIGSTOP recovery s>,"stop_recovery_s":…,"kill_recovery_s":…,"coordinator_recovery_s":…,…}
 //
 // Detection time trades against false suspicion: membership declares a peer dead after
 // `deadAfterMs` (2000 by default) without a heartbeat (every `heartbeatMs`, 200 by default). A
@@ -18,9 +23,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { filter, firstValueFrom } from 'rxjs'
-import { startCluster, type Cluster } from '../services/jobs/index.js'
-import { keyedTotals } from '../testing/index.js'
-import { memoryLogger } from '../kmods/transport/index.js'
+import { appendFile } from 'node:fs/promises'
+import { AdminClient, packProgram, type PackedProgram, startCluster, type Cluster } from '../services/jobs/index.js'
+import { jobRecordKey, readJobRecord } from '../services/jobs/failover.js'
+import { kvLayoutArg, startKv, type Kv } from '../services/kv/index.js'
+import { failoverJob, keyedTotals } from '../testing/index.js'
+import { loadOrCreateIdentity, memoryLogger, readPskFile } from '../kmods/transport/index.js'
 import { BenchCheckError, median, positiveInteger, progress, runMain } from './_harness.js'
 
 const rounds = positiveInteger('rounds', process.argv[2]) ?? 3
@@ -81,6 +89,97 @@ async function round(cluster: Cluster, signal: Failure, expected: readonly strin
   }
 }
 
+/** Resolves with the time of the first put under `prefix` for which `after()` is true (a KV watch); rejects after `ms`. */
+function firstPut(kv: Kv, prefix: string, after: () => boolean, ms: number): { at: Promise<number>; cancel(): void } {
+  let cancel = (): void => undefined
+  const at = new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new BenchCheckError(`no output under ${prefix} within ${ms} ms`)), ms)
+    const subscription = kv.watch(prefix).subscribe({
+      next: (event) => {
+        if (event.type !== 'put' || !after()) return
+        clearTimeout(timer)
+        subscription.unsubscribe()
+        resolve(Date.now())
+      },
+      error: reject,
+    })
+    cancel = () => {
+      clearTimeout(timer)
+      subscription.unsubscribe()
+    }
+  })
+  return { at, cancel }
+}
+
+/** One round without a master: kills the peer coordinating a failover job; seconds from the signal to the first output under its successor. */
+async function coordinatorRound(cluster: Cluster, kv: Kv, admin: AdminClient, code: PackedProgram, r: number): Promise<number> {
+  await allAlive(cluster)
+  const index = r % PEERS
+  const victim = cluster.members()[index]!
+  const listening = victim.multiaddrs[0]!.split('/p2p/')[0]!
+  // A restarted peer listens elsewhere: the admin client must know its new address before submitting to it.
+  for (const deadline = Date.now() + 60_000; ; ) {
+    const rows = await admin.members()
+    if (rows.some((m) => m.peerId === victim.peerId && m.status === 'alive' && m.multiaddrs.some((a) => a.startsWith(listening)))) break
+    if (Date.now() > deadline) throw new BenchCheckError(`the members did not learn ${victim.peerId} at ${listening}`)
+    await Promise.race([firstValueFrom(cluster.self.membership.events, { defaultValue: undefined }), new Promise((resolve) => setTimeout(resolve, 1000))])
+  }
+  const prefix = `bench-${r}-${Date.now().toString(36)}`
+  const summary = await admin.submit(code, { on: victim.peerId, failover: true, args: [String(COORDINATOR_RECORDS), kvLayoutArg(kv), prefix] })
+  const lineage = summary.id
+  // After its second recorded checkpoint: the job is well under way.
+  const checkpoints = new Set<number>()
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new BenchCheckError(`job ${lineage} recorded no 2 checkpoints within 60 s`)), 60_000)
+    const subscription = kv.watch(jobRecordKey(lineage)).subscribe({
+      next: (event) => {
+        const id = (JSON.parse(event.value ?? '{}') as { checkpoint?: { id?: number } | null }).checkpoint?.id
+        if (id !== undefined) checkpoints.add(id)
+        if (checkpoints.size < 2) return
+        clearTimeout(timer)
+        subscription.unsubscribe()
+        resolve()
+      },
+      error: reject,
+    })
+  })
+  // The successor's claim of the record is seen through a watch; the first output after it is the figure.
+  let successor: string | undefined
+  const claims = kv.watch(jobRecordKey(lineage)).subscribe((event) => {
+    const coordinator = (JSON.parse(event.value ?? '{}') as { coordinator?: string }).coordinator
+    if (coordinator !== undefined && coordinator !== victim.peerId) successor ??= coordinator
+  })
+  const output = firstPut(kv, `${prefix}/`, () => successor !== undefined, 60_000)
+  const restarted = firstValueFrom(cluster.events!.pipe(filter((e) => e.type === 'ready' && e.index === index)))
+  const killedAt = Date.now()
+  process.kill(victim.pid!, 'SIGKILL')
+  try {
+    const firstAt = await output.at
+    for (const deadline = Date.now() + 120_000; ; ) {
+      const found = await readJobRecord(kv, lineage).catch(() => undefined)
+      if (found !== undefined && found.record.state !== 'running') {
+        if (found.record.state !== 'finished') throw new BenchCheckError(`job ${lineage} ended ${found.record.state}: ${found.record.error?.message ?? ''}`)
+        break
+      }
+      if (Date.now() > deadline) throw new BenchCheckError(`job ${lineage} did not end within 120 s of its coordinator's death`)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    const expected = failoverJob.expectedOutput(COORDINATOR_RECORDS, prefix)
+    const written = await kv.scan({ prefix: `${prefix}/` })
+    const wrong = written.filter((e) => expected.get(e.key) !== e.value || e.version !== 1)
+    if (written.length !== expected.size || wrong.length > 0)
+      throw new BenchCheckError(`job ${lineage}: ${written.length} keys written, ${expected.size} expected, ${wrong.length} wrong or written twice`)
+    return (firstAt - killedAt) / 1000
+  } finally {
+    output.cancel()
+    claims.unsubscribe()
+    await restarted
+  }
+}
+
+/** Records of each failover job (about 3 s of paced input). */
+const COORDINATOR_RECORDS = 120_000
+
 runMain('failover', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lamina-bench-failover-'))
   progress(`starting ${PEERS} peers…`)
@@ -97,6 +196,27 @@ runMain('failover', async () => {
         progress(`round ${r}/${rounds} ${signal}: recovery began after ${result.detectS.toFixed(2)} s, first new output after ${result.recoveryS.toFixed(2)} s`)
       }
     }
+    // No master: the coordinating peer itself dies.
+    progress('starting the KV service for failover jobs…')
+    const kv = await startKv(cluster, { shards: 1, replicas: 3, readyTimeoutMs: 30_000 })
+    await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, 'admin'))).peerId}\n`)
+    const admin = await AdminClient.connect({
+      cluster: cluster.members().map((m) => m.multiaddrs[0]!),
+      psk: await readPskFile(join(dir, 'swarm.key')),
+      workdir: join(dir, 'admin'),
+    })
+    const coordinator: number[] = []
+    try {
+      const code = await packProgram(failoverJob.MODULE)
+      for (let r = 1; r <= rounds; r++) {
+        const s = await coordinatorRound(cluster, kv, admin, code, r)
+        coordinator.push(s)
+        progress(`round ${r}/${rounds} coordinator SIGKILL: first output under its successor after ${s.toFixed(2)} s`)
+      }
+    } finally {
+      await admin.close()
+      await kv.stop()
+    }
     const stop = median(seconds.SIGSTOP.recovery)
     const kill = median(seconds.SIGKILL.recovery)
     console.log(
@@ -107,6 +227,7 @@ runMain('failover', async () => {
         kill_recovery_s: Number(kill.toFixed(2)),
         stop_detect_s: Number(median(seconds.SIGSTOP.detect).toFixed(2)),
         kill_detect_s: Number(median(seconds.SIGKILL.detect).toFixed(2)),
+        coordinator_recovery_s: Number(median(coordinator).toFixed(2)),
         records,
         peers: PEERS,
         interval_ms: INTERVAL_MS,

@@ -8,11 +8,12 @@ import { appendFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AdminClient, type Cluster, packProgram, type PackedProgram, startCluster } from 'lamina/cluster'
-import { kvLayoutArg, type Kv, startKv } from 'lamina/kv'
+import { kvLayoutArg, type Kv, roleKey, startKv } from 'lamina/kv'
 import { failoverJob, untilMembersAlive, until } from 'lamina/testing'
 import { loadOrCreateIdentity, memoryLogger, readPskFile } from 'lamina/transport'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { attemptClaims, jobRecordKey, readJobRecord } from './failover.js'
+import { CoordinatorFencedError } from './errors.js'
+import { attemptClaims, Coordination, jobRecordKey, jobRole, readJobRecord } from './failover.js'
 
 const RECORDS = 120_000
 /** Runs of each kind (10 each by default; more with LAMINA_FAILOVER_RUNS). */
@@ -116,6 +117,48 @@ describe('failover jobs: the coordinating peer dies, another takes the job over'
       `${prefix}: killed ${coordinator.peerId.slice(-6)} at checkpoint ${killedAt.checkpoint ?? 'none'}; ${claims.length} attempts, last by ${record.coordinator.slice(-6)} (token ${record.token}), ended ${took} ms after the kill`,
     )
   }
+
+  it('a coordinator that lost its role while paused is fenced: its record writes and attempt claims are refused', async () => {
+    const lineage = `fenced-${Date.now().toString(36)}`
+    const init = {
+      lineage,
+      program: 'p',
+      code: { ...code.manifest, dependencies: { ...code.manifest.dependencies } },
+      args: [],
+      submittedBy: 'me',
+      submittedAt: Date.now(),
+      parallelism: {},
+      excluded: [],
+      workers: null,
+      fromSavepoint: null,
+    }
+    const old = await Coordination.begin(kv, init, 'peer-a', { ttlMs: 1000 })
+    await old.claimAttempt(0)
+    await old.update({ checkpoint: { id: 1, snapshots: {}, time: 1 } })
+    // Its lease is gone as if it had been paused past its TTL (the role key deleted), while it still runs.
+    const fenced = new Promise<CoordinatorFencedError>((resolve) => old.whenFenced(resolve))
+    await kv.delete(roleKey(jobRole(lineage)))
+    const next = await Coordination.takeOver(kv, lineage, 'peer-b', old.token, { ttlMs: 1000, timeoutMs: 10_000 })
+    expect(next?.token).toBeGreaterThan(old.token)
+    expect(next?.record).toMatchObject({ coordinator: 'peer-b', attempt: 0, checkpoint: { id: 1 }, counts: { takeovers: 1 } })
+    // The old coordinator's next write fails, names it, and it learns it is fenced.
+    const refused = await old.update({ checkpoint: { id: 2, snapshots: {}, time: 2 } }).catch((error: unknown) => error)
+    expect(refused).toBeInstanceOf(CoordinatorFencedError)
+    expect(refused).toMatchObject({ code: 'ERR_COORDINATOR_FENCED', job: lineage, peer: 'peer-a', token: old.token })
+    expect(await fenced).toBe(refused)
+    await expect(old.claimAttempt(1)).rejects.toBeInstanceOf(CoordinatorFencedError)
+    // The successor runs attempt 1; nobody can claim it again, and a second takeover with the old token finds nothing to do.
+    await next!.claimAttempt(1)
+    expect((await attemptClaims(kv, lineage)).map((c) => [c.attempt, c.claim.coordinator])).toEqual([
+      [0, 'peer-a'],
+      [1, 'peer-b'],
+    ])
+    expect(await Coordination.takeOver(kv, lineage, 'peer-c', old.token, { ttlMs: 1000, timeoutMs: 2_000 })).toBeUndefined()
+    await next!.end('finished')
+    expect((await readJobRecord(kv, lineage))?.record).toMatchObject({ state: 'finished', coordinator: 'peer-b', checkpoint: { id: 1 } })
+    await old.end('failed')
+    expect((await readJobRecord(kv, lineage))?.record.state).toBe('finished')
+  }, 60_000)
 
   it(`${RUNS} seeded runs SIGKILL the coordinating peer mid-job: exact output, one coordinator per attempt`, async () => {
     for (let seed = 1; seed <= RUNS; seed++) {
