@@ -174,6 +174,26 @@ describe('checkpoints in one process', () => {
     expect(events.some((e) => e.type === 'layer' && e.kind === 'guarantee' && e.message.includes('at-most-once'))).toBe(true)
   })
 
+  it('for a failover job, names sinks that do not commit their own output: at-least-once', () => {
+    const from = source('a', t.number, [1, 2])
+    const plain = sink('plain', t.number, [])
+    const committing = atom({
+      name: 'committing',
+      inputs: { in: t.number },
+      on: { in: () => undefined },
+      commit: { write: async () => undefined, committed: async () => -1 },
+    })
+    const p = program('sinks', { operators: [from, plain, committing], links: [link(from.outputs.out, plain.inputs.in), link(from.outputs.out, committing.inputs.in)] })
+    expect(guaranteeOf(p).level).toBe('exactly-once')
+    const failover = guaranteeOf(p, { failover: true })
+    expect(failover.level).toBe('at-least-once')
+    expect(failover.because).toEqual([
+      'sink plain does not commit its output itself (SinkCommit): if the peer running it dies, output it wrote may be written again, by the peer that runs it next',
+    ])
+    expect(committing.describe().commits).toBe(true)
+    expect(plain.describe().commits).toBeUndefined()
+  })
+
   it('provides savepoints: a checkpoint on demand, by the typed API', async () => {
     const dir = tempDir()
     async function* slow(): AsyncGenerator<number> {

@@ -43,6 +43,15 @@ export class Coordinator {
     clearInterval(this.timer)
   }
 
+  /** Stops, and completes no checkpoint any more: the job is over (its lineage is being collected). */
+  close(): void {
+    this.stop()
+    this.closed = true
+    this.inflight = undefined
+  }
+
+  private closed = false
+
   status(): { latest: number | null; inflight: number | null; completed: number; lastDurationMs: number } {
     return { latest: this.latest?.id ?? null, inflight: this.inflight?.id ?? null, completed: this.completedCount, lastDurationMs: this.lastDuration }
   }
@@ -105,7 +114,7 @@ export class Coordinator {
   }
 
   private trigger(soon = false): void {
-    if (this.share.job.abortSignal.aborted) return this.stop()
+    if (this.share.job.abortSignal.aborted || this.closed) return this.stop()
     if (soon && this.inflight !== undefined) return
     if (this.inflight !== undefined && Date.now() - this.inflight.started < this.options.timeoutMs) return
     if (this.inflight !== undefined)
@@ -138,7 +147,7 @@ export class Coordinator {
 
   ack(id: CheckpointId, key: string, peers: readonly string[], bytes: number): void {
     // A late acknowledgement must not complete a checkpoint of an attempt that was aborted.
-    if (!this.expected.has(key) || this.share.job.abortSignal.aborted) return
+    if (!this.expected.has(key) || this.share.job.abortSignal.aborted || this.closed) return
     if (id === 'final') this.finals.set(key, { peers, final: true })
     else if (this.inflight?.id === id) {
       this.inflight.acks.set(key, { peers, final: false })

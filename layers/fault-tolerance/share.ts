@@ -141,6 +141,9 @@ export class Share {
    * snapshots, complete-checkpoint records and sink commits, all but its savepoints.
    */
   async collectLineage(): Promise<LayerNotice> {
+    // The job succeeded: no checkpoint of it completes any more (a late acknowledgement would
+    // record one after the collection).
+    this.coordinator?.close()
     const counts = await Promise.all(
       this.cluster.peers().map((peer) =>
         this.cluster.call(peer, CONTROL.collect, null).then(

@@ -76,23 +76,19 @@ describe('failover jobs: the coordinating peer dies, another takes the job over'
     const summary = await admin.submit(code, { on: coordinator.peerId, failover: true, args: [String(RECORDS), kvLayoutArg(kv), prefix] })
     expect(summary.coordinator).toBe(coordinator.peerId)
     const lineage = summary.id
+    const attached = await cluster.attach(lineage)
     const killedAt = await (async () => {
       await kill(lineage, random)
       const before = await readJobRecord(kv, lineage)
       process.kill(coordinator.pid!, 'SIGKILL')
       return { at: Date.now(), state: before?.record.state, checkpoint: (before?.record.checkpoint as { id?: number } | null)?.id ?? null }
     })()
-    // The job ends under its successor: the record says how.
-    let finished: Awaited<ReturnType<typeof readJobRecord>>
-    await until(
-      async () => {
-        finished = await readJobRecord(kv, lineage).catch(() => undefined)
-        return finished !== undefined && finished.record.state !== 'running'
-      },
-      90_000,
-      `job ${lineage} (${prefix}) to end after its coordinator was killed`,
-    )
-    const record = finished!.record
+    // The job ends under its successor; this process follows it through its record (Cluster.attach).
+    let timer: NodeJS.Timeout | undefined
+    const record = await Promise.race([
+      attached.done,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`job ${lineage} (${prefix}) did not end within 90 s of its coordinator's death`)), 90_000))),
+    ]).finally(() => clearTimeout(timer))
     expect(killedAt.state).toBe('running')
     expect({ state: record.state, error: record.error }).toEqual({ state: 'finished', error: null })
     expect(record.coordinator).not.toBe(coordinator.peerId)
@@ -158,6 +154,9 @@ describe('failover jobs: the coordinating peer dies, another takes the job over'
     expect((await readJobRecord(kv, lineage))?.record).toMatchObject({ state: 'finished', coordinator: 'peer-b', checkpoint: { id: 1 } })
     await old.end('failed')
     expect((await readJobRecord(kv, lineage))?.record.state).toBe('finished')
+    // Attaching finds the ended job through its record; a job without one is named as unknown.
+    expect((await (await cluster.attach(lineage)).done).coordinator).toBe('peer-b')
+    await expect(cluster.attach('no-such-job')).rejects.toMatchObject({ code: 'ERR_UNKNOWN_JOB', job: 'no-such-job' })
   }, 60_000)
 
   it(`${RUNS} seeded runs SIGKILL the coordinating peer mid-job: exact output, one coordinator per attempt`, async () => {

@@ -21,10 +21,11 @@
 // peer that runs a share is a standby, and the store is the cluster's own KV service.
 
 import * as t from 'io-ts'
+import { Observable } from 'rxjs'
 import { check, renderProblem } from '../../kernel/index.js'
 import type { KvClient } from '../kv/client.js'
 import { claim, holderOf, type Leadership, roleVacated } from '../kv/election.js'
-import { CoordinatorFencedError, JobRecordError } from './errors.js'
+import { CoordinatorFencedError, JobRecordError, UnknownJobError } from './errors.js'
 import { CodeManifestCodec } from './job-protocol.js'
 
 const Nullable = <C extends t.Mixed>(codec: C) => t.union([codec, t.null])
@@ -289,4 +290,62 @@ export async function attemptClaims(kv: KvClient, lineage: string): Promise<{ re
   const prefix = `_lamina/attempt/${lineage}/`
   const entries = await kv.scan({ prefix })
   return entries.map((e) => ({ attempt: Number(e.key.slice(prefix.length)), claim: JSON.parse(e.value) as AttemptClaim }))
+}
+
+/** A failover job followed from anywhere in the cluster, through its record (`Cluster.attach`). */
+export interface AttachedJob {
+  readonly id: string
+  /** The record as it is now (a linearizable read). */
+  record(): Promise<JobRecord>
+  /** Every change of the record from now on (who coordinates, the attempt, checkpoints, the state). */
+  readonly changes: Observable<JobRecord>
+  /**
+   * Resolves with the record once the job ended (`finished`, `failed` or `cancelled`: its `state`
+   * and `error` say which); the output is wherever its sinks wrote it.
+   */
+  readonly done: Promise<JobRecord>
+}
+
+/**
+ * Attaches to failover job `lineage` through its record in the KV store, whoever coordinates it
+ * now and however often that changed.
+ * @throws UnknownJobError when the store has no record of it (it was not submitted with `failover`).
+ */
+export async function attachJob(kv: KvClient, lineage: string): Promise<AttachedJob> {
+  const key = jobRecordKey(lineage)
+  const read = async (): Promise<JobRecord> => {
+    const found = await readJobRecord(kv, lineage)
+    if (found === undefined) throw new UnknownJobError(lineage, `the KV store has no record of it at ${key} (only jobs submitted with failover have one)`)
+    return found.record
+  }
+  await read()
+  const changes = new Observable<JobRecord>((subscriber) => {
+    const subscription = kv.watch(key).subscribe({
+      next: (event) => {
+        if (event.key !== key || event.type !== 'put' || event.value === undefined) return
+        const value = JSON.parse(event.value) as unknown
+        if (check(JobRecordCodec, value) === undefined) subscriber.next(value as JobRecord)
+      },
+      error: (error: unknown) => subscriber.error(error),
+    })
+    return () => subscription.unsubscribe()
+  })
+  const done = new Promise<JobRecord>((resolve, reject) => {
+    // The watch first, then a read: an end between the two is seen by one of them.
+    const subscription = changes.subscribe({
+      next: (record) => {
+        if (record.state === 'running') return
+        subscription.unsubscribe()
+        resolve(record)
+      },
+      error: reject,
+    })
+    read().then((record) => {
+      if (record.state === 'running') return
+      subscription.unsubscribe()
+      resolve(record)
+    }, reject)
+  })
+  done.catch(() => undefined)
+  return { id: lineage, record: read, changes, done }
 }

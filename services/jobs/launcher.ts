@@ -13,6 +13,7 @@ import { readOrCreatePskFile, readPskFile } from '../../kmods/transport/psk.js'
 import { Peer, type SubmitOptions, type SubmittedJob } from './peer.js'
 import { ChildStartError } from '../../kmods/nursery/index.js'
 import { ClusterJoinError } from './errors.js'
+import { type AttachedJob, attachJob } from './failover.js'
 import { Nursery, type NurseryEvent, type RestartPolicy } from '../../kmods/nursery/index.js'
 
 /** One peer of a cluster, as the launcher knows it. */
@@ -44,6 +45,12 @@ export interface Cluster {
   addPeer?(): Promise<ClusterMember>
   /** Retires peer process `index` gracefully: it moves its work off, leaves membership and exits. */
   removePeer?(index: number): Promise<void>
+  /**
+   * Attaches to a failover job (`SubmitOptions.failover`) by its id, wherever it runs and whoever
+   * coordinates it now, through its record in the cluster's KV service: `done` resolves once it
+   * ended; its output is where its sinks wrote it. @throws UnknownJobError when no such record exists.
+   */
+  attach(job: string): Promise<AttachedJob>
 }
 
 /** Options of `startCluster`. */
@@ -173,6 +180,7 @@ export async function startCluster(options: StartClusterOptions): Promise<Cluste
     self,
     members,
     submit: (module, submitOptions) => self.submit(module, submitOptions),
+    attach: async (job) => attachJob(await self.kv(), job),
     events: nursery.events,
     failed: nursery.failed,
     stop: () => (stopped ??= Promise.all([nursery.stop(), self.stop()]).then(() => undefined)),
@@ -233,5 +241,13 @@ export async function joinCluster(options: JoinClusterOptions): Promise<Cluster>
       .filter((m) => !m.self && m.status === 'alive')
       .map((m) => ({ peerId: m.peerId, multiaddrs: m.multiaddrs }))
   const never = new Promise<never>(() => undefined)
-  return { self, members, submit: (module, o) => self.submit(module, o), events: undefined, failed: never, stop: () => self.stop() }
+  return {
+    self,
+    members,
+    submit: (module, o) => self.submit(module, o),
+    attach: async (job) => attachJob(await self.kv(), job),
+    events: undefined,
+    failed: never,
+    stop: () => self.stop(),
+  }
 }

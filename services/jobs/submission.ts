@@ -825,9 +825,10 @@ export class Submitter {
         clearInterval(progress)
         context.signal.removeEventListener('abort', onOuterAbort)
         await Promise.all(channels.map((c) => c.close()))
-        // The attempt is over: the own share's layers let go of it (as the other peers' do once their stream closes).
+        // The attempt is over. A failover job's own share may still coordinate (its instances done
+        // long ago): it is aborted now, so its layers let go of it, as the other peers' shares are.
         over()
-        if (!abort.signal.aborted) abort.abort('the attempt ended')
+        if (context.coordination !== undefined && !abort.signal.aborted) abort.abort('the attempt ended')
       }
     })()
     return { outcome, abort: (reason) => failAll(reason) }
