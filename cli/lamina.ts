@@ -17,6 +17,7 @@ import { kernel, LaminaError, type PeerDescription, type Program } from '../kern
 import { CHECKPOINT_EVENTS, decodePeers, explain, placement, PlacementUnsatisfiableError, planOf, RETRIED, type PlacementPlan } from '../layers/index.js'
 import { OPERATOR_USAGE, operatorCommand } from './cluster-commands.js'
 import { KV_USAGE, kvCommand } from './kv-command.js'
+import { REQUESTS_USAGE, requestsCommand } from './requests-command.js'
 import { TXKV_USAGE, txkvCommand } from './txkv-command.js'
 import { UsageError } from './errors.js'
 
@@ -78,9 +79,10 @@ against a running cluster (--cluster ADDR --psk FILE, or --config FILE):
   savepoint JOB       keep a checkpoint of a job to start another from
   members             list the cluster's members
   kv get|put|del|scan|watch …   the cluster's KV store (started by startKv)
+  requests ls|show|cancel|retry   durable requests journaled in the KV store (lamina/durable)
   txkv get|put|del|if … OP…     one transaction on the cluster's transactional store (startTxKv)`
 
-const COMMANDS = ['run', 'plan', 'peer', 'id', 'help', 'kv', 'txkv', ...Object.keys(OPERATOR_USAGE)]
+const COMMANDS = ['run', 'plan', 'peer', 'id', 'help', 'kv', 'txkv', 'requests', ...Object.keys(OPERATOR_USAGE)]
 
 /** The command closest to a mistyped one (at most two edits away), for the hint. */
 function closest(command: string): string | undefined {
@@ -415,6 +417,9 @@ async function main(argv: readonly string[]): Promise<void> {
   } else if (command === 'kv') {
     if (wantsHelp(rest)) return void process.stdout.write(`${KV_USAGE}\n`)
     process.exit(await kvCommand(rest))
+  } else if (command === 'requests') {
+    if (wantsHelp(rest)) return void process.stdout.write(`${REQUESTS_USAGE}\n`)
+    process.exit(await requestsCommand(rest))
   } else if (command === 'txkv') {
     if (wantsHelp(rest)) return void process.stdout.write(`${TXKV_USAGE}\n`)
     process.exit(await txkvCommand(rest))

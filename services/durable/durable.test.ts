@@ -1,0 +1,212 @@
+// Durable requests on the KV store of 3 real peer processes: results, retries with backoff,
+// timeouts, codec refusals and dead letters with their cause, idempotency keys, cancel and retry by
+// hand; and 10 seeded schedules that SIGKILL a worker process mid-request or the leader of a shard
+// of the store: every request completes, with the right result, and every effect is applied once.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { appendFile, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import * as t from 'io-ts'
+import { type Cluster, startCluster } from 'lamina/cluster'
+import { type Kv, startKv } from 'lamina/kv'
+import { until, untilMembersAlive } from 'lamina/testing'
+import { loadOrCreateIdentity, memoryLogger } from 'lamina/transport'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Durable, durable, RequestCancelledError, RequestDeadError } from './index.js'
+
+const workerScript = join(import.meta.dirname, 'fixtures', 'worker.ts')
+
+/** mulberry32: the same schedule for the same seed. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let x = Math.imul(a ^ (a >>> 15), 1 | a)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+describe('durable requests on the KV store', () => {
+  let dir: string
+  let cluster: Cluster
+  let kv: Kv
+  let d: Durable
+  const children = new Set<ChildProcess>()
+  /** What each worker process wrote on stderr (failed attempts), shown when a schedule does not finish. */
+  const logs = new Map<string, string>()
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lamina-durable-'))
+    cluster = await startCluster({ peers: 3, workdir: dir, logger: memoryLogger(), policy: { kind: 'restart', max: 100, withinMs: 3_600_000 } })
+    kv = await startKv(cluster, { shards: 2, replicas: 3, readyTimeoutMs: 30_000 })
+    for (const w of ['w1', 'w2']) await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, w))).peerId}\n`)
+    d = durable(kv)
+  }, 90_000)
+
+  afterAll(async () => {
+    for (const child of children) child.kill('SIGKILL')
+    await kv?.stop()
+    await cluster?.stop()
+    await rm(dir, { recursive: true, force: true })
+  }, 60_000)
+
+  it('answers, retries with backoff, times out, refuses what its codec refuses, and ends in a dead letter with its cause; other requests keep flowing', async () => {
+    let flaky = 0
+    const workers = [
+      d.serve('double', (n: number) => n * 2, { input: t.number, output: t.number, sweepMs: 50 }),
+      d.serve(
+        'flaky',
+        () => {
+          if (++flaky < 3) throw new Error(`failure ${flaky}`)
+          return 'third time'
+        },
+        { sweepMs: 50 },
+      ),
+      d.serve('hang', (_: unknown, ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))), { sweepMs: 50 }),
+      // A handler whose answer its own codec refuses (a bug the types would catch, so forced here).
+      d.serve('liar', () => 'not a number' as unknown as number, { output: t.number, sweepMs: 50 }),
+    ]
+    try {
+      const fast = { retry: { attempts: 3, baseMs: 20, maxMs: 50 } }
+      const [doubled, third, hung, lied, badInput, many] = await Promise.allSettled([
+        d.call<number>('double', 21, fast),
+        d.call<string>('flaky', null, fast),
+        d.call('hang', null, { ...fast, timeoutMs: 200 }),
+        d.call('liar', null, fast),
+        d.call('double', 'twenty-one', fast),
+        Promise.all(Array.from({ length: 20 }, (_, i) => d.call<number>('double', i, fast))),
+      ])
+      expect(doubled).toEqual({ status: 'fulfilled', value: 42 })
+      expect(third).toEqual({ status: 'fulfilled', value: 'third time' })
+      expect(many).toEqual({ status: 'fulfilled', value: Array.from({ length: 20 }, (_, i) => i * 2) })
+      // Hanging past its timeout, three times: a dead letter whose cause is the timeout.
+      expect(hung.status === 'rejected' && hung.reason).toBeInstanceOf(RequestDeadError)
+      expect(hung.status === 'rejected' && hung.reason).toMatchObject({ code: 'ERR_REQUEST_DEAD', request: 'hang', attempts: 3, failure: { code: 'ERR_REQUEST_TIMEOUT' } })
+      expect(lied.status === 'rejected' && lied.reason).toMatchObject({ code: 'ERR_REQUEST_DEAD', attempts: 3, failure: { code: 'ERR_REQUEST_CODEC' } })
+      // An input the worker's codec refuses is not retried: dead after one attempt.
+      expect(badInput.status === 'rejected' && badInput.reason).toMatchObject({ code: 'ERR_REQUEST_DEAD', attempts: 1, failure: { code: 'ERR_REQUEST_CODEC' } })
+      expect(String(badInput.status === 'rejected' && badInput.reason.failure.message)).toContain('input')
+      // The journal keeps each attempt, and the backoff between them.
+      const flakyRecord = (await d.list({ name: 'flaky' }))[0]!
+      expect(flakyRecord.history.map((h) => h.outcome)).toEqual(['failed', 'failed', 'succeeded'])
+      expect(flakyRecord.history.map((h) => h.error?.message)).toEqual(['failure 1', 'failure 2', undefined])
+      expect(await d.list({ name: 'hang', state: 'dead' })).toHaveLength(1)
+    } finally {
+      for (const w of workers) await w.stop()
+    }
+  }, 60_000)
+
+  it('an idempotency key names one request: the result is journaled once and never recomputed; cancel and retry by hand', async () => {
+    let runs = 0
+    const worker = d.serve(
+      'charge',
+      (amount: number) => {
+        runs++
+        return { charged: amount }
+      },
+      { input: t.number, sweepMs: 50 },
+    )
+    try {
+      const first = await d.call('charge', 5, { idempotencyKey: 'order-1' })
+      const again = await d.call('charge', 5, { idempotencyKey: 'order-1' })
+      expect([first, again, runs]).toEqual([{ charged: 5 }, { charged: 5 }, 1])
+      await expect(d.call('charge', 6, { idempotencyKey: 'order-1' })).rejects.toMatchObject({ code: 'ERR_REQUEST_CONFLICT', id: 'order-1' })
+      await expect(d.show('charge', 'nope')).rejects.toMatchObject({ code: 'ERR_UNKNOWN_REQUEST' })
+    } finally {
+      await worker.stop()
+    }
+    // Nobody serves `later` yet: cancelled while queued, its caller is told; retried, a worker then answers it.
+    const id = await d.submit('later', 1, { idempotencyKey: 'later-1' })
+    const waiting = d.result('later', id)
+    await d.cancel('later', id)
+    await expect(waiting).rejects.toBeInstanceOf(RequestCancelledError)
+    expect((await d.retry('later', id)).state).toBe('queued')
+    const late = d.serve('later', (n: number) => n + 1, { input: t.number, sweepMs: 50 })
+    try {
+      expect(await d.result('later', id)).toBe(2)
+    } finally {
+      await late.stop()
+    }
+  }, 60_000)
+
+  /** Starts worker process `name` (w1, w2), resolving once it serves. */
+  async function startWorker(name: string): Promise<ChildProcess> {
+    const contact = cluster.members()[0]!.multiaddrs[0]!
+    const child = spawn(
+      process.execPath,
+      ['--import', import.meta.resolve('tsx'), '--conditions', 'source', workerScript, join(dir, name), join(dir, 'swarm.key'), contact, name],
+      {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    )
+    children.add(child)
+    child.on('exit', () => children.delete(child))
+    let err = ''
+    child.stderr!.on('data', (chunk: Buffer) => {
+      err += chunk.toString()
+      logs.set(name, (logs.get(name) ?? '') + chunk.toString())
+    })
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('serving') && resolve())
+      child.on('exit', (code) => reject(new Error(`worker ${name} exited ${code}: ${err}`)))
+    })
+    return child
+  }
+
+  it('10 seeded schedules SIGKILL a worker mid-request or a shard leader of the store: every request completes, each effect applied once', async () => {
+    const workers: Record<string, ChildProcess> = { w1: await startWorker('w1'), w2: await startWorker('w2') }
+    const summary: string[] = []
+    try {
+      for (let seed = 1; seed <= 10; seed++) {
+        const random = seeded(seed)
+        await untilMembersAlive(cluster, 60_000)
+        const requests = Array.from({ length: 24 }, (_, i) => ({ n: seed * 100 + i, ms: 50 + Math.floor(random() * 250) }))
+        const calls = requests.map((input) =>
+          d.call<{ doubled: number }>('effect', input, { idempotencyKey: `s${seed}-${input.n}`, retry: { attempts: 10, baseMs: 50, maxMs: 500 } }),
+        )
+        // Once some attempts run, the seeded fault: a worker (even seeds), or the leader of a shard (odd).
+        await until(async () => (await kv.scan({ prefix: `applied/s${seed}-` })).length >= 4, 30_000, 'attempts to start')
+        let fault: string
+        if (seed % 2 === 0) {
+          // The worker that holds claims (one may hold them all): killing it loses attempts.
+          const held = (await kv.scan({ prefix: '_lamina/reqclaim/effect/' })).map((e) => e.value)
+          const victim = held.length > 0 ? held[Math.floor(random() * held.length)]! : random() < 0.5 ? 'w1' : 'w2'
+          workers[victim]!.kill('SIGKILL')
+          fault = `SIGKILL worker ${victim}`
+          workers[victim] = await startWorker(victim)
+        } else {
+          const shard = kv.shards[Math.floor(random() * kv.shards.length)]!
+          const leader = (await kv.status()).find((s) => s.shard === shard && s.isLeader)?.leader
+          const member = cluster.members().find((m) => m.peerId === leader)
+          fault = `SIGKILL the leader of ${shard} (${leader?.slice(-6) ?? 'none'})`
+          if (member?.pid !== undefined) process.kill(member.pid, 'SIGKILL')
+        }
+        let timer: NodeJS.Timeout | undefined
+        const results = await Promise.race([
+          Promise.all(calls),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(async () => {
+              const open = (await d.list({ name: 'effect' })).filter((r) => r.id.startsWith(`s${seed}-`) && r.state !== 'succeeded')
+              const tails = [...logs].map(([w, text]) => `${w}: ${text.split('\n').slice(-8).join(' | ')}`).join('; ')
+              reject(new Error(`seed ${seed} (${fault}): ${open.length} requests not done after 60 s: ${JSON.stringify(open.slice(0, 2))}; workers: ${tails}`))
+            }, 60_000)
+          }),
+        ]).finally(() => clearTimeout(timer))
+        expect(results).toEqual(requests.map((r) => ({ doubled: r.n * 2 })))
+        const effects = await kv.scan({ prefix: `effect/s${seed}-` })
+        expect(effects.map((e) => [e.key, e.value, e.version])).toEqual(
+          requests.map((r) => [`effect/s${seed}-${r.n}`, String(r.n), 1]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+        )
+        const records = await Promise.all(requests.map((r) => d.show('effect', `s${seed}-${r.n}`)))
+        const lost = records.filter((r) => r.history.some((h) => h.outcome === 'lost')).length
+        const attempts = (await kv.scan({ prefix: `applied/s${seed}-` })).length
+        if (seed % 2 === 0) expect(lost).toBeGreaterThan(0)
+        summary.push(`seed ${seed}: ${fault}; ${attempts} attempts for ${requests.length} requests, ${lost} redelivered after a lost worker`)
+      }
+    } finally {
+      process.stderr.write(`durable: ${summary.join('\n  ')}\n`)
+      for (const child of Object.values(workers)) child.kill('SIGKILL')
+    }
+  }, 600_000)
+})
