@@ -12,7 +12,7 @@ import { type Kv, startKv } from 'lamina/kv'
 import { until, untilMembersAlive } from 'lamina/testing'
 import { loadOrCreateIdentity, memoryLogger } from 'lamina/transport'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Durable, durable, RequestCancelledError, RequestDeadError } from './index.js'
+import { type Durable, durable, RequestCancelledError, RequestDeadError, workflowSteps } from './index.js'
 
 const workerScript = join(import.meta.dirname, 'fixtures', 'worker.ts')
 
@@ -130,6 +130,43 @@ describe('durable requests on the KV store', () => {
     }
   }, 60_000)
 
+  it('a workflow journals each step: a result once, never recomputed; a replay that asks for another step is refused', async () => {
+    const counts = { charge: 0, ship: 0 }
+    const workers = [
+      d.serve('charge', (amount: number) => ({ charged: amount, n: ++counts.charge }), { input: t.number, sweepMs: 50 }),
+      d.serve('ship', (order: string) => ({ shipped: order, n: ++counts.ship }), { input: t.string, sweepMs: 50 }),
+      d.workflow(
+        'order',
+        async (w, order: { id: string; amount: number }) => {
+          const charged = await w.call<{ charged: number }>('charge', order.amount)
+          await w.sleep(100)
+          const shipped = await w.call<{ shipped: string }>('ship', order.id)
+          return { charged: charged.charged, shipped: shipped.shipped }
+        },
+        { sweepMs: 50 },
+      ),
+    ]
+    try {
+      const first = await d.runWorkflow('order', { id: 'o-1', amount: 30 }, { idempotencyKey: 'o-1' })
+      expect(first).toEqual({ charged: 30, shipped: 'o-1' })
+      expect(await workflowSteps(kv, 'order', 'o-1')).toEqual([
+        { step: 1, kind: 'call', detail: 'charge' },
+        { step: 2, kind: 'sleep', detail: '100 ms' },
+        { step: 3, kind: 'call', detail: 'ship' },
+      ])
+      // The same run again (its key): its result, nothing called again.
+      expect(await d.runWorkflow('order', { id: 'o-1', amount: 30 }, { idempotencyKey: 'o-1' })).toEqual(first)
+      expect(counts).toEqual({ charge: 1, ship: 1 })
+      // Replaying a run whose journal holds another first step than the code asks for: a dead letter naming the step.
+      await kv.put(`_lamina/wf/order/o-2/${String(1).padStart(6, '0')}`, JSON.stringify({ kind: 'sleep', ms: 5, until: 0 }))
+      const refused = await d.runWorkflow('order', { id: 'o-2', amount: 1 }, { idempotencyKey: 'o-2' }).catch((error: unknown) => error)
+      expect(refused).toMatchObject({ code: 'ERR_REQUEST_DEAD', attempts: 1, failure: { code: 'ERR_WORKFLOW_DETERMINISM' } })
+      expect(String((refused as RequestDeadError).failure.message)).toContain('step 1: the journal has sleep 5 ms')
+    } finally {
+      for (const w of workers) await w.stop()
+    }
+  }, 60_000)
+
   /** Starts worker process `name` (w1, w2), resolving once it serves. */
   async function startWorker(name: string): Promise<ChildProcess> {
     const contact = cluster.members()[0]!.multiaddrs[0]!
@@ -204,6 +241,34 @@ describe('durable requests on the KV store', () => {
         if (seed % 2 === 0) expect(lost).toBeGreaterThan(0)
         summary.push(`seed ${seed}: ${fault}; ${attempts} attempts for ${requests.length} requests, ${lost} redelivered after a lost worker`)
       }
+      // Workflows whose worker is killed between steps: they resume on the other worker from their
+      // last journaled step; every step's effect applied once, and no journaled step run again.
+      await untilMembersAlive(cluster, 60_000)
+      const runs = Array.from({ length: 6 }, (_, i) => ({ n: 5000 + i, ms: 100 }))
+      const results = runs.map((input) => d.runWorkflow<{ total: number }>('pipeline', input, { idempotencyKey: `p-${input.n}`, retry: { attempts: 10, baseMs: 50, maxMs: 500 } }))
+      await until(async () => (await kv.scan({ prefix: '_lamina/wf/pipeline/' })).length >= 3, 30_000, 'first steps to be journaled')
+      const holders = (await kv.scan({ prefix: '_lamina/reqclaim/wf.pipeline/' })).map((e) => e.value)
+      const victim = holders[0] ?? 'w1'
+      workers[victim]!.kill('SIGKILL')
+      workers[victim] = await startWorker(victim)
+      expect(await Promise.all(results)).toEqual(runs.map((r) => ({ total: r.n * 2 + (r.n + 1000) * 2 })))
+      const effects = await kv.scan({ prefix: 'effect/p-' })
+      expect(effects.map((e) => [e.key, e.version])).toEqual(
+        runs
+          .flatMap((r) => [
+            [`effect/p-${r.n}.1`, 1],
+            [`effect/p-${r.n}.3`, 1],
+          ])
+          .sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+      )
+      const resumed = (await Promise.all(runs.map((r) => d.show('wf.pipeline', `p-${r.n}`)))).filter((r) => r.history.some((h) => h.outcome === 'lost'))
+      expect(resumed.length).toBeGreaterThan(0)
+      // Each resumed run has its three steps journaled (create-only: a step is journaled once).
+      for (const run of resumed) {
+        const steps = await workflowSteps(kv, 'pipeline', run.id)
+        expect(steps.length).toBe(3)
+      }
+      summary.push(`workflows: SIGKILL worker ${victim} between steps; ${resumed.length} of ${runs.length} runs resumed on the other worker`)
     } finally {
       process.stderr.write(`durable: ${summary.join('\n  ')}\n`)
       for (const child of Object.values(workers)) child.kill('SIGKILL')

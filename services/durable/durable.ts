@@ -30,6 +30,7 @@ import { type AnyCodec, check, InvalidOptionError, LaminaError, renderProblem } 
 import { backoffDelay, type Jitter } from '../../layers/index.js'
 import type { KvClient, KvLease } from '../kv/client.js'
 import type { KvEntry } from '../kv/state.js'
+import { serveWorkflow, type WorkflowContext, workflowRequest } from './workflow.js'
 import { RequestCancelledError, RequestCodecError, RequestConflictError, RequestDeadError, RequestRecordError, RequestTimeoutError, UnknownRequestError } from './errors.js'
 
 const Nullable = <C extends t.Mixed>(codec: C) => t.union([codec, t.null])
@@ -309,6 +310,21 @@ export class Durable {
   ): Worker {
     checkName('durable.serve', name)
     return new RequestWorker(this.kv, name, handler as RequestHandler<unknown, unknown>, options as ServeOptions<AnyCodec, AnyCodec>)
+  }
+
+  /**
+   * Serves workflow `name`: `fn` runs each step through `w` (`w.call`, `w.sleep`), journaled, so a
+   * run resumes on another worker after a crash from its last completed step (workflow.ts, which
+   * also states the determinism rule its code must follow).
+   */
+  workflow<I, O>(name: string, fn: (w: WorkflowContext, input: I) => Promise<O>, options: Omit<ServeOptions<never, never>, 'input' | 'output'> = {}): Worker {
+    checkName('durable.workflow', name)
+    return serveWorkflow(this, this.kv, name, fn, options)
+  }
+
+  /** Runs workflow `name` with `input` and resolves with its result; `timeoutMs` bounds one run of it (default 10 minutes). */
+  runWorkflow<O = unknown>(name: string, input: unknown, options: CallOptions = {}): Promise<O> {
+    return this.call<O>(workflowRequest(name), input, { timeoutMs: 600_000, ...options })
   }
 
   /** Every change of every request's record (of `name`), as journaled. */

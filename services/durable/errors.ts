@@ -93,3 +93,23 @@ export class RequestRecordError extends LaminaError {
     super(`the request record at ${key} ${reason}`)
   }
 }
+
+/**
+ * A workflow's code did something else on replay than it did the first time (another step at the
+ * same place, or a step with another input): workflow code must be deterministic (see workflow.ts).
+ */
+export class WorkflowDeterminismError extends LaminaError {
+  readonly code = 'ERR_WORKFLOW_DETERMINISM'
+  override readonly name = 'WorkflowDeterminismError'
+  constructor(
+    readonly workflow: string,
+    readonly id: string,
+    readonly step: number,
+    readonly journaled: string,
+    readonly now: string,
+  ) {
+    super(
+      `workflow ${workflow}/${id}, step ${step}: the journal has ${journaled}, but the code now asks for ${now}; workflow code must take the same steps with the same inputs on every run`,
+    )
+  }
+}

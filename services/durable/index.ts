@@ -16,3 +16,4 @@ export {
   type ServeOptions,
   type Worker,
 } from './durable.js'
+export { workflowRequest, workflowSteps, type WorkflowContext } from './workflow.js'
