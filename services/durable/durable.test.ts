@@ -11,21 +11,11 @@ import { type Cluster, startCluster } from 'lamina/cluster'
 import { type Kv, startKv } from 'lamina/kv'
 import { until, untilMembersAlive } from 'lamina/testing'
 import { loadOrCreateIdentity, memoryLogger } from 'lamina/transport'
+import { seededRandom } from 'lamina'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Durable, durable, RequestCancelledError, RequestDeadError, workflowSteps } from './index.js'
 
 const workerScript = join(import.meta.dirname, 'fixtures', 'worker.ts')
-
-/** mulberry32: the same schedule for the same seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 describe('durable requests on the KV store', () => {
   let dir: string
@@ -196,7 +186,7 @@ describe('durable requests on the KV store', () => {
     const summary: string[] = []
     try {
       for (let seed = 1; seed <= 10; seed++) {
-        const random = seeded(seed)
+        const random = seededRandom(seed)
         await untilMembersAlive(cluster, 60_000)
         const requests = Array.from({ length: 24 }, (_, i) => ({ n: seed * 100 + i, ms: 50 + Math.floor(random() * 250) }))
         const calls = requests.map((input) =>

@@ -224,27 +224,73 @@ export class Durable {
     throw new RequestDeadError(name, id, record.attempts, record.error ?? { code: 'ERR_UNKNOWN', message: 'no failure recorded' })
   }
 
+  /** Callers waiting for requests to end, by record key. */
+  private readonly waiting = new Map<string, Set<(record: RequestRecord) => void>>()
+  /** One watch per request name while anyone waits on a request of it, and how many do. */
+  private readonly watches = new Map<string, { readonly subscription: { unsubscribe(): void }; waiters: number }>()
+
+  /** Calls `onEnd` with the record once request `key` of `name` is seen to end; returns its cancel. */
+  private awaitEnd(name: string, key: string, onEnd: (record: RequestRecord) => void): () => void {
+    const set = this.waiting.get(key) ?? new Set()
+    set.add(onEnd)
+    this.waiting.set(key, set)
+    const watch = this.watches.get(name) ?? this.watchName(name)
+    watch.waiters++
+    let cancelled = false
+    return () => {
+      if (cancelled) return
+      cancelled = true
+      set.delete(onEnd)
+      if (set.size === 0 && this.waiting.get(key) === set) this.waiting.delete(key)
+      if (--watch.waiters === 0 && this.watches.get(name) === watch) {
+        this.watches.delete(name)
+        watch.subscription.unsubscribe()
+      }
+    }
+  }
+
+  /** The shared watch of `name`'s records: one stream for every caller waiting on one of them. */
+  private watchName(name: string): { readonly subscription: { unsubscribe(): void }; waiters: number } {
+    const prefix = `${PREFIX}${name}/`
+    const drop = (): void => {
+      // The stream ended (a new leader): waiters still poll; the next one to wait opens another.
+      if (this.watches.get(name) === watch) this.watches.delete(name)
+    }
+    const watch = {
+      waiters: 0,
+      subscription: this.kv.watch(prefix).subscribe({
+        next: (event) => {
+          const waiters = this.waiting.get(event.key)
+          if (waiters === undefined || event.type !== 'put' || event.value === undefined) return
+          const record = parse({ key: event.key, value: event.value } as KvEntry)
+          if (isFinal(record.state)) for (const onEnd of [...waiters]) onEnd(record)
+        },
+        error: drop,
+        complete: drop,
+      }),
+    }
+    this.watches.set(name, watch)
+    return watch
+  }
+
   /** Resolves with the record once the request ended (succeeded, dead or cancelled). */
   ended(name: string, id: string, signal?: AbortSignal): Promise<RequestRecord> {
     const key = requestKey(name, id)
     return new Promise<RequestRecord>((resolve, reject) => {
       let settled = false
+      let timer: NodeJS.Timeout | undefined
       const finish = (record: RequestRecord | undefined, error?: unknown): void => {
         if (settled || (record !== undefined && !isFinal(record.state))) return
         settled = true
-        subscription.unsubscribe()
+        cancel()
+        clearTimeout(timer)
         signal?.removeEventListener('abort', onAbort)
         if (error !== undefined) reject(error)
         else resolve(record!)
       }
       const onAbort = (): void => finish(undefined, signal?.reason)
       // The watch first, then a read: an end between the two is seen by one of them.
-      const subscription = this.kv.watch(key).subscribe({
-        next: (event) => {
-          if (event.key === key && event.type === 'put' && event.value !== undefined) finish(parse({ key, value: event.value } as KvEntry))
-        },
-        error: (error: unknown) => finish(undefined, error),
-      })
+      const cancel = this.awaitEnd(name, key, (record) => finish(record))
       signal?.addEventListener('abort', onAbort, { once: true })
       // And a read every second, should the watch miss an event (its shard changing leader).
       const look = (): void => {
@@ -253,7 +299,8 @@ export class Durable {
           (record) => finish(record),
           (error: unknown) => (error instanceof UnknownRequestError ? finish(undefined, error) : undefined),
         )
-        setTimeout(look, 1000).unref?.()
+        timer = setTimeout(look, 1000)
+        timer.unref?.()
       }
       look()
     })

@@ -11,6 +11,7 @@ import { AdminClient, type Cluster, packProgram, type PackedProgram, startCluste
 import { kvLayoutArg, type Kv, roleKey, startKv } from 'lamina/kv'
 import { failoverJob, untilMembersAlive, until } from 'lamina/testing'
 import { loadOrCreateIdentity, memoryLogger, readPskFile } from 'lamina/transport'
+import { seededRandom } from 'lamina'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CoordinatorFencedError } from './errors.js'
 import { attemptClaims, Coordination, jobRecordKey, jobRole, readJobRecord } from './failover.js'
@@ -18,17 +19,6 @@ import { attemptClaims, Coordination, jobRecordKey, jobRole, readJobRecord } fro
 const RECORDS = 120_000
 /** Runs of each kind (10 each by default; more with LAMINA_FAILOVER_RUNS). */
 const RUNS = Number(process.env.LAMINA_FAILOVER_RUNS ?? 10)
-
-/** A small seeded generator (mulberry32): the same schedule for the same seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 describe('failover jobs: the coordinating peer dies, another takes the job over', () => {
   let dir: string
@@ -61,7 +51,7 @@ describe('failover jobs: the coordinating peer dies, another takes the job over'
    * `kill` says, waits for the job to finish under its successor, and checks everything.
    */
   async function run(name: string, seed: number, kill: (lineage: string, random: () => number) => Promise<void>): Promise<void> {
-    const random = seeded(seed)
+    const random = seededRandom(seed)
     await untilMembersAlive(cluster, 60_000)
     const index = seed % 3
     const coordinator = cluster.members()[index]!
