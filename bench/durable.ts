@@ -5,9 +5,9 @@
 //
 //   npm run bench -- durable [--seconds N] [--rounds N] [--clients N]
 //
-// A durable call journals its request (create), is claimed (a claim key under the worker's lease,
-// and the record moved to running), and journals its outcome, then the claim is dropped: five
-// writes of the log, against one for a raw put. The last line of stdout is one JSON object:
+// A durable call journals its request (create), is claimed (the record moved to running under the
+// worker's lease) and journals its outcome: three writes of the log, against one for a raw put.
+// The last line of stdout is one JSON object:
 // `{"bench":"durable","ratio":<calls/s ÷ commits/s>,"calls_s":…,"commits_s":…,"p50_ms":…,"p99_ms":…}`.
 
 import '../kmods/transport/polyfill.js'

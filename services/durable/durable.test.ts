@@ -1,8 +1,10 @@
 // Durable requests on the KV store of 3 real peer processes: results, retries with backoff,
 // timeouts, codec refusals and dead letters with their cause, idempotency keys, cancel and retry by
-// hand; and 10 seeded schedules that SIGKILL a worker process mid-request or the leader of a shard
-// of the store: every request completes, with the right result, and every effect is applied once.
-import { type ChildProcess, spawn } from 'node:child_process'
+// hand, workflows journaled step by step, `lamina requests`; and 10 seeded schedules that SIGKILL
+// the worker process running a workflow, a worker mid-request, or the leader of a shard of the
+// store: every request and workflow completes with a fault-free run's result, and every effect is
+// applied once.
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { appendFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -157,6 +159,31 @@ describe('durable requests on the KV store', () => {
     }
   }, 60_000)
 
+  it('`lamina requests` lists, shows, retries and cancels requests from the shell', async () => {
+    const cli = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'lamina.js')
+    await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, 'cli'))).peerId}\n`)
+    const connection = ['--cluster', cluster.members()[0]!.multiaddrs[0]!, '--psk', join(dir, 'swarm.key'), '--workdir', join(dir, 'cli')]
+    const lamina = (...args: string[]): Promise<{ code: number | null; out: string; err: string }> =>
+      new Promise((resolve) => {
+        execFile(process.execPath, [cli, 'requests', ...args, ...connection], (error, out, err) => resolve({ code: error === null ? 0 : (error.code as number | null), out, err }))
+      })
+    // A request nobody serves, cancelled: listed, shown, queued again by hand.
+    const id = await d.submit('shell', { n: 1 }, { idempotencyKey: 'shell-1' })
+    await d.cancel('shell', id)
+    const listed = await lamina('ls', '--name', 'shell')
+    expect(listed.code).toBe(0)
+    expect(listed.out).toMatch(/^shell\/shell-1 {2}cancelled {2}attempts 0\/5 .*\[ERR_REQUEST_CANCELLED\] cancelled$/m)
+    const shown = await lamina('show', 'shell', 'shell-1')
+    expect(JSON.parse(shown.out)).toMatchObject({ id: 'shell-1', name: 'shell', input: { n: 1 }, state: 'cancelled' })
+    expect(JSON.parse((await lamina('retry', 'shell', 'shell-1')).out)).toMatchObject({ state: 'queued', attempts: 0, error: null })
+    expect(JSON.parse((await lamina('cancel', 'shell', 'shell-1')).out)).toMatchObject({ state: 'cancelled' })
+    // What is wrong is named: an unknown request (exit 1), a bad command line (exit 2).
+    const unknown = await lamina('show', 'shell', 'nope')
+    expect([unknown.code, unknown.err]).toEqual([1, expect.stringContaining('no request shell/nope is journaled')])
+    const bad = await lamina('ls', '--state', 'sleeping')
+    expect([bad.code, bad.err]).toEqual([2, expect.stringContaining('--state must be one of queued, running, succeeded, dead, cancelled')])
+  }, 60_000)
+
   /** Starts worker process `name` (w1, w2), resolving once it serves. */
   async function startWorker(name: string): Promise<ChildProcess> {
     const contact = cluster.members()[0]!.multiaddrs[0]!
@@ -181,84 +208,83 @@ describe('durable requests on the KV store', () => {
     return child
   }
 
-  it('10 seeded schedules SIGKILL a worker mid-request or a shard leader of the store: every request completes, each effect applied once', async () => {
+  it('10 seeded schedules SIGKILL the worker running a workflow, a worker mid-request, or a shard leader of the store: every request and workflow completes, each effect applied once', async () => {
     const workers: Record<string, ChildProcess> = { w1: await startWorker('w1'), w2: await startWorker('w2') }
     const summary: string[] = []
     try {
       for (let seed = 1; seed <= 10; seed++) {
         const random = seededRandom(seed)
         await untilMembersAlive(cluster, 60_000)
+        const retry = { attempts: 10, baseMs: 50, maxMs: 500 }
         const requests = Array.from({ length: 24 }, (_, i) => ({ n: seed * 100 + i, ms: 50 + Math.floor(random() * 250) }))
-        const calls = requests.map((input) =>
-          d.call<{ doubled: number }>('effect', input, { idempotencyKey: `s${seed}-${input.n}`, retry: { attempts: 10, baseMs: 50, maxMs: 500 } }),
+        const calls = requests.map((input) => d.call<{ doubled: number }>('effect', input, { idempotencyKey: `s${seed}-${input.n}`, retry }))
+        // And workflows of three steps (an effect, a sleep, an effect), served by the same workers.
+        const flows = Array.from({ length: 3 }, (_, i) => ({ id: `p${seed}-${i}`, n: seed * 100 + 50 + i, ms: 50 + Math.floor(random() * 150) }))
+        const runs = flows.map((f) => d.runWorkflow<{ total: number }>('pipeline', { n: f.n, ms: f.ms }, { idempotencyKey: f.id, retry }))
+        // Once some attempts run and a workflow journaled a step, the seeded fault: the worker running
+        // a workflow (seed % 3 = 0), the leader of a shard of the store (1), a worker running requests (2).
+        await until(
+          async () => (await kv.scan({ prefix: `applied/s${seed}-` })).length >= 4 && (await kv.scan({ prefix: `_lamina/wf/pipeline/p${seed}-` })).length >= 1,
+          30_000,
+          'attempts to start and a workflow step to be journaled',
         )
-        // Once some attempts run, the seeded fault: a worker (even seeds), or the leader of a shard (odd).
-        await until(async () => (await kv.scan({ prefix: `applied/s${seed}-` })).length >= 4, 30_000, 'attempts to start')
+        const kind = seed % 3
         let fault: string
-        if (seed % 2 === 0) {
-          // The worker that holds claims (one may hold them all): killing it loses attempts.
-          const held = (await kv.scan({ prefix: '_lamina/reqclaim/effect/' })).map((e) => e.value)
-          const victim = held.length > 0 ? held[Math.floor(random() * held.length)]! : random() < 0.5 ? 'w1' : 'w2'
-          workers[victim]!.kill('SIGKILL')
-          fault = `SIGKILL worker ${victim}`
-          workers[victim] = await startWorker(victim)
-        } else {
+        if (kind === 1) {
           const shard = kv.shards[Math.floor(random() * kv.shards.length)]!
           const leader = (await kv.status()).find((s) => s.shard === shard && s.isLeader)?.leader
           const member = cluster.members().find((m) => m.peerId === leader)
           fault = `SIGKILL the leader of ${shard} (${leader?.slice(-6) ?? 'none'})`
           if (member?.pid !== undefined) process.kill(member.pid, 'SIGKILL')
+        } else {
+          // A worker that runs what is asked for (one may run it all): killing it loses attempts.
+          const held = (await d.list({ name: kind === 0 ? 'wf.pipeline' : 'effect', state: 'running' })).map((r) => r.worker!)
+          const victim = held.length > 0 ? held[Math.floor(random() * held.length)]! : random() < 0.5 ? 'w1' : 'w2'
+          workers[victim]!.kill('SIGKILL')
+          fault = `SIGKILL worker ${victim} (running ${kind === 0 ? 'a workflow' : 'requests'})`
+          workers[victim] = await startWorker(victim)
         }
         let timer: NodeJS.Timeout | undefined
-        const results = await Promise.race([
-          Promise.all(calls),
+        const [results, totals] = await Promise.race([
+          Promise.all([Promise.all(calls), Promise.all(runs)]),
           new Promise<never>((_, reject) => {
             timer = setTimeout(async () => {
-              const open = (await d.list({ name: 'effect' })).filter((r) => r.id.startsWith(`s${seed}-`) && r.state !== 'succeeded')
+              const open = [...(await d.list({ name: 'effect' })), ...(await d.list({ name: 'wf.pipeline' }))].filter(
+                (r) => (r.id.startsWith(`s${seed}-`) || r.id.startsWith(`p${seed}-`)) && r.state !== 'succeeded',
+              )
               const tails = [...logs].map(([w, text]) => `${w}: ${text.split('\n').slice(-8).join(' | ')}`).join('; ')
               reject(new Error(`seed ${seed} (${fault}): ${open.length} requests not done after 60 s: ${JSON.stringify(open.slice(0, 2))}; workers: ${tails}`))
             }, 60_000)
           }),
         ]).finally(() => clearTimeout(timer))
+        // Results equal a fault-free run's; every effect applied once (a create-only key, version 1).
         expect(results).toEqual(requests.map((r) => ({ doubled: r.n * 2 })))
+        expect(totals).toEqual(flows.map((f) => ({ total: f.n * 2 + (f.n + 1000) * 2 })))
         const effects = await kv.scan({ prefix: `effect/s${seed}-` })
         expect(effects.map((e) => [e.key, e.value, e.version])).toEqual(
           requests.map((r) => [`effect/s${seed}-${r.n}`, String(r.n), 1]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
         )
+        const stepEffects = await kv.scan({ prefix: `effect/p${seed}-` })
+        expect(stepEffects.map((e) => [e.key, e.value, e.version])).toEqual(
+          flows
+            .flatMap((f) => [
+              [`effect/${f.id}.1`, String(f.n), 1],
+              [`effect/${f.id}.3`, String(f.n + 1000), 1],
+            ])
+            .sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+        )
+        // Each workflow journaled its three steps (create-only: a step is journaled once).
+        for (const f of flows) expect((await workflowSteps(kv, 'pipeline', f.id)).map((step) => step.kind)).toEqual(['call', 'sleep', 'call'])
         const records = await Promise.all(requests.map((r) => d.show('effect', `s${seed}-${r.n}`)))
         const lost = records.filter((r) => r.history.some((h) => h.outcome === 'lost')).length
+        const resumed = (await Promise.all(flows.map((f) => d.show('wf.pipeline', f.id)))).filter((r) => r.history.some((h) => h.outcome === 'lost')).length
         const attempts = (await kv.scan({ prefix: `applied/s${seed}-` })).length
-        if (seed % 2 === 0) expect(lost).toBeGreaterThan(0)
-        summary.push(`seed ${seed}: ${fault}; ${attempts} attempts for ${requests.length} requests, ${lost} redelivered after a lost worker`)
+        if (kind === 2) expect(lost).toBeGreaterThan(0)
+        if (kind === 0) expect(resumed).toBeGreaterThan(0)
+        summary.push(
+          `seed ${seed}: ${fault}; ${attempts} attempts for ${requests.length} requests, ${lost} redelivered after a lost worker; ${resumed} of ${flows.length} workflows resumed elsewhere`,
+        )
       }
-      // Workflows whose worker is killed between steps: they resume on the other worker from their
-      // last journaled step; every step's effect applied once, and no journaled step run again.
-      await untilMembersAlive(cluster, 60_000)
-      const runs = Array.from({ length: 6 }, (_, i) => ({ n: 5000 + i, ms: 100 }))
-      const results = runs.map((input) => d.runWorkflow<{ total: number }>('pipeline', input, { idempotencyKey: `p-${input.n}`, retry: { attempts: 10, baseMs: 50, maxMs: 500 } }))
-      await until(async () => (await kv.scan({ prefix: '_lamina/wf/pipeline/' })).length >= 3, 30_000, 'first steps to be journaled')
-      const holders = (await kv.scan({ prefix: '_lamina/reqclaim/wf.pipeline/' })).map((e) => e.value)
-      const victim = holders[0] ?? 'w1'
-      workers[victim]!.kill('SIGKILL')
-      workers[victim] = await startWorker(victim)
-      expect(await Promise.all(results)).toEqual(runs.map((r) => ({ total: r.n * 2 + (r.n + 1000) * 2 })))
-      const effects = await kv.scan({ prefix: 'effect/p-' })
-      expect(effects.map((e) => [e.key, e.version])).toEqual(
-        runs
-          .flatMap((r) => [
-            [`effect/p-${r.n}.1`, 1],
-            [`effect/p-${r.n}.3`, 1],
-          ])
-          .sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
-      )
-      const resumed = (await Promise.all(runs.map((r) => d.show('wf.pipeline', `p-${r.n}`)))).filter((r) => r.history.some((h) => h.outcome === 'lost'))
-      expect(resumed.length).toBeGreaterThan(0)
-      // Each resumed run has its three steps journaled (create-only: a step is journaled once).
-      for (const run of resumed) {
-        const steps = await workflowSteps(kv, 'pipeline', run.id)
-        expect(steps.length).toBe(3)
-      }
-      summary.push(`workflows: SIGKILL worker ${victim} between steps; ${resumed.length} of ${runs.length} runs resumed on the other worker`)
     } finally {
       process.stderr.write(`durable: ${summary.join('\n  ')}\n`)
       for (const child of Object.values(workers)) child.kill('SIGKILL')

@@ -5,12 +5,13 @@
 // - A request is one record, `_lamina/req/<name>/<id>` (RequestRecordCodec), written create-only
 //   by the caller: the id is the idempotency key when one is given, so a second call with the same
 //   key finds the first request (and its result) instead of making another.
-// - A worker claims a queued request with a key of its own, `_lamina/reqclaim/<name>/<id>`,
-//   created under the worker's lease (one KV lease per worker, kept alive while it runs), then
-//   moves the record to `running` with the attempt counted (a compare-and-set on the revision it
-//   read). When the worker dies its lease expires and every claim key under it goes: any worker
-//   that sees a `running` record without its claim key puts it back in the queue (a lost attempt,
-//   counted), so it is redelivered.
+// - A worker holds one KV lease while it runs (kept alive), and one key under it,
+//   `_lamina/worker/<lease>`: while the key exists, the worker lives. It claims a queued request
+//   by moving its record to `running` with the attempt counted and its lease named (one
+//   compare-and-set on the revision it read). When the worker dies its lease expires and its key
+//   goes: any worker that sees a `running` record whose lease's key is gone puts it back in the
+//   queue (a lost attempt, counted), so it is redelivered. A call is three writes of the log: the
+//   request, the claim, the outcome.
 // - The outcome is one more compare-and-set of the record: `succeeded` with the result, or a
 //   failure, which queues the request again after a backoff (the fault tolerance layer's policy:
 //   exponential, jittered) until its attempts are used up; then it is `dead`, a dead letter with
@@ -51,6 +52,8 @@ export const RequestRecordCodec = t.type({
   notBefore: t.number,
   /** The worker running it (state `running`), or the last one that did. */
   worker: Nullable(t.string),
+  /** The lease of the worker running it (state `running`): its key `_lamina/worker/<lease>` lives as long as the worker. */
+  lease: Nullable(t.string),
   result: t.unknown,
   error: Nullable(Failure),
   history: t.array(
@@ -65,15 +68,16 @@ export type RequestRecord = t.TypeOf<typeof RequestRecordCodec>
 export type FinalState = 'succeeded' | 'dead' | 'cancelled'
 
 const PREFIX = '_lamina/req/'
-const CLAIMS = '_lamina/reqclaim/'
+const WORKERS = '_lamina/worker/'
 
 /** Where request `id` of `name` is journaled. */
 export function requestKey(name: string, id: string): string {
   return `${PREFIX}${name}/${id}`
 }
 
-function claimKey(name: string, id: string): string {
-  return `${CLAIMS}${name}/${id}`
+/** The key that lives as long as the worker holding `lease`. */
+function workerKey(lease: string): string {
+  return `${WORKERS}${lease}`
 }
 
 function checkName(what: string, name: string): void {
@@ -145,7 +149,7 @@ export interface ServeOptions<I extends AnyCodec, O extends AnyCodec> {
   readonly input?: I
   /** The answer's codec: an answer that does not fit fails the attempt (RequestCodecError, retried). */
   readonly output?: O
-  /** Milliseconds a claim outlives this worker's last keep-alive. @default 3000 */
+  /** Milliseconds a claim outlives this worker's last keep-alive (its lease's TTL). @default 3000 */
   readonly leaseMs?: number
   /** How often the worker looks for requests due (retries) or lost (dead workers). @default 250 */
   readonly sweepMs?: number
@@ -188,6 +192,7 @@ export class Durable {
       timeoutMs: options.timeoutMs ?? 30_000,
       notBefore: now,
       worker: null,
+      lease: null,
       result: null,
       error: null,
       history: [],
@@ -484,9 +489,10 @@ class RequestWorker implements Worker {
     await lease?.revoke().catch(() => undefined)
   }
 
-  /** This worker's lease: one for every claim it holds, kept alive while it runs. */
+  /** This worker's lease and its key (the worker lives while the key does), kept alive while it runs. */
   private leased(): Promise<KvLease> {
-    this.lease ??= this.kv.grant(this.options.leaseMs ?? 3000).then((lease) => {
+    this.lease ??= this.kv.grant(this.options.leaseMs ?? 3000).then(async (lease) => {
+      await this.kv.put(workerKey(lease.id), JSON.stringify({ worker: this.worker, name: this.name }), { lease })
       const { lost } = lease.keepAliveForever()
       // A lease that could not be kept alive: its claims are gone; the next claim takes a new one.
       void lost.then(() => {
@@ -528,12 +534,12 @@ class RequestWorker implements Worker {
       if (record.notBefore <= Date.now()) await this.tryClaim(id)
       return
     }
-    // Running: its worker holds the claim while it lives; without the claim the attempt is lost. A
-    // claim of this worker's for an attempt it no longer runs (its outcome could not be journaled)
-    // is given up first.
-    const mine = record.worker === this.worker && !this.running.has(id)
-    if (mine) await this.kv.delete(claimKey(this.name, id))
-    else if ((await this.kv.get(claimKey(this.name, id))) !== undefined) return
+    // Running: its worker lives while its lease's key does; without the key the attempt is lost.
+    // So is an attempt of this very worker's that it no longer runs (its outcome could not be journaled).
+    const own = await this.lease?.catch(() => undefined)
+    const mine = own !== undefined && record.lease === own.id
+    if (mine && this.running.has(id)) return
+    if (!mine && record.lease !== null && (await this.kv.get(workerKey(record.lease))) !== undefined) return
     const lost = { attempt: record.attempts, worker: record.worker ?? '?', at: Date.now(), outcome: 'lost' as const }
     const failure = { code: 'ERR_WORKER_LOST', message: `worker ${record.worker ?? '?'} stopped answering during attempt ${record.attempts}` }
     const next = this.afterFailure(record, failure, lost)
@@ -544,9 +550,9 @@ class RequestWorker implements Worker {
   private afterFailure(record: RequestRecord, failure: { code: string; message: string }, entry: RequestRecord['history'][number], final = false): RequestRecord {
     const now = Date.now()
     const history = [...record.history, entry].slice(-20)
-    if (final || record.attempts >= record.retry.attempts) return { ...record, state: 'dead', error: failure, history, updatedAt: now }
+    if (final || record.attempts >= record.retry.attempts) return { ...record, state: 'dead', error: failure, lease: null, history, updatedAt: now }
     const delay = backoffDelay(record.attempts, record.retry)
-    return { ...record, state: 'queued', error: failure, notBefore: now + delay, history, updatedAt: now }
+    return { ...record, state: 'queued', error: failure, lease: null, notBefore: now + delay, history, updatedAt: now }
   }
 
   private async tryClaim(id: string): Promise<void> {
@@ -560,20 +566,10 @@ class RequestWorker implements Worker {
       const record = parse(entry)
       if (record.state !== 'queued' || record.notBefore > Date.now()) return
       const lease = await this.leased()
-      const claim = claimKey(this.name, id)
-      if (!(await this.kv.cas(claim, this.worker, { ifModRevision: 0, lease })).ok) return
-      let claimed = false
-      try {
-        const running: RequestRecord = { ...record, state: 'running', attempts: record.attempts + 1, worker: this.worker, updatedAt: Date.now() }
-        const moved = await this.kv.cas(key, JSON.stringify(running), { ifModRevision: entry.modRevision })
-        if (!moved.ok) return
-        claimed = true
-        await this.attempt(running, moved.revision, attempt)
-      } finally {
-        // The claim goes with the attempt (a crash takes it with the lease instead).
-        await this.kv.delete(claim).catch(() => undefined)
-        if (!claimed) this.open.add(id)
-      }
+      const running: RequestRecord = { ...record, state: 'running', attempts: record.attempts + 1, worker: this.worker, lease: lease.id, updatedAt: Date.now() }
+      const moved = await this.kv.cas(key, JSON.stringify(running), { ifModRevision: entry.modRevision })
+      if (!moved.ok) return
+      await this.attempt(running, moved.revision, attempt)
     } catch {
       // The store is unavailable for now: the request stays where it was, and a sweep tries again.
     } finally {
