@@ -159,6 +159,31 @@ describe('durable requests on the KV store', () => {
     }
   }, 60_000)
 
+  it('a handler under isolation runs in a process of its own: one that exits, spins past its timeout or throws fails only its attempts, ending as a dead letter with its cause; the worker goes on', async () => {
+    const module = join(import.meta.dirname, 'fixtures', 'handlers.ts')
+    const worker = d.serveIsolated('iso', { module, export: 'handle' }, { sweepMs: 50, concurrency: 4 })
+    try {
+      const twice = { retry: { attempts: 2, baseMs: 20, maxMs: 50 } }
+      // Attempts running beside a crash fail with it and are retried: the good request has more of them.
+      // (An exit can take an attempt of the good request with it; its last attempt is then its own.)
+      const patient = { retry: { attempts: 8, baseMs: 20, maxMs: 50 } }
+      const [good, exited] = await Promise.allSettled([d.call<{ tripled: number; pid: number }>('iso', { n: 7 }, patient), d.call('iso', { n: 1, exit: true }, twice)])
+      const threw = await Promise.allSettled([d.call('iso', { n: 3, throw: true }, twice)]).then(([one]) => one!)
+      expect(good).toMatchObject({ status: 'fulfilled', value: { tripled: 21 } })
+      expect(good.status === 'fulfilled' && good.value.pid).not.toBe(process.pid)
+      expect(exited.status === 'rejected' && exited.reason).toMatchObject({ code: 'ERR_REQUEST_DEAD', attempts: 2, failure: { code: 'ERR_REQUEST_HANDLER_CRASHED' } })
+      expect(exited.status === 'rejected' && String(exited.reason.failure.message)).toContain('exit code 3')
+      expect(threw.status === 'rejected' && threw.reason).toMatchObject({ code: 'ERR_REQUEST_DEAD', failure: { code: 'ERR_REFUSED', message: 'refused 3' } })
+      // A handler that spins cannot be interrupted: past its timeout its process is stopped.
+      const spun = await d.call('iso', { n: 2, spin: true }, { ...twice, timeoutMs: 500 }).catch((error: unknown) => error)
+      expect(spun).toMatchObject({ code: 'ERR_REQUEST_DEAD', attempts: 2, failure: { code: 'ERR_REQUEST_TIMEOUT' } })
+      // After all that, the same worker still answers, from a new process.
+      expect(await d.call('iso', { n: 5 }, patient)).toMatchObject({ tripled: 15 })
+    } finally {
+      await worker.stop()
+    }
+  }, 60_000)
+
   it('`lamina requests` lists, shows, retries and cancels requests from the shell', async () => {
     const cli = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'lamina.js')
     await appendFile(join(dir, 'allowlist'), `${(await loadOrCreateIdentity(join(dir, 'cli'))).peerId}\n`)

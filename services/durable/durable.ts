@@ -31,6 +31,7 @@ import { type AnyCodec, check, InvalidOptionError, LaminaError, renderProblem } 
 import { backoffDelay, type Jitter } from '../../layers/index.js'
 import type { KvClient, KvLease } from '../kv/client.js'
 import type { KvEntry } from '../kv/state.js'
+import { HandlerProcess, type IsolatedHandler } from './isolated.js'
 import { serveWorkflow, type WorkflowContext, workflowRequest } from './workflow.js'
 import { RequestCancelledError, RequestCodecError, RequestConflictError, RequestDeadError, RequestRecordError, RequestTimeoutError, UnknownRequestError } from './errors.js'
 
@@ -365,6 +366,27 @@ export class Durable {
   }
 
   /**
+   * Serves requests named `name` with a handler that runs in a child process of its own (the
+   * export `handler.export`, default `default`, of module `handler.module`): a handler that exits,
+   * crashes or runs out of memory fails the attempts running in it (RequestHandlerCrashedError,
+   * `ERR_REQUEST_HANDLER_CRASHED`, retried), and one past its timeout is stopped with its process;
+   * this peer goes on either way (isolated.ts).
+   */
+  serveIsolated<I extends AnyCodec = t.UnknownC, O extends AnyCodec = t.UnknownC>(name: string, handler: IsolatedHandler, options: ServeOptions<I, O> = {}): Worker {
+    const host = new HandlerProcess(handler)
+    const worker = this.serve<I, O>(name, (input, ctx) => host.call(input, ctx) as Promise<t.TypeOf<O>>, options)
+    return {
+      name: worker.name,
+      worker: worker.worker,
+      stats: () => worker.stats(),
+      stop: async () => {
+        await worker.stop()
+        host.close()
+      },
+    }
+  }
+
+  /**
    * Serves workflow `name`: `fn` runs each step through `w` (`w.call`, `w.sleep`), journaled, so a
    * run resumes on another worker after a crash from its last completed step (workflow.ts, which
    * also states the determinism rule its code must follow).
@@ -404,7 +426,8 @@ function isFinal(state: RequestRecord['state']): state is FinalState {
 }
 
 function failureOf(error: unknown): { code: string; message: string } {
-  return { code: error instanceof LaminaError ? error.code : 'ERR_HANDLER', message: error instanceof Error ? error.message : String(error) }
+  const code = error instanceof LaminaError ? error.code : (error as { code?: unknown } | undefined)?.code
+  return { code: typeof code === 'string' ? code : 'ERR_HANDLER', message: error instanceof Error ? error.message : String(error) }
 }
 
 class RequestWorker implements Worker {

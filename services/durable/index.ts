@@ -17,3 +17,4 @@ export {
   type Worker,
 } from './durable.js'
 export { workflowRequest, workflowSteps, type WorkflowContext } from './workflow.js'
+export { RequestHandlerCrashedError, type IsolatedHandler } from './isolated.js'
