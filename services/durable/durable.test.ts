@@ -241,10 +241,10 @@ describe('durable requests on the KV store', () => {
         const random = seededRandom(seed)
         await untilMembersAlive(cluster, 60_000)
         const retry = { attempts: 10, baseMs: 50, maxMs: 500 }
-        const requests = Array.from({ length: 24 }, (_, i) => ({ n: seed * 100 + i, ms: 50 + Math.floor(random() * 250) }))
+        const requests = Array.from({ length: 24 }, (_, i) => ({ n: seed * 100 + i, ms: 150 + Math.floor(random() * 350) }))
         const calls = requests.map((input) => d.call<{ doubled: number }>('effect', input, { idempotencyKey: `s${seed}-${input.n}`, retry }))
         // And workflows of three steps (an effect, a sleep, an effect), served by the same workers.
-        const flows = Array.from({ length: 3 }, (_, i) => ({ id: `p${seed}-${i}`, n: seed * 100 + 50 + i, ms: 50 + Math.floor(random() * 150) }))
+        const flows = Array.from({ length: 3 }, (_, i) => ({ id: `p${seed}-${i}`, n: seed * 100 + 50 + i, ms: 150 + Math.floor(random() * 200) }))
         const runs = flows.map((f) => d.runWorkflow<{ total: number }>('pipeline', { n: f.n, ms: f.ms }, { idempotencyKey: f.id, retry }))
         // Once some attempts run and a workflow journaled a step, the seeded fault: the worker running
         // a workflow (seed % 3 = 0), the leader of a shard of the store (1), a worker running requests (2).
@@ -262,9 +262,18 @@ describe('durable requests on the KV store', () => {
           fault = `SIGKILL the leader of ${shard} (${leader?.slice(-6) ?? 'none'})`
           if (member?.pid !== undefined) process.kill(member.pid, 'SIGKILL')
         } else {
-          // A worker that runs what is asked for (one may run it all): killing it loses attempts.
-          const held = (await d.list({ name: kind === 0 ? 'wf.pipeline' : 'effect', state: 'running' })).map((r) => r.worker!)
-          const victim = held.length > 0 ? held[Math.floor(random() * held.length)]! : random() < 0.5 ? 'w1' : 'w2'
+          // A worker that runs what is asked for at this moment (one may run it all): killing it loses attempts.
+          const target = kind === 0 ? 'wf.pipeline' : 'effect'
+          let held: string[] = []
+          await until(
+            async () => {
+              held = (await d.list({ name: target, state: 'running' })).filter((r) => r.id.startsWith(kind === 0 ? `p${seed}-` : `s${seed}-`)).map((r) => r.worker!)
+              return held.length > 0
+            },
+            30_000,
+            `a worker to run ${target}`,
+          )
+          const victim = held[Math.floor(random() * held.length)]!
           workers[victim]!.kill('SIGKILL')
           fault = `SIGKILL worker ${victim} (running ${kind === 0 ? 'a workflow' : 'requests'})`
           workers[victim] = await startWorker(victim)
